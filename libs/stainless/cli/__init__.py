@@ -1,0 +1,1 @@
+"""The ``stainless`` command line."""

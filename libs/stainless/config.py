@@ -1,0 +1,236 @@
+"""Typed settings for every Stainless process.
+
+One :class:`Settings` object is built from the environment in each process's
+composition root (``main()`` / ``create_app()``) and passed down by constructor.
+Every field is reachable as an environment variable with the prefix
+``STAINLESS_`` and ``__`` between nested blocks, e.g. ``STAINLESS_BUS__BACKEND=kafka``.
+
+A variable that starts with ``STAINLESS_`` but names no setting, or a value
+that does not parse, stops the process at start with a :class:`SettingsError`
+that names the variable.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "STAINLESS_"
+ENV_NESTED_DELIMITER = "__"
+
+
+class SettingsError(ValueError):
+    """Raised when the environment holds an unknown or malformed setting."""
+
+
+class StoreBackend(StrEnum):
+    LOCAL = "local"
+    S3 = "s3"
+
+
+class BusBackend(StrEnum):
+    MEMORY = "memory"
+    KAFKA = "kafka"
+
+
+class InferenceBackend(StrEnum):
+    LOCAL = "local"
+    TRITON = "triton"
+
+
+class TritonProtocol(StrEnum):
+    GRPC = "grpc"
+    HTTP = "http"
+
+
+class LogFormat(StrEnum):
+    JSON = "json"
+    CONSOLE = "console"
+
+
+class _Block(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class DatabaseSettings(_Block):
+    """Relational database (SQLModel): SQLite file by default, Postgres in production."""
+
+    url: str = Field(
+        default="sqlite:///out/stainless.db",
+        description="SQLAlchemy URL, e.g. postgresql+psycopg://user@host:5432/stainless",
+    )
+    echo: bool = Field(default=False, description="Log every SQL statement.")
+    pool_size: int = Field(default=5, ge=1, description="Connection pool size (Postgres).")
+
+
+class StoreSettings(_Block):
+    """Object store for images and artefacts: a local directory or S3/MinIO."""
+
+    backend: StoreBackend = Field(default=StoreBackend.LOCAL, description="local or s3.")
+    root: Path = Field(default=Path("out/store"), description="Directory of the local store.")
+    endpoint: str = Field(default="127.0.0.1:9000", description="S3 endpoint host:port.")
+    bucket: str = Field(default="stainless", min_length=3, description="S3 bucket name.")
+    access_key: str = Field(default="stainless", description="S3 access key.")
+    secret_key: SecretStr = Field(default=SecretStr("stainless-secret"), description="S3 secret.")
+    secure: bool = Field(default=False, description="Use TLS for the S3 endpoint.")
+    region: str | None = Field(default=None, description="S3 region, if the server needs one.")
+    presign_expiry_s: int = Field(
+        default=3600, ge=1, le=7 * 24 * 3600, description="Lifetime of presigned GET URLs."
+    )
+
+
+class BusSettings(_Block):
+    """Event bus: in-process queue by default, Kafka in production."""
+
+    backend: BusBackend = Field(default=BusBackend.MEMORY, description="memory or kafka.")
+    bootstrap_servers: str = Field(
+        default="127.0.0.1:9092", description="Kafka bootstrap servers, comma separated."
+    )
+    topic_prefix: str = Field(
+        default="stainless.",
+        pattern=r"^[A-Za-z0-9._-]*$",
+        description="Prefix of every topic name.",
+    )
+    partitions: int = Field(default=6, ge=1, description="Partitions of topics we create.")
+    max_attempts: int = Field(
+        default=3, ge=1, description="Handler tries before an event goes to <topic>.dlq."
+    )
+    retry_backoff_s: float = Field(default=0.5, ge=0, description="First retry delay; doubles.")
+    session_timeout_ms: int = Field(default=10000, ge=1000, description="Consumer session timeout.")
+    heartbeat_interval_ms: int = Field(
+        default=3000, ge=100, description="Consumer heartbeat interval."
+    )
+    request_timeout_s: float = Field(
+        default=30.0, gt=0, description="Produce acknowledgement wait."
+    )
+
+
+class TaskSettings(_Block):
+    """Celery task queue: eager (in process) by default, Redis in production."""
+
+    eager: bool = Field(default=True, description="Run tasks in the calling process.")
+    broker_url: str = Field(default="redis://127.0.0.1:6379/0", description="Celery broker URL.")
+    result_backend: str = Field(
+        default="redis://127.0.0.1:6379/1", description="Celery result backend URL."
+    )
+    task_time_limit_s: int = Field(default=600, ge=1, description="Hard time limit of a task.")
+
+
+class InferenceSettings(_Block):
+    """Inference port: PyTorch/ONNX in process by default, Triton in production."""
+
+    backend: InferenceBackend = Field(
+        default=InferenceBackend.LOCAL, description="local or triton."
+    )
+    url: str = Field(default="127.0.0.1:8001", description="Triton host:port.")
+    protocol: TritonProtocol = Field(default=TritonProtocol.GRPC, description="grpc or http.")
+    model_repository: str = Field(default="models", description="Model repository path or key.")
+    timeout_s: float = Field(default=30.0, gt=0, description="Inference request timeout.")
+
+
+class RaySettings(_Block):
+    """Ray for training: a local Ray by default, a cluster when an address is given."""
+
+    address: str | None = Field(default=None, description="Ray cluster address; none = local.")
+    num_cpus: int | None = Field(default=None, ge=1, description="CPUs of a local Ray.")
+
+
+class RelaySettings(_Block):
+    """Outbox relay service."""
+
+    batch_size: int = Field(default=100, ge=1, description="Outbox rows published per round.")
+    poll_interval_s: float = Field(default=0.5, gt=0, description="Wait when the outbox is empty.")
+    http_port: int = Field(default=8090, ge=1, le=65535, description="Health and metrics port.")
+
+
+class WorkerSettings(_Block):
+    """Celery worker service."""
+
+    concurrency: int = Field(default=1, ge=1, description="Worker processes.")
+    metrics_port: int = Field(default=8091, ge=1, le=65535, description="Metrics port.")
+
+
+class LogSettings(_Block):
+    level: str = Field(
+        default="INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR|CRITICAL)$", description="Log level."
+    )
+    format: LogFormat = Field(default=LogFormat.JSON, description="json or console.")
+
+
+class Settings(BaseSettings):
+    """All settings of a Stainless process."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter=ENV_NESTED_DELIMITER,
+        extra="forbid",
+        frozen=True,
+        case_sensitive=False,
+    )
+
+    database: DatabaseSettings = DatabaseSettings()
+    store: StoreSettings = StoreSettings()
+    bus: BusSettings = BusSettings()
+    tasks: TaskSettings = TaskSettings()
+    inference: InferenceSettings = InferenceSettings()
+    ray: RaySettings = RaySettings()
+    relay: RelaySettings = RelaySettings()
+    worker: WorkerSettings = WorkerSettings()
+    log: LogSettings = LogSettings()
+
+
+def iter_setting_fields(
+    model: type[BaseModel] = Settings, prefix: str = ENV_PREFIX
+) -> Iterator[tuple[str, Any, str]]:
+    """Yield ``(environment variable, default, description)`` for every leaf setting."""
+    for name, info in model.model_fields.items():
+        env = f"{prefix}{name.upper()}"
+        annotation = info.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            yield from iter_setting_fields(annotation, env + ENV_NESTED_DELIMITER)
+        else:
+            default = info.default
+            if isinstance(default, SecretStr):
+                default = "(secret)"
+            yield env, default, info.description or ""
+
+
+def _known_variables() -> set[str]:
+    return {env for env, _, _ in iter_setting_fields()}
+
+
+def load_settings() -> Settings:
+    """Build :class:`Settings` from the environment, failing clearly on bad values.
+
+    Raises:
+        SettingsError: a ``STAINLESS_*`` variable is unknown or its value is malformed.
+    """
+    known = _known_variables()
+    unknown = sorted(
+        key for key in os.environ if key.upper().startswith(ENV_PREFIX) and key.upper() not in known
+    )
+    if unknown:
+        raise SettingsError(
+            "unknown setting(s): " + ", ".join(unknown) + " (see the settings table in README.md)"
+        )
+    try:
+        return Settings()
+    except ValidationError as exc:
+        raise SettingsError(_describe(exc)) from None
+
+
+def _describe(exc: ValidationError) -> str:
+    lines = []
+    for error in exc.errors():
+        loc = [str(part) for part in error["loc"]]
+        variable = ENV_PREFIX + ENV_NESTED_DELIMITER.join(part.upper() for part in loc)
+        value = error.get("input")
+        shown = "" if isinstance(value, dict) else f" (got {value!r})"
+        lines.append(f"{variable}: {error['msg']}{shown}")
+    return "invalid setting(s): " + "; ".join(lines)

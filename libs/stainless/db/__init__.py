@@ -1,0 +1,1 @@
+"""Relational database: tables, engine, sessions and migrations."""

@@ -1,0 +1,49 @@
+"""Events: contracts (topics, payloads), the bus port and its adapters, the outbox."""
+
+from __future__ import annotations
+
+from stainless.events.bus import Consumer, EventBus, Handler, InMemoryBus, RetryPolicy
+from stainless.events.contracts import (
+    ALL_TOPICS,
+    CellsCropped,
+    CellsStained,
+    ConsumerGroup,
+    DeadLetter,
+    Envelope,
+    EventDecodeError,
+    FieldIngested,
+    ModelPromoted,
+    ModelRegistered,
+    Payload,
+    ReviewRecorded,
+    SlideCompleted,
+    Topic,
+    TrainingRequested,
+    decode_envelope,
+)
+from stainless.events.factory import create_bus
+
+__all__ = [
+    "ALL_TOPICS",
+    "CellsCropped",
+    "CellsStained",
+    "Consumer",
+    "ConsumerGroup",
+    "DeadLetter",
+    "Envelope",
+    "EventBus",
+    "EventDecodeError",
+    "FieldIngested",
+    "Handler",
+    "InMemoryBus",
+    "ModelPromoted",
+    "ModelRegistered",
+    "Payload",
+    "RetryPolicy",
+    "ReviewRecorded",
+    "SlideCompleted",
+    "Topic",
+    "TrainingRequested",
+    "create_bus",
+    "decode_envelope",
+]

@@ -1,0 +1,135 @@
+"""Event bus on Kafka through ``kafka-python``.
+
+Producer: ``acks='all'``, each publish waits for the acknowledgement. Consumers:
+one consumer group per service, auto-commit off, the offset of a message is
+committed only after the :class:`~stainless.events.bus.Dispatcher` handled it or
+dead-lettered it. A process that dies before committing gets the message again;
+handlers stay safe through the processed-events table.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterable, Sequence
+
+import structlog
+from kafka import KafkaConsumer, KafkaProducer
+from kafka.admin import KafkaAdminClient, NewTopic
+from kafka.errors import CommitFailedError, TopicAlreadyExistsError
+from kafka.structs import OffsetAndMetadata
+
+from stainless.config import BusSettings
+from stainless.events.bus import Dispatcher, Handler, RetryPolicy, unprefixed
+from stainless.events.contracts import Envelope
+
+log = structlog.get_logger(__name__)
+
+
+class KafkaBus:
+    def __init__(self, settings: BusSettings, *, client_id: str = "stainless") -> None:
+        self._settings = settings
+        self._client_id = client_id
+        self._servers = settings.bootstrap_servers.split(",")
+        self._producer: KafkaProducer | None = None
+        self._lock = threading.Lock()
+        self._policy = RetryPolicy(settings.max_attempts, settings.retry_backoff_s)
+
+    @property
+    def prefix(self) -> str:
+        return self._settings.topic_prefix
+
+    def _get_producer(self) -> KafkaProducer:
+        with self._lock:
+            if self._producer is None:
+                self._producer = KafkaProducer(
+                    bootstrap_servers=self._servers,
+                    client_id=self._client_id,
+                    acks="all",
+                    retries=5,
+                    linger_ms=0,
+                    compression_type="gzip",
+                )
+            return self._producer
+
+    def ensure_topics(self, topics: Iterable[str]) -> None:
+        admin = KafkaAdminClient(bootstrap_servers=self._servers, client_id=self._client_id)
+        try:
+            existing = set(admin.list_topics())
+            missing = [self.prefix + t for t in topics if self.prefix + t not in existing]
+            for name in missing:
+                topic = NewTopic(
+                    name, num_partitions=self._settings.partitions, replication_factor=1
+                )
+                with contextlib.suppress(TopicAlreadyExistsError):  # created concurrently
+                    admin.create_topics([topic])
+        finally:
+            admin.close()
+
+    def publish(self, envelope: Envelope) -> None:
+        self.publish_raw(envelope.topic, envelope.key, envelope.encode())
+
+    def publish_raw(self, topic: str, key: str, value: bytes) -> None:
+        future = self._get_producer().send(self.prefix + topic, key=key.encode(), value=value)
+        future.get(timeout=self._settings.request_timeout_s)
+
+    def consumer(
+        self, *, group: str, topics: Sequence[str], handler: Handler
+    ) -> KafkaEventConsumer:
+        dispatcher = Dispatcher(
+            group=group, handler=handler, policy=self._policy, send_dead_letter=self.publish
+        )
+        client = KafkaConsumer(
+            *[self.prefix + t for t in topics],
+            bootstrap_servers=self._servers,
+            client_id=f"{self._client_id}-{group}",
+            group_id=group,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            session_timeout_ms=self._settings.session_timeout_ms,
+            heartbeat_interval_ms=self._settings.heartbeat_interval_ms,
+            max_poll_records=50,
+        )
+        return KafkaEventConsumer(client, dispatcher, self.prefix)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._producer is not None:
+                self._producer.close()
+                self._producer = None
+
+
+class KafkaEventConsumer:
+    def __init__(self, client: KafkaConsumer, dispatcher: Dispatcher, prefix: str) -> None:
+        self._client = client
+        self._dispatcher = dispatcher
+        self._prefix = prefix
+
+    def poll_once(self, timeout_s: float = 1.0) -> int:
+        batches = self._client.poll(timeout_ms=int(timeout_s * 1000))
+        handled = 0
+        for partition, records in batches.items():
+            for record in records:
+                topic = unprefixed(record.topic, self._prefix)
+                self._dispatcher.dispatch(topic, record.value)
+                try:
+                    self._client.commit({partition: OffsetAndMetadata(record.offset + 1, "", -1)})
+                except CommitFailedError as exc:
+                    # The partition moved to another member during a rebalance: it will get
+                    # the uncommitted records again, and the handlers are idempotent.
+                    log.warning(
+                        "commit failed after rebalance",
+                        partition=str(partition),
+                        offset=record.offset,
+                        error=str(exc),
+                    )
+                    return handled
+                handled += 1
+        return handled
+
+    def run(self, stop: threading.Event) -> None:
+        while not stop.is_set():
+            self.poll_once(timeout_s=0.5)
+
+    def close(self) -> None:
+        self._client.close()

@@ -1,0 +1,1 @@
+"""Image generation and handling for Stainless (synthetic phantoms, figures)."""

@@ -1,0 +1,108 @@
+"""Shared fixtures. Servers are real, on loopback, started and stopped by PID here.
+
+Postgres and Redis are the machine's own (checked, started if down); the Kafka
+broker and the S3 server are started from ``infra/servers.py`` on free ports for
+the test session.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _load_infra() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("stainless_infra", ROOT / "infra" / "servers.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["stainless_infra"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+infra = _load_infra()
+
+
+@pytest.fixture(autouse=True)
+def _clean_stainless_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests start from default settings whatever the caller's environment holds."""
+    for key in list(os.environ):
+        if key.upper().startswith("STAINLESS_"):
+            monkeypatch.delenv(key)
+
+
+@pytest.fixture(scope="session")
+def infra_state(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("infra")
+
+
+@pytest.fixture(scope="session")
+def new_postgres_database() -> Iterator[Callable[[], str]]:
+    """Creates fresh, empty Postgres databases on demand; drops them all at the end."""
+    import psycopg
+
+    infra.ensure_postgres()
+    admin = "postgresql://postgres@127.0.0.1:5432/test"
+    created: list[str] = []
+
+    def create() -> str:
+        name = f"stainless_test_{uuid.uuid4().hex[:10]}"
+        with psycopg.connect(admin, autocommit=True) as connection:
+            connection.execute(f'CREATE DATABASE "{name}"')
+        created.append(name)
+        return f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+
+    yield create
+    with psycopg.connect(admin, autocommit=True) as connection:
+        for name in created:
+            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="module")
+def postgres_url(new_postgres_database: Callable[[], str]) -> str:
+    """An empty Postgres database for one test module."""
+    return new_postgres_database()
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(infra_state: Path) -> Iterator[str]:
+    server = infra.start_kafka(infra.free_port(), infra_state)
+    yield server.address
+    infra.stop("kafka", infra_state)
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint(infra_state: Path) -> Iterator[str]:
+    server = infra.start_s3(infra.free_port(), infra_state)
+    yield server.address
+    infra.stop("s3", infra_state)
+
+
+@pytest.fixture
+def unused_port() -> int:
+    return int(infra.free_port())
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    infra.ensure_redis()
+    return "redis://127.0.0.1:6379"
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    """A migrated SQLite database (the embedded default) in a temp folder."""
+    from stainless.db.migrate import upgrade
+
+    url = f"sqlite:///{tmp_path / 'stainless.db'}"
+    upgrade(url)
+    return url

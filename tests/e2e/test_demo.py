@@ -1,0 +1,39 @@
+"""``stainless demo`` (what ``make demo`` runs) on embedded defaults, in a clean folder."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+@pytest.mark.slow
+def test_demo_writes_its_summary_and_figure(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STAINLESS_")}
+    done = subprocess.run(
+        [sys.executable, "-m", "stainless.cli", "demo", "--out", "out/demo"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads((tmp_path / "out/demo/summary.json").read_text())
+    assert summary["fields"] == 3
+    assert summary["images_stored"] == 6
+    assert summary["events_published"] == 6  # one fields.ingested per image, via the outbox
+    assert summary["white_cells_ground_truth"] == sum(summary["ground_truth_classes"].values()) > 0
+    assert (summary["database"], summary["store"], summary["bus"], summary["tasks"]) == (
+        "sqlite",
+        "local",
+        "memory",
+        "eager",
+    )
+    assert (tmp_path / "out/demo/phantom.png").read_bytes().startswith(b"\x89PNG")
+    assert (tmp_path / "out/stainless.db").is_file()

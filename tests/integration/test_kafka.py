@@ -1,0 +1,215 @@
+"""The event-bus port on a real Kafka-protocol broker through ``kafka-python``."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine
+from sqlmodel import Session, select
+
+from stainless.config import BusBackend, BusSettings, DatabaseSettings
+from stainless.db.engine import create_db_engine
+from stainless.db.migrate import upgrade
+from stainless.db.models import ProcessedEvent, Scanner
+from stainless.events import (
+    Consumer,
+    Envelope,
+    EventBus,
+    FieldIngested,
+    create_bus,
+    decode_envelope,
+)
+from stainless.events.idempotency import IdempotentHandler
+
+pytestmark = pytest.mark.integration
+HERE = Path(__file__).parent
+
+
+def _settings(bootstrap: str, prefix: str, **extra: object) -> BusSettings:
+    return BusSettings(
+        backend=BusBackend.KAFKA,
+        bootstrap_servers=bootstrap,
+        topic_prefix=prefix,
+        session_timeout_ms=6000,
+        heartbeat_interval_ms=1000,
+        retry_backoff_s=0.0,
+        partitions=2,
+        **extra,
+    )  # type: ignore[arg-type]
+
+
+def _event(slide: str, index: int) -> Envelope:
+    return Envelope.wrap(
+        FieldIngested(
+            slide_id=slide,
+            field_id=f"{slide}-{index}",
+            field_index=index,
+            modality="DIC",
+            object_key=f"raw/{slide}/{index}.tif",
+            sha256="0" * 64,
+        ),
+        key=slide,
+    )
+
+
+def _poll_until(consumer: Consumer, done: Callable[[], bool], timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not done():
+        assert time.monotonic() < deadline, "timed out waiting for events"
+        consumer.poll_once(timeout_s=0.5)
+
+
+@pytest.fixture
+def prefix() -> str:
+    return f"t{uuid.uuid4().hex[:8]}."
+
+
+@pytest.fixture
+def bus(kafka_bootstrap: str, prefix: str) -> EventBus:
+    created = create_bus(_settings(kafka_bootstrap, prefix))
+    created.ensure_topics(["fields.ingested", "fields.ingested.dlq"])
+    yield created
+    created.close()
+
+
+def test_keyed_events_keep_their_order_per_slide(bus: EventBus) -> None:
+    sent = [_event(slide, i) for i in range(4) for slide in ("s1", "s2", "s3")]
+    for envelope in sent:
+        bus.publish(envelope)
+    received: list[Envelope] = []
+    consumer = bus.consumer(group="order", topics=["fields.ingested"], handler=received.append)
+    try:
+        _poll_until(consumer, lambda: len(received) == len(sent))
+    finally:
+        consumer.close()
+    for slide in ("s1", "s2", "s3"):
+        indexes = [e.parsed(FieldIngested).field_index for e in received if e.key == slide]
+        assert indexes == [0, 1, 2, 3]
+
+
+def test_committed_events_are_not_redelivered(bus: EventBus) -> None:
+    bus.publish(_event("s1", 0))
+    first: list[Envelope] = []
+    consumer = bus.consumer(group="resume", topics=["fields.ingested"], handler=first.append)
+    _poll_until(consumer, lambda: len(first) == 1)
+    consumer.close()
+    bus.publish(_event("s1", 1))
+    second: list[Envelope] = []
+    consumer = bus.consumer(group="resume", topics=["fields.ingested"], handler=second.append)
+    try:
+        _poll_until(consumer, lambda: len(second) == 1)
+        consumer.poll_once(timeout_s=1.0)
+    finally:
+        consumer.close()
+    assert [e.parsed(FieldIngested).field_index for e in second] == [1]
+
+
+def test_failing_handler_goes_to_the_dlq_and_the_consumer_moves_on(
+    kafka_bootstrap: str, prefix: str
+) -> None:
+    bus = create_bus(_settings(kafka_bootstrap, prefix, max_attempts=3))
+    bus.ensure_topics(["fields.ingested", "fields.ingested.dlq"])
+    attempts: list[int] = []
+    handled: list[int] = []
+
+    def handler(envelope: Envelope) -> None:
+        index = envelope.parsed(FieldIngested).field_index
+        attempts.append(index)
+        if index == 0:
+            raise RuntimeError("always fails")
+        handled.append(index)
+
+    bus.publish(_event("s1", 0))
+    bus.publish(_event("s1", 1))
+    bus.publish_raw("fields.ingested", "s1", b'{"event_id": "cut-sh')
+    consumer = bus.consumer(group="dlq", topics=["fields.ingested"], handler=handler)
+    letters: list[Envelope] = []
+    dlq_reader = bus.consumer(
+        group="dlq-reader", topics=["fields.ingested.dlq"], handler=letters.append
+    )
+    try:
+        _poll_until(consumer, lambda: handled == [1])
+        _poll_until(dlq_reader, lambda: len(letters) == 2)
+    finally:
+        consumer.close()
+        dlq_reader.close()
+        bus.close()
+    assert attempts == [0, 0, 0, 1]
+    # the two letters have different keys, so they may sit on different partitions
+    failed, undecodable = sorted(letters, key=lambda e: e.payload["attempts"], reverse=True)
+    assert failed.payload["attempts"] == 3
+    assert "RuntimeError: always fails" in failed.payload["error"]
+    assert (
+        decode_envelope(failed.payload["original"].encode()).parsed(FieldIngested).field_index == 0
+    )
+    assert undecodable.payload["attempts"] == 0
+    assert "not valid JSON" in undecodable.payload["error"]
+
+
+@pytest.fixture
+def engine(postgres_url: str) -> Engine:
+    upgrade(postgres_url)
+    return create_db_engine(DatabaseSettings(url=postgres_url))
+
+
+def test_consumer_killed_before_commit_gets_the_event_again_without_duplicates(
+    bus: EventBus, kafka_bootstrap: str, prefix: str, postgres_url: str, engine: Engine
+) -> None:
+    event = _event("crash", 0)
+    bus.publish(event)
+    crashed = subprocess.run(
+        [
+            sys.executable,
+            str(HERE / "kafka_crash_consumer.py"),
+            kafka_bootstrap,
+            prefix,
+            "crashing",
+            postgres_url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert crashed.returncode == 17, crashed.stderr[-2000:]
+    name = f"from-{event.event_id}"
+    with Session(engine) as session:
+        assert len(session.exec(select(Scanner).where(Scanner.name == name)).all()) == 1
+
+    deliveries: list[str] = []
+
+    def insert(session: Session, envelope: Envelope) -> None:
+        session.add(Scanner(name=f"from-{envelope.event_id}", key_prefix="k", key_hash="h"))
+
+    idempotent = IdempotentHandler(engine, "crashing", insert)
+
+    def handler(envelope: Envelope) -> None:
+        deliveries.append(envelope.event_id)
+        idempotent(envelope)
+
+    consumer = bus.consumer(group="crashing", topics=["fields.ingested"], handler=handler)
+    try:
+        _poll_until(consumer, lambda: len(deliveries) == 1, timeout_s=60)
+    finally:
+        consumer.close()
+    assert deliveries == [event.event_id]
+    with Session(engine) as session:
+        assert len(session.exec(select(Scanner).where(Scanner.name == name)).all()) == 1
+        marker = session.get(ProcessedEvent, ("crashing", event.event_id))
+        assert marker is not None
+    again: list[str] = []
+    consumer = bus.consumer(
+        group="crashing", topics=["fields.ingested"], handler=lambda e: again.append(e.event_id)
+    )
+    try:
+        for _ in range(6):
+            consumer.poll_once(timeout_s=1.0)
+    finally:
+        consumer.close()
+    assert again == []

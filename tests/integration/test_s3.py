@@ -1,0 +1,74 @@
+"""The object-store port on a real S3 server through the ``minio`` client."""
+
+from __future__ import annotations
+
+import io
+import urllib.request
+
+import pytest
+
+from stainless.config import StoreBackend, StoreSettings
+from stainless.storage import InvalidKeyError, ObjectNotFoundError, ObjectStore, create_store
+from stainless.storage.s3 import S3ObjectStore
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def store(s3_endpoint: str, request: pytest.FixtureRequest) -> S3ObjectStore:
+    bucket = f"t-{request.node.name.replace('_', '-')[:40].lower()}"
+    created = create_store(
+        StoreSettings(backend=StoreBackend.S3, endpoint=s3_endpoint, bucket=bucket)
+    )
+    assert isinstance(created, S3ObjectStore)
+    return created
+
+
+def test_is_an_object_store(store: S3ObjectStore) -> None:
+    assert isinstance(store, ObjectStore)
+
+
+def test_put_get_stat_stream_list_delete(store: S3ObjectStore) -> None:
+    store.put("raw/s1/a.png", b"\x89PNG1", content_type="image/png")
+    store.put("raw/s1/b.tif", b"II*\x00", content_type="image/tiff")
+    store.put("raw/s2/c.png", b"c")
+    assert store.get("raw/s1/a.png") == b"\x89PNG1"
+    assert store.stat("raw/s1/b.tif").content_type == "image/tiff"
+    assert b"".join(store.stream("raw/s1/a.png", chunk_size=2)) == b"\x89PNG1"
+    assert list(store.list("raw/s1/")) == ["raw/s1/a.png", "raw/s1/b.tif"]
+    assert list(store.list()) == ["raw/s1/a.png", "raw/s1/b.tif", "raw/s2/c.png"]
+    store.delete("raw/s1/a.png")
+    assert not store.exists("raw/s1/a.png")
+    assert store.exists("raw/s1/b.tif")
+
+
+def test_stream_of_unknown_length_uploads_in_parts(store: S3ObjectStore) -> None:
+    payload = bytes(range(256)) * (12 * 4096 + 7)  # > 10 MiB: two parts
+    info = store.put("big/field.tif", io.BytesIO(payload))
+    assert info.size == len(payload)
+    assert store.get("big/field.tif") == payload
+
+
+def test_missing_object(store: S3ObjectStore) -> None:
+    with pytest.raises(ObjectNotFoundError):
+        store.get("nope/x")
+    with pytest.raises(ObjectNotFoundError):
+        store.stat("nope/x")
+
+
+def test_presigned_get_fetches_the_object(store: S3ObjectStore) -> None:
+    store.put("share/x.txt", b"presigned")
+    with urllib.request.urlopen(store.presigned_get("share/x.txt")) as response:
+        assert response.read() == b"presigned"
+
+
+def test_bad_keys_are_refused_before_any_request(store: S3ObjectStore) -> None:
+    for call in (
+        lambda: store.put("a/../b", b"x"),
+        lambda: store.get("/abs"),
+        lambda: store.delete("a//b"),
+        lambda: list(store.list("../")),
+    ):
+        with pytest.raises(InvalidKeyError):
+            call()
+    assert list(store.list()) == []

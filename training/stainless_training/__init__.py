@@ -1,0 +1,1 @@
+"""Training of the Stainless networks (Ray Train jobs, losses, schedules, evaluation)."""
