@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from stainless.config import Settings, SettingsError, iter_setting_fields, load_settings
+from stainless.logs import configure_logging
 
 app = typer.Typer(help="Stainless: digital staining of white blood cells.", no_args_is_help=True)
 db_app = typer.Typer(help="Database migrations.", no_args_is_help=True)
@@ -20,10 +21,12 @@ err = Console(stderr=True)
 
 def _settings() -> Settings:
     try:
-        return load_settings()
+        settings = load_settings()
     except SettingsError as exc:
         err.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None
+    configure_logging(settings.log)
+    return settings
 
 
 def progress_bar() -> Progress:
