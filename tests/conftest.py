@@ -92,6 +92,12 @@ def unused_port() -> int:
     return int(infra.free_port())
 
 
+@pytest.fixture
+def free_port() -> Callable[[], int]:
+    """Hands out free loopback ports, one per call."""
+    return lambda: int(infra.free_port())
+
+
 @pytest.fixture(scope="session")
 def redis_url() -> str:
     infra.ensure_redis()

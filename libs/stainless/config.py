@@ -156,6 +156,41 @@ class WorkerSettings(_Block):
     metrics_port: int = Field(default=8091, ge=1, le=65535, description="Metrics port.")
 
 
+class IngestionSettings(_Block):
+    """Scanner upload API."""
+
+    http_port: int = Field(default=8080, ge=1, le=65535, description="HTTP port of the API.")
+    max_upload_bytes: int = Field(
+        default=256 * 1024 * 1024, ge=1024, description="Largest accepted upload (HTTP 413 above)."
+    )
+    max_pixels: int = Field(
+        default=50_000_000,
+        ge=1,
+        description="Largest accepted image (width x height), checked "
+        "from the header before decoding.",
+    )
+    raw_prefix: str = Field(
+        default="raw", pattern=r"^[a-z0-9-]+$", description="Object-store prefix of uploads."
+    )
+
+
+class RegistrationSettings(_Block):
+    """Registration and cropping service."""
+
+    min_ecc: float = Field(
+        default=0.7, gt=0, le=1, description="Fields whose final ECC is lower are rejected."
+    )
+    crop_sizes: tuple[int, int] = Field(
+        default=(256, 360), description="Crop sizes: training and clinical review."
+    )
+    crops_prefix: str = Field(
+        default="cells", pattern=r"^[a-z0-9-]+$", description="Object-store prefix of crops."
+    )
+    http_port: int = Field(
+        default=8081, ge=1, le=65535, description="Health and metrics port of the consumer."
+    )
+
+
 class LogSettings(_Block):
     level: str = Field(
         default="INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR|CRITICAL)$", description="Log level."
@@ -180,6 +215,8 @@ class Settings(BaseSettings):
     tasks: TaskSettings = TaskSettings()
     inference: InferenceSettings = InferenceSettings()
     ray: RaySettings = RaySettings()
+    ingestion: IngestionSettings = IngestionSettings()
+    registration: RegistrationSettings = RegistrationSettings()
     relay: RelaySettings = RelaySettings()
     worker: WorkerSettings = WorkerSettings()
     log: LogSettings = LogSettings()

@@ -26,9 +26,17 @@ def test_demo_writes_its_summary_and_figure(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr[-3000:]
     summary = json.loads((tmp_path / "out/demo/summary.json").read_text())
     assert summary["fields"] == 3
-    assert summary["images_stored"] == 6
-    assert summary["events_published"] == 6  # one fields.ingested per image, via the outbox
+    assert summary["images_uploaded"] == 6
+    # one fields.ingested per uploaded image, one cells.cropped per registered field
+    assert summary["events_published"] == {"cells.cropped": 3, "fields.ingested": 6}
     assert summary["white_cells_ground_truth"] == sum(summary["ground_truth_classes"].values()) > 0
+    assert (
+        summary["cells_cropped"] == summary["detection"]["matched"] + summary["detection"]["extra"]
+    )
+    assert summary["detection"]["missed"] <= 1
+    registration = summary["registration"]
+    assert [f["status"] for f in registration["fields"]] == ["accepted"] * 3
+    assert registration["max_corner_error_px"] < 1.0
     assert (summary["database"], summary["store"], summary["bus"], summary["tasks"]) == (
         "sqlite",
         "local",

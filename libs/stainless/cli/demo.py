@@ -1,14 +1,15 @@
 """The demo: one phantom slide through what exists of the pipeline, on embedded defaults.
 
-Steps: migrate the database; render a phantom slide through the task queue into
-the object store; record the scanner, the slide and every field with their
-``fields.ingested`` events in one transaction (outbox); relay the events onto
-the bus; write ``summary.json`` and ``phantom.png``.
+Steps: migrate the database; render a phantom slide through the task queue
+into the object store (the "scanner's disk"); upload its fields through the
+ingestion API with a scanner key; relay the outbox onto the bus; the
+registration consumer registers, detects and crops each field; write
+``summary.json`` (cells, registration errors against the phantom's ground
+truth) and ``phantom.png``.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 import uuid
@@ -16,32 +17,128 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import structlog
+from fastapi.testclient import TestClient
+from sqlalchemy import Engine
 from sqlalchemy.engine import make_url
+from sqlmodel import Session, col, func, select
 
 from stainless.config import Settings
 from stainless.db.engine import create_db_engine, session_scope
 from stainless.db.migrate import upgrade
-from stainless.db.models import Modality
-from stainless.db.repository import create_slide, get_or_create_scanner, record_field
-from stainless.events import ALL_TOPICS, create_bus
+from stainless.db.models import Cell, OutboxEvent, Registration, Scanner
+from stainless.events import ALL_TOPICS, EventBus, create_bus
 from stainless.events.outbox import OutboxRelay
+from stainless.imaging.detection import Detection, match_boxes
+from stainless.imaging.registration import corner_error_px
+from stainless.ingest.api import create_app
+from stainless.ingest.ingestor import Ingestor
+from stainless.ingest.scanners import register_scanner, rotate_key
+from stainless.pipeline.consumers import registration_consumer
 from stainless.storage import ObjectStore, create_store
 from stainless.tasks import create_celery
-from stainless.tasks.app import PHANTOM_TASK
+from stainless.tasks.app import PHANTOM_TASK, PROCESS_FIELD_TASK
 
 log = structlog.get_logger(__name__)
 
 DEMO_SCANNER = "demo-scanner"
 
 
-def _sha256(store: ObjectStore, key: str) -> tuple[str, int]:
-    digest = hashlib.sha256()
-    size = 0
-    for chunk in store.stream(key):
-        digest.update(chunk)
-        size += len(chunk)
-    return digest.hexdigest(), size
+def _scanner_key(engine: Engine) -> str:
+    with session_scope(engine) as session:
+        if session.exec(select(Scanner).where(Scanner.name == DEMO_SCANNER)).first():
+            return rotate_key(session, name=DEMO_SCANNER)
+        return register_scanner(session, name=DEMO_SCANNER)[1]
+
+
+def _upload_slide(
+    client: TestClient, store: ObjectStore, entry: dict[str, Any], run_id: str
+) -> str:
+    response = client.post(
+        "/v1/slides",
+        json={"external_id": run_id, "patient_pseudonym": "phantom", "acquisition": {"demo": True}},
+    )
+    response.raise_for_status()
+    slide_id = str(response.json()["id"])
+    for field in entry["fields"]:
+        for modality, key in (("DIC", field["dic"]), ("BF", field["bf"])):
+            client.post(
+                f"/v1/slides/{slide_id}/fields",
+                files={
+                    "file": (key.rsplit("/", 1)[-1], store.get(key), "application/octet-stream")
+                },
+                data={"modality": modality, "index": str(field["index"])},
+                headers={"Idempotency-Key": f"{run_id}-{field['index']}-{modality}"},
+            ).raise_for_status()
+    client.post(f"/v1/slides/{slide_id}/complete").raise_for_status()
+    return slide_id
+
+
+def _process(settings: Settings, engine: Engine, bus: EventBus, slide_id: str) -> dict[str, int]:
+    """Relay and consume until the pipeline is idle; return the slide's events per topic."""
+    task = create_celery(settings).tasks[PROCESS_FIELD_TASK]
+    consumer = registration_consumer(
+        bus, engine, lambda slide, index: task.delay(slide_id=slide, field_index=index).get()
+    )
+    relay = OutboxRelay(engine, bus)
+    while relay.drain() + consumer.poll_once() > 0:
+        pass
+    with Session(engine) as session:
+        rows = session.exec(
+            select(OutboxEvent.topic, func.count())
+            .where(OutboxEvent.key == slide_id, col(OutboxEvent.published_at).is_not(None))
+            .group_by(col(OutboxEvent.topic))
+        ).all()
+    return {topic: int(count) for topic, count in sorted(rows)}
+
+
+def _registration_report(engine: Engine, slide_id: str, entry: dict[str, Any]) -> dict[str, Any]:
+    with Session(engine) as session:
+        rows = session.exec(select(Registration).where(Registration.slide_id == slide_id)).all()
+        cells = session.exec(select(Cell).where(Cell.slide_id == slide_id)).all()
+    truth = {f["index"]: f for f in entry["fields"]}
+    per_field: list[dict[str, Any]] = []
+    errors: list[float] = []
+    matched = missed = extra = 0
+    for row in sorted(rows, key=lambda r: r.field_index):
+        field = truth[row.field_index]
+        error = None
+        if row.transform is not None:
+            error = corner_error_px(
+                np.asarray(row.transform),
+                np.asarray(field["affine_bf_to_dic"]),
+                field["width"],
+                field["height"],
+            )
+            errors.append(error)
+        found = [
+            Detection(box=(c.x0, c.y0, c.x1, c.y1), score=1.0)
+            for c in cells
+            if c.field_index == row.field_index
+        ]
+        expected = [Detection(box=tuple(c["box_dic"]), score=1.0) for c in field["cells"]]
+        tp, fp, fn = match_boxes(found, expected)
+        matched, extra, missed = matched + tp, extra + fp, missed + fn
+        per_field.append(
+            {
+                "field": row.field_index,
+                "status": str(row.status),
+                "ecc": None if row.ecc_score is None else round(row.ecc_score, 4),
+                "corner_error_px": None if error is None else round(error, 3),
+                "cells": len(found),
+            }
+        )
+    return {
+        "cells_cropped": len(cells),
+        "cells_at_border": sum(c.at_border for c in cells),
+        "detection": {"matched": matched, "missed": missed, "extra": extra},
+        "registration": {
+            "fields": per_field,
+            "max_corner_error_px": max(errors) if errors else None,
+            "median_corner_error_px": float(np.median(errors)) if errors else None,
+        },
+    }
 
 
 def run_demo(settings: Settings, *, out: Path, fields: int, seed: int) -> Path:
@@ -56,40 +153,17 @@ def run_demo(settings: Settings, *, out: Path, fields: int, seed: int) -> Path:
     celery = create_celery(settings)
 
     run_id = f"demo-{seed}-{uuid.uuid4().hex[:8]}"
-    prefix = f"raw/{run_id}"
+    prefix = f"phantom/{run_id}"
     entry: dict[str, Any] = (
         celery.tasks[PHANTOM_TASK]
         .delay(prefix=prefix, slide_index=0, fields=fields, seed=seed)
         .get(timeout=settings.tasks.task_time_limit_s)
     )
 
-    with session_scope(engine) as session:
-        scanner = get_or_create_scanner(
-            session, name=DEMO_SCANNER, key_prefix="demo", key_hash="(no key: embedded demo)"
-        )
-        slide = create_slide(
-            session,
-            scanner_id=scanner.id,
-            external_id=run_id,
-            patient_pseudonym="phantom",
-            acquisition={"seed": seed},
-        )
-        for field in entry["fields"]:
-            for modality, key in ((Modality.DIC, field["dic"]), (Modality.BF, field["bf"])):
-                sha256, size = _sha256(store, key)
-                record_field(
-                    session,
-                    slide_id=slide.id,
-                    index=field["index"],
-                    modality=modality,
-                    object_key=key,
-                    sha256=sha256,
-                    size_bytes=size,
-                    width=field["width"],
-                    height=field["height"],
-                )
-        slide_id = slide.id
-    published = OutboxRelay(engine, bus).drain()
+    api = create_app(settings, engine=engine, ingestor=Ingestor(engine, store, settings.ingestion))
+    with TestClient(api, headers={"X-API-Key": _scanner_key(engine)}) as client:
+        slide_id = _upload_slide(client, store, entry, run_id)
+    published = _process(settings, engine, bus, slide_id)
 
     (out / "phantom.png").write_bytes(store.get(f"{prefix}/slide_000/phantom.png"))
     classes = Counter(cell["class"] for field in entry["fields"] for cell in field["cells"])
@@ -97,9 +171,10 @@ def run_demo(settings: Settings, *, out: Path, fields: int, seed: int) -> Path:
         "slide_id": slide_id,
         "external_id": run_id,
         "fields": len(entry["fields"]),
-        "images_stored": 2 * len(entry["fields"]),
+        "images_uploaded": 2 * len(entry["fields"]),
         "white_cells_ground_truth": sum(classes.values()),
         "ground_truth_classes": dict(sorted(classes.items())),
+        **_registration_report(engine, slide_id, entry),
         "events_published": published,
         "database": make_url(settings.database.url).get_backend_name(),
         "store": settings.store.backend.value,
@@ -111,5 +186,10 @@ def run_demo(settings: Settings, *, out: Path, fields: int, seed: int) -> Path:
     path.write_text(json.dumps(summary, indent=2) + "\n")
     bus.close()
     engine.dispose()
-    log.info("demo finished", **summary)
+    log.info(
+        "demo finished",
+        slide_id=slide_id,
+        cells=summary["cells_cropped"],
+        elapsed_s=summary["elapsed_s"],
+    )
     return path

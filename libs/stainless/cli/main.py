@@ -10,12 +10,23 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from stainless.cli.imaging import bench_app, register_command
+from stainless.cli.scanners import scanner_app
 from stainless.config import Settings, SettingsError, iter_setting_fields, load_settings
 from stainless.logs import configure_logging
 
-app = typer.Typer(help="Stainless: digital staining of white blood cells.", no_args_is_help=True)
-db_app = typer.Typer(help="Database migrations.", no_args_is_help=True)
+app = typer.Typer(
+    pretty_exceptions_enable=False,
+    help="Stainless: digital staining of white blood cells.",
+    no_args_is_help=True,
+)
+db_app = typer.Typer(
+    pretty_exceptions_enable=False, help="Database migrations.", no_args_is_help=True
+)
 app.add_typer(db_app, name="db")
+app.add_typer(scanner_app, name="scanner")
+app.add_typer(bench_app, name="bench")
+app.command("register")(register_command)
 err = Console(stderr=True)
 
 

@@ -19,13 +19,19 @@ from stainless.config import DatabaseSettings
 log = structlog.get_logger(__name__)
 
 
+def ensure_sqlite_folder(database_url: str) -> None:
+    """Create the folder of a SQLite database file (nothing for other databases)."""
+    url = make_url(database_url)
+    if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
+        Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+
+
 def create_db_engine(settings: DatabaseSettings) -> Engine:
     """Create an engine; for SQLite the file's folder is made and foreign keys are enforced."""
     url = make_url(settings.url)
     kwargs: dict[str, Any] = {"echo": settings.echo, "pool_pre_ping": True}
+    ensure_sqlite_folder(settings.url)
     if url.get_backend_name() == "sqlite":
-        if url.database and url.database != ":memory:":
-            Path(url.database).parent.mkdir(parents=True, exist_ok=True)
         kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
     else:
         kwargs["pool_size"] = settings.pool_size
@@ -54,6 +60,13 @@ def wait_for_database(engine: Engine, *, attempts: int = 30, delay_s: float = 1.
                 raise
             log.warning("database not ready", attempt=attempt, error=str(exc).splitlines()[0])
             time.sleep(delay_s)
+
+
+def ping(engine: Engine) -> bool:
+    """True when the database answers a trivial query (a readiness check)."""
+    with engine.connect() as connection:
+        connection.execute(text("SELECT 1"))
+    return True
 
 
 @contextmanager

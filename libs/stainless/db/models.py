@@ -109,6 +109,7 @@ class Slide(SQLModel, table=True):
     external_id: str = Field(max_length=128)
     patient_pseudonym: str = Field(max_length=128)
     status: SlideStatus = _enum(SlideStatus, SlideStatus.OPEN)
+    dic_only: bool = Field(default=False, description="No brightfield fields will come.")
     acquisition: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
     created_at: datetime = _ts()
 
@@ -164,6 +165,7 @@ class Cell(SQLModel, table=True):
     dic_crop_key: str | None = Field(default=None, max_length=512)
     bf_crop_key: str | None = Field(default=None, max_length=512)
     review_crop_key: str | None = Field(default=None, max_length=512)
+    review_bf_crop_key: str | None = Field(default=None, max_length=512)
     at_border: bool = False
     true_class: str | None = Field(default=None, max_length=16)
     created_at: datetime = _ts()
@@ -232,6 +234,17 @@ class OutboxEvent(SQLModel, table=True):
     payload: str = Field(sa_column=Column(Text, nullable=False))
     created_at: datetime = _ts()
     published_at: datetime | None = _ts(nullable=True)
+
+
+class IdempotencyRecord(SQLModel, table=True):
+    """The first answer to a request sent with an ``Idempotency-Key``, replayed on retries."""
+
+    scanner_id: str = Field(foreign_key="scanner.id", primary_key=True, max_length=36)
+    key: str = Field(primary_key=True, max_length=128)
+    fingerprint: str = Field(max_length=64)
+    status_code: int
+    response: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
+    created_at: datetime = _ts()
 
 
 class ProcessedEvent(SQLModel, table=True):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from sqlmodel import Session, select
 
-from stainless.db.models import FieldImage, Modality, Scanner, Slide
+from stainless.db.models import FieldImage, Modality, Scanner, Slide, new_id
 from stainless.events.contracts import Envelope, FieldIngested
 from stainless.events.outbox import add_event
 
@@ -31,8 +31,10 @@ def create_slide(
     external_id: str,
     patient_pseudonym: str,
     acquisition: dict[str, object] | None = None,
+    dic_only: bool = False,
 ) -> Slide:
     slide = Slide(
+        dic_only=dic_only,
         scanner_id=scanner_id,
         external_id=external_id,
         patient_pseudonym=patient_pseudonym,
@@ -56,9 +58,11 @@ def record_field(
     height: int,
     stage_x_um: float | None = None,
     stage_y_um: float | None = None,
+    field_id: str | None = None,
 ) -> FieldImage:
     """Add a field row and its ``fields.ingested`` event to the session's transaction."""
     field = FieldImage(
+        id=field_id or new_id(),
         slide_id=slide_id,
         index=index,
         modality=modality,

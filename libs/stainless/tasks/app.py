@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from functools import cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from celery import Celery
 
 from stainless.config import Settings
 from stainless.storage import ObjectStore, create_store
 
+if TYPE_CHECKING:
+    from stainless.pipeline.fields import FieldProcessor
+
 PHANTOM_TASK = "stainless.phantom.generate_slide"
+PROCESS_FIELD_TASK = "stainless.registration.process_field"
 
 
 def create_celery(settings: Settings) -> Celery:
@@ -64,5 +69,18 @@ def create_celery(settings: Settings) -> Celery:
             seed=seed,
             config=phantom_config(width=width, height=height),
         )
+
+    @cache
+    def field_processor() -> FieldProcessor:
+        from stainless.db.engine import create_db_engine
+        from stainless.pipeline.fields import build_field_processor
+
+        engine = create_db_engine(settings.database)
+        return build_field_processor(settings.registration, engine=engine, store=store())
+
+    @app.task(name=PROCESS_FIELD_TASK, shared=False)  # type: ignore[untyped-decorator]
+    def process_field(slide_id: str, field_index: int) -> dict[str, Any]:
+        """Register, detect and crop one field once both of its images are stored."""
+        return asdict(field_processor().process(slide_id, field_index))
 
     return app

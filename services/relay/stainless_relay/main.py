@@ -10,10 +10,9 @@ import signal
 import threading
 
 import structlog
-from sqlalchemy import Engine, text
 
 from stainless.config import Settings, load_settings
-from stainless.db.engine import create_db_engine, wait_for_database
+from stainless.db.engine import create_db_engine, ping, wait_for_database
 from stainless.events import ALL_TOPICS, create_bus
 from stainless.events.outbox import OutboxRelay
 from stainless.logs import configure_logging
@@ -41,12 +40,6 @@ class RelayLoop:
                 log.info("published outbox events", count=published)
 
 
-def _database_ready(engine: Engine) -> bool:
-    with engine.connect() as connection:
-        connection.execute(text("SELECT 1"))
-    return True
-
-
 def build(settings: Settings) -> tuple[RelayLoop, HealthServer]:
     """Composition root: every dependency is built here and passed by constructor."""
     engine = create_db_engine(settings.database)
@@ -55,7 +48,7 @@ def build(settings: Settings) -> tuple[RelayLoop, HealthServer]:
     bus.ensure_topics(ALL_TOPICS)
     relay = OutboxRelay(engine, bus, batch_size=settings.relay.batch_size)
     health = HealthServer(
-        create_health_app(lambda: _database_ready(engine), title="stainless-relay"),
+        create_health_app(lambda: ping(engine), title="stainless-relay"),
         port=settings.relay.http_port,
     )
     return RelayLoop(relay, poll_interval_s=settings.relay.poll_interval_s), health

@@ -1,0 +1,128 @@
+"""Ingestion throughput: field uploads through the HTTP API beside plain S3 puts.
+
+The ingestion app runs in this process behind a real HTTP server on loopback,
+writing into the S3 store given; the baseline puts the same bytes into the same
+store with the ``minio`` client. ``ratio`` = API MB/s / plain put MB/s.
+"""
+
+from __future__ import annotations
+
+import io
+import socket
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import uvicorn
+
+from stainless.config import DatabaseSettings, IngestionSettings, Settings, StoreSettings
+from stainless.db.engine import create_db_engine, session_scope
+from stainless.db.migrate import upgrade
+from stainless.imaging.phantom import PhantomConfig, generate_field
+from stainless.imaging.phantom_set import encode_tiff16
+from stainless.ingest.api import create_app
+from stainless.ingest.ingestor import Ingestor
+from stainless.ingest.scanners import register_scanner
+from stainless.storage.s3 import S3ObjectStore
+
+Progress = Callable[[], None]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _serve(app: Any, port: int) -> uvicorn.Server:
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+    )
+    threading.Thread(target=server.run, daemon=True).start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if time.monotonic() > deadline:
+            raise RuntimeError("the ingestion app did not start")
+        time.sleep(0.05)
+    return server
+
+
+def run_ingest_bench(
+    store_settings: StoreSettings,
+    *,
+    fields: int = 20,
+    width: int = 2064,
+    height: int = 1544,
+    seed: int = 0,
+    on_step: Progress | None = None,
+) -> dict[str, Any]:
+    """Upload ``fields`` DIC fields over HTTP and put the same bytes with ``minio``."""
+    store = S3ObjectStore.from_settings(store_settings)
+    store.ensure_bucket()
+    rng = np.random.default_rng(seed)
+    field = generate_field(PhantomConfig(width=width, height=height), rng)
+    images = [encode_tiff16(np.roll(field.dic, i * 7, axis=1)) for i in range(fields)]
+    megabytes = sum(len(b) for b in images) / 1e6
+
+    with tempfile.TemporaryDirectory() as tmp:
+        database = DatabaseSettings(url=f"sqlite:///{Path(tmp) / 'bench.db'}")
+        upgrade(database.url)
+        engine = create_db_engine(database)
+        with session_scope(engine) as session:
+            _, key = register_scanner(session, name="bench-scanner")
+        settings = Settings(database=database, store=store_settings, ingestion=IngestionSettings())
+        app = create_app(
+            settings, engine=engine, ingestor=Ingestor(engine, store, settings.ingestion)
+        )
+        port = _free_port()
+        server = _serve(app, port)
+        try:
+            with httpx.Client(
+                base_url=f"http://127.0.0.1:{port}", timeout=120, headers={"X-API-Key": key}
+            ) as client:
+                slide = client.post(
+                    "/v1/slides", json={"external_id": f"bench-{seed}", "patient_pseudonym": "b"}
+                ).json()["id"]
+                started = time.perf_counter()
+                for index, data in enumerate(images):
+                    response = client.post(
+                        f"/v1/slides/{slide}/fields",
+                        files={"file": ("f.tif", data, "image/tiff")},
+                        data={"modality": "DIC", "index": str(index)},
+                    )
+                    response.raise_for_status()
+                    if on_step:
+                        on_step()
+                api_s = time.perf_counter() - started
+        finally:
+            server.should_exit = True
+            engine.dispose()
+
+    started = time.perf_counter()
+    for index, data in enumerate(images):
+        store.put(
+            f"bench/plain/{seed}/{index:04d}.tif",
+            io.BytesIO(data),
+            length=len(data),
+            content_type="image/tiff",
+        )
+        if on_step:
+            on_step()
+    plain_s = time.perf_counter() - started
+    for index in range(fields):
+        store.delete(f"bench/plain/{seed}/{index:04d}.tif")
+
+    api_mbps, plain_mbps = megabytes / api_s, megabytes / plain_s
+    return {
+        "fields": fields,
+        "megabytes": round(megabytes, 2),
+        "api_mb_per_s": round(api_mbps, 2),
+        "minio_put_mb_per_s": round(plain_mbps, 2),
+        "ratio": round(api_mbps / plain_mbps, 3),
+        "s3_endpoint": store_settings.endpoint,
+    }

@@ -1,0 +1,197 @@
+"""Imaging commands: ``stainless register`` and the ``stainless bench`` group.
+
+``bench_app`` is open: other modules add their own benchmarks to it (``bench ingest``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+bench_app = typer.Typer(
+    pretty_exceptions_enable=False,
+    help="Benchmarks on phantom data; --json prints one JSON object as the last line.",
+    no_args_is_help=True,
+)
+err = Console(stderr=True)
+out = Console()
+
+EXIT_REJECTED = 3
+EXIT_BAD_INPUT = 2
+
+
+@contextmanager
+def _progress(description: str, total: int) -> Iterator[Callable[[], None]]:
+    """A progress bar on stderr; yields the function that advances it."""
+    bar = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=err,
+    )
+    with bar:
+        task = bar.add_task(description, total=total)
+        yield lambda: bar.advance(task)
+
+
+def _table(title: str, result: dict[str, Any]) -> Table:
+    table = Table(title=title)
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, value in result.items():
+        if isinstance(value, float):
+            shown = f"{value:.4g}"
+        elif isinstance(value, dict):
+            shown = ", ".join(f"{k}={v}" for k, v in value.items()) or "-"
+        else:
+            shown = "-" if value is None else str(value)
+        table.add_row(key, shown)
+    return table
+
+
+def _emit(title: str, result: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        typer.echo(json.dumps(result, sort_keys=True))
+    else:
+        out.print(_table(title, result))
+
+
+def _fail(message: str) -> typer.Exit:
+    err.print(f"[red]error:[/red] {message}")
+    return typer.Exit(EXIT_BAD_INPUT)
+
+
+@bench_app.command("registration")
+def bench_registration(
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    pairs: Annotated[int, typer.Option(min=1, help="Phantom field pairs.")] = 20,
+    seed: Annotated[int, typer.Option(min=0, help="Phantom seed.")] = 0,
+    width: Annotated[int | None, typer.Option(help="Field width (default 2064).")] = None,
+    height: Annotated[int | None, typer.Option(help="Field height (default 1544).")] = None,
+    baseline: Annotated[
+        str, typer.Option(help="Baseline representation: pseudo-dic or naive.")
+    ] = "pseudo-dic",
+) -> None:
+    """Registration accuracy and speed against plain full-resolution ECC."""
+    from stainless.bench.registration import run_registration_bench
+
+    if baseline not in ("pseudo-dic", "naive"):
+        raise _fail(f"--baseline must be pseudo-dic or naive, got {baseline!r}")
+    try:
+        with _progress("registration pairs", pairs) as advance:
+            result = run_registration_bench(
+                pairs,
+                seed,
+                width=width,
+                height=height,
+                baseline_representation=baseline,
+                progress=advance,
+            )
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
+    _emit("registration", result, as_json)
+
+
+@bench_app.command("detection")
+def bench_detection(
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    fields: Annotated[int, typer.Option(min=1, help="Phantom fields.")] = 20,
+    seed: Annotated[int, typer.Option(min=0, help="Phantom seed.")] = 0,
+    width: Annotated[int | None, typer.Option(help="Field width (default 2064).")] = None,
+    height: Annotated[int | None, typer.Option(help="Field height (default 1544).")] = None,
+) -> None:
+    """Precision and recall (IoU 0.5) of the brightfield and DIC detectors."""
+    from stainless.bench.detection import run_detection_bench
+
+    try:
+        with _progress("detection fields", fields) as advance:
+            result = run_detection_bench(fields, seed, width=width, height=height, progress=advance)
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
+    _emit("detection", result, as_json)
+
+
+def _read(path: Path, what: str) -> Any:
+    """An image as stored (``cv2.IMREAD_UNCHANGED``), or a clear exit 2."""
+    import cv2
+    import numpy as np
+
+    if not path.is_file():
+        raise _fail(f"{what} {path} does not exist or is not a file")
+    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if image is None and path.suffix.lower() in (".tif", ".tiff"):
+        import tifffile
+
+        try:
+            image = tifffile.imread(path)
+        except (OSError, ValueError) as exc:
+            raise _fail(f"cannot read {what} {path}: {exc}") from None
+    if image is None:
+        raise _fail(f"cannot read {what} {path}: not an image OpenCV can decode")
+    return np.asarray(image)
+
+
+def register_command(
+    field_dic: Annotated[Path, typer.Argument(help="DIC field (TIFF/PNG, grayscale).")],
+    field_bf: Annotated[Path, typer.Argument(help="Brightfield field (PNG/TIFF, colour).")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Register a brightfield field onto its DIC field and list the white cells (DIC boxes).
+
+    Exit status: 0 accepted, 3 rejected (the reason is printed), 2 unreadable input.
+    Cells are found on the brightfield and carried into the DIC frame; a rejected pair
+    lists none.
+    """
+    import cv2
+
+    from stainless.imaging.detection import BrightfieldDetector, boxes_to_dic
+    from stainless.imaging.registration import Registrar
+
+    dic = _read(field_dic, "DIC field")
+    bf = _read(field_bf, "brightfield field")
+    if dic.ndim == 3:  # a grey image saved with colour channels
+        dic = cv2.cvtColor(dic, cv2.COLOR_BGRA2GRAY if dic.shape[2] == 4 else cv2.COLOR_BGR2GRAY)
+    if bf.ndim != 3 or bf.shape[2] not in (3, 4):
+        raise _fail(f"brightfield field {field_bf} must be a colour image, got shape {bf.shape}")
+    bf = cv2.cvtColor(bf, cv2.COLOR_BGRA2RGB if bf.shape[2] == 4 else cv2.COLOR_BGR2RGB)
+    try:
+        result = Registrar().register(dic, bf)
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
+    cells = []
+    if result.accepted:
+        height, width = dic.shape[:2]
+        found = boxes_to_dic(
+            BrightfieldDetector().detect(bf), result.affine_bf_to_dic, width, height
+        )
+        cells = [{"box": list(d.box), "score": d.score} for d in found]
+    report = {
+        "affine_bf_to_dic": [[float(v) for v in row] for row in result.affine_bf_to_dic],
+        "ecc": result.ecc,
+        "accepted": result.accepted,
+        "reason": result.reason,
+        "cells": cells,
+        "seconds": result.seconds,
+    }
+    if as_json:
+        typer.echo(json.dumps(report))
+    else:
+        status = "accepted" if result.accepted else f"rejected: {result.reason}"
+        out.print(f"ECC {result.ecc:.4f} — {status}")
+        out.print("affine (brightfield -> DIC):")
+        for row in result.affine_bf_to_dic:
+            out.print("  " + "  ".join(f"{v:12.6f}" for v in row))
+        out.print(f"{len(cells)} white cells (DIC boxes x0 y0 x1 y1):")
+        for cell in cells:
+            out.print(f"  {cell['box']}  score {cell['score']:.3f}")
+    if not result.accepted:
+        raise typer.Exit(EXIT_REJECTED)

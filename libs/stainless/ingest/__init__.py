@@ -1,0 +1,1 @@
+"""Scanner ingestion: API keys, upload checks, and the Ingestor the HTTP API calls."""

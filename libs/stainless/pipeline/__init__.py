@@ -1,0 +1,1 @@
+"""Pipeline steps that combine the imaging code with the database, store and events."""

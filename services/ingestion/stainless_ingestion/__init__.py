@@ -1,0 +1,1 @@
+"""Scanner ingestion service (HTTP)."""

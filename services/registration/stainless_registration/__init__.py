@@ -1,0 +1,1 @@
+"""Registration and cropping service (event consumer)."""
