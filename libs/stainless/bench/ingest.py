@@ -1,32 +1,38 @@
 """Ingestion throughput: field uploads through the HTTP API beside plain S3 puts.
 
-The ingestion app runs in this process behind a real HTTP server on loopback,
-writing into the S3 store given; the baseline puts the same bytes into the same
-store with the ``minio`` client. ``ratio`` = API MB/s / plain put MB/s.
+The ingestion service runs as its own process (uvicorn) on loopback, writing into
+the S3 store given; the baseline puts the same bytes into the same store with
+the ``minio`` client from this process. ``ratio`` = API MB/s / plain put MB/s.
 """
 
 from __future__ import annotations
 
 import io
+import os
 import socket
+import subprocess
+import sys
 import tempfile
-import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 import numpy as np
-import uvicorn
 
-from stainless.config import DatabaseSettings, IngestionSettings, Settings, StoreSettings
+from stainless.config import (
+    ENV_PREFIX,
+    DatabaseSettings,
+    IngestionSettings,
+    Settings,
+    StoreSettings,
+)
 from stainless.db.engine import create_db_engine, session_scope
 from stainless.db.migrate import upgrade
 from stainless.imaging.phantom import PhantomConfig, generate_field
 from stainless.imaging.phantom_set import encode_tiff16
-from stainless.ingest.api import create_app
-from stainless.ingest.ingestor import Ingestor
 from stainless.ingest.scanners import register_scanner
 from stainless.storage.s3 import S3ObjectStore
 
@@ -39,17 +45,50 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _serve(app: Any, port: int) -> uvicorn.Server:
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
-    )
-    threading.Thread(target=server.run, daemon=True).start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if time.monotonic() > deadline:
-            raise RuntimeError("the ingestion app did not start")
-        time.sleep(0.05)
-    return server
+@contextmanager
+def _serve(settings: Settings, port: int) -> Iterator[None]:
+    """The ingestion service in a child process, configured through its environment."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(ENV_PREFIX)}
+    env |= {
+        "STAINLESS_DATABASE__URL": settings.database.url,
+        "STAINLESS_STORE__BACKEND": settings.store.backend.value,
+        "STAINLESS_STORE__ENDPOINT": settings.store.endpoint,
+        "STAINLESS_STORE__BUCKET": settings.store.bucket,
+        "STAINLESS_STORE__ACCESS_KEY": settings.store.access_key,
+        "STAINLESS_STORE__SECRET_KEY": settings.store.secret_key.get_secret_value(),
+        "STAINLESS_STORE__SECURE": str(settings.store.secure).lower(),
+        "STAINLESS_LOG__LEVEL": "WARNING",
+    }
+    command = [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "--factory",
+        "stainless.ingest.api:app_from_environment",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--log-level",
+        "warning",
+        "--no-access-log",
+    ]
+    process = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health/ready", timeout=1).is_success:
+                    break
+            except httpx.HTTPError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("the ingestion service did not start")
+            time.sleep(0.2)
+        yield
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
 
 
 def run_ingest_bench(
@@ -76,32 +115,28 @@ def run_ingest_bench(
         with session_scope(engine) as session:
             _, key = register_scanner(session, name="bench-scanner")
         settings = Settings(database=database, store=store_settings, ingestion=IngestionSettings())
-        app = create_app(
-            settings, engine=engine, ingestor=Ingestor(engine, store, settings.ingestion)
-        )
+        engine.dispose()
         port = _free_port()
-        server = _serve(app, port)
-        try:
-            with httpx.Client(
+        with (
+            _serve(settings, port),
+            httpx.Client(
                 base_url=f"http://127.0.0.1:{port}", timeout=120, headers={"X-API-Key": key}
-            ) as client:
-                slide = client.post(
-                    "/v1/slides", json={"external_id": f"bench-{seed}", "patient_pseudonym": "b"}
-                ).json()["id"]
-                started = time.perf_counter()
-                for index, data in enumerate(images):
-                    response = client.post(
-                        f"/v1/slides/{slide}/fields",
-                        files={"file": ("f.tif", data, "image/tiff")},
-                        data={"modality": "DIC", "index": str(index)},
-                    )
-                    response.raise_for_status()
-                    if on_step:
-                        on_step()
-                api_s = time.perf_counter() - started
-        finally:
-            server.should_exit = True
-            engine.dispose()
+            ) as client,
+        ):
+            slide = client.post(
+                "/v1/slides", json={"external_id": f"bench-{seed}", "patient_pseudonym": "b"}
+            ).json()["id"]
+            started = time.perf_counter()
+            for index, data in enumerate(images):
+                response = client.post(
+                    f"/v1/slides/{slide}/fields",
+                    files={"file": ("f.tif", data, "image/tiff")},
+                    data={"modality": "DIC", "index": str(index)},
+                )
+                response.raise_for_status()
+                if on_step:
+                    on_step()
+            api_s = time.perf_counter() - started
 
     started = time.perf_counter()
     for index, data in enumerate(images):

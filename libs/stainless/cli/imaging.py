@@ -29,7 +29,7 @@ EXIT_BAD_INPUT = 2
 
 
 @contextmanager
-def _progress(description: str, total: int) -> Iterator[Callable[[], None]]:
+def progress(description: str, total: int) -> Iterator[Callable[[], None]]:
     """A progress bar on stderr; yields the function that advances it."""
     bar = Progress(
         TextColumn("{task.description}"),
@@ -58,7 +58,7 @@ def _table(title: str, result: dict[str, Any]) -> Table:
     return table
 
 
-def _emit(title: str, result: dict[str, Any], as_json: bool) -> None:
+def emit(title: str, result: dict[str, Any], as_json: bool) -> None:
     if as_json:
         typer.echo(json.dumps(result, sort_keys=True))
     else:
@@ -87,7 +87,7 @@ def bench_registration(
     if baseline not in ("pseudo-dic", "naive"):
         raise _fail(f"--baseline must be pseudo-dic or naive, got {baseline!r}")
     try:
-        with _progress("registration pairs", pairs) as advance:
+        with progress("registration pairs", pairs) as advance:
             result = run_registration_bench(
                 pairs,
                 seed,
@@ -98,7 +98,7 @@ def bench_registration(
             )
     except ValueError as exc:
         raise _fail(str(exc)) from None
-    _emit("registration", result, as_json)
+    emit("registration", result, as_json)
 
 
 @bench_app.command("detection")
@@ -113,11 +113,11 @@ def bench_detection(
     from stainless.bench.detection import run_detection_bench
 
     try:
-        with _progress("detection fields", fields) as advance:
+        with progress("detection fields", fields) as advance:
             result = run_detection_bench(fields, seed, width=width, height=height, progress=advance)
     except ValueError as exc:
         raise _fail(str(exc)) from None
-    _emit("detection", result, as_json)
+    emit("detection", result, as_json)
 
 
 def _read(path: Path, what: str) -> Any:

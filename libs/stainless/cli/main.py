@@ -8,11 +8,17 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from stainless.cli.imaging import bench_app, register_command
+from stainless.cli.imaging import bench_app, emit, progress, register_command
 from stainless.cli.scanners import scanner_app
-from stainless.config import Settings, SettingsError, iter_setting_fields, load_settings
+from stainless.config import (
+    Settings,
+    SettingsError,
+    StoreBackend,
+    StoreSettings,
+    iter_setting_fields,
+    load_settings,
+)
 from stainless.logs import configure_logging
 
 app = typer.Typer(
@@ -40,16 +46,6 @@ def _settings() -> Settings:
     return settings
 
 
-def progress_bar() -> Progress:
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=err,
-    )
-
-
 @app.command()
 def phantom(
     out: Annotated[Path, typer.Option(help="Folder to write the phantom set into.")],
@@ -68,15 +64,14 @@ def phantom(
     except ValueError as exc:
         err.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None
-    with progress_bar() as progress:
-        task = progress.add_task("phantom fields", total=slides * fields)
+    with progress("phantom fields", slides * fields) as step:
         manifest = write_phantom_set(
             LocalObjectStore(out),
             slides=slides,
             fields=fields,
             seed=seed,
             config=config,
-            on_field=lambda _: progress.advance(task),
+            on_field=lambda _: step(),
         )
     cells = sum(len(f["cells"]) for s in manifest["slides"] for f in s["fields"])
     err.print(f"wrote {slides * fields} fields with {cells} white cells to {out}")
@@ -104,6 +99,31 @@ def settings_table(
         return
     for env, default, doc in rows:
         typer.echo(f"{env}={default}  # {doc}")
+
+
+@bench_app.command("ingest")
+def bench_ingest(
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    fields: Annotated[int, typer.Option(min=1, help="Fields to upload.")] = 20,
+    endpoint: Annotated[
+        str | None, typer.Option(help="S3 endpoint host:port (default: the configured S3 store).")
+    ] = None,
+) -> None:
+    """Field uploads through the HTTP API into S3 beside plain minio puts of the same bytes."""
+    from stainless.bench.ingest import run_ingest_bench
+
+    store = _settings().store
+    if endpoint is not None:
+        store = StoreSettings(backend=StoreBackend.S3, endpoint=endpoint, bucket="stainless-bench")
+    elif store.backend is not StoreBackend.S3:
+        err.print(
+            "[red]error:[/red] needs an S3 server: pass --endpoint or set "
+            "STAINLESS_STORE__BACKEND=s3 (make infra-up starts one on 127.0.0.1:9000)"
+        )
+        raise typer.Exit(2)
+    with progress("uploads, then plain puts", 2 * fields) as step:
+        result = run_ingest_bench(store, fields=fields, on_step=step)
+    emit("ingest", result, as_json)
 
 
 @app.command()

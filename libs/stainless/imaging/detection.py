@@ -558,14 +558,14 @@ class DicDetector:
         rim = float(np.median(opl[outer]))
         dip = float(np.median(opl[inner])) / max(rim, 1e-4)
         inside = maps.texture[region.rows, region.cols][interior]
+        texture = float(np.median(inside))
         diameter = 2 * math.sqrt(region.area / math.pi) * px
-        if diameter >= self.large_diameter_um:
+        at_edge = box[0] <= 1 or box[1] <= 1 or box[2] >= width - 1 or box[3] >= height - 1
+        if diameter >= self.large_diameter_um and not at_edge:
             # Larger than any red cell: a monocyte's wide, smooth cytoplasm may fill most of
             # it, so its textured quarter (nucleus, vacuoles) is what counts.
-            texture = float(np.percentile(inside, 75)) * self.min_texture / self.large_min_texture
-        else:
-            texture = float(np.median(inside))
-        at_edge = box[0] <= 1 or box[1] <= 1 or box[2] >= width - 1 or box[3] >= height - 1
+            quarter = float(np.percentile(inside, 75))
+            texture = max(texture, quarter * self.min_texture / self.large_min_texture)
         if at_edge:
             thinnest = min(box[2] - box[0], box[3] - box[1]) * px
             ok = (

@@ -17,8 +17,8 @@ from sqlmodel import Session
 from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
 from starlette.responses import Response
 
-from stainless.config import Settings
-from stainless.db.engine import ping
+from stainless.config import Settings, load_settings
+from stainless.db.engine import create_db_engine, ping, wait_for_database
 from stainless.db.models import Modality, Scanner
 from stainless.ingest.ingestor import (
     SAFE_ID,
@@ -30,7 +30,9 @@ from stainless.ingest.ingestor import (
     Unauthorized,
 )
 from stainless.ingest.scanners import authenticate
+from stainless.logs import configure_logging
 from stainless.observability import add_health_routes
+from stainless.storage import create_store
 
 
 class ErrorBody(BaseModel):
@@ -144,3 +146,18 @@ def create_app(settings: Settings, *, engine: Engine, ingestor: Ingestor) -> Fas
 
     add_health_routes(app, lambda: ping(engine))
     return app
+
+
+def build_app(settings: Settings) -> FastAPI:
+    """The app with its dependencies built from ``settings`` (the service's composition root)."""
+    engine = create_db_engine(settings.database)
+    wait_for_database(engine)
+    ingestor = Ingestor(engine, create_store(settings.store), settings.ingestion)
+    return create_app(settings, engine=engine, ingestor=ingestor)
+
+
+def app_from_environment() -> FastAPI:
+    """``uvicorn --factory stainless.ingest.api:app_from_environment``."""
+    settings = load_settings()
+    configure_logging(settings.log)
+    return build_app(settings)

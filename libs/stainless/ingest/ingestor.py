@@ -10,8 +10,10 @@ transaction, and a retry gets that answer back without storing anything twice.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
@@ -122,6 +124,7 @@ class Ingestor:
         self._engine = engine
         self._store = store
         self._settings = settings
+        self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="ingest-store")
 
     # -- slides -------------------------------------------------------------------------
 
@@ -190,7 +193,8 @@ class Ingestor:
     def _upload_field(
         self, scanner: Scanner, upload: FieldUpload, idempotency_key: str | None
     ) -> Answer:
-        digest, size = self._digest(upload.stream)
+        data = self._read(upload.stream)
+        digest, size = hashlib.sha256(data).hexdigest(), len(data)
         fingerprint = _fingerprint(
             "field", upload.slide_id, upload.index, upload.modality.value, digest
         )
@@ -202,10 +206,10 @@ class Ingestor:
             raise ChecksumMismatch(f"the upload's sha256 is {digest}, not {upload.sha256}")
         with Session(self._engine) as session:
             slide = self._owned_slide(session, scanner, upload.slide_id)
-            info = self._check_image(session, slide, upload)
+            info = self._check_header(session, slide, upload, data)
         field_id = new_id()
         key = f"{self._settings.raw_prefix}/{slide.id}/{field_id}.{info.format.value}"
-        self._store.put(key, upload.stream, length=size, content_type=info.content_type)
+        self._store_decodable(key, data, info)
 
         def action(session: Session) -> Answer:
             field = record_field(
@@ -242,25 +246,34 @@ class Ingestor:
             )
         return answer
 
-    def _digest(self, stream: BinaryIO) -> tuple[str, int]:
+    def _read(self, stream: BinaryIO) -> bytes:
+        """The whole upload, refused past ``max_upload_bytes`` (the memory bound of a request)."""
         stream.seek(0)
-        digest = hashlib.sha256()
-        size = 0
-        while chunk := stream.read(_CHUNK):
-            size += len(chunk)
-            if size > self._settings.max_upload_bytes:
-                raise TooLarge(f"the upload exceeds {self._settings.max_upload_bytes} bytes")
-            digest.update(chunk)
-        stream.seek(0)
-        return digest.hexdigest(), size
+        data = stream.read(self._settings.max_upload_bytes + 1)
+        if len(data) > self._settings.max_upload_bytes:
+            raise TooLarge(f"the upload exceeds {self._settings.max_upload_bytes} bytes")
+        return data
 
-    def _check_image(self, session: Session, slide: Slide, upload: FieldUpload) -> ImageInfo:
+    def _store_decodable(self, key: str, data: bytes, info: ImageInfo) -> None:
+        """Store the object while the image is decoded; remove it again if it does not decode."""
+        put = self._pool.submit(self._store.put, key, data, content_type=info.content_type)
+        try:
+            decode(io.BytesIO(data), info)
+        except ImageRejected as exc:
+            put.exception()  # wait for the put, whatever its outcome, before removing it
+            self._store.delete(key)
+            raise InvalidUpload(str(exc)) from None
+        put.result()
+
+    def _check_header(
+        self, session: Session, slide: Slide, upload: FieldUpload, data: bytes
+    ) -> ImageInfo:
         if slide.status != SlideStatus.OPEN:
             raise Conflict(f"slide {slide.id} is {slide.status}: it takes no more fields")
         if slide.dic_only and upload.modality is Modality.BF:
             raise InvalidUpload(f"slide {slide.id} was opened as DIC-only")
         try:
-            info = probe(upload.stream)
+            info = probe(io.BytesIO(data))
         except ImageRejected as exc:
             raise InvalidUpload(str(exc)) from None
         if info.pixels > self._settings.max_pixels:
@@ -286,10 +299,6 @@ class Ingestor:
                     f"field {upload.index} ({upload.modality.value}) of slide {slide.id} "
                     f"is already uploaded as {other.id}"
                 )
-        try:
-            decode(upload.stream, info)
-        except ImageRejected as exc:
-            raise InvalidUpload(str(exc)) from None
         return info
 
     # -- shared -------------------------------------------------------------------------
