@@ -6,6 +6,7 @@ size (a decompression bomb) is refused without allocating its pixels.
 
 from __future__ import annotations
 
+import os
 import struct
 from dataclasses import dataclass
 from enum import StrEnum
@@ -18,6 +19,7 @@ from PIL import Image
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 TIFF_SIGNATURES = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 _PNG_CHANNELS = {0: 1, 2: 3, 3: 3, 4: 2, 6: 4}
+_DECODE_WORKERS = min(4, os.cpu_count() or 1)  # strips of a TIFF decode in parallel
 
 
 class ImageFormat(StrEnum):
@@ -96,7 +98,7 @@ def decode(stream: BinaryIO, info: ImageInfo) -> np.ndarray:
     try:
         if info.format is ImageFormat.TIFF:
             with tifffile.TiffFile(stream, name="upload.tif") as tif:
-                pixels = np.asarray(tif.asarray())
+                pixels = np.asarray(tif.asarray(maxworkers=_DECODE_WORKERS))
         else:
             with Image.open(stream) as image:
                 image.load()
