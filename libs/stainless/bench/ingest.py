@@ -31,8 +31,8 @@ from stainless.config import (
 )
 from stainless.db.engine import create_db_engine, session_scope
 from stainless.db.migrate import upgrade
+from stainless.imaging.codecs import encode_tiff16
 from stainless.imaging.phantom import PhantomConfig, generate_field
-from stainless.imaging.phantom_set import encode_tiff16
 from stainless.ingest.scanners import register_scanner
 from stainless.storage.s3 import S3ObjectStore
 

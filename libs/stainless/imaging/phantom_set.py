@@ -17,16 +17,14 @@ field's bytes do not depend on how many others are made or in which process.
 
 from __future__ import annotations
 
-import io
 import json
 from collections.abc import Callable
 from typing import Any
 
-import cv2
 import numpy as np
-import tifffile
 from pydantic import ValidationError
 
+from stainless.imaging.codecs import encode_png, encode_tiff16
 from stainless.imaging.phantom import PhantomConfig, PhantomField, generate_field
 from stainless.imaging.phantom_figure import render_overview
 from stainless.storage import ObjectStore, validate_prefix
@@ -51,23 +49,6 @@ def phantom_config(*, width: int | None = None, height: int | None = None) -> Ph
 
 def _join(prefix: str, name: str) -> str:
     return f"{prefix.rstrip('/')}/{name}" if prefix else name
-
-
-def encode_tiff16(image: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    tifffile.imwrite(
-        buffer, image, photometric="minisblack", compression="zlib", software=None, datetime=None
-    )
-    return buffer.getvalue()
-
-
-def encode_png(image: np.ndarray) -> bytes:
-    """PNG bytes of a grayscale or RGB ``uint8``/``uint16`` image."""
-    pixels = cv2.cvtColor(image, cv2.COLOR_RGB2BGR) if image.ndim == 3 else image
-    ok, encoded = cv2.imencode(".png", pixels)
-    if not ok:
-        raise ValueError("PNG encoding failed")
-    return bytes(encoded.tobytes())
 
 
 def field_rng(seed: int, slide_index: int, field_index: int) -> np.random.Generator:

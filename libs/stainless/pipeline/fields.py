@@ -13,7 +13,6 @@ import time
 from dataclasses import dataclass
 from enum import StrEnum
 
-import cv2
 import numpy as np
 import structlog
 from prometheus_client import Counter, Histogram
@@ -33,6 +32,7 @@ from stainless.db.models import (
 )
 from stainless.events.contracts import CellsCropped, Envelope
 from stainless.events.outbox import add_event
+from stainless.imaging.codecs import encode_png
 from stainless.imaging.cropping import Cropper, box_centre
 from stainless.imaging.detection import (
     BrightfieldDetector,
@@ -74,14 +74,6 @@ class _Crops:
     review: str
     review_bf: str | None
     at_border: bool
-
-
-def _png(image: np.ndarray) -> bytes:
-    pixels = cv2.cvtColor(image, cv2.COLOR_RGB2BGR) if image.ndim == 3 else image
-    ok, encoded = cv2.imencode(".png", pixels)
-    if not ok:
-        raise ValueError("PNG encoding of a crop failed")
-    return bytes(encoded.tobytes())
 
 
 class FieldProcessor:
@@ -255,14 +247,14 @@ class FieldProcessor:
             crop = self._cropper.crop(dic, centre, size)
             at_border |= crop.at_border
             keys[f"{name}dic"] = key = f"{stem}_dic_{size}.png"
-            self._store.put(key, _png(crop.image), content_type="image/png")
+            self._store.put(key, encode_png(crop.image), content_type="image/png")
             keys[f"{name}bf"] = None
             if bf is not None and registration is not None:
                 bf_crop = self._cropper.crop_registered(
                     bf, registration.affine_bf_to_dic, centre, size
                 )
                 keys[f"{name}bf"] = key = f"{stem}_bf_{size}.png"
-                self._store.put(key, _png(bf_crop.image), content_type="image/png")
+                self._store.put(key, encode_png(bf_crop.image), content_type="image/png")
         return _Crops(
             dic=str(keys["dic"]),
             bf=keys["bf"],
