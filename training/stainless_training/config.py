@@ -1,0 +1,92 @@
+"""Training configuration: typed, frozen, loaded from YAML and written beside every checkpoint."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from stainless_training.schedules import PhasedSchedule
+
+
+class ModelKind(StrEnum):
+    MTMD = "mtmd"  # multi-task multi-domain translator (ch. 5)
+    DISENTANGLED = "disentangled"  # style/structure disentangled translator (ch. 6)
+    PAIRED = "paired"  # paired translator with auxiliary classifier (ch. 8)
+
+
+class ModelSize(StrEnum):
+    TINY = "tiny"  # trains on 2 CPU cores in minutes
+    THESIS = "thesis"  # the thesis' resolution and widths
+
+
+class LossWeights(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    gradient_penalty: float = Field(default=10.0, ge=0, description="WGAN-GP weight.")
+    domain: float = Field(default=1.0, ge=0, description="Domain classification.")
+    cycle: float = Field(default=10.0, ge=0, description="Cycle consistency.")
+    reconstruction: float = Field(default=10.0, ge=0, description="Pair-wise reconstruction.")
+    classification: float = Field(default=1.0, ge=0, description="Latent classifier CE.")
+    segmentation: float = Field(default=1.0, ge=0, description="Latent segmentor CE.")
+    style: float = Field(default=1.0, ge=0, description="Style reconstruction (model 2).")
+    structure: float = Field(default=1.0, ge=0, description="Structure CE (model 2).")
+    diversity: float = Field(default=3.0, ge=0, description="Diversity, λ = 3 (ch. 6).")
+
+
+class DataConfig(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    manifest: str | None = Field(
+        default=None, description="Dataset manifest key; none = phantom data made on the fly."
+    )
+    phantom_seed: int = Field(default=0, ge=0, description="Seed of phantom training data.")
+    phantom_fields: int = Field(default=40, ge=1, description="Phantom fields to crop from.")
+
+
+class TrainingConfig(BaseModel):
+    """Everything a run depends on; a checkpoint plus this file reproduces the run."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    model: ModelKind
+    size: ModelSize = ModelSize.TINY
+    seed: int = Field(default=0, ge=0)
+    batch_size: int = Field(default=7, ge=1)
+    steps: int = Field(default=600, ge=1, description="Total optimisation steps.")
+    schedule: PhasedSchedule | None = Field(
+        default=None, description="Phases (model 1); none = the thesis proportions over `steps`."
+    )
+    balanced_fraction: float = Field(
+        default=0.2, ge=0, le=1, description="Final share of training with frequency balancing."
+    )
+    losses: LossWeights = LossWeights()
+    data: DataConfig = DataConfig()
+    checkpoint_every: int = Field(default=100, ge=1)
+
+    def phased_schedule(self) -> PhasedSchedule:
+        return self.schedule or PhasedSchedule.scaled(self.steps)
+
+
+class ConfigError(ValueError):
+    """A training configuration file that cannot be used; the message says why."""
+
+
+def load_config(path: Path) -> TrainingConfig:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"cannot read training config {path}: {exc}") from None
+    try:
+        return TrainingConfig.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise ConfigError(f"{path}: {where}: {first['msg']}") from None
+
+
+def dump_config(config: TrainingConfig) -> str:
+    """YAML text of ``config`` that :func:`load_config` reads back to an equal object."""
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
