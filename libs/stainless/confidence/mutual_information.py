@@ -1,0 +1,165 @@
+"""Mutual information between two images from a binned joint histogram (thesis ch. 7.1).
+
+Each image is cut into ``bins`` equal-width bins over its own min..max range (the maximum
+falls in the last bin; a constant image is all bin 0) and MI, in nats, is read off the
+joint histogram of the two label images:
+
+``MI(X; Y) = sum_xy p(x, y) log(p(x, y) / (p(x) p(y)))``  (thesis Eq. 7.5)
+
+with ``bins = floor(sqrt(n / 5))`` for ``n`` pixels by default, as in the thesis (after
+its reference [16]). The result equals ``sklearn.metrics.mutual_info_score`` applied to
+the same labels. Labels are computed in float64 so that the numpy and the batched torch
+versions bin every pixel identically.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import numpy.typing as npt
+import torch
+from torch import Tensor
+
+I64 = npt.NDArray[np.int64]
+F64 = npt.NDArray[np.float64]
+
+ImageLike = npt.ArrayLike | Tensor
+
+
+def default_bins(n: int) -> int:
+    """Number of bins per image axis, ``floor(sqrt(n / 5))`` and at least 1.
+
+    Args:
+        n: number of pixels of one image (thesis ch. 7.1, the ⌊√(n/5)⌋ rule).
+    """
+    if n < 1:
+        raise ValueError(f"the number of pixels must be positive, got {n}")
+    # floor(sqrt(x)) == isqrt(floor(x)) for x >= 0, exact for any n.
+    return max(1, math.isqrt(n // 5))
+
+
+def _as_float64(image: ImageLike, name: str) -> F64:
+    if isinstance(image, Tensor):
+        array = image.detach().to(device="cpu", dtype=torch.float64).numpy()
+    else:
+        array = np.asarray(image, dtype=np.float64)
+    array = array.reshape(-1)
+    if array.size == 0:
+        raise ValueError(f"{name} is empty")
+    if not np.all(np.isfinite(array)):
+        raise ValueError(f"{name} contains NaN or infinite values")
+    return array
+
+
+def bin_labels(image: ImageLike, *, bins: int) -> I64:
+    """Equal-width bin index (0..bins-1) of every pixel over the image's own range.
+
+    Args:
+        image: any shape, numpy or torch; flattened.
+        bins: number of bins (thesis ch. 7.1).
+
+    Returns:
+        int64 labels, flattened.
+    """
+    if bins < 1:
+        raise ValueError(f"bins must be at least 1, got {bins}")
+    values = _as_float64(image, "image")
+    low, high = float(values.min()), float(values.max())
+    if high <= low:
+        return np.zeros(values.shape, np.int64)
+    labels = np.floor((values - low) / (high - low) * bins)
+    return np.clip(labels, 0, bins - 1).astype(np.int64)
+
+
+def _mi_from_counts(joint: F64) -> float:
+    """MI in nats from a joint count table (rows: first image's bins)."""
+    n = joint.sum()
+    rows = joint.sum(axis=1)
+    cols = joint.sum(axis=0)
+    if np.count_nonzero(rows) < 2 or np.count_nonzero(cols) < 2:
+        return 0.0  # a constant label image carries no information (exactly 0)
+    i, j = np.nonzero(joint)
+    c = joint[i, j]
+    terms = (c / n) * (np.log(c) + math.log(n) - np.log(rows[i]) - np.log(cols[j]))
+    return max(0.0, float(terms.sum()))
+
+
+def mutual_information(a: ImageLike, b: ImageLike, *, bins: int | None = None) -> float:
+    """Mutual information (nats) between two images of the same size.
+
+    Args:
+        a: first image, numpy or torch, any shape (flattened).
+        b: second image with as many pixels as ``a``.
+        bins: bins per image; default ``floor(sqrt(n / 5))`` (thesis ch. 7.1, Eq. 7.5).
+
+    Returns:
+        MI >= 0; equal to ``mutual_info_score(bin_labels(a), bin_labels(b))``.
+    """
+    va = _as_float64(a, "a")
+    vb = _as_float64(b, "b")
+    if va.size != vb.size:
+        raise ValueError(f"images must have the same number of pixels, got {va.size} and {vb.size}")
+    nbins = default_bins(va.size) if bins is None else bins
+    la = bin_labels(va, bins=nbins)
+    lb = bin_labels(vb, bins=nbins)
+    joint = np.bincount(la * nbins + lb, minlength=nbins * nbins).astype(np.float64)
+    return _mi_from_counts(joint.reshape(nbins, nbins))
+
+
+def _bin_labels_batch(values: Tensor, bins: int) -> Tensor:
+    """Per-row labels of a float64 ``[K, n]`` tensor, as ``bin_labels`` does per image."""
+    low = values.amin(dim=1, keepdim=True)
+    high = values.amax(dim=1, keepdim=True)
+    span = high - low
+    constant = span <= 0
+    scaled = (values - low) / torch.where(constant, torch.ones_like(span), span) * bins
+    labels = torch.floor(scaled).clamp_(0, bins - 1).to(torch.int64)
+    return torch.where(constant, torch.zeros_like(labels), labels)
+
+
+def mutual_information_batch(
+    clean: Tensor, corrupted: Tensor, *, bins: int | None = None
+) -> Tensor:
+    """MI between one clean image and each of K corrupted images, vectorised.
+
+    Args:
+        clean: the reference image, e.g. ``[C, H, W]`` or ``[H, W]`` (flattened).
+        corrupted: ``[K, ...]`` with ``clean``'s number of elements per sample.
+        bins: bins per image; default ``floor(sqrt(n / 5))`` (thesis ch. 7.1, Eq. 7.5).
+
+    Returns:
+        float64 tensor ``[K]`` (on ``corrupted``'s device), equal to
+        ``mutual_information(clean, corrupted[i])`` for every i.
+    """
+    if corrupted.dim() < 1 or corrupted.shape[0] < 1:
+        raise ValueError(f"corrupted must be [K, ...] with K >= 1, got {tuple(corrupted.shape)}")
+    n = clean.numel()
+    if n == 0:
+        raise ValueError("clean is empty")
+    k = corrupted.shape[0]
+    if corrupted.numel() != k * n:
+        raise ValueError(
+            f"each corrupted sample must have {n} elements like clean {tuple(clean.shape)}, "
+            f"got corrupted {tuple(corrupted.shape)}"
+        )
+    nbins = default_bins(n) if bins is None else bins
+    if nbins < 1:
+        raise ValueError(f"bins must be at least 1, got {nbins}")
+    device = corrupted.device
+    ref = clean.detach().to(device=device, dtype=torch.float64).reshape(1, n)
+    others = corrupted.detach().to(dtype=torch.float64).reshape(k, n)
+    if not (torch.isfinite(ref).all() and torch.isfinite(others).all()):
+        raise ValueError("images contain NaN or infinite values")
+    la = _bin_labels_batch(ref, nbins)  # [1, n]
+    lb = _bin_labels_batch(others, nbins)  # [K, n]
+    joint_index = la * nbins + lb
+    joint = torch.zeros(k, nbins * nbins, dtype=torch.float64, device=device)
+    joint.scatter_add_(1, joint_index, torch.ones_like(others))
+    joint = joint.reshape(k, nbins, nbins)
+    rows = joint.sum(dim=2, keepdim=True)  # [K, B, 1]; the same clean marginal for every k
+    cols = joint.sum(dim=1, keepdim=True)  # [K, 1, B]
+    safe = joint > 0
+    ratio = joint * n / (rows * cols).clamp_min(1.0)
+    terms = torch.where(safe, joint / n * torch.log(torch.where(safe, ratio, 1.0)), 0.0)
+    return terms.sum(dim=(1, 2)).clamp_min(0.0)

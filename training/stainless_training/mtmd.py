@@ -1,0 +1,260 @@
+"""Training of model 1, the multi-task multi-domain translator (thesis ch. 5.3.2, Algorithm 1).
+
+Each step runs the passes :meth:`PhasedSchedule.passes` names, in order: the
+critic every step; every ``critic_steps``-th step also the domain-agnostic
+classifier and the segmentor (supervised phase only) and then encoder+generator.
+DIC crops are fed as replicated RGB so cycles through every domain work; a batch
+holds the DIC crops and their brightfield pairs, each translated to the other
+domain.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader
+
+from stainless.losses.adversarial import gradient_penalty, wgan_critic_loss, wgan_generator_loss
+from stainless.losses.classification import (
+    classification_loss,
+    domain_classification_loss,
+    segmentation_loss,
+)
+from stainless.losses.reconstruction import cycle_loss, pairwise_reconstruction_loss
+from stainless.models.blocks import domain_onehot
+from stainless.models.configs import MultiTaskConfig
+from stainless.models.mtmd import (
+    Discriminator,
+    Domain,
+    MultiTaskTranslator,
+    build_multitask,
+    build_multitask_discriminator,
+)
+from stainless_training.config import LossWeights, ModelSize, TrainingConfig, dump_config
+from stainless_training.phantom_data import CellDataset, phantom_samples
+from stainless_training.sampling import class_balanced_batches
+from stainless_training.schedules import Pass, PhasedSchedule
+
+Logs = dict[str, float]
+CHECKPOINT = "checkpoint.pt"
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Both domains of a batch of cells: ``images[:B]`` DIC, ``images[B:]`` brightfield."""
+
+    images: Tensor  # (2B, 3, H, W) in [-1, 1]
+    source: Tensor  # (2B,) domain index of each image
+    target: Tensor  # (2B,) domain each image is translated to
+    pairs: Tensor  # (2B, 3, H, W): the real image of the target domain (the pair)
+    labels: Tensor  # (2B,) cell classes
+    masks: Tensor  # (2B, H, W) segmentation masks
+
+    @classmethod
+    def from_items(cls, items: dict[str, Tensor]) -> Batch:
+        dic = items["dic"].repeat(1, 3, 1, 1)
+        bf = items["bf"]
+        size = dic.shape[0]
+        dic_index = torch.full((size,), Domain.DIC.position)
+        bf_index = torch.full((size,), Domain.BF.position)
+        return cls(
+            images=torch.cat([dic, bf]),
+            source=torch.cat([dic_index, bf_index]),
+            target=torch.cat([bf_index, dic_index]),
+            pairs=torch.cat([bf, dic]),
+            labels=items["label"].repeat(2),
+            masks=items["mask"].repeat(2, 1, 1),
+        )
+
+
+class MultiTaskTrainer:
+    """Owns the networks' optimisers; :meth:`step` runs one step of Algorithm 1."""
+
+    def __init__(
+        self,
+        *,
+        translator: MultiTaskTranslator,
+        critic: Discriminator,
+        schedule: PhasedSchedule,
+        weights: LossWeights,
+        seed: int = 0,
+    ) -> None:
+        self.translator = translator
+        self.critic = critic
+        self.schedule = schedule
+        self.weights = weights
+        betas = (0.5, 0.999)
+        rate = schedule.learning_rate(0)
+        self.translator_optimiser = torch.optim.Adam(translator.parameters(), lr=rate, betas=betas)
+        self.critic_optimiser = torch.optim.Adam(critic.parameters(), lr=rate, betas=betas)
+        self.random = torch.Generator().manual_seed(seed)
+
+    def _onehot(self, domains: Tensor) -> Tensor:
+        return domain_onehot(
+            domains,
+            n_domains=self.translator.n_domains,
+            batch=domains.shape[0],
+            like=self.translator_anchor,
+        )
+
+    @property
+    def translator_anchor(self) -> Tensor:
+        return next(self.translator.parameters())
+
+    def step(self, batch: Batch, step: int) -> Logs:
+        rate = self.schedule.learning_rate(step)
+        for optimiser in (self.translator_optimiser, self.critic_optimiser):
+            for group in optimiser.param_groups:
+                group["lr"] = rate
+        supervised = self.schedule.phase_at(step).supervised
+        logs: Logs = {"lr": rate}
+        for kind in self.schedule.passes(step):
+            if kind is Pass.CRITIC:
+                logs |= self._critic(batch)
+            elif kind is Pass.CLASSIFIER:
+                logs |= self._update(
+                    classification_loss(
+                        self.translator.classify(self.translator.encode(batch.images)), batch.labels
+                    ),
+                    self.weights.classification,
+                )
+            elif kind is Pass.SEGMENTOR:
+                logs |= self._update(
+                    segmentation_loss(
+                        self.translator.segment(self.translator.encode(batch.images)), batch.masks
+                    ),
+                    self.weights.segmentation,
+                )
+            else:
+                logs |= self._generator(batch, supervised=supervised)
+        return logs
+
+    def _update(self, loss_and_logs: tuple[Tensor, Logs], weight: float) -> Logs:
+        loss, logs = loss_and_logs
+        self.translator_optimiser.zero_grad(set_to_none=True)
+        (weight * loss).backward()  # type: ignore[no-untyped-call]
+        self.translator_optimiser.step()
+        return logs
+
+    def _critic(self, batch: Batch) -> Logs:
+        with torch.no_grad():
+            fake = self.translator.decode(
+                self.translator.encode(batch.images), self._onehot(batch.target)
+            )
+        real_scores, real_domains = self.critic(batch.images)
+        fake_scores, _ = self.critic(fake)
+        adversarial, logs = wgan_critic_loss(real_scores, fake_scores)
+        penalty, penalty_logs = gradient_penalty(
+            lambda x: self.critic(x)[0],
+            batch.images,
+            fake,
+            weight=self.weights.gradient_penalty,
+            generator=self.random,
+        )
+        domain, domain_logs = domain_classification_loss(real_domains, batch.source)
+        loss = adversarial + penalty + self.weights.domain * domain
+        self.critic_optimiser.zero_grad(set_to_none=True)
+        loss.backward()  # type: ignore[no-untyped-call]
+        self.critic_optimiser.step()
+        return {f"critic_{k}": v for k, v in (logs | penalty_logs | domain_logs).items()}
+
+    def _generator(self, batch: Batch, *, supervised: bool) -> Logs:
+        h = self.translator.encode(batch.images)
+        fake = self.translator.decode(h, self._onehot(batch.target))
+        scores, domains = self.critic(fake)
+        adversarial, logs = wgan_generator_loss(scores)
+        domain, domain_logs = domain_classification_loss(domains, batch.target)
+        back = self.translator.decode(self.translator.encode(fake), self._onehot(batch.source))
+        cycle, cycle_logs = cycle_loss(batch.images, back)
+        loss = adversarial + self.weights.domain * domain + self.weights.cycle * cycle
+        logs |= domain_logs | cycle_logs
+        if supervised:  # phase 3 adds the pair-wise reconstruction (thesis Eq. 5.6)
+            reconstruction, reconstruction_logs = pairwise_reconstruction_loss(fake, batch.pairs)
+            loss = loss + self.weights.reconstruction * reconstruction
+            logs |= reconstruction_logs
+        self.translator_optimiser.zero_grad(set_to_none=True)
+        loss.backward()  # type: ignore[no-untyped-call]
+        self.translator_optimiser.step()
+        return {f"generator_{k}": v for k, v in logs.items()}
+
+    def state(self, step: int) -> dict[str, object]:
+        return {
+            "step": step,
+            "translator": self.translator.state_dict(),
+            "critic": self.critic.state_dict(),
+            "translator_optimiser": self.translator_optimiser.state_dict(),
+            "critic_optimiser": self.critic_optimiser.state_dict(),
+            "random": self.random.get_state(),
+        }
+
+    def load(self, state: dict[str, object]) -> int:
+        """Restore a :meth:`state`; return the step to continue from."""
+        self.translator.load_state_dict(state["translator"])  # type: ignore[arg-type]
+        self.critic.load_state_dict(state["critic"])  # type: ignore[arg-type]
+        self.translator_optimiser.load_state_dict(state["translator_optimiser"])  # type: ignore[arg-type]
+        self.critic_optimiser.load_state_dict(state["critic_optimiser"])  # type: ignore[arg-type]
+        self.random.set_state(state["random"])  # type: ignore[arg-type]
+        return int(state["step"])  # type: ignore[call-overload,no-any-return]
+
+
+def model_config(config: TrainingConfig) -> MultiTaskConfig:
+    return MultiTaskConfig.tiny() if config.size is ModelSize.TINY else MultiTaskConfig.thesis()
+
+
+def train(
+    config: TrainingConfig,
+    out: Path,
+    *,
+    on_step: Callable[[int, Logs], None] | None = None,
+) -> Path:
+    """Train model 1 on phantom cells; checkpoints, config and metrics log go to ``out``.
+
+    A run finding ``out/checkpoint.pt`` continues from it (resumable).
+    """
+    torch.manual_seed(config.seed)
+    net_config = model_config(config)
+    trainer = MultiTaskTrainer(
+        translator=build_multitask(net_config),
+        critic=build_multitask_discriminator(net_config),
+        schedule=config.phased_schedule(),
+        weights=config.losses,
+        seed=config.seed,
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.yaml").write_text(dump_config(config))
+    checkpoint = out / CHECKPOINT
+    step = trainer.load(torch.load(checkpoint, weights_only=False)) if checkpoint.exists() else 0
+
+    dataset = CellDataset(
+        phantom_samples(
+            fields=config.data.phantom_fields,
+            seed=config.data.phantom_seed,
+            image_size=net_config.image_size,
+        )
+    )
+    batch_size = min(config.batch_size, len(set(dataset.labels)))
+    log = (out / "metrics.jsonl").open("a")
+    epoch = 0
+    while step < config.steps:
+        batches = class_balanced_batches(
+            dataset.labels, batch_size=batch_size, seed=config.seed + epoch
+        )
+        loader = DataLoader(dataset, batch_sampler=list(batches))
+        for items in loader:
+            if step >= config.steps:
+                break
+            logs = trainer.step(Batch.from_items(items), step)
+            log.write(json.dumps({"step": step, **logs}) + "\n")
+            step += 1
+            if on_step is not None:
+                on_step(step, logs)
+            if step % config.checkpoint_every == 0 or step == config.steps:
+                torch.save(trainer.state(step), checkpoint)
+        epoch += 1
+    log.close()
+    return checkpoint
