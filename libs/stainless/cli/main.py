@@ -126,6 +126,20 @@ def bench_ingest(
     emit("ingest", result, as_json)
 
 
+@bench_app.command("confidence")
+def bench_confidence(
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    cells: Annotated[int, typer.Option(min=1, help="Cells per model size.")] = 4,
+    k: Annotated[int, typer.Option(min=1, help="Corrupted latents per cell.")] = 10,
+) -> None:
+    """Stain + classify + confidence: batched decoding vs k+1 passes, tiny and thesis models."""
+    from stainless.bench.confidence import run_confidence_bench
+
+    with progress("cells (tiny, thesis; batched, naive)", 4 * cells) as step:
+        result = run_confidence_bench(cells=cells, k=k, on_step=step)
+    emit("confidence", result, as_json)
+
+
 @app.command()
 def demo(
     out: Annotated[Path, typer.Option(help="Output folder.")] = Path("out/demo"),

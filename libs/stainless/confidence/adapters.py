@@ -1,0 +1,36 @@
+"""Adapters that present the translators as the latent models noise injection expects."""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+from stainless.models.blocks import domain_onehot
+from stainless.models.mtmd import Domain, MultiTaskTranslator
+
+
+class StainingLatentModel:
+    """Model 1 seen as ``h = E(x)`` and ``D(h) = G(h, BF)``: DIC in, stained image out.
+
+    A single-channel DIC batch is replicated to the translator's input channels.
+    """
+
+    def __init__(
+        self, translator: MultiTaskTranslator, *, in_channels: int, target: Domain = Domain.BF
+    ) -> None:
+        self._translator = translator
+        self._in_channels = in_channels
+        self._target = target
+
+    def encode(self, x: Tensor) -> Tensor:
+        if x.shape[1] == 1 and self._in_channels != 1:
+            x = x.repeat(1, self._in_channels, 1, 1)
+        return self._translator.encode(x)
+
+    def decode(self, latent: Tensor) -> Tensor:
+        code = domain_onehot(
+            self._target.position,
+            n_domains=self._translator.n_domains,
+            batch=latent.shape[0],
+            like=latent,
+        )
+        return self._translator.decode(latent, code)
