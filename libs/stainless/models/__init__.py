@@ -21,6 +21,8 @@ from stainless.models.configs import (
     PairedConfig,
 )
 from stainless.models.disentangled import (
+    STAINED,
+    UNSTAINED,
     DisentangledCode,
     DisentangledTranslator,
     MultiHeadDiscriminator,
@@ -45,6 +47,8 @@ from stainless.models.segmentation import UNet, build_segmenter, build_structure
 __all__ = [
     "N_CELL_CLASSES",
     "N_SEGMENTATION_CLASSES",
+    "STAINED",
+    "UNSTAINED",
     "DiscriminatorOutput",
     "DisentangledCode",
     "DisentangledConfig",

@@ -39,7 +39,6 @@ from stainless.models.blocks import (
 )
 from stainless.models.configs import DisentangledConfig
 
-
 UNSTAINED, STAINED = 0, 1
 """Domain indices of thesis ch. 6.1 (``Y = {1, 2}``, counted from 0 here)."""
 

@@ -70,6 +70,7 @@ class Encoder(nn.Module):
             width *= 2
         layers += [ResBlock(channels=width) for _ in range(n_res)]
         self.net = nn.Sequential(*layers)
+        self.in_channels = in_channels
         self.out_channels = width
         self.n_down = n_down
 
@@ -296,6 +297,8 @@ class MultiTaskTranslator(nn.Module):
         head_channels: int,
     ) -> None:
         super().__init__()
+        self.in_channels = in_channels
+        self.out_channels = out_channels
         self.n_domains = n_domains
         self.encoder = Encoder(
             in_channels=in_channels,

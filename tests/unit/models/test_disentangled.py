@@ -9,6 +9,7 @@ from stainless.models import blocks
 from stainless.models.configs import DisentangledConfig
 from stainless.models.disentangled import (
     DisentangledCode,
+    DisentangledTranslator,
     Generator,
     MultiHeadDiscriminator,
     StructureMapping,
@@ -70,7 +71,11 @@ def test_style_heads_and_style_select_per_sample(tiny: DisentangledConfig) -> No
 def test_style_and_structure_both_change_the_output(tiny: DisentangledConfig) -> None:
     model = build_disentangled(tiny).eval()
     with torch.no_grad():
-        code = model.encode(torch.randn(2, 3, 64, 64), 1)
+        x = torch.randn(2, 3, 64, 64)
+        code = model.encode(x, 1)
+        t, s, bg = model.encode(x)  # the stained style by default
+        assert torch.equal(s, code.style)
+        assert torch.equal(model.decode(t, s, bg), model.decode(*code))
         clean = model.decode(*code)
         new_style = model.decode(code.structure, torch.randn_like(code.style), code.background)
         new_structure = model.decode(
@@ -134,6 +139,26 @@ def test_invalid_config_raises(kwargs: dict[str, object]) -> None:
         DisentangledConfig(**kwargs)  # type: ignore[arg-type]
 
 
+def _kwargs(config: DisentangledConfig) -> dict[str, int]:
+    return {
+        "image_channels": 3,
+        "n_domains": 2,
+        "base_channels": 8,
+        "max_channels": 16,
+        "n_down": 2,
+        "n_res": 1,
+        "style_dim": 4,
+        "style_noise_dim": 4,
+        "mapping_hidden": 8,
+        "structure_channels": 2,
+        "structure_down": 2,
+        "structure_size": config.image_size // 4,
+        "structure_noise_dim": 4,
+        "spade_hidden": 8,
+        "style_down": 2,
+    }
+
+
 def test_invalid_arguments_raise(tiny: DisentangledConfig) -> None:
     with pytest.raises(ValueError, match="n_domains"):
         StyleMapping(noise_dim=4, style_dim=3, hidden=8, n_domains=0)
@@ -163,5 +188,7 @@ def test_invalid_arguments_raise(tiny: DisentangledConfig) -> None:
     model = build_disentangled(tiny)
     with pytest.raises(ValueError, match="domain index"):
         model.encode(torch.randn(1, 3, 64, 64), 2)
+    with pytest.raises(ValueError, match="target_domain"):
+        DisentangledTranslator(**{**_kwargs(tiny), "target_domain": 2})
     with pytest.raises(ValueError, match="style must be"):
         model.decode(torch.zeros(1, 4, 16, 16), torch.zeros(1, 3), torch.zeros(1, 64, 16, 16))

@@ -11,7 +11,6 @@ from stainless.models.paired import (
     GlobalGenerator,
     MultiScaleDiscriminator,
     PairedGenerator,
-    PairedLatent,
     PatchDiscriminator,
     build_paired_discriminator,
     build_paired_generator,
@@ -32,15 +31,15 @@ def test_tiny_shapes_of_every_component(tiny: PairedConfig) -> None:
     generator = build_paired_generator(tiny).eval()
     critic = build_paired_discriminator(tiny)
     dic = torch.randn(2, 1, 64, 64)
-    latent = generator.encode(dic)
     # Global branch at 32 px, two downsamplings: 64 channels at 8 px.
-    assert latent.h.shape == (2, 64, 8, 8)
-    assert latent.local.shape == (2, 16, 32, 32)
-    image = generator.decode(latent)
+    assert generator.global_generator.encode(torch.randn(2, 1, 32, 32)).shape == (2, 64, 8, 8)
+    h = generator.encode(dic)
+    assert h.shape == (2, 16, 32, 32)
+    image = generator.decode(h)
     assert image.shape == (2, 3, 64, 64)
     assert image.abs().max() <= 1.0
     assert torch.allclose(generator(dic), image)
-    assert generator.decode_global(latent.h).shape == (2, 3, 32, 32)
+    assert generator.global_image(dic).shape == (2, 3, 32, 32)
     outputs = critic(image, dic)
     assert len(outputs) == tiny.n_scales
     for scale, output in enumerate(outputs):
@@ -52,17 +51,16 @@ def test_tiny_shapes_of_every_component(tiny: PairedConfig) -> None:
     assert MultiScaleDiscriminator.class_logits(outputs).shape == (2, 7)
 
 
-def test_latent_noise_changes_the_image_and_repeat_batches(tiny: PairedConfig) -> None:
+def test_latent_noise_changes_the_image_in_one_batch(tiny: PairedConfig) -> None:
     generator = build_paired_generator(tiny).eval()
     with torch.no_grad():
-        latent = generator.encode(torch.randn(2, 1, 64, 64))
-        clean = generator.decode(latent)
-        batch = latent.repeat(3)
-        assert batch.h.shape[0] == 6
-        noisy = batch.h + 3 * batch.h.std(dim=(0, 2, 3), keepdim=True) * torch.randn_like(batch.h)
-        out = generator.decode(PairedLatent(noisy, batch.local))
+        h = generator.encode(torch.randn(2, 1, 64, 64))
+        clean = generator.decode(h)
+        batch = h.repeat_interleave(3, dim=0)
+        assert torch.allclose(generator.decode(batch)[::3], clean, atol=1e-5)
+        noisy = batch + 3 * h.std(dim=(0, 2, 3), keepdim=True) * torch.randn_like(batch)
+        out = generator.decode(noisy)
     assert out.shape == (6, 3, 64, 64)
-    assert torch.allclose(generator.decode(batch)[::3], clean, atol=1e-5)
     assert not torch.allclose(out[::3], clean)
 
 
@@ -81,7 +79,7 @@ def test_gradients_reach_both_branches(tiny: PairedConfig) -> None:
     loss.backward()
     for name, parameter in generator.named_parameters():
         if name.startswith("global_generator.output"):
-            continue  # used only by decode_global
+            continue  # used only by global_image
         assert parameter.grad is not None, name
 
 
@@ -93,9 +91,15 @@ def test_thesis_config() -> None:
     assert blocks.parameter_count(critic) > 1_000_000
     with torch.no_grad():
         dic = torch.randn(1, 1, 256, 256)
-        latent = generator.encode(dic)
-        assert latent.h.shape == (1, 1024, 8, 8)
-        image = generator.decode(latent)
+        assert generator.global_generator.encode(torch.randn(1, 1, 128, 128)).shape == (
+            1,
+            1024,
+            8,
+            8,
+        )
+        h = generator.encode(dic)
+        assert h.shape == (1, 64, 128, 128)
+        image = generator.decode(h)
         assert image.shape == (1, 3, 256, 256)
         outputs = critic(image, dic)
     assert [o.patch.shape[-1] for o in outputs] == [32, 16]
@@ -128,5 +132,3 @@ def test_invalid_arguments_raise(tiny: PairedConfig) -> None:
         build_paired_discriminator(tiny)(torch.randn(1, 3, 64, 64))
     with pytest.raises(ValueError, match="divisible"):
         build_paired_generator(tiny).encode(torch.randn(1, 1, 60, 60))
-    with pytest.raises(ValueError, match="k must be positive"):
-        PairedLatent(torch.zeros(1), torch.zeros(1)).repeat(0)
