@@ -140,6 +140,47 @@ def bench_confidence(
     emit("confidence", result, as_json)
 
 
+@app.command("export")
+def export_command(
+    checkpoint: Annotated[Path, typer.Option(help="Model-1 training checkpoint (checkpoint.pt).")],
+    repo: Annotated[Path, typer.Option(help="Triton model repository to write into.")],
+    version: Annotated[int, typer.Option(min=1, help="Version folder to write.")] = 1,
+    instance: Annotated[str, typer.Option(help="gpu (default) or cpu instances.")] = "gpu",
+    k: Annotated[int, typer.Option(min=1, help="Corrupted latents per cell.")] = 10,
+) -> None:
+    """Write stain, classify, segment and stain_confidence as a Triton model repository."""
+    import torch
+    import yaml
+
+    from stainless.export.triton import InstanceKind, write_repository
+    from stainless.models.configs import MultiTaskConfig
+    from stainless.models.mtmd import build_multitask
+
+    config_path = checkpoint.parent / "config.yaml"
+    if not checkpoint.is_file() or not config_path.is_file():
+        err.print(f"[red]error:[/red] need {checkpoint} and the config.yaml beside it")
+        raise typer.Exit(2)
+    training = yaml.safe_load(config_path.read_text())
+    if training.get("model") != "mtmd":
+        err.print(f"[red]error:[/red] only model 1 (mtmd) exports yet, not {training.get('model')}")
+        raise typer.Exit(2)
+    net = MultiTaskConfig.thesis() if training.get("size") == "thesis" else MultiTaskConfig.tiny()
+    translator = build_multitask(net)
+    translator.load_state_dict(torch.load(checkpoint, weights_only=False)["translator"])
+    folders = write_repository(
+        translator,
+        repo,
+        in_channels=net.in_channels,
+        image_size=net.image_size,
+        n_classes=net.n_classes,
+        n_mask_classes=net.n_segmentation_classes,
+        version=version,
+        instance=InstanceKind(instance),
+        k=k,
+    )
+    err.print("wrote " + ", ".join(str(f) for f in folders))
+
+
 @app.command()
 def demo(
     out: Annotated[Path, typer.Option(help="Output folder.")] = Path("out/demo"),

@@ -1,0 +1,171 @@
+"""Served forms of model 1: what each Triton model computes, as TorchScript modules.
+
+``stain``, ``classify`` and ``segment`` take a DIC batch ``[B, 1, H, W]`` in [-1, 1].
+``stain_confidence`` runs the whole noise-injection loop of thesis ch. 7.1 inside the
+served model (latents never cross the network): encode once, k corrupted codes per
+cell decoded together with the clean one, and per cell δ (mean mutual information,
+⌊√(n/5)⌋ bins), γ (mean per-pixel variance) and the heat map. The encoder and the
+decoder are traced; the loop around them is scripted so the batch size stays free.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import torch
+from torch import Tensor, nn
+
+from stainless.models.blocks import domain_onehot
+from stainless.models.mtmd import Domain, MultiTaskTranslator
+
+
+class _Encode(nn.Module):
+    def __init__(self, translator: MultiTaskTranslator, in_channels: int) -> None:
+        super().__init__()
+        self.translator = translator
+        self.in_channels = in_channels
+
+    def forward(self, dic: Tensor) -> Tensor:
+        return self.translator.encode(dic.expand(-1, self.in_channels, -1, -1))
+
+
+class _Decode(nn.Module):
+    def __init__(self, translator: MultiTaskTranslator, target: Domain) -> None:
+        super().__init__()
+        self.translator = translator
+        self.target = target
+
+    def forward(self, h: Tensor) -> Tensor:
+        code = domain_onehot(
+            self.target.position, n_domains=self.translator.n_domains, batch=1, like=h
+        ).expand(h.shape[0], -1)
+        return self.translator.decode(h, code)
+
+
+class _Probabilities(nn.Module):
+    def __init__(self, translator: MultiTaskTranslator) -> None:
+        super().__init__()
+        self.translator = translator
+
+    def forward(self, h: Tensor) -> Tensor:
+        return torch.softmax(self.translator.classify(h), dim=1)
+
+
+class _Segment(nn.Module):
+    def __init__(self, translator: MultiTaskTranslator) -> None:
+        super().__init__()
+        self.translator = translator
+
+    def forward(self, h: Tensor) -> Tensor:
+        return self.translator.segment(h)
+
+
+class Chain(nn.Module):
+    """``second(first(x))``: a traced encoder followed by a traced head."""
+
+    def __init__(self, first: nn.Module, second: nn.Module) -> None:
+        super().__init__()
+        self.first = first
+        self.second = second
+
+    def forward(self, x: Tensor) -> Tensor:
+        result: Tensor = self.second(self.first(x))
+        return result
+
+
+class StainConfidence(nn.Module):
+    """Stained image, δ, γ and heat map per cell; noise std α·(channel std of h), k codes."""
+
+    def __init__(
+        self, encode: nn.Module, decode: nn.Module, *, k: int, alpha: float, pixels: int
+    ) -> None:
+        super().__init__()
+        if k < 1 or alpha < 0 or pixels < 5:
+            raise ValueError(
+                f"need k ≥ 1, alpha ≥ 0 and at least 5 pixels, got {k}, {alpha}, {pixels}"
+            )
+        self.encode = encode
+        self.decode = decode
+        self.k = k
+        self.alpha = alpha
+        self.bins = max(1, math.isqrt(pixels // 5))
+
+    def forward(self, dic: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        h = self.encode(dic)
+        sigma = self.alpha * h.std(dim=(2, 3), correction=0, keepdim=True)
+        base = h.unsqueeze(1).expand(-1, self.k, -1, -1, -1)
+        noisy = base + torch.randn_like(base) * sigma.unsqueeze(1)
+        codes = torch.cat([h.unsqueeze(1), noisy], dim=1).flatten(0, 1)
+        out = self.decode(codes)
+        out = out.reshape(h.shape[0], self.k + 1, out.shape[1], out.shape[2], out.shape[3])
+        clean = out[:, 0]
+        corrupted = out[:, 1:]
+        heat = corrupted.to(torch.float64).var(dim=1, correction=0).mean(dim=1)
+        delta = self._mutual_information(clean.mean(dim=1), corrupted.mean(dim=2)).mean(dim=1)
+        return clean, delta.float(), heat.mean(dim=(1, 2)).float(), heat.float()
+
+    def _labels(self, values: Tensor) -> Tensor:
+        low = values.amin(dim=-1, keepdim=True)
+        span = values.amax(dim=-1, keepdim=True) - low
+        constant = span <= 0
+        scaled = (values - low) / torch.where(constant, torch.ones_like(span), span) * self.bins
+        labels = torch.floor(scaled).clamp(0, self.bins - 1).to(torch.int64)
+        return torch.where(constant, torch.zeros_like(labels), labels)
+
+    def _mutual_information(self, clean: Tensor, corrupted: Tensor) -> Tensor:
+        """MI ``[B, k]`` between each clean ``[B, H, W]`` and its k outputs ``[B, k, H, W]``."""
+        reference = self._labels(clean.flatten(1).to(torch.float64)).unsqueeze(1)
+        others = self._labels(corrupted.flatten(2).to(torch.float64))
+        n = others.shape[2]
+        joint_index = (reference * self.bins + others).flatten(0, 1)
+        joint = (
+            torch.zeros_like(joint_index[:, :1], dtype=torch.float64)
+            .expand(-1, self.bins * self.bins)
+            .contiguous()
+        )
+        joint.scatter_add_(1, joint_index, torch.ones_like(joint_index, dtype=torch.float64))
+        joint = joint.reshape(-1, self.bins, self.bins)
+        rows = joint.sum(dim=2, keepdim=True)
+        cols = joint.sum(dim=1, keepdim=True)
+        safe = joint > 0
+        ratio = joint * n / (rows * cols).clamp_min(1.0)
+        terms = torch.where(
+            safe,
+            joint / n * torch.log(torch.where(safe, ratio, torch.ones_like(ratio))),
+            torch.zeros_like(joint),
+        )
+        return terms.sum(dim=(1, 2)).clamp_min(0.0).reshape(clean.shape[0], -1)
+
+
+def served_models(
+    translator: MultiTaskTranslator,
+    *,
+    in_channels: int,
+    image_size: int,
+    k: int = 10,
+    alpha: float = 3.0,
+) -> dict[str, torch.jit.ScriptModule]:
+    """The four TorchScript modules of a trained model 1, keyed by Triton model name."""
+    translator = translator.eval()
+    example = torch.zeros(2, 1, image_size, image_size)
+    # The networks check their input shapes in Python; traced at a fixed size that is fine.
+    # TorchScript is deprecated in favour of torch.export, but it is what Triton's libtorch
+    # backend loads.
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit._trace.TracerWarning)
+        warnings.simplefilter("ignore", FutureWarning)
+        encode = torch.jit.trace(_Encode(translator, in_channels), example)
+        h = encode(example)
+        decode = torch.jit.trace(_Decode(translator, Domain.BF), h)
+        probabilities = torch.jit.trace(_Probabilities(translator), h)
+        segment = torch.jit.trace(_Segment(translator), h)
+        confidence = StainConfidence(
+            encode, decode, k=k, alpha=alpha, pixels=image_size * image_size
+        )
+        return {
+            "stain": torch.jit.script(Chain(encode, decode)),
+            "classify": torch.jit.script(Chain(encode, probabilities)),
+            "segment": torch.jit.script(Chain(encode, segment)),
+            "stain_confidence": torch.jit.script(confidence),
+        }

@@ -1,0 +1,89 @@
+"""Exported models match eager PyTorch within 1e-4 and carry valid Triton configs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from stainless.confidence.adapters import StainingLatentModel
+from stainless.confidence.noise import whole_latent_confidence
+from stainless.export.triton import InstanceKind, load_served, write_repository
+from stainless.models.configs import MultiTaskConfig
+from stainless.models.mtmd import Domain, build_multitask
+
+CONFIG = MultiTaskConfig.tiny()
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    torch.manual_seed(0)
+    translator = build_multitask(CONFIG).eval()
+    repo = tmp_path_factory.mktemp("repo")
+    write_repository(
+        translator,
+        repo,
+        in_channels=CONFIG.in_channels,
+        image_size=CONFIG.image_size,
+        n_classes=CONFIG.n_classes,
+        n_mask_classes=CONFIG.n_segmentation_classes,
+        k=6,
+        instance=InstanceKind.CPU,
+    )
+    return translator, repo
+
+
+def test_stain_classify_segment_match_eager(exported) -> None:  # type: ignore[no-untyped-def]
+    translator, repo = exported
+    dic = torch.rand(3, 1, CONFIG.image_size, CONFIG.image_size) * 2 - 1
+    rgb = dic.repeat(1, 3, 1, 1)
+    with torch.no_grad():
+        h = translator.encode(rgb)
+        expected = {
+            "stain": translator.translate(rgb, Domain.BF),
+            "classify": torch.softmax(translator.classify(h), dim=1),
+            "segment": translator.segment(h),
+        }
+        for name, value in expected.items():
+            served = load_served(repo, name)(dic)
+            assert served.shape == value.shape
+            assert (served - value).abs().max().item() < 1e-4, name
+
+
+def test_stain_confidence_runs_the_noise_loop_inside(exported) -> None:  # type: ignore[no-untyped-def]
+    translator, repo = exported
+    served = load_served(repo, "stain_confidence")
+    dic = torch.rand(1, 1, CONFIG.image_size, CONFIG.image_size) * 2 - 1
+    model = StainingLatentModel(translator, in_channels=CONFIG.in_channels)
+    with torch.no_grad():
+        torch.manual_seed(11)
+        stained, delta, gamma, heat = served(dic)
+        torch.manual_seed(11)
+        eager = whole_latent_confidence(model, dic, k=6)
+    assert (stained - eager.clean).abs().max().item() < 1e-4
+    assert delta.item() == pytest.approx(eager.delta, abs=1e-4)
+    assert gamma.item() == pytest.approx(eager.gamma, abs=1e-4)
+    assert (heat[0] - torch.from_numpy(eager.heatmap)).abs().max().item() < 1e-4
+    batch = torch.rand(4, 1, CONFIG.image_size, CONFIG.image_size)
+    with torch.no_grad():
+        shapes = [tuple(t.shape) for t in served(batch)]
+    assert shapes == [(4, 3, 64, 64), (4,), (4,), (4, 64, 64)]
+
+
+def test_configs_describe_the_served_tensors(exported) -> None:  # type: ignore[no-untyped-def]
+    _, repo = exported
+    for name in ("stain", "classify", "segment", "stain_confidence"):
+        text = (repo / name / "config.pbtxt").read_text()
+        assert f'name: "{name}"' in text and 'platform: "pytorch_libtorch"' in text
+        assert "dims: [ 1, 64, 64 ]" in text and "dynamic_batching" in text
+        assert "KIND_CPU" in text and "max_batch_size: 32" in text
+        assert (repo / name / "1" / "model.pt").is_file()
+    confidence = (repo / "stain_confidence" / "config.pbtxt").read_text()
+    assert confidence.count("reshape: { shape: [ ] }") == 2
+    assert "dims: [ 7 ]" in (repo / "classify" / "config.pbtxt").read_text()
+
+
+def test_missing_model_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="no model 'stain' version 1"):
+        load_served(tmp_path, "stain")
