@@ -21,6 +21,10 @@ class StainingLatentModel:
         self._in_channels = in_channels
         self._target = target
 
+    @property
+    def translator(self) -> MultiTaskTranslator:
+        return self._translator
+
     def encode(self, x: Tensor) -> Tensor:
         if x.shape[1] == 1 and self._in_channels != 1:
             x = x.repeat(1, self._in_channels, 1, 1)
