@@ -14,9 +14,11 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import torch
+from torch import Tensor
 
 from stainless.confidence.adapters import StainingLatentModel
 from stainless.confidence.noise import whole_latent_confidence
+from stainless.imaging.phantom import MaskClass
 from stainless.metrics.classification import classification_report, pearson_r
 from stainless.metrics.image import mse, ssim
 from stainless.metrics.perceptual import PerceptualMetric
@@ -48,6 +50,16 @@ class ColourTransfer:
         return np.clip(image, 0, 1).astype(np.float32)
 
 
+def predicted_foreground(translator: MultiTaskTranslator, h: Tensor) -> Tensor:
+    """The white cell (cytoplasm or nucleus) as the model's own segmenter sees it, ``[1,1,H,W]``.
+
+    The whole-latent noise is masked to this foreground (DESIGN "Confidence"), as it would
+    be for a clinical cell, whose true mask is unknown.
+    """
+    labels = translator.segment(h).argmax(dim=1, keepdim=True)
+    return (labels >= MaskClass.CYTOPLASM).to(h.dtype)
+
+
 def _stain(translator: MultiTaskTranslator, dic: F32, in_channels: int) -> F32:
     x = torch.from_numpy(dic[None, None] * 2 - 1).repeat(1, in_channels, 1, 1)
     out = translator.translate(x, Domain.BF)[0]
@@ -77,10 +89,15 @@ def evaluate(
             stained = _stain(translator, sample.dic, in_channels)
             plain = baseline(sample.dic)
             x = torch.from_numpy(sample.dic[None, None] * 2 - 1)
-            confidence = whole_latent_confidence(
-                model, x, k=k, alpha=alpha, generator=torch.Generator().manual_seed(seed + index)
-            )
             h = model.encode(x)
+            confidence = whole_latent_confidence(
+                model,
+                x,
+                k=k,
+                alpha=alpha,
+                foreground=predicted_foreground(translator, h),
+                generator=torch.Generator().manual_seed(seed + index),
+            )
             probabilities.append(torch.softmax(translator.classify(h), dim=1)[0].numpy())
             rows.append(
                 {

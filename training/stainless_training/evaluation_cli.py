@@ -21,7 +21,7 @@ from stainless.confidence.noise import whole_latent_confidence
 from stainless.metrics.perceptual import PerceptualMetric
 from stainless.models.mtmd import MultiTaskTranslator, build_multitask
 from stainless_training.config import ConfigError, load_config
-from stainless_training.evaluate import ColourTransfer, evaluate
+from stainless_training.evaluate import ColourTransfer, evaluate, predicted_foreground
 from stainless_training.mtmd import model_config
 from stainless_training.phantom_data import CLASSES, CellSample, phantom_samples
 
@@ -39,7 +39,10 @@ def sample_grid(
     for row, sample in enumerate(chosen):
         x = torch.from_numpy(sample.dic[None, None] * 2 - 1)
         with torch.no_grad():
-            result = whole_latent_confidence(model, x, generator=torch.Generator().manual_seed(row))
+            foreground = predicted_foreground(translator, model.encode(x))
+            result = whole_latent_confidence(
+                model, x, foreground=foreground, generator=torch.Generator().manual_seed(row)
+            )
         stained = ((result.clean[0].permute(1, 2, 0).numpy() + 1) / 2).clip(0, 1)
         panels = [
             (sample.dic, "gray", "DIC"),
