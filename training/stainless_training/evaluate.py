@@ -60,8 +60,8 @@ def predicted_foreground(translator: MultiTaskTranslator, h: Tensor) -> Tensor:
     return (labels >= MaskClass.CYTOPLASM).to(h.dtype)
 
 
-def _stain(translator: MultiTaskTranslator, dic: F32, in_channels: int) -> F32:
-    x = torch.from_numpy(dic[None, None] * 2 - 1).repeat(1, in_channels, 1, 1)
+def _stain(translator: MultiTaskTranslator, dic: F32) -> F32:
+    x = torch.from_numpy(dic[None, None] * 2 - 1).repeat(1, translator.in_channels, 1, 1)
     out = translator.translate(x, Domain.BF)[0]
     return ((out.permute(1, 2, 0).numpy() + 1) / 2).clip(0, 1).astype(np.float32)
 
@@ -72,7 +72,6 @@ def evaluate(
     *,
     baseline: ColourTransfer,
     perceptual: PerceptualMetric,
-    in_channels: int = 3,
     k: int = 10,
     alpha: float = 3.0,
     seed: int = 0,
@@ -81,12 +80,12 @@ def evaluate(
     if not samples:
         raise ValueError("nothing to evaluate")
     translator = translator.eval()
-    model = StainingLatentModel(translator, in_channels=in_channels)
+    model = StainingLatentModel(translator)
     rows: list[dict[str, Any]] = []
     probabilities = []
     with torch.no_grad():
         for index, sample in enumerate(samples):
-            stained = _stain(translator, sample.dic, in_channels)
+            stained = _stain(translator, sample.dic)
             plain = baseline(sample.dic)
             x = torch.from_numpy(sample.dic[None, None] * 2 - 1)
             h = model.encode(x)

@@ -29,13 +29,11 @@ app = typer.Typer(pretty_exceptions_enable=False, add_completion=False)
 err = Console(stderr=True)
 
 
-def sample_grid(
-    translator: MultiTaskTranslator, samples: list[CellSample], path: Path, *, in_channels: int
-) -> None:
+def sample_grid(translator: MultiTaskTranslator, samples: list[CellSample], path: Path) -> None:
     """A PNG of up to 8 cells: DIC, brightfield truth, stained output, uncertainty map."""
     chosen = samples[:8]
     figure = Figure(figsize=(8, 2 * len(chosen)), dpi=100)
-    model = StainingLatentModel(translator, in_channels=in_channels)
+    model = StainingLatentModel(translator)
     for row, sample in enumerate(chosen):
         x = torch.from_numpy(sample.dic[None, None] * 2 - 1)
         with torch.no_grad():
@@ -90,11 +88,10 @@ def main(
         held_out,
         baseline=ColourTransfer.fit(training),
         perceptual=PerceptualMetric(backbone_weights=lpips_backbone),
-        in_channels=net.in_channels,
     )
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    sample_grid(translator, held_out, out / "samples.png", in_channels=net.in_channels)
+    sample_grid(translator, held_out, out / "samples.png")
     summary = {
         k: metrics[k]
         for k in (

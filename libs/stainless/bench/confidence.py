@@ -37,7 +37,7 @@ def _one_size(
 ) -> dict[str, float]:
     torch.manual_seed(seed)
     translator = build_multitask(config).eval()
-    model = StainingLatentModel(translator, in_channels=config.in_channels)
+    model = StainingLatentModel(translator)
     images = torch.rand(cells, 1, config.image_size, config.image_size) * 2 - 1
 
     def run(confidence: Any, x: torch.Tensor) -> float:

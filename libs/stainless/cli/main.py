@@ -170,7 +170,6 @@ def export_command(
     folders = write_repository(
         translator,
         repo,
-        in_channels=net.in_channels,
         image_size=net.image_size,
         n_classes=net.n_classes,
         n_mask_classes=net.n_segmentation_classes,

@@ -14,11 +14,8 @@ class StainingLatentModel:
     A single-channel DIC batch is replicated to the translator's input channels.
     """
 
-    def __init__(
-        self, translator: MultiTaskTranslator, *, in_channels: int, target: Domain = Domain.BF
-    ) -> None:
+    def __init__(self, translator: MultiTaskTranslator, *, target: Domain = Domain.BF) -> None:
         self._translator = translator
-        self._in_channels = in_channels
         self._target = target
 
     @property
@@ -26,8 +23,9 @@ class StainingLatentModel:
         return self._translator
 
     def encode(self, x: Tensor) -> Tensor:
-        if x.shape[1] == 1 and self._in_channels != 1:
-            x = x.repeat(1, self._in_channels, 1, 1)
+        channels = self._translator.in_channels
+        if x.shape[1] == 1 and channels != 1:
+            x = x.repeat(1, channels, 1, 1)
         return self._translator.encode(x)
 
     def decode(self, latent: Tensor) -> Tensor:

@@ -21,10 +21,10 @@ from stainless.models.mtmd import Domain, MultiTaskTranslator
 
 
 class _Encode(nn.Module):
-    def __init__(self, translator: MultiTaskTranslator, in_channels: int) -> None:
+    def __init__(self, translator: MultiTaskTranslator) -> None:
         super().__init__()
         self.translator = translator
-        self.in_channels = in_channels
+        self.in_channels = translator.in_channels
 
     def forward(self, dic: Tensor) -> Tensor:
         return self.translator.encode(dic.expand(-1, self.in_channels, -1, -1))
@@ -141,7 +141,6 @@ class StainConfidence(nn.Module):
 def served_models(
     translator: MultiTaskTranslator,
     *,
-    in_channels: int,
     image_size: int,
     k: int = 10,
     alpha: float = 3.0,
@@ -155,7 +154,7 @@ def served_models(
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore", torch.jit._trace.TracerWarning)
         warnings.simplefilter("ignore", FutureWarning)
-        encode = torch.jit.trace(_Encode(translator, in_channels), example)
+        encode = torch.jit.trace(_Encode(translator), example)
         h = encode(example)
         decode = torch.jit.trace(_Decode(translator, Domain.BF), h)
         probabilities = torch.jit.trace(_Probabilities(translator), h)

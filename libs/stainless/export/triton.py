@@ -79,7 +79,6 @@ def write_repository(
     translator: MultiTaskTranslator,
     repo: Path,
     *,
-    in_channels: int,
     image_size: int,
     n_classes: int,
     n_mask_classes: int,
@@ -92,9 +91,7 @@ def write_repository(
     """Export ``translator`` as the four served models under ``repo``; return their folders."""
     if version < 1:
         raise ValueError(f"model versions start at 1, got {version}")
-    models = served_models(
-        translator, in_channels=in_channels, image_size=image_size, k=k, alpha=alpha
-    )
+    models = served_models(translator, image_size=image_size, k=k, alpha=alpha)
     folders = []
     for name, module in models.items():
         folder = repo / name

@@ -13,7 +13,7 @@ from stainless.models.mtmd import build_multitask
 def test_model_one_stains_dic_and_reports_confidence() -> None:
     torch.manual_seed(0)
     config = MultiTaskConfig.tiny()
-    model = StainingLatentModel(build_multitask(config).eval(), in_channels=config.in_channels)
+    model = StainingLatentModel(build_multitask(config).eval())
     dic = torch.rand(1, 1, config.image_size, config.image_size) * 2 - 1
     with torch.no_grad():
         batched = whole_latent_confidence(

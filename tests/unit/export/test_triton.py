@@ -24,7 +24,6 @@ def exported(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyp
     write_repository(
         translator,
         repo,
-        in_channels=CONFIG.in_channels,
         image_size=CONFIG.image_size,
         n_classes=CONFIG.n_classes,
         n_mask_classes=CONFIG.n_segmentation_classes,
@@ -55,7 +54,7 @@ def test_stain_confidence_runs_the_noise_loop_inside(exported) -> None:  # type:
     translator, repo = exported
     served = load_served(repo, "stain_confidence")
     dic = torch.rand(1, 1, CONFIG.image_size, CONFIG.image_size) * 2 - 1
-    model = StainingLatentModel(translator, in_channels=CONFIG.in_channels)
+    model = StainingLatentModel(translator)
     with torch.no_grad():
         torch.manual_seed(11)
         stained, delta, gamma, heat = served(dic)

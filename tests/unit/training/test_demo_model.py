@@ -24,7 +24,7 @@ def demo() -> StainingLatentModel:
     net = model_config(load_config(DEMO / "config.yaml"))
     translator = build_multitask(net).eval()
     translator.load_state_dict(torch.load(DEMO / "checkpoint.pt", weights_only=False)["translator"])
-    return StainingLatentModel(translator, in_channels=net.in_channels)
+    return StainingLatentModel(translator)
 
 
 @pytest.fixture(scope="module")
