@@ -132,6 +132,27 @@ class InferenceSettings(_Block):
     protocol: TritonProtocol = Field(default=TritonProtocol.GRPC, description="grpc or http.")
     model_repository: str = Field(default="models", description="Model repository path or key.")
     timeout_s: float = Field(default=30.0, gt=0, description="Inference request timeout.")
+    model_name: str = Field(
+        default="stain_confidence", description="Served model called once per micro-batch."
+    )
+    max_batch: int = Field(default=16, ge=1, description="Most cells in one inference request.")
+    review_threshold: float | None = Field(
+        default=None,
+        ge=0,
+        description="Cells with δ below it need review; none = the exported model's calibration.",
+    )
+    pathological_classes: tuple[str, ...] = Field(
+        default=("SMU",), description="Classes that always go to expert review."
+    )
+    retry_backoff_s: float = Field(
+        default=1.0, gt=0, description="First wait when the inference server is unavailable."
+    )
+    retry_max_backoff_s: float = Field(
+        default=30.0, gt=0, description="Longest wait between tries while it stays unavailable."
+    )
+    http_port: int = Field(
+        default=8082, ge=1, le=65535, description="Health and metrics port of the consumer."
+    )
 
 
 class RaySettings(_Block):
@@ -191,6 +212,21 @@ class RegistrationSettings(_Block):
     )
 
 
+class ResultsSettings(_Block):
+    """Results API and review page."""
+
+    http_port: int = Field(default=8083, ge=1, le=65535, description="HTTP port of the API.")
+    api_keys: SecretStr = Field(
+        default=SecretStr(""),
+        description="Comma-separated name:role:key entries; roles reviewer, scientist, admin.",
+    )
+    anonymous_role: str | None = Field(
+        default=None,
+        pattern=r"^(reviewer|scientist|admin)$",
+        description="Role of requests without a key (embedded demo only); none = refuse them.",
+    )
+
+
 class LogSettings(_Block):
     level: str = Field(
         default="INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR|CRITICAL)$", description="Log level."
@@ -219,6 +255,7 @@ class Settings(BaseSettings):
     registration: RegistrationSettings = RegistrationSettings()
     relay: RelaySettings = RelaySettings()
     worker: WorkerSettings = WorkerSettings()
+    results: ResultsSettings = ResultsSettings()
     log: LogSettings = LogSettings()
 
 

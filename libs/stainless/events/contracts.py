@@ -23,6 +23,7 @@ class Topic(StrEnum):
     """Topic names without the configurable prefix (default ``stainless.``)."""
 
     FIELDS_INGESTED = "fields.ingested"
+    SLIDES_UPLOADED = "slides.uploaded"
     CELLS_CROPPED = "cells.cropped"
     CELLS_STAINED = "cells.stained"
     SLIDES_COMPLETED = "slides.completed"
@@ -69,6 +70,14 @@ class FieldIngested(Payload):
     modality: Literal["DIC", "BF"]
     object_key: str
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+
+
+class SlideUploaded(Payload):
+    """The scanner says the slide is complete: no more fields will come."""
+
+    TOPIC: ClassVar[str] = Topic.SLIDES_UPLOADED
+    slide_id: str
+    fields: int = Field(ge=1)
 
 
 class CellsCropped(Payload):
@@ -143,6 +152,7 @@ PAYLOAD_TYPES: dict[tuple[str, int], type[Payload]] = {
     (cls.TOPIC, cls.VERSION): cls
     for cls in (
         FieldIngested,
+        SlideUploaded,
         CellsCropped,
         CellsStained,
         SlideCompleted,

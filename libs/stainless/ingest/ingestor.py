@@ -38,6 +38,8 @@ from stainless.db.models import (
     new_id,
 )
 from stainless.db.repository import create_slide, record_field
+from stainless.events.contracts import Envelope, SlideUploaded
+from stainless.events.outbox import add_event
 from stainless.ingest.images import ImageInfo, ImageRejected, decode, probe
 from stainless.storage import ObjectStore
 
@@ -175,6 +177,13 @@ class Ingestor:
             if slide.status == SlideStatus.OPEN:
                 slide.status = SlideStatus.UPLOADED
                 session.add(slide)
+                indices = {f.index for f in fields}
+                add_event(
+                    session,
+                    Envelope.wrap(
+                        SlideUploaded(slide_id=slide.id, fields=len(indices)), key=slide.id
+                    ),
+                )
             return Answer(200, _slide_body(slide, fields=list(fields)))
 
     # -- fields -------------------------------------------------------------------------

@@ -114,7 +114,9 @@ def test_a_slide_is_opened_filled_and_completed(api: Api) -> None:
     status = api.client.get(f"/v1/slides/{slide}", headers=api.headers()).json()
     assert [(f["index"], f["modality"]) for f in status["fields"]] == [(0, "BF"), (0, "DIC")]
     keys, fields, events = api.stored()
-    assert (len(keys), fields, events) == (2, 2, 2)
+    assert (len(keys), fields, events) == (2, 2, 3)  # two fields.ingested, one slides.uploaded
+    assert api.client.post(f"/v1/slides/{slide}/complete", headers=api.headers()).status_code == 200
+    assert api.stored()[2] == 3  # completing again announces nothing new
     assert api.store.get(first.json()["object_key"]) == dic
     late = api.upload(slide, _tiff(), index=1)
     assert late.status_code == 409 and "takes no more fields" in late.json()["detail"]
