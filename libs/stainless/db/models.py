@@ -112,6 +112,8 @@ class Slide(SQLModel, table=True):
     dic_only: bool = Field(default=False, description="No brightfield fields will come.")
     acquisition: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
     created_at: datetime = _ts()
+    signed_by: str | None = Field(default=None, max_length=128)
+    signed_at: datetime | None = _ts(nullable=True)
 
 
 class FieldImage(SQLModel, table=True):
