@@ -14,11 +14,9 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import torch
-from torch import Tensor
 
-from stainless.confidence.adapters import StainingLatentModel
+from stainless.confidence.adapters import StainingLatentModel, predicted_foreground
 from stainless.confidence.noise import whole_latent_confidence
-from stainless.imaging.phantom import MaskClass
 from stainless.metrics.classification import classification_report, pearson_r
 from stainless.metrics.image import mse, ssim
 from stainless.metrics.perceptual import PerceptualMetric
@@ -50,16 +48,6 @@ class ColourTransfer:
         return np.clip(image, 0, 1).astype(np.float32)
 
 
-def predicted_foreground(translator: MultiTaskTranslator, h: Tensor) -> Tensor:
-    """The white cell (cytoplasm or nucleus) as the model's own segmenter sees it, ``[1,1,H,W]``.
-
-    The whole-latent noise is masked to this foreground (DESIGN "Confidence"), as it would
-    be for a clinical cell, whose true mask is unknown.
-    """
-    labels = translator.segment(h).argmax(dim=1, keepdim=True)
-    return (labels >= MaskClass.CYTOPLASM).to(h.dtype)
-
-
 def _stain(translator: MultiTaskTranslator, dic: F32) -> F32:
     x = torch.from_numpy(dic[None, None] * 2 - 1).repeat(1, translator.in_channels, 1, 1)
     out = translator.translate(x, Domain.BF)[0]
@@ -75,10 +63,17 @@ def evaluate(
     k: int = 10,
     alpha: float = 3.0,
     seed: int = 0,
+    review_fraction: float = 0.2,
 ) -> dict[str, Any]:
-    """Metrics of ``translator`` on held-out ``samples`` (a dict ready for metrics.json)."""
+    """Metrics of ``translator`` on held-out ``samples`` (a dict ready for metrics.json).
+
+    ``review_threshold`` is calibrated as the δ quantile ``review_fraction``: that share of
+    held-out cells, the least confident, would go to expert review.
+    """
     if not samples:
         raise ValueError("nothing to evaluate")
+    if not 0 < review_fraction < 1:
+        raise ValueError(f"review_fraction must be in (0, 1), got {review_fraction}")
     translator = translator.eval()
     model = StainingLatentModel(translator)
     rows: list[dict[str, Any]] = []
@@ -136,6 +131,8 @@ def evaluate(
         "auc_ovr": report.auc_ovr,
         "confusion": report.confusion,
         "delta_lpips_pearson_r": pearson_r(deltas, lpips_values) if len(rows) > 2 else None,
+        "review_threshold": float(np.quantile(deltas, review_fraction)),
+        "review_fraction": review_fraction,
         "lpips_provenance": perceptual.provenance,
         "per_class": dict(sorted(per_class.items())),
     }

@@ -16,12 +16,12 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from rich.console import Console
 
-from stainless.confidence.adapters import StainingLatentModel
+from stainless.confidence.adapters import StainingLatentModel, predicted_foreground
 from stainless.confidence.noise import whole_latent_confidence
 from stainless.metrics.perceptual import PerceptualMetric
 from stainless.models.mtmd import MultiTaskTranslator, build_multitask
 from stainless_training.config import ConfigError, load_config
-from stainless_training.evaluate import ColourTransfer, evaluate, predicted_foreground
+from stainless_training.evaluate import ColourTransfer, evaluate
 from stainless_training.mtmd import model_config
 from stainless_training.phantom_data import CLASSES, CellSample, phantom_samples
 

@@ -19,13 +19,10 @@ from torch.utils.data import Dataset
 
 from stainless.imaging.cropping import Cropper, box_centre
 from stainless.imaging.phantom import CellClass, PhantomConfig, PhantomField, generate_field
+from stainless.models.inputs import dic_unit
 
 CLASSES: tuple[CellClass, ...] = tuple(CellClass)
 F32 = npt.NDArray[np.float32]
-
-# DIC intensities are scaled with fixed constants (not per crop), so that the
-# relief's brightness keeps its meaning across cells.
-DIC_LOW, DIC_HIGH = 0.0, 30000.0
 
 
 @dataclass(frozen=True)
@@ -56,15 +53,11 @@ def field_samples(
         bf = cropper.crop_registered(field.bf, field.affine_bf_to_dic, centre, crop_size).image
         mask = cropper.crop(field.mask, centre, crop_size).image
         if image_size != crop_size:
-            dic = np.asarray(
-                cv2.resize(dic, (image_size, image_size), interpolation=cv2.INTER_AREA),
-                dtype=np.float32,
-            )
             bf = cv2.resize(bf, (image_size, image_size), interpolation=cv2.INTER_AREA)
             mask = cv2.resize(mask, (image_size, image_size), interpolation=cv2.INTER_NEAREST)
         samples.append(
             CellSample(
-                dic=np.clip((dic - DIC_LOW) / (DIC_HIGH - DIC_LOW), 0, 1).astype(np.float32),
+                dic=dic_unit(dic, image_size),
                 bf=(bf.astype(np.float32) / 255.0),
                 mask=mask.astype(np.int64),
                 label=CLASSES.index(cell.cell_class),

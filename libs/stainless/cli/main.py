@@ -147,16 +147,26 @@ def export_command(
     version: Annotated[int, typer.Option(min=1, help="Version folder to write.")] = 1,
     instance: Annotated[str, typer.Option(help="gpu (default) or cpu instances.")] = "gpu",
     k: Annotated[int, typer.Option(min=1, help="Corrupted latents per cell.")] = 10,
+    review_threshold: Annotated[
+        float | None,
+        typer.Option(
+            min=0, help="δ review threshold; default: metrics.json beside the checkpoint."
+        ),
+    ] = None,
 ) -> None:
     """Write stain, classify, segment and stain_confidence as a Triton model repository."""
+    import json
+
     import torch
     import yaml
 
     from stainless.export.triton import InstanceKind, write_repository
+    from stainless.imaging.phantom import CellClass
     from stainless.models.configs import MultiTaskConfig
     from stainless.models.mtmd import build_multitask
 
     config_path = checkpoint.parent / "config.yaml"
+    metrics_path = checkpoint.parent / "metrics.json"
     if not checkpoint.is_file() or not config_path.is_file():
         err.print(f"[red]error:[/red] need {checkpoint} and the config.yaml beside it")
         raise typer.Exit(2)
@@ -164,15 +174,31 @@ def export_command(
     if training.get("model") != "mtmd":
         err.print(f"[red]error:[/red] only model 1 (mtmd) exports yet, not {training.get('model')}")
         raise typer.Exit(2)
-    net = MultiTaskConfig.thesis() if training.get("size") == "thesis" else MultiTaskConfig.tiny()
+    if review_threshold is None:
+        calibrated = (
+            json.loads(metrics_path.read_text()).get("review_threshold")
+            if metrics_path.is_file()
+            else None
+        )
+        if calibrated is None:
+            err.print(
+                f"[red]error:[/red] no review_threshold in {metrics_path}: run stainless-evaluate "
+                "or pass --review-threshold"
+            )
+            raise typer.Exit(2)
+        review_threshold = float(calibrated)
+    size = "thesis" if training.get("size") == "thesis" else "tiny"
+    net = MultiTaskConfig.thesis() if size == "thesis" else MultiTaskConfig.tiny()
     translator = build_multitask(net)
     translator.load_state_dict(torch.load(checkpoint, weights_only=False)["translator"])
     folders = write_repository(
         translator,
         repo,
+        name=f"mtmd-{size}",
         image_size=net.image_size,
-        n_classes=net.n_classes,
+        classes=[c.value for c in CellClass],
         n_mask_classes=net.n_segmentation_classes,
+        review_threshold=review_threshold,
         version=version,
         instance=InstanceKind(instance),
         k=k,

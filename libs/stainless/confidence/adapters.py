@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
+from stainless.imaging.phantom import MaskClass
 from stainless.models.blocks import domain_onehot
 from stainless.models.mtmd import Domain, MultiTaskTranslator
 
@@ -36,3 +37,13 @@ class StainingLatentModel:
             like=latent,
         )
         return self._translator.decode(latent, code)
+
+
+def predicted_foreground(translator: MultiTaskTranslator, h: Tensor) -> Tensor:
+    """The white cell (cytoplasm or nucleus) as the model's own segmenter sees it, ``[1,1,H,W]``.
+
+    The whole-latent noise is masked to this foreground (DESIGN "Confidence"), as it would
+    be for a clinical cell, whose true mask is unknown.
+    """
+    labels = translator.segment(h).argmax(dim=1, keepdim=True)
+    return (labels >= MaskClass.CYTOPLASM).to(h.dtype)

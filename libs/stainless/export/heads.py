@@ -2,10 +2,11 @@
 
 ``stain``, ``classify`` and ``segment`` take a DIC batch ``[B, 1, H, W]`` in [-1, 1].
 ``stain_confidence`` runs the whole noise-injection loop of thesis ch. 7.1 inside the
-served model (latents never cross the network): encode once, k corrupted codes per
-cell decoded together with the clean one, and per cell δ (mean mutual information,
-⌊√(n/5)⌋ bins), γ (mean per-pixel variance) and the heat map. The encoder and the
-decoder are traced; the loop around them is scripted so the batch size stays free.
+served model (latents never cross the network): encode once, classify, find the white
+cell with the segmentation head, k corrupted codes per cell (noise masked to that
+foreground) decoded together with the clean one, and per cell δ (mean mutual information,
+⌊√(n/5)⌋ bins), γ (mean per-pixel variance), the heat map and the class probabilities.
+The networks are traced; the loop around them is scripted so the batch size stays free.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import warnings
 import torch
 from torch import Tensor, nn
 
+from stainless.imaging.phantom import MaskClass
 from stainless.models.blocks import domain_onehot
 from stainless.models.mtmd import Domain, MultiTaskTranslator
 
@@ -75,10 +77,22 @@ class Chain(nn.Module):
 
 
 class StainConfidence(nn.Module):
-    """Stained image, δ, γ and heat map per cell; noise std α·(channel std of h), k codes."""
+    """Stained image, δ, γ, heat map and class probabilities per cell (thesis ch. 7.1).
+
+    The noise has std α·(channel std of h) and is zero outside the white cell (cytoplasm
+    or nucleus) as the segmentation head sees it, resized to the latent (nearest).
+    """
 
     def __init__(
-        self, encode: nn.Module, decode: nn.Module, *, k: int, alpha: float, pixels: int
+        self,
+        encode: nn.Module,
+        decode: nn.Module,
+        segment: nn.Module,
+        probabilities: nn.Module,
+        *,
+        k: int,
+        alpha: float,
+        pixels: int,
     ) -> None:
         super().__init__()
         if k < 1 or alpha < 0 or pixels < 5:
@@ -87,23 +101,35 @@ class StainConfidence(nn.Module):
             )
         self.encode = encode
         self.decode = decode
+        self.segment = segment
+        self.probabilities = probabilities
         self.k = k
         self.alpha = alpha
         self.bins = max(1, math.isqrt(pixels // 5))
+        self.foreground_from = int(MaskClass.CYTOPLASM)
 
-    def forward(self, dic: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    def forward(self, dic: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
         h = self.encode(dic)
+        labels = self.segment(h).argmax(dim=1, keepdim=True)
+        foreground = (labels >= self.foreground_from).to(torch.float32)
+        mask = torch.nn.functional.interpolate(foreground, size=[h.shape[2], h.shape[3]])
         sigma = self.alpha * h.std(dim=(2, 3), correction=0, keepdim=True)
         base = h.unsqueeze(1).expand(-1, self.k, -1, -1, -1)
-        noisy = base + torch.randn_like(base) * sigma.unsqueeze(1)
-        codes = torch.cat([h.unsqueeze(1), noisy], dim=1).flatten(0, 1)
+        noise = torch.randn_like(base) * sigma.unsqueeze(1) * (mask > 0).to(h.dtype).unsqueeze(1)
+        codes = torch.cat([h.unsqueeze(1), base + noise], dim=1).flatten(0, 1)
         out = self.decode(codes)
         out = out.reshape(h.shape[0], self.k + 1, out.shape[1], out.shape[2], out.shape[3])
         clean = out[:, 0]
         corrupted = out[:, 1:]
         heat = corrupted.to(torch.float64).var(dim=1, correction=0).mean(dim=1)
         delta = self._mutual_information(clean.mean(dim=1), corrupted.mean(dim=2)).mean(dim=1)
-        return clean, delta.float(), heat.mean(dim=(1, 2)).float(), heat.float()
+        return (
+            clean,
+            delta.float(),
+            heat.mean(dim=(1, 2)).float(),
+            heat.float(),
+            self.probabilities(h),
+        )
 
     def _labels(self, values: Tensor) -> Tensor:
         low = values.amin(dim=-1, keepdim=True)
@@ -160,7 +186,7 @@ def served_models(
         probabilities = torch.jit.trace(_Probabilities(translator), h)
         segment = torch.jit.trace(_Segment(translator), h)
         confidence = StainConfidence(
-            encode, decode, k=k, alpha=alpha, pixels=image_size * image_size
+            encode, decode, segment, probabilities, k=k, alpha=alpha, pixels=image_size**2
         )
         return {
             "stain": torch.jit.script(Chain(encode, decode)),

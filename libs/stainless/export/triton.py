@@ -7,6 +7,7 @@ takes a DIC batch ``[B, 1, S, S]``; dynamic batching groups cells from many requ
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -14,6 +15,7 @@ from pathlib import Path
 import torch
 
 from stainless.export.heads import served_models
+from stainless.export.manifest import ServedManifest, write_manifest
 from stainless.models.mtmd import MultiTaskTranslator
 
 
@@ -39,6 +41,7 @@ def _outputs(model: str, size: int, classes: int, mask_classes: int) -> tuple[Te
             Tensor("OUTPUT__1", ()),  # δ, confidence
             Tensor("OUTPUT__2", ()),  # γ, uncertainty
             Tensor("OUTPUT__3", (size, size)),  # heat map
+            Tensor("OUTPUT__4", (classes,)),  # class probabilities
         ),
     }[model]
 
@@ -79,28 +82,41 @@ def write_repository(
     translator: MultiTaskTranslator,
     repo: Path,
     *,
+    name: str,
     image_size: int,
-    n_classes: int,
+    classes: Sequence[str],
     n_mask_classes: int,
+    review_threshold: float,
     version: int = 1,
     instance: InstanceKind = InstanceKind.GPU,
     max_batch_size: int = 32,
     k: int = 10,
     alpha: float = 3.0,
 ) -> list[Path]:
-    """Export ``translator`` as the four served models under ``repo``; return their folders."""
-    if version < 1:
-        raise ValueError(f"model versions start at 1, got {version}")
+    """Export ``translator`` as the four served models under ``repo``; return their folders.
+
+    ``repo/stainless.json`` (the manifest) names the model ``name/version`` and lists the
+    class names of the probabilities and the calibrated δ review threshold.
+    """
+    manifest = ServedManifest(
+        name=name,
+        version=version,
+        image_size=image_size,
+        classes=tuple(classes),
+        k=k,
+        alpha=alpha,
+        review_threshold=review_threshold,
+    )
     models = served_models(translator, image_size=image_size, k=k, alpha=alpha)
     folders = []
-    for name, module in models.items():
-        folder = repo / name
+    for served, module in models.items():
+        folder = repo / served
         (folder / str(version)).mkdir(parents=True, exist_ok=True)
         module.save(str(folder / str(version) / "model.pt"))
-        outputs = _outputs(name, image_size, n_classes, n_mask_classes)
+        outputs = _outputs(served, image_size, len(classes), n_mask_classes)
         (folder / "config.pbtxt").write_text(
             model_config(
-                name,
+                served,
                 size=image_size,
                 outputs=outputs,
                 max_batch_size=max_batch_size,
@@ -108,6 +124,7 @@ def write_repository(
             )
         )
         folders.append(folder)
+    write_manifest(repo, manifest)
     return folders
 
 

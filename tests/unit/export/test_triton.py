@@ -7,9 +7,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from stainless.confidence.adapters import StainingLatentModel
+from stainless.confidence.adapters import StainingLatentModel, predicted_foreground
 from stainless.confidence.noise import whole_latent_confidence
+from stainless.export.manifest import ManifestError, read_manifest
 from stainless.export.triton import InstanceKind, load_served, write_repository
+from stainless.imaging.phantom import CellClass
 from stainless.models.configs import MultiTaskConfig
 from stainless.models.mtmd import Domain, build_multitask
 
@@ -24,9 +26,11 @@ def exported(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyp
     write_repository(
         translator,
         repo,
+        name="mtmd-tiny",
         image_size=CONFIG.image_size,
-        n_classes=CONFIG.n_classes,
+        classes=[c.value for c in CellClass],
         n_mask_classes=CONFIG.n_segmentation_classes,
+        review_threshold=0.5,
         k=6,
         instance=InstanceKind.CPU,
     )
@@ -57,17 +61,38 @@ def test_stain_confidence_runs_the_noise_loop_inside(exported) -> None:  # type:
     model = StainingLatentModel(translator)
     with torch.no_grad():
         torch.manual_seed(11)
-        stained, delta, gamma, heat = served(dic)
+        stained, delta, gamma, heat, probabilities = served(dic)
+        h = model.encode(dic)
+        foreground = predicted_foreground(translator, h)
         torch.manual_seed(11)
-        eager = whole_latent_confidence(model, dic, k=6)
+        eager = whole_latent_confidence(model, dic, k=6, foreground=foreground)
+        expected_probabilities = torch.softmax(translator.classify(h), dim=1)
+    assert 0 < foreground.mean().item() < 1  # the mask matters for this input
     assert (stained - eager.clean).abs().max().item() < 1e-4
     assert delta.item() == pytest.approx(eager.delta, abs=1e-4)
     assert gamma.item() == pytest.approx(eager.gamma, abs=1e-4)
     assert (heat[0] - torch.from_numpy(eager.heatmap)).abs().max().item() < 1e-4
+    assert (probabilities - expected_probabilities).abs().max().item() < 1e-4
     batch = torch.rand(4, 1, CONFIG.image_size, CONFIG.image_size)
     with torch.no_grad():
         shapes = [tuple(t.shape) for t in served(batch)]
-    assert shapes == [(4, 3, 64, 64), (4,), (4,), (4, 64, 64)]
+    assert shapes == [(4, 3, 64, 64), (4,), (4,), (4, 64, 64), (4, 7)]
+
+
+def test_manifest_names_the_version_classes_and_threshold(exported) -> None:  # type: ignore[no-untyped-def]
+    _, repo = exported
+    manifest = read_manifest(repo)
+    assert manifest.model_version == "mtmd-tiny/1"
+    assert manifest.classes == tuple(c.value for c in CellClass)
+    assert (manifest.image_size, manifest.k, manifest.review_threshold) == (64, 6, 0.5)
+
+
+def test_a_repository_without_manifest_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ManifestError, match="stainless export"):
+        read_manifest(tmp_path)
+    (tmp_path / "stainless.json").write_text('{"name": "x"}')
+    with pytest.raises(ManifestError, match="not a valid model manifest"):
+        read_manifest(tmp_path)
 
 
 def test_configs_describe_the_served_tensors(exported) -> None:  # type: ignore[no-untyped-def]
@@ -79,7 +104,7 @@ def test_configs_describe_the_served_tensors(exported) -> None:  # type: ignore[
         assert "KIND_CPU" in text and "max_batch_size: 32" in text
         assert (repo / name / "1" / "model.pt").is_file()
     confidence = (repo / "stain_confidence" / "config.pbtxt").read_text()
-    assert confidence.count("reshape: { shape: [ ] }") == 2
+    assert confidence.count("reshape: { shape: [ ] }") == 2 and "OUTPUT__4" in confidence
     assert "dims: [ 7 ]" in (repo / "classify" / "config.pbtxt").read_text()
 
 

@@ -51,3 +51,5 @@ def test_evaluation_reports_quality_classification_and_confidence() -> None:
         assert np.isfinite(metrics[key]), key
     assert "RANDOM backbone" in metrics["lpips_provenance"]
     assert sum(row["cells"] for row in metrics["per_class"].values()) == len(samples)
+    assert metrics["review_fraction"] == 0.2
+    assert 0 < metrics["review_threshold"] <= metrics["delta"]  # a low quantile of δ
