@@ -1,0 +1,429 @@
+/*
+ * Stainless review page: vanilla JS, no build step. Talks to the results API
+ * with the key kept in localStorage ("stainless.apiKey") and sent as X-API-Key
+ * (leave it empty when the server sets an anonymous role).
+ *
+ * Stable test hooks (data-testid):
+ *   both pages   api-key (input), api-key-save, api-key-form, whoami, message
+ *   index page   slide-list (table), slide-row (data-slide-id, data-status),
+ *                slide-link (link to the slide page)
+ *   slide page   slide-title, slide-status, signature, flags, sign (button),
+ *                fhir-link, diff-table, diff-<CLASS> (one row per class, e.g.
+ *                diff-SNE, with data-count and data-percent), needs-review-count,
+ *                queue, queue-cell (data-cell-id, data-class, aria-selected),
+ *                queue-empty, selected-cell, review-buttons, action-confirm,
+ *                action-poor, reclass-<CLASS>, hotkeys, view-toggle, gallery,
+ *                gallery-group-<CLASS> (also gallery-group-pending and
+ *                gallery-group-poor_quality), gallery-cell (data-cell-id,
+ *                data-class, data-review-status)
+ *
+ * Hotkeys on the slide page (ignored while typing in an input):
+ *   1-7                  reclassify the selected queue cell as the n-th class
+ *                        in CellClass order: 1 ART, 2 BA, 3 EO, 4 LY, 5 MO,
+ *                        6 SNE, 7 SMU (the legend on the page comes from the API)
+ *   c                    confirm the selected cell's class
+ *   p                    mark the selected cell poor quality
+ *   ArrowRight/ArrowDown/j   select the next queue cell
+ *   ArrowLeft/ArrowUp/k      select the previous queue cell
+ * A reviewed cell leaves the queue; the selection moves to the cell after it.
+ */
+"use strict";
+
+const KEY_STORAGE = "stainless.apiKey";
+const VIEWS = ["stained", "dic", "heatmap"];
+const state = {
+  slideId: null,
+  slide: null,
+  queue: [],
+  selected: 0,
+  view: "stained",
+  busy: false,
+  blobs: new Map(),
+};
+
+function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [name, value] of Object.entries(attrs)) {
+    if (value === null || value === undefined || value === false) continue;
+    if (name === "text") node.textContent = value;
+    else if (name.startsWith("on")) node.addEventListener(name.slice(2), value);
+    else node.setAttribute(name, value === true ? "" : String(value));
+  }
+  for (const child of children) if (child) node.append(child);
+  return node;
+}
+
+function apiKey() {
+  return localStorage.getItem(KEY_STORAGE) || "";
+}
+
+function headers(extra = {}) {
+  const key = apiKey();
+  return key ? { "X-API-Key": key, ...extra } : extra;
+}
+
+function say(text, isError = false) {
+  const message = document.getElementById("message");
+  message.textContent = text || "";
+  message.classList.toggle("error", Boolean(isError));
+}
+
+async function api(path, options = {}) {
+  const response = await fetch(path, { ...options, headers: headers(options.headers || {}) });
+  const body = response.headers.get("content-type")?.includes("json") ? await response.json() : null;
+  if (!response.ok) {
+    const detail = body && body.detail ? body.detail : response.statusText;
+    const error = new Error(`${response.status}: ${detail}`);
+    error.status = response.status;
+    throw error;
+  }
+  return body;
+}
+
+/* <img> cannot send the key header: images are fetched and shown as blob URLs. */
+async function imageUrl(path) {
+  if (!state.blobs.has(path)) {
+    state.blobs.set(
+      path,
+      fetch(path, { headers: headers() }).then((response) =>
+        response.ok ? response.blob().then((blob) => URL.createObjectURL(blob)) : "",
+      ),
+    );
+  }
+  return state.blobs.get(path);
+}
+
+function showImage(img, path) {
+  img.dataset.src = path || "";
+  if (!path) {
+    img.removeAttribute("src");
+    return;
+  }
+  imageUrl(path).then((url) => {
+    if (img.dataset.src === path && url) img.src = url;
+  });
+}
+
+function setupKeyForm(onChange) {
+  const input = document.getElementById("api-key");
+  input.value = apiKey();
+  document.getElementById("key-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    localStorage.setItem(KEY_STORAGE, input.value.trim());
+    state.blobs.clear();
+    input.blur();
+    onChange();
+  });
+}
+
+async function whoami() {
+  const target = document.getElementById("whoami");
+  try {
+    const me = await api("/v1/me");
+    target.textContent = `${me.name} (${me.role})`;
+    return me;
+  } catch (error) {
+    target.textContent = error.status === 401 ? "no valid key" : "";
+    return null;
+  }
+}
+
+/* ---------- index page ---------- */
+
+async function loadIndex() {
+  say("");
+  await whoami();
+  const rows = document.getElementById("slide-rows");
+  rows.replaceChildren();
+  try {
+    const slides = await api("/v1/slides");
+    for (const slide of slides) {
+      rows.append(
+        el(
+          "tr",
+          { "data-testid": "slide-row", "data-slide-id": slide.id, "data-status": slide.status },
+          el("td", {}, el("a", { href: `/slides/${slide.id}`, "data-testid": "slide-link", text: slide.external_id })),
+          el("td", { text: slide.patient_pseudonym }),
+          el("td", { text: slide.status }),
+          el("td", { class: "num", text: slide.cells }),
+          el("td", { class: "num", text: slide.needs_review }),
+          el("td", { text: (slide.created_at || "").slice(0, 16).replace("T", " ") }),
+        ),
+      );
+    }
+    if (!slides.length) say("No slides yet.");
+  } catch (error) {
+    say(error.message, true);
+  }
+}
+
+/* ---------- slide page ---------- */
+
+function renderSummary(slide) {
+  document.getElementById("slide-title").textContent = `${slide.external_id} · ${slide.patient_pseudonym}`;
+  document.getElementById("slide-status").textContent = slide.status;
+  document.getElementById("signature").textContent = slide.signed_by
+    ? `signed by ${slide.signed_by} at ${slide.signed_at.slice(0, 16).replace("T", " ")}`
+    : "";
+  const flags = document.getElementById("flags");
+  flags.replaceChildren(
+    ...slide.flags.pathological.map((code) => el("span", { "data-flag": code, text: `${code} present` })),
+  );
+  if (slide.flags.needs_review) {
+    flags.append(el("span", { "data-flag": "needs_review", text: `${slide.flags.needs_review} to review` }));
+  }
+  const sign = document.getElementById("sign");
+  sign.disabled = slide.status !== "completed" || slide.needs_review > 0;
+  sign.title =
+    slide.status === "signed"
+      ? "already signed"
+      : slide.status !== "completed"
+        ? `the slide is ${slide.status}`
+        : slide.needs_review
+          ? `${slide.needs_review} cells still need review`
+          : "sign the report";
+  document.getElementById("fhir-link").href = `/v1/slides/${slide.id}/fhir`;
+
+  const rows = document.getElementById("diff-rows");
+  const diff = slide.differential;
+  rows.replaceChildren(
+    ...slide.classes.map((code) => {
+      const percent = diff.percent[code];
+      return el(
+        "tr",
+        { "data-testid": `diff-${code}`, "data-count": diff.counts[code] ?? 0, "data-percent": percent ?? "" },
+        el("td", { text: code }),
+        el("td", { class: "num", text: diff.counts[code] ?? 0 }),
+        el("td", { class: "num", text: percent === null || percent === undefined ? "—" : percent.toFixed(1) }),
+      );
+    }),
+  );
+  document.getElementById("diff-note").textContent =
+    `${diff.leukocytes} leukocytes (${slide.leukocyte_classes.join(", ")}) are the denominator; ` +
+    `ART and SMU are counted apart. ${diff.poor_quality} poor quality, ${diff.pending} pending.`;
+  document.getElementById("queue-count").textContent = `(${slide.needs_review})`;
+}
+
+function renderReviewButtons(slide) {
+  const container = document.getElementById("review-buttons");
+  const buttons = slide.classes.map((code, i) =>
+    el("button", { type: "button", "data-testid": `reclass-${code}`, onclick: () => act("reclassify", code) },
+      el("kbd", { text: String(i + 1) }), ` ${code}`),
+  );
+  container.replaceChildren(
+    el("button", { type: "button", "data-testid": "action-confirm", onclick: () => act("confirm") },
+      el("kbd", { text: "c" }), " confirm"),
+    el("button", { type: "button", "data-testid": "action-poor", onclick: () => act("poor_quality") },
+      el("kbd", { text: "p" }), " poor quality"),
+    ...buttons,
+  );
+  document.getElementById("hotkeys").textContent =
+    "Keys: " + slide.classes.map((code, i) => `${i + 1} ${code}`).join(", ") +
+    "; c confirm; p poor quality; ←/→, ↑/↓ or j/k move.";
+}
+
+function renderQueue() {
+  const queue = document.getElementById("queue");
+  if (state.selected >= state.queue.length) state.selected = Math.max(0, state.queue.length - 1);
+  queue.replaceChildren(
+    ...state.queue.map((cell, i) => {
+      const img = el("img", { alt: cell.class || "pending" });
+      showImage(img, cell.images.stained || cell.images.dic);
+      return el(
+        "div",
+        {
+          class: "queue-cell",
+          "data-testid": "queue-cell",
+          "data-cell-id": cell.id,
+          "data-class": cell.class || "",
+          "aria-selected": i === state.selected ? "true" : "false",
+          onclick: () => select(i),
+        },
+        img,
+      );
+    }),
+  );
+  document.getElementById("queue-empty").hidden = state.queue.length > 0;
+  renderSelected();
+}
+
+async function renderSelected() {
+  const target = document.getElementById("selected");
+  const cell = state.queue[state.selected];
+  if (!cell) {
+    target.replaceChildren();
+    return;
+  }
+  target.dataset.cellId = cell.id;
+  const figures = VIEWS.map((kind) => {
+    const img = el("img", { alt: kind });
+    showImage(img, cell.images[kind]);
+    return el("figure", {}, img, el("figcaption", { text: kind }));
+  });
+  const details = el("dl", {});
+  target.replaceChildren(...figures, details);
+  try {
+    const full = await api(`/v1/cells/${cell.id}`);
+    if (target.dataset.cellId !== cell.id) return;
+    const top = Object.entries(full.probabilities || {})
+      .sort((a, b) => b[1] - a[1])
+      .slice(0, 3)
+      .map(([code, p]) => `${code} ${(100 * p).toFixed(0)}%`)
+      .join(", ");
+    const rows = [
+      ["class", full.class],
+      ["predicted", full.predicted_class],
+      ["δ confidence", full.confidence?.toFixed(3) ?? "—"],
+      ["γ uncertainty", full.uncertainty?.toFixed(3) ?? "—"],
+      ["probabilities", top || "—"],
+    ];
+    details.replaceChildren(...rows.flatMap(([k, v]) => [el("dt", { text: k }), el("dd", { text: v })]));
+  } catch (error) {
+    say(error.message, true);
+  }
+}
+
+function select(index) {
+  if (!state.queue.length) return;
+  state.selected = Math.min(Math.max(index, 0), state.queue.length - 1);
+  for (const [i, node] of document.querySelectorAll('[data-testid="queue-cell"]').entries()) {
+    node.setAttribute("aria-selected", i === state.selected ? "true" : "false");
+    if (i === state.selected) node.scrollIntoView({ block: "nearest" });
+  }
+  renderSelected();
+}
+
+function renderGallery(cells) {
+  const groups = new Map();
+  const order = [...state.slide.classes, "poor_quality", "pending"];
+  for (const cell of cells) {
+    const group = cell.review_status === "poor_quality" ? "poor_quality" : cell.class || "pending";
+    if (!groups.has(group)) groups.set(group, []);
+    groups.get(group).push(cell);
+  }
+  const names = [...order.filter((g) => groups.has(g)), ...[...groups.keys()].filter((g) => !order.includes(g))];
+  document.getElementById("gallery").replaceChildren(
+    ...names.map((group) =>
+      el(
+        "div",
+        { class: "group", "data-testid": `gallery-group-${group}` },
+        el("h3", { text: `${group.replace("_", " ")} (${groups.get(group).length})` }),
+        el("div", { class: "cells" }, ...groups.get(group).map(galleryCell)),
+      ),
+    ),
+  );
+}
+
+function galleryCell(cell) {
+  const img = el("img", { alt: cell.class || "pending", "data-view": state.view });
+  const current = () => cell.images[state.view] || cell.images.stained || cell.images.dic;
+  showImage(img, current());
+  return el(
+    "div",
+    {
+      class: "gallery-cell",
+      "data-testid": "gallery-cell",
+      "data-cell-id": cell.id,
+      "data-class": cell.class || "",
+      "data-review-status": cell.review_status,
+      title: `${cell.class || "pending"} · δ ${cell.confidence ?? "—"} · γ ${cell.uncertainty ?? "—"}`,
+      onmouseenter: () => showImage(img, cell.images.dic || current()),
+      onmouseleave: () => showImage(img, current()),
+    },
+    img,
+  );
+}
+
+async function loadSlide() {
+  say("");
+  await whoami();
+  try {
+    const [slide, queue, cells] = await Promise.all([
+      api(`/v1/slides/${state.slideId}`),
+      api(`/v1/slides/${state.slideId}/cells?review_status=needs_review`),
+      api(`/v1/slides/${state.slideId}/cells`),
+    ]);
+    state.slide = slide;
+    state.queue = queue;
+    renderSummary(slide);
+    renderReviewButtons(slide);
+    renderQueue();
+    renderGallery(cells);
+  } catch (error) {
+    say(error.message, true);
+  }
+}
+
+async function act(action, newClass = null) {
+  const cell = state.queue[state.selected];
+  if (!cell || state.busy) return;
+  state.busy = true;
+  try {
+    const body = newClass ? { action, new_class: newClass } : { action };
+    const result = await api(`/v1/cells/${cell.id}/reviews`, {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify(body),
+    });
+    say(`Cell ${cell.id.slice(0, 8)}: ${result.review_status} as ${result.class}.`);
+    await loadSlide();
+  } catch (error) {
+    say(error.message, true);
+  } finally {
+    state.busy = false;
+  }
+}
+
+async function sign() {
+  try {
+    const slide = await api(`/v1/slides/${state.slideId}/sign`, { method: "POST" });
+    say(`Signed by ${slide.signed_by}.`);
+    await loadSlide();
+  } catch (error) {
+    say(error.message, true);
+  }
+}
+
+function onKey(event) {
+  if (event.target.closest("input, textarea, select") || event.ctrlKey || event.metaKey || event.altKey) return;
+  const classes = state.slide ? state.slide.classes : [];
+  const key = event.key;
+  let handled = true;
+  if (/^[1-9]$/.test(key) && Number(key) <= classes.length) act("reclassify", classes[Number(key) - 1]);
+  else if (key === "c") act("confirm");
+  else if (key === "p") act("poor_quality");
+  else if (key === "ArrowRight" || key === "ArrowDown" || key === "j") select(state.selected + 1);
+  else if (key === "ArrowLeft" || key === "ArrowUp" || key === "k") select(state.selected - 1);
+  else handled = false;
+  if (handled) event.preventDefault();
+}
+
+function setupSlidePage() {
+  state.slideId = decodeURIComponent(location.pathname.split("/").filter(Boolean).pop());
+  document.getElementById("sign").addEventListener("click", sign);
+  document.getElementById("fhir-link").addEventListener("click", async (event) => {
+    event.preventDefault();
+    try {
+      const report = await api(`/v1/slides/${state.slideId}/fhir`);
+      const url = URL.createObjectURL(new Blob([JSON.stringify(report, null, 2)], { type: "application/json" }));
+      window.open(url, "_blank");
+    } catch (error) {
+      say(error.message, true);
+    }
+  });
+  document.getElementById("view-toggle").addEventListener("click", (event) => {
+    state.view = VIEWS[(VIEWS.indexOf(state.view) + 1) % VIEWS.length];
+    event.currentTarget.textContent = `Showing: ${state.view}`;
+    event.currentTarget.blur();
+    loadSlide();
+  });
+  document.addEventListener("keydown", onKey);
+  setupKeyForm(loadSlide);
+  loadSlide();
+}
+
+if (document.body.dataset.page === "slide") setupSlidePage();
+else {
+  setupKeyForm(loadIndex);
+  loadIndex();
+}

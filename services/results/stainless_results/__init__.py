@@ -1,0 +1,1 @@
+"""The results service: API, FHIR reports and the review page."""

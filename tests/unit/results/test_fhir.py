@@ -1,0 +1,91 @@
+"""The FHIR DiagnosticReport validates against the R4B models and follows the reviews."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi.testclient import TestClient
+from fhir.resources.R4B.diagnosticreport import DiagnosticReport
+from fhir.resources.R4B.observation import Observation
+
+from stainless.db.models import ReviewStatus
+
+from .conftest import REVIEWER, SCIENTIST, CellSpec, World
+
+NEEDS = ReviewStatus.NEEDS_REVIEW
+
+
+def _report(client: TestClient, slide_id: str) -> dict[str, Any]:
+    answer = client.get(f"/v1/slides/{slide_id}/fhir", headers=SCIENTIST)
+    assert answer.status_code == 200, answer.text
+    report: dict[str, Any] = answer.json()
+    DiagnosticReport.model_validate(report)
+    for contained in report["contained"]:
+        Observation.model_validate(contained)
+    return report
+
+
+def _observation(report: dict[str, Any], code: str) -> dict[str, Any]:
+    found = [o for o in report["contained"] if o["id"] == f"obs-{code}"]
+    assert len(found) == 1
+    return found[0]
+
+
+def _codes(observation: dict[str, Any]) -> dict[str, str]:
+    return {c["system"]: c["code"] for c in observation["code"]["coding"]}
+
+
+def test_the_report_is_valid_preliminary_and_holds_one_observation_per_class(
+    client: TestClient, world: World
+) -> None:
+    built = world.slide([CellSpec("SNE"), CellSpec("SNE"), CellSpec("LY"), CellSpec("SMU", NEEDS)])
+    report = _report(client, built.slide_id)
+    assert report["status"] == "preliminary" and "resultsInterpreter" not in report
+    assert [r["reference"] for r in report["result"]] == [
+        f"#obs-{c}" for c in ("ART", "BA", "EO", "LY", "MO", "SNE", "SMU")
+    ]
+    sne = _observation(report, "SNE")
+    assert _codes(sne) == {"http://loinc.org": "770-8", "urn:stainless:cell-class": "SNE"}
+    assert sne["valueQuantity"] == {
+        "value": 66.7,
+        "unit": "%",
+        "system": "http://unitsofmeasure.org",
+        "code": "%",
+    }
+    assert sne["component"][0]["valueQuantity"]["value"] == 2
+    assert sne["component"][0]["valueQuantity"]["code"] == "{cells}"
+    smu = _observation(report, "SMU")
+    assert _codes(smu) == {"urn:stainless:cell-class": "SMU"}  # no LOINC claimed for smudge cells
+    assert "valueQuantity" not in smu and smu["component"][0]["valueQuantity"]["value"] == 1
+    assert {
+        k: _codes(_observation(report, k)).get("http://loinc.org") for k in ("BA", "EO", "LY", "MO")
+    } == {
+        "BA": "706-2",
+        "EO": "713-8",
+        "LY": "736-9",
+        "MO": "5905-5",
+    }
+    assert "SMU" in report["conclusion"] and "1 cells still need review" in report["conclusion"]
+
+
+def test_a_reclassification_shows_and_signing_makes_the_report_final(
+    client: TestClient, world: World
+) -> None:
+    built = world.slide([CellSpec("SNE"), CellSpec("SNE", NEEDS, 0.3)])
+    assert _observation(_report(client, built.slide_id), "SNE")["valueQuantity"]["value"] == 100.0
+    reviewed = client.post(
+        f"/v1/cells/{built.cell_ids[1]}/reviews",
+        json={"action": "reclassify", "new_class": "MO"},
+        headers=REVIEWER,
+    )
+    assert reviewed.status_code == 201
+    report = _report(client, built.slide_id)
+    assert _observation(report, "SNE")["valueQuantity"]["value"] == 50.0
+    assert _observation(report, "MO")["valueQuantity"]["value"] == 50.0
+    assert client.post(f"/v1/slides/{built.slide_id}/sign", headers=REVIEWER).status_code == 200
+    final = _report(client, built.slide_id)
+    assert final["status"] == "final"
+    assert {o["status"] for o in final["contained"]} == {"final"}
+    assert final["resultsInterpreter"] == [{"display": "rita"}]
+    detail = client.get(f"/v1/slides/{built.slide_id}", headers=SCIENTIST).json()
+    assert final["issued"] == detail["signed_at"]
