@@ -1,0 +1,91 @@
+"""The results service on a real Postgres: review, sign and the final FHIR report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from fhir.resources.R4B.diagnosticreport import DiagnosticReport
+from pydantic import SecretStr
+from sqlmodel import Session, col, select
+
+from stainless.config import DatabaseSettings, ResultsSettings, Settings, StoreSettings
+from stainless.db.engine import create_db_engine, session_scope
+from stainless.db.migrate import upgrade
+from stainless.db.models import (
+    Cell,
+    OutboxEvent,
+    Prediction,
+    ReviewStatus,
+    SlideStatus,
+)
+from stainless.db.repository import create_slide, get_or_create_scanner
+from stainless.events.contracts import Topic
+from stainless.results.api import create_app
+from stainless.storage.local import LocalObjectStore
+
+pytestmark = pytest.mark.integration
+
+REVIEWER = {"Authorization": "Bearer pg-review-key"}
+
+
+def test_review_sign_and_report_on_postgres(postgres_url: str, tmp_path: Path) -> None:
+    upgrade(postgres_url)
+    settings = Settings(
+        database=DatabaseSettings(url=postgres_url),
+        store=StoreSettings(root=tmp_path / "store"),
+        results=ResultsSettings(api_keys=SecretStr("pat:reviewer:pg-review-key")),
+    )
+    engine = create_db_engine(settings.database)
+    with session_scope(engine) as session:
+        scanner = get_or_create_scanner(session, name="pg-results", key_prefix="k", key_hash="h")
+        slide = create_slide(
+            session, scanner_id=scanner.id, external_id="PG-R1", patient_pseudonym="P"
+        )
+        slide.status = SlideStatus.COMPLETED
+        cells = [
+            Cell(slide_id=slide.id, field_index=0, index=i, x0=0, y0=0, x1=8, y1=8)
+            for i in range(3)
+        ]
+        session.add_all(cells)
+        session.flush()
+        for cell, (code, status) in zip(
+            cells,
+            [
+                ("SNE", ReviewStatus.CONFIRMED),
+                ("LY", ReviewStatus.CONFIRMED),
+                ("SNE", ReviewStatus.NEEDS_REVIEW),
+            ],
+            strict=True,
+        ):
+            session.add(
+                Prediction(
+                    cell_id=cell.id, model_version="m1", predicted_class=code, review_status=status
+                )
+            )
+    client = TestClient(
+        create_app(settings, engine=engine, store=LocalObjectStore(tmp_path / "store"))
+    )
+
+    refused = client.post(f"/v1/slides/{slide.id}/sign", headers=REVIEWER)
+    assert refused.status_code == 409 and "1 cell still needs review" in refused.json()["detail"]
+    reviewed = client.post(
+        f"/v1/cells/{cells[2].id}/reviews",
+        json={"action": "reclassify", "new_class": "EO"},
+        headers=REVIEWER,
+    )
+    assert reviewed.status_code == 201, reviewed.text
+    signed = client.post(f"/v1/slides/{slide.id}/sign", headers=REVIEWER)
+    assert signed.status_code == 200, signed.text
+    assert (signed.json()["status"], signed.json()["signed_by"]) == ("signed", "pat")
+
+    report = client.get(f"/v1/slides/{slide.id}/fhir", headers=REVIEWER).json()
+    DiagnosticReport.model_validate(report)
+    assert report["status"] == "final"
+    percent = {o["id"]: o.get("valueQuantity", {}).get("value") for o in report["contained"]}
+    assert (percent["obs-SNE"], percent["obs-LY"], percent["obs-EO"]) == (33.3, 33.3, 33.3)
+    with Session(engine) as session:
+        topics = session.exec(select(OutboxEvent.topic).order_by(col(OutboxEvent.id))).all()
+    assert list(topics) == [Topic.REVIEWS_RECORDED]
+    engine.dispose()
