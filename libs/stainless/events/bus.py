@@ -36,6 +36,14 @@ EVENTS_HANDLED = Counter(
 )
 
 
+class HandlerInterrupted(Exception):
+    """A handler stopped before finishing (the process is shutting down).
+
+    It is neither retried nor dead-lettered: it propagates out of the consumer, which
+    leaves the message unacknowledged, so it is delivered again after the restart.
+    """
+
+
 class EventBus(Protocol):
     def ensure_topics(self, topics: Iterable[str]) -> None:
         """Create the topics (and nothing else) if they do not exist."""
@@ -106,6 +114,8 @@ class Dispatcher:
         for attempt in range(1, self._policy.max_attempts + 1):
             try:
                 self._handler(envelope)
+            except HandlerInterrupted:
+                raise
             except Exception as exc:  # noqa: BLE001 - any handler failure is retried
                 error = f"{type(exc).__name__}: {exc}"
                 log.warning(
@@ -231,6 +241,7 @@ __all__ = [
     "Dispatcher",
     "EventBus",
     "Handler",
+    "HandlerInterrupted",
     "InMemoryBus",
     "InMemoryConsumer",
     "RetryPolicy",

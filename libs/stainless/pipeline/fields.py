@@ -167,6 +167,12 @@ class FieldProcessor:
         try:
             with session_scope(self._engine) as session:
                 session.add(row)
+                session.flush()
+                # No cells, but the field is done: the slide's completion counts on it.
+                payload = CellsCropped(
+                    slide_id=slide_id, field_index=field_index, registration_id=row.id, cell_ids=[]
+                )
+                add_event(session, Envelope.wrap(payload, key=slide_id))
         except IntegrityError:
             return FieldResult(Outcome.ALREADY_DONE, ecc=result.ecc)
         return FieldResult(Outcome.REJECTED, ecc=result.ecc, reason=result.reason)
