@@ -155,54 +155,21 @@ def export_command(
     ] = None,
 ) -> None:
     """Write stain, classify, segment and stain_confidence as a Triton model repository."""
-    import json
+    from stainless.export.checkpoint import ExportError, export_checkpoint
+    from stainless.export.triton import InstanceKind
 
-    import torch
-    import yaml
-
-    from stainless.export.triton import InstanceKind, write_repository
-    from stainless.imaging.phantom import CellClass
-    from stainless.models.configs import MultiTaskConfig
-    from stainless.models.mtmd import build_multitask
-
-    config_path = checkpoint.parent / "config.yaml"
-    metrics_path = checkpoint.parent / "metrics.json"
-    if not checkpoint.is_file() or not config_path.is_file():
-        err.print(f"[red]error:[/red] need {checkpoint} and the config.yaml beside it")
-        raise typer.Exit(2)
-    training = yaml.safe_load(config_path.read_text())
-    if training.get("model") != "mtmd":
-        err.print(f"[red]error:[/red] only model 1 (mtmd) exports yet, not {training.get('model')}")
-        raise typer.Exit(2)
-    if review_threshold is None:
-        calibrated = (
-            json.loads(metrics_path.read_text()).get("review_threshold")
-            if metrics_path.is_file()
-            else None
+    try:
+        folders = export_checkpoint(
+            checkpoint,
+            repo,
+            version=version,
+            instance=InstanceKind(instance),
+            k=k,
+            review_threshold=review_threshold,
         )
-        if calibrated is None:
-            err.print(
-                f"[red]error:[/red] no review_threshold in {metrics_path}: run stainless-evaluate "
-                "or pass --review-threshold"
-            )
-            raise typer.Exit(2)
-        review_threshold = float(calibrated)
-    size = "thesis" if training.get("size") == "thesis" else "tiny"
-    net = MultiTaskConfig.thesis() if size == "thesis" else MultiTaskConfig.tiny()
-    translator = build_multitask(net)
-    translator.load_state_dict(torch.load(checkpoint, weights_only=False)["translator"])
-    folders = write_repository(
-        translator,
-        repo,
-        name=f"mtmd-{size}",
-        image_size=net.image_size,
-        classes=[c.value for c in CellClass],
-        n_mask_classes=net.n_segmentation_classes,
-        review_threshold=review_threshold,
-        version=version,
-        instance=InstanceKind(instance),
-        k=k,
-    )
+    except ExportError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
     err.print("wrote " + ", ".join(str(f) for f in folders))
 
 
