@@ -26,6 +26,10 @@
  *   ArrowRight/ArrowDown/j   select the next queue cell
  *   ArrowLeft/ArrowUp/k      select the previous queue cell
  * A reviewed cell leaves the queue; the selection moves to the cell after it.
+ * Keys pressed while a review is in flight are applied in order afterwards.
+ *
+ * <body> attributes for tests: data-ready="true" once the page has loaded
+ * (it stays true across reloads), data-busy="true" while a review is sent.
  */
 "use strict";
 
@@ -37,7 +41,7 @@ const state = {
   queue: [],
   selected: 0,
   view: "stained",
-  busy: false,
+  chain: Promise.resolve(),
   blobs: new Map(),
 };
 
@@ -154,6 +158,8 @@ async function loadIndex() {
     if (!slides.length) say("No slides yet.");
   } catch (error) {
     say(error.message, true);
+  } finally {
+    document.body.dataset.ready = "true";
   }
 }
 
@@ -351,13 +357,22 @@ async function loadSlide() {
     renderGallery(cells);
   } catch (error) {
     say(error.message, true);
+  } finally {
+    document.body.dataset.ready = "true";
   }
 }
 
-async function act(action, newClass = null) {
+/* Actions run one after the other: a key pressed while one is in flight applies to
+   the cell selected once it has finished (the next one in the queue). */
+function act(action, newClass = null) {
+  state.chain = state.chain.then(() => runAction(action, newClass));
+  return state.chain;
+}
+
+async function runAction(action, newClass) {
   const cell = state.queue[state.selected];
-  if (!cell || state.busy) return;
-  state.busy = true;
+  if (!cell) return;
+  document.body.dataset.busy = "true";
   try {
     const body = newClass ? { action, new_class: newClass } : { action };
     const result = await api(`/v1/cells/${cell.id}/reviews`, {
@@ -365,20 +380,20 @@ async function act(action, newClass = null) {
       headers: { "Content-Type": "application/json" },
       body: JSON.stringify(body),
     });
-    say(`Cell ${cell.id.slice(0, 8)}: ${result.review_status} as ${result.class}.`);
     await loadSlide();
+    say(`Cell ${cell.id.slice(0, 8)}: ${result.review_status} as ${result.class}.`);
   } catch (error) {
     say(error.message, true);
   } finally {
-    state.busy = false;
+    document.body.dataset.busy = "false";
   }
 }
 
 async function sign() {
   try {
     const slide = await api(`/v1/slides/${state.slideId}/sign`, { method: "POST" });
-    say(`Signed by ${slide.signed_by}.`);
     await loadSlide();
+    say(`Signed by ${slide.signed_by}.`);
   } catch (error) {
     say(error.message, true);
   }
