@@ -28,4 +28,5 @@ def dic_unit(crop: npt.NDArray[np.generic], image_size: int) -> F32:
             cv2.resize(image, (image_size, image_size), interpolation=cv2.INTER_AREA),
             dtype=np.float32,
         )
-    return np.clip((image - DIC_LOW) / (DIC_HIGH - DIC_LOW), 0, 1).astype(np.float32)
+    scaled: F32 = np.clip((image - DIC_LOW) / (DIC_HIGH - DIC_LOW), 0, 1).astype(np.float32)
+    return scaled
