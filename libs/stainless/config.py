@@ -130,7 +130,9 @@ class InferenceSettings(_Block):
     )
     url: str = Field(default="127.0.0.1:8001", description="Triton host:port.")
     protocol: TritonProtocol = Field(default=TritonProtocol.GRPC, description="grpc or http.")
-    model_repository: str = Field(default="models", description="Model repository path or key.")
+    model_repository: str = Field(
+        default="out/models", description="Model repository folder (with stainless.json)."
+    )
     timeout_s: float = Field(default=30.0, gt=0, description="Inference request timeout.")
     model_name: str = Field(
         default="stain_confidence", description="Served model called once per micro-batch."

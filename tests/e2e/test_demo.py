@@ -28,7 +28,23 @@ def test_demo_writes_its_summary_and_figure(tmp_path: Path) -> None:
     assert summary["fields"] == 3
     assert summary["images_uploaded"] == 6
     # one fields.ingested per uploaded image, one cells.cropped per registered field
-    assert summary["events_published"] == {"cells.cropped": 3, "fields.ingested": 6}
+    assert summary["events_published"] == {
+        "cells.cropped": 3,
+        "cells.stained": sum(f["cells"] > 0 for f in summary["registration"]["fields"]),
+        "fields.ingested": 6,
+        "slides.completed": 1,
+        "slides.uploaded": 1,
+    }
+    assert summary["status"] == "completed" and summary["model_version"] == "mtmd-tiny/1"
+    assert summary["cell_count"] == summary["cells_cropped"]
+    assert sum(c["count"] for c in summary["differential"].values()) == summary["cell_count"]
+    assert 0 <= summary["needs_review"] <= summary["cell_count"]
+    assert summary["mean_delta"] > 0
+    report = (tmp_path / "out/demo/report.html").read_text()
+    assert (
+        "Differential" in report and report.count("data:image/png;base64,") > summary["cell_count"]
+    )
+    assert "stainless demo --serve" in done.stderr
     assert summary["white_cells_ground_truth"] == sum(summary["ground_truth_classes"].values()) > 0
     assert (
         summary["cells_cropped"] == summary["detection"]["matched"] + summary["detection"]["extra"]

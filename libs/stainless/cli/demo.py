@@ -1,11 +1,13 @@
-"""The demo: one phantom slide through what exists of the pipeline, on embedded defaults.
+"""The demo: one phantom slide through the whole pipeline, on embedded defaults.
 
-Steps: migrate the database; render a phantom slide through the task queue
-into the object store (the "scanner's disk"); upload its fields through the
-ingestion API with a scanner key; relay the outbox onto the bus; the
-registration consumer registers, detects and crops each field; write
-``summary.json`` (cells, registration errors against the phantom's ground
-truth) and ``phantom.png``.
+Steps: migrate the database; export the demo model into the model repository if it is
+not there yet; render a phantom slide through the task queue into the object store
+(the "scanner's disk"); upload its fields through the ingestion API with a scanner
+key; relay the outbox onto the bus; the registration consumer registers, detects and
+crops each field; the inference consumer stains, classifies and scores every cell and
+completes the slide; write ``summary.json`` (slide, cells, differential, cells needing
+review, mean δ, registration errors against the phantom's ground truth, elapsed
+seconds), ``report.html`` and ``phantom.png``.
 """
 
 from __future__ import annotations
@@ -24,18 +26,25 @@ from sqlalchemy import Engine
 from sqlalchemy.engine import make_url
 from sqlmodel import Session, col, func, select
 
+from stainless.cli.report import write_report
 from stainless.config import Settings
 from stainless.db.engine import create_db_engine, session_scope
 from stainless.db.migrate import upgrade
 from stainless.db.models import Cell, OutboxEvent, Registration, Scanner
 from stainless.events import ALL_TOPICS, EventBus, create_bus
 from stainless.events.outbox import OutboxRelay
+from stainless.export.checkpoint import export_checkpoint
+from stainless.export.manifest import MANIFEST
+from stainless.export.triton import InstanceKind
 from stainless.imaging.detection import Detection, match_boxes
 from stainless.imaging.registration import corner_error_px
+from stainless.inference import InferencePort, create_inference
 from stainless.ingest.api import create_app
 from stainless.ingest.ingestor import Ingestor
 from stainless.ingest.scanners import register_scanner, rotate_key
 from stainless.pipeline.consumers import registration_consumer
+from stainless.pipeline.inference import CellStainer, inference_consumer
+from stainless.results.queries import CellView, cell_views, slide_summary
 from stainless.storage import ObjectStore, create_store
 from stainless.tasks import create_celery
 from stainless.tasks.app import PHANTOM_TASK, PROCESS_FIELD_TASK
@@ -75,14 +84,19 @@ def _upload_slide(
     return slide_id
 
 
-def _process(settings: Settings, engine: Engine, bus: EventBus, slide_id: str) -> dict[str, int]:
+def _process(
+    settings: Settings, engine: Engine, bus: EventBus, stainer: CellStainer, slide_id: str
+) -> dict[str, int]:
     """Relay and consume until the pipeline is idle; return the slide's events per topic."""
     task = create_celery(settings).tasks[PROCESS_FIELD_TASK]
-    consumer = registration_consumer(
-        bus, engine, lambda slide, index: task.delay(slide_id=slide, field_index=index).get()
-    )
+    consumers = [
+        registration_consumer(
+            bus, engine, lambda slide, index: task.delay(slide_id=slide, field_index=index).get()
+        ),
+        inference_consumer(bus, engine, stainer),
+    ]
     relay = OutboxRelay(engine, bus)
-    while relay.drain() + consumer.poll_once() > 0:
+    while relay.drain() + sum(consumer.poll_once() for consumer in consumers) > 0:
         pass
     with Session(engine) as session:
         rows = session.exec(
@@ -141,13 +155,31 @@ def _registration_report(engine: Engine, slide_id: str, entry: dict[str, Any]) -
     }
 
 
-def run_demo(settings: Settings, *, out: Path, fields: int, seed: int) -> Path:
-    """Run the demo and return the path of ``summary.json``."""
+def _model_repository(settings: Settings, checkpoint: Path) -> InferencePort:
+    """The inference port over the model repository, exported from ``checkpoint`` if empty."""
+    repo = Path(settings.inference.model_repository)
+    if not (repo / MANIFEST).is_file():
+        log.info("exporting the demo model", checkpoint=str(checkpoint), repo=str(repo))
+        export_checkpoint(checkpoint, repo, instance=InstanceKind.CPU)
+    return create_inference(settings.inference)
+
+
+def _confidence_report(views: list[CellView]) -> dict[str, Any]:
+    deltas = [v.prediction.confidence for v in views if v.prediction and v.prediction.confidence]
+    return {"mean_delta": round(float(np.mean(deltas)), 4) if deltas else None}
+
+
+def run_demo(
+    settings: Settings, *, out: Path, fields: int, seed: int, checkpoint: Path
+) -> tuple[Path, str]:
+    """Run the demo; return the path of ``summary.json`` and the slide id."""
     started = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
     upgrade(settings.database.url)
     engine = create_db_engine(settings.database)
     store = create_store(settings.store)
+    inference = _model_repository(settings, checkpoint)
+    stainer = CellStainer(store=store, inference=inference, settings=settings.inference)
     bus = create_bus(settings.bus, client_id="stainless-demo")
     bus.ensure_topics(ALL_TOPICS)
     celery = create_celery(settings)
@@ -163,12 +195,34 @@ def run_demo(settings: Settings, *, out: Path, fields: int, seed: int) -> Path:
     api = create_app(settings, engine=engine, ingestor=Ingestor(engine, store, settings.ingestion))
     with TestClient(api, headers={"X-API-Key": _scanner_key(engine)}) as client:
         slide_id = _upload_slide(client, store, entry, run_id)
-    published = _process(settings, engine, bus, slide_id)
+    published = _process(settings, engine, bus, stainer, slide_id)
 
     (out / "phantom.png").write_bytes(store.get(f"{prefix}/slide_000/phantom.png"))
     classes = Counter(cell["class"] for field in entry["fields"] for cell in field["cells"])
+    results = slide_summary(
+        engine, slide_id=slide_id, pathological_classes=settings.inference.pathological_classes
+    )
+    with Session(engine) as session:
+        views = cell_views(session, slide_id=slide_id)
+    write_report(
+        out / "report.html",
+        summary=results,
+        views=views,
+        store=store,
+        threshold=stainer.review_threshold,
+        model_version=stainer.model_version,
+    )
     summary = {
         "slide_id": slide_id,
+        "status": results.slide.status.value,
+        "cell_count": results.differential.total,
+        "differential": {
+            code: {"count": count, "percent": results.differential.percent.get(code)}
+            for code, count in results.differential.counts.items()
+        },
+        "needs_review": results.differential.needs_review,
+        **_confidence_report(views),
+        "model_version": stainer.model_version,
         "external_id": run_id,
         "fields": len(entry["fields"]),
         "images_uploaded": 2 * len(entry["fields"]),
@@ -184,6 +238,7 @@ def run_demo(settings: Settings, *, out: Path, fields: int, seed: int) -> Path:
     }
     path = out / "summary.json"
     path.write_text(json.dumps(summary, indent=2) + "\n")
+    inference.close()
     bus.close()
     engine.dispose()
     log.info(
@@ -192,4 +247,4 @@ def run_demo(settings: Settings, *, out: Path, fields: int, seed: int) -> Path:
         cells=summary["cells_cropped"],
         elapsed_s=summary["elapsed_s"],
     )
-    return path
+    return path, slide_id

@@ -173,17 +173,59 @@ def export_command(
     err.print("wrote " + ", ".join(str(f) for f in folders))
 
 
+def _demo_checkpoint() -> Path:
+    """The committed demo model, found from the source tree (``training/demo_model``)."""
+    return Path(__file__).resolve().parents[3] / "training/demo_model/checkpoint.pt"
+
+
 @app.command()
 def demo(
     out: Annotated[Path, typer.Option(help="Output folder.")] = Path("out/demo"),
     fields: Annotated[int, typer.Option(min=1, help="Fields of the phantom slide.")] = 3,
     seed: Annotated[int, typer.Option(min=0)] = 7,
+    model: Annotated[
+        Path | None,
+        typer.Option(help="Checkpoint exported when the model repository is empty."),
+    ] = None,
+    serve: Annotated[
+        bool, typer.Option("--serve", help="Then serve the review page (no key needed).")
+    ] = False,
 ) -> None:
     """Run the pipeline on one phantom slide with embedded defaults."""
     from stainless.cli.demo import run_demo
+    from stainless.export.checkpoint import ExportError
 
-    summary_path = run_demo(_settings(), out=out, fields=fields, seed=seed)
+    settings = _settings()
+    checkpoint = model or _demo_checkpoint()
+    try:
+        summary_path, slide_id = run_demo(
+            settings, out=out, fields=fields, seed=seed, checkpoint=checkpoint
+        )
+    except ExportError as exc:
+        err.print(f"[red]error:[/red] {exc} (pass --model CHECKPOINT)")
+        raise typer.Exit(2) from None
     err.print(f"summary: {summary_path}")
+    err.print(f"report:  {summary_path.parent / 'report.html'}")
+    port = settings.results.http_port
+    if not serve:
+        err.print("review page: run `stainless demo --serve`")
+        return
+    import uvicorn
+
+    from stainless.db.engine import create_db_engine
+    from stainless.results.api import create_app
+    from stainless.storage import create_store
+
+    demo_settings = settings.model_copy(
+        update={"results": settings.results.model_copy(update={"anonymous_role": "admin"})}
+    )
+    results = create_app(
+        demo_settings,
+        engine=create_db_engine(settings.database),
+        store=create_store(settings.store),
+    )
+    err.print(f"review page: http://127.0.0.1:{port}/slides/{slide_id} (Ctrl-C stops)")
+    uvicorn.run(results, host="127.0.0.1", port=port, log_level="warning")
 
 
 def run() -> None:

@@ -114,6 +114,10 @@ class CellStainer:
     def model_version(self) -> str:
         return self._version
 
+    @property
+    def review_threshold(self) -> float:
+        return self._threshold
+
     def stain(self, session: Session, slide_id: str, cell_ids: Sequence[str]) -> list[str]:
         """Predict every cell of ``cell_ids`` not yet predicted; return the new ones' ids."""
         cells = self._cells(session, slide_id, cell_ids)
