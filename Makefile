@@ -7,7 +7,11 @@ STAMP := $(VENV)/.installed
 SERVICES := $(wildcard services/*)
 PYPROJECTS := libs/pyproject.toml training/pyproject.toml $(wildcard services/*/pyproject.toml)
 PYTEST := $(PY) -m pytest -p no:cacheprovider
+# The v2 inference server (MLServer) has its own venv: its pins would downgrade the main one's.
+MLSERVER_VENV := .venv-mlserver
+MLSERVER_STAMP := $(MLSERVER_VENV)/.installed
 
+.PHONY: venv-mlserver
 .PHONY: help venv demo test test-unit test-integration lint format infra-up infra-down infra-status lock clean
 
 help:  ## List the targets
@@ -21,6 +25,20 @@ $(STAMP): requirements.txt $(PYPROJECTS)
 	touch $@
 
 venv: $(STAMP)  ## Create .venv and install every pinned dependency and package
+
+# MLServer's pins win in its venv; torch (and what only it imports) comes from the main venv,
+# appended to sys.path by a .pth file. numpy is pinned alike in both requirements files.
+$(MLSERVER_STAMP): infra/mlserver/requirements.txt $(STAMP)
+	test -x $(MLSERVER_VENV)/bin/python || \
+	  "$$($(PY) -c 'import sys; print(sys._base_executable)')" -m venv $(MLSERVER_VENV)
+	$(MLSERVER_VENV)/bin/python -m pip install --quiet --upgrade pip==25.3
+	$(MLSERVER_VENV)/bin/python -m pip install --quiet -r infra/mlserver/requirements.txt
+	$(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])' > \
+	  "$$($(MLSERVER_VENV)/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/stainless-main-venv.pth"
+	$(MLSERVER_VENV)/bin/python -c 'import mlserver, numpy, torch; print("mlserver", mlserver.__version__, "numpy", numpy.__version__, "torch", torch.__version__)'
+	touch $@
+
+venv-mlserver: $(MLSERVER_STAMP)  ## Create .venv-mlserver: the v2 inference server for tests and infra-up
 
 demo: venv  ## Run one phantom slide through the pipeline on embedded defaults (out/demo)
 	$(VENV)/bin/stainless demo --out out/demo
@@ -37,13 +55,13 @@ format: venv  ## Apply ruff's fixes and formatting
 test-unit: venv  ## Unit tests only (no servers): the fast loop
 	$(PYTEST) tests/unit -q
 
-test-integration: venv  ## Integration tests against real servers started by the fixtures
+test-integration: venv $(MLSERVER_STAMP)  ## Integration tests against real servers started by the fixtures
 	$(PYTEST) tests/integration -q
 
-test: venv lint  ## Lint, then unit, integration and end-to-end tests (what CI runs)
+test: venv $(MLSERVER_STAMP) lint  ## Lint, then unit, integration and end-to-end tests (what CI runs)
 	$(PYTEST) tests -q
 
-infra-up: venv  ## Start Kafka broker and S3 server on loopback; check Postgres and Redis
+infra-up: venv $(MLSERVER_STAMP)  ## Start Kafka, S3 and (with out/models) the inference server; check Postgres and Redis
 	$(PY) infra/servers.py up
 
 infra-down: venv  ## Stop what infra-up started
