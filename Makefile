@@ -12,7 +12,7 @@ MLSERVER_VENV := .venv-mlserver
 MLSERVER_STAMP := $(MLSERVER_VENV)/.installed
 
 .PHONY: venv-mlserver
-.PHONY: help venv demo test test-unit test-integration lint format infra-up infra-down infra-status lock clean
+.PHONY: help venv demo browser screenshots test test-unit test-integration lint format infra-up infra-down infra-status lock clean
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -41,7 +41,13 @@ $(MLSERVER_STAMP): infra/mlserver/requirements.txt $(STAMP)
 venv-mlserver: $(MLSERVER_STAMP)  ## Create .venv-mlserver: the v2 inference server for tests and infra-up
 
 demo: venv  ## Run one phantom slide through the pipeline on embedded defaults (out/demo)
-	$(VENV)/bin/stainless demo --out out/demo
+	$(VENV)/bin/stainless demo --out out/demo --fields 6
+
+browser:  ## Install Debian's chromium for the browser test (Playwright drives it)
+	command -v chromium >/dev/null || { apt-get update -q && apt-get install -y -q chromium; }
+
+screenshots: venv browser  ## Regenerate the README's screenshots of the review page and report
+	$(PY) infra/screenshots.py docs
 
 lint: venv  ## ruff (lint and format check) and mypy
 	$(PY) -m ruff check .
@@ -58,7 +64,7 @@ test-unit: venv  ## Unit tests only (no servers): the fast loop
 test-integration: venv $(MLSERVER_STAMP)  ## Integration tests against real servers started by the fixtures
 	$(PYTEST) tests/integration -q
 
-test: venv $(MLSERVER_STAMP) lint  ## Lint, then unit, integration and end-to-end tests (what CI runs)
+test: venv $(MLSERVER_STAMP) browser lint  ## Lint, then unit, integration and end-to-end tests (what CI runs)
 	$(PYTEST) tests -q
 
 infra-up: venv $(MLSERVER_STAMP)  ## Start Kafka, S3 and (with out/models) the inference server; check Postgres and Redis
