@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import sys
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -163,8 +164,6 @@ class V2Server:
         return f"127.0.0.1:{self.http_port}"
 
     def start(self) -> None:
-        import time
-
         began = time.monotonic()
         try:
             infra.start_inference(
@@ -188,7 +187,11 @@ class V2Server:
 @pytest.fixture(scope="session")
 def v2_server(exported_repo: Path, infra_state: Path) -> Iterator[V2Server]:
     """MLServer (Triton's KServe v2 protocol) serving ``exported_repo`` on free ports."""
-    server = V2Server(exported_repo, infra_state, infra.free_port(), infra.free_port())
+    http_port = infra.free_port()
+    grpc_port = infra.free_port()
+    while grpc_port == http_port:
+        grpc_port = infra.free_port()
+    server = V2Server(exported_repo, infra_state, http_port, grpc_port)
     server.start()
     yield server
     server.stop()
