@@ -12,7 +12,7 @@ MLSERVER_VENV := .venv-mlserver
 MLSERVER_STAMP := $(MLSERVER_VENV)/.installed
 
 .PHONY: venv-mlserver
-.PHONY: help venv demo browser screenshots test test-unit test-integration lint format infra-up infra-down infra-status lock clean
+.PHONY: help venv demo browser screenshots up down e2e test test-unit test-integration lint format infra-up infra-down infra-status lock clean
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -64,8 +64,19 @@ test-unit: venv  ## Unit tests only (no servers): the fast loop
 test-integration: venv $(MLSERVER_STAMP)  ## Integration tests against real servers started by the fixtures
 	$(PYTEST) tests/integration -q
 
-test: venv $(MLSERVER_STAMP) browser lint  ## Lint, then unit, integration and end-to-end tests (what CI runs)
+test: venv $(MLSERVER_STAMP) browser lint  ## Lint, unit, integration and end-to-end tests, then make e2e (what CI runs)
 	$(PYTEST) tests -q
+	$(MAKE) e2e; status=$$?; $(MAKE) down; exit $$status
+
+up: venv $(MLSERVER_STAMP)  ## Every service as its own process against real servers (logs in out/stack)
+	$(PY) infra/stack.py up
+
+down: venv  ## Stop what make up started
+	$(PY) infra/stack.py down
+
+e2e: up  ## Upload a phantom slide over HTTP and wait for slides.completed; again with a server fault
+	$(PY) infra/e2e.py
+	$(PY) infra/e2e.py --fault
 
 infra-up: venv $(MLSERVER_STAMP)  ## Start Kafka, S3 and (with out/models) the inference server; check Postgres and Redis
 	$(PY) infra/servers.py up

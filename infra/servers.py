@@ -149,7 +149,7 @@ def mlserver_binary() -> Path:
     return binary
 
 
-def _spawn(name: str, command: list[str], state: Path, env: dict[str, str] | None = None) -> int:
+def spawn(name: str, command: list[str], state: Path, env: dict[str, str] | None = None) -> int:
     state.mkdir(parents=True, exist_ok=True)
     log = (state / f"{name}.log").open("ab")
     process = subprocess.Popen(
@@ -164,7 +164,7 @@ def _spawn(name: str, command: list[str], state: Path, env: dict[str, str] | Non
     return process.pid
 
 
-def _check_alive(pid: int, name: str, state: Path) -> None:
+def check_alive(pid: int, name: str, state: Path) -> None:
     try:
         finished, _ = os.waitpid(pid, os.WNOHANG)
     except ChildProcessError:
@@ -179,7 +179,7 @@ def start_kafka(port: int, state: Path = DEFAULT_STATE) -> Server:
     if port_open(port):
         raise InfraError(f"port {port} is taken: cannot start the Kafka broker there")
     url = f"tcp://127.0.0.1:{port}"
-    pid = _spawn(
+    pid = spawn(
         "kafka",
         [
             str(tansu_binary()),
@@ -195,7 +195,7 @@ def start_kafka(port: int, state: Path = DEFAULT_STATE) -> Server:
     )
 
     def ready() -> bool:
-        _check_alive(pid, "kafka", state)
+        check_alive(pid, "kafka", state)
         return port_open(port)
 
     wait_until(ready, "the Kafka broker")
@@ -206,10 +206,10 @@ def start_s3(port: int, state: Path = DEFAULT_STATE) -> Server:
     """Start the S3 server on ``port``."""
     if port_open(port):
         raise InfraError(f"port {port} is taken: cannot start the S3 server there")
-    pid = _spawn("s3", [str(moto_binary()), "-H", "127.0.0.1", "-p", str(port)], state)
+    pid = spawn("s3", [str(moto_binary()), "-H", "127.0.0.1", "-p", str(port)], state)
 
     def ready() -> bool:
-        _check_alive(pid, "s3", state)
+        check_alive(pid, "s3", state)
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/moto-api/", timeout=1):
                 return True
@@ -351,7 +351,7 @@ def start_inference(
     pythonpath = os.pathsep.join(p for p in (runtime_path, os.environ.get("PYTHONPATH")) if p)
     log = state / "inference.log"
     offset = log.stat().st_size if log.is_file() else 0
-    pid = _spawn(
+    pid = spawn(
         "inference",
         [str(mlserver_binary()), "start", str(runtime_dir.resolve())],
         state,
@@ -359,7 +359,7 @@ def start_inference(
     )
 
     def ready() -> bool:
-        _check_alive(pid, "inference", state)
+        check_alive(pid, "inference", state)
         return _inference_ready(http_port) and port_open(grpc_port)
 
     try:

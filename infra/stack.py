@@ -1,0 +1,187 @@
+"""Every Stainless service as its own process against real servers: ``make up`` / ``make down``.
+
+``up`` starts the local servers (``servers.py``: Postgres and Redis checked, the Kafka
+broker, the S3 server and the v2 inference server over ``out/models``, exported from
+the demo model when empty), migrates a ``stainless`` database, registers a scanner and
+an admin key, then starts the ingestion API, the outbox relay, the registration
+consumer, a Celery worker, the inference consumer (Triton adapter, gRPC) and the results
+API, each with its log and PID under ``out/stack``. The settings and keys of the stack
+are written to ``out/stack/stack.json`` for ``infra/e2e.py`` and for people.
+
+Usage: ``python infra/stack.py up | down | status``. Only the standard library is used.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import servers
+
+ROOT = servers.ROOT
+STATE = Path("out/stack")
+INFRA_STATE = servers.DEFAULT_STATE
+REPOSITORY = Path("out/models")
+DEMO_CHECKPOINT = ROOT / "training/demo_model/checkpoint.pt"
+DATABASE = "stainless"
+BIN = Path(sys.executable).parent
+
+PORTS = {"ingestion": 8080, "registration": 8081, "inference": 8082, "results": 8083}
+PORTS |= {"relay": 8090, "worker": 8091}
+SERVICES: dict[str, list[str]] = {
+    "ingestion": [str(BIN / "stainless-ingestion")],
+    "relay": [str(BIN / "stainless-relay")],
+    "registration": [str(BIN / "stainless-registration")],
+    "worker": [
+        str(BIN / "celery"),
+        "-A",
+        "stainless_worker.main",
+        "worker",
+        "--pool=solo",
+        "--without-gossip",
+        "--without-mingle",
+        "--without-heartbeat",
+    ],
+    "inference": [str(BIN / "stainless-inference")],
+    "results": [str(BIN / "stainless-results")],
+}
+HEALTH = {"ingestion", "registration", "inference", "results", "relay"}
+
+
+def environment(results_key: str) -> dict[str, str]:
+    """The settings every service of the stack shares."""
+    return {
+        "STAINLESS_DATABASE__URL": f"postgresql+psycopg://postgres@127.0.0.1:5432/{DATABASE}",
+        "STAINLESS_STORE__BACKEND": "s3",
+        "STAINLESS_STORE__ENDPOINT": "127.0.0.1:9000",
+        "STAINLESS_BUS__BACKEND": "kafka",
+        "STAINLESS_BUS__BOOTSTRAP_SERVERS": "127.0.0.1:9092",
+        "STAINLESS_BUS__SESSION_TIMEOUT_MS": "6000",
+        "STAINLESS_BUS__HEARTBEAT_INTERVAL_MS": "1000",
+        "STAINLESS_TASKS__EAGER": "false",
+        "STAINLESS_TASKS__BROKER_URL": "redis://127.0.0.1:6379/2",
+        "STAINLESS_TASKS__RESULT_BACKEND": "redis://127.0.0.1:6379/3",
+        "STAINLESS_INFERENCE__BACKEND": "triton",
+        "STAINLESS_INFERENCE__URL": f"127.0.0.1:{servers.INFERENCE_GRPC_PORT}",
+        "STAINLESS_INFERENCE__PROTOCOL": "grpc",
+        "STAINLESS_INFERENCE__MODEL_REPOSITORY": str(REPOSITORY),
+        "STAINLESS_INFERENCE__RETRY_MAX_BACKOFF_S": "4",
+        "STAINLESS_RESULTS__API_KEYS": f"stack-admin:admin:{results_key}",
+        "STAINLESS_RELAY__POLL_INTERVAL_S": "0.2",
+        "STAINLESS_INGESTION__HTTP_PORT": str(PORTS["ingestion"]),
+        "STAINLESS_REGISTRATION__HTTP_PORT": str(PORTS["registration"]),
+        "STAINLESS_INFERENCE__HTTP_PORT": str(PORTS["inference"]),
+        "STAINLESS_RESULTS__HTTP_PORT": str(PORTS["results"]),
+        "STAINLESS_RELAY__HTTP_PORT": str(PORTS["relay"]),
+        "STAINLESS_WORKER__METRICS_PORT": str(PORTS["worker"]),
+    }
+
+
+def _run(command: list[str], env: dict[str, str]) -> str:
+    done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise servers.InfraError(f"{' '.join(command)} failed:\n{done.stderr[-2000:]}")
+    return done.stdout.strip()
+
+
+def _ensure_database() -> None:
+    query = f"SELECT 1 FROM pg_database WHERE datname = '{DATABASE}'"  # noqa: S608 - a constant
+    psql = ["psql", "-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-tAc"]
+    if _run([*psql, query], dict(os.environ)) != "1":
+        _run([*psql, f"CREATE DATABASE {DATABASE}"], dict(os.environ))
+
+
+def _live(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health/live", timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def up() -> dict[str, str]:
+    STATE.mkdir(parents=True, exist_ok=True)
+    config_path = STATE / "stack.json"
+    if config_path.is_file() and all((STATE / f"{name}.pid").is_file() for name in SERVICES):
+        print(f"stack: already up ({config_path})")
+        return dict(json.loads(config_path.read_text())["env"])
+    base = {k: v for k, v in os.environ.items() if not k.startswith("STAINLESS_")}
+    if not (REPOSITORY / "stainless.json").is_file():
+        print(f"exporting the demo model into {REPOSITORY}")
+        _run(
+            [
+                str(BIN / "stainless"),
+                "export",
+                "--checkpoint",
+                str(DEMO_CHECKPOINT),
+                "--repo",
+                str(REPOSITORY),
+                "--instance",
+                "cpu",
+            ],
+            base,
+        )
+    if servers.main(["up", "--state", str(INFRA_STATE), "--model-repository", str(REPOSITORY)]):
+        raise servers.InfraError("the local servers did not start (see above)")
+    _ensure_database()
+    results_key = secrets.token_urlsafe(24)
+    env = {**base, **environment(results_key)}
+    _run([str(BIN / "stainless"), "db", "upgrade"], env)
+    scanner_key = _run([str(BIN / "stainless"), "scanner", "add", f"stack-{time.time_ns()}"], env)
+    for name, command in SERVICES.items():
+        pid = servers.spawn(name, command, STATE, env=env)
+        print(f"{name}: pid {pid}" + (f", port {PORTS[name]}" if name in PORTS else ""))
+    for name in sorted(HEALTH):
+        servers.wait_until(lambda name=name: _live(PORTS[name]), f"the {name} service", 90)
+    config: dict[str, Any] = {
+        "env": environment(results_key),
+        "scanner_key": scanner_key,
+        "results_key": results_key,
+        "urls": {name: f"http://127.0.0.1:{PORTS[name]}" for name in ("ingestion", "results")},
+    }
+    config_path.write_text(json.dumps(config, indent=2) + "\n")
+    print(f"stack: up; review page {config['urls']['results']}/ (key in {config_path})")
+    return env
+
+
+def down() -> None:
+    for name in reversed(list(SERVICES)):
+        print(f"{name}: {'stopped' if servers.stop(name, STATE) else 'not running'}")
+    (STATE / "stack.json").unlink(missing_ok=True)
+    servers.main(["down", "--state", str(INFRA_STATE)])
+
+
+def status() -> None:
+    for name, state in servers.status(STATE).items():
+        print(f"{name}: {state}")
+    servers.main(["status", "--state", str(INFRA_STATE)])
+
+
+def main(argv: list[str]) -> int:
+    command = argv[0] if argv else "status"
+    try:
+        if command == "up":
+            up()
+        elif command == "down":
+            down()
+        elif command == "status":
+            status()
+        else:
+            print(__doc__)
+            return 2
+    except servers.InfraError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
