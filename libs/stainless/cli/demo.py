@@ -16,6 +16,7 @@ import json
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -86,25 +87,37 @@ def _upload_slide(
 
 def _process(
     settings: Settings, engine: Engine, bus: EventBus, stainer: CellStainer, slide_id: str
-) -> dict[str, int]:
-    """Relay and consume until the pipeline is idle; return the slide's events per topic."""
+) -> tuple[dict[str, int], dict[str, float]]:
+    """Relay and consume until the pipeline is idle.
+
+    Returns the slide's events per topic and the seconds each stage (relay, registration,
+    inference) spent handling them.
+    """
     task = create_celery(settings).tasks[PROCESS_FIELD_TASK]
-    consumers = [
-        registration_consumer(
-            bus, engine, lambda slide, index: task.delay(slide_id=slide, field_index=index).get()
-        ),
-        inference_consumer(bus, engine, stainer),
-    ]
     relay = OutboxRelay(engine, bus)
-    while relay.drain() + sum(consumer.poll_once() for consumer in consumers) > 0:
-        pass
+    stages: dict[str, Callable[[], int]] = {
+        "relay": relay.drain,
+        "registration": registration_consumer(
+            bus, engine, lambda slide, index: task.delay(slide_id=slide, field_index=index).get()
+        ).poll_once,
+        "inference": inference_consumer(bus, engine, stainer).poll_once,
+    }
+    seconds = dict.fromkeys(stages, 0.0)
+    busy = True
+    while busy:
+        busy = False
+        for name, step in stages.items():
+            started = time.perf_counter()
+            busy = step() > 0 or busy
+            seconds[name] += time.perf_counter() - started
     with Session(engine) as session:
         rows = session.exec(
             select(OutboxEvent.topic, func.count())
             .where(OutboxEvent.key == slide_id, col(OutboxEvent.published_at).is_not(None))
             .group_by(col(OutboxEvent.topic))
         ).all()
-    return {topic: int(count) for topic, count in sorted(rows)}
+    published = {topic: int(count) for topic, count in sorted(rows)}
+    return published, {name: round(value, 3) for name, value in seconds.items()}
 
 
 def _registration_report(engine: Engine, slide_id: str, entry: dict[str, Any]) -> dict[str, Any]:
@@ -193,9 +206,12 @@ def run_demo(
     )
 
     api = create_app(settings, engine=engine, ingestor=Ingestor(engine, store, settings.ingestion))
+    pipeline_started = time.perf_counter()
     with TestClient(api, headers={"X-API-Key": _scanner_key(engine)}) as client:
         slide_id = _upload_slide(client, store, entry, run_id)
-    published = _process(settings, engine, bus, stainer, slide_id)
+    upload_s = time.perf_counter() - pipeline_started
+    published, stage_seconds = _process(settings, engine, bus, stainer, slide_id)
+    pipeline_s = time.perf_counter() - pipeline_started
 
     (out / "phantom.png").write_bytes(store.get(f"{prefix}/slide_000/phantom.png"))
     classes = Counter(cell["class"] for field in entry["fields"] for cell in field["cells"])
@@ -234,6 +250,11 @@ def run_demo(
         "store": settings.store.backend.value,
         "bus": settings.bus.backend.value,
         "tasks": "eager" if settings.tasks.eager else "celery",
+        "seconds": {
+            "upload": round(upload_s, 3),
+            **stage_seconds,
+            "pipeline": round(pipeline_s, 3),
+        },
         "elapsed_s": round(time.perf_counter() - started, 2),
     }
     path = out / "summary.json"

@@ -140,6 +140,20 @@ def bench_confidence(
     emit("confidence", result, as_json)
 
 
+@bench_app.command("pipeline")
+def bench_pipeline(
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    fields: Annotated[int, typer.Option(min=1, help="Fields of the phantom slide.")] = 12,
+    model: Annotated[Path | None, typer.Option(help="Checkpoint to export and serve.")] = None,
+) -> None:
+    """Cells/s through the whole pipeline (embedded) beside inference alone on the same cells."""
+    from stainless.bench.pipeline import run_pipeline_bench
+
+    err.print(f"one phantom slide of {fields} fields through the pipeline, then inference alone")
+    result = run_pipeline_bench(checkpoint=model or _demo_checkpoint(), fields=fields)
+    emit("pipeline", result, as_json)
+
+
 @app.command("export")
 def export_command(
     checkpoint: Annotated[Path, typer.Option(help="Model-1 training checkpoint (checkpoint.pt).")],

@@ -86,3 +86,17 @@ def test_bench_cli_table_and_bad_size() -> None:
     assert "dic_recall" in done.stdout
     bad = runner.invoke(app, ["bench", "detection", "--fields", "1", "--width", "100"])
     assert bad.exit_code == 2
+
+
+@pytest.mark.slow
+def test_pipeline_bench_prints_its_json() -> None:
+    done = CliRunner().invoke(app, ["bench", "pipeline", "--json", "--fields", "2"])
+    assert done.exit_code == 0, done.output
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["cells"] > 0 and result["model_version"] == "mtmd-tiny/1"
+    for key in ("pipeline_cells_per_s", "inference_cells_per_s", "overhead_ratio", "peak_rss_mb"):
+        assert result[key] > 0, key
+    assert result["end_to_end_ratio"] == pytest.approx(
+        result["pipeline_cells_per_s"] / result["inference_cells_per_s"]
+    )
+    assert set(result["seconds"]) == {"upload", "relay", "registration", "inference", "pipeline"}

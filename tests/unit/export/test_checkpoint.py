@@ -23,7 +23,7 @@ def test_the_demo_model_exports_with_its_calibrated_threshold(tmp_path: Path) ->
 
 
 def test_what_cannot_be_exported_says_why(tmp_path: Path) -> None:
-    with pytest.raises(ExportError, match="config.yaml"):
+    with pytest.raises(ExportError, match=r"config\.yaml"):
         export_checkpoint(tmp_path / "missing.pt", tmp_path / "repo")
     copy = tmp_path / "model"
     copy.mkdir()

@@ -1,0 +1,99 @@
+"""Pipeline throughput on embedded defaults beside inference alone on the same cells.
+
+One phantom slide goes through the demo's pipeline (upload through the ingestion API,
+registration and cropping, the inference consumer, completion) in a temporary folder.
+Then the same cells' DIC crops go through the inference port alone, in micro-batches of
+the same size, in the same process:
+
+* ``pipeline_cells_per_s``: cells over the seconds from the first upload to completion;
+* ``inference_stage_cells_per_s``: cells over the seconds the inference consumer spent
+  (crops read, port called, PNGs stored, rows and events written);
+* ``inference_cells_per_s``: cells over the seconds of the port calls alone, in the
+  consumer's micro-batches (warmed up, median of three passes; the pipeline's figure
+  includes the model's first calls);
+* ``overhead_ratio`` = inference stage / inference alone (what the service wiring costs);
+* ``end_to_end_ratio`` = pipeline / inference alone (registration and cropping included);
+* ``peak_rss_mb``: peak resident memory of this process.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import resource
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sqlmodel import Session, select
+
+from stainless.cli.demo import run_demo
+from stainless.config import DatabaseSettings, InferenceSettings, Settings, StoreSettings
+from stainless.db.engine import create_db_engine
+from stainless.db.models import Cell
+from stainless.inference.local import LocalInference
+from stainless.ingest.images import decode, probe
+from stainless.models.inputs import dic_unit
+from stainless.storage.local import LocalObjectStore
+
+
+def run_pipeline_bench(*, checkpoint: Path, fields: int = 12, seed: int = 11) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        settings = Settings(
+            database=DatabaseSettings(url=f"sqlite:///{root / 'stainless.db'}"),
+            store=StoreSettings(root=root / "store"),
+            inference=InferenceSettings(model_repository=str(root / "models")),
+        )
+        summary_path, slide_id = run_demo(
+            settings, out=root / "demo", fields=fields, seed=seed, checkpoint=checkpoint
+        )
+        summary = json.loads(summary_path.read_text())
+        store = LocalObjectStore(root / "store")
+        engine = create_db_engine(settings.database)
+        with Session(engine) as session:
+            cells = session.exec(select(Cell).where(Cell.slide_id == slide_id)).all()
+        engine.dispose()
+        inference = LocalInference(root / "models")
+        size, batch = inference.manifest.image_size, settings.inference.max_batch
+        by_field: dict[int, list[np.ndarray]] = defaultdict(list)
+        for cell in cells:
+            stream = io.BytesIO(store.get(cell.dic_crop_key or ""))
+            by_field[cell.field_index].append(dic_unit(decode(stream, probe(stream)), size))
+        # The consumer's micro-batches: one event per field, at most max_batch cells each.
+        batches = [
+            np.stack(crops[i : i + batch])
+            for crops in by_field.values()
+            for i in range(0, len(crops), batch)
+        ]
+        inference.infer(batches[0])  # TorchScript optimises on its first calls
+        inference.infer(batches[0])
+        repeats = []
+        for _ in range(3):
+            started = time.perf_counter()
+            for chunk in batches:
+                inference.infer(chunk)
+            repeats.append(time.perf_counter() - started)
+        inference_s = float(np.median(repeats))
+    count = sum(len(b) for b in batches)
+    if count == 0:
+        raise RuntimeError("the phantom slide gave no cells: try more fields")
+    seconds = summary["seconds"]
+    pipeline = count / seconds["pipeline"]
+    stage = count / seconds["inference"]
+    alone = count / inference_s
+    return {
+        "cells": count,
+        "fields": fields,
+        "model_version": summary["model_version"],
+        "pipeline_cells_per_s": pipeline,
+        "inference_stage_cells_per_s": stage,
+        "inference_cells_per_s": alone,
+        "overhead_ratio": stage / alone,
+        "end_to_end_ratio": pipeline / alone,
+        "seconds": seconds,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
