@@ -138,6 +138,12 @@ class InferenceSettings(_Block):
         default="stain_confidence", description="Served model called once per micro-batch."
     )
     max_batch: int = Field(default=16, ge=1, description="Most cells in one inference request.")
+    max_events: int = Field(
+        default=16, ge=1, description="Most cells.cropped events gathered into one round."
+    )
+    max_wait_s: float = Field(
+        default=0.2, ge=0, description="Longest wait for more events once one has arrived."
+    )
     review_threshold: float | None = Field(
         default=None,
         ge=0,

@@ -25,6 +25,7 @@ from stainless.events import (
     create_bus,
     decode_envelope,
 )
+from stainless.events.bus import Batching
 from stainless.events.idempotency import IdempotentHandler
 
 pytestmark = pytest.mark.integration
@@ -213,3 +214,32 @@ def test_consumer_killed_before_commit_gets_the_event_again_without_duplicates(
     finally:
         consumer.close()
     assert again == []
+
+
+def test_a_batching_consumer_commits_what_it_gathered(bus: EventBus) -> None:
+    sent = [_event("s1", i) for i in range(5)]
+    for envelope in sent:
+        bus.publish(envelope)
+    batches: list[list[Envelope]] = []
+    consumer = bus.consumer(
+        group="batches",
+        topics=["fields.ingested"],
+        handler=lambda e: batches.append([e]),
+        batching=Batching(batches.append, max_messages=3, max_wait_s=0.5),
+    )
+    try:
+        _poll_until(consumer, lambda: sum(len(b) for b in batches) == len(sent))
+    finally:
+        consumer.close()
+    assert max(len(b) for b in batches) <= 3 and len(batches) >= 2
+    assert sorted(e.event_id for b in batches for e in b) == sorted(e.event_id for e in sent)
+    later = _event("s1", 5)
+    bus.publish(later)
+    again: list[Envelope] = []
+    consumer = bus.consumer(group="batches", topics=["fields.ingested"], handler=again.append)
+    try:
+        _poll_until(consumer, lambda: len(again) == 1)
+        consumer.poll_once(timeout_s=1.0)
+    finally:
+        consumer.close()
+    assert again == [later]  # the gathered events were committed

@@ -5,6 +5,11 @@ exception it retries with backoff up to ``max_attempts`` times, then publishes a
 :class:`~stainless.events.contracts.DeadLetter` to ``<topic>.dlq`` and moves on.
 Bytes that are not a valid event go to the DLQ at once. The position of the
 group advances only after the handler succeeded or the DLQ took the message.
+
+A consumer may also gather messages (:class:`Batching`: at most ``max_messages``,
+waiting at most ``max_wait_s`` for more) and hand them to a batch handler at once;
+when the batch fails, each message is handled alone by the rules above, so one bad
+message still reaches the DLQ alone and the others are handled.
 """
 
 from __future__ import annotations
@@ -30,6 +35,24 @@ from stainless.events.contracts import (
 log = structlog.get_logger(__name__)
 
 Handler = Callable[[Envelope], None]
+BatchHandler = Callable[[list[Envelope]], None]
+
+
+@dataclass(frozen=True)
+class Batching:
+    """Gather up to ``max_messages`` messages, waiting at most ``max_wait_s`` for more."""
+
+    handler: BatchHandler
+    max_messages: int = 16
+    max_wait_s: float = 0.2
+
+    def __post_init__(self) -> None:
+        if self.max_messages < 1 or self.max_wait_s < 0:
+            raise ValueError(
+                f"need max_messages >= 1 and max_wait_s >= 0, got {self.max_messages}, "
+                f"{self.max_wait_s}"
+            )
+
 
 EVENTS_HANDLED = Counter(
     "stainless_events_handled_total", "Events handled by a consumer", ["group", "topic", "outcome"]
@@ -57,7 +80,16 @@ class EventBus(Protocol):
         """Publish already-encoded bytes (the outbox relay's path)."""
         ...
 
-    def consumer(self, *, group: str, topics: Sequence[str], handler: Handler) -> Consumer: ...
+    def consumer(
+        self,
+        *,
+        group: str,
+        topics: Sequence[str],
+        handler: Handler,
+        batching: Batching | None = None,
+    ) -> Consumer:
+        """A consumer of ``topics`` in ``group``; with ``batching`` it gathers messages."""
+        ...
 
     def close(self) -> None: ...
 
@@ -103,14 +135,43 @@ class Dispatcher:
 
     def dispatch(self, topic: str, raw: bytes) -> bool:
         """Handle one message; True if handled, False if it went to the DLQ."""
+        envelope = self._decode(topic, raw)
+        return envelope is not None and self._handle(topic, envelope)
+
+    def dispatch_batch(self, batch: BatchHandler, items: Sequence[tuple[str, bytes]]) -> None:
+        """Handle ``items`` with one call of ``batch``; if it fails, each message alone."""
+        decoded = [(topic, self._decode(topic, raw)) for topic, raw in items]
+        envelopes = [(topic, e) for topic, e in decoded if e is not None]
+        if not envelopes:
+            return
         try:
-            envelope = decode_envelope(raw, topic=topic)
+            batch([e for _, e in envelopes])
+        except HandlerInterrupted:
+            raise
+        except Exception as exc:  # noqa: BLE001 - fall back to the per-message rules
+            log.warning(
+                "batch failed, handling its events one by one",
+                group=self._group,
+                events=len(envelopes),
+                error=f"{type(exc).__name__}: {exc}",
+            )
+            for topic, envelope in envelopes:
+                self._handle(topic, envelope)
+        else:
+            for topic, _ in envelopes:
+                EVENTS_HANDLED.labels(self._group, topic, "ok").inc()
+
+    def _decode(self, topic: str, raw: bytes) -> Envelope | None:
+        try:
+            return decode_envelope(raw, topic=topic)
         except EventDecodeError as exc:
             log.warning(
                 "undecodable event sent to DLQ", topic=topic, group=self._group, error=str(exc)
             )
             self._dead_letter(raw, topic, str(exc), attempts=0)
-            return False
+            return None
+
+    def _handle(self, topic: str, envelope: Envelope) -> bool:
         for attempt in range(1, self._policy.max_attempts + 1):
             try:
                 self._handler(envelope)
@@ -181,20 +242,29 @@ class InMemoryBus:
         with self._lock:
             return list(self._log.get(self._prefix + topic, []))
 
-    def consumer(self, *, group: str, topics: Sequence[str], handler: Handler) -> InMemoryConsumer:
+    def consumer(
+        self,
+        *,
+        group: str,
+        topics: Sequence[str],
+        handler: Handler,
+        batching: Batching | None = None,
+    ) -> InMemoryConsumer:
         dispatcher = Dispatcher(
             group=group, handler=handler, policy=self._policy, send_dead_letter=self.publish
         )
-        return InMemoryConsumer(self, group, list(topics), dispatcher)
+        return InMemoryConsumer(self, group, list(topics), dispatcher, batching)
 
-    def _next(self, group: str, topics: Sequence[str]) -> tuple[str, bytes] | None:
+    def _pending(self, group: str, topics: Sequence[str], limit: int) -> list[tuple[str, bytes]]:
+        """Up to ``limit`` messages the group has not yet consumed, topic by topic."""
+        items: list[tuple[str, bytes]] = []
         with self._lock:
             for topic in topics:
                 name = self._prefix + topic
                 position = self._positions[(group, name)]
-                if position < len(self._log[name]):
-                    return topic, self._log[name][position][1]
-            return None
+                for _, raw in self._log[name][position : position + limit - len(items)]:
+                    items.append((topic, raw))
+        return items
 
     def _advance(self, group: str, topic: str) -> None:
         with self._lock:
@@ -210,23 +280,44 @@ class InMemoryBus:
 
 class InMemoryConsumer:
     def __init__(
-        self, bus: InMemoryBus, group: str, topics: list[str], dispatcher: Dispatcher
+        self,
+        bus: InMemoryBus,
+        group: str,
+        topics: list[str],
+        dispatcher: Dispatcher,
+        batching: Batching | None = None,
     ) -> None:
         self._bus = bus
         self._group = group
         self._topics = topics
         self._dispatcher = dispatcher
+        self._batching = batching
 
     def poll_once(self, timeout_s: float = 0.0) -> int:
         handled = 0
-        while (item := self._bus._next(self._group, self._topics)) is not None:
-            topic, raw = item
-            self._dispatcher.dispatch(topic, raw)
-            self._bus._advance(self._group, topic)
-            handled += 1
+        while items := self._gather():
+            if self._batching is None:
+                topic, raw = items[0]
+                self._dispatcher.dispatch(topic, raw)
+            else:
+                self._dispatcher.dispatch_batch(self._batching.handler, items)
+            for topic, _ in items:
+                self._bus._advance(self._group, topic)
+            handled += len(items)
         if handled == 0 and timeout_s > 0:
             self._bus._wait(timeout_s)
         return handled
+
+    def _gather(self) -> list[tuple[str, bytes]]:
+        if self._batching is None:
+            return self._bus._pending(self._group, self._topics, 1)
+        limit, wait = self._batching.max_messages, self._batching.max_wait_s
+        items = self._bus._pending(self._group, self._topics, limit)
+        deadline = time.monotonic() + wait
+        while items and len(items) < limit and (left := deadline - time.monotonic()) > 0:
+            self._bus._wait(left)
+            items = self._bus._pending(self._group, self._topics, limit)
+        return items
 
     def run(self, stop: threading.Event) -> None:
         while not stop.is_set():
@@ -237,6 +328,8 @@ class InMemoryConsumer:
 
 
 __all__ = [
+    "BatchHandler",
+    "Batching",
     "Consumer",
     "Dispatcher",
     "EventBus",

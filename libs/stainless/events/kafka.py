@@ -11,16 +11,17 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from collections.abc import Iterable, Sequence
 
 import structlog
 from kafka import KafkaConsumer, KafkaProducer
 from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.errors import CommitFailedError, TopicAlreadyExistsError
-from kafka.structs import OffsetAndMetadata
+from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from stainless.config import BusSettings
-from stainless.events.bus import Dispatcher, Handler, RetryPolicy, unprefixed
+from stainless.events.bus import Batching, Dispatcher, Handler, RetryPolicy, unprefixed
 from stainless.events.contracts import Envelope
 
 log = structlog.get_logger(__name__)
@@ -74,7 +75,12 @@ class KafkaBus:
         future.get(timeout=self._settings.request_timeout_s)
 
     def consumer(
-        self, *, group: str, topics: Sequence[str], handler: Handler
+        self,
+        *,
+        group: str,
+        topics: Sequence[str],
+        handler: Handler,
+        batching: Batching | None = None,
     ) -> KafkaEventConsumer:
         dispatcher = Dispatcher(
             group=group, handler=handler, policy=self._policy, send_dead_letter=self.publish
@@ -90,7 +96,7 @@ class KafkaBus:
             heartbeat_interval_ms=self._settings.heartbeat_interval_ms,
             max_poll_records=50,
         )
-        return KafkaEventConsumer(client, dispatcher, self.prefix)
+        return KafkaEventConsumer(client, dispatcher, self.prefix, batching)
 
     def close(self) -> None:
         with self._lock:
@@ -100,32 +106,60 @@ class KafkaBus:
 
 
 class KafkaEventConsumer:
-    def __init__(self, client: KafkaConsumer, dispatcher: Dispatcher, prefix: str) -> None:
+    def __init__(
+        self,
+        client: KafkaConsumer,
+        dispatcher: Dispatcher,
+        prefix: str,
+        batching: Batching | None = None,
+    ) -> None:
         self._client = client
         self._dispatcher = dispatcher
         self._prefix = prefix
+        self._batching = batching
 
     def poll_once(self, timeout_s: float = 1.0) -> int:
+        if self._batching is not None:
+            return self._poll_batch(timeout_s)
         batches = self._client.poll(timeout_ms=int(timeout_s * 1000))
         handled = 0
         for partition, records in batches.items():
             for record in records:
                 topic = unprefixed(record.topic, self._prefix)
                 self._dispatcher.dispatch(topic, record.value)
-                try:
-                    self._client.commit({partition: OffsetAndMetadata(record.offset + 1, "", -1)})
-                except CommitFailedError as exc:
-                    # The partition moved to another member during a rebalance: it will get
-                    # the uncommitted records again, and the handlers are idempotent.
-                    log.warning(
-                        "commit failed after rebalance",
-                        partition=str(partition),
-                        offset=record.offset,
-                        error=str(exc),
-                    )
+                if not self._commit({partition: OffsetAndMetadata(record.offset + 1, "", -1)}):
                     return handled
                 handled += 1
         return handled
+
+    def _poll_batch(self, timeout_s: float) -> int:
+        """Gather up to ``max_messages`` records (waiting ``max_wait_s`` once one arrived)."""
+        assert self._batching is not None
+        limit = self._batching.max_messages
+        records = [r for rs in self._client.poll(int(timeout_s * 1000), limit).values() for r in rs]
+        deadline = time.monotonic() + self._batching.max_wait_s
+        while records and len(records) < limit and (left := deadline - time.monotonic()) > 0:
+            more = self._client.poll(int(left * 1000), limit - len(records))
+            records += [r for rs in more.values() for r in rs]
+        if not records:
+            return 0
+        items = [(unprefixed(r.topic, self._prefix), r.value) for r in records]
+        self._dispatcher.dispatch_batch(self._batching.handler, items)
+        offsets: dict[TopicPartition, OffsetAndMetadata] = {}
+        for record in records:
+            partition = TopicPartition(record.topic, record.partition)
+            offsets[partition] = OffsetAndMetadata(record.offset + 1, "", -1)
+        return len(records) if self._commit(offsets) else 0
+
+    def _commit(self, offsets: dict[TopicPartition, OffsetAndMetadata]) -> bool:
+        try:
+            self._client.commit(offsets)
+        except CommitFailedError as exc:
+            # The partition moved to another member during a rebalance: it will get
+            # the uncommitted records again, and the handlers are idempotent.
+            log.warning("commit failed after rebalance", offsets=str(offsets), error=str(exc))
+            return False
+        return True
 
     def run(self, stop: threading.Event) -> None:
         while not stop.is_set():

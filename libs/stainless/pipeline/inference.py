@@ -1,12 +1,14 @@
 """``cells.cropped`` → stained crops, heat maps, predictions; ``slides.completed`` at the end.
 
-One event carries the cells of one field. The stainer loads their DIC crops, asks the
-inference port in micro-batches of at most ``max_batch`` cells (one round trip each),
-stores the stained crop and the heat map as PNG, writes one prediction row per cell and
-model version, flags cells for expert review (δ under the calibrated threshold, or a
-pathological class) and announces ``cells.stained``; all rows and the event commit in
-the transaction of the processed-event marker. A cell that already has a prediction of
-this model version is skipped, so a redelivery changes nothing.
+One event carries the cells of one field. The consumer gathers events (at most
+``max_events``, waiting at most ``max_wait_s`` for more) and the stainer loads their
+cells' DIC crops, asks the inference port in micro-batches of at most ``max_batch``
+cells (one round trip each), stores the stained crop and the heat map as PNG, writes one
+prediction row per cell and model version, flags cells for expert review (δ under the
+calibrated threshold, or a pathological class) and announces ``cells.stained`` per
+slide; all rows and events commit in one transaction with the processed-event markers.
+A cell that already has a prediction of this model version is skipped, so a
+redelivery changes nothing.
 
 When the inference server is unavailable the stainer waits with doubling backoff and
 tries again, without limit, until the server answers or the process is told to stop
@@ -51,8 +53,8 @@ from stainless.events import (
     SlideUploaded,
     Topic,
 )
-from stainless.events.bus import HandlerInterrupted
-from stainless.events.idempotency import IdempotentHandler
+from stainless.events.bus import Batching, HandlerInterrupted
+from stainless.events.idempotency import IdempotentBatchHandler
 from stainless.events.outbox import add_event
 from stainless.imaging.codecs import encode_png
 from stainless.inference.port import CellOutput, InferencePort, InferenceUnavailable
@@ -115,38 +117,45 @@ class CellStainer:
         return self._version
 
     @property
+    def settings(self) -> InferenceSettings:
+        return self._settings
+
+    @property
     def review_threshold(self) -> float:
         return self._threshold
 
     def stain(self, session: Session, slide_id: str, cell_ids: Sequence[str]) -> list[str]:
         """Predict every cell of ``cell_ids`` not yet predicted; return the new ones' ids."""
-        cells = self._cells(session, slide_id, cell_ids)
+        return self.stain_many(session, [(slide_id, cell_ids)]).get(slide_id, [])
+
+    def stain_many(
+        self, session: Session, requests: Sequence[tuple[str, Sequence[str]]]
+    ) -> dict[str, list[str]]:
+        """:meth:`stain` for cells of several events, batched together; new ids per slide."""
+        cells: dict[str, Cell] = {}
+        for slide_id, cell_ids in requests:
+            cells.update((c.id, c) for c in self._cells(session, slide_id, cell_ids))
         done = set(
             session.exec(
                 select(Prediction.cell_id).where(
-                    col(Prediction.cell_id).in_([c.id for c in cells]),
+                    col(Prediction.cell_id).in_(list(cells)),
                     Prediction.model_version == self._version,
                 )
             ).all()
         )
-        todo = [c for c in cells if c.id not in done]
+        todo = [c for c in cells.values() if c.id not in done]
         size = self._inference.manifest.image_size
-        stained: list[str] = []
+        stained: dict[str, list[str]] = {}
         for start in range(0, len(todo), self._settings.max_batch):
             chunk = todo[start : start + self._settings.max_batch]
             batch = np.stack([dic_unit(self._crop(c), size) for c in chunk])
             outputs = self._infer(batch)
             for cell, output in zip(chunk, outputs, strict=True):
                 session.add(self._record(cell, output))
-                stained.append(cell.id)
-        if stained:
-            add_event(
-                session,
-                Envelope.wrap(
-                    CellsStained(slide_id=slide_id, model_version=self._version, cell_ids=stained),
-                    key=slide_id,
-                ),
-            )
+                stained.setdefault(cell.slide_id, []).append(cell.id)
+        for slide_id, ids in stained.items():
+            payload = CellsStained(slide_id=slide_id, model_version=self._version, cell_ids=ids)
+            add_event(session, Envelope.wrap(payload, key=slide_id))
         return stained
 
     def _cells(self, session: Session, slide_id: str, cell_ids: Sequence[str]) -> list[Cell]:
@@ -267,26 +276,37 @@ class InferenceHandler:
     def __init__(self, stainer: CellStainer) -> None:
         self._stainer = stainer
 
-    def __call__(self, session: Session, envelope: Envelope) -> None:
-        if envelope.topic == Topic.CELLS_CROPPED:
-            cropped = envelope.parsed(CellsCropped)
-            slide_id = cropped.slide_id
-            stained = self._stainer.stain(session, slide_id, cropped.cell_ids)
-            log.info(
-                "cells stained",
-                slide_id=slide_id,
-                field_index=cropped.field_index,
-                cells=len(stained),
-            )
-        else:
-            slide_id = envelope.parsed(SlideUploaded).slide_id
+    def __call__(self, session: Session, envelopes: list[Envelope]) -> None:
+        slides: list[str] = []
+        requests: list[tuple[str, list[str]]] = []
+        for envelope in envelopes:
+            if envelope.topic == Topic.CELLS_CROPPED:
+                cropped = envelope.parsed(CellsCropped)
+                requests.append((cropped.slide_id, cropped.cell_ids))
+                slide_id = cropped.slide_id
+            else:
+                slide_id = envelope.parsed(SlideUploaded).slide_id
+            if slide_id not in slides:
+                slides.append(slide_id)
+        stained = self._stainer.stain_many(session, requests)
+        log.info(
+            "cells stained",
+            events=len(envelopes),
+            cells={slide: len(ids) for slide, ids in stained.items()},
+        )
         session.flush()
-        complete_if_done(session, slide_id, self._stainer.model_version)
+        for slide_id in slides:
+            complete_if_done(session, slide_id, self._stainer.model_version)
 
 
 def inference_consumer(bus: EventBus, engine: Engine, stainer: CellStainer) -> Consumer:
+    """The consumer group of the inference service, gathering events as its settings say."""
+    settings = stainer.settings
     group = ConsumerGroup.INFERENCE
-    handler = IdempotentHandler(engine, group, InferenceHandler(stainer))
+    handler = IdempotentBatchHandler(engine, group, InferenceHandler(stainer))
     return bus.consumer(
-        group=group, topics=[Topic.CELLS_CROPPED, Topic.SLIDES_UPLOADED], handler=handler
+        group=group,
+        topics=[Topic.CELLS_CROPPED, Topic.SLIDES_UPLOADED],
+        handler=handler.single,
+        batching=Batching(handler, settings.max_events, settings.max_wait_s),
     )

@@ -3,6 +3,7 @@ from __future__ import annotations
 import pytest
 
 from stainless.events import Envelope, FieldIngested, InMemoryBus, RetryPolicy, decode_envelope
+from stainless.events.bus import Batching
 
 
 def _event(slide: str, index: int = 0) -> Envelope:
@@ -83,3 +84,49 @@ def test_undecodable_bytes_go_to_the_dlq_without_calling_the_handler(bus: InMemo
     assert len(handled) == 1
     [(_, raw)] = bus.messages("fields.ingested.dlq")
     assert "truncated" in decode_envelope(raw).payload["error"]
+
+
+def test_a_batching_consumer_gathers_up_to_its_limit(bus: InMemoryBus) -> None:
+    events = [_event("s1", i) for i in range(5)]
+    for event in events:
+        bus.publish(event)
+    batches: list[list[Envelope]] = []
+    consumer = bus.consumer(
+        group="g",
+        topics=["fields.ingested"],
+        handler=lambda e: batches.append([e]),
+        batching=Batching(batches.append, max_messages=2, max_wait_s=0.0),
+    )
+    assert consumer.poll_once() == 5
+    assert [len(b) for b in batches] == [2, 2, 1]
+    assert [e for b in batches for e in b] == events
+    assert consumer.poll_once() == 0
+
+
+def test_a_failing_batch_is_handled_event_by_event(bus: InMemoryBus) -> None:
+    good, bad = _event("s1", 0), _event("s1", 1)
+    bus.publish(good)
+    bus.publish(bad)
+    singles: list[Envelope] = []
+
+    def single(envelope: Envelope) -> None:
+        if envelope.event_id == bad.event_id:
+            raise ValueError("bad event")
+        singles.append(envelope)
+
+    def batch(envelopes: list[Envelope]) -> None:
+        for envelope in envelopes:
+            single(envelope)
+
+    consumer = bus.consumer(
+        group="g", topics=["fields.ingested"], handler=single, batching=Batching(batch)
+    )
+    assert consumer.poll_once() == 2
+    assert singles == [good, good]  # once in the failed batch, once alone
+    (letter,) = bus.messages("fields.ingested.dlq")
+    assert "bad event" in decode_envelope(letter[1], topic="fields.ingested.dlq").payload["error"]
+
+
+def test_batching_needs_sane_bounds() -> None:
+    with pytest.raises(ValueError, match="max_messages"):
+        Batching(print, max_messages=0)

@@ -272,3 +272,25 @@ def test_a_missing_crop_is_dead_lettered_with_its_cause(
     with Session(world.engine) as session:
         assert session.exec(select(Prediction)).all() == []
         assert _events(world.engine, Topic.CELLS_STAINED) == []
+
+
+def test_events_gathered_together_share_one_round_trip(
+    tmp_path: Path, sqlite_url: str, exported_repo: Path
+) -> None:
+    world = _world(tmp_path, sqlite_url)
+    counting = Flaky(LocalInference(exported_repo), failures=0)
+    bus = InMemoryBus()
+    settings = InferenceSettings(max_batch=16, max_events=8, max_wait_s=0.0)
+    consumer = inference_consumer(
+        bus, world.engine, CellStainer(store=world.store, inference=counting, settings=settings)
+    )
+    _upload_complete(world, bus)
+    first = _crop_field(world, 0, bus)
+    _crop_field(world, 1, bus)
+    bus.publish(first)  # a redelivery inside the same gathering
+    assert consumer.poll_once() == 4
+    assert counting.calls == 1  # six cells of two fields in one request
+    with Session(world.engine) as session:
+        assert len(session.exec(select(Prediction)).all()) == 6
+        assert session.get(Slide, world.slide_id).status is SlideStatus.COMPLETED  # type: ignore[union-attr]
+    assert len(_events(world.engine, Topic.SLIDES_COMPLETED)) == 1
