@@ -1,0 +1,228 @@
+"""The dataset snapshot: a frozen list of cells (object keys, label, source) under its hash.
+
+A snapshot is JSON at ``datasets/<name>/<content_hash>.json``. The content hash is
+the SHA-256 of the canonical JSON (sorted keys, no whitespace) of ``classes`` and
+``items`` only, so the same cells give the same key whatever the snapshot's name
+date or description, and any edit to the cells shows as a hash that no longer
+matches its key. Readers call :func:`read_manifest`, which checks exactly that.
+
+Each item names the objects of one cell:
+
+- ``dic``: the DIC crop, a 16-bit grayscale PNG (required);
+- ``bf``: the brightfield crop registered onto the DIC crop, an 8-bit RGB PNG
+  (``None`` when the cell has no pair);
+- ``mask``: a 4-class mask PNG (0 background, 1 red cell, 2 cytoplasm, 3 nucleus),
+  ``None`` when unknown;
+- ``label``: a :class:`~stainless.imaging.phantom.CellClass` code, ``None`` when unknown.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
+
+from stainless.imaging.phantom import CellClass
+from stainless.storage import ObjectNotFoundError, ObjectStore, validate_key
+
+__all__ = [
+    "CLASSES",
+    "MANIFEST_VERSION",
+    "DatasetError",
+    "DatasetItem",
+    "DatasetManifest",
+    "check_name",
+    "content_hash",
+    "dataset_prefix",
+    "manifest_key",
+    "read_manifest",
+    "write_manifest",
+]
+
+MANIFEST_VERSION = 1
+CLASSES: tuple[str, ...] = tuple(c.value for c in CellClass)
+"""Every cell class in :class:`CellClass` order (a label's index is its position here)."""
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+_HASH = re.compile(r"^[0-9a-f]{64}$")
+
+
+class DatasetError(ValueError):
+    """A snapshot that cannot be built, written or read; the message says why."""
+
+
+def check_name(name: str) -> str:
+    """A dataset name: 1–100 of ``A-Za-z0-9._-``, starting with a letter or digit."""
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise DatasetError(
+            f"invalid dataset name {name!r}: use 1-100 of A-Za-z0-9._- "
+            "starting with a letter or digit"
+        )
+    return name
+
+
+def dataset_prefix(name: str) -> str:
+    """``datasets/<name>/``: where the snapshots and imported objects of a dataset live."""
+    return f"datasets/{check_name(name)}/"
+
+
+class DatasetItem(BaseModel):
+    """One cell of a snapshot: object keys of its crops, its label and where it came from."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: str
+    dic: str
+    bf: str | None = None
+    mask: str | None = None
+    label: str | None = None
+    source: str
+    slide_id: str | None = None
+
+    @field_validator("id", "source")
+    @classmethod
+    def _not_empty(cls, value: str) -> str:
+        if not value:
+            raise ValueError("must not be empty")
+        return value
+
+    @field_validator("dic", "bf", "mask")
+    @classmethod
+    def _key(cls, value: str | None) -> str | None:
+        return None if value is None else validate_key(value)
+
+    @field_validator("label")
+    @classmethod
+    def _label(cls, value: str | None) -> str | None:
+        if value is not None and value not in CLASSES:
+            raise ValueError(f"label {value!r} is not a cell class ({', '.join(CLASSES)})")
+        return value
+
+
+class DatasetManifest(BaseModel):
+    """A snapshot: its name and date, the class order and the items (see the module docstring)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    version: int = MANIFEST_VERSION
+    name: str
+    created_at: datetime
+    classes: tuple[str, ...] = CLASSES
+    items: tuple[DatasetItem, ...]
+    description: str = ""
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        try:
+            return check_name(value)
+        except DatasetError as exc:
+            raise ValueError(str(exc)) from None
+
+    @field_validator("version")
+    @classmethod
+    def _version(cls, value: int) -> int:
+        if value != MANIFEST_VERSION:
+            raise ValueError(f"unsupported manifest version {value} (this code reads 1)")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> DatasetManifest:
+        if len(set(self.classes)) != len(self.classes):
+            raise ValueError("classes must be distinct")
+        ids: set[str] = set()
+        for item in self.items:
+            if item.id in ids:
+                raise ValueError(f"item id {item.id!r} appears twice")
+            ids.add(item.id)
+            if item.label is not None and item.label not in self.classes:
+                raise ValueError(f"item {item.id!r} has label {item.label!r} outside classes")
+        return self
+
+    @property
+    def content_hash(self) -> str:
+        """SHA-256 hex of the canonical JSON of ``classes`` and ``items``."""
+        return content_hash(self.classes, self.items)
+
+    @property
+    def key(self) -> str:
+        """The object key this snapshot is (or would be) stored under."""
+        return manifest_key(self.name, self.content_hash)
+
+    def label_index(self, item: DatasetItem) -> int:
+        """The item's class index in ``classes``; -1 when it has no label."""
+        return -1 if item.label is None else self.classes.index(item.label)
+
+
+def _canonical(data: Any) -> bytes:
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def content_hash(classes: tuple[str, ...], items: tuple[DatasetItem, ...]) -> str:
+    payload = {"classes": list(classes), "items": [item.model_dump(mode="json") for item in items]}
+    return hashlib.sha256(_canonical(payload)).hexdigest()
+
+
+def manifest_key(name: str, digest: str) -> str:
+    return f"{dataset_prefix(name)}{digest}.json"
+
+
+def write_manifest(store: ObjectStore, manifest: DatasetManifest) -> str:
+    """Store the snapshot under ``datasets/<name>/<hash>.json`` and return that key.
+
+    Raises:
+        DatasetError: the snapshot has no items.
+    """
+    if not manifest.items:
+        raise DatasetError(f"dataset {manifest.name!r} has no items: nothing to snapshot")
+    key = manifest.key
+    body = json.dumps(manifest.model_dump(mode="json"), indent=1, sort_keys=True).encode()
+    store.put(key, body, content_type="application/json")
+    return key
+
+
+def read_manifest(store: ObjectStore, key: str) -> DatasetManifest:
+    """The snapshot under ``key``, checked against the hash its key carries.
+
+    Raises:
+        DatasetError: no snapshot under the key, a key that is not a snapshot's, an
+            unreadable or empty snapshot, or content that no longer matches its hash.
+    """
+    parts = key.split("/")
+    stem = parts[-1].removesuffix(".json")
+    if len(parts) != 3 or parts[0] != "datasets" or not parts[-1].endswith(".json"):
+        raise DatasetError(f"{key!r} is not a snapshot key (datasets/<name>/<sha256>.json)")
+    if not _HASH.match(stem):
+        raise DatasetError(f"{key!r} does not end in a SHA-256 hash: not a snapshot key")
+    try:
+        raw = store.get(key)
+    except ObjectNotFoundError:
+        raise DatasetError(f"no snapshot under {key!r}") from None
+    try:
+        data = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DatasetError(f"snapshot {key!r} is not JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise DatasetError(f"snapshot {key!r} is not a JSON object")
+    if not data.get("items"):
+        raise DatasetError(f"snapshot {key!r} has no items")
+    try:
+        manifest = DatasetManifest.model_validate(data)
+    except ValidationError as exc:
+        reasons = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise DatasetError(f"snapshot {key!r} is not a valid manifest: {reasons}") from None
+    actual = manifest.content_hash
+    if actual != stem:
+        raise DatasetError(
+            f"snapshot {key!r} does not match its hash: its content hashes to {actual} "
+            "(it was modified after it was written)"
+        )
+    if manifest.name != parts[1]:
+        raise DatasetError(
+            f"snapshot {key!r} names dataset {manifest.name!r}, not {parts[1]!r} as its key says"
+        )
+    return manifest
