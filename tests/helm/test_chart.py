@@ -7,6 +7,7 @@ resources of KEDA, KubeRay, CloudNativePG, MinIO and Strimzi are skipped by name
 
 from __future__ import annotations
 
+import re
 import string
 import subprocess
 from collections.abc import Callable, Iterator
@@ -418,6 +419,9 @@ def test_network_policies_admit_only_the_callers(
     for consumer in ("registration", "relay", "inference"):
         for rule in _by_name(docs, "NetworkPolicy", consumer)["spec"].get("ingress", []):
             assert rule.get("from"), f"{consumer} admits anyone"
+    ray = _by_name(docs, "NetworkPolicy", "training")["spec"]["ingress"]
+    assert ray[0] == {"from": [{"podSelector": {}}]}  # the namespace: KubeRay's submitter
+    assert ray[1]["ports"] == [{"port": 8265, "protocol": "TCP"}]  # the operator: dashboard
     if _values(profile)["networkPolicy"]["egress"]["restrict"]:
         assert _by_name(docs, "NetworkPolicy", "egress")["spec"]["policyTypes"] == ["Egress"]
 
@@ -471,3 +475,32 @@ def test_production_takes_its_secrets_from_an_existing_secret(
                 if "valueFrom" in e
             ]
             assert set(refs + env) == {"stainless-secrets"}
+
+
+def test_every_value_is_documented() -> None:
+    """helm-docs style: every leaf value has a `# --` comment, on itself or on a parent."""
+    lines = (CHART / "values.yaml").read_text().splitlines()
+    key = re.compile(r"^(\s*)([A-Za-z_][\w.-]*):(.*)$")
+    significant = [
+        i for i, line in enumerate(lines) if line.strip() and not line.lstrip().startswith("#")
+    ]
+    stack: list[tuple[int, bool]] = []
+    undocumented = []
+    for position, index in enumerate(significant):
+        match = key.match(lines[index])
+        if not match:
+            continue  # list items and flow values belong to the key above
+        indent, name, rest = len(match.group(1)), match.group(2), match.group(3).strip()
+        while stack and stack[-1][0] >= indent:
+            stack.pop()
+        above = lines[index - 1].strip() if index else ""
+        documented = above.startswith("# --") or any(doc for _, doc in stack)
+        following = significant[position + 1] if position + 1 < len(significant) else None
+        nested = following is not None and (
+            len(lines[following]) - len(lines[following].lstrip()) > indent
+        )
+        is_parent = not rest and nested and key.match(lines[following] or "") is not None
+        if not is_parent and not documented:
+            undocumented.append(f"line {index + 1}: {name}")
+        stack.append((indent, above.startswith("# --")))
+    assert not undocumented, undocumented
