@@ -1,0 +1,280 @@
+"""``stainless dataset``: snapshot the reviewed cells, import outside crops, show a snapshot.
+
+Every command works on the configured database and object store (``STAINLESS_*``
+settings). A command that writes a snapshot prints its key on stdout (the only
+line there, so scripts can capture it) and its summary on stderr. Bad input exits 2
+with a one-line reason.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+if TYPE_CHECKING:
+    from stainless.config import Settings
+    from stainless.datasets.importers import ImportReport
+    from stainless.datasets.manifest import DatasetManifest
+    from stainless.storage import ObjectStore
+
+dataset_app = typer.Typer(
+    pretty_exceptions_enable=False,
+    help="Dataset snapshots for retraining: from reviewed cells, imported crops or phantoms.",
+    no_args_is_help=True,
+)
+import_app = typer.Typer(
+    pretty_exceptions_enable=False,
+    help="Import crops from folders or a phantom set as a dataset snapshot.",
+    no_args_is_help=True,
+)
+dataset_app.add_typer(import_app, name="import")
+
+err = Console(stderr=True)
+out = Console()
+EXIT_BAD_INPUT = 2
+
+Name = Annotated[
+    str, typer.Option("--name", "-n", help="Dataset name (A-Za-z0-9._-), the key's folder.")
+]
+
+
+def _fail(message: str) -> typer.Exit:
+    err.print(f"[red]error:[/red] {message}", highlight=False)
+    return typer.Exit(EXIT_BAD_INPUT)
+
+
+def _settings() -> Settings:
+    from stainless.config import SettingsError, load_settings
+
+    try:
+        return load_settings()
+    except SettingsError as exc:
+        raise _fail(str(exc)) from None
+
+
+def _store(settings: Settings) -> ObjectStore:
+    from stainless.storage import create_store
+
+    return create_store(settings.store)
+
+
+@contextmanager
+def _progress(description: str) -> Iterator[Callable[[int, int], None]]:
+    """A progress bar on stderr; yields ``update(done, total)``."""
+    bar = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=err,
+        transient=True,
+    )
+    with bar:
+        task = bar.add_task(description, total=None)
+        yield lambda done, total: bar.update(task, completed=done, total=total)
+
+
+@dataset_app.command("snapshot")
+def snapshot(
+    name: Name,
+    slides: Annotated[
+        list[str] | None,
+        typer.Option("--slide", "-s", help="Only this slide (repeat for several)."),
+    ] = None,
+    include_unreviewed: Annotated[
+        bool,
+        typer.Option(
+            "--include-unreviewed", help="Also predicted cells nobody reviewed (source prediction)."
+        ),
+    ] = False,
+    description: Annotated[str, typer.Option(help="Free text stored in the snapshot.")] = "",
+) -> None:
+    """Snapshot the reviewed cells (labels from the reviews; poor quality left out)."""
+    from stainless.datasets.manifest import DatasetError
+    from stainless.datasets.snapshot import SkippedCell, build_snapshot
+    from stainless.db.engine import create_db_engine
+    from stainless.db.migrate import upgrade
+
+    settings = _settings()
+    skipped: list[SkippedCell] = []
+    try:
+        upgrade(settings.database.url)
+        key, manifest = build_snapshot(
+            create_db_engine(settings.database),
+            _store(settings),
+            name=name,
+            slide_ids=slides or None,
+            include_unreviewed=include_unreviewed,
+            description=description,
+            on_skip=skipped.append,
+        )
+    except DatasetError as exc:
+        raise _fail(str(exc)) from None
+    for cell in skipped:
+        err.print(f"[yellow]skipped[/yellow] cell {cell.cell_id}: {cell.reason}", highlight=False)
+    err.print(f"snapshot of {len(manifest.items)} cells ({len(skipped)} skipped)", highlight=False)
+    typer.echo(key)
+
+
+def _report(report: ImportReport) -> None:
+    if report.skipped:
+        table = Table(title=f"{len(report.skipped)} skipped", title_justify="left")
+        table.add_column("file")
+        table.add_column("reason")
+        for skipped in report.skipped:
+            table.add_row(skipped.path, skipped.reason)
+        err.print(table)
+    err.print(f"imported {report.imported} cells", highlight=False)
+    typer.echo(report.key)
+
+
+def _import(description: str, run: Callable[[Callable[[int, int], None]], ImportReport]) -> None:
+    from stainless.datasets.manifest import DatasetError
+
+    try:
+        with _progress(description) as update:
+            report = run(update)
+    except DatasetError as exc:
+        raise _fail(str(exc)) from None
+    _report(report)
+
+
+@import_app.command("folder")
+def import_folder(
+    src: Annotated[
+        Path,
+        typer.Argument(
+            exists=True, file_okay=False, help="Folder with one sub-folder of crops per class."
+        ),
+    ],
+    name: Name,
+) -> None:
+    """Grayscale DIC crops in a folder per class (LY/, neutrophil/ …), PNG/TIFF/JPEG."""
+    from stainless.datasets.importers import import_folder_per_class
+
+    store = _store(_settings())
+    _import(
+        "crops",
+        lambda update: import_folder_per_class(src, store, name=name, progress=update),
+    )
+
+
+@import_app.command("paired")
+def import_paired(
+    dic_dir: Annotated[
+        Path, typer.Argument(exists=True, file_okay=False, help="Folder of DIC crops.")
+    ],
+    bf_dir: Annotated[
+        Path,
+        typer.Argument(
+            exists=True, file_okay=False, help="Folder of registered brightfield crops."
+        ),
+    ],
+    name: Name,
+    labels: Annotated[
+        Path | None,
+        typer.Option(
+            "--labels", exists=True, dir_okay=False, help="CSV with stem and label columns."
+        ),
+    ] = None,
+) -> None:
+    """DIC crops and their registered brightfield crops, matched by file stem."""
+    from stainless.datasets.importers import import_paired_folders
+
+    store = _store(_settings())
+    _import(
+        "pairs",
+        lambda update: import_paired_folders(
+            dic_dir, bf_dir, store, name=name, labels_csv=labels, progress=update
+        ),
+    )
+
+
+@import_app.command("phantom")
+def import_phantom_set(
+    src: Annotated[
+        Path,
+        typer.Argument(exists=True, file_okay=False, help="Output folder of `stainless phantom`."),
+    ],
+    name: Name,
+    crop_size: Annotated[int, typer.Option(min=1, help="Crop side in pixels.")] = 256,
+    include_border: Annotated[
+        bool, typer.Option("--include-border", help="Also cells at the field border.")
+    ] = False,
+) -> None:
+    """Every white cell of a phantom set: DIC, registered brightfield and mask crops."""
+    from stainless.datasets.importers import import_phantom
+
+    store = _store(_settings())
+    _import(
+        "phantom fields",
+        lambda update: import_phantom(
+            src,
+            store,
+            name=name,
+            crop_size=crop_size,
+            include_border=include_border,
+            progress=update,
+        ),
+    )
+
+
+def summary(key: str, manifest: DatasetManifest) -> dict[str, Any]:
+    """Counts of a snapshot: per class (``none`` = unlabelled), per source, pairs, masks."""
+    labels = Counter(item.label or "none" for item in manifest.items)
+    return {
+        "key": key,
+        "name": manifest.name,
+        "created_at": manifest.created_at.isoformat(),
+        "description": manifest.description,
+        "items": len(manifest.items),
+        "classes": {code: labels[code] for code in (*manifest.classes, "none") if labels.get(code)},
+        "sources": dict(sorted(Counter(item.source for item in manifest.items).items())),
+        "slides": len({item.slide_id for item in manifest.items if item.slide_id}),
+        "pairs": sum(item.bf is not None for item in manifest.items),
+        "masks": sum(item.mask is not None for item in manifest.items),
+    }
+
+
+@dataset_app.command("show")
+def show(
+    key: Annotated[str, typer.Argument(help="Snapshot key: datasets/<name>/<sha256>.json.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Counts of a snapshot (hash verified): per class and source, pairs, masks."""
+    from stainless.datasets.manifest import DatasetError, read_manifest
+    from stainless.storage import InvalidKeyError
+
+    store = _store(_settings())
+    try:
+        manifest = read_manifest(store, key)
+    except (DatasetError, InvalidKeyError) as exc:
+        raise _fail(str(exc)) from None
+    info = summary(key, manifest)
+    if as_json:
+        typer.echo(json.dumps(info, sort_keys=True))
+        return
+    table = Table(title=f"{manifest.name} — {key}", title_justify="left")
+    table.add_column("")
+    table.add_column("value", justify="right")
+    table.add_row("created", info["created_at"])
+    if info["description"]:
+        table.add_row("description", info["description"])
+    table.add_row("cells", str(info["items"]))
+    for code, count in info["classes"].items():
+        table.add_row(f"class {code}", str(count))
+    for source, count in info["sources"].items():
+        table.add_row(f"source {source}", str(count))
+    table.add_row("slides", str(info["slides"]))
+    table.add_row("with brightfield pair", str(info["pairs"]))
+    table.add_row("with mask", str(info["masks"]))
+    out.print(table)
