@@ -299,15 +299,24 @@ def test_secrets_never_appear_in_config_maps(
         assert secret_keys <= set(app["stringData"])
 
 
-def test_a_secret_setting_in_settings_fails_the_render(helm: Path) -> None:
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ("STAINLESS_STORE__SECRET_KEY", "is a secret setting"),
+        ("STAINLESS_BUS__PARTITIONS", "is set by the chart from its own value"),
+    ],
+)
+def test_settings_refuse_secrets_and_chart_owned_keys(
+    helm: Path, setting: str, message: str
+) -> None:
     done = subprocess.run(
-        [str(helm), "template", "s", str(CHART), "--set", "settings.STAINLESS_STORE__SECRET_KEY=x"],
+        [str(helm), "template", "s", str(CHART), "--set", f"settings.{setting}=3"],
         capture_output=True,
         text=True,
         check=False,
     )
     assert done.returncode != 0
-    assert "is a secret setting" in done.stderr
+    assert message in done.stderr
 
 
 @pytest.mark.parametrize("profile", PROFILES)
