@@ -263,9 +263,10 @@ def show(
     if as_json:
         typer.echo(json.dumps(info, sort_keys=True))
         return
-    table = Table(title=f"{manifest.name} — {key}", title_justify="left")
+    table = Table(title=f"dataset {manifest.name}", title_justify="left")
     table.add_column("")
     table.add_column("value", justify="right")
+    table.add_row("key", key)
     table.add_row("created", info["created_at"])
     if info["description"]:
         table.add_row("description", info["description"])
