@@ -34,6 +34,9 @@ class LossWeights(BaseModel):
     style: float = Field(default=1.0, ge=0, description="Style reconstruction (model 2).")
     structure: float = Field(default=1.0, ge=0, description="Structure CE (model 2).")
     diversity: float = Field(default=3.0, ge=0, description="Diversity, λ = 3 (ch. 6).")
+    feature_matching: float = Field(
+        default=10.0, ge=0, description="Discriminator feature matching (model 3, Pix2PixHD)."
+    )
 
 
 class DataConfig(BaseModel):
@@ -44,6 +47,21 @@ class DataConfig(BaseModel):
     )
     phantom_seed: int = Field(default=0, ge=0, description="Seed of phantom training data.")
     phantom_fields: int = Field(default=40, ge=1, description="Phantom fields to crop from.")
+
+
+class SegmenterConfig(BaseModel):
+    """Model 2's structure critic: the U-Net of thesis eq. 6.3, frozen while the GAN trains."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    checkpoint: str | None = Field(
+        default=None,
+        description="U-Net weights to load (a state dict, or a model-2 checkpoint.pt); "
+        "none = pre-train on the phantom masks at the start of the run.",
+    )
+    pretrain_steps: int = Field(default=300, ge=0, description="Pre-training steps.")
+    learning_rate: float = Field(default=1e-3, gt=0, description="Adam rate of pre-training.")
+    batch_size: int = Field(default=8, ge=1, description="Crops per pre-training step.")
 
 
 class TrainingConfig(BaseModel):
@@ -64,6 +82,9 @@ class TrainingConfig(BaseModel):
     )
     losses: LossWeights = LossWeights()
     data: DataConfig = DataConfig()
+    segmenter: SegmenterConfig = Field(
+        default=SegmenterConfig(), description="Frozen structure critic (model 2 only)."
+    )
     checkpoint_every: int = Field(default=100, ge=1)
 
     def phased_schedule(self) -> PhasedSchedule:
