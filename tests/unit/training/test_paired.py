@@ -1,0 +1,124 @@
+"""Model-3 training: class-balanced batches, frequency balancing at the end, exact resume."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+
+from stainless_training import paired
+from stainless_training.config import DataConfig, ModelKind, TrainingConfig
+from stainless_training.paired import CHECKPOINT, PairedBatch, PairedTrainer, train
+from stainless_training.runs import batch_plan, batches_per_epoch
+from stainless_training.schedules import Phase, PhasedSchedule
+
+# one phantom field of seed 5: 4 cells of 3 classes, 2 batches of 3 per epoch; 3 steps =
+# 2 epochs, the last (half) frequency balanced; the generator trains at step 2
+CONFIG = TrainingConfig(
+    model=ModelKind.PAIRED,
+    steps=3,
+    checkpoint_every=2,
+    batch_size=3,
+    balanced_fraction=0.5,
+    schedule=PhasedSchedule(
+        critic_steps=3, phases=(Phase(name="paired", steps=3, learning_rate=2e-4),)
+    ),
+    data=DataConfig(phantom_fields=1, phantom_seed=5),
+)
+
+
+class Crash(RuntimeError):
+    pass
+
+
+def _crash_after(stop: int) -> Callable[[int, dict[str, float]], None]:
+    def on_step(step: int, _: dict[str, float]) -> None:
+        if step == stop:
+            raise Crash
+
+    return on_step
+
+
+def _lines(run: Path) -> list[dict[str, float]]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_a_crashed_run_resumes_to_the_uninterrupted_result(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    batches: list[list[int]] = []
+    original = PairedTrainer.step
+
+    def spy(self: PairedTrainer, batch: PairedBatch, step: int, *, balanced: bool) -> object:
+        batches.append(batch.labels.tolist())
+        return original(self, batch, step, balanced=balanced)
+
+    monkeypatch.setattr(paired.PairedTrainer, "step", spy)
+    whole, crashed = tmp_path / "whole", tmp_path / "crashed"
+    seen: list[int] = []
+    train(CONFIG, whole, on_step=lambda step, _: seen.append(step))
+    assert seen == [1, 2, 3]
+    assert len(batches) == 3 and all(len(set(labels)) == 3 for labels in batches)
+
+    lines = _lines(whole)
+    assert [line["step"] for line in lines] == [0, 1, 2]
+    assert [line["epoch"] for line in lines] == [0, 0, 1]
+    assert [line["frequency_balancing"] for line in lines] == [0.0, 0.0, 1.0]
+    assert [line["step"] for line in lines if "generator_feature_matching" in line] == [2]
+    for key in (
+        "generator",
+        "generator_reconstruction",
+        "generator_classification",
+        "critic_classification",
+        "critic_gradient_penalty",
+        "critic_wasserstein",
+    ):
+        assert key in lines[2]
+    assert all(math.isfinite(v) for line in lines for v in line.values())
+    assert (whole / "config.yaml").read_text().startswith("model: paired")
+
+    with pytest.raises(Crash):
+        train(CONFIG, crashed, on_step=_crash_after(2))  # dies after the checkpoint at 2
+    assert torch.load(crashed / CHECKPOINT, weights_only=False)["step"] == 2
+    train(CONFIG, crashed)
+    assert [line["step"] for line in _lines(crashed)] == [0, 1, 2]
+    after = torch.load(crashed / CHECKPOINT, weights_only=False)
+    reference = torch.load(whole / CHECKPOINT, weights_only=False)
+    assert after["step"] == reference["step"] == 3
+    for part in ("generator", "critic"):
+        for name, value in reference[part].items():
+            assert torch.equal(after[part][name], value), f"{part}.{name}"
+
+
+def test_the_batch_plan_repeats_class_balanced_epochs() -> None:
+    labels = [0, 0, 0, 1, 2, 2, 3]
+    plan = batch_plan(labels, batch_size=3, seed=4)
+    per_epoch = batches_per_epoch(labels, batch_size=3)
+    steps = [next(plan) for _ in range(2 * per_epoch + 1)]
+    assert [epoch for epoch, _ in steps] == [0] * per_epoch + [1] * per_epoch + [2]
+    assert all(len({labels[i] for i in batch}) == 3 for _, batch in steps)
+    again = batch_plan(labels, batch_size=3, seed=4)
+    assert [next(again) for _ in range(len(steps))] == steps
+
+
+def test_balancing_without_class_weights_is_refused() -> None:
+    from stainless.models.configs import PairedConfig
+    from stainless.models.paired import build_paired_discriminator, build_paired_generator
+    from stainless_training.config import LossWeights
+
+    config = PairedConfig.tiny()
+    trainer = PairedTrainer(
+        generator=build_paired_generator(config),
+        critic=build_paired_discriminator(config),
+        schedule=PhasedSchedule.scaled(6),
+        weights=LossWeights(),
+    )
+    batch = PairedBatch(
+        dic=torch.zeros(1, 1, 64, 64), bf=torch.zeros(1, 3, 64, 64), labels=torch.zeros(1).long()
+    )
+    with pytest.raises(ValueError, match="class_weights"):
+        trainer.step(batch, 0, balanced=True)

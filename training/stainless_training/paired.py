@@ -1,0 +1,270 @@
+"""Training of model 3, the paired DIC → brightfield translator with an AC-GAN critic (ch. 8.2).
+
+The multi-scale generator (global generator + local enhancer) stains a DIC crop; the
+multi-scale PatchGAN critics judge the (DIC, brightfield) pair and, through their
+auxiliary heads, classify the cell. Each step runs the passes of
+:meth:`PhasedSchedule.passes` that concern this model — the critic every step, the
+generator every ``critic_steps``-th step — and the phases set the learning rate.
+
+* critic: WGAN-GP on the patch scores (mean over scales) plus the cell-class CE of its
+  auxiliary heads on the real pairs;
+* generator: adversarial + pair-wise L1 reconstruction + feature matching on the critics'
+  intermediate features + the class CE of the critics' heads on the generated pair (the
+  generator is pushed to keep the class-specific features, ch. 8.2).
+
+Batches hold one cell of each of ``batch_size`` different classes; in the last
+``balanced_fraction`` of the epochs the class CE is weighted by inverse class frequency
+(thesis ch. 8.2: the first 80 of 100 epochs without, the last 20 with). No flips or
+rotations (they would reverse the DIC shear).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor
+from torch.utils.data import default_collate
+
+from stainless.losses.adversarial import (
+    feature_matching_loss,
+    gradient_penalty,
+    wgan_critic_loss,
+    wgan_generator_loss,
+)
+from stainless.losses.classification import classification_loss
+from stainless.losses.reconstruction import pairwise_reconstruction_loss
+from stainless.models.configs import PairedConfig
+from stainless.models.paired import (
+    DiscriminatorOutput,
+    MultiScaleDiscriminator,
+    PairedGenerator,
+    build_paired_discriminator,
+    build_paired_generator,
+)
+from stainless_training.config import LossWeights, ModelSize, TrainingConfig, dump_config
+from stainless_training.phantom_data import CellDataset, phantom_samples
+from stainless_training.runs import batch_plan, batches_per_epoch, open_metrics
+from stainless_training.sampling import frequency_weights
+from stainless_training.schedules import Pass, PhasedSchedule, use_frequency_balancing
+
+Logs = dict[str, float]
+CHECKPOINT = "checkpoint.pt"
+
+
+@dataclass(frozen=True)
+class PairedBatch:
+    """DIC crops, their registered brightfield crops and the cells' classes."""
+
+    dic: Tensor  # (B, 1, H, W) in [-1, 1]
+    bf: Tensor  # (B, 3, H, W) in [-1, 1]
+    labels: Tensor  # (B,)
+
+    @classmethod
+    def from_items(cls, items: dict[str, Tensor]) -> PairedBatch:
+        return cls(dic=items["dic"], bf=items["bf"], labels=items["label"])
+
+
+def patch_scores(outputs: list[DiscriminatorOutput]) -> Tensor:
+    """One critic score per sample ``(B,)``: the mean patch score, averaged over scales."""
+    return torch.stack([o.patch.mean(dim=(1, 2, 3)) for o in outputs]).mean(dim=0)
+
+
+class PairedTrainer:
+    """Owns the optimisers of generator and critic; :meth:`step` runs one training step.
+
+    Args:
+        generator: the global generator + local enhancer.
+        critic: the conditional multi-scale critic with AC-GAN heads.
+        schedule: learning rates and the critic-to-generator step ratio.
+        weights: loss weights (``reconstruction``, ``feature_matching``, ``classification``,
+            ``gradient_penalty``).
+        class_weights: inverse-frequency weights ``(n_classes,)`` used when a step is
+            frequency balanced.
+        seed: seed of the gradient penalty's mixing.
+    """
+
+    def __init__(
+        self,
+        *,
+        generator: PairedGenerator,
+        critic: MultiScaleDiscriminator,
+        schedule: PhasedSchedule,
+        weights: LossWeights,
+        class_weights: Tensor | None = None,
+        seed: int = 0,
+    ) -> None:
+        self.generator = generator
+        self.critic = critic
+        self.schedule = schedule
+        self.weights = weights
+        self.class_weights = class_weights
+        betas = (0.5, 0.999)
+        rate = schedule.learning_rate(0)
+        self.generator_optimiser = torch.optim.Adam(generator.parameters(), lr=rate, betas=betas)
+        self.critic_optimiser = torch.optim.Adam(critic.parameters(), lr=rate, betas=betas)
+        self.random = torch.Generator().manual_seed(seed)
+
+    def step(self, batch: PairedBatch, step: int, *, balanced: bool = False) -> Logs:
+        """One step; ``balanced`` weights the class CE by inverse class frequency."""
+        if balanced and self.class_weights is None:
+            raise ValueError("frequency balancing needs class_weights")
+        rate = self.schedule.learning_rate(step)
+        for optimiser in (self.generator_optimiser, self.critic_optimiser):
+            for group in optimiser.param_groups:
+                group["lr"] = rate
+        class_weights = self.class_weights if balanced else None
+        logs: Logs = {"lr": rate, "frequency_balancing": float(balanced)}
+        for kind in self.schedule.passes(step):
+            if kind is Pass.CRITIC:
+                logs |= self._critic(batch, class_weights)
+            elif kind is Pass.GENERATOR:
+                logs |= self._generator(batch, class_weights)
+            # the classifier and segmentor passes belong to model 1
+        return logs
+
+    def _critic(self, batch: PairedBatch, class_weights: Tensor | None) -> Logs:
+        with torch.no_grad():
+            fake = self.generator(batch.dic)
+        real_outputs = self.critic(batch.bf, batch.dic)
+        adversarial, logs = wgan_critic_loss(
+            patch_scores(real_outputs), patch_scores(self.critic(fake, batch.dic))
+        )
+        penalty, penalty_logs = gradient_penalty(
+            lambda mixed: patch_scores(self.critic(mixed, batch.dic)),
+            batch.bf,
+            fake,
+            weight=self.weights.gradient_penalty,
+            generator=self.random,
+        )
+        classification, class_logs = classification_loss(
+            MultiScaleDiscriminator.class_logits(real_outputs),
+            batch.labels,
+            class_weights=class_weights,
+        )
+        loss = adversarial + penalty + self.weights.classification * classification
+        self.critic_optimiser.zero_grad(set_to_none=True)
+        loss.backward()  # type: ignore[no-untyped-call]
+        self.critic_optimiser.step()
+        return {f"critic_{k}": v for k, v in (logs | penalty_logs | class_logs).items()}
+
+    def _generator(self, batch: PairedBatch, class_weights: Tensor | None) -> Logs:
+        w = self.weights
+        fake = self.generator(batch.dic)
+        fake_outputs = self.critic(fake, batch.dic)
+        with torch.no_grad():
+            real_outputs = self.critic(batch.bf, batch.dic)
+        adversarial, logs = wgan_generator_loss(patch_scores(fake_outputs))
+        matching, matching_logs = feature_matching_loss(
+            [o.features for o in real_outputs],
+            [o.features for o in fake_outputs],
+            weight=w.feature_matching,
+        )
+        reconstruction, reconstruction_logs = pairwise_reconstruction_loss(fake, batch.bf)
+        classification, class_logs = classification_loss(
+            MultiScaleDiscriminator.class_logits(fake_outputs),
+            batch.labels,
+            class_weights=class_weights,
+        )
+        loss = (
+            adversarial
+            + matching
+            + w.reconstruction * reconstruction
+            + w.classification * classification
+        )
+        self.generator_optimiser.zero_grad(set_to_none=True)
+        loss.backward()  # type: ignore[no-untyped-call]
+        self.generator_optimiser.step()
+        logs |= matching_logs | reconstruction_logs | class_logs
+        return {k if k == "generator" else f"generator_{k}": v for k, v in logs.items()}
+
+    def state(self, step: int) -> dict[str, object]:
+        return {
+            "step": step,
+            "generator": self.generator.state_dict(),
+            "critic": self.critic.state_dict(),
+            "generator_optimiser": self.generator_optimiser.state_dict(),
+            "critic_optimiser": self.critic_optimiser.state_dict(),
+            "random": self.random.get_state(),
+        }
+
+    def load(self, state: dict[str, object]) -> int:
+        """Restore a :meth:`state`; return the step to continue from."""
+        self.generator.load_state_dict(state["generator"])  # type: ignore[arg-type]
+        self.critic.load_state_dict(state["critic"])  # type: ignore[arg-type]
+        self.generator_optimiser.load_state_dict(state["generator_optimiser"])  # type: ignore[arg-type]
+        self.critic_optimiser.load_state_dict(state["critic_optimiser"])  # type: ignore[arg-type]
+        self.random.set_state(state["random"])  # type: ignore[arg-type]
+        return int(state["step"])  # type: ignore[call-overload,no-any-return]
+
+
+def model_config(config: TrainingConfig) -> PairedConfig:
+    return PairedConfig.tiny() if config.size is ModelSize.TINY else PairedConfig.thesis()
+
+
+def train(
+    config: TrainingConfig,
+    out: Path,
+    *,
+    on_step: Callable[[int, Logs], None] | None = None,
+) -> Path:
+    """Train model 3 on phantom cells; checkpoint, config and metrics log go to ``out``.
+
+    A run finding ``out/checkpoint.pt`` continues from it and ends as the uninterrupted
+    run would (same batches, balancing and optimiser state).
+    """
+    torch.manual_seed(config.seed)
+    net_config = model_config(config)
+    dataset = CellDataset(
+        phantom_samples(
+            fields=config.data.phantom_fields,
+            seed=config.data.phantom_seed,
+            image_size=net_config.image_size,
+        )
+    )
+    labels = dataset.labels
+    class_weights = torch.as_tensor(
+        frequency_weights(labels, n_classes=net_config.n_classes), dtype=torch.float32
+    )
+    trainer = PairedTrainer(
+        generator=build_paired_generator(net_config),
+        critic=build_paired_discriminator(net_config),
+        schedule=config.phased_schedule(),
+        weights=config.losses,
+        class_weights=class_weights,
+        seed=config.seed,
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.yaml").write_text(dump_config(config))
+    checkpoint = out / CHECKPOINT
+    step = trainer.load(torch.load(checkpoint, weights_only=False)) if checkpoint.exists() else 0
+
+    batch_size = min(config.batch_size, len(set(labels)))
+    epochs = math.ceil(config.steps / batches_per_epoch(labels, batch_size=batch_size))
+    log = open_metrics(out / "metrics.jsonl", step)
+    plan = batch_plan(labels, batch_size=batch_size, seed=config.seed)
+    try:
+        for position, (epoch, indices) in enumerate(plan):
+            if step >= config.steps:
+                break
+            if position < step:
+                continue
+            balanced = use_frequency_balancing(
+                epoch, epochs=epochs, balanced_fraction=config.balanced_fraction
+            )
+            items = default_collate([dataset[i] for i in indices])
+            logs = trainer.step(PairedBatch.from_items(items), step, balanced=balanced)
+            log.write(json.dumps({"step": step, "epoch": epoch, **logs}) + "\n")
+            step += 1
+            if step % config.checkpoint_every == 0 or step == config.steps:
+                log.flush()
+                torch.save(trainer.state(step), checkpoint)
+            if on_step is not None:
+                on_step(step, logs)
+    finally:
+        log.close()
+    return checkpoint
