@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from stainless.cli.datasets import dataset_app
 from stainless.cli.imaging import bench_app, emit, progress, register_command
 from stainless.cli.scanners import scanner_app
 from stainless.config import (
@@ -32,6 +33,7 @@ db_app = typer.Typer(
 app.add_typer(db_app, name="db")
 app.add_typer(scanner_app, name="scanner")
 app.add_typer(bench_app, name="bench")
+app.add_typer(dataset_app, name="dataset")
 app.command("register")(register_command)
 err = Console(stderr=True)
 
