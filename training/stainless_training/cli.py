@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -10,6 +11,24 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from stainless_training.config import ConfigError, ModelKind, load_config
+
+TrainFunction = Callable[..., Path]
+
+
+def trainer_for(kind: ModelKind) -> TrainFunction:
+    """The ``train(config, out, on_step=...)`` function of a model kind (imported lazily)."""
+    if kind is ModelKind.DISENTANGLED:
+        from stainless_training import disentangled
+
+        return disentangled.train
+    if kind is ModelKind.PAIRED:
+        from stainless_training import paired
+
+        return paired.train
+    from stainless_training import mtmd
+
+    return mtmd.train
+
 
 app = typer.Typer(pretty_exceptions_enable=False, add_completion=False)
 err = Console(stderr=True)
@@ -20,16 +39,22 @@ def main(
     config: Annotated[Path, typer.Option(help="Training config (YAML).")],
     out: Annotated[Path, typer.Option(help="Run folder: checkpoint, config, metrics log.")],
 ) -> None:
-    """Train on phantom cells; a run folder with a checkpoint continues where it stopped."""
+    """Train the config's ``model`` on phantom cells; a run folder with a checkpoint resumes."""
     try:
         settings = load_config(config)
     except ConfigError as exc:
         err.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None
-    if settings.model is not ModelKind.MTMD:
-        err.print(f"[red]error:[/red] training {settings.model} is not available yet; use mtmd")
+    try:
+        settings.phased_schedule()
+    except ValueError as exc:
+        err.print(f"[red]error:[/red] {config}: schedule: {exc}")
+        raise typer.Exit(2) from None
+    unet = settings.segmenter.checkpoint
+    if settings.model is ModelKind.DISENTANGLED and unet is not None and not Path(unet).is_file():
+        err.print(f"[red]error:[/red] {config}: segmenter.checkpoint: no file {unet}")
         raise typer.Exit(2)
-    from stainless_training.mtmd import train
+    train = trainer_for(settings.model)
 
     columns = (
         TextColumn("{task.description}"),

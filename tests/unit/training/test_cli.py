@@ -1,7 +1,10 @@
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+import pytest
+import yaml
 from typer.testing import CliRunner
 
 from stainless_training.cli import app
@@ -9,19 +12,49 @@ from stainless_training.cli import app
 ROOT = Path(__file__).resolve().parents[3]
 
 
-def test_bad_or_unavailable_configs_exit_with_a_message(tmp_path: Path) -> None:
+def test_bad_configs_exit_with_a_message(tmp_path: Path) -> None:
     runner = CliRunner()
     missing = runner.invoke(app, ["--config", str(tmp_path / "none.yaml"), "--out", str(tmp_path)])
     assert missing.exit_code == 2 and "cannot read training config" in missing.output
-    other = tmp_path / "paired.yaml"
-    other.write_text("model: paired\n")
-    refused = runner.invoke(app, ["--config", str(other), "--out", str(tmp_path / "run")])
-    assert refused.exit_code == 2 and "not available yet" in refused.output
+    short = tmp_path / "short.yaml"
+    short.write_text("model: paired\nsteps: 2\n")  # too short for the thesis phases
+    refused = runner.invoke(app, ["--config", str(short), "--out", str(tmp_path / "run")])
+    assert refused.exit_code == 2 and "at least 6 steps" in refused.output
+    no_unet = tmp_path / "no-unet.yaml"
+    no_unet.write_text(f"model: disentangled\nsegmenter: {{checkpoint: {tmp_path / 'x.pt'}}}\n")
+    refused = runner.invoke(app, ["--config", str(no_unet), "--out", str(tmp_path / "run")])
+    assert refused.exit_code == 2 and "no file" in refused.output
     assert not (tmp_path / "run").exists()
 
 
-def test_the_shipped_tiny_config_loads() -> None:
+@pytest.mark.parametrize("model", ["disentangled", "paired"])
+def test_each_kind_trains_two_steps(tmp_path: Path, model: str) -> None:
+    config = {
+        "model": model,
+        "steps": 2,
+        "batch_size": 2,
+        "schedule": {
+            "critic_steps": 2,
+            "phases": [{"name": "only", "steps": 2, "learning_rate": 1e-4}],
+        },
+        "data": {"phantom_fields": 1, "phantom_seed": 5},
+        "segmenter": {"pretrain_steps": 1, "batch_size": 2},
+    }
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    result = CliRunner().invoke(app, ["--config", str(path), "--out", str(tmp_path / "run")])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "run" / "checkpoint.pt").exists()
+    lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["step"] for line in lines] == [0, 1]
+    assert "generator" in json.loads(lines[1])
+    assert (tmp_path / "run" / "config.yaml").read_text().startswith(f"model: {model}")
+
+
+@pytest.mark.parametrize("name", ["mtmd-tiny", "disentangled-tiny", "paired-tiny"])
+def test_the_shipped_tiny_configs_load(name: str) -> None:
     from stainless_training.config import load_config
 
-    config = load_config(ROOT / "training" / "configs" / "mtmd-tiny.yaml")
+    config = load_config(ROOT / "training" / "configs" / f"{name}.yaml")
+    assert config.model.value == name.removesuffix("-tiny")
     assert config.phased_schedule().total_steps == config.steps
