@@ -9,7 +9,8 @@ started here on loopback ports, with their PIDs and logs in a state folder.
 The inference server speaks Triton's protocol (KServe v2): MLServer, in its own
 virtual environment ``.venv-mlserver`` (``make .venv-mlserver/.installed``), serves
 every model of a Triton model repository (``<repo>/<model>/config.pbtxt`` and
-``<repo>/<model>/<version>/model.pt``) through ``infra/mlserver/torchscript_runtime.py``.
+``<repo>/<model>/<version>/model.onnx`` or ``model.pt``) through
+``infra/mlserver/triton_runtime.py``.
 Its settings are generated into a runtime folder next to the state.
 
 Usage (with the project's virtualenv Python):
@@ -45,7 +46,7 @@ REDIS_PORT = 6379
 INFERENCE_HTTP_PORT = 8000  # Triton's ports
 INFERENCE_GRPC_PORT = 8001
 MLSERVER_VENV = ROOT / ".venv-mlserver"
-MLSERVER_RUNTIME = "torchscript_runtime.TorchScriptModel"
+MLSERVER_RUNTIME = "triton_runtime.TritonRepositoryModel"
 
 
 class InfraError(RuntimeError):

@@ -102,6 +102,35 @@ def test_a_batch_of_the_wrong_side_is_rejected(client: TritonInference) -> None:
         client.infer(_batch(2, size // 2))
 
 
+def test_stain_is_served_as_onnx_and_matches_eager_pytorch(
+    v2_server,  # type: ignore[no-untyped-def]
+    exported_repo: Path,
+) -> None:
+    import torch
+    import tritonclient.grpc as grpcclient
+
+    from stainless.models.configs import MultiTaskConfig
+    from stainless.models.mtmd import Domain, build_multitask
+
+    assert 'platform: "onnxruntime_onnx"' in (exported_repo / "stain" / "config.pbtxt").read_text()
+    config = MultiTaskConfig.tiny()
+    with torch.random.fork_rng(devices=[]):  # the model exported_repo holds
+        torch.manual_seed(0)
+        translator = build_multitask(config).eval()
+    dic = _batch(3, config.image_size, seed=5)[:, None] * 2 - 1
+    with torch.no_grad():
+        want = translator.translate(torch.from_numpy(dic).repeat(1, 3, 1, 1), Domain.BF).numpy()
+    client = grpcclient.InferenceServerClient(v2_server.grpc_url)
+    try:
+        request = grpcclient.InferInput("INPUT__0", list(dic.shape), "FP32")
+        request.set_data_from_numpy(dic)
+        got = client.infer("stain", [request]).as_numpy("OUTPUT__0")
+    finally:
+        client.close()
+    assert got is not None and got.shape == want.shape == (3, 3, 64, 64)
+    assert np.abs(got - want).max() < TOL
+
+
 @pytest.mark.parametrize("protocol", PROTOCOLS, ids=str)
 def test_the_server_rejects_a_shape_it_does_not_serve(
     protocol: TritonProtocol,
@@ -169,10 +198,22 @@ def test_server_down_then_back(v2_server, exported_repo: Path, local: LocalInfer
             while not adapter.ready() and time.monotonic() < deadline:
                 time.sleep(0.2)
             assert adapter.ready()
-            _assert_same(adapter.infer(batch), local.infer(batch))
+            _assert_same(_answer_after_restart(adapter, batch), local.infer(batch))
     finally:
         for adapter in clients:
             adapter.close()
+
+
+def _answer_after_restart(adapter: TritonInference, batch: np.ndarray) -> list[CellOutput]:
+    """The first answer of a restarted server: on a loaded machine its first request may
+    outlast the adapter's 3 s timeout while the model warms up, so it may take a few tries."""
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            return adapter.infer(batch)
+        except InferenceUnavailable:
+            if time.monotonic() > deadline:
+                raise
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""Served forms of model 1: what each Triton model computes, as TorchScript modules.
+"""Served forms of model 1: what each Triton model computes, as eager and TorchScript modules.
 
 ``stain``, ``classify`` and ``segment`` take a DIC batch ``[B, 1, H, W]`` in [-1, 1].
 ``stain_confidence`` runs the whole noise-injection loop of thesis ch. 7.1 inside the
@@ -7,6 +7,8 @@ cell with the segmentation head, k corrupted codes per cell (noise masked to tha
 foreground) decoded together with the clean one, and per cell δ (mean mutual information,
 ⌊√(n/5)⌋ bins), γ (mean per-pixel variance), the heat map and the class probabilities.
 The networks are traced; the loop around them is scripted so the batch size stays free.
+:func:`eager_models` are the same computations as plain modules, what the ONNX exporter
+and the parity checks start from.
 """
 
 from __future__ import annotations
@@ -81,6 +83,14 @@ class StainConfidence(nn.Module):
 
     The noise has std α·(channel std of h) and is zero outside the white cell (cytoplasm
     or nucleus) as the segmentation head sees it, resized to the latent (nearest).
+
+    It stays TorchScript: ONNX can express the graph (``randn_like`` becomes
+    ``RandomNormalLike``, the histogram ``ScatterElements`` with ``reduction="add"``), but
+    not faithfully. onnxruntime draws the noise with its own generator, seeded once in the
+    file, so δ, γ and the heat map differ from eager PyTorch by far more than 1e-4 (about
+    5e-3 in δ and 0.1 in the heat map for the tiny model) and a request cannot be replayed
+    with the per-request torch seed the in-process adapter and the v2 test server use. The
+    exporter finds the random operators in the graph and keeps this model as TorchScript.
     """
 
     def __init__(
@@ -162,6 +172,30 @@ class StainConfidence(nn.Module):
             torch.zeros_like(joint),
         )
         return terms.sum(dim=(1, 2)).clamp_min(0.0).reshape(clean.shape[0], -1)
+
+
+def eager_models(
+    translator: MultiTaskTranslator,
+    *,
+    image_size: int,
+    k: int = 10,
+    alpha: float = 3.0,
+) -> dict[str, nn.Module]:
+    """The four served computations as eval-mode eager modules, keyed by Triton model name."""
+    translator = translator.eval()
+    encode = _Encode(translator)
+    segment = _Segment(translator)
+    probabilities = _Probabilities(translator)
+    decode = _Decode(translator, Domain.BF)
+    models: dict[str, nn.Module] = {
+        "stain": Chain(encode, decode),
+        "classify": Chain(encode, probabilities),
+        "segment": Chain(encode, segment),
+        "stain_confidence": StainConfidence(
+            encode, decode, segment, probabilities, k=k, alpha=alpha, pixels=image_size**2
+        ),
+    }
+    return {name: model.eval() for name, model in models.items()}
 
 
 def served_models(

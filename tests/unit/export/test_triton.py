@@ -50,6 +50,7 @@ def test_stain_classify_segment_match_eager(exported) -> None:  # type: ignore[n
         }
         for name, value in expected.items():
             served = load_served(repo, name)(dic)
+            assert isinstance(served, torch.Tensor)
             assert served.shape == value.shape
             assert (served - value).abs().max().item() < 1e-4, name
 
@@ -97,12 +98,20 @@ def test_a_repository_without_manifest_is_a_clear_error(tmp_path: Path) -> None:
 
 def test_configs_describe_the_served_tensors(exported) -> None:  # type: ignore[no-untyped-def]
     _, repo = exported
-    for name in ("stain", "classify", "segment", "stain_confidence"):
+    formats = {
+        "stain": ("onnxruntime_onnx", "model.onnx"),
+        "classify": ("onnxruntime_onnx", "model.onnx"),
+        "segment": ("onnxruntime_onnx", "model.onnx"),
+        "stain_confidence": ("pytorch_libtorch", "model.pt"),
+    }
+    for name, (platform, filename) in formats.items():
         text = (repo / name / "config.pbtxt").read_text()
-        assert f'name: "{name}"' in text and 'platform: "pytorch_libtorch"' in text
+        assert f'name: "{name}"' in text and f'platform: "{platform}"' in text
         assert "dims: [ 1, 64, 64 ]" in text and "dynamic_batching" in text
         assert "KIND_CPU" in text and "max_batch_size: 32" in text
-        assert (repo / name / "1" / "model.pt").is_file()
+        assert [p.name for p in (repo / name / "1").iterdir()] == [filename]
+    # The reason for the format is the config's last line.
+    assert "RandomNormalLike" in (repo / "stain_confidence" / "config.pbtxt").read_text()
     confidence = (repo / "stain_confidence" / "config.pbtxt").read_text()
     assert confidence.count("reshape: { shape: [ ] }") == 2 and "OUTPUT__4" in confidence
     assert "dims: [ 7 ]" in (repo / "classify" / "config.pbtxt").read_text()
