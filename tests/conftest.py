@@ -195,3 +195,38 @@ def v2_server(exported_repo: Path, infra_state: Path) -> Iterator[V2Server]:
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def ray_address(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A local Ray cluster (head with 2 CPUs) started for the session; the driver connects."""
+    import subprocess
+
+    import ray
+
+    port = infra.free_port()
+    ray_bin = Path(sys.executable).parent / "ray"
+    # A loopback-only test cluster: no token (the driver and the workers share this machine).
+    os.environ["RAY_AUTH_MODE"] = "disabled"
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    subprocess.run(
+        [
+            str(ray_bin),
+            "start",
+            "--head",
+            "--node-ip-address=127.0.0.1",
+            f"--port={port}",
+            "--num-cpus=2",
+            "--include-dashboard=false",
+            "--disable-usage-stats",
+        ],
+        check=True,
+        env=env,
+        capture_output=True,
+        timeout=180,
+    )
+    address = f"127.0.0.1:{port}"
+    ray.init(address=address, log_to_driver=False)
+    yield address
+    ray.shutdown()
+    subprocess.run([str(ray_bin), "stop", "--force"], env=env, capture_output=True, timeout=120)

@@ -8,13 +8,20 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from stainless.jobs import ModelKind
 from stainless_training.schedules import PhasedSchedule
 
-
-class ModelKind(StrEnum):
-    MTMD = "mtmd"  # multi-task multi-domain translator (ch. 5)
-    DISENTANGLED = "disentangled"  # style/structure disentangled translator (ch. 6)
-    PAIRED = "paired"  # paired translator with auxiliary classifier (ch. 8)
+__all__ = [
+    "ConfigError",
+    "DataConfig",
+    "LossWeights",
+    "ModelKind",
+    "ModelSize",
+    "SegmenterConfig",
+    "TrainingConfig",
+    "dump_config",
+    "load_config",
+]
 
 
 class ModelSize(StrEnum):

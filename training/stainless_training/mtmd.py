@@ -14,10 +14,11 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader
+from torch.utils.data import default_collate
 
 from stainless.losses.adversarial import gradient_penalty, wgan_critic_loss, wgan_generator_loss
 from stainless.losses.classification import (
@@ -37,11 +38,26 @@ from stainless.models.mtmd import (
 )
 from stainless_training.config import LossWeights, ModelSize, TrainingConfig, dump_config
 from stainless_training.phantom_data import CellDataset, phantom_samples
-from stainless_training.sampling import class_balanced_batches
+from stainless_training.runs import batch_plan, open_metrics
 from stainless_training.schedules import Pass, PhasedSchedule
 
 Logs = dict[str, float]
 CHECKPOINT = "checkpoint.pt"
+IGNORE = -1  # mask label of pixels without annotation (segmentation_loss's ignore_index)
+
+
+class Samples(Protocol):
+    """Training cells: items as ``CellDataset`` gives them, and their classes."""
+
+    @property
+    def labels(self) -> list[int]: ...
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, index: int) -> dict[str, Tensor]: ...
+
+
+SampleSource = Callable[[int], Samples]
 
 
 @dataclass(frozen=True)
@@ -206,6 +222,80 @@ def model_config(config: TrainingConfig) -> MultiTaskConfig:
     return MultiTaskConfig.tiny() if config.size is ModelSize.TINY else MultiTaskConfig.thesis()
 
 
+class MultiTaskWorkload:
+    """Model 1 as a :class:`~stainless_training.distributed.Workload`: trainer and samples.
+
+    Samples without a brightfield pair cannot be translated both ways and are left out;
+    pixels of samples without a mask do not count in the segmentation loss.
+    """
+
+    def __init__(self, trainer: MultiTaskTrainer, dataset: Samples, batch_size: int) -> None:
+        self.trainer = trainer
+        self.dataset = dataset
+        paired = getattr(dataset, "has_pair", None)
+        self._indices = [i for i in range(len(dataset)) if paired is None or paired[i]]
+        if not self._indices:
+            raise ValueError("model 1 needs cells with a brightfield pair; the dataset has none")
+        labels = dataset.labels
+        self._labels = [labels[i] for i in self._indices]
+        self.batch_size = min(batch_size, len(set(self._labels)))
+        self.device = torch.device("cpu")
+
+    @property
+    def modules(self) -> list[torch.nn.Module]:
+        return [self.trainer.translator, self.trainer.critic]
+
+    @property
+    def labels(self) -> list[int]:
+        return self._labels
+
+    def to(self, device: torch.device) -> None:
+        for module in self.modules:
+            module.to(device)
+        self.device = device
+
+    def step(self, indices: list[int], step: int) -> Logs:
+        items = default_collate([self.dataset[self._indices[i]] for i in indices])
+        if "has_mask" in items:
+            items["mask"][~items["has_mask"]] = IGNORE
+        batch = Batch.from_items({k: v.to(self.device) for k, v in items.items()})
+        return self.trainer.step(batch, step)
+
+    def state(self, step: int) -> dict[str, object]:
+        return self.trainer.state(step)
+
+    def load(self, state: dict[str, object]) -> int:
+        return self.trainer.load(state)
+
+
+def workload(config: TrainingConfig, samples: SampleSource | None = None) -> MultiTaskWorkload:
+    """Networks, optimisers and training cells of a model-1 run (seeded by the caller).
+
+    ``samples`` gives the training cells for an image size (a dataset snapshot); without
+    it the run crops phantom cells as its config says.
+    """
+    net_config = model_config(config)
+    trainer = MultiTaskTrainer(
+        translator=build_multitask(net_config),
+        critic=build_multitask_discriminator(net_config),
+        schedule=config.phased_schedule(),
+        weights=config.losses,
+        seed=config.seed,
+    )
+    dataset: Samples = (
+        samples(net_config.image_size)
+        if samples is not None
+        else CellDataset(
+            phantom_samples(
+                fields=config.data.phantom_fields,
+                seed=config.data.phantom_seed,
+                image_size=net_config.image_size,
+            )
+        )
+    )
+    return MultiTaskWorkload(trainer, dataset, config.batch_size)
+
+
 def train(
     config: TrainingConfig,
     out: Path,
@@ -217,44 +307,21 @@ def train(
     A run finding ``out/checkpoint.pt`` continues from it (resumable).
     """
     torch.manual_seed(config.seed)
-    net_config = model_config(config)
-    trainer = MultiTaskTrainer(
-        translator=build_multitask(net_config),
-        critic=build_multitask_discriminator(net_config),
-        schedule=config.phased_schedule(),
-        weights=config.losses,
-        seed=config.seed,
-    )
+    work = workload(config)
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.yaml").write_text(dump_config(config))
     checkpoint = out / CHECKPOINT
-    step = trainer.load(torch.load(checkpoint, weights_only=False)) if checkpoint.exists() else 0
-
-    dataset = CellDataset(
-        phantom_samples(
-            fields=config.data.phantom_fields,
-            seed=config.data.phantom_seed,
-            image_size=net_config.image_size,
-        )
-    )
-    batch_size = min(config.batch_size, len(set(dataset.labels)))
-    log = (out / "metrics.jsonl").open("a")
-    epoch = 0
-    while step < config.steps:
-        batches = class_balanced_batches(
-            dataset.labels, batch_size=batch_size, seed=config.seed + epoch
-        )
-        loader = DataLoader(dataset, batch_sampler=list(batches))
-        for items in loader:
-            if step >= config.steps:
-                break
-            logs = trainer.step(Batch.from_items(items), step)
+    step = work.load(torch.load(checkpoint, weights_only=False)) if checkpoint.exists() else 0
+    plan = batch_plan(work.labels, batch_size=work.batch_size, seed=config.seed)
+    for _ in range(step):
+        next(plan)
+    with open_metrics(out / "metrics.jsonl", step) as log:
+        while step < config.steps:
+            logs = work.step(next(plan)[1], step)
             log.write(json.dumps({"step": step, **logs}) + "\n")
             step += 1
             if on_step is not None:
                 on_step(step, logs)
             if step % config.checkpoint_every == 0 or step == config.steps:
-                torch.save(trainer.state(step), checkpoint)
-        epoch += 1
-    log.close()
+                torch.save(work.state(step), checkpoint)
     return checkpoint

@@ -221,6 +221,10 @@ class TrainingJob(SQLModel, table=True):
     status: JobStatus = _enum(JobStatus, JobStatus.QUEUED)
     ray_job_id: str | None = Field(default=None, max_length=128)
     progress: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
+    config: dict[str, Any] | None = Field(
+        default=None, sa_column=Column(JSON, nullable=True), description="Training config."
+    )
+    model_version_id: str | None = Field(default=None, max_length=36)
     error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     created_at: datetime = _ts()
     updated_at: datetime = _ts()

@@ -1,0 +1,138 @@
+"""Retraining on a real local Ray cluster: snapshot in S3 → 2 workers (DDP) → registered model.
+
+The data and the checkpoints live in the S3 server and the records in Postgres. A
+second test kills one Ray worker mid-run: Ray restarts the group, the run continues
+from its last checkpoint and finishes.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from sqlmodel import Session, select
+
+from stainless.config import DatabaseSettings, Settings, StoreBackend, StoreSettings
+from stainless.datasets.importers import import_phantom
+from stainless.db.engine import create_db_engine
+from stainless.db.migrate import upgrade
+from stainless.db.models import JobStatus, ModelVersion, OutboxEvent, TrainingJob
+from stainless.events import Topic
+from stainless.imaging.phantom_set import phantom_config, write_phantom_set
+from stainless.jobs import request_training
+from stainless.storage import create_store
+from stainless.storage.local import LocalObjectStore
+from stainless_training.distributed import Storage, run_distributed, store_payload
+from stainless_training.jobs import job_config, run_job
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+TINY_RUN = {"steps": 6, "checkpoint_every": 3, "batch_size": 4}
+
+
+@pytest.fixture
+def settings(postgres_url: str, s3_endpoint: str) -> Settings:
+    upgrade(postgres_url)
+    return Settings(
+        database=DatabaseSettings(url=postgres_url),
+        store=StoreSettings(
+            backend=StoreBackend.S3, endpoint=s3_endpoint, bucket=f"ray-{uuid.uuid4().hex[:8]}"
+        ),
+    )
+
+
+@pytest.fixture
+def snapshot(settings: Settings, tmp_path: Path) -> str:
+    write_phantom_set(
+        LocalObjectStore(tmp_path / "phantom"),
+        slides=1,
+        fields=6,
+        seed=5,
+        config=phantom_config(width=1024, height=768),
+    )
+    report = import_phantom(tmp_path / "phantom", create_store(settings.store), name="ray-test")
+    assert report.imported >= 8
+    return report.key
+
+
+def _storage(settings: Settings) -> Storage:
+    store = settings.store
+    return Storage(
+        path=f"{store.bucket}/ray",
+        endpoint=store.endpoint,
+        access_key=store.access_key,
+        secret_key=store.secret_key.get_secret_value(),
+    )
+
+
+def test_a_snapshot_trains_on_two_workers_into_a_registered_model(
+    ray_address: str, settings: Settings, snapshot: str
+) -> None:
+    engine = create_db_engine(settings.database)
+    store = create_store(settings.store)
+    job = request_training(
+        engine, store, model="mtmd", dataset_key=snapshot, workers=2, config=TINY_RUN
+    )
+    version_id = run_job(settings, job.id, storage=_storage(settings), report_every=2)
+    with Session(engine) as session:
+        row = session.get(TrainingJob, job.id)
+        version = session.get(ModelVersion, version_id)
+        topics = [e.topic for e in session.exec(select(OutboxEvent)).all()]
+    assert row is not None and row.status is JobStatus.SUCCEEDED
+    assert row.progress["step"] == 6 and row.progress["workers"] == 2 and row.progress["done"]
+    assert version is not None and (version.name, version.version) == ("mtmd-tiny", 1)
+    assert store.get(version.checkpoint_key)[:2] == b"PK"  # a torch zip archive
+    assert version.metrics["training"]["workers"] == 2
+    assert topics == [Topic.TRAINING_REQUESTED, Topic.MODELS_REGISTERED]
+
+
+def _train_worker_pids() -> list[int]:
+    """PIDs of the Ray Train worker processes (Ray titles them ``ray::RayTrainWorker…``)."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if b"RayTrainWorker" in cmdline.read_bytes():
+                found.append(int(cmdline.parent.name))
+        except OSError:  # the process ended meanwhile
+            continue
+    return sorted(found)
+
+
+def test_a_killed_worker_resumes_from_the_last_checkpoint(
+    ray_address: str, settings: Settings, snapshot: str
+) -> None:
+    config = job_config(
+        {**TINY_RUN, "steps": 12, "checkpoint_every": 4}, model="mtmd", dataset_key=snapshot
+    )
+    storage = _storage(settings)
+    name = f"kill-{uuid.uuid4().hex[:6]}"
+    killed: list[int] = []
+
+    def kill_one_worker_after_a_checkpoint() -> None:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and not killed:
+            checkpoints = create_store(settings.store).list(f"ray/{name}/")
+            pids = _train_worker_pids()
+            if any("checkpoint_" in key for key in checkpoints) and pids:
+                os.kill(pids[-1], signal.SIGKILL)
+                killed.append(pids[-1])
+            time.sleep(0.5)
+
+    killer = threading.Thread(target=kill_one_worker_after_a_checkpoint, daemon=True)
+    killer.start()
+    result = run_distributed(
+        config,
+        name=name,
+        storage=storage,
+        workers=2,
+        report_every=2,
+        store=store_payload(settings.store),
+    )
+    killer.join(timeout=5)
+    assert killed, "no worker was killed: the run ended before its first checkpoint"
+    assert result.metrics["step"] == 12

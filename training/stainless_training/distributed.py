@@ -1,0 +1,264 @@
+"""Distributed training on Ray Train: one trainer per worker, gradients averaged across them.
+
+``run_distributed`` starts a Ray Train ``TorchTrainer`` (gloo on CPU, NCCL on GPU; the
+local machine by default, a cluster when an address is given). Every worker builds the
+same networks from the same seed, loads the last checkpoint when Ray restarts it, and
+trains on its own share of the class-balanced batches: step ``s`` of worker ``r`` of
+``n`` takes batch ``s·n + r`` of the run's batch plan, so the global batch grows with the
+workers and a resumed run sees the batches an uninterrupted one would.
+
+The translators are driven through several entry points (encode, decode, classify,
+segment), which ``DistributedDataParallel``'s forward hooks would not see; the same
+all-reduce DDP performs is attached to every parameter instead: after each backward
+pass a gradient is averaged over the workers before any optimiser steps.
+
+Rank 0 reports metrics every ``report_every`` steps and a checkpoint (``checkpoint.pt``
+and the frozen ``config.yaml``) every ``checkpoint_every`` steps to Ray's storage: a
+local folder or the S3 object store.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from stainless_training.config import ModelKind, TrainingConfig, dump_config
+from stainless_training.runs import batch_plan
+
+CHECKPOINT = "checkpoint.pt"
+Logs = dict[str, float]
+
+
+class Workload(Protocol):
+    """What a worker trains: networks, the samples' classes and one optimisation step."""
+
+    @property
+    def modules(self) -> Sequence[nn.Module]: ...
+
+    @property
+    def labels(self) -> Sequence[int]: ...
+
+    @property
+    def batch_size(self) -> int: ...
+
+    def to(self, device: torch.device) -> None: ...
+
+    def step(self, indices: list[int], step: int) -> Logs: ...
+
+    def state(self, step: int) -> dict[str, object]: ...
+
+    def load(self, state: dict[str, object]) -> int: ...
+
+
+SampleSource = Callable[[int], Any]  # image size -> training cells
+WorkloadFactory = Callable[[TrainingConfig, SampleSource | None], Workload]
+
+
+def _mtmd(config: TrainingConfig, samples: SampleSource | None) -> Workload:
+    from stainless_training.mtmd import workload
+
+    return workload(config, samples)
+
+
+WORKLOADS: dict[ModelKind, WorkloadFactory] = {ModelKind.MTMD: _mtmd}
+
+
+def average_gradients(modules: Sequence[nn.Module], world: int) -> None:
+    """Average every parameter's gradient over the process group after each backward."""
+
+    def hook(parameter: torch.Tensor) -> None:
+        assert parameter.grad is not None
+        dist.all_reduce(parameter.grad)
+        parameter.grad.div_(world)
+
+    for module in modules:
+        for parameter in module.parameters():
+            if parameter.requires_grad:
+                parameter.register_post_accumulate_grad_hook(hook)  # type: ignore[no-untyped-call]
+
+
+def broadcast_state(modules: Sequence[nn.Module]) -> None:
+    """Make every worker's parameters and buffers those of rank 0."""
+    for module in modules:
+        for tensor in [*module.parameters(), *module.buffers()]:
+            dist.broadcast(tensor.data, src=0)
+
+
+def worker_loop(loop_config: dict[str, Any]) -> None:
+    """The function every Ray Train worker runs (``train_loop_per_worker``)."""
+    import ray.train
+    import ray.train.torch
+
+    config = TrainingConfig.model_validate(loop_config["config"])
+    report_every = int(loop_config.get("report_every", 10))
+    context = ray.train.get_context()
+    rank, world = context.get_world_rank(), context.get_world_size()
+    torch.manual_seed(config.seed)
+    samples = _sample_source(config, loop_config.get("store"))
+    work = WORKLOADS[config.model](config, samples)
+    progress = _progress_sink(loop_config.get("progress")) if rank == 0 else None
+    device = ray.train.torch.get_device()
+    work.to(device)
+    step = 0
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as folder:
+            state = torch.load(Path(folder) / CHECKPOINT, weights_only=False, map_location=device)
+            step = work.load(state)
+    if world > 1:
+        broadcast_state(work.modules)
+        average_gradients(work.modules, world)
+    plan = batch_plan(work.labels, batch_size=work.batch_size, seed=config.seed)
+    for _ in range(step * world):  # the batches of the steps already done
+        next(plan)
+    started, seen, first, logs = time.perf_counter(), 0, step, {}
+    while step < config.steps:
+        mine = [next(plan)[1] for _ in range(world)][rank]
+        with torch.autocast(device_type=device.type, enabled=device.type == "cuda"):
+            logs = work.step(mine, step)
+        step += 1
+        seen += len(mine) * world
+        if step % report_every and step % config.checkpoint_every and step != config.steps:
+            continue
+        elapsed = time.perf_counter() - started
+        rate = seen / elapsed
+        metrics = {"step": step, "samples_per_s": rate, "workers": world, **logs}
+        if progress is not None:
+            eta = (config.steps - step) * elapsed / max(step - first, 1)
+            progress({**metrics, "steps": config.steps, "eta_s": round(eta, 1)})
+        if step % config.checkpoint_every and step != config.steps:
+            ray.train.report(metrics)
+            continue
+        with tempfile.TemporaryDirectory() as folder:
+            saved = None
+            if rank == 0:
+                torch.save(work.state(step), Path(folder) / CHECKPOINT)
+                (Path(folder) / "config.yaml").write_text(dump_config(config))
+                saved = ray.train.Checkpoint.from_directory(folder)
+            ray.train.report(metrics, checkpoint=saved)
+
+
+def _sample_source(config: TrainingConfig, store: dict[str, Any] | None) -> SampleSource | None:
+    """The snapshot's training cells when the config names one (phantom cells otherwise)."""
+    if config.data.manifest is None:
+        return None
+    if store is None:
+        raise ValueError("a run on a dataset snapshot needs the object store's settings")
+    from stainless.config import StoreSettings
+    from stainless_training.snapshot_data import snapshot_samples
+
+    settings = StoreSettings.model_validate(store)
+    key = config.data.manifest
+    return lambda size: snapshot_samples(settings, key, size)
+
+
+def _progress_sink(target: dict[str, str] | None) -> Callable[[dict[str, Any]], None] | None:
+    """Rank 0 writes the job's progress to its row, for the API and the CLI."""
+    if target is None:
+        return None
+    from stainless.config import DatabaseSettings
+    from stainless.db.engine import create_db_engine
+    from stainless.jobs import record_progress
+
+    engine = create_db_engine(DatabaseSettings(url=target["database_url"]))
+    job_id = target["job_id"]
+    return lambda values: record_progress(engine, job_id, values)
+
+
+def store_payload(settings: Any) -> dict[str, Any]:
+    """Object-store settings as plain data for the workers (the secret included)."""
+    data: dict[str, Any] = settings.model_dump(mode="json")
+    data["secret_key"] = settings.secret_key.get_secret_value()
+    return data
+
+
+@dataclass(frozen=True)
+class Storage:
+    """Where Ray keeps checkpoints: a local folder, or a bucket of an S3 server."""
+
+    path: str
+    endpoint: str | None = None
+    access_key: str | None = None
+    secret_key: str | None = None
+    secure: bool = False
+
+    def filesystem(self) -> Any:
+        if self.endpoint is None:
+            return None
+        from pyarrow import fs  # type: ignore[import-untyped]
+
+        return fs.S3FileSystem(
+            endpoint_override=self.endpoint,
+            scheme="https" if self.secure else "http",
+            access_key=self.access_key,
+            secret_key=self.secret_key,
+        )
+
+
+@dataclass(frozen=True)
+class RunResult:
+    checkpoint: str  # folder of the last checkpoint in Ray's storage
+    metrics: dict[str, Any]
+    seconds: float
+    failures: list[str] = field(default_factory=list)
+
+
+def run_distributed(
+    config: TrainingConfig,
+    *,
+    name: str,
+    storage: Storage,
+    workers: int = 1,
+    use_gpu: bool = False,
+    max_failures: int = 2,
+    report_every: int = 10,
+    store: dict[str, Any] | None = None,
+    progress: dict[str, str] | None = None,
+) -> RunResult:
+    """Train ``config`` on ``workers`` Ray workers (Ray must be initialised); block until done.
+
+    A run of the same ``name`` in the same storage continues from its last checkpoint.
+    ``store`` (:func:`store_payload`) lets workers read a dataset snapshot the config
+    names; ``progress`` (``database_url``, ``job_id``) has rank 0 record progress there.
+    """
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    if config.model not in WORKLOADS:
+        raise ValueError(f"distributed training of {config.model} is not available")
+    trainer = TorchTrainer(
+        worker_loop,
+        train_loop_config={
+            "config": config.model_dump(mode="json"),
+            "report_every": report_every,
+            "store": store,
+            "progress": progress,
+        },
+        scaling_config=ScalingConfig(
+            num_workers=workers, use_gpu=use_gpu, resources_per_worker={"CPU": 1}
+        ),
+        run_config=RunConfig(
+            name=name,
+            storage_path=storage.path,
+            storage_filesystem=storage.filesystem(),
+            failure_config=FailureConfig(max_failures=max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=2),
+        ),
+    )
+    started = time.perf_counter()
+    result = trainer.fit()
+    if result.checkpoint is None:
+        raise RuntimeError(f"run {name} ended without a checkpoint: {result.error}")
+    return RunResult(
+        checkpoint=result.checkpoint.path,
+        metrics=dict(result.metrics or {}),
+        seconds=time.perf_counter() - started,
+    )

@@ -1,0 +1,153 @@
+"""Run a training job end to end: Ray Train, checkpoint to the object store, evaluate, register.
+
+``run_job`` takes a queued job (``stainless.jobs``) to running, trains its model on its
+dataset snapshot with :func:`~stainless_training.distributed.run_distributed` (progress
+written to the job row by rank 0), copies the final checkpoint and its config into the
+object store under ``models/<kind>/<job id>/``, evaluates the model on the snapshot's
+held-out cells, registers the next model version with the metrics (``models.registered``)
+and marks the job succeeded; any failure marks it failed with the reason.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import structlog
+import torch
+
+from stainless.config import Settings
+from stainless.db.engine import create_db_engine, session_scope
+from stainless.jobs import finish_job, start_job
+from stainless.registry import register_model
+from stainless.storage import create_store
+from stainless_training.config import ModelKind, TrainingConfig, dump_config
+from stainless_training.distributed import (
+    CHECKPOINT,
+    RunResult,
+    Storage,
+    run_distributed,
+    store_payload,
+)
+from stainless_training.phantom_data import CellSample
+from stainless_training.snapshot_data import SnapshotSamples, snapshot_samples
+
+log = structlog.get_logger(__name__)
+
+
+def job_config(
+    job_config: dict[str, Any] | None, *, model: str, dataset_key: str
+) -> TrainingConfig:
+    """The job's training config: its own settings, its model and its snapshot."""
+    data = dict(job_config or {})
+    data["model"] = model
+    data["data"] = {**data.get("data", {}), "manifest": dataset_key}
+    return TrainingConfig.model_validate(data)
+
+
+def _fetch(result: RunResult, storage: Storage, folder: Path) -> Path:
+    """The run's last checkpoint folder, copied locally from Ray's storage."""
+    from ray.train import Checkpoint
+
+    checkpoint = Checkpoint(result.checkpoint, filesystem=storage.filesystem())
+    return Path(checkpoint.to_directory(str(folder)))
+
+
+def _cell_samples(samples: SnapshotSamples, limit: int | None = None) -> list[CellSample]:
+    """Snapshot items as the evaluation's ``CellSample`` s (images back in [0, 1])."""
+    cells = []
+    for index in range(len(samples) if limit is None else min(limit, len(samples))):
+        if not samples.has_pair[index] or samples.labels[index] < 0:
+            continue
+        item = samples[index]
+        cells.append(
+            CellSample(
+                dic=((item["dic"][0].numpy() + 1) / 2).astype(np.float32),
+                bf=((item["bf"].permute(1, 2, 0).numpy() + 1) / 2).astype(np.float32),
+                mask=item["mask"].numpy(),
+                label=int(item["label"]),
+                field=0,
+            )
+        )
+    return cells
+
+
+def evaluate_checkpoint(
+    settings: Settings, config: TrainingConfig, checkpoint: Path
+) -> dict[str, Any]:
+    """Model-1 metrics on the snapshot's held-out cells (against a colour-transfer baseline)."""
+    from stainless.metrics.perceptual import PerceptualMetric
+    from stainless.models.mtmd import build_multitask
+    from stainless_training.evaluate import ColourTransfer, evaluate
+    from stainless_training.mtmd import model_config
+
+    if config.model is not ModelKind.MTMD or config.data.manifest is None:
+        return {}
+    net = model_config(config)
+    translator = build_multitask(net)
+    translator.load_state_dict(torch.load(checkpoint, weights_only=False)["translator"])
+    key = config.data.manifest
+    held_out = _cell_samples(snapshot_samples(settings.store, key, net.image_size, held_out=True))
+    training = _cell_samples(snapshot_samples(settings.store, key, net.image_size), limit=200)
+    if not held_out or not training:
+        return {"cells": 0, "note": "no held-out cells with a pair and a label"}
+    return evaluate(
+        translator,
+        held_out,
+        baseline=ColourTransfer.fit(training),
+        perceptual=PerceptualMetric(),
+    )
+
+
+def run_job(
+    settings: Settings,
+    job_id: str,
+    *,
+    storage: Storage,
+    use_gpu: bool = False,
+    report_every: int = 10,
+) -> str:
+    """Train, store, evaluate and register job ``job_id``; return the model version's id."""
+    engine = create_db_engine(settings.database)
+    store = create_store(settings.store)
+    job = start_job(engine, job_id)
+    try:
+        config = job_config(job.config, model=job.model_kind, dataset_key=job.dataset_key)
+        result = run_distributed(
+            config,
+            name=f"job-{job_id}",
+            storage=storage,
+            workers=job.workers,
+            use_gpu=use_gpu,
+            report_every=report_every,
+            store=store_payload(settings.store),
+            progress={"database_url": settings.database.url, "job_id": job_id},
+        )
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = _fetch(result, storage, Path(tmp))
+            prefix = f"models/{config.model.value}/{job_id}"
+            checkpoint_key = f"{prefix}/{CHECKPOINT}"
+            store.put(checkpoint_key, (folder / CHECKPOINT).read_bytes())
+            store.put(f"{prefix}/config.yaml", dump_config(config).encode())
+            metrics = evaluate_checkpoint(settings, config, folder / CHECKPOINT)
+        metrics = {**metrics, "training": {"seconds": round(result.seconds, 1), **result.metrics}}
+        store.put(f"{prefix}/metrics.json", json.dumps(metrics, indent=2).encode())
+        with session_scope(engine) as session:
+            version = register_model(
+                session,
+                name=f"{config.model.value}-{config.size.value}",
+                kind=config.model.value,
+                checkpoint_key=checkpoint_key,
+                metrics=metrics,
+            )
+            version_id = version.id
+    except Exception as exc:
+        finish_job(engine, job_id, error=f"{type(exc).__name__}: {exc}")
+        log.error("training job failed", job_id=job_id, error=str(exc))
+        raise
+    finish_job(engine, job_id, model_version_id=version_id, progress={"done": True})
+    log.info("training job succeeded", job_id=job_id, model_version_id=version_id)
+    return version_id
