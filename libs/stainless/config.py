@@ -168,6 +168,11 @@ class RaySettings(_Block):
 
     address: str | None = Field(default=None, description="Ray cluster address; none = local.")
     num_cpus: int | None = Field(default=None, ge=1, description="CPUs of a local Ray.")
+    storage: str = Field(
+        default="out/ray",
+        description="Checkpoints of runs: a local folder, or with an S3 store a bucket prefix.",
+    )
+    use_gpu: bool = Field(default=False, description="One GPU per training worker (NCCL, AMP).")
 
 
 class RelaySettings(_Block):

@@ -36,6 +36,15 @@ class JobError(ValueError):
     """A training request that cannot be accepted, or a job that cannot move on."""
 
 
+def model_kind(model: str) -> ModelKind:
+    """``model`` as a :class:`ModelKind`; :class:`JobError` naming the choices otherwise."""
+    try:
+        return ModelKind(model)
+    except ValueError:
+        known = ", ".join(k.value for k in ModelKind)
+        raise JobError(f"unknown model {model!r}: choose one of {known}") from None
+
+
 def request_training(
     engine: Engine,
     store: ObjectStore,
@@ -54,11 +63,7 @@ def request_training(
         JobError: unknown model, workers < 1, or a missing, empty or altered snapshot;
             nothing is written then.
     """
-    try:
-        kind = ModelKind(model)
-    except ValueError:
-        known = ", ".join(k.value for k in ModelKind)
-        raise JobError(f"unknown model {model!r}: choose one of {known}") from None
+    kind = model_kind(model)
     if workers < 1:
         raise JobError(f"workers must be at least 1, got {workers}")
     try:

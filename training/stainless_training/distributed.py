@@ -174,10 +174,28 @@ def _progress_sink(target: dict[str, str] | None) -> Callable[[dict[str, Any]], 
 
 
 def store_payload(settings: Any) -> dict[str, Any]:
-    """Object-store settings as plain data for the workers (the secret included)."""
+    """Object-store settings as plain data for the workers (the secret included).
+
+    A local store's folder is made absolute: workers do not share the caller's folder.
+    """
     data: dict[str, Any] = settings.model_dump(mode="json")
     data["secret_key"] = settings.secret_key.get_secret_value()
+    data["root"] = str(Path(settings.root).resolve())
     return data
+
+
+def absolute_database_url(url: str) -> str:
+    """``url`` with a relative SQLite path made absolute (for processes elsewhere)."""
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or not parsed.database:
+        return url
+    if parsed.database == ":memory:":
+        return url
+    return parsed.set(database=str(Path(parsed.database).resolve())).render_as_string(
+        hide_password=False
+    )
 
 
 @dataclass(frozen=True)
@@ -201,6 +219,22 @@ class Storage:
             access_key=self.access_key,
             secret_key=self.secret_key,
         )
+
+
+def storage_for(settings: Any) -> Storage:
+    """Ray's checkpoint storage from the settings: under the S3 bucket, or a local folder."""
+    from stainless.config import StoreBackend
+
+    store, prefix = settings.store, settings.ray.storage.strip("/")
+    if store.backend is StoreBackend.S3:
+        return Storage(
+            path=f"{store.bucket}/{prefix}",
+            endpoint=store.endpoint,
+            access_key=store.access_key,
+            secret_key=store.secret_key.get_secret_value(),
+            secure=store.secure,
+        )
+    return Storage(path=str(Path(settings.ray.storage).resolve()))
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ import torch
 
 from stainless.config import Settings
 from stainless.db.engine import create_db_engine, session_scope
-from stainless.jobs import finish_job, start_job
+from stainless.jobs import JobError, finish_job, start_job
 from stainless.registry import register_model
 from stainless.storage import create_store
 from stainless_training.config import ModelKind, TrainingConfig, dump_config
@@ -29,6 +29,7 @@ from stainless_training.distributed import (
     CHECKPOINT,
     RunResult,
     Storage,
+    absolute_database_url,
     run_distributed,
     store_payload,
 )
@@ -41,11 +42,20 @@ log = structlog.get_logger(__name__)
 def job_config(
     job_config: dict[str, Any] | None, *, model: str, dataset_key: str
 ) -> TrainingConfig:
-    """The job's training config: its own settings, its model and its snapshot."""
+    """The job's training config: its own settings, its model and its snapshot.
+
+    Raises:
+        JobError: the settings do not make a valid training config.
+    """
     data = dict(job_config or {})
     data["model"] = model
     data["data"] = {**data.get("data", {}), "manifest": dataset_key}
-    return TrainingConfig.model_validate(data)
+    try:
+        config = TrainingConfig.model_validate(data)
+        config.phased_schedule()
+    except ValueError as exc:  # pydantic's ValidationError is one too
+        raise JobError(f"invalid training settings: {exc}") from None
+    return config
 
 
 def _fetch(result: RunResult, storage: Storage, folder: Path) -> Path:
@@ -124,7 +134,10 @@ def run_job(
             use_gpu=use_gpu,
             report_every=report_every,
             store=store_payload(settings.store),
-            progress={"database_url": settings.database.url, "job_id": job_id},
+            progress={
+                "database_url": absolute_database_url(settings.database.url),
+                "job_id": job_id,
+            },
         )
         with tempfile.TemporaryDirectory() as tmp:
             folder = _fetch(result, storage, Path(tmp))

@@ -156,6 +156,39 @@ def bench_pipeline(
     emit("pipeline", result, as_json)
 
 
+@app.command()
+def train(
+    model: Annotated[str, typer.Option(help="mtmd, disentangled or paired.")],
+    dataset: Annotated[str, typer.Option(help="Dataset snapshot key (stainless dataset …).")],
+    workers: Annotated[int, typer.Option(min=1, help="Ray Train workers.")] = 1,
+    ray_address: Annotated[
+        str | None, typer.Option(help="Ray cluster; default STAINLESS_RAY__ADDRESS or local.")
+    ] = None,
+    config: Annotated[Path | None, typer.Option(help="Training settings (YAML).")] = None,
+    steps: Annotated[int | None, typer.Option(min=1, help="Override the steps.")] = None,
+) -> None:
+    """Train a model on a dataset snapshot with Ray Train; register the result."""
+    from stainless.jobs import JobError
+    from stainless_training.train_command import base_config
+    from stainless_training.train_command import train as run_training
+
+    settings = _settings()
+    try:
+        version = run_training(
+            settings,
+            model=model,
+            dataset=dataset,
+            workers=workers,
+            ray_address=ray_address,
+            config=base_config(config, steps=steps),
+            console=err,
+        )
+    except (JobError, OSError) as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    err.print(f"registered model version {version}")
+
+
 @app.command("export")
 def export_command(
     checkpoint: Annotated[Path, typer.Option(help="Model-1 training checkpoint (checkpoint.pt).")],
