@@ -155,6 +155,9 @@ class InferenceSettings(_Block):
     retry_backoff_s: float = Field(
         default=1.0, gt=0, description="First wait when the inference server is unavailable."
     )
+    refresh_interval_s: float = Field(
+        default=5.0, ge=0, description="How often the repository is checked for a new version."
+    )
     retry_max_backoff_s: float = Field(
         default=30.0, gt=0, description="Longest wait between tries while it stays unavailable."
     )

@@ -189,6 +189,90 @@ def train(
     err.print(f"registered model version {version}")
 
 
+def _repository(settings: Settings) -> Path:
+    return Path(settings.inference.model_repository)
+
+
+@app.command()
+def models() -> None:
+    """List the registered model versions (promoted ones marked)."""
+    from stainless.db.engine import create_db_engine
+    from stainless.registry import list_versions
+
+    settings = _settings()
+    for row in list_versions(create_db_engine(settings.database)):
+        marker = "*" if row.status.value == "promoted" else " "
+        accuracy = row.metrics.get("accuracy")
+        shown = "" if accuracy is None else f" accuracy {accuracy:.3f}"
+        typer.echo(f"{marker} {row.name}/{row.version} {row.id} {row.status.value}{shown}")
+
+
+def _promotion(
+    action: str,
+    reference: str | None,
+    instance: str,
+    mirror: str | None,
+    review_threshold: float | None = None,
+) -> None:
+    from stainless.db.engine import create_db_engine
+    from stainless.export.checkpoint import ExportError
+    from stainless.export.triton import InstanceKind
+    from stainless.promotion import promote, rollback
+    from stainless.registry import RegistryError
+    from stainless.storage import create_store
+
+    settings = _settings()
+    engine, store = create_db_engine(settings.database), create_store(settings.store)
+    kind, repository = InstanceKind(instance), _repository(settings)
+    try:
+        if reference is None:
+            done = rollback(engine, store, repository, instance=kind, mirror_prefix=mirror)
+        else:
+            done = promote(
+                engine,
+                store,
+                repository,
+                reference,
+                instance=kind,
+                mirror_prefix=mirror,
+                review_threshold=review_threshold,
+            )
+    except (RegistryError, ExportError) as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    err.print(
+        f"{action}: {done.name}/{done.version} is served as version {done.repository_version} "
+        f"of {_repository(settings)}"
+        + ("" if done.previous_version is None else f" (was {done.name}/{done.previous_version})")
+    )
+
+
+@app.command()
+def promote(
+    version: Annotated[str, typer.Argument(help="Model version id or NAME/VERSION.")],
+    instance: Annotated[str, typer.Option(help="gpu (default) or cpu instances.")] = "gpu",
+    mirror: Annotated[
+        str | None, typer.Option(help="Also write the repository to this object-store prefix.")
+    ] = None,
+    review_threshold: Annotated[
+        float | None, typer.Option(min=0, help="δ review threshold; default: the calibrated one.")
+    ] = None,
+) -> None:
+    """Serve a registered model version: export it into the model repository (admin)."""
+    _promotion("promoted", version, instance, mirror, review_threshold)
+
+
+@app.command()
+def rollback(
+    instance: Annotated[str, typer.Option(help="gpu (default) or cpu instances.")] = "gpu",
+    mirror: Annotated[
+        str | None, typer.Option(help="Also write the repository to this object-store prefix.")
+    ] = None,
+) -> None:
+    """Serve again the version promoted before the current one (admin)."""
+    _promotion("rolled back", None, instance, mirror)
+
+
 @app.command("export")
 def export_command(
     checkpoint: Annotated[Path, typer.Option(help="Model-1 training checkpoint (checkpoint.pt).")],

@@ -28,6 +28,9 @@ class ServedManifest(BaseModel):
     k: int = Field(ge=1)
     alpha: float = Field(ge=0)
     review_threshold: float = Field(ge=0, description="Cells with δ below it need review.")
+    model_version_id: str | None = Field(
+        default=None, description="The registry's model version served (after a promotion)."
+    )
 
     @property
     def model_version(self) -> str:

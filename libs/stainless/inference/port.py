@@ -64,6 +64,14 @@ class InferencePort(Protocol):
 
     def ready(self) -> bool: ...
 
+    def switch(self, manifest: ServedManifest) -> None:
+        """Serve the repository's new version from now on (between two batches).
+
+        Raises:
+            InferenceUnavailable: the new version cannot be loaded; the old one stays.
+        """
+        ...
+
     def close(self) -> None: ...
 
 

@@ -202,6 +202,26 @@ class TritonInference:
                 return False
             raise
 
+    def switch(self, manifest: ServedManifest) -> None:
+        """Ask the server to load the new version (explicit model control), then call it.
+
+        A server without the model-repository extension (or in poll mode) refuses the
+        load; it is then expected to have picked the version up itself, and the switch
+        only succeeds when the server reports that version ready.
+        """
+        client = self._client()
+        version = str(manifest.version)
+        with contextlib.suppress(Exception):  # not every v2 server offers explicit control
+            client.load_model(self._model)
+        try:
+            ready = bool(client.is_model_ready(self._model, version))
+        except Exception as exc:
+            raise self._map_error(exc) from exc
+        if not ready:
+            raise InferenceUnavailable(f"{self._url} does not serve version {version} yet")
+        with self._lock:
+            self._manifest, self._version = manifest, version
+
     def close(self) -> None:
         with self._lock:
             self._closed = True

@@ -21,7 +21,7 @@ import io
 import threading
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import cv2
 import numpy as np
@@ -56,6 +56,7 @@ from stainless.events import (
 from stainless.events.bus import Batching, HandlerInterrupted
 from stainless.events.idempotency import IdempotentBatchHandler
 from stainless.events.outbox import add_event
+from stainless.export.manifest import ManifestError, ServedManifest
 from stainless.imaging.codecs import encode_png
 from stainless.inference.port import CellOutput, InferencePort, InferenceUnavailable
 from stainless.ingest.images import decode, probe
@@ -69,6 +70,9 @@ CELLS = MetricCounter(
 )
 BATCH_SECONDS = Histogram(
     "stainless_inference_batch_seconds", "One inference round trip (a micro-batch)"
+)
+SWITCHES = MetricCounter(
+    "stainless_inference_model_switches_total", "Switches to a newly promoted model version"
 )
 UNAVAILABLE = MetricCounter(
     "stainless_inference_unavailable_total", "Tries that found the inference server unavailable"
@@ -98,19 +102,46 @@ class CellStainer:
         settings: InferenceSettings,
         stop: threading.Event | None = None,
         prefix: str = "stained",
+        repository: Callable[[], ServedManifest] | None = None,
     ) -> None:
+        """``repository`` reads the model repository's manifest: when it names another
+        version (``stainless promote``), the port switches to it between two rounds."""
         self._store = store
         self._inference = inference
         self._settings = settings
         self._stop = stop or threading.Event()
         self._prefix = prefix
-        manifest = inference.manifest
+        self._repository = repository
+        self._checked = time.monotonic()
+        self._adopt(inference.manifest)
+
+    def _adopt(self, manifest: ServedManifest) -> None:
         self._version = manifest.model_version
-        self._threshold = (
-            settings.review_threshold
-            if settings.review_threshold is not None
-            else manifest.review_threshold
-        )
+        override = self._settings.review_threshold
+        self._threshold = override if override is not None else manifest.review_threshold
+
+    def refresh(self) -> bool:
+        """Switch to the repository's version if it changed; True when it did."""
+        if self._repository is None:
+            return False
+        self._checked = time.monotonic()
+        try:
+            manifest = self._repository()
+        except ManifestError as exc:
+            log.warning("model repository unreadable, keeping the current model", error=str(exc))
+            return False
+        if manifest == self._inference.manifest:
+            return False
+        try:
+            self._inference.switch(manifest)
+        except InferenceUnavailable as exc:
+            log.warning("new model version not loaded yet", error=str(exc))
+            return False
+        previous = self._version
+        self._adopt(manifest)
+        SWITCHES.inc()
+        log.info("model switched", previous=previous, model_version=self._version)
+        return True
 
     @property
     def model_version(self) -> str:
@@ -132,6 +163,8 @@ class CellStainer:
         self, session: Session, requests: Sequence[tuple[str, Sequence[str]]]
     ) -> dict[str, list[str]]:
         """:meth:`stain` for cells of several events, batched together; new ids per slide."""
+        if time.monotonic() - self._checked >= self._settings.refresh_interval_s:
+            self.refresh()
         cells: dict[str, Cell] = {}
         for slide_id, cell_ids in requests:
             cells.update((c.id, c) for c in self._cells(session, slide_id, cell_ids))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import threading
+from pathlib import Path
 
 import structlog
 
@@ -11,6 +12,7 @@ from stainless.config import load_settings
 from stainless.db.engine import create_db_engine, ping, wait_for_database
 from stainless.events import ALL_TOPICS, create_bus
 from stainless.events.bus import HandlerInterrupted
+from stainless.export.manifest import read_manifest
 from stainless.inference import create_inference
 from stainless.logs import configure_logging
 from stainless.observability import HealthServer, create_health_app
@@ -29,11 +31,13 @@ def main() -> None:
     bus.ensure_topics(ALL_TOPICS)
     inference = create_inference(settings.inference)
     stop = threading.Event()
+    repository = Path(settings.inference.model_repository)
     stainer = CellStainer(
         store=create_store(settings.store),
         inference=inference,
         settings=settings.inference,
         stop=stop,
+        repository=lambda: read_manifest(repository),
     )
     consumer = inference_consumer(bus, engine, stainer)
     health = HealthServer(

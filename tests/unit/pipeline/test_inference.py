@@ -64,6 +64,9 @@ class Flaky:
     def ready(self) -> bool:
         return self.calls >= self.failures
 
+    def switch(self, manifest: ServedManifest) -> None:
+        self.inner.switch(manifest)
+
     def close(self) -> None:
         return None
 
