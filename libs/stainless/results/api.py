@@ -33,6 +33,7 @@ from stainless.observability import add_health_routes
 from stainless.results import fhir, queries, reviews
 from stainless.results.auth import Authenticator, Reader, Reviewer
 from stainless.results.errors import NotFound, ResultsError
+from stainless.results.training import add_training_routes
 from stainless.storage import ObjectStore, create_store
 from stainless.storage.base import ObjectNotFoundError
 
@@ -318,6 +319,8 @@ def create_app(settings: Settings, *, engine: Engine, store: ObjectStore) -> Fas
         )
         report = fhir.diagnostic_report(summary.slide, summary.differential, summary.flags)
         return JSONResponse(report, media_type=FHIR_JSON)
+
+    add_training_routes(app, engine=engine, store=store)
 
     @app.get("/", include_in_schema=False)
     def index_page() -> FileResponse:

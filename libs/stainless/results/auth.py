@@ -97,6 +97,7 @@ class Authenticator:
 
 READ_ROLES = frozenset(Role)
 REVIEW_ROLES = frozenset({Role.REVIEWER, Role.ADMIN})
+SCIENCE_ROLES = frozenset({Role.SCIENTIST, Role.ADMIN})
 
 _api_key = APIKeyHeader(name="X-API-Key", auto_error=False, description="A results API key.")
 _bearer = HTTPBearer(auto_error=False, description="The same key as a bearer token.")
@@ -125,3 +126,4 @@ def require(roles: frozenset[Role], *, doing: str) -> Callable[..., Principal]:
 
 Reader = Annotated[Principal, Depends(require(READ_ROLES, doing="reading results"))]
 Reviewer = Annotated[Principal, Depends(require(REVIEW_ROLES, doing="reviewing and signing"))]
+Scientist = Annotated[Principal, Depends(require(SCIENCE_ROLES, doing="starting training"))]
