@@ -1,4 +1,4 @@
-"""Retraining on a real local Ray cluster: snapshot in S3 → 2 workers (DDP) → registered model.
+"""Retraining on a real local Ray cluster: snapshot in S3 → 2 workers (DDP) → served model.
 
 The data and the checkpoints live in the S3 server and the records in Postgres. A
 second test kills one Ray worker mid-run: Ray restarts the group, the run continues
@@ -14,17 +14,30 @@ import time
 import uuid
 from pathlib import Path
 
+import numpy as np
 import pytest
 from sqlmodel import Session, select
 
-from stainless.config import DatabaseSettings, Settings, StoreBackend, StoreSettings
+from stainless.config import (
+    DatabaseSettings,
+    InferenceSettings,
+    Settings,
+    StoreBackend,
+    StoreSettings,
+)
 from stainless.datasets.importers import import_phantom
 from stainless.db.engine import create_db_engine
 from stainless.db.migrate import upgrade
 from stainless.db.models import JobStatus, ModelVersion, OutboxEvent, TrainingJob
 from stainless.events import Topic
+from stainless.export.checkpoint import export_checkpoint
+from stainless.export.manifest import read_manifest
+from stainless.export.triton import InstanceKind
 from stainless.imaging.phantom_set import phantom_config, write_phantom_set
+from stainless.inference.local import LocalInference
 from stainless.jobs import request_training
+from stainless.pipeline.inference import CellStainer
+from stainless.promotion import promote
 from stainless.storage import create_store
 from stainless.storage.local import LocalObjectStore
 from stainless_training.distributed import Storage, run_distributed, store_payload
@@ -32,6 +45,7 @@ from stainless_training.jobs import job_config, run_job
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
+DEMO = Path(__file__).parents[2] / "training/demo_model/checkpoint.pt"
 TINY_RUN = {"steps": 6, "checkpoint_every": 3, "batch_size": 4}
 
 
@@ -70,8 +84,8 @@ def _storage(settings: Settings) -> Storage:
     )
 
 
-def test_a_snapshot_trains_on_two_workers_into_a_registered_model(
-    ray_address: str, settings: Settings, snapshot: str
+def test_a_snapshot_trains_on_two_workers_into_a_served_model(
+    ray_address: str, settings: Settings, snapshot: str, tmp_path: Path
 ) -> None:
     engine = create_db_engine(settings.database)
     store = create_store(settings.store)
@@ -89,6 +103,23 @@ def test_a_snapshot_trains_on_two_workers_into_a_registered_model(
     assert store.get(version.checkpoint_key)[:2] == b"PK"  # a torch zip archive
     assert version.metrics["training"]["workers"] == 2
     assert topics == [Topic.TRAINING_REQUESTED, Topic.MODELS_REGISTERED]
+
+    # The inference service serves the demo model; the trained version is promoted.
+    repo = tmp_path / "models"
+    export_checkpoint(DEMO, repo, instance=InstanceKind.CPU)
+    stainer = CellStainer(
+        store=store,
+        inference=LocalInference(repo),
+        settings=InferenceSettings(refresh_interval_s=0),
+        repository=lambda: read_manifest(repo),
+    )
+    assert stainer.model_version == "mtmd-tiny/1"
+    done = promote(engine, store, repo, version_id, instance=InstanceKind.CPU, review_threshold=0.5)
+    assert done.repository_version == 2 and stainer.refresh()
+    assert stainer.model_version == "mtmd-tiny/2"
+    assert read_manifest(repo).model_version_id == version_id
+    cells = LocalInference(repo).infer(np.zeros((2, 64, 64), np.float32))
+    assert len(cells) == 2 and sum(cells[0].probabilities.values()) == pytest.approx(1, abs=1e-4)
 
 
 def _train_worker_pids() -> list[int]:
