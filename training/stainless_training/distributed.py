@@ -8,9 +8,10 @@ trains on its own share of the class-balanced batches: step ``s`` of worker ``r`
 workers and a resumed run sees the batches an uninterrupted one would.
 
 The translators are driven through several entry points (encode, decode, classify,
-segment), which ``DistributedDataParallel``'s forward hooks would not see; the same
-all-reduce DDP performs is attached to every parameter instead: after each backward
-pass a gradient is averaged over the workers before any optimiser steps.
+segment), which ``DistributedDataParallel``'s forward hooks would not see; the
+all-reduce DDP performs is done by the optimisers instead: before each optimiser
+step, the gradients it is about to apply are flattened into one buffer, averaged over
+the workers in one collective, and copied back (DDP's bucketing, one bucket per step).
 
 Rank 0 reports metrics every ``report_every`` steps and a checkpoint (``checkpoint.pt``
 and the frozen ``config.yaml``) every ``checkpoint_every`` steps to Ray's storage: a
@@ -19,6 +20,7 @@ local folder or the S3 object store.
 
 from __future__ import annotations
 
+import os
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -44,6 +46,9 @@ class Workload(Protocol):
     def modules(self) -> Sequence[nn.Module]: ...
 
     @property
+    def optimizers(self) -> Sequence[torch.optim.Optimizer]: ...
+
+    @property
     def labels(self) -> Sequence[int]: ...
 
     @property
@@ -57,6 +62,10 @@ class Workload(Protocol):
 
     def load(self, state: dict[str, object]) -> int: ...
 
+    # Optional: ``frozen`` (networks every worker needs identical but nobody trains: rank 0
+    # broadcasts them, their gradients are not averaged) and ``prepare()`` (run at the start
+    # of a fresh run, not when resuming from a checkpoint).
+
 
 SampleSource = Callable[[int], Any]  # image size -> training cells
 WorkloadFactory = Callable[[TrainingConfig, SampleSource | None], Workload]
@@ -68,21 +77,51 @@ def _mtmd(config: TrainingConfig, samples: SampleSource | None) -> Workload:
     return workload(config, samples)
 
 
-WORKLOADS: dict[ModelKind, WorkloadFactory] = {ModelKind.MTMD: _mtmd}
+def _disentangled(config: TrainingConfig, samples: SampleSource | None) -> Workload:
+    from stainless_training.disentangled import workload
+
+    return workload(config, samples)
 
 
-def average_gradients(modules: Sequence[nn.Module], world: int) -> None:
-    """Average every parameter's gradient over the process group after each backward."""
+def _paired(config: TrainingConfig, samples: SampleSource | None) -> Workload:
+    from stainless_training.paired import workload
 
-    def hook(parameter: torch.Tensor) -> None:
-        assert parameter.grad is not None
-        dist.all_reduce(parameter.grad)
-        parameter.grad.div_(world)
+    return workload(config, samples)
 
-    for module in modules:
-        for parameter in module.parameters():
-            if parameter.requires_grad:
-                parameter.register_post_accumulate_grad_hook(hook)  # type: ignore[no-untyped-call]
+
+WORKLOADS: dict[ModelKind, WorkloadFactory] = {
+    ModelKind.MTMD: _mtmd,
+    ModelKind.DISENTANGLED: _disentangled,
+    ModelKind.PAIRED: _paired,
+}
+
+
+def average_gradients(optimizers: Sequence[torch.optim.Optimizer], world: int) -> None:
+    """Average, before every step of each optimiser, its gradients over the process group.
+
+    Every worker runs the same passes, so the same parameters hold gradients at each
+    step on every worker; they travel as one flat buffer per step.
+    """
+
+    def before_step(optimizer: torch.optim.Optimizer, *_: object) -> None:
+        grads = [
+            p.grad
+            for group in optimizer.param_groups
+            for p in group["params"]
+            if p.grad is not None
+        ]
+        if not grads:
+            return
+        flat = torch.cat([g.reshape(-1) for g in grads])
+        dist.all_reduce(flat)
+        flat.div_(world)
+        offset = 0
+        for grad in grads:
+            grad.copy_(flat[offset : offset + grad.numel()].view_as(grad))
+            offset += grad.numel()
+
+    for optimizer in optimizers:
+        optimizer.register_step_pre_hook(before_step)
 
 
 def broadcast_state(modules: Sequence[nn.Module]) -> None:
@@ -101,6 +140,10 @@ def worker_loop(loop_config: dict[str, Any]) -> None:
     report_every = int(loop_config.get("report_every", 10))
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
+    if loop_config.get("pin_cores"):  # one core per worker (the scaling benchmark)
+        torch.set_num_threads(1)
+        cores = sorted(os.sched_getaffinity(0))
+        os.sched_setaffinity(0, {cores[context.get_local_rank() % len(cores)]})
     torch.manual_seed(config.seed)
     samples = _sample_source(config, loop_config.get("store"))
     work = WORKLOADS[config.model](config, samples)
@@ -113,26 +156,35 @@ def worker_loop(loop_config: dict[str, Any]) -> None:
         with checkpoint.as_directory() as folder:
             state = torch.load(Path(folder) / CHECKPOINT, weights_only=False, map_location=device)
             step = work.load(state)
+    elif hasattr(work, "prepare"):  # a fresh run's set-up, e.g. model 2's U-Net pre-training
+        work.prepare()
     if world > 1:
-        broadcast_state(work.modules)
-        average_gradients(work.modules, world)
+        broadcast_state([*work.modules, *getattr(work, "frozen", ())])
+        average_gradients(work.optimizers, world)
     plan = batch_plan(work.labels, batch_size=work.batch_size, seed=config.seed)
     for _ in range(step * world):  # the batches of the steps already done
         next(plan)
     started, seen, first, logs = time.perf_counter(), 0, step, {}
+    first_step_at: float | None = None
     while step < config.steps:
         mine = [next(plan)[1] for _ in range(world)][rank]
         with torch.autocast(device_type=device.type, enabled=device.type == "cuda"):
             logs = work.step(mine, step)
         step += 1
-        seen += len(mine) * world
+        if step == first + 1:
+            first_step_at = time.time()
+            started = time.perf_counter()  # the rate counts from the first step on
+        else:
+            seen += len(mine) * world
         if step % report_every and step % config.checkpoint_every and step != config.steps:
             continue
         elapsed = time.perf_counter() - started
-        rate = seen / elapsed
+        rate = seen / elapsed if seen else 0.0
         metrics = {"step": step, "samples_per_s": rate, "workers": world, **logs}
+        if first_step_at is not None and "triggered_at" in loop_config:
+            metrics["first_step_after_s"] = first_step_at - float(loop_config["triggered_at"])
         if progress is not None:
-            eta = (config.steps - step) * elapsed / max(step - first, 1)
+            eta = (config.steps - step) * elapsed / max(step - first - 1, 1)
             progress({**metrics, "steps": config.steps, "eta_s": round(eta, 1)})
         if step % config.checkpoint_every and step != config.steps:
             ray.train.report(metrics)
@@ -256,6 +308,7 @@ def run_distributed(
     report_every: int = 10,
     store: dict[str, Any] | None = None,
     progress: dict[str, str] | None = None,
+    pin_cores: bool = False,
 ) -> RunResult:
     """Train ``config`` on ``workers`` Ray workers (Ray must be initialised); block until done.
 
@@ -275,6 +328,8 @@ def run_distributed(
             "report_every": report_every,
             "store": store,
             "progress": progress,
+            "pin_cores": pin_cores,
+            "triggered_at": time.time(),
         },
         scaling_config=ScalingConfig(
             num_workers=workers, use_gpu=use_gpu, resources_per_worker={"CPU": 1}

@@ -246,6 +246,10 @@ class MultiTaskWorkload:
         return [self.trainer.translator, self.trainer.critic]
 
     @property
+    def optimizers(self) -> list[torch.optim.Optimizer]:
+        return [self.trainer.translator_optimiser, self.trainer.critic_optimiser]
+
+    @property
     def labels(self) -> list[int]:
         return self._labels
 

@@ -142,6 +142,26 @@ def bench_confidence(
     emit("confidence", result, as_json)
 
 
+@bench_app.command("training")
+def bench_training(
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    steps: Annotated[int, typer.Option(min=6, help="Steps of each run.")] = 30,
+) -> None:
+    """Ray Train samples/s of the tiny model 1 on 1 and 2 workers (one core each)."""
+    import ray
+
+    from stainless_training.bench import run_training_bench
+
+    settings = _settings()
+    err.print(f"tiny model 1, {steps} steps on 1 then 2 Ray workers")
+    ray.init(address=settings.ray.address, num_cpus=settings.ray.num_cpus, log_to_driver=False)
+    try:
+        result = run_training_bench(steps=steps)
+    finally:
+        ray.shutdown()
+    emit("training", result, as_json)
+
+
 @bench_app.command("pipeline")
 def bench_pipeline(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
