@@ -1,10 +1,12 @@
 """Training of model 2, the style/structure disentangled translator (thesis ch. 6.1, 6.3).
 
 DIC ↔ brightfield: DIC crops (replicated to RGB) are domain ``UNSTAINED``, their
-brightfield pairs ``STAINED``; every image is translated to the other domain. Before the
-GAN trains, the U-Net structure critic is pre-trained on the phantom masks (or loaded)
+brightfield pairs ``STAINED``; every image is translated to the other domain. The model
+needs no registered pairs: a cell without a brightfield crop gives its DIC crop only.
+Before the GAN trains, the U-Net structure critic is pre-trained on the masks (or loaded)
 and frozen; the structure loss (eq. 6.3) back-propagates through it into the translator,
-its weights never change.
+its weights never change. :class:`DisentangledWorkload` is the step function of both the
+single-process :func:`train` and the Ray workers (``stainless_training.distributed``).
 
 Each step runs the passes of :meth:`PhasedSchedule.passes` that concern this model: the
 critic every step, the translator (mappings, encoders, generator) every
@@ -26,8 +28,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Protocol
 
 import torch
 from torch import Tensor
@@ -60,39 +63,79 @@ from stainless_training.schedules import Pass, PhasedSchedule
 
 Logs = dict[str, float]
 CHECKPOINT = "checkpoint.pt"
+
+
+class Samples(Protocol):
+    """Training cells: items as ``CellDataset`` gives them, and their classes."""
+
+    @property
+    def labels(self) -> list[int]: ...
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, index: int) -> dict[str, Tensor]: ...
+
+
+SampleSource = Callable[[int], Samples]
 BACKGROUND_AND_RED_CELLS = (0, 1)
 """Mask classes the structure loss keeps for an output with a generated structure (6.3)."""
+IGNORE = -1  # mask label of pixels without annotation (the losses' ignore_index)
 
 
 @dataclass(frozen=True)
 class Batch:
-    """Both domains of a batch of cells: ``images[:B]`` DIC (as RGB), ``images[B:]`` BF."""
+    """Both domains of a batch of cells: the DIC crops (as RGB), then the brightfield ones.
 
-    images: Tensor  # (2B, 3, H, W) in [-1, 1]
-    source: Tensor  # (2B,) domain of each image
-    target: Tensor  # (2B,) domain each image is translated to
-    pairs: Tensor  # (2B, 3, H, W) a real image of the target domain (the registered pair)
-    masks: Tensor  # (2B, H, W) segmentation masks, aligned in both domains
+    A cell without a brightfield pair (``has_pair`` False) gives only its DIC crop; a cell
+    without a mask (``has_mask`` False) gives masks of ``IGNORE`` (no structure target).
+    """
+
+    images: Tensor  # (B + P, 3, H, W) in [-1, 1]: B DIC crops, P brightfield crops
+    source: Tensor  # (B + P,) domain of each image
+    target: Tensor  # (B + P,) domain each image is translated to
+    pairs: Tensor  # (B + P, 3, H, W) a real image of the target domain (see from_items)
+    masks: Tensor  # (B + P, H, W) segmentation masks, aligned in both domains
 
     @classmethod
     def from_items(cls, items: dict[str, Tensor]) -> Batch:
+        """The batch of collated ``items`` (``CellDataset`` / ``ManifestDataset`` keys).
+
+        The real image of the target domain a DIC crop is mixed with in the gradient
+        penalty is its own brightfield pair; for a cell without one, the brightfield crop
+        of another cell of the batch (WGAN-GP mixes real and generated samples, which need
+        not be registered), or the DIC crop itself when the batch holds no brightfield crop.
+        """
         dic = items["dic"].repeat(1, 3, 1, 1)
-        bf = items["bf"]
         size = dic.shape[0]
-        unstained = torch.full((size,), UNSTAINED)
-        stained = torch.full((size,), STAINED)
+        paired = items.get("has_pair", torch.ones(size, dtype=torch.bool)).to(torch.bool)
+        masks = items["mask"]
+        if "has_mask" in items:
+            annotated = items["has_mask"].to(torch.bool)[:, None, None]
+            masks = torch.where(annotated, masks, torch.full_like(masks, IGNORE))
+        bf = items["bf"][paired]
+        n_bf = bf.shape[0]
+        if n_bf == 0:
+            dic_targets = dic
+        else:
+            position = torch.cumsum(paired.long(), 0) - 1  # of each paired cell's crop in bf
+            unpaired = (~paired).nonzero().flatten()
+            position[unpaired] = torch.arange(len(unpaired)) % n_bf
+            dic_targets = bf[position]
         return cls(
             images=torch.cat([dic, bf]),
-            source=torch.cat([unstained, stained]),
-            target=torch.cat([stained, unstained]),
-            pairs=torch.cat([bf, dic]),
-            masks=items["mask"].repeat(2, 1, 1),
+            source=torch.cat([torch.full((size,), UNSTAINED), torch.full((n_bf,), STAINED)]),
+            target=torch.cat([torch.full((size,), STAINED), torch.full((n_bf,), UNSTAINED)]),
+            pairs=torch.cat([dic_targets, dic[paired]]),
+            masks=torch.cat([masks, masks[paired]]),
         )
+
+    def to(self, device: torch.device) -> Batch:
+        return Batch(**{f.name: getattr(self, f.name).to(device) for f in fields(self)})
 
 
 def pretrain_segmenter(
     segmenter: UNet,
-    dataset: CellDataset,
+    dataset: Samples,
     *,
     settings: SegmenterConfig,
     seed: int,
@@ -100,15 +143,25 @@ def pretrain_segmenter(
 ) -> UNet:
     """Train ``segmenter`` on the masks of both domains, then freeze it; returns it.
 
-    Each step draws ``settings.batch_size`` cells at random and segments their DIC and
-    brightfield crops (the structure loss judges outputs in both domains).
+    Each step draws ``settings.batch_size`` cells with a mask at random (all cells when
+    the dataset does not say which have one) and segments their DIC and brightfield crops
+    (the structure loss judges outputs in both domains). Deterministic for a ``seed``
+    and the global torch seed the U-Net was built under.
     """
+    flags = getattr(dataset, "has_mask", None)
+    annotated = [i for i in range(len(dataset)) if flags is None or flags[i]]
+    if not annotated and settings.pretrain_steps:
+        raise ValueError("pre-training the U-Net needs cells with a mask; the dataset has none")
+    for parameter in segmenter.parameters():
+        parameter.requires_grad_(True)
     segmenter.train()
+    device = next(segmenter.parameters()).device
     optimiser = torch.optim.Adam(segmenter.parameters(), lr=settings.learning_rate)
     random = torch.Generator().manual_seed(seed)
     for step in range(settings.pretrain_steps):
-        picks = torch.randint(len(dataset), (settings.batch_size,), generator=random)
-        batch = Batch.from_items(default_collate([dataset[int(i)] for i in picks]))
+        picks = torch.randint(len(annotated), (settings.batch_size,), generator=random)
+        items = default_collate([dataset[annotated[int(i)]] for i in picks])
+        batch = Batch.from_items(items).to(device)
         loss, logs = segmentation_loss(segmenter(batch.images), batch.masks)
         optimiser.zero_grad(set_to_none=True)
         loss.backward()  # type: ignore[no-untyped-call]
@@ -337,6 +390,119 @@ def model_config(config: TrainingConfig) -> DisentangledConfig:
     return DisentangledConfig.thesis()
 
 
+class DisentangledWorkload:
+    """Model 2 as a :class:`~stainless_training.distributed.Workload`: trainer and samples.
+
+    * Pairs: every cell takes part — its DIC crop is translated to brightfield; a cell
+      with a brightfield pair (``has_pair``) also gives that crop, translated to DIC
+      (model 2 trains on unpaired images, :meth:`Batch.from_items`).
+    * Masks: the structure targets; the pixels of a cell without a mask (``has_mask``)
+      count in no structure loss, and the U-Net pre-trains on cells with a mask only.
+    * The frozen U-Net (``frozen``) is not among the trained ``modules``: no optimiser,
+      no gradient averaging. :meth:`prepare` pre-trains it at the start of a fresh run
+      (deterministic: the same weights on every worker, which rank 0 broadcasts anyway);
+      a configured ``segmenter.checkpoint`` is loaded instead, and a resumed run takes it
+      from its checkpoint (:meth:`load`).
+    """
+
+    def __init__(
+        self,
+        trainer: DisentangledTrainer,
+        dataset: Samples,
+        batch_size: int,
+        segmenter_settings: SegmenterConfig,
+        seed: int,
+    ) -> None:
+        if len(dataset) == 0:
+            raise ValueError("model 2 needs training cells; the dataset has none")
+        self.trainer = trainer
+        self.dataset = dataset
+        self.batch_size = min(batch_size, len(set(dataset.labels)))
+        self.segmenter_settings = segmenter_settings
+        self.seed = seed
+        self.device = torch.device("cpu")
+
+    @property
+    def modules(self) -> list[torch.nn.Module]:
+        return [self.trainer.translator, self.trainer.critic]
+
+    @property
+    def frozen(self) -> list[torch.nn.Module]:
+        """Networks every worker needs identical but nobody trains: the U-Net."""
+        return [self.trainer.structure_critic]
+
+    @property
+    def optimizers(self) -> list[torch.optim.Optimizer]:
+        return [self.trainer.translator_optimiser, self.trainer.critic_optimiser]
+
+    @property
+    def labels(self) -> list[int]:
+        return self.dataset.labels
+
+    def to(self, device: torch.device) -> None:
+        for module in [*self.modules, *self.frozen]:
+            module.to(device)
+        self.device = device
+
+    def prepare(self, on_step: Callable[[int, Logs], None] | None = None) -> None:
+        """Start of a fresh run: pre-train the U-Net unless its weights were given."""
+        if self.segmenter_settings.checkpoint is not None:
+            return
+        pretrain_segmenter(
+            self.trainer.structure_critic,
+            self.dataset,
+            settings=self.segmenter_settings,
+            seed=self.seed,
+            on_step=on_step,
+        )
+
+    def step(self, indices: list[int], step: int) -> Logs:
+        items = default_collate([self.dataset[i] for i in indices])
+        return self.trainer.step(Batch.from_items(items).to(self.device), step)
+
+    def state(self, step: int) -> dict[str, object]:
+        return self.trainer.state(step)
+
+    def load(self, state: dict[str, object]) -> int:
+        self.trainer.structure_critic.load_state_dict(state["segmenter"])  # type: ignore[arg-type]
+        return self.trainer.load(state)
+
+
+def workload(config: TrainingConfig, samples: SampleSource | None = None) -> DisentangledWorkload:
+    """Networks, optimisers and training cells of a model-2 run (seeded by the caller).
+
+    ``samples`` gives the training cells for an image size (a dataset snapshot); without
+    it the run crops phantom cells as its config says. The U-Net comes frozen: loaded
+    from ``config.segmenter.checkpoint`` if set, else built (and pre-trained by
+    :meth:`DisentangledWorkload.prepare`).
+    """
+    net_config = model_config(config)
+    dataset: Samples = (
+        samples(net_config.image_size)
+        if samples is not None
+        else CellDataset(
+            phantom_samples(
+                fields=config.data.phantom_fields,
+                seed=config.data.phantom_seed,
+                image_size=net_config.image_size,
+            )
+        )
+    )
+    segmenter = build_segmenter(net_config)
+    if config.segmenter.checkpoint is not None:
+        segmenter.load_state_dict(load_segmenter_state(Path(config.segmenter.checkpoint)))
+    freeze(segmenter)
+    trainer = DisentangledTrainer(
+        translator=build_disentangled(net_config),
+        critic=build_disentangled_discriminator(net_config),
+        structure_critic=segmenter,
+        schedule=config.phased_schedule(),
+        weights=config.losses,
+        seed=config.seed,
+    )
+    return DisentangledWorkload(trainer, dataset, config.batch_size, config.segmenter, config.seed)
+
+
 def train(
     config: TrainingConfig,
     out: Path,
@@ -349,66 +515,32 @@ def train(
     run would (same batches, noise and optimiser state).
     """
     torch.manual_seed(config.seed)
-    net_config = model_config(config)
-    dataset = CellDataset(
-        phantom_samples(
-            fields=config.data.phantom_fields,
-            seed=config.data.phantom_seed,
-            image_size=net_config.image_size,
-        )
-    )
+    work = workload(config)
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.yaml").write_text(dump_config(config))
     checkpoint = out / CHECKPOINT
-    state = torch.load(checkpoint, weights_only=False) if checkpoint.exists() else None
-
-    segmenter = build_segmenter(net_config)
-    if state is not None:
-        segmenter.load_state_dict(state["segmenter"])
-    elif config.segmenter.checkpoint is not None:
-        segmenter.load_state_dict(load_segmenter_state(Path(config.segmenter.checkpoint)))
+    if checkpoint.exists():
+        step = work.load(torch.load(checkpoint, weights_only=False))
     else:
-        with (out / "segmenter_metrics.jsonl").open("w") as segmenter_log:
+        step = 0
+        if config.segmenter.checkpoint is None:
+            with (out / "segmenter_metrics.jsonl").open("w") as segmenter_log:
 
-            def log_segmenter(i: int, logs: Logs) -> None:
-                segmenter_log.write(json.dumps({"segmenter_step": i, **logs}) + "\n")
+                def log_segmenter(i: int, logs: Logs) -> None:
+                    segmenter_log.write(json.dumps({"segmenter_step": i, **logs}) + "\n")
 
-            pretrain_segmenter(
-                segmenter,
-                dataset,
-                settings=config.segmenter,
-                seed=config.seed,
-                on_step=log_segmenter,
-            )
-    freeze(segmenter)
-
-    trainer = DisentangledTrainer(
-        translator=build_disentangled(net_config),
-        critic=build_disentangled_discriminator(net_config),
-        structure_critic=segmenter,
-        schedule=config.phased_schedule(),
-        weights=config.losses,
-        seed=config.seed,
-    )
-    step = trainer.load(state) if state is not None else 0
-    batch_size = min(config.batch_size, len(set(dataset.labels)))
-    log = open_metrics(out / "metrics.jsonl", step)
-    plan = batch_plan(dataset.labels, batch_size=batch_size, seed=config.seed)
-    try:
-        for position, (_, indices) in enumerate(plan):
-            if step >= config.steps:
-                break
-            if position < step:
-                continue
-            items = default_collate([dataset[i] for i in indices])
-            logs = trainer.step(Batch.from_items(items), step)
+                work.prepare(on_step=log_segmenter)
+    plan = batch_plan(work.labels, batch_size=work.batch_size, seed=config.seed)
+    for _ in range(step):
+        next(plan)
+    with open_metrics(out / "metrics.jsonl", step) as log:
+        while step < config.steps:
+            logs = work.step(next(plan)[1], step)
             log.write(json.dumps({"step": step, **logs}) + "\n")
             step += 1
             if step % config.checkpoint_every == 0 or step == config.steps:
                 log.flush()
-                torch.save(trainer.state(step), checkpoint)
+                torch.save(work.state(step), checkpoint)
             if on_step is not None:
                 on_step(step, logs)
-    finally:
-        log.close()
     return checkpoint

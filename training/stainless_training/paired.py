@@ -15,7 +15,9 @@ generator every ``critic_steps``-th step — and the phases set the learning rat
 Batches hold one cell of each of ``batch_size`` different classes; in the last
 ``balanced_fraction`` of the epochs the class CE is weighted by inverse class frequency
 (thesis ch. 8.2: the first 80 of 100 epochs without, the last 20 with). No flips or
-rotations (they would reverse the DIC shear).
+rotations (they would reverse the DIC shear). :class:`PairedWorkload` is the step
+function of both the single-process :func:`train` and the Ray workers
+(``stainless_training.distributed``); cells without a brightfield pair are left out.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import torch
 from torch import Tensor
@@ -54,6 +57,20 @@ from stainless_training.schedules import Pass, PhasedSchedule, use_frequency_bal
 
 Logs = dict[str, float]
 CHECKPOINT = "checkpoint.pt"
+
+
+class Samples(Protocol):
+    """Training cells: items as ``CellDataset`` gives them, and their classes."""
+
+    @property
+    def labels(self) -> list[int]: ...
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, index: int) -> dict[str, Tensor]: ...
+
+
+SampleSource = Callable[[int], Samples]
 
 
 @dataclass(frozen=True)
@@ -206,6 +223,106 @@ def model_config(config: TrainingConfig) -> PairedConfig:
     return PairedConfig.tiny() if config.size is ModelSize.TINY else PairedConfig.thesis()
 
 
+class PairedWorkload:
+    """Model 3 as a :class:`~stainless_training.distributed.Workload`: trainer and samples.
+
+    * Pairs: the brightfield crop is the target (reconstruction, the critic's real pair),
+      so cells without one (``has_pair`` False) are left out.
+    * Masks: not used (``has_mask`` does not matter).
+    * Frequency balancing follows the step, not the batch plan's epoch: step ``s`` is in
+      epoch ``s // batches_per_epoch`` of a one-worker run, so every worker of a
+      distributed run balances the same steps, the last ``balanced_fraction`` of the run.
+    """
+
+    def __init__(
+        self, trainer: PairedTrainer, dataset: Samples, batch_size: int, config: TrainingConfig
+    ) -> None:
+        self.trainer = trainer
+        self.dataset = dataset
+        paired = getattr(dataset, "has_pair", None)
+        self._indices = [i for i in range(len(dataset)) if paired is None or paired[i]]
+        if not self._indices:
+            raise ValueError("model 3 needs cells with a brightfield pair; the dataset has none")
+        labels = dataset.labels
+        self._labels = [labels[i] for i in self._indices]
+        self.batch_size = min(batch_size, len(set(self._labels)))
+        self.per_epoch = batches_per_epoch(self._labels, batch_size=self.batch_size)
+        self.epochs = math.ceil(config.steps / self.per_epoch)
+        self.balanced_fraction = config.balanced_fraction
+        self.device = torch.device("cpu")
+
+    @property
+    def modules(self) -> list[torch.nn.Module]:
+        return [self.trainer.generator, self.trainer.critic]
+
+    @property
+    def optimizers(self) -> list[torch.optim.Optimizer]:
+        return [self.trainer.generator_optimiser, self.trainer.critic_optimiser]
+
+    @property
+    def labels(self) -> list[int]:
+        return self._labels
+
+    def to(self, device: torch.device) -> None:
+        for module in self.modules:
+            module.to(device)
+        if self.trainer.class_weights is not None:
+            self.trainer.class_weights = self.trainer.class_weights.to(device)
+        self.device = device
+
+    def epoch(self, step: int) -> int:
+        return step // self.per_epoch
+
+    def step(self, indices: list[int], step: int) -> Logs:
+        items = default_collate([self.dataset[self._indices[i]] for i in indices])
+        batch = PairedBatch.from_items({k: v.to(self.device) for k, v in items.items()})
+        balanced = use_frequency_balancing(
+            self.epoch(step), epochs=self.epochs, balanced_fraction=self.balanced_fraction
+        )
+        return self.trainer.step(batch, step, balanced=balanced)
+
+    def state(self, step: int) -> dict[str, object]:
+        return self.trainer.state(step)
+
+    def load(self, state: dict[str, object]) -> int:
+        return self.trainer.load(state)
+
+
+def workload(config: TrainingConfig, samples: SampleSource | None = None) -> PairedWorkload:
+    """Networks, optimisers and training cells of a model-3 run (seeded by the caller).
+
+    ``samples`` gives the training cells for an image size (a dataset snapshot); without
+    it the run crops phantom cells as its config says. The class weights of frequency
+    balancing are those of the cells with a pair.
+    """
+    net_config = model_config(config)
+    dataset: Samples = (
+        samples(net_config.image_size)
+        if samples is not None
+        else CellDataset(
+            phantom_samples(
+                fields=config.data.phantom_fields,
+                seed=config.data.phantom_seed,
+                image_size=net_config.image_size,
+            )
+        )
+    )
+    paired = getattr(dataset, "has_pair", None)
+    labels = [label for i, label in enumerate(dataset.labels) if paired is None or paired[i]]
+    class_weights = torch.as_tensor(
+        frequency_weights(labels, n_classes=net_config.n_classes), dtype=torch.float32
+    )
+    trainer = PairedTrainer(
+        generator=build_paired_generator(net_config),
+        critic=build_paired_discriminator(net_config),
+        schedule=config.phased_schedule(),
+        weights=config.losses,
+        class_weights=class_weights,
+        seed=config.seed,
+    )
+    return PairedWorkload(trainer, dataset, config.batch_size, config)
+
+
 def train(
     config: TrainingConfig,
     out: Path,
@@ -218,53 +335,23 @@ def train(
     run would (same batches, balancing and optimiser state).
     """
     torch.manual_seed(config.seed)
-    net_config = model_config(config)
-    dataset = CellDataset(
-        phantom_samples(
-            fields=config.data.phantom_fields,
-            seed=config.data.phantom_seed,
-            image_size=net_config.image_size,
-        )
-    )
-    labels = dataset.labels
-    class_weights = torch.as_tensor(
-        frequency_weights(labels, n_classes=net_config.n_classes), dtype=torch.float32
-    )
-    trainer = PairedTrainer(
-        generator=build_paired_generator(net_config),
-        critic=build_paired_discriminator(net_config),
-        schedule=config.phased_schedule(),
-        weights=config.losses,
-        class_weights=class_weights,
-        seed=config.seed,
-    )
+    work = workload(config)
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.yaml").write_text(dump_config(config))
     checkpoint = out / CHECKPOINT
-    step = trainer.load(torch.load(checkpoint, weights_only=False)) if checkpoint.exists() else 0
-
-    batch_size = min(config.batch_size, len(set(labels)))
-    epochs = math.ceil(config.steps / batches_per_epoch(labels, batch_size=batch_size))
-    log = open_metrics(out / "metrics.jsonl", step)
-    plan = batch_plan(labels, batch_size=batch_size, seed=config.seed)
-    try:
-        for position, (epoch, indices) in enumerate(plan):
-            if step >= config.steps:
-                break
-            if position < step:
-                continue
-            balanced = use_frequency_balancing(
-                epoch, epochs=epochs, balanced_fraction=config.balanced_fraction
-            )
-            items = default_collate([dataset[i] for i in indices])
-            logs = trainer.step(PairedBatch.from_items(items), step, balanced=balanced)
+    step = work.load(torch.load(checkpoint, weights_only=False)) if checkpoint.exists() else 0
+    plan = batch_plan(work.labels, batch_size=work.batch_size, seed=config.seed)
+    for _ in range(step):
+        next(plan)
+    with open_metrics(out / "metrics.jsonl", step) as log:
+        while step < config.steps:
+            epoch, indices = next(plan)
+            logs = work.step(indices, step)
             log.write(json.dumps({"step": step, "epoch": epoch, **logs}) + "\n")
             step += 1
             if step % config.checkpoint_every == 0 or step == config.steps:
                 log.flush()
-                torch.save(trainer.state(step), checkpoint)
+                torch.save(work.state(step), checkpoint)
             if on_step is not None:
                 on_step(step, logs)
-    finally:
-        log.close()
     return checkpoint

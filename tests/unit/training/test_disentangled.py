@@ -11,7 +11,12 @@ import pytest
 import torch
 
 from stainless.models.configs import DisentangledConfig
-from stainless.models.disentangled import build_disentangled, build_disentangled_discriminator
+from stainless.models.disentangled import (
+    STAINED,
+    UNSTAINED,
+    build_disentangled,
+    build_disentangled_discriminator,
+)
 from stainless.models.segmentation import build_segmenter
 from stainless_training.config import (
     DataConfig,
@@ -20,7 +25,13 @@ from stainless_training.config import (
     SegmenterConfig,
     TrainingConfig,
 )
-from stainless_training.disentangled import CHECKPOINT, DisentangledTrainer, train
+from stainless_training.disentangled import (
+    CHECKPOINT,
+    Batch,
+    DisentangledTrainer,
+    train,
+    workload,
+)
 from stainless_training.schedules import Phase, PhasedSchedule
 
 # 3 steps, the translator trains at step 2 (every 3rd), a checkpoint before it; one
@@ -127,3 +138,46 @@ def test_a_trainable_unet_is_refused() -> None:
             schedule=PhasedSchedule.scaled(6),
             weights=LossWeights(),
         )
+
+
+def _items(paired: list[bool], masked: list[bool], size: int = 8) -> dict[str, torch.Tensor]:
+    n = len(paired)
+    return {
+        "dic": torch.arange(n, dtype=torch.float32).view(n, 1, 1, 1).expand(n, 1, size, size),
+        "bf": 10 + torch.arange(n, dtype=torch.float32).view(n, 1, 1, 1).expand(n, 3, size, size),
+        "mask": torch.ones(n, size, size, dtype=torch.long),
+        "label": torch.arange(n),
+        "has_pair": torch.tensor(paired),
+        "has_mask": torch.tensor(masked),
+    }
+
+
+def test_a_batch_takes_the_dic_crop_of_every_cell_and_brightfield_only_of_pairs() -> None:
+    batch = Batch.from_items(_items([True, False, True], [True, True, False]))
+    # 3 DIC crops, then the brightfield crops of cells 0 and 2
+    assert [float(image[0, 0, 0]) for image in batch.images] == [0, 1, 2, 10, 12]
+    assert batch.source.tolist() == [UNSTAINED] * 3 + [STAINED] * 2
+    assert batch.target.tolist() == [STAINED] * 3 + [UNSTAINED] * 2
+    # the penalty's real target image: the own pair, another cell's for cell 1; DIC for BF
+    assert [float(image[0, 0, 0]) for image in batch.pairs] == [10, 10, 12, 0, 2]
+    # cell 2 has no mask: its pixels (DIC and brightfield) are ignored
+    assert [int(mask[0, 0]) for mask in batch.masks] == [1, 1, -1, 1, -1]
+
+    alone = Batch.from_items(_items([False, False], [True, True]))
+    assert alone.images.shape[0] == 2 and torch.equal(alone.pairs, alone.images)
+
+
+def test_the_workload_averages_translator_and_critic_but_not_the_frozen_unet() -> None:
+    config = CONFIG.model_copy(update={"segmenter": SegmenterConfig(pretrain_steps=1)})
+    torch.manual_seed(config.seed)
+    work = workload(config)
+    assert work.modules == [work.trainer.translator, work.trainer.critic]
+    assert work.frozen == [work.trainer.structure_critic]
+    work.prepare()  # pre-trains the U-Net and freezes it again
+    unet = work.trainer.structure_critic
+    assert not unet.training and not any(p.requires_grad for p in unet.parameters())
+    torch.manual_seed(config.seed)
+    again = workload(config)
+    again.prepare()
+    for name, value in unet.state_dict().items():  # the same weights on every worker
+        assert torch.equal(again.trainer.structure_critic.state_dict()[name], value), name

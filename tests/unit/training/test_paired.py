@@ -13,6 +13,7 @@ import torch
 from stainless_training import paired
 from stainless_training.config import DataConfig, ModelKind, TrainingConfig
 from stainless_training.paired import CHECKPOINT, PairedBatch, PairedTrainer, train
+from stainless_training.phantom_data import CellDataset, phantom_samples
 from stainless_training.runs import batch_plan, batches_per_epoch
 from stainless_training.schedules import Phase, PhasedSchedule
 
@@ -122,3 +123,36 @@ def test_balancing_without_class_weights_is_refused() -> None:
     )
     with pytest.raises(ValueError, match="class_weights"):
         trainer.step(batch, 0, balanced=True)
+
+
+class _HalfPaired:
+    """Phantom cells of which every other one has no brightfield pair."""
+
+    def __init__(self, image_size: int) -> None:
+        self._cells = CellDataset(phantom_samples(fields=1, seed=5, image_size=image_size))
+
+    @property
+    def labels(self) -> list[int]:
+        return self._cells.labels
+
+    @property
+    def has_pair(self) -> list[bool]:
+        return [i % 2 == 0 for i in range(len(self._cells))]
+
+    def __len__(self) -> int:
+        return len(self._cells)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        return self._cells[index]
+
+
+def test_the_workload_trains_on_cells_with_a_pair_and_balances_by_step() -> None:
+    torch.manual_seed(0)
+    work = paired.workload(CONFIG, _HalfPaired)
+    cells = _HalfPaired(64)
+    assert work.labels == [cells.labels[i] for i in range(0, len(cells), 2)]
+    assert work.modules == [work.trainer.generator, work.trainer.critic]
+    steps = CONFIG.steps
+    assert [work.epoch(s) for s in range(steps)] == [s // work.per_epoch for s in range(steps)]
+    logs = work.step([0, 1], 0)
+    assert logs["frequency_balancing"] == 0.0 and math.isfinite(logs["critic_wasserstein"])
