@@ -1,8 +1,11 @@
-"""Evaluation of model 1 on held-out phantom cells: image quality, classification, confidence.
+"""Evaluation of model 1 on held-out phantom cells: image quality, classification,
+segmentation, confidence.
 
-Image quality is measured against the registered brightfield crop and compared with a
-baseline that keeps the DIC image and transfers colour: each brightfield channel as a
-linear function of DIC intensity, fitted by least squares on the training cells.
+Image quality (MSE/RMSE, SSIM, LPIPS, FID) is measured against the registered
+brightfield crop and compared with a baseline that keeps the DIC image and transfers
+colour: each brightfield channel as a linear function of DIC intensity, fitted by least
+squares on the training cells. Dice/IoU score the segmentation head against the cells'
+masks; δ ↔ LPIPS Pearson r and the calibrated review threshold score the confidence.
 """
 
 from __future__ import annotations
@@ -17,13 +20,17 @@ import torch
 
 from stainless.confidence.adapters import StainingLatentModel, predicted_foreground
 from stainless.confidence.noise import whole_latent_confidence
+from stainless.imaging.phantom import MaskClass
 from stainless.metrics.classification import classification_report, pearson_r
+from stainless.metrics.fid import FidMetric
 from stainless.metrics.image import mse, ssim
 from stainless.metrics.perceptual import PerceptualMetric
+from stainless.metrics.segmentation import dice_iou
 from stainless.models.mtmd import Domain, MultiTaskTranslator
 from stainless_training.phantom_data import CLASSES, CellSample
 
 F32 = npt.NDArray[np.float32]
+MASK_CLASSES: tuple[str, ...] = tuple(m.name.lower() for m in MaskClass)
 
 
 @dataclass(frozen=True)
@@ -64,11 +71,16 @@ def evaluate(
     alpha: float = 3.0,
     seed: int = 0,
     review_fraction: float = 0.2,
+    fid: FidMetric | None = None,
+    per_cell: bool = False,
 ) -> dict[str, Any]:
     """Metrics of ``translator`` on held-out ``samples`` (a dict ready for metrics.json).
 
     ``review_threshold`` is calibrated as the δ quantile ``review_fraction``: that share of
-    held-out cells, the least confident, would go to expert review.
+    held-out cells, the least confident, would go to expert review. ``fid`` is the FID
+    feature network (default: a random-initialised AlexNet, said so in ``fid_provenance``).
+    ``per_cell`` adds a row per cell (class, prediction, δ, γ, LPIPS, MSE, SSIM, Dice).
+    ``rmse`` is the root of the mean squared error over every pixel of every cell.
     """
     if not samples:
         raise ValueError("nothing to evaluate")
@@ -78,10 +90,14 @@ def evaluate(
     model = StainingLatentModel(translator)
     rows: list[dict[str, Any]] = []
     probabilities = []
+    stained_images: list[F32] = []
+    baseline_images: list[F32] = []
     with torch.no_grad():
         for index, sample in enumerate(samples):
             stained = _stain(translator, sample.dic)
             plain = baseline(sample.dic)
+            stained_images.append(stained)
+            baseline_images.append(plain)
             x = torch.from_numpy(sample.dic[None, None] * 2 - 1)
             h = model.encode(x)
             confidence = whole_latent_confidence(
@@ -92,10 +108,14 @@ def evaluate(
                 foreground=predicted_foreground(translator, h),
                 generator=torch.Generator().manual_seed(seed + index),
             )
-            probabilities.append(torch.softmax(translator.classify(h), dim=1)[0].numpy())
+            p = torch.softmax(translator.classify(h), dim=1)[0].numpy()
+            probabilities.append(p)
+            mask = translator.segment(h).argmax(dim=1)[0].numpy()
+            overlap = dice_iou(mask, sample.mask, n_classes=len(MASK_CLASSES))
             rows.append(
                 {
                     "class": str(CLASSES[sample.label]),
+                    "predicted": str(CLASSES[int(p.argmax())]),
                     "mse": mse(stained, sample.bf),
                     "ssim": ssim(stained, sample.bf),
                     "baseline_mse": mse(plain, sample.bf),
@@ -103,36 +123,110 @@ def evaluate(
                     "lpips": perceptual.distance(stained, sample.bf),
                     "delta": confidence.delta,
                     "gamma": confidence.gamma,
+                    "dice": {MASK_CLASSES[c]: d for c, (d, _) in overlap.items()},
+                    "iou": {MASK_CLASSES[c]: i for c, (_, i) in overlap.items()},
                 }
             )
+    names = [str(c) for c in CLASSES]
     report = classification_report(
-        [s.label for s in samples], np.stack(probabilities), class_names=[str(c) for c in CLASSES]
+        [s.label for s in samples], np.stack(probabilities), class_names=names
     )
     deltas = [r["delta"] for r in rows]
     lpips_values = [r["lpips"] for r in rows]
-    per_class: dict[str, dict[str, float]] = defaultdict(dict)
+    means = {
+        key: float(np.mean([r[key] for r in rows]))
+        for key in ("mse", "ssim", "baseline_mse", "baseline_ssim", "lpips", "delta", "gamma")
+    }
+    dice_per_class = _overlap_means(rows, "dice")
+    iou_per_class = _overlap_means(rows, "iou")
+    fid = fid or FidMetric(net="alexnet")
+    truth = np.stack([s.bf for s in samples])
+    image_fid: dict[str, Any] = {"fid": None, "baseline_fid": None}
+    if len(samples) >= 2:
+        image_fid = {
+            "fid": fid.distance(truth, np.stack(stained_images)),
+            "baseline_fid": fid.distance(truth, np.stack(baseline_images)),
+        }
+    result: dict[str, Any] = {
+        "cells": len(rows),
+        **means,
+        "rmse": float(np.sqrt(means["mse"])),
+        "baseline_rmse": float(np.sqrt(means["baseline_mse"])),
+        **image_fid,
+        "fid_provenance": fid.provenance,
+        "accuracy": report.accuracy,
+        "macro_f1": report.macro_f1,
+        "auc_ovr": report.auc_ovr,
+        "class_names": names,
+        "confusion": report.confusion,
+        "mask_classes": list(MASK_CLASSES),
+        "dice_per_class": dice_per_class,
+        "dice_mean": _mean_present(dice_per_class),
+        "iou_per_class": iou_per_class,
+        "iou_mean": _mean_present(iou_per_class),
+        "delta_lpips_pearson_r": _pearson_or_none(deltas, lpips_values),
+        "review_threshold": float(np.quantile(deltas, review_fraction)),
+        "review_fraction": review_fraction,
+        "lpips_provenance": perceptual.provenance,
+        "per_class": _per_class(rows, np.asarray(report.confusion), names),
+    }
+    if per_cell:
+        result["per_cell"] = rows
+    return result
+
+
+def _pearson_or_none(x: list[float], y: list[float]) -> float | None:
+    if len(x) <= 2 or np.std(x) == 0 or np.std(y) == 0:
+        return None
+    return pearson_r(x, y)
+
+
+def _overlap_means(rows: list[dict[str, Any]], key: str) -> dict[str, float | None]:
+    """Per mask class, the mean over cells where the class is in the truth or the prediction."""
+    out: dict[str, float | None] = {}
+    for name in MASK_CLASSES:
+        values = [r[key][name] for r in rows if r[key][name] is not None]
+        out[name] = float(np.mean(values)) if values else None
+    return out
+
+
+def _mean_present(values: dict[str, float | None]) -> float | None:
+    present = [v for v in values.values() if v is not None]
+    return float(np.mean(present)) if present else None
+
+
+def _per_class(
+    rows: list[dict[str, Any]], confusion: npt.NDArray[np.int64], names: list[str]
+) -> dict[str, dict[str, Any]]:
+    """Per true cell class: image quality means, and one-vs-rest classification figures.
+
+    ``recall`` is the share of the class' cells classified as it; ``precision`` the share
+    of cells predicted as it that are it; ``accuracy`` the one-vs-rest accuracy.
+    """
+    total = int(confusion.sum())
+    table: dict[str, dict[str, Any]] = defaultdict(dict)
     for name in {r["class"] for r in rows}:
         chosen = [r for r in rows if r["class"] == name]
-        per_class[name] = {
+        c = names.index(name)
+        tp = int(confusion[c, c])
+        actual, predicted = int(confusion[c].sum()), int(confusion[:, c].sum())
+        precision = tp / predicted if predicted else None
+        recall = tp / actual if actual else None
+        f1 = (
+            2 * precision * recall / (precision + recall)
+            if precision is not None and recall is not None and precision + recall > 0
+            else 0.0
+        )
+        table[name] = {
             "cells": len(chosen),
             **{
                 key: float(np.mean([r[key] for r in chosen]))
                 for key in ("mse", "ssim", "baseline_mse", "baseline_ssim", "lpips", "delta")
             },
+            "recall": recall,
+            "precision": precision,
+            "f1": f1,
+            "accuracy": (total - actual - predicted + 2 * tp) / total,
+            "dice_mean": _mean_present(_overlap_means(chosen, "dice")),
         }
-    return {
-        "cells": len(rows),
-        **{
-            key: float(np.mean([r[key] for r in rows]))
-            for key in ("mse", "ssim", "baseline_mse", "baseline_ssim", "lpips", "delta", "gamma")
-        },
-        "accuracy": report.accuracy,
-        "macro_f1": report.macro_f1,
-        "auc_ovr": report.auc_ovr,
-        "confusion": report.confusion,
-        "delta_lpips_pearson_r": pearson_r(deltas, lpips_values) if len(rows) > 2 else None,
-        "review_threshold": float(np.quantile(deltas, review_fraction)),
-        "review_fraction": review_fraction,
-        "lpips_provenance": perceptual.provenance,
-        "per_class": dict(sorted(per_class.items())),
-    }
+    return dict(sorted(table.items()))

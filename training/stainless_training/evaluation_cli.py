@@ -1,60 +1,41 @@
 """``stainless-evaluate``: held-out phantom evaluation of a model-1 checkpoint.
 
-Writes ``metrics.json`` and ``samples.png`` (DIC, brightfield truth, stained, heat map)
-into the output folder.
+Writes into the output folder ``metrics.json`` (with a row per cell), ``confusion.png``
+(cell classes), ``delta_lpips.png`` (δ against LPIPS with the review threshold) and
+``samples.png`` (DIC, brightfield truth, stained, heat map). Seeded: the same checkpoint
+and options give the same files.
 """
 
 from __future__ import annotations
 
 import json
+import time
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
 import torch
 import typer
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 from rich.console import Console
 
-from stainless.confidence.adapters import StainingLatentModel, predicted_foreground
-from stainless.confidence.noise import whole_latent_confidence
+from stainless.metrics.fid import FidMetric
 from stainless.metrics.perceptual import PerceptualMetric
-from stainless.models.mtmd import MultiTaskTranslator, build_multitask
+from stainless.models.mtmd import build_multitask
 from stainless_training.config import ConfigError, load_config
 from stainless_training.evaluate import ColourTransfer, evaluate
 from stainless_training.mtmd import model_config
-from stainless_training.phantom_data import CLASSES, CellSample, phantom_samples
+from stainless_training.phantom_data import phantom_samples
+from stainless_training.plots import confusion_plot, delta_lpips_plot, sample_grid
 
 app = typer.Typer(pretty_exceptions_enable=False, add_completion=False)
 err = Console(stderr=True)
 
+FILES = ("metrics.json", "confusion.png", "delta_lpips.png", "samples.png")
 
-def sample_grid(translator: MultiTaskTranslator, samples: list[CellSample], path: Path) -> None:
-    """A PNG of up to 8 cells: DIC, brightfield truth, stained output, uncertainty map."""
-    chosen = samples[:8]
-    figure = Figure(figsize=(8, 2 * len(chosen)), dpi=100)
-    model = StainingLatentModel(translator)
-    for row, sample in enumerate(chosen):
-        x = torch.from_numpy(sample.dic[None, None] * 2 - 1)
-        with torch.no_grad():
-            foreground = predicted_foreground(translator, model.encode(x))
-            result = whole_latent_confidence(
-                model, x, foreground=foreground, generator=torch.Generator().manual_seed(row)
-            )
-        stained = ((result.clean[0].permute(1, 2, 0).numpy() + 1) / 2).clip(0, 1)
-        panels = [
-            (sample.dic, "gray", "DIC"),
-            (sample.bf, None, "brightfield"),
-            (stained, None, f"stained δ={result.delta:.2f}"),
-            (result.heatmap, "magma", "uncertainty"),
-        ]
-        for column, (image, cmap, title) in enumerate(panels):
-            axis = figure.add_subplot(len(chosen), 4, row * 4 + column + 1)
-            axis.imshow(image, cmap=cmap)
-            axis.set_title(f"{CLASSES[sample.label]} {title}" if column == 0 else title, fontsize=8)
-            axis.axis("off")
-    figure.tight_layout()
-    FigureCanvasAgg(figure).print_png(str(path), metadata={"Software": None})  # type: ignore[no-untyped-call]
+
+class FidNet(StrEnum):
+    ALEXNET = "alexnet"
+    INCEPTION_V3 = "inception_v3"
 
 
 @app.command()
@@ -66,8 +47,16 @@ def main(
         int, typer.Option(help="Held-out phantom seed (not the training seed).")
     ] = 1000,
     lpips_backbone: Annotated[Path | None, typer.Option(help="LPIPS backbone weights.")] = None,
+    fid_net: Annotated[
+        FidNet, typer.Option(help="FID feature network (inception_v3 is slow on a CPU).")
+    ] = FidNet.ALEXNET,
+    fid_weights: Annotated[
+        Path | None,
+        typer.Option(help="torchvision state dict of the FID network; default: random."),
+    ] = None,
 ) -> None:
     """Evaluate on cells from phantom fields the model never saw."""
+    started = time.perf_counter()
     try:
         config = load_config(checkpoint.parent / "config.yaml")
     except ConfigError as exc:
@@ -76,6 +65,13 @@ def main(
     if seed == config.data.phantom_seed:
         err.print("[red]error:[/red] the held-out seed must differ from the training seed")
         raise typer.Exit(2)
+    try:
+        perceptual = PerceptualMetric(backbone_weights=lpips_backbone)
+        fid = FidMetric(net=fid_net.value, weights=fid_weights)
+    except (FileNotFoundError, ValueError) as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    torch.manual_seed(0)
     net = model_config(config)
     translator = build_multitask(net)
     translator.load_state_dict(torch.load(checkpoint, weights_only=False)["translator"])
@@ -87,10 +83,30 @@ def main(
         translator,
         held_out,
         baseline=ColourTransfer.fit(training),
-        perceptual=PerceptualMetric(backbone_weights=lpips_backbone),
+        perceptual=perceptual,
+        fid=fid,
+        per_cell=True,
     )
+    metrics["held_out"] = {"fields": fields, "seed": seed, "image_size": net.image_size}
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    confusion_plot(
+        metrics["confusion"],
+        metrics["class_names"],
+        out / "confusion.png",
+        title=f"held-out phantom cells: accuracy {metrics['accuracy']:.2f}, "
+        f"macro-F1 {metrics['macro_f1']:.2f}",
+    )
+    rows = metrics["per_cell"]
+    delta_lpips_plot(
+        [r["delta"] for r in rows],
+        [r["lpips"] for r in rows],
+        out / "delta_lpips.png",
+        review_threshold=metrics["review_threshold"],
+        pearson_r=metrics["delta_lpips_pearson_r"],
+        classes=[r["class"] for r in rows],
+        lpips_label="LPIPS" + (" (random backbone)" if lpips_backbone is None else ""),
+    )
     sample_grid(translator, held_out, out / "samples.png")
     summary = {
         k: metrics[k]
@@ -100,14 +116,27 @@ def main(
             "baseline_ssim",
             "mse",
             "baseline_mse",
+            "rmse",
+            "baseline_rmse",
+            "fid",
+            "baseline_fid",
             "accuracy",
+            "macro_f1",
+            "dice_mean",
             "delta_lpips_pearson_r",
+            "review_threshold",
         )
     }
     typer.echo(
         json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in summary.items()})
     )
-    err.print(f"LPIPS: {metrics['lpips_provenance']}")
+    err.print(f"FID {_fmt(metrics['fid'])} ({metrics['fid_provenance']})")
+    err.print(f"LPIPS {_fmt(metrics['lpips'])} ({metrics['lpips_provenance']})")
+    err.print(f"wrote {', '.join(FILES)} to {out} in {time.perf_counter() - started:.0f} s")
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4g}"
 
 
 def run() -> None:

@@ -5,10 +5,11 @@ import pytest
 import torch
 
 from stainless.imaging.phantom import PhantomConfig
+from stainless.metrics.fid import FidMetric
 from stainless.metrics.perceptual import PerceptualMetric
 from stainless.models.configs import MultiTaskConfig
 from stainless.models.mtmd import build_multitask
-from stainless_training.evaluate import ColourTransfer, evaluate
+from stainless_training.evaluate import MASK_CLASSES, ColourTransfer, _overlap_means, evaluate
 from stainless_training.phantom_data import phantom_samples
 
 
@@ -36,6 +37,8 @@ def test_evaluation_reports_quality_classification_and_confidence() -> None:
         baseline=ColourTransfer.fit(samples),
         perceptual=PerceptualMetric(),
         k=3,
+        fid=FidMetric(net="alexnet"),
+        per_cell=True,
     )
     assert metrics["cells"] == len(samples)
     for key in (
@@ -53,3 +56,34 @@ def test_evaluation_reports_quality_classification_and_confidence() -> None:
     assert sum(row["cells"] for row in metrics["per_class"].values()) == len(samples)
     assert metrics["review_fraction"] == 0.2
     assert 0 < metrics["review_threshold"] <= metrics["delta"]  # a low quantile of δ
+    for key in ("rmse", "baseline_rmse", "fid", "baseline_fid", "macro_f1", "dice_mean"):
+        assert np.isfinite(metrics[key]), key
+    assert metrics["rmse"] == pytest.approx(np.sqrt(metrics["mse"]))
+    assert "RANDOM backbone" in metrics["fid_provenance"]
+    assert metrics["mask_classes"] == ["background", "red_cell", "cytoplasm", "nucleus"]
+    assert set(metrics["dice_per_class"]) == set(MASK_CLASSES) == set(metrics["iou_per_class"])
+    assert all(v is None or 0 <= v <= 1 for v in metrics["dice_per_class"].values())
+    assert len(metrics["confusion"]) == len(metrics["class_names"]) == 7
+    for row in metrics["per_class"].values():
+        assert {"recall", "precision", "f1", "accuracy", "dice_mean"} <= set(row)
+        assert 0 <= row["accuracy"] <= 1
+    assert len(metrics["per_cell"]) == len(samples)
+    assert {"class", "predicted", "delta", "lpips", "dice"} <= set(metrics["per_cell"][0])
+
+
+def test_dice_per_class_is_averaged_over_cells_that_have_the_class() -> None:
+    """Two cells: Dice of the known mask pairs, a class absent from both masks skipped."""
+    from stainless.metrics.segmentation import dice_iou
+
+    truth = np.array([[0, 1], [2, 2]])
+    first = dice_iou(np.array([[0, 1], [2, 3]]), truth)  # background 1, red 1, cyto 2/3, nucleus 0
+    second = dice_iou(np.array([[0, 0], [2, 2]]), np.array([[0, 0], [2, 2]]))  # no red, nucleus
+    rows = [
+        {"dice": {MASK_CLASSES[c]: d for c, (d, _) in overlap.items()}}
+        for overlap in (first, second)
+    ]
+    means = _overlap_means(rows, "dice")
+    assert means["background"] == pytest.approx(1.0)
+    assert means["red_cell"] == pytest.approx(1.0)  # only the first cell has red cell
+    assert means["cytoplasm"] == pytest.approx((2 / 3 + 1) / 2)
+    assert means["nucleus"] == pytest.approx(0.0)  # predicted in the first, absent in the second

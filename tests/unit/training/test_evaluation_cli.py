@@ -1,0 +1,57 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+import yaml
+from typer.testing import CliRunner
+
+from stainless.models.mtmd import build_multitask
+from stainless_training.config import load_config
+from stainless_training.evaluation_cli import FILES, app
+from stainless_training.mtmd import model_config
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def _checkpoint(folder: Path) -> Path:
+    """A random tiny model 1 with a config trained on one phantom field (seed 5)."""
+    config = yaml.safe_load((ROOT / "training" / "configs" / "mtmd-tiny.yaml").read_text())
+    config["data"] = {"phantom_seed": 5, "phantom_fields": 1}
+    folder.mkdir()
+    (folder / "config.yaml").write_text(yaml.safe_dump(config))
+    torch.manual_seed(0)
+    translator = build_multitask(model_config(load_config(folder / "config.yaml")))
+    path = folder / "checkpoint.pt"
+    torch.save({"translator": translator.state_dict()}, path)
+    return path
+
+
+def test_writes_metrics_and_three_plots(tmp_path: Path) -> None:
+    checkpoint = _checkpoint(tmp_path / "model")
+    out = tmp_path / "eval"
+    args = ["--checkpoint", str(checkpoint), "--out", str(out), "--fields", "2", "--seed", "7"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    for name in FILES:
+        assert (out / name).stat().st_size > 0, name
+    for name in FILES[1:]:
+        assert (out / name).read_bytes().startswith(b"\x89PNG")
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["review_threshold"] > 0
+    assert {"fid", "rmse", "dice_per_class", "dice_mean", "per_cell"} <= set(metrics)
+    assert "RANDOM backbone" in metrics["fid_provenance"]
+    assert "RANDOM backbone" in result.output  # the provenance printed next to the number
+    assert metrics["held_out"] == {"fields": 2, "seed": 7, "image_size": 64}
+
+
+def test_refuses_the_training_seed_and_missing_weights(tmp_path: Path) -> None:
+    checkpoint = _checkpoint(tmp_path / "model")
+    runner = CliRunner()
+    base = ["--checkpoint", str(checkpoint), "--out", str(tmp_path / "eval")]
+    same = runner.invoke(app, [*base, "--seed", "5"])
+    assert same.exit_code == 2 and "must differ" in same.output
+    missing = runner.invoke(app, [*base, "--fid-weights", str(tmp_path / "none.pt")])
+    assert missing.exit_code == 2 and "not found" in missing.output
+    assert not (tmp_path / "eval").exists()

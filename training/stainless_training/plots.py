@@ -1,0 +1,145 @@
+"""PNG plots of an evaluation: confusion matrix, δ against LPIPS, sample grid.
+
+Each plot draws on its own :class:`~matplotlib.figure.Figure` with the Agg canvas (no
+pyplot, no global state) and is written without a timestamp, so the same numbers give
+the same bytes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from stainless.confidence.adapters import StainingLatentModel, predicted_foreground
+from stainless.confidence.noise import whole_latent_confidence
+from stainless.models.mtmd import MultiTaskTranslator
+from stainless_training.phantom_data import CLASSES, CellSample
+
+
+def _save(figure: Figure, path: Path) -> None:
+    FigureCanvasAgg(figure).print_png(str(path), metadata={"Software": None})  # type: ignore[no-untyped-call]
+
+
+def confusion_plot(
+    confusion: Sequence[Sequence[int]] | npt.NDArray[np.int64],
+    class_names: Sequence[str],
+    path: Path,
+    *,
+    title: str = "confusion matrix",
+) -> None:
+    """Counts per (true, predicted) class, with the class names on both axes."""
+    counts = np.asarray(confusion, dtype=np.int64)
+    n = len(class_names)
+    if counts.shape != (n, n):
+        raise ValueError(f"confusion must be {n}x{n}, got {counts.shape}")
+    figure = Figure(figsize=(1.0 + 0.65 * n, 0.8 + 0.6 * n), dpi=100)
+    axis = figure.add_subplot(1, 1, 1)
+    image = axis.imshow(counts, cmap="Blues", vmin=0)
+    figure.colorbar(image, ax=axis, fraction=0.046, pad=0.04)
+    threshold = counts.max() / 2 if counts.size and counts.max() > 0 else 0
+    for i in range(n):
+        for j in range(n):
+            axis.text(
+                j,
+                i,
+                str(counts[i, j]),
+                ha="center",
+                va="center",
+                fontsize=9,
+                color="white" if counts[i, j] > threshold else "black",
+            )
+    axis.set_xticks(range(n), list(class_names))
+    axis.set_yticks(range(n), list(class_names))
+    axis.set_xlabel("predicted")
+    axis.set_ylabel("true")
+    axis.set_title(title, fontsize=10)
+    figure.tight_layout()
+    _save(figure, path)
+
+
+def delta_lpips_plot(
+    deltas: Sequence[float],
+    lpips: Sequence[float],
+    path: Path,
+    *,
+    review_threshold: float,
+    pearson_r: float | None,
+    classes: Sequence[str] | None = None,
+    lpips_label: str = "LPIPS",
+) -> None:
+    """Per-cell δ against LPIPS, the review threshold as a vertical line, r in the title."""
+    x = np.asarray(deltas, dtype=np.float64)
+    y = np.asarray(lpips, dtype=np.float64)
+    if x.shape != y.shape:
+        raise ValueError(f"{x.size} δ values against {y.size} LPIPS values")
+    figure = Figure(figsize=(6, 4.5), dpi=100)
+    axis = figure.add_subplot(1, 1, 1)
+    if classes is None:
+        axis.scatter(x, y, s=18, alpha=0.8)
+    else:
+        labels = np.asarray(classes)
+        for name in sorted(set(classes)):
+            chosen = labels == name
+            axis.scatter(x[chosen], y[chosen], s=18, alpha=0.8, label=name)
+        axis.legend(fontsize=7, loc="best", title="true class", title_fontsize=7)
+    review = int((x < review_threshold).sum())
+    axis.axvline(
+        review_threshold,
+        color="crimson",
+        linestyle="--",
+        label=None,
+    )
+    axis.text(
+        review_threshold,
+        0.98,
+        f" review threshold δ={review_threshold:.3f}\n ({review} of {x.size} cells below)",
+        transform=axis.get_xaxis_transform(),
+        ha="left",
+        va="top",
+        fontsize=7,
+        color="crimson",
+    )
+    r_text = "undefined" if pearson_r is None else f"{pearson_r:+.2f}"
+    axis.set_title(f"confidence δ against {lpips_label}: Pearson r = {r_text}", fontsize=10)
+    axis.set_xlabel("δ (mean mutual information with the clean output)")
+    axis.set_ylabel(lpips_label + " to the registered brightfield")
+    figure.tight_layout()
+    _save(figure, path)
+
+
+def sample_grid(
+    translator: MultiTaskTranslator, samples: list[CellSample], path: Path, *, cells: int = 8
+) -> None:
+    """A PNG of up to ``cells`` cells: DIC, brightfield truth, stained output, uncertainty map."""
+    chosen = samples[:cells]
+    if not chosen:
+        raise ValueError("no cells to draw")
+    figure = Figure(figsize=(8, 2 * len(chosen)), dpi=100)
+    model = StainingLatentModel(translator)
+    for row, sample in enumerate(chosen):
+        x = torch.from_numpy(sample.dic[None, None] * 2 - 1)
+        with torch.no_grad():
+            foreground = predicted_foreground(translator, model.encode(x))
+            result = whole_latent_confidence(
+                model, x, foreground=foreground, generator=torch.Generator().manual_seed(row)
+            )
+        stained = ((result.clean[0].permute(1, 2, 0).numpy() + 1) / 2).clip(0, 1)
+        panels = [
+            (sample.dic, "gray", "DIC"),
+            (sample.bf, None, "brightfield"),
+            (stained, None, f"stained δ={result.delta:.2f}"),
+            (result.heatmap, "magma", "uncertainty"),
+        ]
+        for column, (image, cmap, title) in enumerate(panels):
+            axis = figure.add_subplot(len(chosen), 4, row * 4 + column + 1)
+            axis.imshow(image, cmap=cmap)
+            axis.set_title(f"{CLASSES[sample.label]} {title}" if column == 0 else title, fontsize=8)
+            axis.axis("off")
+    figure.tight_layout()
+    _save(figure, path)
