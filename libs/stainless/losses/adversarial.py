@@ -85,7 +85,10 @@ def gradient_penalty(
     if real.dim() < 2:
         raise ValueError(f"real and fake must be batches [B, ...], got {shape(real)}")
     eps_shape = (real.shape[0],) + (1,) * (real.dim() - 1)
-    eps = torch.rand(eps_shape, generator=generator, dtype=real.dtype, device=real.device)
+    # Drawn where the generator lives (a CPU generator for GPU tensors too), then moved.
+    device = generator.device if generator is not None else real.device
+    eps = torch.rand(eps_shape, generator=generator, dtype=real.dtype, device=device)
+    eps = eps.to(real.device)
     mixed = (eps * real.detach() + (1 - eps) * fake.detach()).requires_grad_(True)
     with torch.enable_grad():
         scores = critic(mixed)
