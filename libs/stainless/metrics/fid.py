@@ -45,9 +45,10 @@ def frechet_distance(
 ) -> float:
     """Fréchet distance between N(μ₁, Σ₁) and N(μ₂, Σ₂).
 
-    When Σ₁Σ₂ is singular (fewer samples than features) its square root is taken of
-    (Σ₁ + εI)(Σ₂ + εI); the imaginary part numerical error leaves is dropped (it must
-    be negligible against the real one).
+    When ``sqrtm(Σ₁Σ₂)`` fails or is inaccurate (Σ₁Σ₂ singular: fewer samples than
+    features) it is taken of (Σ₁ + εsI)(Σ₂ + εsI), s the mean variance (at least 1e-12),
+    so ε is relative to the features' scale; the imaginary part numerical error leaves
+    is dropped (it must be negligible against the real one).
     """
     m1, m2 = np.atleast_1d(np.asarray(mu1, np.float64)), np.atleast_1d(np.asarray(mu2, np.float64))
     s1, s2 = (
@@ -61,13 +62,13 @@ def frechet_distance(
         warnings.simplefilter("ignore", RuntimeWarning)
         covmean = scipy.linalg.sqrtm(s1 @ s2)
     if not np.isfinite(covmean).all() or _residual(covmean, s1 @ s2) > 1e-3:
-        offset = np.eye(s1.shape[0]) * eps
+        scale = max(float(np.mean(np.diagonal(s1))), float(np.mean(np.diagonal(s2))), 1e-12)
+        offset = np.eye(s1.shape[0]) * eps * scale
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             covmean = scipy.linalg.sqrtm((s1 + offset) @ (s2 + offset))
     if np.iscomplexobj(covmean):
-        scale = max(1.0, float(np.abs(covmean.real).max()))
-        if not np.allclose(np.diagonal(covmean).imag, 0, atol=1e-3 * scale):
+        if not np.allclose(np.diagonal(covmean).imag, 0, atol=1e-3 * np.abs(covmean.real).max()):
             raise ValueError(
                 f"sqrtm(Σ₁Σ₂) has an imaginary part {np.abs(covmean.imag).max():.3g}: "
                 "the covariances are too ill-conditioned"
@@ -78,8 +79,9 @@ def frechet_distance(
 
 
 def _residual(root: npt.NDArray[np.complex128], product: F64) -> float:
-    error = np.abs(root @ root - product).max()
-    return float(error / max(1.0, float(np.abs(product).max())))
+    """Largest error of ``root²`` against ``product``, relative to ``product``'s largest entry."""
+    error = float(np.abs(root @ root - product).max())
+    return error / max(float(np.abs(product).max()), 1e-300)
 
 
 class FidMetric:
