@@ -55,14 +55,12 @@ from stainless_training.config import (
     ModelSize,
     SegmenterConfig,
     TrainingConfig,
-    dump_config,
 )
 from stainless_training.phantom_data import CellDataset, phantom_samples
-from stainless_training.runs import batch_plan, open_metrics
+from stainless_training.runs import train_in_process
 from stainless_training.schedules import Pass, PhasedSchedule
 
 Logs = dict[str, float]
-CHECKPOINT = "checkpoint.pt"
 
 
 class Samples(Protocol):
@@ -512,35 +510,21 @@ def train(
     """Train model 2 on phantom cells; checkpoint, config and metrics log go to ``out``.
 
     A run finding ``out/checkpoint.pt`` continues from it and ends as the uninterrupted
-    run would (same batches, noise and optimiser state).
+    run would (same batches, noise and optimiser state). A fresh run first pre-trains the
+    U-Net structure critic (unless the config names one), logged to
+    ``segmenter_metrics.jsonl``.
     """
     torch.manual_seed(config.seed)
     work = workload(config)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.yaml").write_text(dump_config(config))
-    checkpoint = out / CHECKPOINT
-    if checkpoint.exists():
-        step = work.load(torch.load(checkpoint, weights_only=False))
-    else:
-        step = 0
-        if config.segmenter.checkpoint is None:
-            with (out / "segmenter_metrics.jsonl").open("w") as segmenter_log:
 
-                def log_segmenter(i: int, logs: Logs) -> None:
-                    segmenter_log.write(json.dumps({"segmenter_step": i, **logs}) + "\n")
+    def pretrain_segmenter() -> None:
+        if config.segmenter.checkpoint is not None:
+            return
+        with (out / "segmenter_metrics.jsonl").open("w") as segmenter_log:
 
-                work.prepare(on_step=log_segmenter)
-    plan = batch_plan(work.labels, batch_size=work.batch_size, seed=config.seed)
-    for _ in range(step):
-        next(plan)
-    with open_metrics(out / "metrics.jsonl", step) as log:
-        while step < config.steps:
-            logs = work.step(next(plan)[1], step)
-            log.write(json.dumps({"step": step, **logs}) + "\n")
-            step += 1
-            if step % config.checkpoint_every == 0 or step == config.steps:
-                log.flush()
-                torch.save(work.state(step), checkpoint)
-            if on_step is not None:
-                on_step(step, logs)
-    return checkpoint
+            def log_segmenter(i: int, logs: Logs) -> None:
+                segmenter_log.write(json.dumps({"segmenter_step": i, **logs}) + "\n")
+
+            work.prepare(on_step=log_segmenter)
+
+    return train_in_process(config, out, work, on_step=on_step, on_fresh_start=pretrain_segmenter)

@@ -33,9 +33,8 @@ import torch.distributed as dist
 from torch import nn
 
 from stainless_training.config import ModelKind, TrainingConfig, dump_config
-from stainless_training.runs import batch_plan
+from stainless_training.runs import CHECKPOINT, batch_plan
 
-CHECKPOINT = "checkpoint.pt"
 Logs = dict[str, float]
 
 

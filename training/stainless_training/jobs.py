@@ -26,7 +26,6 @@ from stainless.registry import register_model
 from stainless.storage import create_store
 from stainless_training.config import ModelKind, TrainingConfig, dump_config
 from stainless_training.distributed import (
-    CHECKPOINT,
     RunResult,
     Storage,
     absolute_database_url,
@@ -34,6 +33,7 @@ from stainless_training.distributed import (
     store_payload,
 )
 from stainless_training.phantom_data import CellSample
+from stainless_training.runs import CHECKPOINT
 from stainless_training.snapshot_data import SnapshotSamples, snapshot_samples
 
 log = structlog.get_logger(__name__)

@@ -10,7 +10,6 @@ domain.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,13 +35,12 @@ from stainless.models.mtmd import (
     build_multitask,
     build_multitask_discriminator,
 )
-from stainless_training.config import LossWeights, ModelSize, TrainingConfig, dump_config
+from stainless_training.config import LossWeights, ModelSize, TrainingConfig
 from stainless_training.phantom_data import CellDataset, phantom_samples
-from stainless_training.runs import batch_plan, open_metrics
+from stainless_training.runs import train_in_process
 from stainless_training.schedules import Pass, PhasedSchedule
 
 Logs = dict[str, float]
-CHECKPOINT = "checkpoint.pt"
 IGNORE = -1  # mask label of pixels without annotation (segmentation_loss's ignore_index)
 
 
@@ -311,21 +309,4 @@ def train(
     A run finding ``out/checkpoint.pt`` continues from it (resumable).
     """
     torch.manual_seed(config.seed)
-    work = workload(config)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.yaml").write_text(dump_config(config))
-    checkpoint = out / CHECKPOINT
-    step = work.load(torch.load(checkpoint, weights_only=False)) if checkpoint.exists() else 0
-    plan = batch_plan(work.labels, batch_size=work.batch_size, seed=config.seed)
-    for _ in range(step):
-        next(plan)
-    with open_metrics(out / "metrics.jsonl", step) as log:
-        while step < config.steps:
-            logs = work.step(next(plan)[1], step)
-            log.write(json.dumps({"step": step, **logs}) + "\n")
-            step += 1
-            if on_step is not None:
-                on_step(step, logs)
-            if step % config.checkpoint_every == 0 or step == config.steps:
-                torch.save(work.state(step), checkpoint)
-    return checkpoint
+    return train_in_process(config, out, workload(config), on_step=on_step)

@@ -22,7 +22,6 @@ function of both the single-process :func:`train` and the Ray workers
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -49,14 +48,13 @@ from stainless.models.paired import (
     build_paired_discriminator,
     build_paired_generator,
 )
-from stainless_training.config import LossWeights, ModelSize, TrainingConfig, dump_config
+from stainless_training.config import LossWeights, ModelSize, TrainingConfig
 from stainless_training.phantom_data import CellDataset, phantom_samples
-from stainless_training.runs import batch_plan, batches_per_epoch, open_metrics
+from stainless_training.runs import batches_per_epoch, train_in_process
 from stainless_training.sampling import frequency_weights
 from stainless_training.schedules import Pass, PhasedSchedule, use_frequency_balancing
 
 Logs = dict[str, float]
-CHECKPOINT = "checkpoint.pt"
 
 
 class Samples(Protocol):
@@ -335,23 +333,4 @@ def train(
     run would (same batches, balancing and optimiser state).
     """
     torch.manual_seed(config.seed)
-    work = workload(config)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.yaml").write_text(dump_config(config))
-    checkpoint = out / CHECKPOINT
-    step = work.load(torch.load(checkpoint, weights_only=False)) if checkpoint.exists() else 0
-    plan = batch_plan(work.labels, batch_size=work.batch_size, seed=config.seed)
-    for _ in range(step):
-        next(plan)
-    with open_metrics(out / "metrics.jsonl", step) as log:
-        while step < config.steps:
-            epoch, indices = next(plan)
-            logs = work.step(indices, step)
-            log.write(json.dumps({"step": step, "epoch": epoch, **logs}) + "\n")
-            step += 1
-            if step % config.checkpoint_every == 0 or step == config.steps:
-                log.flush()
-                torch.save(work.state(step), checkpoint)
-            if on_step is not None:
-                on_step(step, logs)
-    return checkpoint
+    return train_in_process(config, out, workload(config), on_step=on_step)

@@ -1,13 +1,75 @@
-"""Run-folder helpers shared by the trainers of models 2 and 3: batch order and metrics log."""
+"""Run-folder helpers shared by the trainers: batch order, metrics log, the in-process loop."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import TextIO
+from typing import Protocol, TextIO
 
+import torch
+
+from stainless_training.config import TrainingConfig, dump_config
 from stainless_training.sampling import class_balanced_batches
+
+CHECKPOINT = "checkpoint.pt"
+Logs = dict[str, float]
+
+
+class Steps(Protocol):
+    """What the in-process loop drives (the Ray ``Workload`` is one)."""
+
+    @property
+    def labels(self) -> Sequence[int]: ...
+
+    @property
+    def batch_size(self) -> int: ...
+
+    def step(self, indices: list[int], step: int) -> Logs: ...
+
+    def state(self, step: int) -> dict[str, object]: ...
+
+    def load(self, state: dict[str, object]) -> int: ...
+
+
+def train_in_process(
+    config: TrainingConfig,
+    out: Path,
+    work: Steps,
+    *,
+    on_step: Callable[[int, Logs], None] | None = None,
+    on_fresh_start: Callable[[], None] | None = None,
+) -> Path:
+    """Train ``work`` in this process; checkpoint, config and metrics log go to ``out``.
+
+    A run finding ``out/checkpoint.pt`` continues from it and ends as the uninterrupted
+    run would (the same batches; the trainers keep their noise and optimiser state in
+    the checkpoint). ``on_fresh_start`` runs only when there is no checkpoint yet.
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.yaml").write_text(dump_config(config))
+    checkpoint = out / CHECKPOINT
+    if checkpoint.exists():
+        step = work.load(torch.load(checkpoint, weights_only=False))
+    else:
+        step = 0
+        if on_fresh_start is not None:
+            on_fresh_start()
+    plan = batch_plan(work.labels, batch_size=work.batch_size, seed=config.seed)
+    for _ in range(step):
+        next(plan)
+    with open_metrics(out / "metrics.jsonl", step) as log:
+        while step < config.steps:
+            epoch, indices = next(plan)
+            logs = work.step(indices, step)
+            log.write(json.dumps({"step": step, "epoch": epoch, **logs}) + "\n")
+            step += 1
+            if step % config.checkpoint_every == 0 or step == config.steps:
+                log.flush()
+                torch.save(work.state(step), checkpoint)
+            if on_step is not None:
+                on_step(step, logs)
+    return checkpoint
 
 
 def batch_plan(

@@ -26,12 +26,12 @@ from stainless_training.config import (
     TrainingConfig,
 )
 from stainless_training.disentangled import (
-    CHECKPOINT,
     Batch,
     DisentangledTrainer,
     train,
     workload,
 )
+from stainless_training.runs import CHECKPOINT
 from stainless_training.schedules import Phase, PhasedSchedule
 
 # 3 steps, the translator trains at step 2 (every 3rd), a checkpoint before it; one

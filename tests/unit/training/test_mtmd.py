@@ -8,7 +8,8 @@ from pathlib import Path
 import torch
 
 from stainless_training.config import DataConfig, ModelKind, TrainingConfig
-from stainless_training.mtmd import CHECKPOINT, train
+from stainless_training.mtmd import train
+from stainless_training.runs import CHECKPOINT
 
 
 def test_a_short_run_logs_every_pass_and_resumes(tmp_path: Path) -> None:

@@ -12,9 +12,9 @@ import torch
 
 from stainless_training import paired
 from stainless_training.config import DataConfig, ModelKind, TrainingConfig
-from stainless_training.paired import CHECKPOINT, PairedBatch, PairedTrainer, train
+from stainless_training.paired import PairedBatch, PairedTrainer, train
 from stainless_training.phantom_data import CellDataset, phantom_samples
-from stainless_training.runs import batch_plan, batches_per_epoch
+from stainless_training.runs import CHECKPOINT, batch_plan, batches_per_epoch
 from stainless_training.schedules import Phase, PhasedSchedule
 
 # one phantom field of seed 5: 4 cells of 3 classes, 2 batches of 3 per epoch; 3 steps =
