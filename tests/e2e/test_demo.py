@@ -27,10 +27,12 @@ def test_demo_writes_its_summary_and_figure(tmp_path: Path) -> None:
     summary = json.loads((tmp_path / "out/demo/summary.json").read_text())
     assert summary["fields"] == 3
     assert summary["images_uploaded"] == 6
-    # one fields.ingested per uploaded image, one cells.cropped per registered field
-    assert summary["events_published"] == {
+    # one fields.ingested per uploaded image, one cells.cropped per registered field, one
+    # cells.stained per round of the inference consumer (it gathers the fields' events)
+    published = summary["events_published"]
+    assert 1 <= published.pop("cells.stained") <= 3
+    assert published == {
         "cells.cropped": 3,
-        "cells.stained": sum(f["cells"] > 0 for f in summary["registration"]["fields"]),
         "fields.ingested": 6,
         "slides.completed": 1,
         "slides.uploaded": 1,
