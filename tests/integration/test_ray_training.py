@@ -102,6 +102,9 @@ def test_a_snapshot_trains_on_two_workers_into_a_served_model(
     assert version is not None and (version.name, version.version) == ("mtmd-tiny", 1)
     assert store.get(version.checkpoint_key)[:2] == b"PK"  # a torch zip archive
     assert version.metrics["training"]["workers"] == 2
+    # evaluated on the snapshot's held-out cells (10 % of the cells, by the hash of their id)
+    assert version.metrics["cells"] >= 1 and 0 <= version.metrics["ssim"] <= 1
+    assert "review_threshold" in version.metrics and "fid_provenance" in version.metrics
     assert topics == [Topic.TRAINING_REQUESTED, Topic.MODELS_REGISTERED]
 
     # The inference service serves the demo model; the trained version is promoted.
