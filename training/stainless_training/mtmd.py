@@ -37,7 +37,7 @@ from stainless.models.mtmd import (
 )
 from stainless_training.config import LossWeights, ModelSize, TrainingConfig
 from stainless_training.phantom_data import CellDataset, phantom_samples
-from stainless_training.runs import train_in_process
+from stainless_training.runs import paired_cells, train_in_process
 from stainless_training.schedules import Pass, PhasedSchedule
 
 Logs = dict[str, float]
@@ -230,12 +230,7 @@ class MultiTaskWorkload:
     def __init__(self, trainer: MultiTaskTrainer, dataset: Samples, batch_size: int) -> None:
         self.trainer = trainer
         self.dataset = dataset
-        paired = getattr(dataset, "has_pair", None)
-        self._indices = [i for i in range(len(dataset)) if paired is None or paired[i]]
-        if not self._indices:
-            raise ValueError("model 1 needs cells with a brightfield pair; the dataset has none")
-        labels = dataset.labels
-        self._labels = [labels[i] for i in self._indices]
+        self._indices, self._labels = paired_cells(dataset, "model 1")
         self.batch_size = min(batch_size, len(set(self._labels)))
         self.device = torch.device("cpu")
 

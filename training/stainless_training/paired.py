@@ -50,7 +50,7 @@ from stainless.models.paired import (
 )
 from stainless_training.config import LossWeights, ModelSize, TrainingConfig
 from stainless_training.phantom_data import CellDataset, phantom_samples
-from stainless_training.runs import batches_per_epoch, train_in_process
+from stainless_training.runs import batches_per_epoch, paired_cells, train_in_process
 from stainless_training.sampling import frequency_weights
 from stainless_training.schedules import Pass, PhasedSchedule, use_frequency_balancing
 
@@ -237,12 +237,7 @@ class PairedWorkload:
     ) -> None:
         self.trainer = trainer
         self.dataset = dataset
-        paired = getattr(dataset, "has_pair", None)
-        self._indices = [i for i in range(len(dataset)) if paired is None or paired[i]]
-        if not self._indices:
-            raise ValueError("model 3 needs cells with a brightfield pair; the dataset has none")
-        labels = dataset.labels
-        self._labels = [labels[i] for i in self._indices]
+        self._indices, self._labels = paired_cells(dataset, "model 3")
         self.batch_size = min(batch_size, len(set(self._labels)))
         self.per_epoch = batches_per_epoch(self._labels, batch_size=self.batch_size)
         self.epochs = math.ceil(config.steps / self.per_epoch)
@@ -305,8 +300,7 @@ def workload(config: TrainingConfig, samples: SampleSource | None = None) -> Pai
             )
         )
     )
-    paired = getattr(dataset, "has_pair", None)
-    labels = [label for i, label in enumerate(dataset.labels) if paired is None or paired[i]]
+    _, labels = paired_cells(dataset, "model 3")
     class_weights = torch.as_tensor(
         frequency_weights(labels, n_classes=net_config.n_classes), dtype=torch.float32
     )

@@ -32,6 +32,20 @@ class Steps(Protocol):
     def load(self, state: dict[str, object]) -> int: ...
 
 
+def paired_cells(dataset: object, model: str) -> tuple[list[int], list[int]]:
+    """Indices and classes of the cells with a brightfield pair (all of a phantom dataset).
+
+    Raises:
+        ValueError: no cell has a pair; ``model`` names who needs them.
+    """
+    labels: Sequence[int] = dataset.labels  # type: ignore[attr-defined]
+    paired: Sequence[bool] | None = getattr(dataset, "has_pair", None)
+    indices = [i for i in range(len(labels)) if paired is None or paired[i]]
+    if not indices:
+        raise ValueError(f"{model} needs cells with a brightfield pair; the dataset has none")
+    return indices, [labels[i] for i in indices]
+
+
 def train_in_process(
     config: TrainingConfig,
     out: Path,
