@@ -176,6 +176,11 @@ class RaySettings(_Block):
         description="Checkpoints of runs: a local folder, or with an S3 store a bucket prefix.",
     )
     use_gpu: bool = Field(default=False, description="One GPU per training worker (NCCL, AMP).")
+    rayjob_template: Path | None = Field(
+        default=None,
+        description="KubeRay RayJob manifest with placeholders: with it the trainer submits "
+        "each job as a RayJob through the Kubernetes API instead of running it on `address`.",
+    )
     http_port: int = Field(
         default=8084, ge=1, le=65535, description="Health and metrics port of the trainer."
     )

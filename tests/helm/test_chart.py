@@ -8,7 +8,6 @@ resources of KEDA, KubeRay, CloudNativePG, MinIO and Strimzi are skipped by name
 from __future__ import annotations
 
 import re
-import string
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,6 +20,7 @@ from pydantic import SecretStr
 
 from stainless.config import Settings, iter_setting_fields
 from stainless.events.contracts import ConsumerGroup, Topic
+from stainless_training.kuberay import render_rayjob
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "helm" / "stainless"
@@ -30,7 +30,7 @@ KUBERNETES = "1.30"
 CUSTOM_KINDS = frozenset(
     {"ScaledObject", "RayJob", "Cluster", "Tenant", "Kafka", "KafkaNodePool"}
 )  # not in kubernetes-validate's schemas: KEDA, KubeRay, CloudNativePG, MinIO, Strimzi
-SERVICES = ("ingestion", "registration", "relay", "worker", "inference", "results")
+SERVICES = ("ingestion", "registration", "relay", "worker", "inference", "results", "trainer")
 CONSUMED = {  # what each scaled consumer group reads (libs/stainless/pipeline)
     ConsumerGroup.REGISTRATION: {Topic.FIELDS_INGESTED},
     ConsumerGroup.INFERENCE: {Topic.CELLS_CROPPED, Topic.SLIDES_UPLOADED},
@@ -64,13 +64,13 @@ def _by_name(docs: list[Manifest], kind: str, suffix: str) -> Manifest:
     return found[0]
 
 
+JOB_ID = "0b4f9a2e-51c3-4d7e-9f00-1c2d3e4f5a6b"
+
+
 def _rayjob(docs: list[Manifest], workers: int = 2) -> Manifest:
+    """The RayJob the trainer would submit for JOB_ID (its own rendering of the template)."""
     template = _by_name(docs, "ConfigMap", "rayjob-template")["data"]["rayjob.yaml"]
-    filled = string.Template(template).substitute(
-        name="retrain-1", job_id="job-1", workers=workers, config="/tmp/c.yaml", out="/tmp/run"
-    )
-    manifest: Manifest = yaml.safe_load(filled)
-    return manifest
+    return render_rayjob(template, job_id=JOB_ID, workers=workers)
 
 
 def _pod_specs(docs: list[Manifest]) -> Iterator[tuple[str, dict[str, Any]]]:
@@ -375,8 +375,11 @@ def test_schema_refuses_bad_values(helm: Path, setting: str, where: str) -> None
 def test_rayjob_template_fills_in(profiles: dict[str, list[Manifest]], profile: str) -> None:
     job = _rayjob(profiles[profile], workers=3)
     assert (job["apiVersion"], job["kind"]) == ("ray.io/v1", "RayJob")
-    assert job["metadata"]["name"] == "retrain-1"
-    assert job["spec"]["entrypoint"].startswith("stainless-train --config /tmp/c.yaml")
+    assert job["metadata"]["name"] == "retrain-0b4f9a2e51c34d7e"
+    assert (
+        job["spec"]["entrypoint"]
+        == f"stainless-train-job {JOB_ID} --rayjob retrain-0b4f9a2e51c34d7e"
+    )
     assert job["spec"]["shutdownAfterJobFinishes"] is True
     (workers,) = job["spec"]["rayClusterSpec"]["workerGroupSpecs"]
     assert workers["replicas"] == workers["maxReplicas"] == 3
@@ -436,7 +439,7 @@ def test_network_policies_admit_only_the_callers(
 
 
 @pytest.mark.parametrize("profile", PROFILES)
-def test_pods_use_their_own_service_account_without_a_token(
+def test_pods_use_their_own_service_account_and_only_the_trainer_a_token(
     profiles: dict[str, list[Manifest]], profile: str
 ) -> None:
     accounts = {a["metadata"]["name"] for a in _of_kind(profiles[profile], "ServiceAccount")}
@@ -444,7 +447,44 @@ def test_pods_use_their_own_service_account_without_a_token(
         spec = doc["spec"]["template"]["spec"]
         assert spec["serviceAccountName"] == doc["metadata"]["name"]
         assert spec["serviceAccountName"] in accounts
-        assert spec["automountServiceAccountToken"] is False
+        trainer = doc["metadata"]["name"] == "stainless-trainer"
+        assert spec["automountServiceAccountToken"] is trainer
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_trainer_submits_the_mounted_rayjob_template_and_may_only_create_rayjobs(
+    profiles: dict[str, list[Manifest]], profile: str
+) -> None:
+    docs = profiles[profile]
+    spec = _by_name(docs, "Deployment", "trainer")["spec"]["template"]["spec"]
+    (container,) = spec["containers"]
+    assert container["command"] == ["stainless-trainer"]
+    assert container["image"].rsplit(":", 1)[0].endswith("/stainless-training")
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    path = Path(env["STAINLESS_RAY__RAYJOB_TEMPLATE"])
+    (mount,) = [m for m in container["volumeMounts"] if m["mountPath"] == str(path.parent)]
+    (volume,) = [v for v in spec["volumes"] if v["name"] == mount["name"]]
+    template = _by_name(docs, "ConfigMap", "rayjob-template")
+    assert volume["configMap"]["name"] == template["metadata"]["name"]
+    assert path.name in template["data"]
+    role = _by_name(docs, "Role", "trainer")
+    assert role["rules"] == [
+        {"apiGroups": ["ray.io"], "resources": ["rayjobs"], "verbs": ["create", "get"]}
+    ]
+    binding = _by_name(docs, "RoleBinding", "trainer")
+    assert binding["roleRef"]["name"] == role["metadata"]["name"]
+    assert binding["subjects"][0]["name"] == spec["serviceAccountName"]
+
+
+def test_trainer_without_the_rayjob_template_is_refused(helm: Path) -> None:
+    done = subprocess.run(
+        [str(helm), "template", "s", str(CHART), "--set", "training.rayJob.enabled=false"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode != 0
+    assert "trainer.enabled needs training.rayJob.enabled" in done.stderr
 
 
 def test_operator_resources_follow_their_conditions(profiles: dict[str, list[Manifest]]) -> None:

@@ -119,11 +119,15 @@ def run_job(
     storage: Storage,
     use_gpu: bool = False,
     report_every: int = 10,
+    ray_job_id: str | None = None,
 ) -> str:
-    """Train, store, evaluate and register job ``job_id``; return the model version's id."""
+    """Train, store, evaluate and register job ``job_id``; return the model version's id.
+
+    ``ray_job_id`` (the RayJob running it, if any) is recorded on the job row.
+    """
     engine = create_db_engine(settings.database)
     store = create_store(settings.store)
-    job = start_job(engine, job_id)
+    job = start_job(engine, job_id, ray_job_id=ray_job_id)
     try:
         config = job_config(job.config, model=job.model_kind, dataset_key=job.dataset_key)
         result = run_distributed(

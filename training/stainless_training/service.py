@@ -1,20 +1,26 @@
 """The training service: runs each ``training.requested`` job on Ray (``stainless-trainer``).
 
-Jobs are requested by ``POST /v1/training-jobs`` or ``stainless train``. A job that
-is no longer queued (a redelivered event, or a job another replica took) is skipped;
-a run that fails is recorded on the job row (status failed, the reason) and not
-retried, so the event is not dead-lettered.
+Jobs are requested by ``POST /v1/training-jobs`` or ``stainless train``. Without
+``STAINLESS_RAY__RAYJOB_TEMPLATE`` the service drives each job itself on the Ray cluster
+at ``STAINLESS_RAY__ADDRESS`` (a local Ray when unset); with it, as in the Helm chart, it
+submits each job as a KubeRay RayJob that runs it (:mod:`stainless_training.kuberay`).
+A job that is no longer queued (a redelivered event, or a job another replica took) is
+skipped; a run or submission that fails is recorded on the job row (status failed, the
+reason) and not retried, so the event is not dead-lettered.
 """
 
 from __future__ import annotations
 
 import signal
 import threading
+from typing import Protocol
 
 import structlog
+from sqlalchemy import Engine
 
 from stainless.config import Settings, load_settings
 from stainless.db.engine import create_db_engine, ping, wait_for_database
+from stainless.db.models import JobStatus
 from stainless.events import (
     ALL_TOPICS,
     Consumer,
@@ -25,75 +31,145 @@ from stainless.events import (
     TrainingRequested,
     create_bus,
 )
-from stainless.jobs import JobError
+from stainless.jobs import JobError, finish_job, get_job
 from stainless.logs import configure_logging
 from stainless.observability import HealthServer, create_health_app
 from stainless_training.distributed import storage_for
 from stainless_training.jobs import run_job
+from stainless_training.kuberay import RayJobError, RayJobSubmitter
 
 log = structlog.get_logger(__name__)
 
 
-class TrainingHandler:
+class JobLauncher(Protocol):
+    """Runs or submits a queued job; what it did, for the log (a version id, a RayJob)."""
+
+    def __call__(self, job_id: str) -> str: ...
+
+    def ready(self) -> bool: ...
+
+    def close(self) -> None: ...
+
+
+class RunOnRay:
+    """Runs the job from this process on the Ray cluster ``ray.init`` connected to."""
+
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
+
+    @classmethod
+    def connect(cls, settings: Settings) -> RunOnRay:
+        """Connect this process to ``settings.ray.address`` (a local Ray when unset)."""
+        import ray
+
+        ray.init(
+            address=settings.ray.address,
+            num_cpus=None if settings.ray.address else settings.ray.num_cpus,
+            log_to_driver=False,
+        )
+        return cls(settings)
+
+    def ready(self) -> bool:
+        import ray
+
+        return bool(ray.is_initialized())
+
+    def close(self) -> None:
+        import ray
+
+        ray.shutdown()
+
+    def __call__(self, job_id: str) -> str:
+        return run_job(
+            self._settings,
+            job_id,
+            storage=storage_for(self._settings),
+            use_gpu=self._settings.ray.use_gpu,
+        )
+
+
+class SubmitRayJob:
+    """Submits a queued job as a KubeRay RayJob, which runs it (``stainless-train-job``)."""
+
+    def __init__(self, engine: Engine, submitter: RayJobSubmitter) -> None:
+        self._engine = engine
+        self._submitter = submitter
+
+    def __call__(self, job_id: str) -> str:
+        job = get_job(self._engine, job_id)
+        if job.status is not JobStatus.QUEUED:
+            raise JobError(f"training job {job_id} is {job.status.value}, not queued")
+        try:
+            return self._submitter.submit(job_id, workers=job.workers)
+        except RayJobError as exc:
+            finish_job(self._engine, job_id, error=str(exc))
+            raise
+
+    def ready(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        self._submitter.close()
+
+
+class TrainingHandler:
+    def __init__(self, launch: JobLauncher) -> None:
+        self._launch = launch
 
     def __call__(self, envelope: Envelope) -> None:
         request = envelope.parsed(TrainingRequested)
         try:
-            version = run_job(
-                self._settings,
-                request.job_id,
-                storage=storage_for(self._settings),
-                use_gpu=self._settings.ray.use_gpu,
-            )
+            done = self._launch(request.job_id)
         except JobError as exc:
             log.info("training job skipped", job_id=request.job_id, reason=str(exc))
         except Exception as exc:  # noqa: BLE001 - the job row records the failure
             log.error("training job failed", job_id=request.job_id, error=str(exc))
         else:
-            log.info("training job done", job_id=request.job_id, model_version_id=version)
+            log.info("training job launched", job_id=request.job_id, result=done)
 
 
-def training_consumer(bus: EventBus, settings: Settings) -> Consumer:
+def training_consumer(bus: EventBus, launch: JobLauncher) -> Consumer:
     return bus.consumer(
         group=ConsumerGroup.TRAINING,
         topics=[Topic.TRAINING_REQUESTED],
-        handler=TrainingHandler(settings),
+        handler=TrainingHandler(launch),
     )
 
 
 def main() -> None:
-    import ray
-
     settings = load_settings()
     configure_logging(settings.log)
     engine = create_db_engine(settings.database)
     wait_for_database(engine)
     bus = create_bus(settings.bus, client_id="stainless-trainer")
     bus.ensure_topics(ALL_TOPICS)
-    ray.init(
-        address=settings.ray.address,
-        num_cpus=None if settings.ray.address else settings.ray.num_cpus,
-        log_to_driver=False,
+    template = settings.ray.rayjob_template
+    launch: JobLauncher = (
+        SubmitRayJob(engine, RayJobSubmitter.in_cluster(template))
+        if template is not None
+        else RunOnRay.connect(settings)
     )
-    consumer = training_consumer(bus, settings)
+    consumer = training_consumer(bus, launch)
     health = HealthServer(
-        create_health_app(lambda: ping(engine) and ray.is_initialized(), title="stainless-trainer"),
+        create_health_app(lambda: ping(engine) and launch.ready(), title="stainless-trainer"),
         port=settings.ray.http_port,
     )
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     health.start()
-    log.info("training service started", ray=settings.ray.address or "local")
+    log.info(
+        "training service started",
+        launcher=type(launch).__name__,
+        ray=settings.ray.address or "local",
+    )
     try:
         consumer.run(stop)
     finally:
         consumer.close()
         bus.close()
         health.stop()
-        ray.shutdown()
+        launch.close()
 
 
 if __name__ == "__main__":

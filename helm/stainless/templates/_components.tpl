@@ -1,6 +1,7 @@
 {{/*
 The Stainless services, one Deployment each: name -> the setting of its port and what it is.
 api: reachable by clients (ingestion, results); consumer: a Kafka consumer group scaled on lag.
+The trainer (training image) submits each requested training job as a KubeRay RayJob.
 */}}
 {{- define "stainless.components" -}}
 ingestion: {portSetting: STAINLESS_INGESTION__HTTP_PORT, api: true}
@@ -9,10 +10,14 @@ relay: {portSetting: STAINLESS_RELAY__HTTP_PORT}
 worker: {portSetting: STAINLESS_WORKER__METRICS_PORT}
 inference: {portSetting: STAINLESS_INFERENCE__HTTP_PORT, consumer: true}
 results: {portSetting: STAINLESS_RESULTS__HTTP_PORT, api: true}
+trainer: {portSetting: STAINLESS_RAY__HTTP_PORT}
 {{- end }}
 
 {{/* Whether a component runs: (dict "root" $ "name" "worker"). */}}
 {{- define "stainless.enabled" -}}
 {{- $values := index .root.Values .name }}
+{{- if and (eq .name "trainer") $values.enabled (not .root.Values.training.rayJob.enabled) }}
+{{- fail "trainer.enabled needs training.rayJob.enabled: the trainer submits the RayJob template" }}
+{{- end }}
 {{- if and $values.enabled (not (and (eq .name "worker") .root.Values.tasks.eager)) }}true{{ end }}
 {{- end }}

@@ -8,6 +8,7 @@ import yaml
 from typer.testing import CliRunner
 
 from stainless_training.cli import app
+from stainless_training.job_cli import app as job_app
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -58,3 +59,11 @@ def test_the_shipped_tiny_configs_load(name: str) -> None:
     config = load_config(ROOT / "training" / "configs" / f"{name}.yaml")
     assert config.model.value == name.removesuffix("-tiny")
     assert config.phased_schedule().total_steps == config.steps
+
+
+def test_a_training_job_that_is_not_queued_is_refused_before_ray_starts(
+    sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("STAINLESS_DATABASE__URL", sqlite_url)
+    missing = CliRunner().invoke(job_app, ["no-such-job"])
+    assert missing.exit_code == 2 and "no training job no-such-job" in missing.output
