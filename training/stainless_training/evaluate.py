@@ -99,15 +99,15 @@ def evaluate(
             stained_images.append(stained)
             baseline_images.append(plain)
             x = torch.from_numpy(sample.dic[None, None] * 2 - 1)
-            h = model.encode(x)
             confidence = whole_latent_confidence(
                 model,
                 x,
                 k=k,
                 alpha=alpha,
-                foreground=predicted_foreground(translator, h),
+                foreground=lambda h: predicted_foreground(translator, h),
                 generator=torch.Generator().manual_seed(seed + index),
             )
+            h = confidence.latent
             p = torch.softmax(translator.classify(h), dim=1)[0].numpy()
             probabilities.append(p)
             mask = translator.segment(h).argmax(dim=1)[0].numpy()

@@ -125,9 +125,11 @@ def sample_grid(
     for row, sample in enumerate(chosen):
         x = torch.from_numpy(sample.dic[None, None] * 2 - 1)
         with torch.no_grad():
-            foreground = predicted_foreground(translator, model.encode(x))
             result = whole_latent_confidence(
-                model, x, foreground=foreground, generator=torch.Generator().manual_seed(row)
+                model,
+                x,
+                foreground=lambda h: predicted_foreground(translator, h),
+                generator=torch.Generator().manual_seed(row),
             )
         stained = ((result.clean[0].permute(1, 2, 0).numpy() + 1) / 2).clip(0, 1)
         panels = [

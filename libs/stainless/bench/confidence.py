@@ -1,8 +1,11 @@
-"""Confidence throughput: k corrupted latents decoded as one batch vs k+1 separate passes.
+"""Confidence throughput: k corrupted latents decoded as one batch vs k+1 full passes.
 
-For each model size, cells per second of stain + classify + confidence the batched
-way and the naive way (same noise, same δ), their ratio, and the batched path's
-achieved GFLOP/s beside a large float32 matmul's GFLOP/s in the same process.
+For each model size, cells per second of stain + classify + confidence the batched way
+(encode once; the noise masked to the white cell the segmentation head finds; the clean
+and the k corrupted codes decoded in two calls; the classifier on the same code) and the
+naive way (the same noise, but each of the k + 1 outputs a full forward pass: encode,
+decode), their ratio, and the batched path's achieved GFLOP/s beside a large float32
+matmul's GFLOP/s in the same process.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from typing import Any
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from stainless.confidence.adapters import StainingLatentModel
+from stainless.confidence.adapters import StainingLatentModel, predicted_foreground
 from stainless.confidence.noise import naive_whole_latent_confidence, whole_latent_confidence
 from stainless.models.configs import MultiTaskConfig
 from stainless.models.mtmd import build_multitask
@@ -40,10 +43,13 @@ def _one_size(
     model = StainingLatentModel(translator)
     images = torch.rand(cells, 1, config.image_size, config.image_size) * 2 - 1
 
+    def foreground(h: torch.Tensor) -> torch.Tensor:
+        return predicted_foreground(translator, h)
+
     def run(confidence: Any, x: torch.Tensor) -> float:
         generator = torch.Generator().manual_seed(seed)
-        result = confidence(model, x, k=k, generator=generator)
-        translator.classify(model.encode(x))
+        result = confidence(model, x, k=k, foreground=foreground, generator=generator)
+        torch.softmax(translator.classify(result.latent), dim=1)
         return float(result.delta)
 
     with torch.no_grad():

@@ -19,6 +19,7 @@ devices; the noise is drawn on the latent's device from ``generator`` when given
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -30,6 +31,7 @@ from torch import Tensor
 from stainless.confidence.mutual_information import mutual_information_batch
 
 F32 = npt.NDArray[np.float32]
+Foreground = Tensor | Callable[[Tensor], Tensor] | None
 
 
 class LatentModel(Protocol):
@@ -54,12 +56,18 @@ class DisentangledModel(Protocol):
 
 @dataclass(frozen=True, eq=False)
 class ConfidenceResult:
-    """δ (confidence, nats), γ (uncertainty), heat map ``float32 [H, W]``, clean output."""
+    """δ (confidence, nats), γ (uncertainty), heat map ``float32 [H, W]``, clean output.
+
+    ``latent`` is the clean code, detached: h of the whole-latent variant (for the
+    classifier and segmenter heads without encoding again), the structure code t of the
+    disentangled one.
+    """
 
     delta: float
     gamma: float
     heatmap: F32
     clean: Tensor  # the clean decode, [1, C, H, W], detached
+    latent: Tensor
 
 
 # ----------------------------------------------------------------------------- checks
@@ -127,7 +135,7 @@ def _whole_latent_noise(
     return noise
 
 
-def _summarise(clean: Tensor, outputs: Tensor) -> ConfidenceResult:
+def _summarise(clean: Tensor, outputs: Tensor, latent: Tensor) -> ConfidenceResult:
     """δ, γ and the heat map from the clean ``[1, C, H, W]`` and k outputs ``[k, C, H, W]``."""
     if outputs.shape[1:] != clean.shape[1:]:
         raise ValueError(
@@ -143,6 +151,7 @@ def _summarise(clean: Tensor, outputs: Tensor) -> ConfidenceResult:
         gamma=float(heat.mean()),
         heatmap=heat.to(device="cpu", dtype=torch.float32).numpy(),
         clean=clean.detach(),
+        latent=latent.detach(),
     )
 
 
@@ -155,16 +164,18 @@ def _encode_whole(
     *,
     alpha: float,
     k: int,
-    foreground: Tensor | None,
+    foreground: Foreground,
     generator: torch.Generator | None,
 ) -> tuple[Tensor, Tensor]:
+    """The clean code h and the k noise tensors to add to it."""
     _check_input(x)
     _check_k(k)
     _check_scale("alpha", alpha)
     h = model.encode(x)
     _check_code("the latent", h, min_dim=3)
-    noise = _whole_latent_noise(h, alpha=alpha, k=k, foreground=foreground, generator=generator)
-    return h, h + noise
+    mask = foreground(h) if callable(foreground) else foreground
+    noise = _whole_latent_noise(h, alpha=alpha, k=k, foreground=mask, generator=generator)
+    return h, noise
 
 
 def whole_latent_confidence(
@@ -173,7 +184,7 @@ def whole_latent_confidence(
     *,
     alpha: float = 3.0,
     k: int = 10,
-    foreground: Tensor | None = None,
+    foreground: Foreground = None,
     generator: torch.Generator | None = None,
 ) -> ConfidenceResult:
     """δ, γ and heat map by noise on the whole latent code (thesis ch. 7.1).
@@ -184,22 +195,24 @@ def whole_latent_confidence(
         alpha: noise std as a multiple of h's channel-wise std over its spatial dims
             (Eq. 7.1; DESIGN default 3).
         k: number of corrupted codes, decoded as one batch (Eq. 7.3; default 10).
-        foreground: optional mask ``[1, 1, H', W']`` (> 0 inside), resized to the latent's
-            spatial size (nearest); the noise is zero outside it (the bin() of Eq. 7.2).
+        foreground: optional mask ``[1, 1, H', W']`` (> 0 inside), or a function of the
+            clean latent h giving it (e.g. the model's own segmenter); resized to the
+            latent's spatial size (nearest); the noise is zero outside it (the bin() of
+            Eq. 7.2).
         generator: torch generator for the noise; the same seed gives the same result.
 
     Returns:
-        ConfidenceResult with δ (Eq. 7.5), γ (Eq. 7.4) and the per-pixel variance map.
+        ConfidenceResult with δ (Eq. 7.5), γ (Eq. 7.4), the per-pixel variance map and h.
     """
     with torch.no_grad():
-        h, corrupted = _encode_whole(
+        h, noise = _encode_whole(
             model, x, alpha=alpha, k=k, foreground=foreground, generator=generator
         )
         clean = model.decode(h)
         _check_output(clean, 1, "the clean code")
-        outputs = model.decode(corrupted)
+        outputs = model.decode(h + noise)
         _check_output(outputs, k, "the corrupted batch")
-        return _summarise(clean, outputs)
+        return _summarise(clean, outputs, h)
 
 
 def naive_whole_latent_confidence(
@@ -208,34 +221,35 @@ def naive_whole_latent_confidence(
     *,
     alpha: float = 3.0,
     k: int = 10,
-    foreground: Tensor | None = None,
+    foreground: Foreground = None,
     generator: torch.Generator | None = None,
 ) -> ConfidenceResult:
-    """Reference for the benchmark: as ``whole_latent_confidence``, one decode per code.
+    """Reference for the benchmark: as ``whole_latent_confidence``, one full pass per output.
 
-    The same noise is drawn (same generator calls), then the k corrupted codes are decoded
-    one at a time (k + 1 forward passes of the decoder instead of 2).
+    The same noise is drawn (same generator calls), then each of the k corrupted outputs
+    is made as a model without a shared latent would: encode the input again, add its
+    noise, decode (k + 1 full forward passes instead of one encode and 2 decodes).
 
     Args:
         model: encoder/decoder pair, in eval mode.
         x: one input image ``[1, C, H, W]``.
         alpha: noise scale (thesis Eq. 7.1).
         k: number of corrupted codes (Eq. 7.3).
-        foreground: optional latent mask (Eq. 7.2).
+        foreground: optional latent mask, or a function of h giving it (Eq. 7.2).
         generator: torch generator for the noise.
     """
     with torch.no_grad():
-        h, corrupted = _encode_whole(
+        h, noise = _encode_whole(
             model, x, alpha=alpha, k=k, foreground=foreground, generator=generator
         )
         clean = model.decode(h)
         _check_output(clean, 1, "the clean code")
         singles = []
         for i in range(k):
-            out = model.decode(corrupted[i : i + 1])
+            out = model.decode(model.encode(x) + noise[i : i + 1])
             _check_output(out, 1, f"corrupted code {i}")
             singles.append(out)
-        return _summarise(clean, torch.cat(singles, dim=0))
+        return _summarise(clean, torch.cat(singles, dim=0), h)
 
 
 def disentangled_confidence(
@@ -286,4 +300,4 @@ def disentangled_confidence(
         _check_output(clean, 1, "the clean codes")
         outputs = model.decode(ts.contiguous(), ss.contiguous(), bgs)
         _check_output(outputs, k, "the corrupted batch")
-        return _summarise(clean, outputs)
+        return _summarise(clean, outputs, t)

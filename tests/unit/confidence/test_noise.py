@@ -19,7 +19,7 @@ SIZE = 32
 
 
 class ToyAutoencoder(nn.Module):
-    """A tiny untrained conv encoder/decoder (latent [B, 8, 16, 16]); counts decode calls."""
+    """A tiny untrained conv encoder/decoder (latent [B, 8, 16, 16]); counts its calls."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -34,9 +34,11 @@ class ToyAutoencoder(nn.Module):
             nn.Conv2d(8, 3, 3, padding=1),
         )
         self.decode_batches: list[int] = []
+        self.encodes = 0
         self.eval()
 
     def encode(self, x: Tensor) -> Tensor:
+        self.encodes += 1
         h: Tensor = self.enc(x)
         return h
 
@@ -163,7 +165,29 @@ def test_naive_reference_equals_the_batched_version() -> None:
         assert naive.gamma == pytest.approx(batched.gamma, rel=1e-5)
         np.testing.assert_allclose(naive.heatmap, batched.heatmap, rtol=1e-4, atol=1e-8)
     assert naive_model.decode_batches == [1] * (1 + 10) + [1] * (1 + 4)
+    assert naive_model.encodes == (1 + 10) + (1 + 4)  # k + 1 full passes
     assert batched_model.decode_batches == [1, 10, 1, 4]
+    assert batched_model.encodes == 2
+    assert batched.latent.shape == (1, 8, 16, 16)
+
+
+def test_the_foreground_may_come_from_the_clean_latent() -> None:
+    model = ToyAutoencoder()
+    x = _cell_image()
+    seen: list[Tensor] = []
+
+    def foreground(h: Tensor) -> Tensor:
+        seen.append(h)
+        mask = torch.zeros(1, 1, *h.shape[2:])
+        mask[..., 2:10, 2:10] = 1
+        return mask
+
+    given = whole_latent_confidence(model, x, foreground=foreground, generator=_gen(3))
+    (h,) = seen
+    fixed = foreground(h)
+    assert torch.equal(given.latent, h)
+    same = whole_latent_confidence(model, x, foreground=fixed, generator=_gen(3))
+    assert given.delta == same.delta and given.gamma == same.gamma
 
 
 def test_all_zero_foreground_means_no_noise() -> None:
