@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -41,11 +43,12 @@ from stainless.promotion import promote
 from stainless.storage import create_store
 from stainless.storage.local import LocalObjectStore
 from stainless_training.distributed import Storage, run_distributed, store_payload
-from stainless_training.jobs import job_config, run_job
+from stainless_training.jobs import job_config
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 DEMO = Path(__file__).parents[2] / "training/demo_model/checkpoint.pt"
+BIN = Path(sys.executable).parent
 TINY_RUN = {"steps": 6, "checkpoint_every": 3, "batch_size": 4}
 
 
@@ -92,12 +95,35 @@ def test_a_snapshot_trains_on_two_workers_into_a_served_model(
     job = request_training(
         engine, store, model="mtmd", dataset_key=snapshot, workers=2, config=TINY_RUN
     )
-    version_id = run_job(settings, job.id, storage=_storage(settings), report_every=2)
+    # As a KubeRay RayJob's entry point runs it: a new driver on the cluster.
+    store_settings = settings.store
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("STAINLESS_")},
+        "STAINLESS_DATABASE__URL": settings.database.url,
+        "STAINLESS_STORE__BACKEND": "s3",
+        "STAINLESS_STORE__ENDPOINT": store_settings.endpoint,
+        "STAINLESS_STORE__BUCKET": store_settings.bucket,
+        "STAINLESS_STORE__ACCESS_KEY": store_settings.access_key,
+        "STAINLESS_STORE__SECRET_KEY": store_settings.secret_key.get_secret_value(),
+        "STAINLESS_RAY__ADDRESS": ray_address,
+    }
+    done = subprocess.run(
+        [BIN / "stainless-train-job", job.id, "--rayjob", "retrain-test"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
     with Session(engine) as session:
         row = session.get(TrainingJob, job.id)
+        assert row is not None and row.model_version_id is not None
+        version_id = row.model_version_id
         version = session.get(ModelVersion, version_id)
         topics = [e.topic for e in session.exec(select(OutboxEvent)).all()]
-    assert row is not None and row.status is JobStatus.SUCCEEDED
+    assert row.status is JobStatus.SUCCEEDED and row.ray_job_id == "retrain-test"
+    assert f"model version {version_id}" in done.stdout
     assert row.progress["step"] == 6 and row.progress["workers"] == 2 and row.progress["done"]
     assert version is not None and (version.name, version.version) == ("mtmd-tiny", 1)
     assert store.get(version.checkpoint_key)[:2] == b"PK"  # a torch zip archive

@@ -272,6 +272,20 @@ class Storage:
         )
 
 
+def connect_ray(settings: Any, address: str | None = None) -> None:
+    """Connect this process to Ray: ``address``, ``settings.ray.address``, ``RAY_ADDRESS``
+    (set inside a Ray job), or else a local Ray with ``settings.ray.num_cpus`` CPUs."""
+    import ray
+
+    address = address or settings.ray.address
+    existing = address or os.environ.get("RAY_ADDRESS")
+    ray.init(
+        address=address,
+        num_cpus=None if existing else settings.ray.num_cpus,
+        log_to_driver=False,
+    )
+
+
 def storage_for(settings: Any) -> Storage:
     """Ray's checkpoint storage from the settings: under the S3 bucket, or a local folder."""
     from stainless.config import StoreBackend

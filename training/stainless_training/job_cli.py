@@ -18,7 +18,7 @@ from stainless.db.engine import create_db_engine
 from stainless.db.models import JobStatus
 from stainless.jobs import JobError, get_job
 from stainless.logs import configure_logging
-from stainless_training.distributed import storage_for
+from stainless_training.distributed import connect_ray, storage_for
 from stainless_training.jobs import run_job
 
 app = typer.Typer(pretty_exceptions_enable=False, add_completion=False)
@@ -45,11 +45,7 @@ def main(
     if job.status is not JobStatus.QUEUED:
         err.print(f"[red]error:[/red] training job {job_id} is {job.status.value}, not queued")
         raise typer.Exit(2)
-    ray.init(
-        address=settings.ray.address,
-        num_cpus=None if settings.ray.address else settings.ray.num_cpus,
-        log_to_driver=False,
-    )
+    connect_ray(settings)
     try:
         version = run_job(
             settings,

@@ -34,7 +34,7 @@ from stainless.events import (
 from stainless.jobs import JobError, finish_job, get_job
 from stainless.logs import configure_logging
 from stainless.observability import HealthServer, create_health_app
-from stainless_training.distributed import storage_for
+from stainless_training.distributed import connect_ray, storage_for
 from stainless_training.jobs import run_job
 from stainless_training.kuberay import RayJobError, RayJobSubmitter
 
@@ -60,13 +60,7 @@ class RunOnRay:
     @classmethod
     def connect(cls, settings: Settings) -> RunOnRay:
         """Connect this process to ``settings.ray.address`` (a local Ray when unset)."""
-        import ray
-
-        ray.init(
-            address=settings.ray.address,
-            num_cpus=None if settings.ray.address else settings.ray.num_cpus,
-            log_to_driver=False,
-        )
+        connect_ray(settings)
         return cls(settings)
 
     def ready(self) -> bool:

@@ -14,7 +14,7 @@ from stainless.config import Settings
 from stainless.db.engine import create_db_engine
 from stainless.jobs import get_job, model_kind, request_training
 from stainless.storage import create_store
-from stainless_training.distributed import storage_for
+from stainless_training.distributed import connect_ray, storage_for
 from stainless_training.jobs import job_config, run_job
 
 
@@ -57,13 +57,8 @@ def train(
         config=config,
     )
     console.print(f"training job {job.id}: {model} on {dataset}, {workers} worker(s)")
-    address = ray_address or settings.ray.address
     if not ray.is_initialized():
-        ray.init(
-            address=address,
-            num_cpus=None if address else settings.ray.num_cpus,
-            log_to_driver=False,
-        )
+        connect_ray(settings, ray_address)
     outcome: dict[str, Any] = {}
 
     def work() -> None:

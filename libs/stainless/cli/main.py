@@ -151,10 +151,11 @@ def bench_training(
     import ray
 
     from stainless_training.bench import run_training_bench
+    from stainless_training.distributed import connect_ray
 
     settings = _settings()
     err.print(f"tiny model 1, {steps} steps on 1 then 2 Ray workers")
-    ray.init(address=settings.ray.address, num_cpus=settings.ray.num_cpus, log_to_driver=False)
+    connect_ray(settings)
     try:
         result = run_training_bench(steps=steps)
     finally:
