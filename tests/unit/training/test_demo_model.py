@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from stainless.confidence.adapters import StainingLatentModel
+from stainless.confidence.adapters import StainingLatentModel, predicted_foreground
 from stainless.confidence.noise import whole_latent_confidence
 from stainless.metrics.perceptual import PerceptualMetric
 from stainless.models.mtmd import build_multitask
@@ -37,10 +37,15 @@ def held_out() -> list[CellSample]:
 def test_blacking_out_a_patch_lowers_confidence_and_raises_uncertainty(demo, held_out) -> None:  # type: ignore[no-untyped-def]
     """DESIGN: a 50x50 black patch lowers δ and raises γ — here on ≥ 50 held-out cells.
 
-    The tiny model sees 256-px crops at 64 px, so the patch is 13x13 at the centre.
+    The tiny model sees 256-px crops at 64 px, so the patch is 13x13 at the centre. δ and
+    γ are the served ones: the noise masked to the white cell the model's segmenter finds.
     """
     cells = held_out
     assert len(cells) >= 50
+
+    def white_cell(h: torch.Tensor) -> torch.Tensor:  # the served δ's noise mask
+        return predicted_foreground(demo.translator, h)
+
     holds = 0
     for index, cell in enumerate(cells):
         dic = torch.from_numpy(cell.dic[None, None] * 2 - 1)
@@ -48,10 +53,13 @@ def test_blacking_out_a_patch_lowers_confidence_and_raises_uncertainty(demo, hel
         patched[..., 26:39, 26:39] = -1.0
         with torch.no_grad():
             before = whole_latent_confidence(
-                demo, dic, generator=torch.Generator().manual_seed(index)
+                demo, dic, foreground=white_cell, generator=torch.Generator().manual_seed(index)
             )
             after = whole_latent_confidence(
-                demo, patched, generator=torch.Generator().manual_seed(index)
+                demo,
+                patched,
+                foreground=white_cell,
+                generator=torch.Generator().manual_seed(index),
             )
         holds += after.delta < before.delta and after.gamma > before.gamma
     assert holds / len(cells) >= 0.8
