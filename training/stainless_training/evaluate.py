@@ -165,6 +165,7 @@ def evaluate(
         "iou_per_class": iou_per_class,
         "iou_mean": _mean_present(iou_per_class),
         "delta_lpips_pearson_r": _pearson_or_none(deltas, lpips_values),
+        "gamma_lpips_pearson_r": _pearson_or_none([r["gamma"] for r in rows], lpips_values),
         "review_threshold": float(np.quantile(deltas, review_fraction)),
         "review_fraction": review_fraction,
         "lpips_provenance": perceptual.provenance,

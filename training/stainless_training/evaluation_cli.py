@@ -124,6 +124,7 @@ def main(
             "macro_f1",
             "dice_mean",
             "delta_lpips_pearson_r",
+            "gamma_lpips_pearson_r",
             "review_threshold",
         )
     }

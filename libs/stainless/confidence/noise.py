@@ -5,7 +5,10 @@ spread, decode the k corrupted codes as one batch and compare them with the clea
 output:
 
 * δ (confidence) = mean mutual information between the clean output and each corrupted
-  output (Eq. 6.7, 7.5), on single-channel intensities (mean over channels);
+  output (Eq. 6.7, 7.5), over every value of the images: a colour output is compared
+  channel for channel (R with R, G with G, B with B) in one joint histogram, so a change
+  of stain colour counts as much as a change of brightness; ⌊√(n/5)⌋ bins for the n
+  values compared;
 * γ (uncertainty) = per-pixel variance over the k outputs (population variance, Eq.
   7.4), averaged over channels and pixels;
 * the heat map = that per-pixel variance averaged over channels, ``float32 [H, W]``.
@@ -141,9 +144,7 @@ def _summarise(clean: Tensor, outputs: Tensor, latent: Tensor) -> ConfidenceResu
         raise ValueError(
             f"corrupted outputs {tuple(outputs.shape)} do not match clean {tuple(clean.shape)}"
         )
-    clean_intensity = clean[0].mean(dim=0)  # [H, W]
-    intensities = outputs.mean(dim=1)  # [k, H, W]
-    delta = float(mutual_information_batch(clean_intensity, intensities).mean())
+    delta = float(mutual_information_batch(clean[0], outputs).mean())
     variance = outputs.to(torch.float64).var(dim=0, correction=0)  # [C, H, W]
     heat = variance.mean(dim=0)
     return ConfidenceResult(

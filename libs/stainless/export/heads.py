@@ -4,8 +4,9 @@
 ``stain_confidence`` runs the whole noise-injection loop of thesis ch. 7.1 inside the
 served model (latents never cross the network): encode once, classify, find the white
 cell with the segmentation head, k corrupted codes per cell (noise masked to that
-foreground) decoded together with the clean one, and per cell δ (mean mutual information,
-⌊√(n/5)⌋ bins), γ (mean per-pixel variance), the heat map and the class probabilities.
+foreground) decoded together with the clean one, and per cell δ (mean mutual information
+over every channel value, ⌊√(n/5)⌋ bins for the n values), γ (mean per-pixel variance),
+the heat map and the class probabilities.
 The networks are traced; the loop around them is scripted so the batch size stays free.
 :func:`eager_models` are the same computations as plain modules, what the ONNX exporter
 and the parity checks start from.
@@ -102,12 +103,12 @@ class StainConfidence(nn.Module):
         *,
         k: int,
         alpha: float,
-        pixels: int,
+        values: int,
     ) -> None:
         super().__init__()
-        if k < 1 or alpha < 0 or pixels < 5:
+        if k < 1 or alpha < 0 or values < 5:
             raise ValueError(
-                f"need k ≥ 1, alpha ≥ 0 and at least 5 pixels, got {k}, {alpha}, {pixels}"
+                f"need k ≥ 1, alpha ≥ 0 and at least 5 values per image, got {k}, {alpha}, {values}"
             )
         self.encode = encode
         self.decode = decode
@@ -115,7 +116,7 @@ class StainConfidence(nn.Module):
         self.probabilities = probabilities
         self.k = k
         self.alpha = alpha
-        self.bins = max(1, math.isqrt(pixels // 5))
+        self.bins = max(1, math.isqrt(values // 5))
         self.foreground_from = int(MaskClass.CYTOPLASM)
 
     def forward(self, dic: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
@@ -132,7 +133,7 @@ class StainConfidence(nn.Module):
         clean = out[:, 0]
         corrupted = out[:, 1:]
         heat = corrupted.to(torch.float64).var(dim=1, correction=0).mean(dim=1)
-        delta = self._mutual_information(clean.mean(dim=1), corrupted.mean(dim=2)).mean(dim=1)
+        delta = self._mutual_information(clean, corrupted).mean(dim=1)
         return (
             clean,
             delta.float(),
@@ -150,7 +151,7 @@ class StainConfidence(nn.Module):
         return torch.where(constant, torch.zeros_like(labels), labels)
 
     def _mutual_information(self, clean: Tensor, corrupted: Tensor) -> Tensor:
-        """MI ``[B, k]`` between each clean ``[B, H, W]`` and its k outputs ``[B, k, H, W]``."""
+        """MI ``[B, k]`` between each clean ``[B, C, H, W]`` and its outputs ``[B, k, C, H, W]``."""
         reference = self._labels(clean.flatten(1).to(torch.float64)).unsqueeze(1)
         others = self._labels(corrupted.flatten(2).to(torch.float64))
         n = others.shape[2]
@@ -192,7 +193,13 @@ def eager_models(
         "classify": Chain(encode, probabilities),
         "segment": Chain(encode, segment),
         "stain_confidence": StainConfidence(
-            encode, decode, segment, probabilities, k=k, alpha=alpha, pixels=image_size**2
+            encode,
+            decode,
+            segment,
+            probabilities,
+            k=k,
+            alpha=alpha,
+            values=translator.out_channels * image_size**2,
         ),
     }
     return {name: model.eval() for name, model in models.items()}
@@ -220,7 +227,13 @@ def served_models(
         probabilities = torch.jit.trace(_Probabilities(translator), h)
         segment = torch.jit.trace(_Segment(translator), h)
         confidence = StainConfidence(
-            encode, decode, segment, probabilities, k=k, alpha=alpha, pixels=image_size**2
+            encode,
+            decode,
+            segment,
+            probabilities,
+            k=k,
+            alpha=alpha,
+            values=translator.out_channels * image_size**2,
         )
         return {
             "stain": torch.jit.script(Chain(encode, decode)),

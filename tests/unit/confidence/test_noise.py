@@ -121,8 +121,8 @@ def test_whole_latent_gamma_is_the_mean_per_pixel_variance() -> None:
     var = ((outputs - outputs.mean(dim=0)) ** 2).mean(dim=0).mean(dim=0)
     np.testing.assert_allclose(result.heatmap, var.float().numpy(), rtol=1e-5, atol=1e-9)
     assert result.gamma == pytest.approx(float(var.mean()), rel=1e-6)
-    intensity = clean[0].mean(dim=0)
-    mis = [mutual_information(intensity, outputs[i].mean(dim=0)) for i in range(k)]
+    # δ: MI over every channel value (n = C·H·W values, ⌊√(n/5)⌋ bins)
+    mis = [mutual_information(clean[0], outputs[i]) for i in range(k)]
     assert result.delta == pytest.approx(float(np.mean(mis)), abs=1e-9)
 
 
@@ -151,6 +151,31 @@ def test_more_noise_lowers_delta_and_raises_gamma() -> None:
     assert gammas == sorted(gammas)
     assert deltas[0] > deltas[-1] + 0.3
     assert gammas[-1] > 100 * gammas[0]
+
+
+class ColourOnly:
+    """A decoder whose latent noise changes the colour of its output but not its brightness:
+    ``(g + h, g - h, g)`` has the channel mean ``g`` whatever ``h`` is."""
+
+    def __init__(self) -> None:
+        yy, xx = torch.meshgrid(torch.arange(SIZE), torch.arange(SIZE), indexing="ij")
+        self.grey = ((yy + 2 * xx) % 7).float()[None, None] / 7
+
+    def encode(self, x: Tensor) -> Tensor:
+        return x[:, :1]
+
+    def decode(self, latent: Tensor) -> Tensor:
+        g = self.grey.expand(latent.shape[0], -1, -1, -1)
+        return torch.cat([g + latent, g - latent, g], dim=1)
+
+
+def test_delta_sees_a_change_of_colour_at_the_same_brightness() -> None:
+    model = ColourOnly()
+    x = _cell_image()
+    quiet = whole_latent_confidence(model, x, alpha=0.0, generator=_gen())
+    noisy = whole_latent_confidence(model, x, alpha=3.0, generator=_gen())
+    assert noisy.gamma > 0
+    assert noisy.delta < 0.9 * quiet.delta
 
 
 def test_naive_reference_equals_the_batched_version() -> None:
@@ -198,8 +223,8 @@ def test_all_zero_foreground_means_no_noise() -> None:
     )
     assert result.gamma == pytest.approx(0.0, abs=1e-12)
     assert float(np.abs(result.heatmap).max()) < 1e-12
-    intensity = result.clean[0].mean(dim=0)
-    assert result.delta == pytest.approx(mutual_information(intensity, intensity), abs=1e-9)
+    clean = result.clean[0]
+    assert result.delta == pytest.approx(mutual_information(clean, clean), abs=1e-9)
     # alpha = 0 is the same thing
     still = whole_latent_confidence(model, x, alpha=0.0, generator=_gen())
     assert still.gamma == pytest.approx(0.0, abs=1e-12)
@@ -233,9 +258,8 @@ def test_disentangled_confidence() -> None:
     assert low.delta > result.delta > high.delta
     assert low.gamma < result.gamma < high.gamma
     none = disentangled_confidence(model, x, alpha=0.0, beta=0.0, k=3, generator=_gen())
-    intensity = none.clean[0].mean(dim=0)
     assert none.gamma == pytest.approx(0.0, abs=1e-12)
-    assert none.delta == pytest.approx(mutual_information(intensity, intensity), abs=1e-9)
+    assert none.delta == pytest.approx(mutual_information(none.clean, none.clean), abs=1e-9)
     # k = 1: a single structure-corrupted sample, no variance
     one = disentangled_confidence(model, x, k=1, generator=_gen())
     assert one.gamma == 0.0

@@ -69,6 +69,10 @@ def test_evaluation_reports_quality_classification_and_confidence() -> None:
         assert 0 <= row["accuracy"] <= 1
     assert len(metrics["per_cell"]) == len(samples)
     assert {"class", "predicted", "delta", "lpips", "dice"} <= set(metrics["per_cell"][0])
+    rows = metrics["per_cell"]
+    for name in ("delta", "gamma"):
+        expected = np.corrcoef([r[name] for r in rows], [r["lpips"] for r in rows])[0, 1]
+        assert metrics[f"{name}_lpips_pearson_r"] == pytest.approx(expected)
 
 
 def test_dice_per_class_is_averaged_over_cells_that_have_the_class() -> None:
