@@ -184,6 +184,7 @@ def eager_models(
 ) -> dict[str, nn.Module]:
     """The four served computations as eval-mode eager modules, keyed by Triton model name."""
     translator = translator.eval()
+    values = translator.out_channels * image_size**2  # per stained image, for δ's bins
     encode = _Encode(translator)
     segment = _Segment(translator)
     probabilities = _Probabilities(translator)
@@ -193,13 +194,7 @@ def eager_models(
         "classify": Chain(encode, probabilities),
         "segment": Chain(encode, segment),
         "stain_confidence": StainConfidence(
-            encode,
-            decode,
-            segment,
-            probabilities,
-            k=k,
-            alpha=alpha,
-            values=translator.out_channels * image_size**2,
+            encode, decode, segment, probabilities, k=k, alpha=alpha, values=values
         ),
     }
     return {name: model.eval() for name, model in models.items()}
@@ -214,6 +209,7 @@ def served_models(
 ) -> dict[str, torch.jit.ScriptModule]:
     """The four TorchScript modules of a trained model 1, keyed by Triton model name."""
     translator = translator.eval()
+    values = translator.out_channels * image_size**2  # per stained image, for δ's bins
     example = torch.zeros(2, 1, image_size, image_size)
     # The networks check their input shapes in Python; traced at a fixed size that is fine.
     # TorchScript is deprecated in favour of torch.export, but it is what Triton's libtorch
@@ -227,13 +223,7 @@ def served_models(
         probabilities = torch.jit.trace(_Probabilities(translator), h)
         segment = torch.jit.trace(_Segment(translator), h)
         confidence = StainConfidence(
-            encode,
-            decode,
-            segment,
-            probabilities,
-            k=k,
-            alpha=alpha,
-            values=translator.out_channels * image_size**2,
+            encode, decode, segment, probabilities, k=k, alpha=alpha, values=values
         )
         return {
             "stain": torch.jit.script(Chain(encode, decode)),
