@@ -120,6 +120,81 @@ def bench_detection(
     emit("detection", result, as_json)
 
 
+def _robustness_table(result: dict[str, Any]) -> Table:
+    """One row per grid cell of the summarised detector; missed targets in red."""
+    from stainless.bench.robustness import TABLE_COLUMNS, TARGETS
+
+    targets = {t.metric: t for t in TARGETS}
+    report = result["detectors"][result["detector"]]
+    verdict = "all targets met" if report["all_targets_met"] else "targets missed"
+    table = Table(
+        title=f"robustness ({result['detector']}, seed {result['seed']}, "
+        f"{result['fields_per_cell']} field(s) per cell): {verdict}"
+    )
+    table.add_column("grid cell", no_wrap=True)
+    table.add_column("axis")
+    for _, header, _ in TABLE_COLUMNS:
+        table.add_column(header, justify="right")
+    for cell in report["cells"]:
+        shown = []
+        for metric, _, fmt in TABLE_COLUMNS:
+            value = cell[metric]
+            text = "-" if value is None else fmt.format(value)
+            shown.append(text if targets[metric].met(value) else f"[red]{text}[/red]")
+        table.add_row(cell["name"], cell["axis"], *shown)
+    return table
+
+
+@bench_app.command("robustness")
+def bench_robustness(
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    fields: Annotated[int, typer.Option(min=1, help="Phantom fields per grid cell.")] = 3,
+    seed: Annotated[int, typer.Option(min=0, help="Phantom seed.")] = 2026,
+    width: Annotated[int | None, typer.Option(help="Field width (default 2064).")] = None,
+    height: Annotated[int | None, typer.Option(help="Field height (default 1544).")] = None,
+    preset: Annotated[
+        list[str] | None,
+        typer.Option(help="Acquisition preset to include (repeatable; default: all)."),
+    ] = None,
+    mixtures: Annotated[
+        int, typer.Option(min=0, help="Random acquisitions varying every axis at once.")
+    ] = 4,
+    png: Annotated[
+        Path | None, typer.Option(help="Write the table as a PNG (green: target met).")
+    ] = None,
+) -> None:
+    """Detection and registration across the phantom's acquisition variability grid."""
+    from stainless.bench.robustness import (
+        render_robustness_table,
+        robustness_grid,
+        run_robustness_bench,
+    )
+
+    try:
+        cells = len(robustness_grid(seed, preset or None, mixtures))
+        with progress("robustness fields", cells * fields) as advance:
+            result = run_robustness_bench(
+                fields,
+                seed,
+                width=width,
+                height=height,
+                presets=preset or None,
+                mixtures=mixtures,
+                progress=advance,
+            )
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
+    if png is not None:
+        try:
+            png.write_bytes(render_robustness_table(result))
+        except OSError as exc:
+            raise _fail(f"cannot write {png}: {exc}") from None
+    if as_json:
+        typer.echo(json.dumps(result, sort_keys=True))
+    else:
+        out.print(_robustness_table(result))
+
+
 def _read(path: Path, what: str) -> Any:
     """An image as stored (``cv2.IMREAD_UNCHANGED``), or a clear exit 2."""
     import cv2

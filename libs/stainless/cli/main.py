@@ -56,13 +56,20 @@ def phantom(
     seed: Annotated[int, typer.Option(min=0, help="Seed; the same seed gives the same bytes.")] = 0,
     width: Annotated[int | None, typer.Option(help="Field width in pixels (≥ 256).")] = None,
     height: Annotated[int | None, typer.Option(help="Field height in pixels (≥ 256).")] = None,
+    acquisition: Annotated[
+        str | None,
+        typer.Option(
+            help="How the lab acquires: a preset (reference, wright, giemsa, jpeg, 50x, "
+            "platelets, …; see docs/acquisition.md) or a YAML file of phantom settings."
+        ),
+    ] = None,
 ) -> None:
     """Write synthetic paired DIC / brightfield slides with ground truth and a manifest."""
     from stainless.imaging.phantom_set import phantom_config, write_phantom_set
     from stainless.storage.local import LocalObjectStore
 
     try:
-        config = phantom_config(width=width, height=height)
+        config = phantom_config(width=width, height=height, acquisition=acquisition)
     except ValueError as exc:
         err.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None

@@ -33,6 +33,14 @@ import numpy as np
 import numpy.typing as npt
 from scipy import ndimage
 
+from stainless.imaging.field_statistics import (
+    FieldStatistics,
+    UnreliableFieldError,
+    dominant_direction,
+    estimate_background,
+    relative_threshold,
+    stain_residual,
+)
 from stainless.imaging.registration import MGG_RED_CELL_OD, check_affine
 
 Box = tuple[int, int, int, int]
@@ -44,6 +52,7 @@ __all__ = [
     "BrightfieldDetector",
     "Detection",
     "DicDetector",
+    "UnreliableFieldError",
     "WbcDetector",
     "box_iou",
     "boxes_to_dic",
@@ -215,73 +224,112 @@ def _check_image(image: np.ndarray, *, channels: int | None, name: str) -> None:
 
 
 class BrightfieldDetector:
-    """White cells on an MGG brightfield field by stain density (see the module docstring)."""
+    """White cells on a Romanowsky-stained brightfield field (see the module docstring).
+
+    Nothing about the lab is assumed: the background (a flat field), the red cells' stain
+    direction and the threshold are estimated from each field (``field_statistics``).
+    """
 
     def __init__(
         self,
         *,
         pixel_um: float = 0.075,
-        red_cell_od: tuple[float, float, float] = MGG_RED_CELL_OD,
-        stain_threshold: float = 0.03,
+        red_cell_od: tuple[float, float, float] | None = None,
+        background_block_um: float = 10.0,
+        threshold_spread: float = 10.0,
+        threshold_floor: float = 2.0,
         smooth_sigma_px: float = 1.5,
-        min_diameter_um: float = 1.5,
+        min_diameter_um: float = 3.3,
         max_diameter_um: float = 40.0,
         split_min_radius_um: float = 2.0,
         split_depth: float = 0.3,
+        min_core_um2: float = 4.0,
+        min_contrast: float = 1.5,
     ) -> None:
         """Configure the detector.
 
         Args:
-            pixel_um: pixel size in the specimen.
-            red_cell_od: OD (R, G, B) direction of red cells; the residual is taken
-                orthogonally to it.
-            stain_threshold: stain residual (OD units, after smoothing) above which a pixel
-                belongs to a white cell; background and red cells measure ~0.01.
+            pixel_um: pixel size in the specimen (from settings or the upload's metadata).
+            red_cell_od: OD (R, G, B) direction of red cells; None (default) estimates it
+                from each field as its dominant OD direction.
+            background_block_um: block size of the flat-field estimate (a few red cells).
+            threshold_spread: a pixel is stained when its residual exceeds the field's
+                median residual by this many robust standard deviations (MAD x 1.4826)...
+            threshold_floor: ...and by at least this many times the median itself.
             smooth_sigma_px: Gaussian smoothing of the residual.
-            min_diameter_um: smallest equivalent diameter kept (smaller: debris or noise).
+            min_diameter_um: smallest equivalent diameter kept; platelets (1.5-3 µm),
+                debris and stain precipitate are smaller.
             max_diameter_um: largest equivalent diameter kept.
             split_min_radius_um: smallest inscribed radius of a cell in a touching group.
             split_depth: how far (relative to its height) a distance-transform dome must
                 rise above the saddle to another one for the two to be split apart.
+            min_core_um2: smallest area of the largest chromatin-dense body of a white cell
+                (a small lymphocyte's nucleus is ~20 µm², a platelet's granulomere ~1-2).
+            min_contrast: smallest mean residual of an object relative to the threshold: a
+                white cell is stained well above it throughout (objects barely above it
+                are overlapping red cells or flat-field errors).
         """
         if not pixel_um > 0:
             raise ValueError(f"pixel_um must be positive, got {pixel_um}")
-        od = np.asarray(red_cell_od, np.float64)
-        if od.shape != (3,) or not np.all(np.isfinite(od)) or np.linalg.norm(od) == 0:
-            raise ValueError(f"red_cell_od must be 3 finite values, not all 0, got {red_cell_od}")
-        if not stain_threshold > 0 or smooth_sigma_px < 0:
-            raise ValueError("stain_threshold must be > 0 and smooth_sigma_px >= 0")
+        if not min_core_um2 >= 0 or not min_contrast >= 1:
+            raise ValueError("min_core_um2 must be >= 0 and min_contrast >= 1")
+        direction = None
+        if red_cell_od is not None:
+            od = np.asarray(red_cell_od, np.float64)
+            if od.shape != (3,) or not np.all(np.isfinite(od)) or np.linalg.norm(od) == 0:
+                raise ValueError(
+                    f"red_cell_od must be 3 finite values, not all 0, got {red_cell_od}"
+                )
+            direction = np.asarray(od / np.linalg.norm(od), np.float32)
+        if not background_block_um > 0:
+            raise ValueError(f"background_block_um must be positive, got {background_block_um}")
+        if not threshold_spread > 0 or not threshold_floor > 0 or smooth_sigma_px < 0:
+            raise ValueError("threshold_spread, threshold_floor > 0 and smooth_sigma_px >= 0")
         if not 0 < min_diameter_um < max_diameter_um:
             raise ValueError("diameters must satisfy 0 < min_diameter_um < max_diameter_um")
         if not split_min_radius_um > 0 or not 0 < split_depth < 1:
             raise ValueError("split_min_radius_um must be > 0 and split_depth in (0, 1)")
         self.pixel_um = pixel_um
-        self.red_cell_direction = np.asarray(od / np.linalg.norm(od), np.float32)
-        self.stain_threshold = stain_threshold
+        self.red_cell_direction = direction
+        self.background_block_um = background_block_um
+        self.threshold_spread = threshold_spread
+        self.threshold_floor = threshold_floor
         self.smooth_sigma_px = smooth_sigma_px
         self.min_diameter_um = min_diameter_um
         self.max_diameter_um = max_diameter_um
         self.split_min_radius_um = split_min_radius_um
         self.split_depth = split_depth
+        self.min_core_um2 = min_core_um2
+        self.min_contrast = min_contrast
 
     def stain_residual(self, image: np.ndarray) -> F32:
-        """Per-pixel stain residual: |OD - (OD . r) r| for the red-cell direction r."""
+        """Per-pixel stain residual: |OD - (OD . r) r| for the red-cell direction r.
+
+        Raises:
+            UnreliableFieldError: too little stain in the field to estimate r.
+        """
         _check_image(image, channels=3, name="brightfield image")
-        rgb = np.asarray(image, np.float32)
-        background = np.array([_background_level(image[..., c]) for c in range(3)], np.float32)
-        floor = np.float32(background.max() * 1e-3)
-        od = np.log(background / np.maximum(rgb, floor))
-        along = od @ self.red_cell_direction
-        residual = od - along[..., None] * self.red_cell_direction
-        magnitude = np.sqrt(np.einsum("ijk,ijk->ij", residual, residual)).astype(np.float32)
+        block = max(round(self.background_block_um / self.pixel_um), 16)
+        stats = FieldStatistics(image, block_px=block)
+        direction = self.red_cell_direction
+        if direction is None:
+            direction = dominant_direction(stats.od, 5 * stats.noise)
+        magnitude = stain_residual(stats.od, direction)
         if self.smooth_sigma_px > 0:
-            magnitude = cv2.GaussianBlur(magnitude, (0, 0), self.smooth_sigma_px)
-        return np.asarray(magnitude, np.float32)
+            magnitude = np.asarray(
+                cv2.GaussianBlur(magnitude, (0, 0), self.smooth_sigma_px), np.float32
+            )
+        return magnitude
+
+    def threshold(self, residual: F32) -> float:
+        """The stain level above which a pixel belongs to a white cell, from the field."""
+        return relative_threshold(residual, self.threshold_spread, self.threshold_floor)
 
     def detect(self, image: np.ndarray) -> list[Detection]:
-        """White cells of one brightfield field (HxWx3 RGB)."""
+        """White cells of one brightfield field (HxWx3 RGB, any bit depth)."""
         residual = self.stain_residual(image)
-        stained = (residual > self.stain_threshold).astype(np.uint8)
+        threshold = self.threshold(residual)
+        stained = (residual > threshold).astype(np.uint8)
         opened = cv2.morphologyEx(stained, cv2.MORPH_OPEN, _disc(1))
         filled = ndimage.binary_fill_holes(opened > 0)
         px = self.pixel_um
@@ -289,13 +337,43 @@ class BrightfieldDetector:
         max_area = math.pi / 4 * (self.max_diameter_um / px) ** 2
         detections = []
         for region in _regions(filled, self.split_min_radius_um / px, self.split_depth, min_area):
-            if region.area > max_area:
+            if region.area > max_area or self._is_platelet_clump(region, residual):
                 continue
             values = residual[region.rows, region.cols][region.mask]
             strength = float(np.mean(values))
-            score = strength / (strength + self.stain_threshold)
+            if strength < self.min_contrast * threshold:
+                continue
+            score = strength / (strength + threshold)
             detections.append(Detection(region.box(), round(score, 4)))
         return detections
+
+    def _is_platelet_clump(self, region: _Region, residual: F32) -> bool:
+        """Whether the object's dense stain is scattered granulomeres, not one nucleus.
+
+        The dense part is where the residual exceeds half the object's 95th percentile. A
+        white cell's chromatin (and an artefact's core) forms one body of several µm²; a
+        platelet clump's granulomeres are many small ones: the largest holds under half of
+        the dense area while there are three or more, or (away from the field edge) it is
+        under ``min_core_um2``.
+        """
+        local = residual[region.rows, region.cols]
+        values = local[region.mask]
+        dense = region.mask & (local > 0.5 * np.percentile(values, 95))
+        labels, count = ndimage.label(dense)
+        if count == 0:
+            return True
+        sizes = ndimage.sum(dense, labels, range(1, count + 1))
+        biggest = float(np.max(sizes))
+        if count >= 3 and biggest < 0.5 * float(np.sum(sizes)):
+            return True
+        height, width = residual.shape
+        cut = (
+            region.rows.start == 0
+            or region.cols.start == 0
+            or region.rows.stop >= height
+            or region.cols.stop >= width
+        )  # a cell cut by the field edge may show only a sliver of its nucleus
+        return not cut and biggest * self.pixel_um**2 < self.min_core_um2
 
 
 # ----------------------------------------------------------------------------- DIC
@@ -327,6 +405,19 @@ def _shear_integrate(phase: F32, shear_px: float, angle_deg: float, lam: float, 
     return np.asarray(opl, np.float32)
 
 
+def _sinks(opl: F32, angle_deg: float, sigma_px: float, level: float) -> bool:
+    """Whether an integrated DIC map sinks on its objects instead of rising.
+
+    Cells add optical path; with the prism's sign reversed the integration turns them
+    into pits. Against a background that excludes departures either way, the mass of the
+    map clearly below it (beyond ``level``) then outweighs the mass clearly above it.
+    """
+    departure = opl - _streak_background(opl, angle_deg, sigma_px, 0.4 * level, two_sided=True)
+    above = float(departure[departure > level].sum())
+    below = float(-departure[departure < -level].sum())
+    return below > above
+
+
 def _rotation(
     shape: tuple[int, int], angle_deg: float
 ) -> tuple[npt.NDArray[np.float64], tuple[int, int]]:
@@ -343,13 +434,20 @@ def _rotation(
 
 
 def _streak_background(
-    opl: F32, angle_deg: float, sigma_px: float, threshold: float, iterations: int = 3
+    opl: F32,
+    angle_deg: float,
+    sigma_px: float,
+    threshold: float,
+    iterations: int = 3,
+    *,
+    two_sided: bool = False,
 ) -> F32:
     """Background of an integrated DIC: a masked running mean along the shear direction.
 
     Integration along the shear leaves an unknown offset per shear line (streaks); it is
     estimated as the Gaussian-weighted mean, along the line, of the pixels not belonging to
-    a cell (iteratively excluding what rises above ``threshold``).
+    a cell (iteratively excluding what rises above ``threshold``, or with ``two_sided``
+    what departs from the background by more than it either way).
     """
     matrix, size = _rotation(opl.shape, angle_deg)
     rotated = cv2.warpAffine(opl, matrix, size, flags=cv2.INTER_LINEAR)
@@ -361,7 +459,10 @@ def _streak_background(
         num = cv2.GaussianBlur(rotated * weight, (0, 0), sigmaX=sigma_px, sigmaY=1.0)
         den = cv2.GaussianBlur(weight, (0, 0), sigmaX=sigma_px, sigmaY=1.0)
         background = num / np.maximum(den, 1e-4)
-        cells = cv2.dilate(((rotated - background) > threshold).astype(np.uint8), grow) > 0
+        departure = rotated - background
+        if two_sided:
+            departure = np.abs(departure)
+        cells = cv2.dilate((departure > threshold).astype(np.uint8), grow) > 0
         weight = valid * (~cells)
     back = cv2.warpAffine(
         background,
@@ -480,38 +581,73 @@ class DicDetector:
         self.split_min_radius_um = split_min_radius_um
         self.split_depth = split_depth
 
-    # The maps live at half resolution: 0.15 µm/px still resolves every structure used.
-    _SCALE = 2
+    # The maps live at about 0.15 µm/px, which still resolves every structure used.
+    _MAP_PIXEL_UM = 0.15
     # Segmented objects at least this wide (µm) are cells: no smudge is searched there.
     _BLOCK_UM = 4.0
+    # A flat field varying by less than this (p95/p5 - 1) counts as flat.
+    _FLAT = 0.02
 
-    def maps(self, image: np.ndarray) -> DicMaps:
-        """OPL and texture maps of a DIC field (half resolution)."""
+    @property
+    def _scale(self) -> int:
+        """Full-resolution pixels per map pixel (2 at 100x oil)."""
+        return max(1, round(self._MAP_PIXEL_UM / self.pixel_um))
+
+    def _down(self, image: F32) -> F32:
+        if self._scale == 2:
+            return np.asarray(cv2.pyrDown(image), np.float32)
+        if self._scale == 1:
+            return image
+        height, width = image.shape
+        size = (max(width // self._scale, 1), max(height // self._scale, 1))
+        return np.asarray(cv2.resize(image, size, interpolation=cv2.INTER_AREA), np.float32)
+
+    def relative_intensity(self, image: np.ndarray) -> F32:
+        """The DIC divided by its background (a flat field estimated from the field)."""
         _check_image(image, channels=None, name="DIC image")
         dic = np.asarray(image, np.float32)
         level = float(np.median(dic))
         if not level > 0:
             raise ValueError("the DIC image has no positive background level")
-        relative = dic / np.float32(level)
+        block = max(round(6.0 / self.pixel_um), 16)  # 6 µm: the relief's median is robust
+        background = estimate_background(dic, block, relief=True)[..., 0]
+        low, high = np.percentile(background[::8, ::8], [5, 95])
+        if high <= (1 + self._FLAT) * low:
+            return np.asarray(dic / np.float32(level), np.float32)
+        return np.asarray(dic / np.maximum(background, np.float32(1e-6)), np.float32)
+
+    def maps(self, image: np.ndarray) -> DicMaps:
+        """OPL and texture maps of a DIC field (at about 0.15 µm/px).
+
+        The prism's sign (which side of a cell is bright) is found from the field: cells
+        add optical path, so the integrated map must rise on them, not sink.
+        """
+        relative = self.relative_intensity(image)
         # Exact inverse of I = I0 (1 - cos(bias + phase)), scaled to the background.
         bias = self.bias_rad
         q = np.clip(relative * np.float32(1 - math.cos(bias)), 0.0, 2.0)
         phase = np.asarray(np.arccos(1.0 - q) - np.float32(bias), np.float32)
-        half = np.asarray(cv2.pyrDown(phase), np.float32)
-        shear_px = self.shear_um / self.pixel_um / self._SCALE
-        opl = _shear_integrate(half, shear_px, self.shear_angle_deg, lam=1e-5, mu=0.1)
+        small = self._down(phase)
+        shear_px = self.shear_um / self.pixel_um / self._scale
+        opl = _shear_integrate(small, shear_px, self.shear_angle_deg, lam=1e-5, mu=0.1)
         opl *= np.float32(self.wavelength_um / (2 * math.pi))
-        sigma = 4.5 / (self.pixel_um * self._SCALE)  # 4.5 µm along the shear
-        opl -= _streak_background(opl, self.shear_angle_deg, sigma, 0.4 * self.opl_threshold_um)
-        band = cv2.GaussianBlur(relative, (0, 0), 1.0) - cv2.GaussianBlur(relative, (0, 0), 2.5)
-        energy = np.asarray(cv2.pyrDown(cv2.GaussianBlur(band * band, (0, 0), 4.0)), np.float32)
+        sigma = 4.5 / (self.pixel_um * self._scale)  # 4.5 µm along the shear
+        threshold = 0.4 * self.opl_threshold_um
+        if _sinks(opl, self.shear_angle_deg, sigma, self.opl_threshold_um):
+            opl = -opl
+        opl -= _streak_background(opl, self.shear_angle_deg, sigma, threshold)
+        scale = 0.075 / self.pixel_um  # the band below was chosen at 0.075 µm/px
+        fine, coarse = max(1.0 * scale, 0.5), max(2.5 * scale, 1.0)
+        band = cv2.GaussianBlur(relative, (0, 0), fine) - cv2.GaussianBlur(relative, (0, 0), coarse)
+        spread = max(4.0 * scale, 1.0)
+        energy = self._down(np.asarray(cv2.GaussianBlur(band * band, (0, 0), spread), np.float32))
         texture = energy / np.float32(max(float(np.median(energy)), 1e-12))
         return DicMaps(np.asarray(opl, np.float32), np.asarray(texture, np.float32))
 
     def detect(self, image: np.ndarray) -> list[Detection]:
         """White cells of one DIC field (HxW)."""
         maps = self.maps(image)
-        px = self.pixel_um * self._SCALE
+        px = self.pixel_um * self._scale
         height, width = maps.opl_um.shape
         raised = (maps.opl_um > self.opl_threshold_um).astype(np.uint8)
         opened = cv2.morphologyEx(raised, cv2.MORPH_OPEN, _disc(1))
@@ -538,7 +674,7 @@ class DicDetector:
         self, region: _Region, maps: DicMaps, box: Box, size: tuple[int, int]
     ) -> float | None:
         """Score of a white cell, or None for a red cell / fragment."""
-        px = self.pixel_um * self._SCALE
+        px = self.pixel_um * self._scale
         width, height = size
         mask = region.mask
         open_sides = (
@@ -586,7 +722,7 @@ class DicDetector:
         self, maps: DicMaps, occupied: npt.NDArray[np.uint8], shape: tuple[int, ...]
     ) -> list[Detection]:
         """Textured regions outside every segmented cell (smudge cells are too thin for OPL)."""
-        px = self.pixel_um * self._SCALE
+        px = self.pixel_um * self._scale
         blocked = cv2.dilate(occupied, _disc(max(1, round(0.6 / px)))) > 0
         low = (maps.texture > 0.5 * self.smudge_texture) & ~blocked
         low = cv2.morphologyEx(low.astype(np.uint8), cv2.MORPH_OPEN, _disc(2)) > 0
@@ -610,7 +746,7 @@ class DicDetector:
         return found
 
     def _full_box(self, box: Box, shape: tuple[int, ...]) -> Box:
-        s = self._SCALE
+        s = self._scale
         height, width = shape[:2]
         return (
             max(box[0] * s, 0),

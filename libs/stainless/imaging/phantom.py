@@ -17,6 +17,11 @@ are calibrated so that a neutrophil's nucleus and cytoplasm and the red cells me
 dried smear under oil (1.515); granules barely differ from their cytoplasm (faint relief in
 DIC), basophil granules not at all (invisible in DIC, black in MGG).
 
+Acquisition variability (stain protocol and strength, illumination, camera, optics and
+smear objects: platelets, clumps, debris, precipitate, rouleaux) comes from the blocks of
+``stainless.imaging.acquisition``; their defaults render the reference lab above.
+Platelets, debris and precipitate are not cells: they stay background in the mask.
+
 Mask of the non-cells: an artifact (ART) is CYTOPLASM with its dense core NUCLEUS; a smudge
 (SMU) is NUCLEUS where its smeared chromatin is dense and CYTOPLASM in the fringe.
 """
@@ -29,11 +34,20 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import IntEnum, StrEnum
 from types import MappingProxyType
+from typing import Literal
 
 import cv2
 import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from stainless.imaging.acquisition import (
+    CameraConfig,
+    IlluminationConfig,
+    SmearConfig,
+    StainConfig,
+    StainSet,
+)
 
 F32 = npt.NDArray[np.float32]
 F64 = npt.NDArray[np.float64]
@@ -77,24 +91,16 @@ _DIAMETER_UM: Mapping[CellClass, tuple[float, float]] = MappingProxyType(
         CellClass.EO: (10.3, 15.5),
         CellClass.BA: (10.0, 14.0),
         CellClass.MO: (12.0, 22.5),
-        CellClass.ART: (3.0, 9.0),
+        CellClass.ART: (8.0, 16.0),  # the irregular outline fills about half of it
         CellClass.SMU: (9.0, 18.0),
     }
 )
 
 _N_MEDIUM, _N_CYTOPLASM, _N_NUCLEUS, _N_RED_CELL = 1.515, 1.545, 1.58, 1.56
 
-# OD per unit density (R, G, B) of each chromophore.
-_COMPLEX = np.array([0.453, 1.0, 0.137], np.float32)  # azure-eosin on chromatin: purple
-_AZURE = np.array([0.85, 0.55, 0.10], np.float32)  # azure on RNA: sky blue
-_EOSIN = np.array([0.29, 1.0, 0.33], np.float32)  # eosin in cytoplasm: pink
-_EOSIN_GRANULE = np.array([0.12, 0.72, 1.0], np.float32)  # eosin in EO granules: orange
-_HAEMOGLOBIN = np.array([0.1, 0.0, 1.0], np.float32)  # intrinsic, red cells only
-_RED_CELL_OD = 0.31 * _EOSIN + 0.2 * _HAEMOGLOBIN  # ~ (0.11, 0.31, 0.30)
-
 _RBC_COEF = (0.81, 7.83, -4.39)  # Evans-Fung thickness polynomial (µm)
 _RBC_FLATTEN = 0.7  # red cells are flattened in the smear
-_RBC_OD_REF_UM = 1.45  # thickness that carries _RED_CELL_OD
+_RBC_OD_REF_UM = 1.45  # thickness that carries ``StainSet.red_cell``
 _GAP_PX = 5.0  # clearance around cells that are not meant to touch
 _TRIES = 60  # placement attempts per cell
 
@@ -124,6 +130,7 @@ class PhantomConfig(BaseModel):
     shear_angle_deg: float = 45.0  # DIC shear direction (x right, y down)
     wavelength_um: float = Field(0.55, gt=0.0)  # illumination wavelength
     dic_bias_rad: float = Field(0.9, gt=0.0, lt=math.pi)  # DIC bias retardation
+    prism_sign: Literal[1, -1] = 1  # -1: the prism reversed (the other side of a cell bright)
     dic_noise: float = Field(4000.0, ge=0.0)  # photons/pixel at background; 0: no noise
     dic_peak_level: int = Field(60000, gt=0, le=65535)  # DN of the brightest DIC level 2 I0
     defocus_sigma_px: float = Field(1.0, ge=0.0)  # Gaussian defocus of the DIC
@@ -132,6 +139,11 @@ class PhantomConfig(BaseModel):
     bf_blur_sigma_px: float = Field(0.8, ge=0.0)  # BF optical blur
     border_cell_probability: float = Field(0.25, ge=0.0, le=1.0)  # one WBC cut by the edge
     touching_probability: float = Field(0.3, ge=0.0, le=1.0)  # per WBC: placed touching
+    # Acquisition variability (``stainless.imaging.acquisition``); defaults: the reference lab.
+    stain: StainConfig = StainConfig()
+    illumination: IlluminationConfig = IlluminationConfig()
+    camera: CameraConfig = CameraConfig()
+    smear: SmearConfig = SmearConfig()
 
     @field_validator("class_frequencies")
     @classmethod
@@ -162,6 +174,27 @@ class PhantomConfig(BaseModel):
         return np.asarray(weights / weights.sum(), dtype=np.float64)
 
 
+Box = tuple[int, int, int, int]
+
+
+class SmearObjectKind(StrEnum):
+    """Things in a smear that are not white cells and must never be detected as one."""
+
+    PLATELET = "platelet"
+    PLATELET_CLUMP = "platelet_clump"
+    DEBRIS = "debris"
+    PRECIPITATE = "precipitate"
+
+
+@dataclass(frozen=True)
+class SmearObject:
+    """Truth of one non-cell object: boxes as for ``PhantomCell`` (may be empty off-field)."""
+
+    kind: SmearObjectKind
+    box_dic: Box
+    box_bf: Box
+
+
 @dataclass(frozen=True)
 class PhantomCell:
     """Truth of one WBC (or ART/SMU); boxes are ``(x0, y0, x1, y1)`` with x1, y1 exclusive."""
@@ -175,13 +208,17 @@ class PhantomCell:
 
 @dataclass(frozen=True, eq=False)
 class PhantomField:
-    """A paired field: DIC (uint16 HxW), MGG brightfield (uint8 HxWx3), mask (DIC frame)."""
+    """A paired field: DIC (uint16 HxW), brightfield (HxWx3), mask (DIC frame).
+
+    The brightfield is uint8 from an 8-bit camera (the default), else uint16.
+    """
 
     dic: U16
-    bf: U8
+    bf: U8 | U16
     mask: U8
     affine_bf_to_dic: F64  # 2x3: brightfield pixel (u, v, 1) -> DIC pixel (x, y)
     cells: tuple[PhantomCell, ...]
+    smear_objects: tuple[SmearObject, ...] = ()  # platelets, clumps, debris, precipitate
 
 
 @dataclass(frozen=True, eq=False)
@@ -369,18 +406,41 @@ class _Style:
     vacuoles: int = 0
 
 
-_STYLES: Mapping[CellClass, _Style] = MappingProxyType({
-    CellClass.SNE: _Style(0.21 * _EOSIN, 1.24, (0.2, 0.2),
-                          _GranuleStyle(0.05 * (_COMPLEX + _EOSIN), 0.07, 0.6, 0.0, 0.004)),
-    CellClass.EO: _Style(0.06 * (_AZURE + _EOSIN), 1.1, (0.2, 0.15),
-                         _GranuleStyle(0.85 * _EOSIN_GRANULE, 0.17, 1.3, 0.25, 0.02)),
-    CellClass.BA: _Style(0.08 * _EOSIN + 0.06 * _AZURE, 0.75, (0.25, 0.1),
-                         _GranuleStyle(2.2 * _COMPLEX + 0.3 * _AZURE, 0.2, 0.5, 1.0, 0.0005),
-                         nucleus_edge_px=6.0),
-    CellClass.LY: _Style(0.32 * _AZURE, 1.35, (0.3, 0.25)),
-    CellClass.MO: _Style(0.2 * _AZURE + 0.06 * _EOSIN, 0.85, (0.15, 0.18),
-                         _GranuleStyle(0.1 * _COMPLEX, 0.05, 0.5, 0.0, 0.0), vacuoles=8),
-})  # fmt: skip
+def _style(cls: CellClass, s: StainSet) -> _Style:
+    """The look of a nucleated white cell of ``cls`` under the stains ``s``."""
+    if cls is CellClass.SNE:
+        return _Style(
+            0.21 * s.eosin,
+            1.24,
+            (0.2, 0.2),
+            _GranuleStyle(0.05 * (s.complex + s.eosin), 0.07, 0.6, 0.0, 0.004),
+        )
+    if cls is CellClass.EO:
+        return _Style(
+            0.06 * (s.azure + s.eosin),
+            1.1,
+            (0.2, 0.15),
+            _GranuleStyle(0.85 * s.eosin_granule, 0.17, 1.3, 0.25, 0.02),
+        )
+    if cls is CellClass.BA:
+        return _Style(
+            0.08 * s.eosin + 0.06 * s.azure,
+            0.75,
+            (0.25, 0.1),
+            _GranuleStyle(2.2 * s.complex + 0.3 * s.azure, 0.2, 0.5, 1.0, 0.0005),
+            nucleus_edge_px=6.0,
+        )
+    if cls is CellClass.LY:
+        return _Style(0.32 * s.azure, 1.35, (0.3, 0.25))
+    if cls is CellClass.MO:
+        return _Style(
+            0.2 * s.azure + 0.06 * s.eosin,
+            0.85,
+            (0.15, 0.18),
+            _GranuleStyle(0.1 * s.complex, 0.05, 0.5, 0.0, 0.0),
+            vacuoles=8,
+        )
+    raise ValueError(f"{cls} is not a nucleated white cell")  # fmt: skip
 
 
 # ----------------------------------------------------------------------------- cells
@@ -409,10 +469,10 @@ def _vacuoles(rng: np.random.Generator, g: _Grid, r: float, n: int) -> F32:
 
 
 def _render_leukocyte(
-    rng: np.random.Generator, cls: CellClass, g: _Grid, r: float, px_um: float
+    rng: np.random.Generator, cls: CellClass, g: _Grid, r: float, px_um: float, s: StainSet
 ) -> CellLayers:
     """A nucleated white cell (LY, MO, SNE, EO, BA): dome-shaped body, nucleus, granules."""
-    style, axes = _STYLES[cls], (r, r * rng.uniform(0.88, 1.0))
+    style, axes = _style(cls, s), (r, r * rng.uniform(0.88, 1.0))
     body = _blob_sdf(g, (0.0, 0.0), axes, rng.uniform(0, np.pi), _harmonics(rng, 0.03))
     if cls in _LOBES:
         nuc_sdf = _nucleus_lobed(rng, g, r, cls)
@@ -425,7 +485,7 @@ def _render_leukocyte(
     vac = _vacuoles(rng, g, r, style.vacuoles) * (1.0 - nucleus)
     plain = cyto * (1.0 - nucleus) * (1.0 - 0.85 * vac) * (0.55 + 0.45 * _dome(body, 0.1 * r))
     chroma = nucleus * style.nucleus_density * chromatin * (0.8 + 0.2 * _dome(nuc_sdf, 0.08 * r))
-    od = plain[..., None] * style.cytoplasm_od + chroma[..., None] * _COMPLEX
+    od = plain[..., None] * style.cytoplasm_od + chroma[..., None] * s.complex
     h_cyto = 1.6 * _dome(body, 0.08 * r) * (1.0 - 0.6 * vac)  # µm
     h_nuc = 0.9 * _dome(nuc_sdf, max(0.06 * r, 2 * style.nucleus_edge_px)) * nucleus
     h_nuc *= 0.7 + 0.3 * chromatin  # denser chromatin, higher index
@@ -438,7 +498,9 @@ def _render_leukocyte(
     return _layers(opl, od, label, gran * np.float32(0.5 * gs.dn), gran[..., None] * gs.od)
 
 
-def _render_artifact(rng: np.random.Generator, g: _Grid, r: float, px_um: float) -> CellLayers:
+def _render_artifact(
+    rng: np.random.Generator, g: _Grid, r: float, px_um: float, s: StainSet
+) -> CellLayers:
     """Debris: a refractile irregular clump of 1-3 wobbly blobs with a dense core."""
     sdf = np.full(g.shape, np.inf, np.float32)
     for i in range(int(rng.integers(1, 4))):
@@ -450,12 +512,14 @@ def _render_artifact(rng: np.random.Generator, g: _Grid, r: float, px_um: float)
     body = _coverage(sdf)
     core = _coverage(sdf + np.float32(0.35 * r), 2.0) * body
     density = body * (0.5 + 0.7 * core) * (1.0 + 0.3 * _smooth_noise(rng, g.shape, 0.15 / px_um))
-    od = density[..., None] * (0.55 * _COMPLEX + 0.25 * _EOSIN)
+    od = density[..., None] * (0.55 * s.complex + 0.25 * s.eosin)
     opl = 0.06 * _dome(sdf, 0.1 * r) * (1.0 + 0.5 * core)  # 1.2 µm x (n - n_medium = 0.05)
     return _layers(opl, od, _labels(body, core))
 
 
-def _render_smudge(rng: np.random.Generator, g: _Grid, r: float, px_um: float) -> CellLayers:
+def _render_smudge(
+    rng: np.random.Generator, g: _Grid, r: float, px_um: float, s: StainSet
+) -> CellLayers:
     """Smudge cell: smeared, streaky nuclear material without a membrane."""
     angle, axes = rng.uniform(0, np.pi), (r, r * rng.uniform(0.45, 0.75))
     outline = _blob_sdf(g, (0.0, 0.0), axes, angle, _harmonics(rng, 0.2, 5))
@@ -466,20 +530,20 @@ def _render_smudge(rng: np.random.Generator, g: _Grid, r: float, px_um: float) -
     streaks = _f32(cv2.warpAffine(streaks, rot, (w, h), borderMode=cv2.BORDER_REFLECT))
     blotches = _smooth_noise(rng, g.shape, 0.4 / px_um)
     density = envelope * np.clip(0.6 + 0.2 * streaks / streaks.std() + 0.3 * blotches, 0.05, 1.5)
-    od = density[..., None] * (0.75 * _COMPLEX + 0.05 * _AZURE)
+    od = density[..., None] * (0.75 * s.complex + 0.05 * s.azure)
     opl = 0.4 * density * (_N_NUCLEUS - _N_MEDIUM)  # a thin smear, 0.4 µm
     return _layers(opl, od, _labels(2.5 * envelope, 1.1 * envelope))
 
 
 def _render_wbc(
-    rng: np.random.Generator, cls: CellClass, disc: _Disc, px_um: float
+    rng: np.random.Generator, cls: CellClass, disc: _Disc, px_um: float, s: StainSet
 ) -> tuple[_Grid, CellLayers]:
     g, r = _grid(disc.x, disc.y, disc.radius + 6), disc.radius
     if cls is CellClass.ART:
-        return g, _render_artifact(rng, g, r, px_um)
+        return g, _render_artifact(rng, g, r, px_um, s)
     if cls is CellClass.SMU:
-        return g, _render_smudge(rng, g, r, px_um)
-    return g, _render_leukocyte(rng, cls, g, r, px_um)
+        return g, _render_smudge(rng, g, r, px_um, s)
+    return g, _render_leukocyte(rng, cls, g, r, px_um, s)
 
 
 def render_cell(
@@ -487,10 +551,13 @@ def render_cell(
 ) -> CellLayers:
     """Render one WBC (or ART/SMU) of a random size of its class, centred on its own patch."""
     d = _draw_diameter(cell_class, config, rng)
-    return _render_wbc(rng, cell_class, _Disc(d / 2 + 8, d / 2 + 8, d), config.pixel_um)[1]
+    disc = _Disc(d / 2 + 8, d / 2 + 8, d)
+    return _render_wbc(rng, cell_class, disc, config.pixel_um, config.stain.stains())[1]
 
 
-def _render_rbc(rng: np.random.Generator, disc: _Disc) -> tuple[_Grid, CellLayers]:
+def _render_rbc(
+    rng: np.random.Generator, disc: _Disc, red_cell_od: F32
+) -> tuple[_Grid, CellLayers]:
     """A biconcave red cell (Evans-Fung profile), slightly elliptic; its OD follows thickness."""
     r, ratio = disc.radius, rng.uniform(0.9, 1.0)
     g = _grid(disc.x, disc.y, r * 1.08 + 4)
@@ -501,7 +568,7 @@ def _render_rbc(rng: np.random.Generator, disc: _Disc) -> tuple[_Grid, CellLayer
     profile = np.sqrt(1.0 - rho2) * (c0 * rng.uniform(0.6, 1.2) + c2 * rho2 + c4 * rho2 * rho2)
     h = _blur(_f32(profile * _RBC_FLATTEN), 0.7)
     label = np.where(sdf < 0, MaskClass.RED_CELL, MaskClass.BACKGROUND).astype(np.uint8)
-    od = (h / np.float32(_RBC_OD_REF_UM))[..., None] * _RED_CELL_OD
+    od = (h / np.float32(_RBC_OD_REF_UM))[..., None] * red_cell_od
     return g, _layers(h * np.float32(_N_RED_CELL - _N_MEDIUM), od, label)
 
 
@@ -610,13 +677,150 @@ def _place_rbcs(
                 if add(_Disc(x, y, d), wbc.disc if touch else None):
                     break
     rbc_area = math.pi / 4 * (config.rbc_diameter_um / config.pixel_um) ** 2
-    target = int(config.rbc_coverage * world[0] * world[1] / rbc_area)
+    total = int(config.rbc_coverage * world[0] * world[1] / rbc_area)
+    stacked = int(config.smear.rouleaux * total)
+    target = total - stacked
     for _ in range(6 * max(0, target - len(rbcs))):
         if len(rbcs) >= target:
             break
         d = _rbc_diameter(config, rng)
         add(_Disc(float(rng.uniform(0, world[0])), float(rng.uniform(0, world[1])), d))
+    if stacked:
+        rbcs.extend(_rouleaux(config, rng, world, wbcs, stacked))
     return rbcs
+
+
+def _rouleaux(
+    config: PhantomConfig,
+    rng: np.random.Generator,
+    world: tuple[int, int],
+    wbcs: list[_Wbc],
+    count: int,
+) -> list[_Disc]:
+    """Stacks of 3-8 red cells like rolls of coins, each overlapping the last by 55-75%."""
+    stacks: list[_Disc] = []
+    for _ in range(6 * count):
+        if len(stacks) >= count:
+            break
+        x, y = float(rng.uniform(0, world[0])), float(rng.uniform(0, world[1]))
+        ang = rng.uniform(0, np.pi)
+        for _ in range(int(rng.integers(3, 9))):
+            d = _rbc_diameter(config, rng)
+            gap = np.array([w.disc.radius for w in wbcs]) + 0.55 * d + _GAP_PX
+            if not _clear(x, y, [w.disc for w in wbcs], gap):
+                break
+            stacks.append(_Disc(x, y, d))
+            step = d * rng.uniform(0.25, 0.45)
+            ang += rng.normal(0, 0.15)
+            x, y = x + step * math.cos(ang), y + step * math.sin(ang)
+    return stacks
+
+
+# ----------------------------------------------------------------------------- smear objects
+
+
+def _render_platelet(
+    rng: np.random.Generator, g: _Grid, r: float, px_um: float, s: StainSet
+) -> CellLayers:
+    """A platelet: pale blue hyalomere around a purple granular centre (label: background)."""
+    axes = (r, r * rng.uniform(0.7, 1.0))
+    sdf = _blob_sdf(g, (0.0, 0.0), axes, rng.uniform(0, np.pi), _harmonics(rng, 0.15, 4))
+    body = _coverage(sdf)
+    centre = _coverage(sdf + np.float32(0.35 * r), 1.5) * body
+    grains = _granules(rng, centre, max(0.12 / px_um, 0.6), 0.8)
+    od = body[..., None] * (0.12 * s.azure) + (0.35 * centre + 0.35 * grains)[..., None] * s.complex
+    opl = 0.8 * _dome(sdf, 0.4 * r) * (1.54 - _N_MEDIUM) + 0.01 * grains  # ~1 µm thick
+    return _layers(_f32(opl), _f32(od), np.zeros(g.shape, np.uint8))
+
+
+def _render_debris(
+    rng: np.random.Generator, g: _Grid, r: float, s: StainSet, precipitate: bool
+) -> CellLayers:
+    """Dust (refractile, grey) or a stain precipitate dot (dark purple, flat)."""
+    axes = (r, r * rng.uniform(0.4, 1.0))
+    sdf = _blob_sdf(g, (0.0, 0.0), axes, rng.uniform(0, np.pi), _harmonics(rng, 0.3, 5))
+    body = _coverage(sdf)
+    if precipitate:
+        od = body[..., None] * (1.2 * s.complex)
+        opl = 0.01 * body
+    else:
+        od = body[..., None] * _f32([0.25, 0.25, 0.25]) * np.float32(rng.uniform(0.5, 1.5))
+        opl = 0.06 * _dome(sdf, 0.5 * r)  # 0.6 µm of n - n_medium = 0.1: refractile
+    return _layers(_f32(opl), _f32(od), np.zeros(g.shape, np.uint8))
+
+
+def _free_spot(
+    rng: np.random.Generator, world: tuple[int, int], wbcs: list[_Wbc], radius: float
+) -> tuple[float, float] | None:
+    """A point of the world at least ``radius`` + a gap away from every white cell."""
+    for _ in range(_TRIES):
+        x, y = float(rng.uniform(0, world[0])), float(rng.uniform(0, world[1]))
+        gap = np.array([w.disc.radius for w in wbcs]) + radius + 2 * _GAP_PX
+        if _clear(x, y, [w.disc for w in wbcs], gap):
+            return x, y
+    return None
+
+
+def _count(rng: np.random.Generator, bounds: tuple[int, int]) -> int:
+    return int(rng.integers(bounds[0], bounds[1] + 1)) if bounds[1] else 0
+
+
+def _add_smear_objects(
+    scene: _Scene, config: PhantomConfig, rng: np.random.Generator, wbcs: list[_Wbc], m: int
+) -> list[tuple[SmearObjectKind, Box]]:
+    """Platelets, platelet clumps, debris and stain precipitate, clear of the white cells.
+
+    Returns each object's kind and its box in the DIC frame (unclipped).
+    """
+    smear, px, stains = config.smear, config.pixel_um, config.stain.stains()
+    world = (scene.opl.shape[1], scene.opl.shape[0])
+    placed: list[tuple[SmearObjectKind, Box]] = []
+
+    def box(x: float, y: float, r: float) -> Box:
+        return (
+            math.floor(x - r) - m,
+            math.floor(y - r) - m,
+            math.ceil(x + r) - m,
+            math.ceil(y + r) - m,
+        )
+
+    for _ in range(_count(rng, smear.platelets)):
+        r = float(rng.uniform(0.75, 1.5)) / px  # 1.5-3 µm across
+        if (spot := _free_spot(rng, world, wbcs, r)) is not None:
+            g = _grid(*spot, r + 4)
+            scene.add(g, _render_platelet(rng, g, r, px, stains))
+            placed.append((SmearObjectKind.PLATELET, box(*spot, r)))
+    for _ in range(_count(rng, smear.platelet_clumps)):
+        spread = float(rng.uniform(2.0, 4.5)) / px  # clump radius 2-4.5 µm
+        if (spot := _free_spot(rng, world, wbcs, spread + 1.5 / px)) is None:
+            continue
+        parts = []
+        for _ in range(int(rng.integers(5, 16))):
+            r = float(rng.uniform(0.7, 1.4)) / px
+            ang, dist = rng.uniform(0, 2 * np.pi), spread * math.sqrt(rng.uniform(0, 1))
+            x, y = spot[0] + dist * math.cos(ang), spot[1] + dist * math.sin(ang)
+            g = _grid(x, y, r + 4)
+            scene.add(g, _render_platelet(rng, g, r, px, stains))
+            parts.append(box(x, y, r))
+        hull = (
+            min(p[0] for p in parts),
+            min(p[1] for p in parts),
+            max(p[2] for p in parts),
+            max(p[3] for p in parts),
+        )
+        placed.append((SmearObjectKind.PLATELET_CLUMP, hull))
+    for bounds, size_um, kind in (
+        (smear.debris, (0.25, 1.25), SmearObjectKind.DEBRIS),
+        (smear.precipitate, (0.15, 0.5), SmearObjectKind.PRECIPITATE),
+    ):
+        for _ in range(_count(rng, bounds)):
+            r = float(rng.uniform(*size_um)) / px
+            if (spot := _free_spot(rng, world, wbcs, r)) is not None:
+                g = _grid(*spot, r + 4)
+                precipitate = kind is SmearObjectKind.PRECIPITATE
+                scene.add(g, _render_debris(rng, g, r, stains, precipitate))
+                placed.append((kind, box(*spot, r)))
+    return placed
 
 
 # ----------------------------------------------------------------------------- scene
@@ -672,36 +876,77 @@ def _shear_kernel(config: PhantomConfig) -> F32:
     return kernel
 
 
-def dic_from_opl(opl: F32, config: PhantomConfig, rng: np.random.Generator | None = None) -> U16:
+def dic_from_opl(
+    opl: F32,
+    config: PhantomConfig,
+    rng: np.random.Generator | None = None,
+    flat: F32 | None = None,
+) -> U16:
     """DIC image (uint16) of an OPL map in µm; shot noise only when ``rng`` is given.
 
-    The background (no phase gradient) lands at ``dic_peak_level * (1 - cos(bias)) / 2``.
+    The background (no phase gradient) lands at ``dic_peak_level * (1 - cos(bias)) / 2``
+    (scaled to the camera's bit depth and the exposure); ``flat`` is the relative
+    illumination of the lamp over the image, the prism sign flips the shear.
     """
     kernel = _shear_kernel(config)
+    if config.prism_sign < 0:
+        kernel = -kernel
     diff = _f32(cv2.filter2D(_f32(opl), cv2.CV_32F, kernel, borderType=cv2.BORDER_REPLICATE))
     phase = np.float32(config.dic_bias_rad) + diff * np.float32(2 * math.pi / config.wavelength_um)
     intensity = _f32(1.0 - np.cos(phase))  # in units of I0
     if config.defocus_sigma_px > 0:
         intensity = _blur(intensity, config.defocus_sigma_px)
+    if flat is not None:
+        intensity = _f32(intensity * flat)
     background = 1.0 - math.cos(config.dic_bias_rad)
     if rng is not None and config.dic_noise > 0:
-        photons = rng.poisson(intensity * np.float32(config.dic_noise / background))
-        intensity = _f32(photons * (background / config.dic_noise))
-    dn = np.rint(intensity * np.float32(config.dic_peak_level / 2))
-    return np.asarray(np.clip(dn, 0, 65535), dtype=np.uint16)
+        photons_per_i0 = config.dic_noise * config.illumination.exposure / config.camera.gain
+        photons = rng.poisson(intensity * np.float32(photons_per_i0 / background))
+        intensity = _f32(photons * (background / photons_per_i0))
+    full_scale = 2**config.camera.dic_bit_depth - 1
+    peak = config.dic_peak_level * config.illumination.exposure * full_scale / 65535
+    dn = np.rint(intensity * np.float32(peak / 2))
+    return np.asarray(np.clip(dn, 0, full_scale), dtype=np.uint16)
 
 
 def brightfield_from_od(
-    od: F32, config: PhantomConfig, rng: np.random.Generator | None = None
-) -> U8:
-    """Brightfield RGB (uint8) of an OD map (HxWx3); noise only when ``rng`` is given."""
+    od: F32,
+    config: PhantomConfig,
+    rng: np.random.Generator | None = None,
+    flat: F32 | None = None,
+) -> U8 | U16:
+    """Brightfield RGB of an OD map (HxWx3); noise only when ``rng`` is given.
+
+    ``uint8`` for an 8-bit camera (JPEG-compressed when ``camera.jpeg_quality`` is set),
+    else ``uint16`` holding the camera's bit depth. ``flat`` is the relative illumination.
+    """
     if config.bf_blur_sigma_px > 0:
         od = _blur(od, config.bf_blur_sigma_px)
-    intensity = np.exp(-od) * np.asarray(config.bf_background, np.float32)
+    light = config.illumination
+    gains = light.colour_gain()
+    lamp = [v * g * light.exposure for v, g in zip(config.bf_background, gains, strict=True)]
+    intensity = np.exp(-od) * np.asarray(lamp, np.float32)
+    if flat is not None:
+        intensity *= flat[..., None]
+    camera = config.camera
     if rng is not None and config.bf_noise_std > 0:
         noise = rng.standard_normal(od.shape, dtype=np.float32)
-        intensity += noise * np.float32(config.bf_noise_std)
-    return np.asarray(np.clip(np.rint(intensity), 0, 255), dtype=np.uint8)
+        intensity += noise * np.float32(config.bf_noise_std * math.sqrt(camera.gain))
+    if camera.bf_bit_depth > 8:
+        full_scale = 2**camera.bf_bit_depth - 1
+        scaled = np.rint(intensity * np.float32(full_scale / 255))
+        return np.asarray(np.clip(scaled, 0, full_scale), dtype=np.uint16)
+    rgb = np.asarray(np.clip(np.rint(intensity), 0, 255), dtype=np.uint8)
+    if camera.jpeg_quality is None:
+        return rgb
+    params = [cv2.IMWRITE_JPEG_QUALITY, camera.jpeg_quality]
+    ok, encoded = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), params)
+    if not ok:
+        raise ValueError("JPEG encoding failed")
+    decoded = cv2.imdecode(encoded, cv2.IMREAD_COLOR)
+    if decoded is None:
+        raise ValueError("JPEG decoding failed")
+    return np.asarray(cv2.cvtColor(decoded, cv2.COLOR_BGR2RGB), dtype=np.uint8)
 
 
 # ----------------------------------------------------------------------------- field
@@ -747,25 +992,36 @@ def _boxes(
     box = (max(x0, 0), max(y0, 0), min(x1, w), min(y1, h))
     if box[0] >= box[2] or box[1] >= box[3]:
         return None
+    return box, _box_in_bf(box, bf_to_dic, w, h), x0 < 0 or y0 < 0 or x1 > w or y1 > h
+
+
+def _box_in_bf(box: Box, bf_to_dic: F64, width: int, height: int) -> Box:
+    """The brightfield box holding a DIC box (its corners through the inverse affine)."""
     dic_to_bf = np.linalg.inv(np.vstack([bf_to_dic, [0.0, 0.0, 1.0]]))[:2]
     corners = np.array([[box[i], box[j], 1.0] for i in (0, 2) for j in (1, 3)])
     uv = corners @ dic_to_bf.T
     lo, hi = np.floor(uv.min(axis=0)), np.ceil(uv.max(axis=0))
-    box_bf = (max(int(lo[0]), 0), max(int(lo[1]), 0), min(int(hi[0]), w), min(int(hi[1]), h))
-    return box, box_bf, x0 < 0 or y0 < 0 or x1 > w or y1 > h
+    return (
+        max(int(lo[0]), 0),
+        max(int(lo[1]), 0),
+        min(int(hi[0]), width),
+        min(int(hi[1]), height),
+    )
 
 
 def _render_scene(
     config: PhantomConfig, rng: np.random.Generator, m: int, affine: F64
-) -> tuple[_Scene, list[PhantomCell]]:
-    """Lay out and render all cells into a world scene with margin ``m``."""
+) -> tuple[_Scene, list[PhantomCell], list[SmearObject]]:
+    """Lay out and render all cells (and smear objects) into a world scene, margin ``m``."""
     world = (config.width + 2 * m, config.height + 2 * m)
     wbcs = _place_wbcs(config, rng, m)
     scene = _Scene(*world)
+    stains = config.stain.stains()
     for disc in _place_rbcs(config, rng, world, wbcs):
-        scene.add(*_render_rbc(rng, disc))
+        scene.add(*_render_rbc(rng, disc, stains.red_cell))
     patches = [
-        (w.cell_class, *_render_wbc(rng, w.cell_class, w.disc, config.pixel_um)) for w in wbcs
+        (w.cell_class, *_render_wbc(rng, w.cell_class, w.disc, config.pixel_um, stains))
+        for w in wbcs
     ]
     for _, g, cell in patches:
         scene.add(g, cell)
@@ -773,7 +1029,14 @@ def _render_scene(
     for cls, g, cell in patches:
         if (boxes := _boxes(g, cell, m, config, affine)) is not None:
             cells.append(PhantomCell(cls, *boxes, touching=scene.touches_other(g, cell)))
-    return scene, cells
+    objects = []
+    if not config.smear.empty:
+        w, h = config.width, config.height
+        for kind, (x0, y0, x1, y1) in _add_smear_objects(scene, config, rng, wbcs, m):
+            box = (max(x0, 0), max(y0, 0), min(x1, w), min(y1, h))
+            if box[0] < box[2] and box[1] < box[3]:
+                objects.append(SmearObject(kind, box, _box_in_bf(box, affine, w, h)))
+    return scene, cells, objects
 
 
 def generate_field(config: PhantomConfig, rng: np.random.Generator) -> PhantomField:
@@ -781,13 +1044,19 @@ def generate_field(config: PhantomConfig, rng: np.random.Generator) -> PhantomFi
     w, h = config.width, config.height
     affine = random_affine(config, rng, w, h)
     m = _margin(config)
-    scene, cells = _render_scene(config, rng, m, affine)
+    scene, cells, objects = _render_scene(config, rng, m, affine)
     pad = math.ceil(config.shear_um / config.pixel_um + 4 * config.defocus_sigma_px) + 2
     opl = scene.opl[m - pad : m + h + pad, m - pad : m + w + pad]
-    dic = np.ascontiguousarray(dic_from_opl(opl, config, rng)[pad:-pad, pad:-pad])
+    flat = None if config.illumination.flat else config.illumination.flat_field(h, w, rng)
+    padded_flat = (
+        None
+        if flat is None
+        else _f32(cv2.copyMakeBorder(flat, pad, pad, pad, pad, cv2.BORDER_REPLICATE))
+    )
+    dic = np.ascontiguousarray(dic_from_opl(opl, config, rng, padded_flat)[pad:-pad, pad:-pad])
     to_world = affine + np.array([[0.0, 0.0, m], [0.0, 0.0, m]])
     flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
     od = cv2.warpAffine(scene.od, to_world, (w, h), flags=flags, borderMode=cv2.BORDER_REPLICATE)
-    bf = brightfield_from_od(_f32(od), config, rng)
+    bf = brightfield_from_od(_f32(od), config, rng, flat)
     mask = scene.label[m : m + h, m : m + w].copy()
-    return PhantomField(dic, bf, mask, affine, tuple(cells))
+    return PhantomField(dic, bf, mask, affine, tuple(cells), tuple(objects))

@@ -45,6 +45,68 @@ def _stretch(
     return np.asarray(np.clip(scaled, 0.0, 1.0), dtype=np.float64)
 
 
+def display_rgb(rgb: npt.NDArray[np.generic]) -> npt.NDArray[np.generic]:
+    """An RGB image as matplotlib shows it: uint8 as is, 12/16-bit scaled to 0..1."""
+    if rgb.dtype == np.uint8:
+        return rgb
+    top = float(np.max(rgb)) if rgb.size else 1.0
+    bits = 12 if top <= 4095 else 16
+    return np.asarray(np.clip(rgb / (2**bits - 1), 0.0, 1.0), dtype=np.float64)
+
+
+def render_acquisition_grid(
+    fields: Sequence[tuple[str, PhantomField, float]],
+    *,
+    crop_um: float = 36.0,
+    columns: int = 7,
+    panel_inches: float = 1.5,
+    dpi: int = 100,
+) -> bytes:
+    """PNG bytes of the same scene under several acquisitions: brightfield over DIC.
+
+    Args:
+        fields: ``(preset name, field, pixel size in µm)``, each rendered from the same seed.
+        crop_um: side of the square shown around the field's first whole white cell.
+        columns: presets per row.
+        panel_inches: size of one panel.
+        dpi: resolution of the PNG.
+    """
+    if not fields or columns < 1 or crop_um <= 0 or panel_inches <= 0 or dpi <= 0:
+        raise ValueError("need fields, columns >= 1 and positive crop_um, panel_inches, dpi")
+    columns = min(columns, len(fields))
+    rows = -(-len(fields) // columns)
+    figure = Figure(figsize=(panel_inches * columns, (2 * panel_inches + 0.25) * rows), dpi=dpi)
+    FigureCanvasAgg(figure)
+    axes = figure.subplots(2 * rows, columns, squeeze=False)
+    for axis in axes.flat:
+        axis.set_axis_off()
+    for slot, (name, field, pixel_um) in enumerate(fields):
+        bf_axis, dic_axis = (
+            axes[2 * (slot // columns), slot % columns],
+            axes[2 * (slot // columns) + 1, slot % columns],
+        )
+        whole = [c for c in field.cells if not c.at_border] or list(field.cells)
+        half = round(crop_um / pixel_um / 2)
+        if whole:
+            x0, y0, x1, y1 = whole[0].box_dic
+            centre = ((x0 + x1) // 2, (y0 + y1) // 2)
+        else:
+            centre = (field.dic.shape[1] // 2, field.dic.shape[0] // 2)
+        height, width = field.dic.shape
+        half = min(half, height // 2, width // 2)
+        x0 = min(max(centre[0] - half, 0), width - 2 * half)
+        y0 = min(max(centre[1] - half, 0), height - 2 * half)
+        box = (x0, y0, x0 + 2 * half, y0 + 2 * half)
+        dic_crop = _crop(field.dic, box, 0)
+        dic_axis.imshow(_stretch(dic_crop, field.dic), cmap="gray", vmin=0.0, vmax=1.0)
+        bf_axis.imshow(display_rgb(_crop(field.bf, box, 0)))
+        bf_axis.set_title(name, fontsize=9)
+    figure.tight_layout(pad=0.3)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=dpi, metadata={"Software": None})
+    return buffer.getvalue()
+
+
 def render_overview(
     fields: Sequence[PhantomField],
     *,
@@ -83,7 +145,7 @@ def render_overview(
         field = fields[index]
         dic_crop = _crop(field.dic, cell.box_dic, crop_padding)
         dic_axis.imshow(_stretch(dic_crop, field.dic), cmap="gray", vmin=0.0, vmax=1.0)
-        bf_axis.imshow(_crop(field.bf, cell.box_bf, crop_padding))
+        bf_axis.imshow(display_rgb(_crop(field.bf, cell.box_bf, crop_padding)))
         dic_axis.set_title(f"{cls.value}  DIC", fontsize=10)
         bf_axis.set_title(f"{cls.value}  MGG", fontsize=10)
     figure.tight_layout(pad=0.4)

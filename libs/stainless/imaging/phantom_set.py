@@ -3,7 +3,7 @@
 Layout under ``prefix`` (keys, so the same code writes a folder or a bucket)::
 
     slide_000/field_000_dic.tif    16-bit grayscale DIC
-    slide_000/field_000_bf.png     8-bit RGB MGG brightfield
+    slide_000/field_000_bf.png     RGB brightfield (8-bit; 16-bit from a 12/16-bit camera)
     slide_000/field_000_mask.png   4-class mask in the DIC frame (0 bg, 1 red cell,
                                    2 cytoplasm, 3 nucleus)
     slide_000/phantom.png          DIC/brightfield pairs of the slide's classes
@@ -18,12 +18,13 @@ field's bytes do not depend on how many others are made or in which process.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
 from pydantic import ValidationError
 
+from stainless.imaging.acquisition import load_acquisition, merge
 from stainless.imaging.codecs import encode_png, encode_tiff16
 from stainless.imaging.phantom import PhantomConfig, PhantomField, generate_field
 from stainless.imaging.phantom_figure import render_overview
@@ -33,15 +34,28 @@ MANIFEST_VERSION = 1
 FieldCallback = Callable[[PhantomField], None]
 
 
-def phantom_config(*, width: int | None = None, height: int | None = None) -> PhantomConfig:
-    """The default configuration, with the field size overridden where given.
+def phantom_config(
+    *,
+    width: int | None = None,
+    height: int | None = None,
+    acquisition: str | Mapping[str, Any] | None = None,
+) -> PhantomConfig:
+    """The default configuration under an acquisition, with the field size overridden.
+
+    Args:
+        width: field width, if not the default.
+        height: field height, if not the default.
+        acquisition: a preset name or YAML path (``load_acquisition``), or overrides.
 
     Raises:
-        ValueError: the size is out of range (a plain error, so it crosses Celery intact).
+        ValueError: an unknown acquisition or a value out of range (a plain error, so it
+            crosses Celery intact).
     """
-    overrides = {k: v for k, v in {"width": width, "height": height}.items() if v is not None}
+    if isinstance(acquisition, str):
+        acquisition = load_acquisition(acquisition)
+    size = {k: v for k, v in {"width": width, "height": height}.items() if v is not None}
     try:
-        return PhantomConfig(**overrides)
+        return PhantomConfig(**merge(acquisition or {}, size))
     except ValidationError as exc:
         reasons = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         raise ValueError(f"invalid phantom configuration: {reasons}") from None
@@ -116,6 +130,10 @@ def _field_entry(index: int, keys: dict[str, str], field: PhantomField) -> dict[
                 "touching": cell.touching,
             }
             for cell in field.cells
+        ],
+        "smear_objects": [
+            {"kind": str(obj.kind), "box_dic": list(obj.box_dic), "box_bf": list(obj.box_bf)}
+            for obj in field.smear_objects
         ],
     }
 

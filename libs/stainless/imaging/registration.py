@@ -14,7 +14,8 @@ images that are linearly related, so both are turned into the same representatio
   phantom the blue OD gives ECC ~0.99 and 3x smaller errors than the sum of R, G and B.
   Eosinophil granules do absorb blue, so stained white cells are masked out of the
   pseudo-DIC altogether: where the OD has a component orthogonal to the red-cell OD
-  direction (the stain residual, as in ``BrightfieldDetector``), the pseudo-DIC is set to 0.
+  direction (the stain residual, as in ``BrightfieldDetector``; direction and threshold
+  estimated from the field), the pseudo-DIC is set to 0.
 
 The search is coarse to fine: a Gaussian pyramid of both representations (``levels``, each
 half the size of the one below), a translation from Hanning-windowed phase correlation on
@@ -42,6 +43,14 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
+from stainless.imaging.field_statistics import (
+    FieldStatistics,
+    UnreliableFieldError,
+    dominant_direction,
+    relative_threshold,
+    stain_residual,
+)
+
 F32 = npt.NDArray[np.float32]
 F64 = npt.NDArray[np.float64]
 
@@ -65,9 +74,11 @@ REPRESENTATION = (
     "stained white cells masked out"
 )
 
-MGG_RED_CELL_OD = (0.11, 0.31, 0.30)
-"""OD (R, G, B) of an MGG-stained red cell: eosin plus haemoglobin."""
 """Short description of what ECC compares (reported by the benchmark)."""
+
+MGG_RED_CELL_OD = (0.11, 0.31, 0.30)
+"""OD (R, G, B) of an MGG-stained red cell (one measured smear): a prior, for tests and
+for sites that want to fix the direction; the algorithms estimate it from each field."""
 
 
 @dataclass(frozen=True)
@@ -115,8 +126,9 @@ class Registrar:
         gauss_filter_size: int = 5,
         od_sigma_px: float = 1.0,
         od_weights: tuple[float, float, float] = (0.0, 0.0, 1.0),
-        stain_mask_threshold: float | None = 0.04,
-        red_cell_od: tuple[float, float, float] = MGG_RED_CELL_OD,
+        mask_stained_cells: bool = True,
+        stain_mask_threshold: float | None = None,
+        red_cell_od: tuple[float, float, float] | None = None,
         min_level_size: int = 48,
     ) -> None:
         """Configure the registration.
@@ -144,10 +156,12 @@ class Registrar:
             gauss_filter_size: odd size of the Gaussian ECC applies to both images.
             od_sigma_px: Gaussian smoothing (px) of the brightfield OD before the derivative.
             od_weights: weights of the R, G and B optical densities in the pseudo-DIC.
+            mask_stained_cells: mask stained white cells out of the pseudo-DIC.
             stain_mask_threshold: stain residual (OD) above which a brightfield pixel
-                belongs to a stained white cell and is masked out of the pseudo-DIC; None
-                keeps every pixel.
-            red_cell_od: OD (R, G, B) direction of red cells, for the stain residual.
+                belongs to a stained white cell; None (default) sets it from the field's
+                own residual distribution (``relative_threshold``).
+            red_cell_od: OD (R, G, B) direction of red cells, for the stain residual; None
+                (default) estimates it from the field (its dominant OD direction).
             min_level_size: smallest short side (px) of the coarsest pyramid level.
 
         Raises:
@@ -175,9 +189,13 @@ class Registrar:
             raise ValueError(f"od_weights must be 3 weights, not all 0, got {od_weights}")
         if stain_mask_threshold is not None and not stain_mask_threshold > 0:
             raise ValueError(f"stain_mask_threshold must be positive, got {stain_mask_threshold}")
-        red = np.asarray(red_cell_od, np.float64)
-        if red.shape != (3,) or not np.all(np.isfinite(red)) or not np.linalg.norm(red) > 0:
-            raise ValueError(f"red_cell_od must be 3 finite values, not all 0, got {red_cell_od}")
+        if red_cell_od is not None:
+            red = np.asarray(red_cell_od, np.float64)
+            if red.shape != (3,) or not np.all(np.isfinite(red)) or not np.linalg.norm(red) > 0:
+                raise ValueError(
+                    f"red_cell_od must be 3 finite values, not all 0, got {red_cell_od}"
+                )
+            red_cell_od = (float(red[0]), float(red[1]), float(red[2]))
         if min_level_size < 16:
             raise ValueError(f"min_level_size must be at least 16, got {min_level_size}")
         self.motion = MotionModel(motion)
@@ -195,8 +213,9 @@ class Registrar:
         self.gauss_filter_size = gauss_filter_size
         self.od_sigma_px = od_sigma_px
         self.od_weights = (float(od_weights[0]), float(od_weights[1]), float(od_weights[2]))
+        self.mask_stained_cells = mask_stained_cells
         self.stain_mask_threshold = stain_mask_threshold
-        self.red_cell_od = (float(red[0]), float(red[1]), float(red[2]))
+        self.red_cell_od = red_cell_od
         self.min_level_size = min_level_size
 
     # ------------------------------------------------------------------ public
@@ -222,7 +241,7 @@ class Registrar:
         finest = min(self.finest_for(width, height), levels - 1)
         dic_pyr = _pyramid(dic_rep, levels)
         template = pseudo_dic(bf, angle, self.od_sigma_px, self.od_weights)
-        if self.stain_mask_threshold is not None:
+        if self.mask_stained_cells:
             template *= red_cell_weight(bf, self.stain_mask_threshold, self.red_cell_od)
         bf_pyr = _pyramid(template, levels)
         warp = np.eye(2, 3, dtype=np.float32)
@@ -392,14 +411,15 @@ def pseudo_dic(
 
 def red_cell_weight(
     bf: npt.NDArray[np.generic],
-    threshold: float,
-    red_cell_od: tuple[float, float, float] = MGG_RED_CELL_OD,
+    threshold: float | None = None,
+    red_cell_od: tuple[float, float, float] | None = None,
 ) -> F32:
     """Weight (0..1, full size) that is 0 on stained white cells and 1 elsewhere.
 
-    Computed at quarter resolution: the OD relative to the background (per channel, the
-    90th percentile), its residual orthogonal to the red-cell OD direction, thresholded,
-    grown by ~8 px and softened.
+    Computed at quarter resolution: the OD against the field's own flat field, its
+    residual orthogonal to the red-cell OD direction (estimated from the field unless
+    given), thresholded (relative to the field unless given), grown by ~8 px and softened.
+    A field with too little stain to estimate the direction is weighted 1 everywhere.
     """
     height, width = bf.shape[:2]
     small = cv2.resize(
@@ -407,16 +427,20 @@ def red_cell_weight(
         (max(width // 4, 1), max(height // 4, 1)),
         interpolation=cv2.INTER_AREA,
     )
-    small = small + np.float32(1.0)
-    background = np.percentile(small.reshape(-1, 3), 90, axis=0).astype(np.float32)
-    od = np.log(background / small)
-    direction = np.asarray(red_cell_od, np.float32)
-    direction /= np.float32(np.linalg.norm(direction))
-    residual = od - (od @ direction)[..., None] * direction
-    stain = np.sqrt(np.einsum("ijk,ijk->ij", residual, residual))
-    stain = cv2.GaussianBlur(stain.astype(np.float32), (0, 0), 0.5)
-    keep = (stain < np.float32(threshold)).astype(np.uint8)
-    keep = cv2.erode(keep, np.ones((5, 5), np.uint8))
+    stats = FieldStatistics(small, block_px=32)
+    if red_cell_od is None:
+        try:
+            direction = dominant_direction(stats.od, 5 * stats.noise)
+        except UnreliableFieldError:
+            return np.ones((height, width), np.float32)
+    else:
+        direction = np.asarray(red_cell_od, np.float32)
+        direction /= np.float32(np.linalg.norm(direction))
+    stain = np.asarray(
+        cv2.GaussianBlur(stain_residual(stats.od, direction), (0, 0), 0.5), np.float32
+    )
+    level = relative_threshold(stain) if threshold is None else threshold
+    keep = cv2.erode((stain < np.float32(level)).astype(np.uint8), np.ones((5, 5), np.uint8))
     weight = cv2.GaussianBlur(keep.astype(np.float32), (0, 0), 1.0)
     return np.asarray(
         cv2.resize(weight, (width, height), interpolation=cv2.INTER_LINEAR), np.float32

@@ -14,8 +14,14 @@ from stainless.imaging.detection import (
     boxes_to_dic,
     match_boxes,
 )
-from stainless.imaging.phantom import CellClass, PhantomConfig, PhantomField, generate_field
-from stainless.imaging.phantom_set import field_rng
+from stainless.imaging.phantom import (
+    CellClass,
+    PhantomConfig,
+    PhantomField,
+    SmearObjectKind,
+    generate_field,
+)
+from stainless.imaging.phantom_set import field_rng, phantom_config
 
 # Busier than the default (3-6 white cells a field) so that a handful of small fields
 # holds ~40 cells of every kind, touching pairs and cells cut by the edge included.
@@ -104,8 +110,10 @@ def test_detectors_refuse_bad_images() -> None:
         DicDetector().detect(np.zeros((64, 64, 3), np.uint16))
     with pytest.raises(ValueError, match="dtype"):
         DicDetector().detect(np.zeros((64, 64), bool))
-    with pytest.raises(ValueError, match="stain_threshold"):
-        BrightfieldDetector(stain_threshold=0.0)
+    with pytest.raises(ValueError, match="threshold_spread"):
+        BrightfieldDetector(threshold_spread=0.0)
+    with pytest.raises(ValueError, match="red_cell_od"):
+        BrightfieldDetector(red_cell_od=(0.0, 0.0, 0.0))
     with pytest.raises(ValueError, match="bias_rad"):
         DicDetector(bias_rad=4.0)
 
@@ -155,3 +163,46 @@ def test_box_iou() -> None:
     assert box_iou((0, 0, 10, 10), (0, 0, 10, 10)) == 1.0
     assert box_iou((0, 0, 10, 10), (10, 0, 20, 10)) == 0.0
     assert box_iou((0, 0, 10, 10), (5, 0, 15, 10)) == pytest.approx(50 / 150)
+
+
+# ----------------------------------------------------------------------------- other labs
+
+PLATELETS = {"smear": {"platelets": (15, 30), "platelet_clumps": (1, 3), "debris": (3, 8)}}
+
+
+@pytest.mark.parametrize("protocol", ["wright", "giemsa", "leishman"])
+@pytest.mark.parametrize("pixel_um", [0.075, 0.12])
+def test_brightfield_detector_needs_no_lab_constants(protocol: str, pixel_um: float) -> None:
+    """Constructed with the pixel size only, it finds the cells of other stains and scales,
+    and never a platelet or debris (platelet clumps: see the robustness benchmark)."""
+    acquisition = {"stain": {"protocol": protocol}, "pixel_um": pixel_um, **PLATELETS}
+    config = phantom_config(width=1024, height=768, acquisition=acquisition)
+    fields = [generate_field(config, field_rng(31, 0, i)) for i in range(4)]
+    detector = BrightfieldDetector(pixel_um=pixel_um)
+    precision, recall, cells = _score(detector, fields, "bf")
+    assert cells >= 8
+    assert recall >= 0.9, recall
+    assert precision >= 0.85, precision
+    singles = 0
+    for f in fields:
+        found = detector.detect(f.bf)
+        for obj in f.smear_objects:
+            x0, y0, x1, y1 = obj.box_bf
+            if obj.kind is SmearObjectKind.PLATELET_CLUMP or x1 <= x0 or y1 <= y0:
+                continue
+            singles += 1
+            # No detection is (mostly) the object: it may only lie inside a larger cell box.
+            assert all(box_iou(d.box, obj.box_bf) < 0.3 for d in found), (obj, found)
+    assert singles >= 40
+
+
+def test_brightfield_detector_follows_the_field_not_a_constant() -> None:
+    """A fixed MGG red-cell direction fails on a Wright field; the estimated one does not."""
+    config = phantom_config(width=1024, height=768, acquisition="wright")
+    fields = [generate_field(config, field_rng(32, 0, i)) for i in range(2)]
+    fixed_precision, _, _ = _score(
+        BrightfieldDetector(red_cell_od=(0.11, 0.31, 0.30), min_contrast=1.0), fields, "bf"
+    )
+    precision, recall, _ = _score(BrightfieldDetector(), fields, "bf")
+    assert precision >= 0.9 and recall >= 0.9
+    assert fixed_precision < 0.5

@@ -1,0 +1,298 @@
+"""What a brightfield field says about its own acquisition: flat field, OD, stain directions.
+
+No lab's constants are assumed; each is estimated from the field:
+
+* ``estimate_background``: the illumination reaching the camera where there is no cell
+  (a spatially varying flat field: lamp colour, exposure, vignetting, uneven light). The
+  field is cut into blocks; in each block the bright end of every channel (the median of
+  the pixels above the block's 80th percentile of brightness) is background wherever at
+  least a fifth of the block is free of cells. Blocks covered by cells read darker than a
+  smooth surface through the others (a polynomial of degree up to 4, refitted without
+  them): they take the surface's value; the grid is smoothed and interpolated back.
+* ``optical_density``: ``OD = ln(background / I)`` per channel.
+* ``dominant_direction``: the unit OD direction that most stained pixels share. In a smear
+  these are red cells (a monolayer covers 10-60% of the field, white cells a few %), so
+  this is the red cells' stain direction, which depends on the protocol, the staining
+  time and the lamp. Found as the mode of the directions of clearly stained pixels (the
+  densest cell of a chromaticity histogram), refined as the principal axis of the pixels
+  within 10° of it.
+"""
+
+from __future__ import annotations
+
+import math
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+
+F32 = npt.NDArray[np.float32]
+
+__all__ = [
+    "FieldStatistics",
+    "UnreliableFieldError",
+    "dominant_direction",
+    "estimate_background",
+    "optical_density",
+    "relative_threshold",
+    "stain_residual",
+]
+
+
+class UnreliableFieldError(ValueError):
+    """The field's statistics do not allow a trustworthy result; the message says why."""
+
+
+def estimate_background(
+    image: npt.NDArray[np.generic], block_px: int = 128, *, relief: bool = False
+) -> F32:
+    """Per-channel background level at every pixel (HxWxC float32, C = 1 or 3).
+
+    Two passes: the second measures what is left on the field flattened by the first, so
+    that a steep fall-off (vignetting) inside a block does not bias its bright end.
+
+    Args:
+        image: HxW or HxWxC field, any integer or float type.
+        block_px: block size; a few red-cell diameters, so that most blocks show background.
+        relief: a DIC field, where cells are brighter on one side and darker on the other:
+            each block's median is its background, and blocks off the surface either way
+            are distrusted.
+    """
+    values = np.asarray(image, np.float32)
+    if values.ndim == 2:
+        values = values[..., None]
+    height, width, channels = values.shape
+    # The flat field is smooth: estimate it at quarter resolution (which also averages noise).
+    resized = cv2.resize(
+        values, (max(width // 4, 1), max(height // 4, 1)), interpolation=cv2.INTER_AREA
+    )
+    small = np.asarray(resized, np.float32).reshape(resized.shape[0], resized.shape[1], channels)
+    block = max(block_px // 4, 4)
+    first = _background_pass(small, block, relief)
+    flattened = np.asarray(small / np.maximum(first, np.float32(1e-6)), np.float32)
+    coarse = np.asarray(first * _background_pass(flattened, block, relief), np.float32)
+    full = cv2.resize(coarse, (width, height), interpolation=cv2.INTER_LINEAR)
+    return np.asarray(full, np.float32).reshape(height, width, channels)
+
+
+def _background_pass(values: F32, block_px: int, relief: bool) -> F32:
+    """One estimate of the flat field of an HxWxC float image (see ``estimate_background``)."""
+    height, width, channels = values.shape
+    rows, cols = max(height // block_px, 1), max(width // block_px, 1)
+    brightness = values.mean(axis=2)
+    grid = np.zeros((rows, cols, channels), np.float64)
+    for i in range(rows):
+        y0, y1 = i * height // rows, (i + 1) * height // rows
+        for j in range(cols):
+            x0, x1 = j * width // cols, (j + 1) * width // cols
+            block = brightness[y0:y1, x0:x1]
+            if relief:
+                grid[i, j] = np.median(values[y0:y1, x0:x1].reshape(-1, channels), axis=0)
+                continue
+            bright = block >= np.percentile(block, 80)
+            grid[i, j] = np.median(values[y0:y1, x0:x1][bright], axis=0)
+    centres_y = (np.arange(rows) + 0.5) * height / rows
+    centres_x = (np.arange(cols) + 0.5) * width / cols
+    trusted = _uncovered_blocks(
+        grid.mean(axis=2), centres_y, centres_x, (height, width), two_sided=relief
+    )
+    # The surface carries the shape to the field's edges (beyond the outer block centres);
+    # the trusted blocks' own ratio to it carries what the polynomial cannot follow.
+    step = 2
+    fine_y = np.arange(0, height, step, dtype=np.float64) + step / 2
+    fine_x = np.arange(0, width, step, dtype=np.float64) + step / 2
+    planes = []
+    for c in range(channels):
+        coef = _fit(grid[..., c], trusted, centres_y, centres_x, (height, width))
+        at_blocks = _evaluate(coef, centres_y, centres_x, (height, width))
+        ratio = np.where(trusted, grid[..., c] / np.maximum(at_blocks, 1e-6), 1.0)
+        ratio = (
+            cv2.GaussianBlur(ratio.astype(np.float32), (3, 3), 0.7)
+            if min(rows, cols) >= 3
+            else ratio
+        )
+        ratio_fine = cv2.resize(
+            np.asarray(ratio, np.float32),
+            (fine_x.size, fine_y.size),
+            interpolation=cv2.INTER_LINEAR,
+        )
+        surface = _evaluate(coef, fine_y, fine_x, (height, width)).astype(np.float32)
+        planes.append(surface * ratio_fine)
+    coarse = np.stack(planes, -1)
+    full = cv2.resize(coarse, (width, height), interpolation=cv2.INTER_LINEAR)
+    return np.asarray(full, np.float32).reshape(height, width, channels)
+
+
+def _terms(
+    ys: npt.NDArray[np.float64], xs: npt.NDArray[np.float64], shape: tuple[int, int], degree: int
+) -> npt.NDArray[np.float64]:
+    """Polynomial terms ``u^a v^b`` (a + b <= degree) on the grid ``ys`` x ``xs``."""
+    v, u = np.meshgrid(2 * ys / shape[0] - 1, 2 * xs / shape[1] - 1, indexing="ij")
+    terms = [u**a * v**b for a in range(degree + 1) for b in range(degree + 1 - a)]
+    return np.stack([t.ravel() for t in terms], axis=1)
+
+
+def _degree(blocks: int) -> int:
+    """The richest polynomial surface a number of blocks supports (at most 4)."""
+    for degree in (4, 3, 2, 1):
+        if blocks >= 3 * (degree + 1) * (degree + 2) // 2:
+            return degree
+    return 0
+
+
+def _fit(
+    values: npt.NDArray[np.float64],
+    trusted: npt.NDArray[np.bool_],
+    ys: npt.NDArray[np.float64],
+    xs: npt.NDArray[np.float64],
+    shape: tuple[int, int],
+) -> npt.NDArray[np.float64]:
+    """Least-squares polynomial coefficients through the trusted blocks."""
+    degree = _degree(int(trusted.sum()))
+    design = _terms(ys, xs, shape, degree)
+    keep = trusted.ravel()
+    coef, *_ = np.linalg.lstsq(design[keep], values.ravel()[keep], rcond=None)
+    return np.asarray(coef, np.float64)
+
+
+def _evaluate(
+    coef: npt.NDArray[np.float64],
+    ys: npt.NDArray[np.float64],
+    xs: npt.NDArray[np.float64],
+    shape: tuple[int, int],
+) -> npt.NDArray[np.float64]:
+    degree = next(d for d in range(5) if (d + 1) * (d + 2) // 2 == coef.size)
+    return (_terms(ys, xs, shape, degree) @ coef).reshape(ys.size, xs.size)
+
+
+def _uncovered_blocks(
+    brightness: npt.NDArray[np.float64],
+    ys: npt.NDArray[np.float64],
+    xs: npt.NDArray[np.float64],
+    shape: tuple[int, int],
+    *,
+    two_sided: bool = False,
+) -> npt.NDArray[np.bool_]:
+    """Blocks whose level is background: not clearly off a robust surface.
+
+    Blocks covered by cells read darker than the flat field (or, ``two_sided``, off it
+    either way); a polynomial surface is refitted without the blocks more than 2.5 robust
+    deviations off it until stable.
+    """
+    trusted = np.ones(brightness.shape, bool)
+    if brightness.size < 4:
+        return trusted
+    for _ in range(6):
+        fit = _evaluate(_fit(brightness, trusted, ys, xs, shape), ys, xs, shape)
+        relative = (brightness - fit) / np.maximum(fit, 1e-6)
+        spread = max(1.4826 * float(np.median(np.abs(relative[trusted]))), 0.004)
+        updated = (np.abs(relative) if two_sided else -relative) < 2.5 * spread
+        if updated.sum() < max(4, brightness.size // 4) or np.array_equal(updated, trusted):
+            break
+        trusted = updated
+    return trusted
+
+
+def optical_density(image: npt.NDArray[np.generic], background: F32) -> F32:
+    """``ln(background / I)`` per pixel and channel (float32, same channels as background)."""
+    values = np.asarray(image, np.float32)
+    if values.ndim == 2:
+        values = values[..., None]
+    floor = np.float32(max(float(background.max()) * 1e-3, 1e-6))
+    return np.asarray(np.log(background / np.maximum(values, floor)), np.float32)
+
+
+def dominant_direction(od: F32, min_norm: float, *, max_pixels: int = 200_000) -> F32:
+    """The unit OD direction shared by most clearly stained pixels.
+
+    Clearly stained: an OD norm above ``min_norm`` and above a fifth of the field's 95th
+    percentile (faint pixels carry noise and compression error, not the stain's colour).
+
+    Raises:
+        UnreliableFieldError: fewer than 500 such pixels (nothing stained to learn from).
+    """
+    vectors = od.reshape(-1, od.shape[-1])
+    norms = np.linalg.norm(vectors, axis=1)
+    # Faint pixels carry noise and compression error, not the stain's colour.
+    floor = max(min_norm, 0.2 * float(np.percentile(norms[:: max(norms.size // 100_000, 1)], 95)))
+    stained = vectors[norms > floor]
+    if stained.shape[0] < 500:
+        raise UnreliableFieldError(
+            f"only {stained.shape[0]} stained pixels: too few to estimate the stain direction"
+        )
+    if stained.shape[0] > max_pixels:
+        step = math.ceil(stained.shape[0] / max_pixels)
+        stained = stained[::step]
+    units = stained / np.linalg.norm(stained, axis=1, keepdims=True)
+    direction = _densest_direction(units)
+    for _ in range(2):
+        close = units[units @ direction > math.cos(math.radians(10))]
+        if close.shape[0] < 100:
+            break
+        direction = _principal(close)
+    return direction
+
+
+def _densest_direction(units: F32, bins: int = 64) -> F32:
+    """The mode of the directions: the densest cell of a chromaticity histogram.
+
+    Red cells share one colour tightly, while a white cell's pixels spread over several
+    (chromatin, cytoplasm, granules): the mode finds the red cells even where a large white
+    cell covers as many pixels as they do, which a principal axis would average with them.
+    """
+    total = np.maximum(np.abs(units).sum(axis=1), 1e-6)
+    chroma = units[:, :2] / total[:, None]  # signed chromaticity, in [-1, 1]
+    hist, xe, ye = np.histogram2d(chroma[:, 0], chroma[:, 1], bins=bins, range=[[-1, 1], [-1, 1]])
+    hist = cv2.GaussianBlur(hist.astype(np.float32), (0, 0), 1.0)
+    i, j = np.unravel_index(int(np.argmax(hist)), hist.shape)
+    centre = ((xe[i] + xe[i + 1]) / 2, (ye[j] + ye[j + 1]) / 2)
+    near = (np.abs(chroma[:, 0] - centre[0]) <= 2 / bins * 1.5) & (
+        np.abs(chroma[:, 1] - centre[1]) <= 2 / bins * 1.5
+    )
+    return _principal(units[near] if near.sum() >= 10 else units)
+
+
+def _principal(units: F32) -> F32:
+    """First principal axis (not centred) of unit vectors, pointing into positive OD."""
+    _, _, vt = np.linalg.svd(units.astype(np.float64), full_matrices=False)
+    axis = vt[0]
+    if axis.sum() < 0:
+        axis = -axis
+    return np.asarray(axis / np.linalg.norm(axis), np.float32)
+
+
+def stain_residual(od: F32, direction: F32) -> F32:
+    """``|OD - (OD . r) r|`` per pixel: the stain not explained by the direction ``r``."""
+    along = od @ direction
+    residual = od - along[..., None] * direction
+    return np.asarray(np.sqrt(np.einsum("ijk,ijk->ij", residual, residual)), np.float32)
+
+
+def relative_threshold(values: F32, spread: float = 10.0, floor: float = 2.0) -> float:
+    """A level that only outliers of the field's own distribution exceed.
+
+    ``median + max(spread x sigma, floor x median)`` with ``sigma`` the robust standard
+    deviation (1.4826 x MAD). Background and red cells make the bulk of a smear field, so
+    this adapts to its noise, compression and stain without a lab's constant.
+    """
+    sample = values[::4, ::4] if values.ndim == 2 and values.size > 40_000 else values
+    median = float(np.median(sample))
+    sigma = 1.4826 * float(np.median(np.abs(sample - median)))
+    return median + max(spread * sigma, floor * median)
+
+
+class FieldStatistics:
+    """Background, OD and noise of one brightfield field, each estimated from the field.
+
+    Attributes:
+        background: HxWx3 per-channel background (flat field).
+        od: HxWx3 optical density.
+        noise: robust standard deviation of the OD norm on background pixels.
+    """
+
+    def __init__(self, image: npt.NDArray[np.generic], block_px: int = 128) -> None:
+        self.background = estimate_background(image, block_px)
+        self.od = optical_density(image, self.background)
+        norm = np.linalg.norm(self.od[::4, ::4], axis=-1)
+        low = norm[norm <= np.percentile(norm, 30)]
+        self.noise = float(max(np.median(low), 1e-4))
