@@ -219,8 +219,32 @@ class IngestionSettings(_Block):
     )
 
 
+class OpticsSettings(_Block):
+    """The scanner's microscope: known settings, not estimated (stain, light and camera are)."""
+
+    pixel_um: float = Field(
+        default=0.075, gt=0.02, le=0.5, description="Pixel size in the specimen (µm)."
+    )
+    shear_angle_deg: float = Field(
+        default=45.0,
+        ge=-360.0,
+        le=360.0,
+        description="DIC shear direction in the image (x right, y down); the prism's sign is "
+        "found from each field.",
+    )
+    shear_um: float = Field(default=0.15, gt=0, le=1.0, description="DIC shear distance (µm).")
+    bias_rad: float = Field(
+        default=0.9, gt=0, lt=3.14159, description="DIC bias retardation (radians)."
+    )
+    wavelength_um: float = Field(
+        default=0.55, gt=0.3, lt=1.0, description="Illumination wavelength (µm)."
+    )
+
+
 class RegistrationSettings(_Block):
     """Registration and cropping service."""
+
+    optics: OpticsSettings = OpticsSettings()
 
     min_ecc: float = Field(
         default=0.7, gt=0, le=1, description="Fields whose final ECC is lower are rejected."

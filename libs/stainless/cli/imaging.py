@@ -222,13 +222,20 @@ def register_command(
 ) -> None:
     """Register a brightfield field onto its DIC field and list the white cells (DIC boxes).
 
+    The microscope's optics (pixel size, shear angle) come from the settings
+    (``STAINLESS_REGISTRATION__OPTICS__*``); stain, light and camera from the field.
+
     Exit status: 0 accepted, 3 rejected (the reason is printed), 2 unreadable input.
     Cells are found on the brightfield and carried into the DIC frame; a rejected pair
     lists none.
     """
     import cv2
 
-    from stainless.imaging.detection import BrightfieldDetector, boxes_to_dic
+    from stainless.imaging.detection import (
+        BrightfieldDetector,
+        UnreliableFieldError,
+        boxes_to_dic,
+    )
     from stainless.imaging.registration import Registrar
 
     dic = _read(field_dic, "DIC field")
@@ -238,16 +245,25 @@ def register_command(
     if bf.ndim != 3 or bf.shape[2] not in (3, 4):
         raise _fail(f"brightfield field {field_bf} must be a colour image, got shape {bf.shape}")
     bf = cv2.cvtColor(bf, cv2.COLOR_BGRA2RGB if bf.shape[2] == 4 else cv2.COLOR_BGR2RGB)
+    from stainless.config import SettingsError, load_settings
+
     try:
-        result = Registrar().register(dic, bf)
+        optics = load_settings().registration.optics
+    except SettingsError as exc:
+        raise _fail(str(exc)) from None
+    try:
+        result = Registrar(shear_angle_deg=optics.shear_angle_deg).register(dic, bf)
     except ValueError as exc:
         raise _fail(str(exc)) from None
     cells = []
     if result.accepted:
         height, width = dic.shape[:2]
-        found = boxes_to_dic(
-            BrightfieldDetector().detect(bf), result.affine_bf_to_dic, width, height
-        )
+        try:
+            detected = BrightfieldDetector(pixel_um=optics.pixel_um).detect(bf)
+        except UnreliableFieldError as exc:
+            err.print(f"[red]rejected:[/red] detection unreliable: {exc}")
+            raise typer.Exit(EXIT_REJECTED) from None
+        found = boxes_to_dic(detected, result.affine_bf_to_dic, width, height)
         cells = [{"box": list(d.box), "score": d.score} for d in found]
     report = {
         "affine_bf_to_dic": [[float(v) for v in row] for row in result.affine_bf_to_dic],

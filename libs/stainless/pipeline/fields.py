@@ -38,6 +38,7 @@ from stainless.imaging.detection import (
     BrightfieldDetector,
     Detection,
     DicDetector,
+    UnreliableFieldError,
     WbcDetector,
     boxes_to_dic,
 )
@@ -125,20 +126,29 @@ class FieldProcessor:
             return FieldResult(Outcome.WAITING)
         dic = self._load(dic_field.object_key)
         if bf_field is None:
-            result = self._record(
-                slide_id, field_index, dic, None, None, self._dic_detector.detect(dic)
-            )
+            try:
+                found = self._dic_detector.detect(dic)
+            except UnreliableFieldError as exc:
+                result = self._reject(slide_id, field_index, f"detection unreliable: {exc}")
+            else:
+                result = self._record(slide_id, field_index, dic, None, None, found)
         else:
             bf = self._load(bf_field.object_key)
             registration = self._registrar.register(dic, bf)
             if not registration.accepted:
-                result = self._reject(slide_id, field_index, registration)
-            else:
-                height, width = dic.shape[:2]
-                boxes = boxes_to_dic(
-                    self._bf_detector.detect(bf), registration.affine_bf_to_dic, width, height
+                result = self._reject(
+                    slide_id, field_index, registration.reason or "rejected", registration
                 )
-                result = self._record(slide_id, field_index, dic, bf, registration, boxes)
+            else:
+                try:
+                    found = self._bf_detector.detect(bf)
+                except UnreliableFieldError as exc:
+                    reason = f"detection unreliable: {exc}"
+                    result = self._reject(slide_id, field_index, reason, registration)
+                else:
+                    height, width = dic.shape[:2]
+                    boxes = boxes_to_dic(found, registration.affine_bf_to_dic, width, height)
+                    result = self._record(slide_id, field_index, dic, bf, registration, boxes)
         FIELDS.labels(result.outcome.value).inc()
         SECONDS.observe(time.perf_counter() - started)
         log.info(
@@ -155,14 +165,22 @@ class FieldProcessor:
         stream = io.BytesIO(self._store.get(key))
         return decode(stream, probe(stream))
 
-    def _reject(self, slide_id: str, field_index: int, result: RegistrationResult) -> FieldResult:
+    def _reject(
+        self,
+        slide_id: str,
+        field_index: int,
+        reason: str,
+        registration: RegistrationResult | None = None,
+    ) -> FieldResult:
+        """Record a field that yields no cells, with the reason (the transform if any)."""
+        ecc = None if registration is None else registration.ecc
         row = Registration(
             slide_id=slide_id,
             field_index=field_index,
-            transform=result.affine_bf_to_dic.tolist(),
-            ecc_score=result.ecc,
+            transform=None if registration is None else registration.affine_bf_to_dic.tolist(),
+            ecc_score=ecc,
             status=RegistrationStatus.REJECTED,
-            reason=result.reason,
+            reason=reason,
         )
         try:
             with session_scope(self._engine) as session:
@@ -174,8 +192,8 @@ class FieldProcessor:
                 )
                 add_event(session, Envelope.wrap(payload, key=slide_id))
         except IntegrityError:
-            return FieldResult(Outcome.ALREADY_DONE, ecc=result.ecc)
-        return FieldResult(Outcome.REJECTED, ecc=result.ecc, reason=result.reason)
+            return FieldResult(Outcome.ALREADY_DONE, ecc=ecc)
+        return FieldResult(Outcome.REJECTED, ecc=ecc, reason=reason)
 
     def _record(
         self,
@@ -273,13 +291,20 @@ class FieldProcessor:
 def build_field_processor(
     settings: RegistrationSettings, *, engine: Engine, store: ObjectStore
 ) -> FieldProcessor:
-    """The processor with the classical detectors and the configured thresholds."""
+    """The processor with the classical detectors, the scanner's optics and thresholds."""
+    optics = settings.optics
     return FieldProcessor(
         engine=engine,
         store=store,
-        registrar=Registrar(min_ecc=settings.min_ecc),
-        bf_detector=BrightfieldDetector(),
-        dic_detector=DicDetector(),
+        registrar=Registrar(min_ecc=settings.min_ecc, shear_angle_deg=optics.shear_angle_deg),
+        bf_detector=BrightfieldDetector(pixel_um=optics.pixel_um),
+        dic_detector=DicDetector(
+            pixel_um=optics.pixel_um,
+            shear_angle_deg=optics.shear_angle_deg,
+            shear_um=optics.shear_um,
+            bias_rad=optics.bias_rad,
+            wavelength_um=optics.wavelength_um,
+        ),
         cropper=Cropper(sizes=settings.crop_sizes),
         crop_sizes=settings.crop_sizes,
         crops_prefix=settings.crops_prefix,

@@ -14,6 +14,7 @@ from stainless.db.engine import create_db_engine, session_scope
 from stainless.db.models import Cell, Modality, OutboxEvent, Registration
 from stainless.db.repository import create_slide, get_or_create_scanner, record_field
 from stainless.events import CellsCropped, decode_envelope
+from stainless.imaging.detection import UnreliableFieldError
 from stainless.imaging.phantom_set import phantom_config, write_slide
 from stainless.pipeline.fields import FieldProcessor, Outcome, build_field_processor
 from stainless.storage.local import LocalObjectStore
@@ -150,3 +151,39 @@ def test_dic_only_slides_are_cropped_from_dic(engine, store, phantom) -> None:  
 def test_unknown_slide_is_a_clear_error(engine, store) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(LookupError, match="no slide nope"):
         _processor(engine, store).process("nope", 0)
+
+
+class _Unreliable:
+    """A detector that finds the field's statistics unusable."""
+
+    def detect(self, image: object) -> list[object]:
+        raise UnreliableFieldError("only 12 stained pixels")
+
+
+@pytest.mark.parametrize("dic_only", [False, True])
+def test_a_field_too_odd_to_detect_on_is_rejected_with_the_reason(
+    engine,
+    store,
+    phantom,
+    dic_only: bool,  # type: ignore[no-untyped-def]
+) -> None:
+    slide_id = _ingest(
+        engine,
+        store,
+        phantom,
+        dic_only=dic_only,
+        modalities=("dic",) if dic_only else ("dic", "bf"),
+    )
+    processor = _processor(engine, store)
+    if dic_only:
+        processor._dic_detector = _Unreliable()
+    else:
+        processor._bf_detector = _Unreliable()
+    result = processor.process(slide_id, 0)
+    assert result.outcome is Outcome.REJECTED
+    assert result.reason == "detection unreliable: only 12 stained pixels"
+    with Session(engine) as session:
+        row = session.exec(select(Registration)).one()
+        assert row.reason == result.reason
+        assert (row.transform is None) is dic_only
+        assert session.exec(select(Cell)).all() == []
