@@ -86,6 +86,38 @@ def phantom(
     err.print(f"wrote {slides * fields} fields with {cells} white cells to {out}")
 
 
+@app.command("phantom-grid")
+def phantom_grid(
+    out: Annotated[Path, typer.Argument(help="PNG to write.")],
+    preset: Annotated[
+        list[str] | None,
+        typer.Option(help="Acquisition preset to show (repeatable; default: all)."),
+    ] = None,
+    seed: Annotated[int, typer.Option(min=0, help="Seed of the one scene shown.")] = 5,
+) -> None:
+    """A picture of the same scene under several acquisitions (brightfield over DIC)."""
+    from stainless.imaging.acquisition import PRESETS
+    from stainless.imaging.phantom import generate_field
+    from stainless.imaging.phantom_figure import render_acquisition_grid
+    from stainless.imaging.phantom_set import field_rng, phantom_config
+
+    names = preset or list(PRESETS)
+    unknown = [n for n in names if n not in PRESETS]
+    if unknown:
+        err.print(
+            f"[red]error:[/red] unknown preset(s) {', '.join(unknown)}; known: {', '.join(PRESETS)}"
+        )
+        raise typer.Exit(2)
+    items = []
+    with progress("acquisitions", len(names)) as step:
+        for name in names:
+            config = phantom_config(width=1024, height=768, acquisition=name)
+            items.append((name, generate_field(config, field_rng(seed, 0, 0)), config.pixel_um))
+            step()
+    out.write_bytes(render_acquisition_grid(items))
+    err.print(f"wrote {out}")
+
+
 @db_app.command("upgrade")
 def db_upgrade(revision: Annotated[str, typer.Argument()] = "head") -> None:
     """Migrate the configured database up to REVISION."""

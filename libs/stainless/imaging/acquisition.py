@@ -24,7 +24,8 @@ Ranges and sources (each field's docstring repeats its range):
   azure B) give bluer, lighter chromatin and tan-pink red cells; Giemsa alone (no
   May-Grünwald step) weaker eosin, redder-purple chromatin and grey-pink red cells;
   Wright–Giemsa lies between. These are models from published absorption maxima and dye
-  composition, not measurements: ``stain_table()`` gives the ODs each preset renders.
+  composition, not measurements: ``stainless.imaging.stain_table`` measures the ODs
+  each preset renders (shown in docs/acquisition.md).
   ``strength`` 0.5–1.6 scales every dye (under- to over-staining; ICSH notes a two-fold
   spread between labs).
 * **Illumination** — lamp colour temperature 2800–7500 K seen by a camera white-balanced

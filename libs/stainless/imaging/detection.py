@@ -494,7 +494,7 @@ class DicDetector:
         bias_rad: float = 0.9,
         wavelength_um: float = 0.55,
         opl_threshold_um: float = 0.022,
-        min_diameter_um: float = 1.0,
+        min_diameter_um: float = 3.0,
         small_diameter_um: float = 2.5,
         large_diameter_um: float = 9.5,
         large_min_texture: float = 8.0,
@@ -522,7 +522,8 @@ class DicDetector:
             wavelength_um: illumination wavelength.
             opl_threshold_um: OPL above the background that makes a pixel part of a cell
                 (white-cell cytoplasm ~0.048 µm, red-cell rim ~0.07 µm, centre ~0.02-0.03).
-            min_diameter_um: smallest equivalent diameter of a detection.
+            min_diameter_um: smallest equivalent diameter of a detection; platelets
+                (1.5-3 µm), debris and stain precipitate are smaller.
             small_diameter_um: objects narrower than this (debris-sized) need
                 ``strong_texture``: small smooth domes are pieces of red cells.
             large_diameter_um: objects wider than any red cell; their texture is the 75th
