@@ -37,9 +37,9 @@ from stainless.imaging.field_statistics import (
     FieldStatistics,
     UnreliableFieldError,
     dominant_direction,
-    estimate_background,
     relative_threshold,
     stain_residual,
+    uneven_background,
 )
 from stainless.imaging.registration import MGG_RED_CELL_OD, check_affine
 
@@ -586,8 +586,6 @@ class DicDetector:
     _MAP_PIXEL_UM = 0.15
     # Segmented objects at least this wide (µm) are cells: no smudge is searched there.
     _BLOCK_UM = 4.0
-    # A flat field varying by less than this (p95/p5 - 1) counts as flat.
-    _FLAT = 0.02
 
     @property
     def _scale(self) -> int:
@@ -611,11 +609,10 @@ class DicDetector:
         if not level > 0:
             raise ValueError("the DIC image has no positive background level")
         block = max(round(6.0 / self.pixel_um), 16)  # 6 µm: the relief's median is robust
-        background = estimate_background(dic, block, relief=True)[..., 0]
-        low, high = np.percentile(background[::8, ::8], [5, 95])
-        if high <= (1 + self._FLAT) * low:
+        background = uneven_background(dic, block, relief=True)
+        if background is None:
             return np.asarray(dic / np.float32(level), np.float32)
-        return np.asarray(dic / np.maximum(background, np.float32(1e-6)), np.float32)
+        return np.asarray(dic / np.maximum(background[..., 0], np.float32(1e-6)), np.float32)
 
     def maps(self, image: np.ndarray) -> DicMaps:
         """OPL and texture maps of a DIC field (at about 0.15 µm/px).

@@ -36,6 +36,7 @@ __all__ = [
     "optical_density",
     "relative_threshold",
     "stain_residual",
+    "uneven_background",
 ]
 
 
@@ -79,20 +80,23 @@ def _background_pass(values: F32, block_px: int, relief: bool) -> F32:
     """One estimate of the flat field of an HxWxC float image (see ``estimate_background``)."""
     height, width, channels = values.shape
     rows, cols = max(height // block_px, 1), max(width // block_px, 1)
-    brightness = values.mean(axis=2)
-    grid = np.zeros((rows, cols, channels), np.float64)
-    for i in range(rows):
-        y0, y1 = i * height // rows, (i + 1) * height // rows
-        for j in range(cols):
-            x0, x1 = j * width // cols, (j + 1) * width // cols
-            block = brightness[y0:y1, x0:x1]
-            if relief:
-                grid[i, j] = np.median(values[y0:y1, x0:x1].reshape(-1, channels), axis=0)
-                continue
-            bright = block >= np.percentile(block, 80)
-            grid[i, j] = np.median(values[y0:y1, x0:x1][bright], axis=0)
-    centres_y = (np.arange(rows) + 0.5) * height / rows
-    centres_x = (np.arange(cols) + 0.5) * width / cols
+    bh, bw = height // rows, width // cols
+    blocks = (
+        values[: rows * bh, : cols * bw]
+        .reshape(rows, bh, cols, bw, channels)
+        .transpose(0, 2, 1, 3, 4)
+        .reshape(rows, cols, bh * bw, channels)
+    )
+    if relief:
+        grid = np.median(blocks, axis=2).astype(np.float64)
+    else:  # the brightest fifth of each block, by mean over the channels
+        n = bh * bw
+        first = n - max(n // 5, 1)
+        brightest = np.argpartition(blocks.mean(axis=3), first, axis=2)[..., first:]
+        chosen = np.take_along_axis(blocks, brightest[..., None], axis=2)
+        grid = np.median(chosen, axis=2).astype(np.float64)
+    centres_y = (np.arange(rows) + 0.5) * bh
+    centres_x = (np.arange(cols) + 0.5) * bw
     trusted = _uncovered_blocks(
         grid.mean(axis=2), centres_y, centres_x, (height, width), two_sided=relief
     )
@@ -161,8 +165,19 @@ def _evaluate(
     xs: npt.NDArray[np.float64],
     shape: tuple[int, int],
 ) -> npt.NDArray[np.float64]:
+    """The polynomial on the grid ``ys`` x ``xs``, evaluated separably (``V^T C U``)."""
     degree = next(d for d in range(5) if (d + 1) * (d + 2) // 2 == coef.size)
-    return (_terms(ys, xs, shape, degree) @ coef).reshape(ys.size, xs.size)
+    v = 2 * ys / shape[0] - 1
+    u = 2 * xs / shape[1] - 1
+    matrix = np.zeros((degree + 1, degree + 1))
+    index = 0
+    for a in range(degree + 1):  # the order of ``_terms``
+        for b in range(degree + 1 - a):
+            matrix[b, a] = coef[index]
+            index += 1
+    powers_v = np.stack([v**b for b in range(degree + 1)])
+    powers_u = np.stack([u**a for a in range(degree + 1)])
+    return np.asarray(powers_v.T @ matrix @ powers_u, np.float64)
 
 
 def _uncovered_blocks(
@@ -191,6 +206,19 @@ def _uncovered_blocks(
             break
         trusted = updated
     return trusted
+
+
+def uneven_background(
+    image: npt.NDArray[np.generic], block_px: int, *, relief: bool = False, flat: float = 0.02
+) -> F32 | None:
+    """The estimated background where it varies by more than ``flat`` (p95/p5 - 1), else None.
+
+    A field lit evenly is best served by one level; vignetting or uneven light needs the map.
+    """
+    background = estimate_background(image, block_px, relief=relief)
+    level = background[::8, ::8].mean(axis=2)
+    low, high = np.percentile(level, [5, 95])
+    return None if high <= (1 + flat) * low else background
 
 
 def optical_density(image: npt.NDArray[np.generic], background: F32) -> F32:

@@ -49,6 +49,7 @@ from stainless.imaging.field_statistics import (
     dominant_direction,
     relative_threshold,
     stain_residual,
+    uneven_background,
 )
 
 F32 = npt.NDArray[np.float32]
@@ -380,9 +381,20 @@ def check_pair(dic: npt.NDArray[np.generic], bf: npt.NDArray[np.generic]) -> Non
 
 
 def dic_representation(dic: npt.NDArray[np.generic]) -> F32:
-    """The DIC as ECC sees it: float32 intensity minus its median."""
+    """The DIC as ECC sees it: float32 intensity minus its median.
+
+    Under uneven light (vignetting) the intensity is first divided by the field's own flat
+    field (rescaled to the median), so that the lamp's fall-off does not dominate the
+    coarse levels of the search.
+    """
     image = np.asarray(dic, np.float32)
-    return np.asarray(image - np.float32(np.median(image)), np.float32)
+    median = np.float32(np.median(image))
+    background = uneven_background(image, max(min(image.shape) // 12, 16), relief=True)
+    if background is not None:
+        image = np.asarray(
+            image / np.maximum(background[..., 0], np.float32(1e-6)) * median, np.float32
+        )
+    return np.asarray(image - median, np.float32)
 
 
 def pseudo_dic(
@@ -394,10 +406,14 @@ def pseudo_dic(
     """A DIC-like image made from brightfield: derivative of the OD along the shear axis.
 
     ``OD = -sum_c w_c ln(I_c + 1)`` (the background level only adds a constant, which the
-    derivative removes), smoothed with a Gaussian of ``sigma_px``, differentiated with
+    derivative removes; an uneven background is divided out first), smoothed with a Gaussian of ``sigma_px``, differentiated with
     Sobel kernels along ``(cos a, sin a)``.
     """
     image = np.asarray(bf, np.float32)
+    background = uneven_background(image, max(min(image.shape[:2]) // 12, 16))
+    if background is not None:  # the lamp's fall-off would add its own gradient
+        level = np.float32(background.mean())
+        image = np.asarray(image / np.maximum(background, np.float32(1e-6)) * level, np.float32)
     od = np.zeros(image.shape[:2], np.float32)
     for channel, weight in enumerate(weights):
         if weight:

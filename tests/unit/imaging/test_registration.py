@@ -13,7 +13,7 @@ import tifffile
 
 from stainless.imaging.detection import match_boxes
 from stainless.imaging.phantom import PhantomConfig, PhantomField, generate_field
-from stainless.imaging.phantom_set import field_rng
+from stainless.imaging.phantom_set import field_rng, phantom_config
 from stainless.imaging.registration import (
     MotionModel,
     Registrar,
@@ -237,3 +237,15 @@ def test_register_command_exit_codes(tmp_path: Path, fields: list[PhantomField])
     grey = tmp_path / "grey.png"
     cv2.imwrite(str(grey), f.bf[..., 0])
     assert runner.invoke(app, ["register", str(dic), str(grey)]).exit_code == 2
+
+
+@pytest.mark.parametrize("acquisition", ["vignetted", "giemsa", "binned", "prism-flipped"])
+def test_other_labs_register_without_their_constants(acquisition: str) -> None:
+    """Uneven light, another stain, a coarser camera or a reversed prism: still aligned."""
+    config = phantom_config(width=1024, height=768, acquisition=acquisition)
+    for index in range(2):
+        field = generate_field(config, field_rng(41, 0, index))
+        result = Registrar(shear_angle_deg=config.shear_angle_deg).register(field.dic, field.bf)
+        assert result.accepted, (acquisition, result.reason)
+        error = corner_error_px(result.affine_bf_to_dic, field.affine_bf_to_dic, 1024, 768)
+        assert error < 0.5, (acquisition, error)
