@@ -239,7 +239,8 @@ def dominant_direction(od: F32, min_norm: float, *, max_pixels: int = 200_000) -
     Raises:
         UnreliableFieldError: fewer than 500 such pixels (nothing stained to learn from).
     """
-    vectors = od.reshape(-1, od.shape[-1])
+    step = 2 if od.shape[0] * od.shape[1] > 4 * max_pixels else 1  # a colour needs no detail
+    vectors = od[::step, ::step].reshape(-1, od.shape[-1])
     norms = np.linalg.norm(vectors, axis=1)
     # Faint pixels carry noise and compression error, not the stain's colour.
     floor = max(min_norm, 0.2 * float(np.percentile(norms[:: max(norms.size // 100_000, 1)], 95)))
