@@ -406,8 +406,8 @@ def pseudo_dic(
     """A DIC-like image made from brightfield: derivative of the OD along the shear axis.
 
     ``OD = -sum_c w_c ln(I_c + 1)`` (the background level only adds a constant, which the
-    derivative removes; an uneven background is divided out first), smoothed with a Gaussian of ``sigma_px``, differentiated with
-    Sobel kernels along ``(cos a, sin a)``.
+    derivative removes; an uneven background is divided out first), smoothed with a
+    Gaussian of ``sigma_px``, differentiated with Sobel kernels along ``(cos a, sin a)``.
     """
     image = np.asarray(bf, np.float32)
     background = uneven_background(image, max(min(image.shape[:2]) // 12, 16))
