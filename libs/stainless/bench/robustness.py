@@ -32,6 +32,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
@@ -128,6 +129,27 @@ def classical_detectors(config: PhantomConfig) -> DetectorPair:
 
 
 DETECTORS: Mapping[str, DetectorFactory] = MappingProxyType({"classical": classical_detectors})
+
+
+def learned_detectors(bf_checkpoint: Path, dic_checkpoint: Path) -> DetectorFactory:
+    """A factory of the learned detectors (``stainless.models.detector``) of two checkpoints.
+
+    Raises:
+        FileNotFoundError: a checkpoint is missing (the message names it).
+        ValueError: a file is not a detector checkpoint.
+    """
+    from stainless.models.detector import LearnedDetector
+
+    for path in (bf_checkpoint, dic_checkpoint):  # fail before the grid runs
+        LearnedDetector.load(path, pixel_um=0.075)
+
+    def build(config: PhantomConfig) -> DetectorPair:
+        return DetectorPair(
+            bf=LearnedDetector.load(bf_checkpoint, pixel_um=config.pixel_um),
+            dic=LearnedDetector.load(dic_checkpoint, pixel_um=config.pixel_um),
+        )
+
+    return build
 
 
 @dataclass(frozen=True)

@@ -120,15 +120,15 @@ def bench_detection(
     emit("detection", result, as_json)
 
 
-def _robustness_table(result: dict[str, Any]) -> Table:
-    """One row per grid cell of the summarised detector; missed targets in red."""
+def _robustness_table(result: dict[str, Any], detector: str) -> Table:
+    """One row per grid cell of one detector; missed targets in red."""
     from stainless.bench.robustness import TABLE_COLUMNS, TARGETS
 
     targets = {t.metric: t for t in TARGETS}
-    report = result["detectors"][result["detector"]]
+    report = result["detectors"][detector]
     verdict = "all targets met" if report["all_targets_met"] else "targets missed"
     table = Table(
-        title=f"robustness ({result['detector']}, seed {result['seed']}, "
+        title=f"robustness ({detector}, seed {result['seed']}, "
         f"{result['fields_per_cell']} field(s) per cell): {verdict}"
     )
     table.add_column("grid cell", no_wrap=True)
@@ -160,17 +160,34 @@ def bench_robustness(
         int, typer.Option(min=0, help="Random acquisitions varying every axis at once.")
     ] = 4,
     png: Annotated[
-        Path | None, typer.Option(help="Write the table as a PNG (green: target met).")
+        Path | None,
+        typer.Option(
+            help="Write the table as a PNG (green: target met); other detectors beside it "
+            "as NAME-DETECTOR.png."
+        ),
+    ] = None,
+    learned_bf: Annotated[
+        Path | None, typer.Option(help="Also measure the learned detector: its BF checkpoint.")
+    ] = None,
+    learned_dic: Annotated[
+        Path | None, typer.Option(help="The learned detector's DIC checkpoint.")
     ] = None,
 ) -> None:
     """Detection and registration across the phantom's acquisition variability grid."""
     from stainless.bench.robustness import (
+        DETECTORS,
+        learned_detectors,
         render_robustness_table,
         robustness_grid,
         run_robustness_bench,
     )
 
+    detectors = dict(DETECTORS)
+    if (learned_bf is None) != (learned_dic is None):
+        raise _fail("--learned-bf and --learned-dic go together")
     try:
+        if learned_bf is not None and learned_dic is not None:
+            detectors["learned"] = learned_detectors(learned_bf, learned_dic)
         cells = len(robustness_grid(seed, preset or None, mixtures))
         with progress("robustness fields", cells * fields) as advance:
             result = run_robustness_bench(
@@ -180,19 +197,23 @@ def bench_robustness(
                 height=height,
                 presets=preset or None,
                 mixtures=mixtures,
+                detectors=detectors,
                 progress=advance,
             )
-    except ValueError as exc:
+    except (ValueError, FileNotFoundError) as exc:
         raise _fail(str(exc)) from None
     if png is not None:
-        try:
-            png.write_bytes(render_robustness_table(result))
-        except OSError as exc:
-            raise _fail(f"cannot write {png}: {exc}") from None
+        for index, name in enumerate(result["detectors"]):
+            path = png if index == 0 else png.with_name(f"{png.stem}-{name}{png.suffix}")
+            try:
+                path.write_bytes(render_robustness_table(result, name))
+            except OSError as exc:
+                raise _fail(f"cannot write {path}: {exc}") from None
     if as_json:
         typer.echo(json.dumps(result, sort_keys=True))
     else:
-        out.print(_robustness_table(result))
+        for name in result["detectors"]:
+            out.print(_robustness_table(result, name))
 
 
 def _read(path: Path, what: str) -> Any:

@@ -203,3 +203,37 @@ def test_cli_table_and_bad_preset() -> None:
     bad = runner.invoke(app, [*command, "--preset", "no-such-lab"])
     assert bad.exit_code == 2
     assert "unknown preset" in bad.output
+
+
+def _untrained_checkpoint(path: Path, modality: str) -> Path:
+    import torch
+
+    from stainless.models.detector import CHECKPOINT_FORMAT, DetectorConfig, build_cell_net
+
+    config = DetectorConfig(modality=modality, width=8)
+    model = build_cell_net(config)
+    checkpoint = {
+        "format": CHECKPOINT_FORMAT,
+        "state_dict": model.state_dict(),
+        "config": config.to_dict(),
+    }
+    torch.save(checkpoint, path)
+    return path
+
+
+def test_cli_measures_the_learned_detector_beside_the_classical(tmp_path: Path) -> None:
+    bf = _untrained_checkpoint(tmp_path / "bf.pt", "bf")
+    dic = _untrained_checkpoint(tmp_path / "dic.pt", "dic")
+    png = tmp_path / "robustness.png"
+    command = ["bench", "robustness", "--json", "--fields", "1", "--width", "512"]
+    command += ["--height", "512", "--preset", "reference", "--mixtures", "0", "--png", str(png)]
+    done = CliRunner().invoke(app, [*command, "--learned-bf", str(bf), "--learned-dic", str(dic)])
+    assert done.exit_code == 0, done.output
+    last = json.loads(done.stdout.strip().splitlines()[-1])
+    assert list(last["detectors"]) == ["classical", "learned"]
+    assert (tmp_path / "robustness-learned.png").read_bytes().startswith(PNG_MAGIC)
+    missing = CliRunner().invoke(
+        app, [*command, "--learned-bf", str(tmp_path / "nope.pt"), "--learned-dic", str(dic)]
+    )
+    assert missing.exit_code == 2
+    assert "nope.pt" in missing.output

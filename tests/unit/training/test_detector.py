@@ -1,0 +1,181 @@
+"""Training and evaluation of the learned white-cell detector on phantom fields."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from pydantic import ValidationError
+
+from stainless.imaging.detection import Detection
+from stainless.imaging.phantom import generate_field
+from stainless.imaging.phantom_set import field_rng, phantom_config
+from stainless.models.detector import LearnedDetector, Modality
+from stainless_training.detector import (
+    CHECKPOINT_NAME,
+    DetectorTrainConfig,
+    FieldPool,
+    PreparedField,
+    evaluate_detector,
+    learning_rate,
+    prepare_field,
+    random_crop,
+    random_dihedral,
+    train_detector,
+    truth_boxes,
+)
+
+# A few seconds: two small fields, 64 px crops, a 4-channel network.
+TINY = DetectorTrainConfig(
+    steps=3,
+    batch_size=2,
+    crop_px=64,
+    field_um=40.0,
+    pool_size=2,
+    refresh_every=1,
+    width=4,
+    random_acquisition_fraction=0.5,
+    warmup_steps=1,
+)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return train_detector(TINY, tmp_path_factory.mktemp("detector"))
+
+
+def test_a_tiny_run_writes_a_checkpoint_the_detector_loads(tiny_run: Path) -> None:
+    assert tiny_run.name == CHECKPOINT_NAME and tiny_run.is_file()
+    saved = yaml.safe_load((tiny_run.parent / "detector.yaml").read_text())
+    assert DetectorTrainConfig.model_validate(saved) == TINY
+    detector = LearnedDetector.load(tiny_run, pixel_um=0.075, threshold=0.0, max_detections=3)
+    assert detector.config.width == 4 and detector.config.modality is Modality.BRIGHTFIELD
+    field = generate_field(phantom_config(width=256, height=256), field_rng(9, 0, 0))
+    found = detector.detect(field.bf)
+    assert 1 <= len(found) <= 3 and all(isinstance(d, Detection) for d in found)
+
+
+def test_evaluation_counts_every_cell(tiny_run: Path) -> None:
+    result = evaluate_detector(tiny_run, fields=2, seed=4, width=256, height=256)
+    assert result["fields"] == 2 and result["modality"] == "bf"
+    assert result["tp"] + result["fn"] == result["cells"] > 0
+    assert 0 <= result["precision"] <= 1 and 0 <= result["recall"] <= 1
+    with pytest.raises(ValueError, match="fields"):
+        evaluate_detector(tiny_run, fields=0, seed=4)
+
+
+def test_a_short_run_lowers_the_loss(tmp_path: Path) -> None:
+    config = DetectorTrainConfig(
+        steps=40,
+        batch_size=4,
+        crop_px=96,
+        field_um=50.0,
+        pool_size=3,
+        refresh_every=1000,  # one fixed pool: cheap, and the loss is comparable
+        random_acquisition_fraction=0.0,
+        width=8,
+        warmup_steps=5,
+        learning_rate=3e-3,
+    )
+    losses: list[float] = []
+    train_detector(config, tmp_path, on_step=lambda _, logs: losses.append(logs["detection"]))
+    assert len(losses) == 40
+    first, last = np.mean(losses[:5]), np.mean(losses[-5:])
+    assert last < 0.6 * first, (first, last)
+
+
+def test_dic_training_uses_one_channel(tmp_path: Path) -> None:
+    config = TINY.model_copy(update={"modality": Modality.DIC, "steps": 1})
+    path = train_detector(config, tmp_path)
+    detector = LearnedDetector.load(path, pixel_um=0.075, threshold=0.0)
+    assert detector.config.channels == 1
+    field = generate_field(phantom_config(width=256, height=256), field_rng(9, 0, 0))
+    assert isinstance(detector.detect(field.dic), list)
+
+
+def test_runs_are_reproducible(tmp_path: Path) -> None:
+    config = TINY.model_copy(update={"steps": 2, "random_acquisition_fraction": 0.0})
+    a = torch.load(train_detector(config, tmp_path / "a"), weights_only=True)
+    b = torch.load(train_detector(config, tmp_path / "b"), weights_only=True)
+    for key, value in a["state_dict"].items():
+        assert torch.equal(value, b["state_dict"][key]), key
+
+
+def test_config_checks_its_values() -> None:
+    with pytest.raises(ValidationError, match="multiple of 16"):
+        DetectorTrainConfig(crop_px=100)
+    with pytest.raises(ValidationError, match="stride"):
+        DetectorTrainConfig(stride=3)
+    with pytest.raises(ValidationError):
+        DetectorTrainConfig(modality="phase")  # type: ignore[arg-type]
+    with pytest.raises(ValidationError):
+        DetectorTrainConfig(unknown=1)  # type: ignore[call-arg]
+
+
+def test_learning_rate_warms_up_then_decays() -> None:
+    config = DetectorTrainConfig(steps=100, warmup_steps=10, learning_rate=1e-3)
+    rates = [learning_rate(config, step) for step in range(100)]
+    assert rates[0] == pytest.approx(1e-4) and rates[9] == pytest.approx(1e-3)
+    assert all(a >= b for a, b in itertools.pairwise(rates[10:]))
+    assert rates[-1] == pytest.approx(config.final_lr_fraction * 1e-3, rel=0.05)
+
+
+def test_pool_fields_vary_in_pixel_size_not_in_microns() -> None:
+    config = DetectorTrainConfig(
+        pool_size=4, field_um=40.0, random_acquisition_fraction=1.0, crop_px=64, batch_size=3
+    )
+    pool = FieldPool(config)
+    assert len({f.image.shape[1] for f in pool.fields}) > 1  # 256 px fields at coarse pixels
+    assert all(f.image.shape[0] == 3 and f.image.shape[1] >= 133 for f in pool.fields)
+    images, targets = pool.batch(np.random.default_rng(0))
+    assert images.shape == (3, 3, 64, 64) and targets.heatmap.shape == (3, 1, 16, 16)
+    first = pool.fields[0]
+    pool.refresh()
+    assert pool.fields[0] is not first and len(pool.fields) == 4 and pool.drawn == 5
+
+
+def test_smear_objects_are_no_targets() -> None:
+    config = phantom_config(width=512, height=512, acquisition="platelets")
+    field = generate_field(config, field_rng(2, 0, 0))
+    assert field.smear_objects  # platelets and clumps in the field...
+    prepared = prepare_field(field, config.pixel_um, DetectorTrainConfig().detector_config())
+    truth = truth_boxes(field, "bf")
+    assert len(prepared.boxes) == len(truth) == len(field.cells)  # ...but only cells as targets
+    for box, cell in zip(prepared.boxes, truth, strict=True):  # in working pixels
+        assert box == pytest.approx(tuple(v * 0.25 for v in cell))
+    shown = [b for b in (o.box_bf for o in field.smear_objects) if b[2] > b[0] and b[3] > b[1]]
+    assert len(prepared.negatives) == len(shown) > 0  # kept apart, for hard-negative crops
+
+
+def test_crops_clip_cells_and_drop_slivers() -> None:
+    image = np.zeros((1, 100, 100), np.float32)
+    field = PreparedField(image, ((10.0, 10.0, 50.0, 50.0), (80.0, 80.0, 120.0, 120.0)))
+    rng = np.random.default_rng(0)
+    crop, boxes = random_crop(field, 100, rng, min_visible=0.6)
+    assert crop.shape == (1, 100, 100)
+    assert boxes == [(10.0, 10.0, 50.0, 50.0)]  # the other shows 20 of its 40 px
+    _, boxes = random_crop(field, 100, rng, min_visible=0.5)
+    assert len(boxes) == 2 and boxes[1] == (80.0, 80.0, 100.0, 100.0)
+
+
+def test_crops_can_centre_on_a_smear_object() -> None:
+    image = np.zeros((1, 400, 400), np.float32)
+    image[0, 300:310, 40:50] = 1.0  # a platelet at (45, 305)
+    field = PreparedField(image, (), negatives=((40.0, 300.0, 50.0, 310.0),))
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        crop, boxes = random_crop(field, 64, rng, min_visible=0.3, centre=(45.0, 305.0))
+        assert crop.sum() == 100 and boxes == []  # in view, and no target
+
+
+def test_flips_move_boxes_with_the_image() -> None:
+    crop = np.zeros((1, 64, 64), np.float32)
+    crop[0, 10:20, 30:50] = 1.0  # x 30..50, y 10..20
+    for seed in range(8):
+        out, (box,) = random_dihedral(crop, [(30.0, 10.0, 50.0, 20.0)], np.random.default_rng(seed))
+        x0, y0, x1, y1 = (int(v) for v in box)
+        assert out[0, y0:y1, x0:x1].sum() == 200 == out.sum()
