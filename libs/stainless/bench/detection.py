@@ -32,6 +32,18 @@ def _ratio(numerator: int, denominator: int) -> float:
     return numerator / denominator if denominator else 1.0
 
 
+def detection_metrics(bf: Counter[str], dic: Counter[str]) -> dict[str, Any]:
+    """Precision, recall and counts of both modalities from their tp/fp/fn counters."""
+    return {
+        "bf_precision": _ratio(bf["tp"], bf["tp"] + bf["fp"]),
+        "bf_recall": _ratio(bf["tp"], bf["tp"] + bf["fn"]),
+        "dic_precision": _ratio(dic["tp"], dic["tp"] + dic["fp"]),
+        "dic_recall": _ratio(dic["tp"], dic["tp"] + dic["fn"]),
+        "bf_counts": {"tp": bf["tp"], "fp": bf["fp"], "fn": bf["fn"]},
+        "dic_counts": {"tp": dic["tp"], "fp": dic["fp"], "fn": dic["fn"]},
+    }
+
+
 def _missed(
     found: list[Detection], truth: list[tuple[int, int, int, int]], iou: float
 ) -> list[int]:
@@ -92,12 +104,7 @@ def run_detection_bench(
         "cells": cells,
         "width": config.width,
         "height": config.height,
-        "bf_precision": _ratio(bf["tp"], bf["tp"] + bf["fp"]),
-        "bf_recall": _ratio(bf["tp"], bf["tp"] + bf["fn"]),
-        "dic_precision": _ratio(dic["tp"], dic["tp"] + dic["fp"]),
-        "dic_recall": _ratio(dic["tp"], dic["tp"] + dic["fn"]),
-        "bf_counts": {"tp": bf["tp"], "fp": bf["fp"], "fn": bf["fn"]},
-        "dic_counts": {"tp": dic["tp"], "fp": dic["fp"], "fn": dic["fn"]},
+        **detection_metrics(bf, dic),
         "dic_missed_by_class": dict(sorted(dic_missed.items())),
         "bf_s_per_field": bf_seconds / fields,
         "dic_s_per_field": dic_seconds / fields,

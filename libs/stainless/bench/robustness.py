@@ -41,11 +41,10 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.transforms import Bbox
 
-from stainless.bench.detection import _ratio
+from stainless.bench.detection import detection_metrics
+from stainless.config import OpticsSettings
 from stainless.imaging.acquisition import PRESETS, merge, random_acquisition
 from stainless.imaging.detection import (
-    BrightfieldDetector,
-    DicDetector,
     UnreliableFieldError,
     WbcDetector,
     box_iou,
@@ -60,6 +59,7 @@ from stainless.imaging.phantom import (
 )
 from stainless.imaging.phantom_set import field_rng, phantom_config
 from stainless.imaging.registration import Registrar, corner_error_px
+from stainless.pipeline.fields import classical_detectors_for
 
 Progress = Callable[[], None]
 
@@ -114,18 +114,21 @@ class DetectorPair:
 DetectorFactory = Callable[[PhantomConfig], DetectorPair]
 
 
-def classical_detectors(config: PhantomConfig) -> DetectorPair:
-    """The in-package classical detectors, given the scanner's known optics of ``config``."""
-    return DetectorPair(
-        bf=BrightfieldDetector(pixel_um=config.pixel_um),
-        dic=DicDetector(
-            pixel_um=config.pixel_um,
-            shear_angle_deg=config.shear_angle_deg,
-            shear_um=config.shear_um,
-            bias_rad=config.dic_bias_rad,
-            wavelength_um=config.wavelength_um,
-        ),
+def scanner_optics(config: PhantomConfig) -> OpticsSettings:
+    """What a scanner's settings would say of a phantom configuration's microscope."""
+    return OpticsSettings(
+        pixel_um=config.pixel_um,
+        shear_angle_deg=config.shear_angle_deg,
+        shear_um=config.shear_um,
+        bias_rad=config.dic_bias_rad,
+        wavelength_um=config.wavelength_um,
     )
+
+
+def classical_detectors(config: PhantomConfig) -> DetectorPair:
+    """The pipeline's classical detectors, given the scanner's known optics of ``config``."""
+    bf, dic = classical_detectors_for(scanner_optics(config))
+    return DetectorPair(bf=bf, dic=dic)
 
 
 DETECTORS: Mapping[str, DetectorFactory] = MappingProxyType({"classical": classical_detectors})
@@ -244,22 +247,24 @@ class _Scores:
     def __init__(self) -> None:
         self.bf = Counter[str]()
         self.dic = Counter[str]()
-        self.bf_rejected = 0
-        self.dic_rejected = 0
+        self.rejected = Counter[str]()  # fields a detector found unreliable
         self.non_cells = Counter[str]()
         self.seconds = 0.0
 
     def score(self, pair: DetectorPair, field: PhantomField, iou: float) -> None:
         started = time.perf_counter()
-        for modality, detector, image in (("bf", pair.bf, field.bf), ("dic", pair.dic, field.dic)):
+        for modality, detector, image, counts in (
+            ("bf", pair.bf, field.bf, self.bf),
+            ("dic", pair.dic, field.dic, self.dic),
+        ):
             truth = [_box(c, modality) for c in field.cells if _nonempty(_box(c, modality))]
             try:
                 found = detector.detect(image)
             except UnreliableFieldError:
-                setattr(self, f"{modality}_rejected", getattr(self, f"{modality}_rejected") + 1)
+                self.rejected[modality] += 1
                 found = []
             tp, fp, fn = match_boxes(found, truth, iou)
-            getattr(self, modality).update(tp=tp, fp=fp, fn=fn)
+            counts.update(tp=tp, fp=fp, fn=fn)
             objects = [_box(o, modality) for o in field.smear_objects]
             self.non_cells[modality] += sum(
                 any(box_iou(d.box, box) >= _NON_CELL_IOU for box in objects if _nonempty(box))
@@ -268,16 +273,10 @@ class _Scores:
         self.seconds += time.perf_counter() - started
 
     def report(self) -> dict[str, Any]:
-        bf, dic = self.bf, self.dic
         return {
-            "bf_precision": _ratio(bf["tp"], bf["tp"] + bf["fp"]),
-            "bf_recall": _ratio(bf["tp"], bf["tp"] + bf["fn"]),
-            "dic_precision": _ratio(dic["tp"], dic["tp"] + dic["fp"]),
-            "dic_recall": _ratio(dic["tp"], dic["tp"] + dic["fn"]),
-            "bf_counts": {"tp": bf["tp"], "fp": bf["fp"], "fn": bf["fn"]},
-            "dic_counts": {"tp": dic["tp"], "fp": dic["fp"], "fn": dic["fn"]},
-            "bf_rejected_fields": self.bf_rejected,
-            "dic_rejected_fields": self.dic_rejected,
+            **detection_metrics(self.bf, self.dic),
+            "bf_rejected_fields": self.rejected["bf"],
+            "dic_rejected_fields": self.rejected["dic"],
             "bf_non_cells": self.non_cells["bf"],
             "dic_non_cells": self.non_cells["dic"],
             "detection_seconds": self.seconds,

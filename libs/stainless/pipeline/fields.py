@@ -20,7 +20,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
-from stainless.config import RegistrationSettings
+from stainless.config import OpticsSettings, RegistrationSettings
 from stainless.db.engine import session_scope
 from stainless.db.models import (
     Cell,
@@ -288,23 +288,29 @@ class FieldProcessor:
         )
 
 
+def classical_detectors_for(optics: OpticsSettings) -> tuple[BrightfieldDetector, DicDetector]:
+    """The classical brightfield and DIC detectors for a scanner's optics."""
+    return BrightfieldDetector(pixel_um=optics.pixel_um), DicDetector(
+        pixel_um=optics.pixel_um,
+        shear_angle_deg=optics.shear_angle_deg,
+        shear_um=optics.shear_um,
+        bias_rad=optics.bias_rad,
+        wavelength_um=optics.wavelength_um,
+    )
+
+
 def build_field_processor(
     settings: RegistrationSettings, *, engine: Engine, store: ObjectStore
 ) -> FieldProcessor:
     """The processor with the classical detectors, the scanner's optics and thresholds."""
     optics = settings.optics
+    bf_detector, dic_detector = classical_detectors_for(optics)
     return FieldProcessor(
         engine=engine,
         store=store,
         registrar=Registrar(min_ecc=settings.min_ecc, shear_angle_deg=optics.shear_angle_deg),
-        bf_detector=BrightfieldDetector(pixel_um=optics.pixel_um),
-        dic_detector=DicDetector(
-            pixel_um=optics.pixel_um,
-            shear_angle_deg=optics.shear_angle_deg,
-            shear_um=optics.shear_um,
-            bias_rad=optics.bias_rad,
-            wavelength_um=optics.wavelength_um,
-        ),
+        bf_detector=bf_detector,
+        dic_detector=dic_detector,
         cropper=Cropper(sizes=settings.crop_sizes),
         crop_sizes=settings.crop_sizes,
         crops_prefix=settings.crops_prefix,
