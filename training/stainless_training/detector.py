@@ -459,7 +459,7 @@ def evaluate_detector(
         config = phantom_config(width=width, height=height, acquisition=overrides)
         field = generate_field(config, field_rng(seed, 0, index))
         detector = LearnedDetector(
-            model=loaded.model,
+            maps=loaded.run,
             config=loaded.config,
             pixel_um=config.pixel_um,
             threshold=threshold,

@@ -366,6 +366,34 @@ def export_command(
     err.print("wrote " + ", ".join(str(f) for f in folders))
 
 
+@app.command("export-detector")
+def export_detector_command(
+    checkpoint: Annotated[Path, typer.Option(help="Learned detector checkpoint (detector.pt).")],
+    repo: Annotated[Path, typer.Option(help="Triton model repository to write into.")],
+    version: Annotated[int, typer.Option(min=1, help="Version folder to write.")] = 1,
+    instance: Annotated[str, typer.Option(help="gpu (default) or cpu instances.")] = "gpu",
+    threshold: Annotated[
+        float, typer.Option(min=0, max=1, help="Lowest centre score reported as a cell.")
+    ] = 0.3,
+) -> None:
+    """Write a learned white-cell detector (wbc_detector_bf or _dic) into a model repository."""
+    from stainless.export.detector import DetectorExportError, write_detector
+    from stainless.export.triton import InstanceKind
+
+    try:
+        served = write_detector(
+            checkpoint,
+            repo,
+            version=version,
+            instance=InstanceKind(instance),
+            threshold=threshold,
+        )
+    except DetectorExportError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    err.print(f"wrote {repo / served.name} version {served.version}")
+
+
 def _demo_checkpoint() -> Path:
     """The committed demo model, found from the source tree (``training/demo_model``)."""
     return Path(__file__).resolve().parents[3] / "training/demo_model/checkpoint.pt"

@@ -52,8 +52,16 @@ def output_names(n_outputs: int) -> list[str]:
 
 
 def _export(
-    module: nn.Module, example: Tensor, path: Path, outputs: list[str], dynamo: bool
+    module: nn.Module,
+    example: Tensor,
+    path: Path,
+    outputs: list[str],
+    dynamo: bool,
+    spatial: bool,
 ) -> None:
+    axes: dict[int, str] = {0: "batch"}
+    if spatial:  # height and width of the input, and of every output map
+        axes.update({2: "height", 3: "width"})
     with warnings.catch_warnings():  # tracer and deprecation notes of the exporters
         warnings.simplefilter("ignore")
         torch.onnx.export(
@@ -64,7 +72,8 @@ def _export(
             opset_version=OPSET,
             input_names=[INPUT_NAME],
             output_names=outputs,
-            dynamic_axes={name: {0: "batch"} for name in [INPUT_NAME, *outputs]},
+            dynamic_axes={INPUT_NAME: axes}
+            | {name: {k: f"{v}_{name}" if k else v for k, v in axes.items()} for name in outputs},
             external_data=False,
         )
 
@@ -151,10 +160,13 @@ def export_onnx(
     input_shape: tuple[int, ...],
     n_outputs: int,
     tol: float = TOLERANCE,
+    spatial: bool = False,
 ) -> float:
     """Write ``module`` as ONNX to ``path`` (batch axis dynamic) and check it.
 
-    ``module`` must be in eval mode. Returns the largest difference to eager PyTorch.
+    ``module`` must be in eval mode; with ``spatial`` the height and width (axes 2 and 3)
+    of its input and outputs are dynamic too (a fully convolutional network). Returns the
+    largest difference to eager PyTorch.
 
     Raises:
         OnnxRejected: no exporter handles the graph, it draws random numbers, or
@@ -169,7 +181,7 @@ def export_onnx(
     try:
         for dynamo in (False, True):
             try:
-                _export(module, example, path, outputs, dynamo)
+                _export(module, example, path, outputs, dynamo, spatial)
                 break
             except Exception as exc:  # noqa: BLE001 - exporters raise many kinds; each is a reason
                 exporter = "torch.export-based" if dynamo else "TorchScript-based"

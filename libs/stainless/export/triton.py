@@ -51,7 +51,7 @@ class Platform(StrEnum):
 @dataclass(frozen=True)
 class Tensor:
     name: str
-    dims: tuple[int, ...]  # without the batch dimension; () is one value per cell
+    dims: tuple[int, ...]  # without the batch dimension; () is one value per cell; -1 any
 
 
 def _outputs(model: str, size: int, classes: int, mask_classes: int) -> tuple[Tensor, ...]:
@@ -82,7 +82,7 @@ def _tensor_block(tensor: Tensor) -> str:
 def model_config(
     name: str,
     *,
-    size: int,
+    inputs: tuple[Tensor, ...],
     outputs: tuple[Tensor, ...],
     max_batch_size: int,
     instance: InstanceKind,
@@ -92,13 +92,14 @@ def model_config(
 ) -> str:
     """The ``config.pbtxt`` text of one served model; ``note`` ends it as a comment."""
     kind = "KIND_GPU" if instance is InstanceKind.GPU else "KIND_CPU"
+    input_blocks = ",\n".join(_tensor_block(t) for t in inputs)
     output_blocks = ",\n".join(_tensor_block(t) for t in outputs)
     comment = f"# {' '.join(note.split())}\n" if note else ""
     return (
         f'name: "{name}"\n'
         f'platform: "{platform.value}"\n'
         f"max_batch_size: {max_batch_size}\n"
-        f"input [\n{_tensor_block(Tensor('INPUT__0', (1, size, size)))}\n]\n"
+        f"input [\n{input_blocks}\n]\n"
         f"output [\n{output_blocks}\n]\n"
         f"dynamic_batching {{ max_queue_delay_microseconds: {queue_delay_us} }}\n"
         f"instance_group [ {{ kind: {kind} count: 1 }} ]\n"
@@ -169,7 +170,7 @@ def write_repository(
         (folder / "config.pbtxt").write_text(
             model_config(
                 served,
-                size=image_size,
+                inputs=(Tensor("INPUT__0", (1, image_size, image_size)),),
                 outputs=outputs,
                 max_batch_size=max_batch_size,
                 instance=instance,

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 import pickle
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 from enum import StrEnum
 from pathlib import Path
@@ -56,14 +56,18 @@ __all__ = [
     "DetectorConfig",
     "DetectorOutput",
     "LearnedDetector",
+    "MapsFunction",
     "Modality",
+    "ServedMaps",
     "TargetMaps",
     "build_cell_net",
     "centre_radius",
     "decode",
     "encode_targets",
     "image_scale",
+    "load_network",
     "map_shape",
+    "network_maps",
     "pad_to_multiple",
     "prepare",
     "stack_targets",
@@ -586,26 +590,95 @@ def decode(
 # ----------------------------------------------------------------------------- detector
 
 
+MapsFunction = Callable[[F32], npt.NDArray[np.generic]]
+"""A detector network wherever it runs: a prepared, padded batch ``[B, C, H, W]`` in, the
+served maps ``[B, 5, H / R, W / R]`` out (see ``ServedMaps``)."""
+
+SERVED_MAPS = 5
+
+
+class ServedMaps(nn.Module):
+    """The served form of a ``CellNet``: one output ``[B, 5, h, w]``.
+
+    Channel 0 is the centre score (the heatmap after the sigmoid), 1-2 the box size and
+    3-4 the centre offset. Decoding (peaks, boxes in the image's pixels) stays with the
+    client: it needs the field's scale, and exact peak ties would differ between
+    runtimes.
+    """
+
+    def __init__(self, net: CellNet) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = self.net(x)
+        return torch.cat([torch.sigmoid(out.heatmap), out.size, out.offset], dim=1)
+
+
+def network_maps(net: CellNet) -> MapsFunction:
+    """``net`` as a ``MapsFunction`` in this process, on the device its parameters live on
+    (switched to evaluation mode: batch norm uses its running statistics)."""
+    served = ServedMaps(net.eval()).eval()
+    device = next(net.parameters()).device
+
+    def run(batch: F32) -> npt.NDArray[np.generic]:
+        with torch.no_grad():
+            out: Tensor = served(torch.from_numpy(batch).to(device))
+        return np.asarray(out.cpu().numpy())
+
+    return run
+
+
+def load_network(
+    path: Path | str, map_location: str | torch.device = "cpu"
+) -> tuple[CellNet, DetectorConfig]:
+    """A trained ``CellNet`` and its config from a checkpoint the trainer wrote.
+
+    Raises:
+        FileNotFoundError: no file at ``path`` (the message names it).
+        ValueError: the file is not a detector checkpoint of this format.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"detector checkpoint not found: {path}")
+    try:
+        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as exc:
+        raise ValueError(f"{path} is not a readable detector checkpoint: {exc}") from exc
+    if (
+        not isinstance(checkpoint, dict)
+        or checkpoint.get("format") != CHECKPOINT_FORMAT
+        or not {"config", "state_dict"} <= set(checkpoint)
+    ):
+        raise ValueError(f"{path} is not a detector checkpoint ({CHECKPOINT_FORMAT})")
+    try:
+        config = DetectorConfig.from_dict(checkpoint["config"])
+        model = build_cell_net(config)
+        model.load_state_dict(checkpoint["state_dict"])
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise ValueError(f"{path}: the detector does not match its config: {exc}") from exc
+    return model.to(map_location).eval(), config
+
+
 class LearnedDetector:
     """White cells found by a trained ``CellNet`` (the ``WbcDetector`` port).
 
-    The image is prepared at the config's working pixel size, padded to a multiple of 16,
-    run through the network (switched to evaluation mode here, once: batch norm uses its
-    running statistics) on the device its parameters live on,
-    decoded and mapped back to the image's pixels; boxes are clipped to the image.
+    The image is prepared at the config's working pixel size and padded to a multiple of
+    16; ``maps`` runs the network (in this process, or on the inference server); the maps
+    are decoded and mapped back to the image's pixels; boxes are clipped to the image.
 
     Args:
-        model: the trained network (moved to a device by the caller, if any).
+        maps: the network (``network_maps``, or a served model).
         config: the config it was trained with.
         pixel_um: pixel size of the images ``detect`` will get.
-        threshold: lowest heatmap score reported.
+        threshold: lowest centre score reported.
         max_detections: most cells reported per image.
     """
 
     def __init__(
         self,
         *,
-        model: CellNet,
+        maps: MapsFunction,
         config: DetectorConfig,
         pixel_um: float,
         threshold: float = 0.3,
@@ -614,11 +687,7 @@ class LearnedDetector:
         require_positive(pixel_um=pixel_um, max_detections=max_detections)
         if not 0 <= threshold <= 1:
             raise ValueError(f"threshold must lie in [0, 1], got {threshold}")
-        if model.stride != config.stride:
-            raise ValueError(
-                f"the model's stride {model.stride} is not the config's {config.stride}"
-            )
-        self.model = model.eval()
+        self.run = maps
         self.config = config
         self.pixel_um = pixel_um
         self.threshold = threshold
@@ -634,42 +703,18 @@ class LearnedDetector:
         max_detections: int = 100,
         map_location: str | torch.device = "cpu",
     ) -> LearnedDetector:
-        """A detector from a checkpoint the trainer wrote (``state_dict`` plus ``config``).
-
-        Raises:
-            FileNotFoundError: no file at ``path`` (the message names it).
-            ValueError: the file is not a detector checkpoint of this format.
-        """
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"detector checkpoint not found: {path}")
-        try:
-            checkpoint = torch.load(path, map_location=map_location, weights_only=True)
-        except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as exc:
-            raise ValueError(f"{path} is not a readable detector checkpoint: {exc}") from exc
-        if (
-            not isinstance(checkpoint, dict)
-            or checkpoint.get("format") != CHECKPOINT_FORMAT
-            or not {"config", "state_dict"} <= set(checkpoint)
-        ):
-            raise ValueError(f"{path} is not a detector checkpoint ({CHECKPOINT_FORMAT})")
-        try:
-            config = DetectorConfig.from_dict(checkpoint["config"])
-            model = build_cell_net(config)
-            model.load_state_dict(checkpoint["state_dict"])
-        except (TypeError, ValueError, RuntimeError) as exc:
-            raise ValueError(f"{path}: the detector does not match its config: {exc}") from exc
-        model.to(map_location)
+        """A detector running a checkpoint in this process (``load_network``)."""
+        model, config = load_network(path, map_location)
         return cls(
-            model=model,
+            maps=network_maps(model),
             config=config,
             pixel_um=pixel_um,
             threshold=threshold,
             max_detections=max_detections,
         )
 
-    def maps(self, image: npt.NDArray[np.generic]) -> tuple[DetectorOutput, tuple[float, float]]:
-        """The network's maps of one image (scores after the sigmoid) and its ``(sx, sy)``."""
+    def maps(self, image: npt.NDArray[np.generic]) -> tuple[F32, tuple[float, float]]:
+        """The served maps ``[5, h, w]`` of one image and its ``(sx, sy)``."""
         prepared, _ = prepare(
             image,
             self.pixel_um,
@@ -677,19 +722,23 @@ class LearnedDetector:
             working_pixel_um=self.config.working_pixel_um,
         )
         scale = image_scale(image.shape, prepared.shape)
-        device = next(self.model.parameters()).device
-        batch = torch.from_numpy(pad_to_multiple(prepared))[None].to(device)
-        with torch.no_grad():
-            out = self.model(batch)
-        return DetectorOutput(torch.sigmoid(out.heatmap)[0], out.size[0], out.offset[0]), scale
+        padded = pad_to_multiple(prepared)
+        out = np.asarray(self.run(padded[None]), np.float32)
+        height, width = (side // self.config.stride for side in padded.shape[1:])
+        if out.shape != (1, SERVED_MAPS, height, width):
+            raise ValueError(
+                f"the detector returned maps of shape {out.shape}, "
+                f"expected {(1, SERVED_MAPS, height, width)}"
+            )
+        return out[0], scale
 
     def detect(self, image: np.ndarray) -> list[Detection]:
         """White cells of one field (brightfield ``HxWx3`` or DIC ``HxW``), best first."""
         maps, scale = self.maps(image)
         found = decode(
-            maps.heatmap,
-            maps.size,
-            maps.offset,
+            maps[:1],
+            maps[1:3],
+            maps[3:5],
             self.threshold,
             self.max_detections,
             stride=self.config.stride,

@@ -151,7 +151,7 @@ def test_a_new_export_replaces_the_other_format(
 def test_an_onnx_config_names_its_platform_and_runs_on_gpus_by_default() -> None:
     text = model_config(
         "stain",
-        size=64,
+        inputs=(triton.Tensor("INPUT__0", (1, 64, 64)),),
         outputs=(triton.Tensor("OUTPUT__0", (3, 64, 64)),),
         max_batch_size=16,
         instance=InstanceKind.GPU,

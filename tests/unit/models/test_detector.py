@@ -21,12 +21,15 @@ from stainless.models.detector import (
     DetectorOutput,
     LearnedDetector,
     Modality,
+    ServedMaps,
     build_cell_net,
     centre_radius,
     decode,
     encode_targets,
     image_scale,
+    load_network,
     map_shape,
+    network_maps,
     pad_to_multiple,
     prepare,
 )
@@ -248,7 +251,7 @@ class _FixedMaps(CellNet):
 def test_detector_maps_peaks_back_to_the_image() -> None:
     config = DetectorConfig(width=4)
     detector = LearnedDetector(
-        model=_FixedMaps(in_channels=3, width=4), config=config, pixel_um=0.15
+        maps=network_maps(_FixedMaps(in_channels=3, width=4)), config=config, pixel_um=0.15
     )
     (found,) = detector.detect(np.full((200, 300, 3), 220, np.uint8))
     # Centre (12.5, 8.5) cells = (50, 34) working px = (100, 68) image px at 0.5 working/image.
@@ -258,7 +261,9 @@ def test_detector_maps_peaks_back_to_the_image() -> None:
 
 def test_detector_clips_boxes_to_the_image() -> None:
     detector = LearnedDetector(
-        model=_FixedMaps(in_channels=3, width=4), config=DetectorConfig(width=4), pixel_um=0.3
+        maps=network_maps(_FixedMaps(in_channels=3, width=4)),
+        config=DetectorConfig(width=4),
+        pixel_um=0.3,
     )
     # Working px = image px; the box (30, 24, 70, 44) sticks out of a 40 x 60 image.
     (found,) = detector.detect(np.full((40, 60, 3), 220, np.uint8))
@@ -294,11 +299,32 @@ def test_load_restores_the_network(tmp_path: Path, field_bf: np.ndarray) -> None
         {"format": CHECKPOINT_FORMAT, "state_dict": net.state_dict(), "config": config.to_dict()},
         path,
     )
-    loaded = LearnedDetector.load(path, pixel_um=0.075, threshold=0.0, max_detections=5)
-    assert loaded.config == config
-    for a, b in zip(net.state_dict().values(), loaded.model.state_dict().values(), strict=True):
+    loaded, loaded_config = load_network(path)
+    assert loaded_config == config
+    for a, b in zip(net.state_dict().values(), loaded.state_dict().values(), strict=True):
         assert torch.equal(a, b)
-    found = loaded.detect(field_bf)
+    assert not loaded.training  # batch norm on its running statistics
+    detector = LearnedDetector.load(path, pixel_um=0.075, threshold=0.0, max_detections=5)
+    found = detector.detect(field_bf)
     assert 0 < len(found) <= 5
     assert all(0 <= d.box[0] < d.box[2] <= 512 and 0 <= d.box[1] < d.box[3] <= 512 for d in found)
-    assert not loaded.model.training  # batch norm on its running statistics
+
+
+def test_served_maps_hold_scores_size_and_offset() -> None:
+    net = build_cell_net(DetectorConfig(width=4)).eval()
+    x = torch.randn(2, 3, 64, 48)
+    maps = ServedMaps(net)(x)
+    out = net(x)
+    assert maps.shape == (2, 5, 16, 12)
+    assert torch.allclose(maps[:, :1], torch.sigmoid(out.heatmap))
+    assert torch.equal(maps[:, 1:3], out.size) and torch.equal(maps[:, 3:], out.offset)
+
+
+def test_detector_refuses_maps_of_the_wrong_shape() -> None:
+    detector = LearnedDetector(
+        maps=lambda batch: np.zeros((1, 5, 3, 3), np.float32),
+        config=DetectorConfig(width=4),
+        pixel_um=0.3,
+    )
+    with pytest.raises(ValueError, match="maps of shape"):
+        detector.detect(np.full((64, 64, 3), 200, np.uint8))
