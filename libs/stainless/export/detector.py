@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -98,11 +99,12 @@ def write_detector(
     version_folder = folder / str(version)
     version_folder.mkdir(parents=True, exist_ok=True)
     served = ServedMaps(net).eval()
+    example = (config.channels, _EXAMPLE_SIDE, _EXAMPLE_SIDE * 3 // 4)
     try:
         worst = export_onnx(
             served,
             version_folder / Platform.ONNX.filename,
-            input_shape=(config.channels, _EXAMPLE_SIDE, _EXAMPLE_SIDE * 3 // 4),
+            input_shape=example,
             n_outputs=1,
             spatial=True,
         )
@@ -112,7 +114,12 @@ def write_detector(
         )
     except OnnxRejected as exc:
         platform, note = Platform.TORCHSCRIPT, f"TorchScript, not ONNX: {exc}"
-        torch.jit.script(served).save(str(version_folder / Platform.TORCHSCRIPT.filename))
+        # Traced, not scripted (the net returns a NamedTuple): fully convolutional, so
+        # the trace holds at any height and width.
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")  # tracer notes; trace is deprecated, Triton loads it
+            traced = torch.jit.trace(served, torch.zeros((1, *example)))
+        traced.save(str(version_folder / Platform.TORCHSCRIPT.filename))
     for other in Platform:  # a file of the other format from an earlier export
         if other is not platform:
             (version_folder / other.filename).unlink(missing_ok=True)

@@ -618,7 +618,7 @@ class ServedMaps(nn.Module):
 def network_maps(net: CellNet) -> MapsFunction:
     """``net`` as a ``MapsFunction`` in this process, on the device its parameters live on
     (switched to evaluation mode: batch norm uses its running statistics)."""
-    served = ServedMaps(net.eval()).eval()
+    served = ServedMaps(net).eval()  # eval() reaches the net: batch norm on running statistics
     device = next(net.parameters()).device
 
     def run(batch: F32) -> npt.NDArray[np.generic]:

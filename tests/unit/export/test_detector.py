@@ -88,3 +88,23 @@ def test_export_refuses_what_is_not_a_detector(tmp_path: Path) -> None:
     checkpoint, _ = _checkpoint(tmp_path, Modality.BRIGHTFIELD)
     with pytest.raises(DetectorExportError, match="threshold"):
         write_detector(checkpoint, tmp_path, threshold=1.5)
+
+
+def test_a_detector_onnx_refuses_is_served_as_torchscript_at_any_size(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from stainless.export import detector as export_detector
+    from stainless.export.onnx import OnnxRejected
+
+    def refuse(*_: object, **__: object) -> float:
+        raise OnnxRejected("no exporter handles the graph")
+
+    monkeypatch.setattr(export_detector, "export_onnx", refuse)
+    checkpoint, net = _checkpoint(tmp_path, Modality.BRIGHTFIELD)
+    served = write_detector(checkpoint, tmp_path / "models")
+    folder = tmp_path / "models" / served.name
+    assert "TorchScript, not ONNX" in (folder / "config.pbtxt").read_text()
+    model = load_served(tmp_path / "models", served.name)
+    x = torch.randn(1, 3, 80, 112)
+    with torch.no_grad():
+        assert torch.allclose(model(x), ServedMaps(net)(x), atol=1e-5)  # type: ignore[arg-type]
