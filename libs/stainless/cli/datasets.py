@@ -1,4 +1,4 @@
-"""``stainless dataset``: snapshot the reviewed cells, import outside crops, show a snapshot.
+"""``stainless dataset``: snapshot reviewed cells, import crops or annotated fields, show one.
 
 Every command works on the configured database and object store (``STAINLESS_*``
 settings). A command that writes a snapshot prints its key on stdout (the only
@@ -9,11 +9,13 @@ with a one-line reason.
 from __future__ import annotations
 
 import json
+import math
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from statistics import median
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 
 import typer
 from rich.console import Console
@@ -22,7 +24,8 @@ from rich.table import Table
 
 if TYPE_CHECKING:
     from stainless.config import Settings
-    from stainless.datasets.importers import ImportReport
+    from stainless.datasets.detection import DetectionImportReport, DetectionManifest
+    from stainless.datasets.importers import ImportReportBase
     from stainless.datasets.manifest import DatasetManifest
     from stainless.storage import ObjectStore
 
@@ -33,7 +36,10 @@ dataset_app = typer.Typer(
 )
 import_app = typer.Typer(
     pretty_exceptions_enable=False,
-    help="Import crops from folders or a phantom set as a dataset snapshot.",
+    help=(
+        "Import crops from folders or a phantom set as a dataset snapshot, or annotated "
+        "fields (COCO, YOLO) as a detection dataset."
+    ),
     no_args_is_help=True,
 )
 dataset_app.add_typer(import_app, name="import")
@@ -44,6 +50,16 @@ EXIT_BAD_INPUT = 2
 
 Name = Annotated[
     str, typer.Option("--name", "-n", help="Dataset name (A-Za-z0-9._-), the key's folder.")
+]
+FieldModality = Annotated[
+    Literal["bf", "dic"],
+    typer.Option(help="The fields' modality: bf (brightfield RGB) or dic (DIC grayscale)."),
+]
+SkipEmpty = Annotated[
+    bool,
+    typer.Option(
+        "--skip-empty", help="Leave out fields without a white cell (default: negatives)."
+    ),
 ]
 
 
@@ -125,7 +141,7 @@ def snapshot(
     typer.echo(key)
 
 
-def _report(report: ImportReport) -> None:
+def _report(report: ImportReportBase, line: str | None = None) -> None:
     if report.skipped:
         table = Table(title=f"{len(report.skipped)} skipped", title_justify="left")
         table.add_column("file")
@@ -133,19 +149,35 @@ def _report(report: ImportReport) -> None:
         for skipped in report.skipped:
             table.add_row(skipped.path, skipped.reason)
         err.print(table)
-    err.print(f"imported {report.imported} cells", highlight=False)
+    err.print(line or f"imported {report.imported} cells", highlight=False)
     typer.echo(report.key)
 
 
-def _import(description: str, run: Callable[[Callable[[int, int], None]], ImportReport]) -> None:
+Report = TypeVar("Report", bound="ImportReportBase")
+
+
+def _run_import(description: str, run: Callable[[Callable[[int, int], None]], Report]) -> Report:
     from stainless.datasets.manifest import DatasetError
 
     try:
         with _progress(description) as update:
-            report = run(update)
+            return run(update)
     except DatasetError as exc:
         raise _fail(str(exc)) from None
-    _report(report)
+
+
+def _import(
+    description: str, run: Callable[[Callable[[int, int], None]], ImportReportBase]
+) -> None:
+    _report(_run_import(description, run))
+
+
+def _import_fields(run: Callable[[Callable[[int, int], None]], DetectionImportReport]) -> None:
+    report = _run_import("fields", run)
+    negatives = f", {report.negatives} without a white cell" if report.negatives else ""
+    _report(
+        report, f"imported {report.imported} fields: {report.boxes} white-cell boxes{negatives}"
+    )
 
 
 @import_app.command("folder")
@@ -228,6 +260,119 @@ def import_phantom_set(
     )
 
 
+@import_app.command("coco")
+def import_coco_fields(
+    annotations: Annotated[
+        Path,
+        typer.Option(
+            "--annotations",
+            exists=True,
+            dir_okay=False,
+            help="COCO JSON: images, annotations (bbox: x, y, width, height), categories.",
+        ),
+    ],
+    name: Name,
+    modality: FieldModality,
+    pixel_um: Annotated[
+        float | None,
+        typer.Option(
+            "--pixel-um",
+            help="Pixel size in µm (an image entry's own pixel_um wins); needed unless "
+            "every image entry has one.",
+        ),
+    ] = None,
+    images: Annotated[
+        Path | None,
+        typer.Option(
+            "--images",
+            file_okay=False,
+            help="Folder the file names are relative to (default: the JSON's folder).",
+        ),
+    ] = None,
+    category: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--category",
+            help="A category that is a white cell (repeat for several; default: all).",
+        ),
+    ] = None,
+    skip_empty: SkipEmpty = False,
+) -> None:
+    """Annotated whole fields from a COCO JSON as a detection dataset (white-cell boxes)."""
+    from stainless.datasets.detection import import_coco
+
+    store = _store(_settings())
+    _import_fields(
+        lambda update: import_coco(
+            annotations,
+            store,
+            name=name,
+            modality=modality,
+            pixel_um=pixel_um,
+            images=images,
+            categories=category or None,
+            skip_empty=skip_empty,
+            progress=update,
+        )
+    )
+
+
+def _class_ids(text: str | None) -> list[int] | None:
+    if not text:
+        return None
+    try:
+        ids = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise _fail(f"--classes takes class ids separated by commas (0,1), got {text!r}") from None
+    if any(i < 0 for i in ids):
+        raise _fail(f"--classes takes non-negative class ids, got {text!r}")
+    return ids or None
+
+
+@import_app.command("yolo")
+def import_yolo_fields(
+    images: Annotated[
+        Path,
+        typer.Option("--images", exists=True, file_okay=False, help="Folder of field images."),
+    ],
+    name: Name,
+    modality: FieldModality,
+    pixel_um: Annotated[float, typer.Option("--pixel-um", help="Pixel size in µm.")],
+    labels: Annotated[
+        Path | None,
+        typer.Option(
+            "--labels",
+            file_okay=False,
+            help="Folder of YOLO .txt labels, one per image stem (default: IMAGES/labels, "
+            "else IMAGES/../labels).",
+        ),
+    ] = None,
+    classes: Annotated[
+        str | None,
+        typer.Option("--classes", help="Class ids that are white cells, e.g. 0,1 (default: all)."),
+    ] = None,
+    skip_empty: SkipEmpty = False,
+) -> None:
+    """Annotated whole fields with YOLO labels as a detection dataset (white-cell boxes)."""
+    from stainless.datasets.detection import import_yolo
+
+    ids = _class_ids(classes)
+    store = _store(_settings())
+    _import_fields(
+        lambda update: import_yolo(
+            images,
+            store,
+            name=name,
+            modality=modality,
+            pixel_um=pixel_um,
+            labels=labels,
+            classes=ids,
+            skip_empty=skip_empty,
+            progress=update,
+        )
+    )
+
+
 def summary(key: str, manifest: DatasetManifest) -> dict[str, Any]:
     """Counts of a snapshot: per class (``none`` = unlabelled), per source, pairs, masks."""
     labels = Counter(item.label or "none" for item in manifest.items)
@@ -245,20 +390,73 @@ def summary(key: str, manifest: DatasetManifest) -> dict[str, Any]:
     }
 
 
+def detection_summary(key: str, manifest: DetectionManifest) -> dict[str, Any]:
+    """Counts of a detection dataset: fields, boxes, negatives, pixel sizes, box size."""
+    sides = [
+        math.sqrt((x1 - x0) * (y1 - y0)) * item.pixel_um
+        for item in manifest.items
+        for x0, y0, x1, y1 in item.boxes
+    ]
+    pixel_sizes = Counter(item.pixel_um for item in manifest.items)
+    return {
+        "key": key,
+        "kind": manifest.kind,
+        "name": manifest.name,
+        "created_at": manifest.created_at.isoformat(),
+        "description": manifest.description,
+        "modality": manifest.modality,
+        "fields": len(manifest.items),
+        "boxes": manifest.boxes,
+        "negatives": manifest.negatives,
+        "pixel_um": {f"{um:g}": pixel_sizes[um] for um in sorted(pixel_sizes)},
+        "median_box_um": round(median(sides), 2) if sides else None,
+        "sources": dict(sorted(Counter(item.source for item in manifest.items).items())),
+    }
+
+
+def _show_detection(key: str, manifest: DetectionManifest, as_json: bool) -> None:
+    info = detection_summary(key, manifest)
+    if as_json:
+        typer.echo(json.dumps(info, sort_keys=True))
+        return
+    table = Table(title=f"detection dataset {manifest.name}", title_justify="left")
+    table.add_column("")
+    table.add_column("value", justify="right")
+    table.add_row("key", key)
+    table.add_row("created", info["created_at"])
+    if info["description"]:
+        table.add_row("description", info["description"])
+    table.add_row("modality", info["modality"])
+    table.add_row("fields", str(info["fields"]))
+    table.add_row("white-cell boxes", str(info["boxes"]))
+    table.add_row("negatives (no white cell)", str(info["negatives"]))
+    for um, count in info["pixel_um"].items():
+        table.add_row(f"fields at {um} µm/px", str(count))
+    if info["median_box_um"] is not None:
+        table.add_row("median box side (µm)", f"{info['median_box_um']:g}")
+    for source, count in info["sources"].items():
+        table.add_row(f"source {source}", str(count))
+    out.print(table)
+
+
 @dataset_app.command("show")
 def show(
-    key: Annotated[str, typer.Argument(help="Snapshot key: datasets/<name>/<sha256>.json.")],
+    key: Annotated[str, typer.Argument(help="Dataset key: datasets/<name>/<sha256>.json.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
-    """Counts of a snapshot (hash verified): per class and source, pairs, masks."""
-    from stainless.datasets.manifest import DatasetError, read_manifest
+    """Counts of a dataset (hash verified): per class, source, pairs, masks; or fields, boxes."""
+    from stainless.datasets.detection import DetectionManifest, read_any_manifest
+    from stainless.datasets.manifest import DatasetError
     from stainless.storage import InvalidKeyError
 
     store = _store(_settings())
     try:
-        manifest = read_manifest(store, key)
+        manifest = read_any_manifest(store, key)
     except (DatasetError, InvalidKeyError) as exc:
         raise _fail(str(exc)) from None
+    if isinstance(manifest, DetectionManifest):
+        _show_detection(key, manifest, as_json)
+        return
     info = summary(key, manifest)
     if as_json:
         typer.echo(json.dumps(info, sort_keys=True))

@@ -13,6 +13,8 @@ Crops are stored under ``datasets/<name>/objects/`` as PNG (DIC 16-bit grayscale
 brightfield 8-bit RGB, masks 8-bit), then the manifest is written last: an import
 that fails leaves no manifest and removes the objects it wrote. Bad files
 (undecodable, wrong channel count, empty …) are skipped and reported by name.
+Annotated whole fields (COCO, YOLO) are imported by ``stainless.datasets.detection``
+with the same writer, report and rollback.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import tifffile
@@ -50,6 +52,7 @@ __all__ = [
     "SOURCE_PAIRED",
     "SOURCE_PHANTOM",
     "ImportReport",
+    "ImportReportBase",
     "Progress",
     "SkippedFile",
     "class_code",
@@ -112,16 +115,25 @@ class SkippedFile:
 
 
 @dataclass
-class ImportReport:
-    """What an import wrote: the snapshot's key and manifest, and every file it skipped."""
+class ImportReportBase:
+    """What any import wrote: the manifest's key, how many items, every file it skipped."""
 
     key: str | None = None
-    manifest: DatasetManifest | None = None
     imported: int = 0
     skipped: list[SkippedFile] = field(default_factory=list)
 
     def skip(self, path: Path | str, reason: str) -> None:
         self.skipped.append(SkippedFile(str(path), reason))
+
+
+@dataclass
+class ImportReport(ImportReportBase):
+    """What a crop import wrote: the snapshot's key and manifest, and every file it skipped."""
+
+    manifest: DatasetManifest | None = None
+
+
+Report = TypeVar("Report", bound=ImportReportBase)
 
 
 class _Writer:
@@ -169,7 +181,7 @@ def _finish(
     return report
 
 
-def _run(store: ObjectStore, name: str, build: Callable[[_Writer], ImportReport]) -> ImportReport:
+def _run(store: ObjectStore, name: str, build: Callable[[_Writer], Report]) -> Report:
     writer = _Writer(store, name)
     try:
         return build(writer)

@@ -14,6 +14,10 @@ Each item names the objects of one cell:
 - ``mask``: a 4-class mask PNG (0 background, 1 red cell, 2 cytoplasm, 3 nucleus),
   ``None`` when unknown;
 - ``label``: a :class:`~stainless.imaging.phantom.CellClass` code, ``None`` when unknown.
+
+Detection datasets (whole fields with white-cell boxes, ``stainless.datasets.detection``)
+share the key layout and the hashing and loading helpers here; their JSON carries
+``"kind": "detection"``, which :func:`read_manifest` refuses with a clear reason.
 """
 
 from __future__ import annotations
@@ -35,11 +39,17 @@ __all__ = [
     "DatasetError",
     "DatasetItem",
     "DatasetManifest",
+    "canonical_hash",
+    "check_manifest_key",
     "check_name",
     "content_hash",
     "dataset_prefix",
+    "load_manifest_json",
     "manifest_key",
+    "parse_manifest",
+    "put_manifest_json",
     "read_manifest",
+    "validation_reasons",
     "write_manifest",
 ]
 
@@ -162,9 +172,14 @@ def _canonical(data: Any) -> bytes:
     return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
+def canonical_hash(payload: Any) -> str:
+    """SHA-256 hex of the canonical JSON (sorted keys, no whitespace) of ``payload``."""
+    return hashlib.sha256(_canonical(payload)).hexdigest()
+
+
 def content_hash(classes: tuple[str, ...], items: tuple[DatasetItem, ...]) -> str:
     payload = {"classes": list(classes), "items": [item.model_dump(mode="json") for item in items]}
-    return hashlib.sha256(_canonical(payload)).hexdigest()
+    return canonical_hash(payload)
 
 
 def manifest_key(name: str, digest: str) -> str:
@@ -179,18 +194,25 @@ def write_manifest(store: ObjectStore, manifest: DatasetManifest) -> str:
     """
     if not manifest.items:
         raise DatasetError(f"dataset {manifest.name!r} has no items: nothing to snapshot")
-    key = manifest.key
+    return put_manifest_json(store, manifest.key, manifest)
+
+
+def put_manifest_json(store: ObjectStore, key: str, manifest: BaseModel) -> str:
+    """Store any kind of dataset manifest as indented JSON under ``key``; return the key."""
     body = json.dumps(manifest.model_dump(mode="json"), indent=1, sort_keys=True).encode()
     store.put(key, body, content_type="application/json")
     return key
 
 
-def read_manifest(store: ObjectStore, key: str) -> DatasetManifest:
-    """The snapshot under ``key``, checked against the hash its key carries.
+def load_manifest_json(store: ObjectStore, key: str) -> dict[str, Any]:
+    """The JSON object under a manifest key (``datasets/<name>/<sha256>.json``).
+
+    Shared by every kind of dataset manifest: the caller validates the object and
+    checks it against its key with :func:`check_manifest_key`.
 
     Raises:
-        DatasetError: no snapshot under the key, a key that is not a snapshot's, an
-            unreadable or empty snapshot, or content that no longer matches its hash.
+        DatasetError: a key that is not ``datasets/<name>/<sha256>.json``, no object
+            under it, or an object that is not JSON with items.
     """
     parts = key.split("/")
     stem = parts[-1].removesuffix(".json")
@@ -210,19 +232,57 @@ def read_manifest(store: ObjectStore, key: str) -> DatasetManifest:
         raise DatasetError(f"snapshot {key!r} is not a JSON object")
     if not data.get("items"):
         raise DatasetError(f"snapshot {key!r} has no items")
+    return data
+
+
+def read_manifest(store: ObjectStore, key: str) -> DatasetManifest:
+    """The snapshot under ``key``, checked against the hash its key carries.
+
+    Raises:
+        DatasetError: no snapshot under the key, a key that is not a snapshot's, an
+            unreadable or empty snapshot, a dataset of another kind (detection), or
+            content that no longer matches its hash.
+    """
+    return parse_manifest(key, load_manifest_json(store, key))
+
+
+def parse_manifest(key: str, data: dict[str, Any]) -> DatasetManifest:
+    """The snapshot in ``data`` (loaded from ``key``), checked against its key.
+
+    Raises:
+        DatasetError: as :func:`read_manifest`.
+    """
+    if "kind" in data:
+        raise DatasetError(f"{key!r} is a {data['kind']} dataset, not a snapshot of cell crops")
     try:
         manifest = DatasetManifest.model_validate(data)
     except ValidationError as exc:
-        reasons = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        raise DatasetError(f"snapshot {key!r} is not a valid manifest: {reasons}") from None
-    actual = manifest.content_hash
-    if actual != stem:
         raise DatasetError(
-            f"snapshot {key!r} does not match its hash: its content hashes to {actual} "
+            f"snapshot {key!r} is not a valid manifest: {validation_reasons(exc)}"
+        ) from None
+    check_manifest_key(key, name=manifest.name, digest=manifest.content_hash)
+    return manifest
+
+
+def validation_reasons(exc: ValidationError) -> str:
+    """A pydantic error as one line: ``field.path: message; …``."""
+    return "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+
+
+def check_manifest_key(key: str, *, name: str, digest: str) -> None:
+    """Check that a manifest read from ``key`` hashes to, and names, what its key says.
+
+    Raises:
+        DatasetError: the content hashes to another digest, or names another dataset.
+    """
+    parts = key.split("/")
+    stem = parts[-1].removesuffix(".json")
+    if digest != stem:
+        raise DatasetError(
+            f"snapshot {key!r} does not match its hash: its content hashes to {digest} "
             "(it was modified after it was written)"
         )
-    if manifest.name != parts[1]:
+    if name != parts[1]:
         raise DatasetError(
-            f"snapshot {key!r} names dataset {manifest.name!r}, not {parts[1]!r} as its key says"
+            f"snapshot {key!r} names dataset {name!r}, not {parts[1]!r} as its key says"
         )
-    return manifest
