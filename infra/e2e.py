@@ -86,13 +86,19 @@ def completions(consumer: KafkaConsumer, slide_id: str, timeout_s: float) -> lis
     return found
 
 
-def unavailable_count() -> float:
-    """How often the inference consumer found the server unavailable (its metric)."""
-    metrics = httpx.get(f"http://127.0.0.1:{stack.PORTS['inference']}/metrics", timeout=10).text
-    for line in metrics.splitlines():
-        if line.startswith("stainless_inference_unavailable_total "):
-            return float(line.split()[1])
-    return 0.0
+def unavailable_count() -> dict[str, float]:
+    """How often the pipeline found the inference server unavailable (the metrics of the
+    inference consumer, and of the worker running the learned detector)."""
+    counts = {"inference": 0.0, "detection": 0.0}
+    for stage, service, metric in (
+        ("inference", "inference", "stainless_inference_unavailable_total"),
+        ("detection", "worker", "stainless_detector_unavailable_total"),
+    ):
+        url = f"http://127.0.0.1:{stack.PORTS[service]}/metrics"
+        for line in httpx.get(url, timeout=10).text.splitlines():
+            if line.startswith(metric):
+                counts[stage] += float(line.split()[-1])
+    return counts
 
 
 def run(config: dict[str, Any], *, fields: int, seed: int, fault: bool) -> None:
@@ -127,8 +133,12 @@ def run(config: dict[str, Any], *, fields: int, seed: int, fault: bool) -> None:
     consumer.close()
     check(len(events) == 1, f"exactly one slides.completed (got {len(events)})")
     if fault:
-        waited = unavailable_count() - refusals
-        check(waited > 0, f"the inference consumer waited out the outage ({waited:.0f} refusals)")
+        waited = {k: v - refusals[k] for k, v in unavailable_count().items()}
+        check(
+            sum(waited.values()) > 0,
+            "the pipeline waited out the outage "
+            + ", ".join(f"{v:.0f} {k} refusals" for k, v in waited.items()),
+        )
     print(f"  completed {time.monotonic() - started:.1f} s after the first upload")
 
     results = httpx.Client(

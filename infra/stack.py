@@ -2,7 +2,8 @@
 
 ``up`` starts the local servers (``servers.py``: Postgres and Redis checked, the Kafka
 broker, the S3 server and the v2 inference server over ``out/models``, exported from
-the demo model when empty), migrates a ``stainless`` database, registers a scanner and
+the demo model when empty, with the learned brightfield detector the registration
+stage runs on it), migrates a ``stainless`` database, registers a scanner and
 an admin key, then starts the ingestion API, the outbox relay, the registration
 consumer, a Celery worker, the inference consumer (Triton adapter, gRPC) and the results
 API, each with its log and PID under ``out/stack``. The settings and keys of the stack
@@ -31,6 +32,8 @@ STATE = Path("out/stack")
 INFRA_STATE = servers.DEFAULT_STATE
 REPOSITORY = Path("out/models")
 DEMO_CHECKPOINT = ROOT / "training/demo_model/checkpoint.pt"
+DETECTOR_CHECKPOINTS = ROOT / "training/detector_model"
+LEARNED_DETECTORS = {"bf": "wbc_detector_bf"}  # as the demo: the better one in bench robustness
 DATABASE = "stainless"
 BIN = Path(sys.executable).parent
 
@@ -74,6 +77,12 @@ def environment(results_key: str) -> dict[str, str]:
         "STAINLESS_INFERENCE__PROTOCOL": "grpc",
         "STAINLESS_INFERENCE__MODEL_REPOSITORY": str(REPOSITORY),
         "STAINLESS_INFERENCE__RETRY_MAX_BACKOFF_S": "4",
+        "STAINLESS_REGISTRATION__DETECTOR__BRIGHTFIELD": "learned",
+        "STAINLESS_REGISTRATION__DETECTOR__DIC": "classical",
+        "STAINLESS_REGISTRATION__DETECTOR__BACKEND": "triton",
+        "STAINLESS_REGISTRATION__DETECTOR__URL": f"127.0.0.1:{servers.INFERENCE_GRPC_PORT}",
+        "STAINLESS_REGISTRATION__DETECTOR__PROTOCOL": "grpc",
+        "STAINLESS_REGISTRATION__DETECTOR__MODEL_REPOSITORY": str(REPOSITORY),
         "STAINLESS_RESULTS__API_KEYS": f"stack-admin:admin:{results_key}",
         "STAINLESS_RELAY__POLL_INTERVAL_S": "0.2",
         "STAINLESS_INGESTION__HTTP_PORT": str(PORTS["ingestion"]),
@@ -129,6 +138,17 @@ def up() -> dict[str, str]:
             ],
             base,
         )
+    for modality, name in LEARNED_DETECTORS.items():
+        if not (REPOSITORY / name / "detector.json").is_file():
+            print(f"exporting the learned {modality} detector into {REPOSITORY}")
+            checkpoint = DETECTOR_CHECKPOINTS / f"{modality}.pt"
+            _run(
+                [
+                    *(str(BIN / "stainless"), "export-detector", "--checkpoint", str(checkpoint)),
+                    *("--repo", str(REPOSITORY), "--instance", "cpu"),
+                ],
+                base,
+            )
     if servers.main(["up", "--state", str(INFRA_STATE), "--model-repository", str(REPOSITORY)]):
         raise servers.InfraError("the local servers did not start (see above)")
     _ensure_database()

@@ -118,12 +118,20 @@ def sqlite_url(tmp_path: Path) -> str:
 
 @pytest.fixture(scope="session")
 def exported_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A Triton model repository of a tiny random model (CPU instances), with its manifest."""
+    """A Triton model repository of a tiny random model (CPU instances), with its manifest,
+    and tiny random learned detectors of both modalities."""
     import torch
 
+    from stainless.export.detector import write_detector
     from stainless.export.triton import InstanceKind, write_repository
     from stainless.imaging.phantom import CellClass
     from stainless.models.configs import MultiTaskConfig
+    from stainless.models.detector import (
+        CHECKPOINT_FORMAT,
+        DetectorConfig,
+        Modality,
+        build_cell_net,
+    )
     from stainless.models.mtmd import build_multitask
 
     config = MultiTaskConfig.tiny()
@@ -142,6 +150,21 @@ def exported_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
         k=6,
         instance=InstanceKind.CPU,
     )
+    for modality in Modality:  # tiny random learned detectors beside it
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            detector = DetectorConfig(modality=modality, width=4)
+            net = build_cell_net(detector)
+        checkpoint = repo.parent / f"{repo.name}-detector-{modality}.pt"
+        torch.save(
+            {
+                "format": CHECKPOINT_FORMAT,
+                "state_dict": net.state_dict(),
+                "config": detector.to_dict(),
+            },
+            checkpoint,
+        )
+        write_detector(checkpoint, repo, instance=InstanceKind.CPU, threshold=0.0)
     return repo
 
 

@@ -122,8 +122,8 @@ class TaskSettings(_Block):
     task_time_limit_s: int = Field(default=600, ge=1, description="Hard time limit of a task.")
 
 
-class InferenceSettings(_Block):
-    """Inference port: PyTorch/ONNX in process by default, Triton in production."""
+class ModelServerSettings(_Block):
+    """Where a stage's networks run: in this process from the model repository, or on Triton."""
 
     backend: InferenceBackend = Field(
         default=InferenceBackend.LOCAL, description="local or triton."
@@ -134,6 +134,11 @@ class InferenceSettings(_Block):
         default="out/models", description="Model repository folder (with stainless.json)."
     )
     timeout_s: float = Field(default=30.0, gt=0, description="Inference request timeout.")
+
+
+class InferenceSettings(ModelServerSettings):
+    """Inference port: PyTorch/ONNX in process by default, Triton in production."""
+
     model_name: str = Field(
         default="stain_confidence", description="Served model called once per micro-batch."
     )
@@ -241,10 +246,34 @@ class OpticsSettings(_Block):
     )
 
 
+class DetectorKind(StrEnum):
+    CLASSICAL = "classical"  # image analysis, parameters from the field and the optics
+    LEARNED = "learned"  # the trained network of the model repository
+
+
+class DetectorSettings(ModelServerSettings):
+    """Which white-cell detector each modality uses, and where a learned one runs."""
+
+    brightfield: DetectorKind = Field(
+        default=DetectorKind.CLASSICAL, description="Brightfield detector: classical or learned."
+    )
+    dic: DetectorKind = Field(
+        default=DetectorKind.CLASSICAL,
+        description="DIC detector (DIC-only slides): classical or learned.",
+    )
+    threshold: float | None = Field(
+        default=None,
+        ge=0,
+        le=1,
+        description="Lowest centre score of a learned detection; none = the exported model's.",
+    )
+
+
 class RegistrationSettings(_Block):
     """Registration and cropping service."""
 
     optics: OpticsSettings = OpticsSettings()
+    detector: DetectorSettings = DetectorSettings()
 
     min_ecc: float = Field(
         default=0.7, gt=0, le=1, description="Fields whose final ECC is lower are rejected."

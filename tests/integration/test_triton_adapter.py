@@ -293,3 +293,33 @@ def test_the_factory_builds_it_from_settings(
         _assert_same(adapter.infer(batch), local.infer(batch))
     finally:
         adapter.close()
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS, ids=str)
+def test_a_served_learned_detector_finds_what_the_local_one_finds(
+    protocol: TritonProtocol,
+    v2_server,  # type: ignore[no-untyped-def]
+    exported_repo: Path,
+) -> None:
+    from stainless.config import DetectorSettings
+    from stainless.pipeline.detectors import learned_detector
+
+    image = np.random.default_rng(3).integers(120, 230, (200, 260, 3), dtype=np.uint8)
+    local = learned_detector(
+        DetectorSettings(model_repository=str(exported_repo)), "bf", pixel_um=0.15
+    )
+    served = learned_detector(
+        DetectorSettings(
+            model_repository=str(exported_repo),
+            backend=InferenceBackend.TRITON,
+            url=_url(v2_server, protocol),
+            protocol=protocol,
+            timeout_s=10,
+        ),
+        "bf",
+        pixel_um=0.15,
+    )
+    want = local.detect(image)
+    got = served.detect(image)
+    assert want  # threshold 0: the tiny random network reports its best peaks
+    assert [d.box for d in got] == [d.box for d in want]

@@ -21,6 +21,7 @@ __all__ = [
     "TrainingConfig",
     "dump_config",
     "load_config",
+    "validation_message",
 ]
 
 
@@ -110,9 +111,14 @@ def load_config(path: Path) -> TrainingConfig:
     try:
         return TrainingConfig.model_validate(data)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise ConfigError(f"{path}: {where}: {first['msg']}") from None
+        raise ConfigError(f"{path}: {validation_message(exc)}") from None
+
+
+def validation_message(exc: ValidationError) -> str:
+    """The first error of a validation as ``field.path: message`` (for a CLI's one line)."""
+    first = exc.errors()[0]
+    where = ".".join(str(p) for p in first["loc"])
+    return f"{where}: {first['msg']}" if where else str(first["msg"])
 
 
 def dump_config(config: TrainingConfig) -> str:

@@ -22,11 +22,15 @@ The detector is CenterNet's "objects as points" (Zhou et al. 2019, arXiv:1904.07
   fields that hold any are centred on one (hard negatives: a platelet clump is the size
   of a small lymphocyte and stains purple).
 
-``train_detector`` runs AdamW with a warm-up and a cosine decay (a function of the step),
-logs through structlog and hands each step's logs to ``on_step``; it writes
-``detector.pt`` (``state_dict``, the ``DetectorConfig`` and this config, plain values
-that ``torch.load(weights_only=True)`` reads) and ``detector.yaml`` (this config) into
-``out``. ``evaluate_detector`` scores a checkpoint on fresh fields (``field_rng(seed, 0,
+A step (``DetectorWorkload.step``) sets the AdamW rate (a warm-up and a cosine decay, a
+function of the step), takes one batch of crops through ``detection_loss`` and steps.
+``train_detector`` drives it in this process, logs through structlog and hands each
+step's logs to ``on_step``; ``stainless_training.distributed.run_distributed`` drives it on
+Ray Train workers (gradients averaged, each worker with fields and crops of its own), and
+``detector_from_checkpoint`` turns that run's last checkpoint into the same files. Both
+write ``detector.pt`` (``state_dict``, the ``DetectorConfig`` and this config, plain
+values that ``torch.load(weights_only=True)`` reads) and ``detector.yaml`` (this config)
+into ``out``. ``evaluate_detector`` scores a checkpoint on fresh fields (``field_rng(seed, 0,
 i)``, as the classical detection benchmark; training fields come from slide
 ``TRAIN_SLIDE``, so they never coincide) at IoU 0.5 with ``match_boxes``.
 """
@@ -39,14 +43,14 @@ from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import numpy.typing as npt
 import structlog
 import torch
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from stainless.imaging.acquisition import random_acquisition
 from stainless.imaging.detection import match_boxes
@@ -57,6 +61,7 @@ from stainless.models.detector import (
     CHECKPOINT_FORMAT,
     INPUT_MULTIPLE,
     DetectorConfig,
+    DetectorOutput,
     LearnedDetector,
     Modality,
     TargetMaps,
@@ -67,19 +72,28 @@ from stainless.models.detector import (
     prepare,
     stack_targets,
 )
+from stainless_training.config import ConfigError, validation_message
+from stainless_training.runs import CHECKPOINT
 
 __all__ = [
     "CHECKPOINT_NAME",
+    "CONFIG_NAME",
     "TRAIN_SLIDE",
     "DetectorTrainConfig",
+    "DetectorWorkload",
     "FieldPool",
     "PreparedField",
+    "crop_rng",
+    "detector_from_checkpoint",
+    "dump_detector_config",
     "evaluate_detector",
     "field_image",
     "learning_rate",
+    "load_detector_config",
     "prepare_field",
     "random_crop",
     "random_dihedral",
+    "save_detector",
     "train_detector",
     "truth_boxes",
 ]
@@ -87,7 +101,11 @@ __all__ = [
 CHECKPOINT_NAME = "detector.pt"
 CONFIG_NAME = "detector.yaml"
 TRAIN_SLIDE = 1000
-"""Training field ``i`` comes from ``field_rng(seed, TRAIN_SLIDE, i)``; evaluation uses slide 0."""
+"""Training field ``i`` comes from ``field_rng(seed, TRAIN_SLIDE, i)``; evaluation uses slide 0.
+
+Worker ``r`` of a distributed run draws from slide ``TRAIN_SLIDE + r`` instead."""
+CROP_STREAM = 2**31 - 1
+"""The index, beside a training slide's field indices, of the stream of crops and flips."""
 
 REFERENCE_PIXEL_UM = 0.075  # the reference lab (PhantomConfig's default)
 
@@ -140,6 +158,9 @@ class DetectorTrainConfig(BaseModel):
     stride: int = Field(default=4, description="Output stride: 2, 4, 8 or 16.")
     seed: int = Field(default=0, ge=0)
     log_every: int = Field(default=50, ge=1, description="Steps between log lines.")
+    checkpoint_every: int = Field(
+        default=100, ge=1, description="Steps between checkpoints of a distributed run."
+    )
 
     @model_validator(mode="after")
     def _check(self) -> DetectorTrainConfig:
@@ -155,6 +176,31 @@ class DetectorTrainConfig(BaseModel):
             width=self.width,
             stride=self.stride,
         )
+
+
+def load_detector_config(path: Path | None, **overrides: Any) -> DetectorTrainConfig:
+    """A run's settings: the YAML file's (defaults without one), then ``overrides``.
+
+    Raises:
+        ConfigError: the file cannot be read, or a value is wrong; the message says which.
+    """
+    data: Any = {}
+    if path is not None:
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise ConfigError(f"cannot read detector config {path}: {exc}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: expected a mapping of settings")
+    try:
+        return DetectorTrainConfig.model_validate({**data, **overrides})
+    except ValidationError as exc:
+        raise ConfigError(f"{path or 'detector config'}: {validation_message(exc)}") from None
+
+
+def dump_detector_config(config: DetectorTrainConfig) -> str:
+    """YAML text of ``config`` that :func:`load_detector_config` reads back to an equal object."""
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
 
 
 def learning_rate(config: DetectorTrainConfig, step: int) -> float:
@@ -228,19 +274,22 @@ class FieldPool:
 
     Args:
         config: the run's configuration.
+        rank: the worker of a distributed run (0 alone): worker ``r`` draws its fields from
+            slide ``TRAIN_SLIDE + r``, so no two workers train on the same fields.
     """
 
-    def __init__(self, config: DetectorTrainConfig) -> None:
+    def __init__(self, config: DetectorTrainConfig, *, rank: int = 0) -> None:
         self.config = config
         self.detector = config.detector_config()
+        self.slide = TRAIN_SLIDE + rank
         self.drawn = 0
         self.fields: deque[PreparedField] = deque(maxlen=config.pool_size)
         for _ in range(config.pool_size):
             self.fields.append(self.draw())
 
     def draw(self) -> PreparedField:
-        """The next training field: ``field_rng(seed, TRAIN_SLIDE, drawn)``, prepared."""
-        rng = field_rng(self.config.seed, TRAIN_SLIDE, self.drawn)
+        """The next training field: ``field_rng(seed, slide, drawn)``, prepared."""
+        rng = field_rng(self.config.seed, self.slide, self.drawn)
         self.drawn += 1
         overrides, pixel_um = _draw_acquisition(rng, self.config.random_acquisition_fraction)
         side = max(math.ceil(self.config.field_um / pixel_um), 256)
@@ -332,10 +381,164 @@ def random_dihedral(
 # ----------------------------------------------------------------------------- training
 
 
+def crop_rng(config: DetectorTrainConfig, rank: int, step: int) -> np.random.Generator:
+    """The crops and flips of worker ``rank``'s batch at ``step``: a function of the step,
+    so a run resumed from a checkpoint cuts the crops an uninterrupted one would."""
+    return np.random.default_rng([config.seed, TRAIN_SLIDE + rank, CROP_STREAM, step])
+
+
+class DetectorWorkload:
+    """One worker's detector training: a ``CellNet``, AdamW, a field pool, one step at a time.
+
+    ``train_detector`` runs it alone; on Ray Train it is the ``Workload`` of a detector
+    run (``stainless_training.distributed``): every worker builds the same network from
+    the seed (rank 0's is broadcast anyway), cuts its crops from a pool of its own
+    (``FieldPool(rank=...)``) with its own ``crop_rng``, and the loop averages the
+    gradients before each AdamW step. The crops are the workload's to draw: ``labels``
+    are ``batch_size`` one-crop "classes", so the loop's class-balanced batch plan only
+    numbers the step's crops (``step`` ignores the indices; the loop's samples/s counts
+    crops).
+
+    Args:
+        config: the run.
+        rank: the worker (0 when training alone).
+    """
+
+    def __init__(self, config: DetectorTrainConfig, *, rank: int = 0) -> None:
+        self.config = config
+        self.rank = rank
+        self.device = torch.device("cpu")
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(config.seed)
+            self.model = build_cell_net(config.detector_config())
+        self.model.train()
+        self.optimiser = torch.optim.AdamW(
+            self.model.parameters(),
+            lr=learning_rate(config, 0),
+            weight_decay=config.weight_decay,
+        )
+        self.pool = FieldPool(config, rank=rank)
+
+    @property
+    def modules(self) -> Sequence[torch.nn.Module]:
+        return (self.model,)
+
+    @property
+    def optimizers(self) -> Sequence[torch.optim.Optimizer]:
+        return (self.optimiser,)
+
+    @property
+    def labels(self) -> Sequence[int]:
+        return range(self.config.batch_size)
+
+    @property
+    def batch_size(self) -> int:
+        return self.config.batch_size
+
+    def to(self, device: torch.device) -> None:
+        self.model.to(device)
+        self.device = device
+
+    def step(self, indices: list[int], step: int) -> Logs:
+        """One AdamW step on a batch of crops at ``step``'s rate; then renew the pool if due.
+
+        Args:
+            indices: ignored (the crops come from the pool, see the class).
+            step: the step's index (rate, crops, pool renewal).
+
+        Returns:
+            ``detection``, ``heatmap``, ``size``, ``offset``, ``objects`` and ``lr``.
+        """
+        config = self.config
+        rate = learning_rate(config, step)
+        for group in self.optimiser.param_groups:
+            group["lr"] = rate
+        images, targets = self.pool.batch(crop_rng(config, self.rank, step))
+        maps = self.model(images.to(self.device))
+        with torch.autocast(self.device.type, enabled=False):  # the loss in float32 (AMP)
+            loss, logs = detection_loss(
+                DetectorOutput(*(m.float() for m in maps)),
+                TargetMaps(*(t.to(self.device) for t in targets)),
+                size_weight=config.size_weight,
+                offset_weight=config.offset_weight,
+            )
+        self.optimiser.zero_grad(set_to_none=True)
+        loss.backward()  # type: ignore[no-untyped-call]
+        self.optimiser.step()
+        if (step + 1) % config.refresh_every == 0 and step + 1 < config.steps:
+            self.pool.refresh()
+        return {**logs, "lr": rate}
+
+    def state(self, step: int) -> dict[str, object]:
+        """What resuming after ``step`` steps needs (the pool is redrawn from its count)."""
+        return {
+            "step": step,
+            "model": self.model.state_dict(),
+            "optimiser": self.optimiser.state_dict(),
+            "drawn": self.pool.drawn,
+            "training": self.config.model_dump(mode="json"),
+        }
+
+    def load(self, state: dict[str, object]) -> int:
+        """Continue from ``state``; return its step.
+
+        The pool is brought to the same count of drawn fields by renewing it: the fields
+        are a function of their index, so it then holds what it held when ``state`` was
+        taken (a resumed run draws again the fields it dropped, a small price for pools of
+        any data source).
+        """
+        step, drawn = state["step"], state["drawn"]
+        if not isinstance(step, int) or not isinstance(drawn, int):
+            raise ValueError(f"not a detector workload's state: step {step!r}, drawn {drawn!r}")
+        self.model.load_state_dict(cast(Mapping[str, Any], state["model"]))
+        self.optimiser.load_state_dict(cast(dict[str, Any], state["optimiser"]))
+        while self.pool.drawn < drawn:
+            self.pool.refresh()
+        return step
+
+
+def save_detector(
+    state_dict: Mapping[str, torch.Tensor], config: DetectorTrainConfig, out: Path
+) -> Path:
+    """Write ``out/detector.pt`` (format ``stainless.detector``) and ``out/detector.yaml``."""
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / CHECKPOINT_NAME
+    torch.save(
+        {
+            "format": CHECKPOINT_FORMAT,
+            "state_dict": {name: value.detach().cpu() for name, value in state_dict.items()},
+            "config": config.detector_config().to_dict(),
+            "training": config.model_dump(mode="json"),
+        },
+        path,
+    )
+    (out / CONFIG_NAME).write_text(dump_detector_config(config))
+    return path
+
+
+def detector_from_checkpoint(folder: Path, out: Path) -> Path:
+    """Turn a distributed run's checkpoint (``folder/checkpoint.pt``) into ``out/detector.pt``.
+
+    The result is what ``train_detector`` writes: ``LearnedDetector.load`` and
+    ``stainless export-detector`` read it.
+
+    Raises:
+        ValueError: ``folder`` holds no detector run's checkpoint.
+    """
+    path = folder / CHECKPOINT
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        config = DetectorTrainConfig.model_validate(state["training"])
+        weights = state["model"]
+    except (OSError, RuntimeError, KeyError, TypeError, ValidationError) as exc:
+        raise ValueError(f"{path} is no detector run's checkpoint: {exc}") from None
+    return save_detector(weights, config, out)
+
+
 def train_detector(
     config: DetectorTrainConfig, out: Path, on_step: StepCallback | None = None
 ) -> Path:
-    """Train a detector on phantom fields; return the path of ``out/detector.pt``.
+    """Train a detector on phantom fields in this process; return the path of ``out/detector.pt``.
 
     Args:
         config: the run (data, model size, optimiser, seed).
@@ -343,63 +546,26 @@ def train_detector(
         on_step: called after every step with the step index and its logs (``detection``,
             ``heatmap``, ``size``, ``offset``, ``objects``, ``lr``).
     """
-    out.mkdir(parents=True, exist_ok=True)
-    detector = config.detector_config()
-    rng = np.random.default_rng([config.seed, TRAIN_SLIDE, 2**31 - 1])  # crops and flips
     started = time.perf_counter()
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(config.seed)
-        model = build_cell_net(detector)
-        pool = FieldPool(config)
-        log.info(
-            "detector_pool_ready", fields=config.pool_size, seconds=time.perf_counter() - started
-        )
-        optimiser = torch.optim.AdamW(
-            model.parameters(), lr=learning_rate(config, 0), weight_decay=config.weight_decay
-        )
-        model.train()
-        for step in range(config.steps):
-            rate = learning_rate(config, step)
-            for group in optimiser.param_groups:
-                group["lr"] = rate
-            images, targets = pool.batch(rng)
-            loss, logs = detection_loss(
-                model(images),
-                targets,
-                size_weight=config.size_weight,
-                offset_weight=config.offset_weight,
+    work = DetectorWorkload(config)
+    log.info("detector_pool_ready", fields=config.pool_size, seconds=time.perf_counter() - started)
+    for step in range(config.steps):
+        logs = work.step([], step)
+        if on_step is not None:
+            on_step(step, logs)
+        if step % config.log_every == 0 or step == config.steps - 1:
+            log.info(
+                "detector_step",
+                step=step,
+                seconds=round(time.perf_counter() - started, 1),
+                **logs,
             )
-            optimiser.zero_grad(set_to_none=True)
-            loss.backward()  # type: ignore[no-untyped-call]
-            optimiser.step()
-            logs["lr"] = rate
-            if on_step is not None:
-                on_step(step, logs)
-            if step % config.log_every == 0 or step == config.steps - 1:
-                log.info(
-                    "detector_step",
-                    step=step,
-                    seconds=round(time.perf_counter() - started, 1),
-                    **logs,
-                )
-            if (step + 1) % config.refresh_every == 0 and step + 1 < config.steps:
-                pool.refresh()
-    path = out / CHECKPOINT_NAME
-    torch.save(
-        {
-            "format": CHECKPOINT_FORMAT,
-            "state_dict": model.state_dict(),
-            "config": detector.to_dict(),
-            "training": config.model_dump(mode="json"),
-        },
-        path,
-    )
-    (out / CONFIG_NAME).write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
+    path = save_detector(work.model.state_dict(), config, out)
     log.info(
         "detector_trained",
         path=str(path),
         steps=config.steps,
-        fields=pool.drawn,
+        fields=work.pool.drawn,
         seconds=round(time.perf_counter() - started, 1),
     )
     return path

@@ -13,20 +13,27 @@ all-reduce DDP performs is done by the optimisers instead: before each optimiser
 step, the gradients it is about to apply are flattened into one buffer, averaged over
 the workers in one collective, and copied back (DDP's bucketing, one bucket per step).
 
+The learned white-cell detector is no translator (no ``ModelKind``, no job rows): a
+``DetectorTrainConfig`` given to ``run_distributed`` runs a ``DetectorWorkload`` in the
+same loop. Its workers draw their own crops, each from fields of its own (``rank``), so
+the batch plan only numbers them; the global batch grows with the workers all the same.
+
 Rank 0 reports metrics every ``report_every`` steps and a checkpoint (``checkpoint.pt``
-and the frozen ``config.yaml``) every ``checkpoint_every`` steps to Ray's storage: a
-local folder or the S3 object store.
+and the frozen ``config.yaml``, or ``detector.yaml`` for a detector) every
+``checkpoint_every`` steps to Ray's storage: a local folder or the S3 object store.
+``on_progress`` gets rank 0's progress in the calling process, through a Ray queue.
 """
 
 from __future__ import annotations
 
 import os
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 import torch.distributed as dist
@@ -35,7 +42,11 @@ from torch import nn
 from stainless_training.config import ModelKind, TrainingConfig, dump_config
 from stainless_training.runs import CHECKPOINT, batch_plan
 
+if TYPE_CHECKING:
+    from stainless_training.detector import DetectorTrainConfig
+
 Logs = dict[str, float]
+Progress = Callable[[dict[str, Any]], None]
 
 
 class Workload(Protocol):
@@ -130,12 +141,48 @@ def broadcast_state(modules: Sequence[nn.Module]) -> None:
             dist.broadcast(tensor.data, src=0)
 
 
+@dataclass(frozen=True)
+class _Run:
+    """A worker's part of a run: the config, its workload, the config file of checkpoints."""
+
+    config: TrainingConfig | DetectorTrainConfig
+    work: Workload
+    config_name: str
+    config_text: str
+
+
+def _worker_run(loop_config: dict[str, Any], rank: int) -> _Run:
+    """The run ``loop_config`` carries: a translator's (``config``) or the detector's
+    (``detector``), its workload built from the run's seed."""
+    if "detector" in loop_config:
+        from stainless_training.detector import (
+            CONFIG_NAME,
+            DetectorTrainConfig,
+            DetectorWorkload,
+            dump_detector_config,
+        )
+
+        detector = DetectorTrainConfig.model_validate(loop_config["detector"])
+        torch.manual_seed(detector.seed)
+        return _Run(
+            detector,
+            DetectorWorkload(detector, rank=rank),
+            CONFIG_NAME,
+            dump_detector_config(detector),
+        )
+    config = TrainingConfig.model_validate(loop_config["config"])
+    torch.manual_seed(config.seed)
+    samples = _sample_source(config, loop_config.get("store"))
+    return _Run(
+        config, WORKLOADS[config.model](config, samples), "config.yaml", dump_config(config)
+    )
+
+
 def worker_loop(loop_config: dict[str, Any]) -> None:
     """The function every Ray Train worker runs (``train_loop_per_worker``)."""
     import ray.train
     import ray.train.torch
 
-    config = TrainingConfig.model_validate(loop_config["config"])
     report_every = int(loop_config.get("report_every", 10))
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
@@ -143,10 +190,13 @@ def worker_loop(loop_config: dict[str, Any]) -> None:
         torch.set_num_threads(1)
         cores = sorted(os.sched_getaffinity(0))
         os.sched_setaffinity(0, {cores[context.get_local_rank() % len(cores)]})
-    torch.manual_seed(config.seed)
-    samples = _sample_source(config, loop_config.get("store"))
-    work = WORKLOADS[config.model](config, samples)
-    progress = _progress_sink(loop_config.get("progress")) if rank == 0 else None
+    run = _worker_run(loop_config, rank)
+    config, work = run.config, run.work
+    progress = (
+        _progress_sink(loop_config.get("progress"), loop_config.get("progress_queue"))
+        if rank == 0
+        else None
+    )
     device = ray.train.torch.get_device()
     work.to(device)
     step = 0
@@ -192,7 +242,7 @@ def worker_loop(loop_config: dict[str, Any]) -> None:
             saved = None
             if rank == 0:
                 torch.save(work.state(step), Path(folder) / CHECKPOINT)
-                (Path(folder) / "config.yaml").write_text(dump_config(config))
+                (Path(folder) / run.config_name).write_text(run.config_text)
                 saved = ray.train.Checkpoint.from_directory(folder)
             ray.train.report(metrics, checkpoint=saved)
 
@@ -211,17 +261,28 @@ def _sample_source(config: TrainingConfig, store: dict[str, Any] | None) -> Samp
     return lambda size: snapshot_samples(settings, key, size)
 
 
-def _progress_sink(target: dict[str, str] | None) -> Callable[[dict[str, Any]], None] | None:
-    """Rank 0 writes the job's progress to its row, for the API and the CLI."""
-    if target is None:
-        return None
-    from stainless.config import DatabaseSettings
-    from stainless.db.engine import create_db_engine
-    from stainless.jobs import record_progress
+def _progress_sink(target: dict[str, str] | None, queue: Any = None) -> Progress | None:
+    """Rank 0 writes the job's progress to its row, for the API and the CLI, and puts it
+    on ``queue`` (a ``ray.util.queue.Queue``) for ``run_distributed``'s ``on_progress``."""
+    sinks: list[Progress] = []
+    if target is not None:
+        from stainless.config import DatabaseSettings
+        from stainless.db.engine import create_db_engine
+        from stainless.jobs import record_progress
 
-    engine = create_db_engine(DatabaseSettings(url=target["database_url"]))
-    job_id = target["job_id"]
-    return lambda values: record_progress(engine, job_id, values)
+        engine = create_db_engine(DatabaseSettings(url=target["database_url"]))
+        job_id = target["job_id"]
+        sinks.append(lambda values: record_progress(engine, job_id, values))
+    if queue is not None:
+        sinks.append(queue.put)
+    if not sinks:
+        return None
+
+    def sink(values: dict[str, Any]) -> None:
+        for each in sinks:
+            each(values)
+
+    return sink
 
 
 def store_payload(settings: Any) -> dict[str, Any]:
@@ -258,6 +319,12 @@ class Storage:
     access_key: str | None = None
     secret_key: str | None = None
     secure: bool = False
+
+    def fetch(self, checkpoint: str, folder: Path) -> Path:
+        """Copy a checkpoint folder of this storage (``RunResult.checkpoint``) to ``folder``."""
+        from ray.train import Checkpoint
+
+        return Path(Checkpoint(checkpoint, filesystem=self.filesystem()).to_directory(str(folder)))
 
     def filesystem(self) -> Any:
         if self.endpoint is None:
@@ -311,7 +378,7 @@ class RunResult:
 
 
 def run_distributed(
-    config: TrainingConfig,
+    config: TrainingConfig | DetectorTrainConfig,
     *,
     name: str,
     storage: Storage,
@@ -322,25 +389,36 @@ def run_distributed(
     store: dict[str, Any] | None = None,
     progress: dict[str, str] | None = None,
     pin_cores: bool = False,
+    on_progress: Progress | None = None,
 ) -> RunResult:
     """Train ``config`` on ``workers`` Ray workers (Ray must be initialised); block until done.
 
-    A run of the same ``name`` in the same storage continues from its last checkpoint.
-    ``store`` (:func:`store_payload`) lets workers read a dataset snapshot the config
-    names; ``progress`` (``database_url``, ``job_id``) has rank 0 record progress there.
+    ``config`` is a translator's ``TrainingConfig`` or the learned detector's
+    ``DetectorTrainConfig``. A run of the same ``name`` in the same storage continues from
+    its last checkpoint. ``store`` (:func:`store_payload`) lets workers read a dataset
+    snapshot the config names; ``progress`` (``database_url``, ``job_id``) has rank 0
+    record progress there; ``on_progress`` is called in this process (from a thread) with
+    rank 0's progress (``step``, ``steps``, ``eta_s``, the step's logs) every
+    ``report_every`` steps.
     """
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    if config.model not in WORKLOADS:
+    if not isinstance(config, TrainingConfig):
+        run: dict[str, Any] = {"detector": config.model_dump(mode="json")}
+    elif config.model in WORKLOADS:
+        run = {"config": config.model_dump(mode="json")}
+    else:
         raise ValueError(f"distributed training of {config.model} is not available")
+    relay = _ProgressRelay(on_progress) if on_progress is not None else None
     trainer = TorchTrainer(
         worker_loop,
         train_loop_config={
-            "config": config.model_dump(mode="json"),
+            **run,
             "report_every": report_every,
             "store": store,
             "progress": progress,
+            "progress_queue": None if relay is None else relay.queue,
             "pin_cores": pin_cores,
             "triggered_at": time.time(),
         },
@@ -356,7 +434,11 @@ def run_distributed(
         ),
     )
     started = time.perf_counter()
-    result = trainer.fit()
+    try:
+        result = trainer.fit()
+    finally:
+        if relay is not None:
+            relay.close()
     if result.checkpoint is None:
         raise RuntimeError(f"run {name} ended without a checkpoint: {result.error}")
     return RunResult(
@@ -364,3 +446,35 @@ def run_distributed(
         metrics=dict(result.metrics or {}),
         seconds=time.perf_counter() - started,
     )
+
+
+class _ProgressRelay:
+    """Hands what rank 0 puts on a Ray queue to a callback of this process, from a thread."""
+
+    def __init__(self, callback: Progress) -> None:
+        from ray.util.queue import Queue
+
+        # no CPU: a queue must not take a worker's place on a small cluster
+        self.queue = Queue(actor_options={"num_cpus": 0})
+        self.callback = callback
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._relay, name="ray-progress", daemon=True)
+        self.thread.start()
+
+    def _relay(self) -> None:
+        from ray.util.queue import Empty
+
+        while not self.done.is_set():
+            try:
+                values = self.queue.get(timeout=0.5)
+            except Empty:
+                continue
+            self.callback(values)
+
+    def close(self) -> None:
+        """Hand on what is left, then stop the thread and the queue's actor."""
+        self.done.set()
+        self.thread.join()
+        for values in self.queue.get_nowait_batch(self.queue.qsize()):
+            self.callback(values)
+        self.queue.shutdown()

@@ -26,7 +26,6 @@ from stainless.registry import register_model
 from stainless.storage import create_store
 from stainless_training.config import ModelKind, TrainingConfig, dump_config
 from stainless_training.distributed import (
-    RunResult,
     Storage,
     absolute_database_url,
     run_distributed,
@@ -56,14 +55,6 @@ def job_config(
     except ValueError as exc:  # pydantic's ValidationError is one too
         raise JobError(f"invalid training settings: {exc}") from None
     return config
-
-
-def _fetch(result: RunResult, storage: Storage, folder: Path) -> Path:
-    """The run's last checkpoint folder, copied locally from Ray's storage."""
-    from ray.train import Checkpoint
-
-    checkpoint = Checkpoint(result.checkpoint, filesystem=storage.filesystem())
-    return Path(checkpoint.to_directory(str(folder)))
 
 
 def _cell_samples(samples: SnapshotSamples, limit: int | None = None) -> list[CellSample]:
@@ -144,7 +135,7 @@ def run_job(
             },
         )
         with tempfile.TemporaryDirectory() as tmp:
-            folder = _fetch(result, storage, Path(tmp))
+            folder = storage.fetch(result.checkpoint, Path(tmp))
             prefix = f"models/{config.model.value}/{job_id}"
             checkpoint_key = f"{prefix}/{CHECKPOINT}"
             store.put(checkpoint_key, (folder / CHECKPOINT).read_bytes())

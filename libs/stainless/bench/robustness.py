@@ -59,7 +59,7 @@ from stainless.imaging.phantom import (
 )
 from stainless.imaging.phantom_set import field_rng, phantom_config
 from stainless.imaging.registration import Registrar, corner_error_px
-from stainless.pipeline.fields import classical_detectors_for
+from stainless.pipeline.detectors import classical_detectors_for
 
 Progress = Callable[[], None]
 

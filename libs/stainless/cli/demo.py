@@ -1,13 +1,15 @@
 """The demo: one phantom slide through the whole pipeline, on embedded defaults.
 
 Steps: migrate the database; export the demo model into the model repository if it is
-not there yet; render a phantom slide through the task queue into the object store
+not there yet, and the learned detectors the demo selects (``DEMO_DETECTORS``: the
+better of each modality in ``stainless bench robustness``, unless the settings choose);
+render a phantom slide through the task queue into the object store
 (the "scanner's disk"); upload its fields through the ingestion API with a scanner
 key; relay the outbox onto the bus; the registration consumer registers, detects and
 crops each field; the inference consumer stains, classifies and scores every cell and
 completes the slide; write ``summary.json`` (slide, cells, differential, cells needing
-review, mean δ, registration errors against the phantom's ground truth, elapsed
-seconds), ``report.html`` and ``phantom.png``.
+review, mean δ, registration errors against the phantom's ground truth, the detectors
+that ran, elapsed seconds), ``report.html`` and ``phantom.png``.
 """
 
 from __future__ import annotations
@@ -28,13 +30,14 @@ from sqlalchemy.engine import make_url
 from sqlmodel import Session, col, func, select
 
 from stainless.cli.report import write_report
-from stainless.config import Settings
+from stainless.config import DetectorKind, Settings
 from stainless.db.engine import create_db_engine, session_scope
 from stainless.db.migrate import upgrade
 from stainless.db.models import Cell, OutboxEvent, Registration, Scanner
 from stainless.events import ALL_TOPICS, EventBus, create_bus
 from stainless.events.outbox import OutboxRelay
 from stainless.export.checkpoint import export_checkpoint
+from stainless.export.detector import DETECTOR_MANIFEST, DETECTOR_MODELS, write_detector
 from stainless.export.manifest import MANIFEST
 from stainless.export.triton import InstanceKind
 from stainless.imaging.detection import Detection, match_boxes
@@ -43,7 +46,9 @@ from stainless.inference import InferencePort, create_inference
 from stainless.ingest.api import create_app
 from stainless.ingest.ingestor import Ingestor
 from stainless.ingest.scanners import register_scanner, rotate_key
+from stainless.models.detector import Modality
 from stainless.pipeline.consumers import registration_consumer
+from stainless.pipeline.detectors import describe_detectors
 from stainless.pipeline.inference import CellStainer, inference_consumer
 from stainless.results.queries import CellView, cell_views, slide_summary
 from stainless.storage import ObjectStore, create_store
@@ -53,6 +58,12 @@ from stainless.tasks.app import PHANTOM_TASK, PROCESS_FIELD_TASK
 log = structlog.get_logger(__name__)
 
 DEMO_SCANNER = "demo-scanner"
+DEMO_DETECTORS = {"brightfield": DetectorKind.LEARNED, "dic": DetectorKind.CLASSICAL}
+"""The detector of each modality with more grid cells on target in ``bench robustness``
+(README, "Slides from any lab"): brightfield 26 of 32 learned against 22 classical; DIC
+12 classical against 6 learned."""
+DETECTOR_CHECKPOINTS = Path(__file__).resolve().parents[3] / "training/detector_model"
+"""The committed phantom-trained detectors (``bf.pt``, ``dic.pt``), from the source tree."""
 
 
 def _scanner_key(engine: Engine) -> str:
@@ -177,16 +188,46 @@ def _model_repository(settings: Settings, checkpoint: Path) -> InferencePort:
     return create_inference(settings.inference)
 
 
+def _demo_detectors(settings: Settings, checkpoints: Path) -> Settings:
+    """``settings`` with ``DEMO_DETECTORS`` where they leave a modality's detector unset,
+    and the inference model repository unless they name the detectors' own; a selected
+    learned detector is exported from ``checkpoints/<bf|dic>.pt`` when missing there."""
+    chosen = settings.registration.detector
+    defaults = {**DEMO_DETECTORS, "model_repository": settings.inference.model_repository}
+    detector = chosen.model_copy(
+        update={k: v for k, v in defaults.items() if k not in chosen.model_fields_set}
+    )
+    repo = Path(detector.model_repository)
+    for modality, kind in (("bf", detector.brightfield), ("dic", detector.dic)):
+        name = DETECTOR_MODELS[Modality(modality)]
+        if kind is DetectorKind.LEARNED and not (repo / name / DETECTOR_MANIFEST).is_file():
+            log.info("exporting a learned detector", name=name, repo=str(repo))
+            write_detector(checkpoints / f"{modality}.pt", repo, instance=InstanceKind.CPU)
+    registration = settings.registration.model_copy(update={"detector": detector})
+    return settings.model_copy(update={"registration": registration})
+
+
 def _confidence_report(views: list[CellView]) -> dict[str, Any]:
     deltas = [v.prediction.confidence for v in views if v.prediction and v.prediction.confidence]
     return {"mean_delta": round(float(np.mean(deltas)), 4) if deltas else None}
 
 
 def run_demo(
-    settings: Settings, *, out: Path, fields: int, seed: int, checkpoint: Path
+    settings: Settings,
+    *,
+    out: Path,
+    fields: int,
+    seed: int,
+    checkpoint: Path,
+    detector_checkpoints: Path = DETECTOR_CHECKPOINTS,
 ) -> tuple[Path, str]:
-    """Run the demo; return the path of ``summary.json`` and the slide id."""
+    """Run the demo; return the path of ``summary.json`` and the slide id.
+
+    ``checkpoint`` is exported when the model repository is empty; ``detector_checkpoints``
+    holds the learned detectors (``bf.pt``, ``dic.pt``) exported when selected and missing.
+    """
     started = time.perf_counter()
+    settings = _demo_detectors(settings, detector_checkpoints)
     out.mkdir(parents=True, exist_ok=True)
     upgrade(settings.database.url)
     engine = create_db_engine(settings.database)
@@ -245,6 +286,7 @@ def run_demo(
         "white_cells_ground_truth": sum(classes.values()),
         "ground_truth_classes": dict(sorted(classes.items())),
         **_registration_report(engine, slide_id, entry),
+        "detectors": describe_detectors(settings.registration.detector),
         "events_published": published,
         "database": make_url(settings.database.url).get_backend_name(),
         "store": settings.store.backend.value,

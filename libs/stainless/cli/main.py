@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -249,6 +250,42 @@ def train(
     err.print(f"registered model version {version}")
 
 
+@app.command("train-detector")
+def train_detector_command(
+    modality: Annotated[str, typer.Option(help="bf (brightfield) or dic.")],
+    out: Annotated[Path, typer.Option(help="Folder for detector.pt and detector.yaml.")],
+    workers: Annotated[int, typer.Option(min=1, help="Ray Train workers.")] = 1,
+    steps: Annotated[int | None, typer.Option(min=1, help="Override the steps.")] = None,
+    config: Annotated[
+        Path | None, typer.Option(help="Detector training settings (YAML, DetectorTrainConfig).")
+    ] = None,
+    ray_address: Annotated[
+        str | None, typer.Option(help="Ray cluster; default STAINLESS_RAY__ADDRESS or local.")
+    ] = None,
+) -> None:
+    """Train the learned white-cell detector on phantom fields with Ray Train (any workers)."""
+    from stainless_training.config import ConfigError
+    from stainless_training.detector import load_detector_config
+    from stainless_training.detector_command import train as run_training
+
+    settings = _settings()
+    overrides: dict[str, object] = {"modality": modality}
+    if steps is not None:
+        overrides["steps"] = steps
+    try:
+        run_config = load_detector_config(config, **overrides)
+    except ConfigError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    try:
+        run_training(
+            settings, run_config, out, workers=workers, ray_address=ray_address, console=err
+        )
+    except OSError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+
+
 def _repository(settings: Settings) -> Path:
     return Path(settings.inference.model_repository)
 
@@ -415,6 +452,7 @@ def demo(
     """Run the pipeline on one phantom slide with embedded defaults."""
     from stainless.cli.demo import run_demo
     from stainless.export.checkpoint import ExportError
+    from stainless.export.detector import DetectorExportError
 
     settings = _settings()
     checkpoint = model or _demo_checkpoint()
@@ -425,6 +463,11 @@ def demo(
     except ExportError as exc:
         err.print(f"[red]error:[/red] {exc} (pass --model CHECKPOINT)")
         raise typer.Exit(2) from None
+    except DetectorExportError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    detectors = json.loads(summary_path.read_text())["detectors"]
+    err.print(f"detectors: {detectors} (STAINLESS_REGISTRATION__DETECTOR__* to choose)")
     err.print(f"summary: {summary_path}")
     err.print(f"report:  {summary_path.parent / 'report.html'}")
     port = settings.results.http_port

@@ -20,7 +20,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
-from stainless.config import OpticsSettings, RegistrationSettings
+from stainless.config import RegistrationSettings
 from stainless.db.engine import session_scope
 from stainless.db.models import (
     Cell,
@@ -35,15 +35,14 @@ from stainless.events.outbox import add_event
 from stainless.imaging.codecs import encode_png
 from stainless.imaging.cropping import Cropper, box_centre
 from stainless.imaging.detection import (
-    BrightfieldDetector,
     Detection,
-    DicDetector,
     UnreliableFieldError,
     WbcDetector,
     boxes_to_dic,
 )
 from stainless.imaging.registration import Registrar, RegistrationResult
 from stainless.ingest.images import decode, probe
+from stainless.pipeline.detectors import build_detectors, describe_detectors
 from stainless.storage import ObjectStore
 
 log = structlog.get_logger(__name__)
@@ -288,29 +287,24 @@ class FieldProcessor:
         )
 
 
-def classical_detectors_for(optics: OpticsSettings) -> tuple[BrightfieldDetector, DicDetector]:
-    """The classical brightfield and DIC detectors for a scanner's optics."""
-    return BrightfieldDetector(pixel_um=optics.pixel_um), DicDetector(
-        pixel_um=optics.pixel_um,
-        shear_angle_deg=optics.shear_angle_deg,
-        shear_um=optics.shear_um,
-        bias_rad=optics.bias_rad,
-        wavelength_um=optics.wavelength_um,
-    )
-
-
 def build_field_processor(
     settings: RegistrationSettings, *, engine: Engine, store: ObjectStore
 ) -> FieldProcessor:
-    """The processor with the classical detectors, the scanner's optics and thresholds."""
-    optics = settings.optics
-    bf_detector, dic_detector = classical_detectors_for(optics)
+    """The processor with the detectors the settings select, the scanner's optics and thresholds.
+
+    Raises:
+        DetectorUnavailable: a learned detector is selected and none is exported.
+    """
+    detectors = build_detectors(settings)
+    log.info("detectors selected", detectors=describe_detectors(settings.detector))
     return FieldProcessor(
         engine=engine,
         store=store,
-        registrar=Registrar(min_ecc=settings.min_ecc, shear_angle_deg=optics.shear_angle_deg),
-        bf_detector=bf_detector,
-        dic_detector=dic_detector,
+        registrar=Registrar(
+            min_ecc=settings.min_ecc, shear_angle_deg=settings.optics.shear_angle_deg
+        ),
+        bf_detector=detectors.brightfield,
+        dic_detector=detectors.dic,
         cropper=Cropper(sizes=settings.crop_sizes),
         crop_sizes=settings.crop_sizes,
         crops_prefix=settings.crops_prefix,

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from celery import Celery
 
 from stainless.config import Settings
+from stainless.inference.port import InferenceUnavailable
 from stainless.storage import ObjectStore, create_store
 
 if TYPE_CHECKING:
@@ -78,9 +79,21 @@ def create_celery(settings: Settings) -> Celery:
         engine = create_db_engine(settings.database)
         return build_field_processor(settings.registration, engine=engine, store=store())
 
-    @app.task(name=PROCESS_FIELD_TASK, shared=False)  # type: ignore[untyped-decorator]
+    @app.task(  # type: ignore[untyped-decorator]
+        name=PROCESS_FIELD_TASK,
+        shared=False,
+        autoretry_for=(InferenceUnavailable,),
+        max_retries=None,
+        retry_backoff=2,
+        retry_backoff_max=60,
+        retry_jitter=True,
+    )
     def process_field(slide_id: str, field_index: int) -> dict[str, Any]:
-        """Register, detect and crop one field once both of its images are stored."""
+        """Register, detect and crop one field once both of its images are stored.
+
+        A learned detector served by an inference server that cannot answer now is
+        retried, with a growing wait, until it answers: the field is not lost.
+        """
         return asdict(field_processor().process(slide_id, field_index))
 
     return app

@@ -14,10 +14,15 @@ from celery.signals import worker_ready, worker_shutdown
 from stainless.config import load_settings
 from stainless.logs import configure_logging
 from stainless.observability import HealthServer, create_health_app
+from stainless.pipeline.detectors import DetectorUnavailable, check_detectors
 from stainless.tasks import create_celery
 
 settings = load_settings()
 configure_logging(settings.log)
+try:  # the field task's detectors: a selected learned one must be exported
+    check_detectors(settings.registration)
+except DetectorUnavailable as exc:
+    raise SystemExit(f"stainless-worker cannot start: {exc}") from None
 app: Celery = create_celery(settings)
 _health: list[HealthServer] = []
 

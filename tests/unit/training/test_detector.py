@@ -15,19 +15,25 @@ from stainless.imaging.detection import Detection
 from stainless.imaging.phantom import generate_field
 from stainless.imaging.phantom_set import field_rng, phantom_config
 from stainless.models.detector import LearnedDetector, Modality
+from stainless_training.config import ConfigError
 from stainless_training.detector import (
     CHECKPOINT_NAME,
     DetectorTrainConfig,
+    DetectorWorkload,
     FieldPool,
     PreparedField,
+    crop_rng,
+    detector_from_checkpoint,
     evaluate_detector,
     learning_rate,
+    load_detector_config,
     prepare_field,
     random_crop,
     random_dihedral,
     train_detector,
     truth_boxes,
 )
+from stainless_training.runs import CHECKPOINT
 
 # A few seconds: two small fields, 64 px crops, a 4-channel network.
 TINY = DetectorTrainConfig(
@@ -179,3 +185,104 @@ def test_flips_move_boxes_with_the_image() -> None:
         out, (box,) = random_dihedral(crop, [(30.0, 10.0, 50.0, 20.0)], np.random.default_rng(seed))
         x0, y0, x1, y1 = (int(v) for v in box)
         assert out[0, y0:y1, x0:x1].sum() == 200 == out.sum()
+
+
+# ----------------------------------------------------------------------------- the workload
+
+# 4 steps, a new field after each (so a resumed pool must be redrawn), no random acquisition
+RESUMABLE = TINY.model_copy(
+    update={"steps": 4, "refresh_every": 1, "random_acquisition_fraction": 0.0}
+)
+
+
+def _weights(work: DetectorWorkload) -> dict[str, torch.Tensor]:
+    return {name: value.clone() for name, value in work.model.state_dict().items()}
+
+
+def test_a_workload_step_trains_at_the_schedule_rate_and_renews_the_pool() -> None:
+    work = DetectorWorkload(TINY)
+    assert list(work.labels) == [0, 1] and work.batch_size == 2
+    assert len(work.modules) == 1 and len(work.optimizers) == 1
+    before, first = _weights(work), work.pool.fields[0]
+    logs = work.step([], 0)
+    assert logs["lr"] == learning_rate(TINY, 0) == work.optimiser.param_groups[0]["lr"]
+    assert {"detection", "heatmap", "size", "offset", "objects"} <= set(logs)
+    after = work.model.state_dict()
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+    assert work.pool.drawn == 3 and work.pool.fields[0] is not first  # refresh_every=1
+
+
+def test_a_resumed_workload_ends_as_an_uninterrupted_one(tmp_path: Path) -> None:
+    alone = DetectorWorkload(RESUMABLE)
+    for step in range(4):
+        alone.step([], step)
+    interrupted = DetectorWorkload(RESUMABLE)
+    for step in range(2):
+        interrupted.step([], step)
+    torch.save(interrupted.state(2), tmp_path / CHECKPOINT)  # as rank 0 checkpoints
+
+    resumed = DetectorWorkload(RESUMABLE)
+    assert resumed.load(torch.load(tmp_path / CHECKPOINT, weights_only=False)) == 2
+    assert resumed.pool.drawn == interrupted.pool.drawn == 4
+    for ours, theirs in zip(resumed.pool.fields, interrupted.pool.fields, strict=True):
+        assert np.array_equal(ours.image, theirs.image)
+    for step in range(2, 4):
+        resumed.step([], step)
+    for name, value in alone.model.state_dict().items():
+        assert torch.equal(resumed.model.state_dict()[name], value), name
+
+
+def test_workers_train_on_fields_and_crops_of_their_own() -> None:
+    config = TINY.model_copy(update={"pool_size": 1})
+    first, second = FieldPool(config), FieldPool(config, rank=1)
+    assert not np.array_equal(first.fields[0].image, second.fields[0].image)
+    assert crop_rng(config, 0, 5).random() != crop_rng(config, 1, 5).random()
+    assert crop_rng(config, 0, 5).random() == crop_rng(config, 0, 5).random()  # by the step
+    a, b = DetectorWorkload(config), DetectorWorkload(config, rank=1)  # the same network
+    for name, value in a.model.state_dict().items():
+        assert torch.equal(b.model.state_dict()[name], value), name
+
+
+def test_a_distributed_checkpoint_becomes_a_detector_checkpoint(tmp_path: Path) -> None:
+    work = DetectorWorkload(TINY)
+    work.step([], 0)
+    (tmp_path / "ray").mkdir()
+    torch.save(work.state(1), tmp_path / "ray" / CHECKPOINT)
+    path = detector_from_checkpoint(tmp_path / "ray", tmp_path / "out")
+    assert path == tmp_path / "out" / CHECKPOINT_NAME
+    saved = torch.load(path, weights_only=True)
+    assert saved["training"] == TINY.model_dump(mode="json")
+    for name, value in work.model.state_dict().items():
+        assert torch.equal(saved["state_dict"][name], value), name
+    written = yaml.safe_load((tmp_path / "out" / "detector.yaml").read_text())
+    assert DetectorTrainConfig.model_validate(written) == TINY
+    detector = LearnedDetector.load(path, pixel_um=0.075, threshold=0.0, max_detections=2)
+    field = generate_field(phantom_config(width=256, height=256), field_rng(9, 0, 0))
+    assert len(detector.detect(field.bf)) == 2
+
+    torch.save({"step": 1, "generator": {}}, tmp_path / "ray" / CHECKPOINT)  # a translator's
+    with pytest.raises(ValueError, match="no detector run's checkpoint"):
+        detector_from_checkpoint(tmp_path / "ray", tmp_path / "other")
+    with pytest.raises(ValueError, match="no detector run's checkpoint"):
+        detector_from_checkpoint(tmp_path / "missing", tmp_path / "other")
+
+
+def test_a_config_file_is_read_with_overrides_and_refused_with_a_reason(tmp_path: Path) -> None:
+    assert load_detector_config(None, modality="dic") == DetectorTrainConfig(modality=Modality.DIC)
+    path = tmp_path / "run.yaml"
+    path.write_text("steps: 40\nmodality: dic\nwidth: 8\n")
+    loaded = load_detector_config(path, modality="bf", steps=12)
+    assert (loaded.steps, loaded.modality, loaded.width) == (12, Modality.BRIGHTFIELD, 8)
+    with pytest.raises(ConfigError, match="cannot read detector config"):
+        load_detector_config(tmp_path / "none.yaml")
+    path.write_text("- 1\n")
+    with pytest.raises(ConfigError, match="a mapping"):
+        load_detector_config(path)
+    path.write_text("crop_px: 100\n")
+    with pytest.raises(ConfigError, match="multiple of 16"):
+        load_detector_config(path)
+    path.write_text("stepz: 3\n")
+    with pytest.raises(ConfigError, match="stepz: Extra inputs"):
+        load_detector_config(path)
+    with pytest.raises(ConfigError, match="modality"):
+        load_detector_config(None, modality="phase")

@@ -13,13 +13,23 @@ import copy
 import socket
 from pathlib import Path
 
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+import yaml
 from torch import nn
 
-from stainless_training.config import ModelKind
-from stainless_training.distributed import WORKLOADS, average_gradients, broadcast_state
+from stainless_training.config import ModelKind, TrainingConfig
+from stainless_training.detector import DetectorTrainConfig, DetectorWorkload
+from stainless_training.distributed import (
+    WORKLOADS,
+    _progress_sink,
+    _worker_run,
+    average_gradients,
+    broadcast_state,
+    run_distributed,
+)
 
 WORLD = 2
 
@@ -102,3 +112,37 @@ def test_two_workers_average_gradients_and_end_with_the_same_weights(tmp_path: P
 
 def test_every_model_has_a_distributed_workload() -> None:
     assert set(WORKLOADS) == set(ModelKind)
+
+
+def test_a_detector_run_builds_the_worker_its_detector_workload() -> None:
+    config = DetectorTrainConfig(
+        steps=2, batch_size=2, crop_px=64, field_um=40.0, pool_size=1, width=4, seed=3
+    )
+    run = _worker_run({"detector": config.model_dump(mode="json")}, rank=1)
+    assert run.config == config and run.config_name == "detector.yaml"
+    assert isinstance(run.work, DetectorWorkload) and run.work.rank == 1
+    assert DetectorTrainConfig.model_validate(yaml.safe_load(run.config_text)) == config
+
+
+def test_rank_0_puts_its_progress_on_the_queue() -> None:
+    class Queue:
+        def __init__(self) -> None:
+            self.items: list[dict[str, object]] = []
+
+        def put(self, item: dict[str, object]) -> None:
+            self.items.append(item)
+
+    assert _progress_sink(None) is None
+    queue = Queue()
+    sink = _progress_sink(None, queue)
+    assert sink is not None
+    sink({"step": 3})
+    assert queue.items == [{"step": 3}]
+
+
+def test_a_translator_without_a_workload_is_refused() -> None:
+    config = TrainingConfig(model=ModelKind.MTMD)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.delitem(WORKLOADS, ModelKind.MTMD)
+        with pytest.raises(ValueError, match="not available"):
+            run_distributed(config, name="x", storage=None)  # type: ignore[arg-type]

@@ -1,0 +1,34 @@
+"""``stainless train-detector``: a bad configuration is refused before Ray starts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from stainless.cli.main import app
+
+
+@pytest.mark.parametrize(
+    ("arguments", "reason"),
+    [
+        (["--modality", "phase"], "modality"),
+        (["--modality", "bf", "--config", "none.yaml"], "cannot read detector config"),
+        (["--modality", "bf", "--config", "bad.yaml"], "crop_px"),
+    ],
+)
+def test_a_bad_config_exits_2_with_the_reason(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, arguments: list[str], reason: str
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "bad.yaml").write_text("crop_px: 100\n")
+
+    def no_ray(*_: object, **__: object) -> None:
+        raise AssertionError("a refused run must not start")
+
+    monkeypatch.setattr("stainless_training.detector_command.train", no_ray)
+    result = CliRunner().invoke(app, ["train-detector", "--out", "run", *arguments])
+    assert result.exit_code == 2, result.output
+    assert reason in result.output and "error" in result.output
+    assert not (tmp_path / "run").exists()
