@@ -52,6 +52,8 @@ import torch
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from stainless.datasets.detection import load_annotated_fields, read_detection_manifest
+from stainless.datasets.manifest import DatasetError
 from stainless.imaging.acquisition import random_acquisition
 from stainless.imaging.detection import match_boxes
 from stainless.imaging.phantom import PhantomField, generate_field
@@ -72,6 +74,7 @@ from stainless.models.detector import (
     prepare,
     stack_targets,
 )
+from stainless.storage import ObjectStore
 from stainless_training.config import ConfigError, validation_message
 from stainless_training.runs import CHECKPOINT
 
@@ -83,6 +86,7 @@ __all__ = [
     "DetectorWorkload",
     "FieldPool",
     "PreparedField",
+    "annotated_fields",
     "crop_rng",
     "detector_from_checkpoint",
     "dump_detector_config",
@@ -91,6 +95,7 @@ __all__ = [
     "learning_rate",
     "load_detector_config",
     "prepare_field",
+    "prepare_image",
     "random_crop",
     "random_dihedral",
     "save_detector",
@@ -160,6 +165,14 @@ class DetectorTrainConfig(BaseModel):
     log_every: int = Field(default=50, ge=1, description="Steps between log lines.")
     checkpoint_every: int = Field(
         default=100, ge=1, description="Steps between checkpoints of a distributed run."
+    )
+    dataset: str | None = Field(
+        default=None,
+        description="A lab's annotated fields (key of `stainless dataset import coco|yolo`); "
+        "none = phantom fields only.",
+    )
+    dataset_fraction: float = Field(
+        default=0.5, ge=0, le=1, description="Share of pool fields drawn from the dataset."
     )
 
     @model_validator(mode="after")
@@ -238,25 +251,66 @@ class PreparedField:
     negatives: tuple[Box, ...] = ()  # smear objects (platelets, clumps, debris): no targets
 
 
-def prepare_field(field: PhantomField, pixel_um: float, config: DetectorConfig) -> PreparedField:
-    """``prepare`` a phantom field and carry its white-cell boxes to the working pixels."""
-    image = field_image(field, config.modality)
+def prepare_image(
+    image: npt.NDArray[np.generic],
+    pixel_um: float,
+    boxes: Sequence[Box],
+    config: DetectorConfig,
+    negatives: Sequence[Box] = (),
+) -> PreparedField:
+    """``prepare`` a field's image and carry its boxes (in its pixels) to the working pixels."""
     prepared, _ = prepare(
         image, pixel_um, config.modality, working_pixel_um=config.working_pixel_um
     )
     sx, sy = image_scale(image.shape, prepared.shape)
-    boxes = tuple(
-        (b[0] * sx, b[1] * sy, b[2] * sx, b[3] * sy) for b in truth_boxes(field, config.modality)
-    )
-    negatives = tuple(
-        (b[0] * sx, b[1] * sy, b[2] * sx, b[3] * sy)
+
+    def scaled(items: Sequence[Box]) -> tuple[Box, ...]:
+        return tuple((b[0] * sx, b[1] * sy, b[2] * sx, b[3] * sy) for b in items)
+
+    return PreparedField(prepared, scaled(boxes), scaled(negatives))
+
+
+def prepare_field(field: PhantomField, pixel_um: float, config: DetectorConfig) -> PreparedField:
+    """``prepare`` a phantom field with its white cells and its smear objects (negatives)."""
+    negatives = [
+        b
         for b in (
             o.box_bf if config.modality is Modality.BRIGHTFIELD else o.box_dic
             for o in field.smear_objects
         )
         if b[2] > b[0] and b[3] > b[1]
+    ]
+    return prepare_image(
+        field_image(field, config.modality),
+        pixel_um,
+        truth_boxes(field, config.modality),
+        config,
+        negatives=negatives,
     )
-    return PreparedField(prepared, boxes, negatives)
+
+
+def annotated_fields(config: DetectorTrainConfig, store: ObjectStore | None) -> list[PreparedField]:
+    """The run's dataset of annotated fields (``config.dataset``), prepared; none without one.
+
+    Raises:
+        DatasetError: no store to read it from, a dataset that cannot be read, or one of
+            the other modality.
+    """
+    if config.dataset is None:
+        return []
+    if store is None:
+        raise DatasetError(f"dataset {config.dataset!r}: training on it needs the object store")
+    manifest = read_detection_manifest(store, config.dataset)
+    if manifest.modality != config.modality.value:
+        raise DatasetError(
+            f"dataset {config.dataset!r} holds {manifest.modality} fields, "
+            f"the run trains a {config.modality.value} detector"
+        )
+    detector = config.detector_config()
+    return [
+        prepare_image(field.image, field.pixel_um, field.boxes, detector)
+        for field in load_annotated_fields(store, manifest)
+    ]
 
 
 def _draw_acquisition(
@@ -276,21 +330,33 @@ class FieldPool:
         config: the run's configuration.
         rank: the worker of a distributed run (0 alone): worker ``r`` draws its fields from
             slide ``TRAIN_SLIDE + r``, so no two workers train on the same fields.
+        annotated: a lab's annotated fields, prepared (``annotated_fields``): each draw
+            takes one of them with probability ``config.dataset_fraction``.
     """
 
-    def __init__(self, config: DetectorTrainConfig, *, rank: int = 0) -> None:
+    def __init__(
+        self,
+        config: DetectorTrainConfig,
+        *,
+        rank: int = 0,
+        annotated: Sequence[PreparedField] = (),
+    ) -> None:
         self.config = config
         self.detector = config.detector_config()
         self.slide = TRAIN_SLIDE + rank
+        self.annotated = tuple(annotated)
         self.drawn = 0
         self.fields: deque[PreparedField] = deque(maxlen=config.pool_size)
         for _ in range(config.pool_size):
             self.fields.append(self.draw())
 
     def draw(self) -> PreparedField:
-        """The next training field: ``field_rng(seed, slide, drawn)``, prepared."""
+        """The next training field, from ``field_rng(seed, slide, drawn)``: an annotated one,
+        or a phantom field rendered and prepared."""
         rng = field_rng(self.config.seed, self.slide, self.drawn)
         self.drawn += 1
+        if self.annotated and rng.random() < self.config.dataset_fraction:
+            return self.annotated[int(rng.integers(len(self.annotated)))]
         overrides, pixel_um = _draw_acquisition(rng, self.config.random_acquisition_fraction)
         side = max(math.ceil(self.config.field_um / pixel_um), 256)
         phantom = phantom_config(width=side, height=side, acquisition=overrides)
@@ -404,7 +470,13 @@ class DetectorWorkload:
         rank: the worker (0 when training alone).
     """
 
-    def __init__(self, config: DetectorTrainConfig, *, rank: int = 0) -> None:
+    def __init__(
+        self,
+        config: DetectorTrainConfig,
+        *,
+        rank: int = 0,
+        annotated: Sequence[PreparedField] = (),
+    ) -> None:
         self.config = config
         self.rank = rank
         self.device = torch.device("cpu")
@@ -417,7 +489,7 @@ class DetectorWorkload:
             lr=learning_rate(config, 0),
             weight_decay=config.weight_decay,
         )
-        self.pool = FieldPool(config, rank=rank)
+        self.pool = FieldPool(config, rank=rank, annotated=annotated)
 
     @property
     def modules(self) -> Sequence[torch.nn.Module]:
@@ -536,7 +608,11 @@ def detector_from_checkpoint(folder: Path, out: Path) -> Path:
 
 
 def train_detector(
-    config: DetectorTrainConfig, out: Path, on_step: StepCallback | None = None
+    config: DetectorTrainConfig,
+    out: Path,
+    on_step: StepCallback | None = None,
+    *,
+    store: ObjectStore | None = None,
 ) -> Path:
     """Train a detector on phantom fields in this process; return the path of ``out/detector.pt``.
 
@@ -545,9 +621,10 @@ def train_detector(
         out: folder for ``detector.pt`` and ``detector.yaml`` (created if missing).
         on_step: called after every step with the step index and its logs (``detection``,
             ``heatmap``, ``size``, ``offset``, ``objects``, ``lr``).
+        store: where ``config.dataset`` lives, when the run names one.
     """
     started = time.perf_counter()
-    work = DetectorWorkload(config)
+    work = DetectorWorkload(config, annotated=annotated_fields(config, store))
     log.info("detector_pool_ready", fields=config.pool_size, seconds=time.perf_counter() - started)
     for step in range(config.steps):
         logs = work.step([], step)

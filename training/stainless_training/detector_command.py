@@ -18,8 +18,18 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from stainless.config import Settings
-from stainless_training.detector import DetectorTrainConfig, detector_from_checkpoint
-from stainless_training.distributed import connect_ray, run_distributed, storage_for
+from stainless.storage import create_store
+from stainless_training.detector import (
+    DetectorTrainConfig,
+    annotated_fields,
+    detector_from_checkpoint,
+)
+from stainless_training.distributed import (
+    connect_ray,
+    run_distributed,
+    storage_for,
+    store_payload,
+)
 
 __all__ = ["train"]
 
@@ -36,10 +46,19 @@ def train(
     """Train ``config`` on ``workers`` Ray workers with a progress bar; return ``out/detector.pt``.
 
     Connects to Ray (``ray_address``, the settings, or a local Ray) unless this process
-    already is, and disconnects again if it connected.
+    already is, and disconnects again if it connected. A run on a lab's annotated fields
+    (``config.dataset``) reads them from the settings' object store, on every worker.
+
+    Raises:
+        DatasetError: the run's dataset cannot be read or is of the other modality.
     """
     import ray
 
+    store = None
+    if config.dataset is not None:  # refuse a bad dataset before Ray starts
+        annotated = annotated_fields(config, create_store(settings.store))
+        console.print(f"dataset {config.dataset}: {len(annotated)} annotated fields")
+        store = store_payload(settings.store)
     name = f"detector-{config.modality}-{uuid.uuid4().hex[:8]}"
     storage = storage_for(settings)
     console.print(
@@ -67,6 +86,7 @@ def train(
                 use_gpu=settings.ray.use_gpu,
                 report_every=max(1, config.steps // 100),  # ~100 updates of the bar
                 on_progress=show,
+                store=store,
             )
         with tempfile.TemporaryDirectory() as folder:
             path = detector_from_checkpoint(storage.fetch(result.checkpoint, Path(folder)), out)

@@ -159,14 +159,16 @@ def _worker_run(loop_config: dict[str, Any], rank: int) -> _Run:
             CONFIG_NAME,
             DetectorTrainConfig,
             DetectorWorkload,
+            annotated_fields,
             dump_detector_config,
         )
 
         detector = DetectorTrainConfig.model_validate(loop_config["detector"])
         torch.manual_seed(detector.seed)
+        annotated = annotated_fields(detector, _store(loop_config.get("store")))
         return _Run(
             detector,
-            DetectorWorkload(detector, rank=rank),
+            DetectorWorkload(detector, rank=rank, annotated=annotated),
             CONFIG_NAME,
             dump_detector_config(detector),
         )
@@ -259,6 +261,16 @@ def _sample_source(config: TrainingConfig, store: dict[str, Any] | None) -> Samp
     settings = StoreSettings.model_validate(store)
     key = config.data.manifest
     return lambda size: snapshot_samples(settings, key, size)
+
+
+def _store(payload: dict[str, Any] | None) -> Any:
+    """The object store of ``store_payload``'s settings, None without them."""
+    if payload is None:
+        return None
+    from stainless.config import StoreSettings
+    from stainless.storage import create_store
+
+    return create_store(StoreSettings.model_validate(payload))
 
 
 def _progress_sink(target: dict[str, str] | None, queue: Any = None) -> Progress | None:

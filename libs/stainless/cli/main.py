@@ -262,8 +262,14 @@ def train_detector_command(
     ray_address: Annotated[
         str | None, typer.Option(help="Ray cluster; default STAINLESS_RAY__ADDRESS or local.")
     ] = None,
+    dataset: Annotated[
+        str | None,
+        typer.Option(help="A lab's annotated fields (stainless dataset import coco|yolo)."),
+    ] = None,
 ) -> None:
-    """Train the learned white-cell detector on phantom fields with Ray Train (any workers)."""
+    """Train the learned white-cell detector with Ray Train (any workers) on phantom fields
+    across the acquisition variability and, given a dataset, a lab's annotated fields."""
+    from stainless.datasets.manifest import DatasetError
     from stainless_training.config import ConfigError
     from stainless_training.detector import load_detector_config
     from stainless_training.detector_command import train as run_training
@@ -272,6 +278,8 @@ def train_detector_command(
     overrides: dict[str, object] = {"modality": modality}
     if steps is not None:
         overrides["steps"] = steps
+    if dataset is not None:
+        overrides["dataset"] = dataset
     try:
         run_config = load_detector_config(config, **overrides)
     except ConfigError as exc:
@@ -281,7 +289,7 @@ def train_detector_command(
         run_training(
             settings, run_config, out, workers=workers, ray_address=ray_address, console=err
         )
-    except OSError as exc:
+    except (OSError, DatasetError) as exc:
         err.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None
 

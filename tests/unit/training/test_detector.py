@@ -9,12 +9,16 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from PIL import Image
 from pydantic import ValidationError
 
+from stainless.datasets.detection import import_yolo
+from stainless.datasets.manifest import DatasetError
 from stainless.imaging.detection import Detection
 from stainless.imaging.phantom import generate_field
 from stainless.imaging.phantom_set import field_rng, phantom_config
 from stainless.models.detector import LearnedDetector, Modality
+from stainless.storage.local import LocalObjectStore
 from stainless_training.config import ConfigError
 from stainless_training.detector import (
     CHECKPOINT_NAME,
@@ -22,6 +26,7 @@ from stainless_training.detector import (
     DetectorWorkload,
     FieldPool,
     PreparedField,
+    annotated_fields,
     crop_rng,
     detector_from_checkpoint,
     evaluate_detector,
@@ -286,3 +291,54 @@ def test_a_config_file_is_read_with_overrides_and_refused_with_a_reason(tmp_path
         load_detector_config(path)
     with pytest.raises(ConfigError, match="modality"):
         load_detector_config(None, modality="phase")
+
+
+# ----------------------------------------------------------------------------- a lab's fields
+
+
+@pytest.fixture
+def lab_dataset(tmp_path: Path) -> tuple[LocalObjectStore, str, list[tuple[int, int, int, int]]]:
+    """A phantom brightfield field imported as a lab's YOLO-annotated field at 0.15 µm/px."""
+    config = phantom_config(width=400, height=320, acquisition={"pixel_um": 0.15})
+    field = generate_field(config, field_rng(3, 0, 0))
+    boxes = truth_boxes(field, Modality.BRIGHTFIELD)
+    folder = tmp_path / "lab" / "images"
+    folder.mkdir(parents=True)
+    Image.fromarray(field.bf).save(folder / "f1.png")
+    (folder / "labels").mkdir()
+    (folder / "labels" / "f1.txt").write_text(
+        "".join(
+            f"0 {(x0 + x1) / 800} {(y0 + y1) / 640} {(x1 - x0) / 400} {(y1 - y0) / 320}\n"
+            for x0, y0, x1, y1 in boxes
+        )
+    )
+    store = LocalObjectStore(tmp_path / "store")
+    report = import_yolo(folder, store, name="lab", modality="bf", pixel_um=0.15)
+    assert report.key is not None
+    return store, report.key, boxes
+
+
+def test_a_labs_annotated_fields_join_the_pool(
+    lab_dataset: tuple[LocalObjectStore, str, list[tuple[int, int, int, int]]],
+) -> None:
+    store, key, boxes = lab_dataset
+    config = TINY.model_copy(update={"dataset": key, "dataset_fraction": 1.0})
+    (prepared,) = annotated_fields(config, store)
+    scale = 0.15 / config.working_pixel_um  # the lab's pixels to the working pixels
+    assert np.allclose(prepared.boxes, np.array(boxes) * scale, atol=1e-3)
+    assert prepared.image.shape[1:] == (160, 200)
+    pool = FieldPool(config, annotated=[prepared])
+    assert all(f is prepared for f in pool.fields)  # every draw: the lab's field
+    assert annotated_fields(TINY, None) == []  # no dataset: phantom fields only
+    train_detector(config.model_copy(update={"steps": 1}), store.root / "run", store=store)
+
+
+def test_a_dataset_of_the_other_modality_or_without_a_store_is_refused(
+    lab_dataset: tuple[LocalObjectStore, str, list[tuple[int, int, int, int]]],
+) -> None:
+    store, key, _ = lab_dataset
+    dic = TINY.model_copy(update={"dataset": key, "modality": Modality.DIC})
+    with pytest.raises(DatasetError, match="holds bf fields"):
+        annotated_fields(dic, store)
+    with pytest.raises(DatasetError, match="needs the object store"):
+        annotated_fields(TINY.model_copy(update={"dataset": key}), None)

@@ -32,3 +32,20 @@ def test_a_bad_config_exits_2_with_the_reason(
     assert result.exit_code == 2, result.output
     assert reason in result.output and "error" in result.output
     assert not (tmp_path / "run").exists()
+
+
+def test_a_dataset_that_cannot_be_read_is_refused_before_ray_starts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+
+    def no_ray(*_: object, **__: object) -> None:
+        raise AssertionError("a refused run must not start Ray")
+
+    monkeypatch.setattr("stainless_training.detector_command.connect_ray", no_ray)
+    key = "datasets/lab/" + "0" * 64 + ".json"
+    arguments = ["train-detector", "--out", "run", "--modality", "bf", "--dataset", key]
+    result = CliRunner().invoke(app, arguments)
+    assert result.exit_code == 2, result.output
+    assert "error" in result.output and "lab" in result.output
+    assert not (tmp_path / "run").exists()
