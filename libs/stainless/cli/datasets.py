@@ -414,18 +414,24 @@ def detection_summary(key: str, manifest: DetectionManifest) -> dict[str, Any]:
     }
 
 
-def _show_detection(key: str, manifest: DetectionManifest, as_json: bool) -> None:
-    info = detection_summary(key, manifest)
-    if as_json:
-        typer.echo(json.dumps(info, sort_keys=True))
-        return
-    table = Table(title=f"detection dataset {manifest.name}", title_justify="left")
+def _table(title: str, key: str, info: dict[str, Any]) -> Table:
+    """A dataset's counts table, opening with its key, date and description."""
+    table = Table(title=title, title_justify="left")
     table.add_column("")
     table.add_column("value", justify="right")
     table.add_row("key", key)
     table.add_row("created", info["created_at"])
     if info["description"]:
         table.add_row("description", info["description"])
+    return table
+
+
+def _show_detection(key: str, manifest: DetectionManifest, as_json: bool) -> None:
+    info = detection_summary(key, manifest)
+    if as_json:
+        typer.echo(json.dumps(info, sort_keys=True))
+        return
+    table = _table(f"detection dataset {manifest.name}", key, info)
     table.add_row("modality", info["modality"])
     table.add_row("fields", str(info["fields"]))
     table.add_row("white-cell boxes", str(info["boxes"]))
@@ -461,13 +467,7 @@ def show(
     if as_json:
         typer.echo(json.dumps(info, sort_keys=True))
         return
-    table = Table(title=f"dataset {manifest.name}", title_justify="left")
-    table.add_column("")
-    table.add_column("value", justify="right")
-    table.add_row("key", key)
-    table.add_row("created", info["created_at"])
-    if info["description"]:
-        table.add_row("description", info["description"])
+    table = _table(f"dataset {manifest.name}", key, info)
     table.add_row("cells", str(info["items"]))
     for code, count in info["classes"].items():
         table.add_row(f"class {code}", str(count))

@@ -60,9 +60,9 @@ from stainless.datasets.importers import (
 from stainless.datasets.manifest import (
     DatasetError,
     DatasetManifest,
+    DatasetName,
     canonical_hash,
     check_manifest_key,
-    check_name,
     dataset_prefix,
     load_manifest_json,
     manifest_key,
@@ -180,19 +180,11 @@ class DetectionManifest(BaseModel):
 
     version: int = DETECTION_VERSION
     kind: Literal["detection"] = DETECTION_KIND
-    name: str
+    name: DatasetName
     created_at: datetime
     modality: FieldModality
     items: tuple[DetectionField, ...]
     description: str = ""
-
-    @field_validator("name")
-    @classmethod
-    def _name(cls, value: str) -> str:
-        try:
-            return check_name(value)
-        except DatasetError as exc:
-            raise ValueError(str(exc)) from None
 
     @field_validator("version")
     @classmethod

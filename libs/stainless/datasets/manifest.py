@@ -26,9 +26,16 @@ import hashlib
 import json
 import re
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from stainless.imaging.phantom import CellClass
 from stainless.storage import ObjectNotFoundError, ObjectStore, validate_key
@@ -39,6 +46,7 @@ __all__ = [
     "DatasetError",
     "DatasetItem",
     "DatasetManifest",
+    "DatasetName",
     "canonical_hash",
     "check_manifest_key",
     "check_name",
@@ -73,6 +81,17 @@ def check_name(name: str) -> str:
             "starting with a letter or digit"
         )
     return name
+
+
+def _valid_name(name: str) -> str:
+    try:
+        return check_name(name)
+    except DatasetError as exc:
+        raise ValueError(str(exc)) from None
+
+
+DatasetName = Annotated[str, AfterValidator(_valid_name)]
+"""A dataset name as a manifest field (:func:`check_name`'s rule)."""
 
 
 def dataset_prefix(name: str) -> str:
@@ -119,19 +138,11 @@ class DatasetManifest(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     version: int = MANIFEST_VERSION
-    name: str
+    name: DatasetName
     created_at: datetime
     classes: tuple[str, ...] = CLASSES
     items: tuple[DatasetItem, ...]
     description: str = ""
-
-    @field_validator("name")
-    @classmethod
-    def _name(cls, value: str) -> str:
-        try:
-            return check_name(value)
-        except DatasetError as exc:
-            raise ValueError(str(exc)) from None
 
     @field_validator("version")
     @classmethod
