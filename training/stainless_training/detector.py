@@ -40,7 +40,7 @@ from __future__ import annotations
 import math
 import time
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -55,7 +55,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from stainless.datasets.detection import load_annotated_fields, read_detection_manifest
 from stainless.datasets.manifest import DatasetError
 from stainless.imaging.acquisition import random_acquisition
-from stainless.imaging.detection import match_boxes
+from stainless.imaging.detection import Detection, match_boxes
 from stainless.imaging.phantom import PhantomField, generate_field
 from stainless.imaging.phantom_set import field_rng, phantom_config
 from stainless.losses.detection import detection_loss
@@ -87,6 +87,7 @@ __all__ = [
     "FieldPool",
     "PreparedField",
     "annotated_fields",
+    "calibrate_threshold",
     "crop_rng",
     "detector_from_checkpoint",
     "dump_detector_config",
@@ -655,6 +656,46 @@ def _ratio(numerator: int, denominator: int) -> float:
     return numerator / denominator if denominator else 1.0
 
 
+def _scored_fields(
+    loaded: LearnedDetector,
+    fields: int,
+    seed: int,
+    acquisition: str | Mapping[str, Any] | None,
+    width: int | None,
+    height: int | None,
+) -> Iterator[tuple[list[Detection], list[tuple[int, int, int, int]], float]]:
+    """Per evaluation field: what ``loaded`` finds (at its threshold), the truth, seconds.
+
+    Field ``i`` is ``generate_field`` under ``acquisition`` with ``field_rng(seed, 0, i)``;
+    ``acquisition="random"`` draws a new ``random_acquisition`` per field.
+    """
+    if fields < 1:
+        raise ValueError(f"fields must be at least 1, got {fields}")
+    modality = loaded.config.modality
+    for index in range(fields):
+        overrides: str | Mapping[str, Any] | None = acquisition
+        if acquisition == "random":
+            overrides = random_acquisition(np.random.default_rng([seed, 0, index, 1]))
+        config = phantom_config(width=width, height=height, acquisition=overrides)
+        field = generate_field(config, field_rng(seed, 0, index))
+        detector = LearnedDetector(
+            maps=loaded.run,
+            config=loaded.config,
+            pixel_um=config.pixel_um,
+            threshold=loaded.threshold,
+            max_detections=loaded.max_detections,
+        )
+        begun = time.perf_counter()
+        found = detector.detect(field_image(field, modality))
+        yield found, truth_boxes(field, modality), time.perf_counter() - begun
+
+
+def _scores(tp: int, fp: int, fn: int) -> dict[str, float]:
+    precision, recall = _ratio(tp, tp + fp), _ratio(tp, tp + fn)
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {"precision": precision, "recall": recall, "f1": f1}
+
+
 def evaluate_detector(
     path: Path | str,
     fields: int,
@@ -664,7 +705,7 @@ def evaluate_detector(
     width: int | None = None,
     height: int | None = None,
     iou: float = 0.5,
-    threshold: float = 0.3,
+    threshold: float | None = None,
 ) -> dict[str, Any]:
     """Precision and recall of a trained detector on fresh phantom fields at IoU ``iou``.
 
@@ -683,53 +724,91 @@ def evaluate_detector(
         width: field width (default: a full camera frame, 2064).
         height: field height (default 1544).
         iou: least IoU of a match.
-        threshold: lowest heatmap score reported.
+        threshold: lowest heatmap score reported; default the checkpoint's own.
 
     Returns:
         ``precision, recall, f1, tp, fp, fn, fields, cells, seconds_per_field`` and the
-        run's ``modality``, ``acquisition``, ``seed`` and ``iou``.
+        run's ``modality``, ``acquisition``, ``seed``, ``iou`` and ``threshold``.
     """
-    if fields < 1:
-        raise ValueError(f"fields must be at least 1, got {fields}")
     loaded = LearnedDetector.load(path, pixel_um=REFERENCE_PIXEL_UM, threshold=threshold)
-    modality = loaded.config.modality
     tp = fp = fn = cells = 0
     seconds = 0.0
-    for index in range(fields):
-        overrides: str | Mapping[str, Any] | None = acquisition
-        if acquisition == "random":
-            overrides = random_acquisition(np.random.default_rng([seed, 0, index, 1]))
-        config = phantom_config(width=width, height=height, acquisition=overrides)
-        field = generate_field(config, field_rng(seed, 0, index))
-        detector = LearnedDetector(
-            maps=loaded.run,
-            config=loaded.config,
-            pixel_um=config.pixel_um,
-            threshold=threshold,
-        )
-        truth = truth_boxes(field, modality)
+    for found, truth, spent in _scored_fields(loaded, fields, seed, acquisition, width, height):
         cells += len(truth)
-        begun = time.perf_counter()
-        found = detector.detect(field_image(field, modality))
-        seconds += time.perf_counter() - begun
+        seconds += spent
         matched = match_boxes(found, truth, iou)
         tp, fp, fn = tp + matched[0], fp + matched[1], fn + matched[2]
-    precision, recall = _ratio(tp, tp + fp), _ratio(tp, tp + fn)
-    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
     return {
-        "precision": precision,
-        "recall": recall,
-        "f1": f1,
+        **_scores(tp, fp, fn),
         "tp": tp,
         "fp": fp,
         "fn": fn,
         "fields": fields,
         "cells": cells,
         "seconds_per_field": seconds / fields,
-        "modality": str(modality),
+        "modality": str(loaded.config.modality),
         "acquisition": acquisition
         if isinstance(acquisition, str) or acquisition is None
         else dict(acquisition),
         "seed": seed,
         "iou": iou,
+        "threshold": loaded.threshold,
     }
+
+
+CALIBRATION_THRESHOLDS = tuple(round(0.2 + 0.05 * i, 2) for i in range(13))  # 0.20 … 0.80
+CALIBRATION_SEED = 77
+"""Seed of the calibration fields: neither training's slides nor the benchmarks' seed."""
+
+
+def calibrate_threshold(
+    path: Path | str,
+    *,
+    fields: int = 12,
+    seed: int = CALIBRATION_SEED,
+    thresholds: Sequence[float] = CALIBRATION_THRESHOLDS,
+    iou: float = 0.5,
+    width: int | None = None,
+    height: int | None = None,
+) -> dict[str, Any]:
+    """Choose the checkpoint's score threshold on held-out fields and write it into it.
+
+    The fields are random acquisitions (``random_acquisition``) of ``field_rng(seed, 0,
+    i)``; each is run once at the lowest threshold and scored at every one of
+    ``thresholds``; the threshold of the highest F1 (the lower one on a tie) is stored
+    in the checkpoint as ``threshold`` with the table as ``calibration``. Export and
+    ``LearnedDetector.load`` then use it. ``width`` and ``height`` default to a full
+    camera frame.
+
+    Returns:
+        ``threshold`` (chosen), ``fields``, ``seed``, ``iou`` and ``table`` (per threshold:
+        precision, recall, f1, tp, fp, fn).
+    """
+    if not thresholds:
+        raise ValueError("no thresholds to choose from")
+    loaded = LearnedDetector.load(
+        path, pixel_um=REFERENCE_PIXEL_UM, threshold=min(thresholds), max_detections=1000
+    )
+    counts = {t: [0, 0, 0] for t in sorted(thresholds)}
+    for found, truth, _ in _scored_fields(loaded, fields, seed, "random", width, height):
+        for t, count in counts.items():
+            matched = match_boxes([d for d in found if d.score >= t], truth, iou)
+            for i in range(3):
+                count[i] += matched[i]
+    table = [
+        {"threshold": t, **_scores(*c), "tp": c[0], "fp": c[1], "fn": c[2]}
+        for t, c in counts.items()
+    ]
+    best = max(table, key=lambda row: (row["f1"], -row["threshold"]))
+    calibration = {
+        "threshold": best["threshold"],
+        "fields": fields,
+        "seed": seed,
+        "iou": iou,
+        "table": table,
+    }
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    checkpoint["threshold"] = best["threshold"]
+    checkpoint["calibration"] = calibration
+    torch.save(checkpoint, path)
+    return calibration

@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.table import Table
 
 from stainless.cli.datasets import dataset_app
 from stainless.cli.imaging import bench_app, emit, progress, register_command
@@ -418,8 +419,11 @@ def export_detector_command(
     version: Annotated[int, typer.Option(min=1, help="Version folder to write.")] = 1,
     instance: Annotated[str, typer.Option(help="gpu (default) or cpu instances.")] = "gpu",
     threshold: Annotated[
-        float, typer.Option(min=0, max=1, help="Lowest centre score reported as a cell.")
-    ] = 0.3,
+        float | None,
+        typer.Option(
+            min=0, max=1, help="Lowest centre score reported as a cell; default the checkpoint's."
+        ),
+    ] = None,
 ) -> None:
     """Write a learned white-cell detector (wbc_detector_bf or _dic) into a model repository."""
     from stainless.export.detector import DetectorExportError, write_detector
@@ -436,7 +440,42 @@ def export_detector_command(
     except DetectorExportError as exc:
         err.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None
-    err.print(f"wrote {repo / served.name} version {served.version}")
+    err.print(
+        f"wrote {repo / served.name} version {served.version} (threshold {served.threshold:g})"
+    )
+
+
+@app.command("calibrate-detector")
+def calibrate_detector_command(
+    checkpoint: Annotated[Path, typer.Option(help="Learned detector checkpoint (detector.pt).")],
+    fields: Annotated[int, typer.Option(min=1, help="Held-out random-acquisition fields.")] = 12,
+    seed: Annotated[int, typer.Option(min=0, help="Seed of the fields.")] = 77,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the table as JSON.")] = False,
+) -> None:
+    """Choose a learned detector's score threshold (best F1 on held-out phantom fields under
+    random acquisitions) and store it in the checkpoint, for export and evaluation."""
+    from stainless_training.detector import calibrate_threshold
+
+    try:
+        calibration = calibrate_threshold(checkpoint, fields=fields, seed=seed)
+    except (FileNotFoundError, ValueError) as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    if as_json:
+        typer.echo(json.dumps(calibration))
+        return
+    table = Table(title=f"{checkpoint}: {fields} fields, seed {seed}", title_justify="left")
+    for column in ("threshold", "precision", "recall", "F1", "tp", "fp", "fn"):
+        table.add_column(column, justify="right")
+    for row in calibration["table"]:
+        chosen = "→ " if row["threshold"] == calibration["threshold"] else ""
+        table.add_row(
+            f"{chosen}{row['threshold']:.2f}",
+            *(f"{row[k]:.3f}" for k in ("precision", "recall", "f1")),
+            *(str(row[k]) for k in ("tp", "fp", "fn")),
+        )
+    err.print(table)
+    err.print(f"stored threshold {calibration['threshold']:g} in {checkpoint}")
 
 
 def _demo_checkpoint() -> Path:

@@ -40,7 +40,6 @@ DETECTOR_MODELS = {Modality.BRIGHTFIELD: "wbc_detector_bf", Modality.DIC: "wbc_d
 DETECTOR_MANIFEST = "detector.json"
 MANIFEST_FORMAT = "stainless.served-detector/1"
 _EXAMPLE_SIDE = 4 * INPUT_MULTIPLE  # the export's example and parity input: 64 x 48 px
-DEFAULT_THRESHOLD = 0.3
 
 
 class DetectorExportError(ValueError):
@@ -77,21 +76,24 @@ def write_detector(
     *,
     version: int = 1,
     instance: InstanceKind = InstanceKind.GPU,
-    threshold: float = DEFAULT_THRESHOLD,
+    threshold: float | None = None,
     max_detections: int = 100,
     max_batch_size: int = 4,
 ) -> ServedDetector:
     """Export a detector checkpoint into ``repo`` under its modality's served model.
 
+    ``threshold`` (the lowest centre score reported) defaults to the checkpoint's own:
+    the one its calibration chose on held-out fields, else ``DEFAULT_THRESHOLD``.
+
     Raises:
         DetectorExportError: the checkpoint cannot be read, or a setting is out of range.
     """
-    if not 0 <= threshold <= 1:
+    if threshold is not None and not 0 <= threshold <= 1:
         raise DetectorExportError(f"threshold must lie in [0, 1], got {threshold}")
     if version < 1 or max_detections < 1 or max_batch_size < 1:
         raise DetectorExportError("version, max_detections and max_batch_size must be ≥ 1")
     try:
-        net, config = load_network(checkpoint)
+        net, config, calibrated = load_network(checkpoint)
     except (FileNotFoundError, ValueError) as exc:
         raise DetectorExportError(str(exc)) from None
     name = DETECTOR_MODELS[config.modality]
@@ -138,7 +140,7 @@ def write_detector(
         name=name,
         version=version,
         config=config,
-        threshold=threshold,
+        threshold=calibrated if threshold is None else threshold,
         max_detections=max_detections,
         checkpoint_sha256=hashlib.sha256(checkpoint.read_bytes()).hexdigest(),
     )

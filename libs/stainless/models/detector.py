@@ -51,6 +51,7 @@ BoxLike = Sequence[float]
 __all__ = [
     "BACKGROUND_BLOCK_UM",
     "CHECKPOINT_FORMAT",
+    "DEFAULT_THRESHOLD",
     "INPUT_MULTIPLE",
     "CellNet",
     "DetectorConfig",
@@ -60,6 +61,7 @@ __all__ = [
     "Modality",
     "ServedMaps",
     "TargetMaps",
+    "TrainedDetector",
     "build_cell_net",
     "centre_radius",
     "decode",
@@ -595,6 +597,8 @@ MapsFunction = Callable[[F32], npt.NDArray[np.generic]]
 served maps ``[B, 5, H / R, W / R]`` out (see ``ServedMaps``)."""
 
 SERVED_MAPS = 5
+DEFAULT_THRESHOLD = 0.3
+"""Lowest centre score reported by a detector whose checkpoint has no calibrated one."""
 
 
 class ServedMaps(nn.Module):
@@ -629,10 +633,17 @@ def network_maps(net: CellNet) -> MapsFunction:
     return run
 
 
-def load_network(
-    path: Path | str, map_location: str | torch.device = "cpu"
-) -> tuple[CellNet, DetectorConfig]:
-    """A trained ``CellNet`` and its config from a checkpoint the trainer wrote.
+class TrainedDetector(NamedTuple):
+    """A checkpoint read back: the network, its config, and its score threshold."""
+
+    net: CellNet
+    config: DetectorConfig
+    threshold: float  # calibrated on held-out fields, or DEFAULT_THRESHOLD
+
+
+def load_network(path: Path | str, map_location: str | torch.device = "cpu") -> TrainedDetector:
+    """A trained ``CellNet``, its config and its threshold from a checkpoint the trainer
+    wrote (the threshold the checkpoint's calibration chose, ``DEFAULT_THRESHOLD`` if none).
 
     Raises:
         FileNotFoundError: no file at ``path`` (the message names it).
@@ -655,9 +666,10 @@ def load_network(
         config = DetectorConfig.from_dict(checkpoint["config"])
         model = build_cell_net(config)
         model.load_state_dict(checkpoint["state_dict"])
+        threshold = float(checkpoint.get("threshold", DEFAULT_THRESHOLD))
     except (TypeError, ValueError, RuntimeError) as exc:
         raise ValueError(f"{path}: the detector does not match its config: {exc}") from exc
-    return model.to(map_location).eval(), config
+    return TrainedDetector(model.to(map_location).eval(), config, threshold)
 
 
 class LearnedDetector:
@@ -681,7 +693,7 @@ class LearnedDetector:
         maps: MapsFunction,
         config: DetectorConfig,
         pixel_um: float,
-        threshold: float = 0.3,
+        threshold: float = DEFAULT_THRESHOLD,
         max_detections: int = 100,
     ) -> None:
         require_positive(pixel_um=pixel_um, max_detections=max_detections)
@@ -699,17 +711,18 @@ class LearnedDetector:
         path: Path | str,
         *,
         pixel_um: float,
-        threshold: float = 0.3,
+        threshold: float | None = None,
         max_detections: int = 100,
         map_location: str | torch.device = "cpu",
     ) -> LearnedDetector:
-        """A detector running a checkpoint in this process (``load_network``)."""
-        model, config = load_network(path, map_location)
+        """A detector running a checkpoint in this process (``load_network``), at
+        ``threshold`` or else the checkpoint's own."""
+        trained = load_network(path, map_location)
         return cls(
-            maps=network_maps(model),
-            config=config,
+            maps=network_maps(trained.net),
+            config=trained.config,
             pixel_um=pixel_um,
-            threshold=threshold,
+            threshold=trained.threshold if threshold is None else threshold,
             max_detections=max_detections,
         )
 

@@ -16,6 +16,7 @@ from stainless.imaging.phantom_set import field_rng, phantom_config
 from stainless.models.blocks import parameter_count
 from stainless.models.detector import (
     CHECKPOINT_FORMAT,
+    DEFAULT_THRESHOLD,
     CellNet,
     DetectorConfig,
     DetectorOutput,
@@ -299,11 +300,14 @@ def test_load_restores_the_network(tmp_path: Path, field_bf: np.ndarray) -> None
         {"format": CHECKPOINT_FORMAT, "state_dict": net.state_dict(), "config": config.to_dict()},
         path,
     )
-    loaded, loaded_config = load_network(path)
+    loaded, loaded_config, threshold = load_network(path)
     assert loaded_config == config
+    assert threshold == DEFAULT_THRESHOLD  # no calibration in the checkpoint
     for a, b in zip(net.state_dict().values(), loaded.state_dict().values(), strict=True):
         assert torch.equal(a, b)
     assert not loaded.training  # batch norm on its running statistics
+    torch.save({**torch.load(path), "threshold": 0.45}, path)  # a calibrated one
+    assert LearnedDetector.load(path, pixel_um=0.075).threshold == 0.45
     detector = LearnedDetector.load(path, pixel_um=0.075, threshold=0.0, max_detections=5)
     found = detector.detect(field_bf)
     assert 0 < len(found) <= 5

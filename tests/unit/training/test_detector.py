@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +28,7 @@ from stainless_training.detector import (
     FieldPool,
     PreparedField,
     annotated_fields,
+    calibrate_threshold,
     crop_rng,
     detector_from_checkpoint,
     evaluate_detector,
@@ -77,6 +79,29 @@ def test_evaluation_counts_every_cell(tiny_run: Path) -> None:
     assert 0 <= result["precision"] <= 1 and 0 <= result["recall"] <= 1
     with pytest.raises(ValueError, match="fields"):
         evaluate_detector(tiny_run, fields=0, seed=4)
+
+
+def test_calibration_stores_the_best_f1_threshold_in_the_checkpoint(
+    tiny_run: Path, tmp_path: Path
+) -> None:
+    path = tmp_path / "detector.pt"
+    shutil.copy(tiny_run, path)
+    thresholds = (0.1, 0.5, 0.9)
+    calibration = calibrate_threshold(
+        path, fields=2, seed=5, thresholds=thresholds, width=256, height=256
+    )
+    table = calibration["table"]
+    assert [row["threshold"] for row in table] == list(thresholds)
+    cells = {row["tp"] + row["fn"] for row in table}
+    assert len(cells) == 1 and cells.pop() > 0  # the same cells at every threshold
+    assert [row["tp"] + row["fp"] for row in table] == sorted(
+        (row["tp"] + row["fp"] for row in table), reverse=True
+    )  # fewer reported as the threshold rises
+    best = max(row["f1"] for row in table)
+    chosen = min(row["threshold"] for row in table if row["f1"] == best)
+    assert calibration["threshold"] == chosen
+    assert LearnedDetector.load(path, pixel_um=0.075).threshold == chosen
+    assert evaluate_detector(path, fields=1, seed=5, width=256, height=256)["threshold"] == chosen
 
 
 def test_a_short_run_lowers_the_loss(tmp_path: Path) -> None:

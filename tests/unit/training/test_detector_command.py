@@ -49,3 +49,28 @@ def test_a_dataset_that_cannot_be_read_is_refused_before_ray_starts(
     assert result.exit_code == 2, result.output
     assert "error" in result.output and "lab" in result.output
     assert not (tmp_path / "run").exists()
+
+
+def test_calibrate_detector_stores_a_threshold_or_says_why_not(tmp_path: Path) -> None:
+    import json
+
+    import torch
+
+    from stainless.models.detector import (
+        CHECKPOINT_FORMAT,
+        DetectorConfig,
+        build_cell_net,
+        load_network,
+    )
+
+    config = DetectorConfig(width=4)
+    path = tmp_path / "detector.pt"
+    state = {"format": CHECKPOINT_FORMAT, "config": config.to_dict()}
+    torch.save({**state, "state_dict": build_cell_net(config).state_dict()}, path)
+    arguments = ["calibrate-detector", "--checkpoint", str(path), "--fields", "1", "--json"]
+    result = CliRunner().invoke(app, arguments)
+    assert result.exit_code == 0, result.output
+    calibration = json.loads(result.stdout)
+    assert load_network(path).threshold == calibration["threshold"]
+    missing = CliRunner().invoke(app, ["calibrate-detector", "--checkpoint", "none.pt"])
+    assert missing.exit_code == 2 and "not found" in missing.output
