@@ -2,8 +2,8 @@
 
 ``up`` starts the local servers (``servers.py``: Postgres and Redis checked, the Kafka
 broker, the S3 server and the v2 inference server over ``out/models``, exported from
-the demo model when empty, with the learned brightfield detector the registration
-stage runs on it), migrates a ``stainless`` database, registers a scanner and
+the demo model when empty, with the learned detectors the registration stage runs
+on it), migrates a ``stainless`` database, registers a scanner and
 an admin key, then starts the ingestion API, the outbox relay, the registration
 consumer, a Celery worker, the inference consumer (Triton adapter, gRPC) and the results
 API, each with its log and PID under ``out/stack``. The settings and keys of the stack
@@ -33,7 +33,7 @@ INFRA_STATE = servers.DEFAULT_STATE
 REPOSITORY = Path("out/models")
 DEMO_CHECKPOINT = ROOT / "training/demo_model/checkpoint.pt"
 DETECTOR_CHECKPOINTS = ROOT / "training/detector_model"
-LEARNED_DETECTORS = {"bf": "wbc_detector_bf"}  # as the demo: the better one in bench robustness
+LEARNED_DETECTORS = {"bf": "wbc_detector_bf", "dic": "wbc_detector_dic"}  # as the demo
 DATABASE = "stainless"
 BIN = Path(sys.executable).parent
 
@@ -78,7 +78,7 @@ def environment(results_key: str) -> dict[str, str]:
         "STAINLESS_INFERENCE__MODEL_REPOSITORY": str(REPOSITORY),
         "STAINLESS_INFERENCE__RETRY_MAX_BACKOFF_S": "4",
         "STAINLESS_REGISTRATION__DETECTOR__BRIGHTFIELD": "learned",
-        "STAINLESS_REGISTRATION__DETECTOR__DIC": "classical",
+        "STAINLESS_REGISTRATION__DETECTOR__DIC": "learned",
         "STAINLESS_REGISTRATION__DETECTOR__BACKEND": "triton",
         "STAINLESS_REGISTRATION__DETECTOR__URL": f"127.0.0.1:{servers.INFERENCE_GRPC_PORT}",
         "STAINLESS_REGISTRATION__DETECTOR__PROTOCOL": "grpc",

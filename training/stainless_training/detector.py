@@ -764,7 +764,7 @@ CALIBRATION_SEED = 77
 def calibrate_threshold(
     path: Path | str,
     *,
-    fields: int = 12,
+    fields: int = 40,
     seed: int = CALIBRATION_SEED,
     thresholds: Sequence[float] = CALIBRATION_THRESHOLDS,
     iou: float = 0.5,

@@ -135,7 +135,8 @@ DETECTORS: Mapping[str, DetectorFactory] = MappingProxyType({"classical": classi
 
 
 def learned_detectors(bf_checkpoint: Path, dic_checkpoint: Path) -> DetectorFactory:
-    """A factory of the learned detectors (``stainless.models.detector``) of two checkpoints.
+    """A factory of the learned detectors (``stainless.models.detector``) of two checkpoints,
+    each at its own score threshold (``stainless calibrate-detector``; 0.3 uncalibrated).
 
     Raises:
         FileNotFoundError: a checkpoint is missing (the message names it).

@@ -448,7 +448,7 @@ def export_detector_command(
 @app.command("calibrate-detector")
 def calibrate_detector_command(
     checkpoint: Annotated[Path, typer.Option(help="Learned detector checkpoint (detector.pt).")],
-    fields: Annotated[int, typer.Option(min=1, help="Held-out random-acquisition fields.")] = 12,
+    fields: Annotated[int, typer.Option(min=1, help="Held-out random-acquisition fields.")] = 40,
     seed: Annotated[int, typer.Option(min=0, help="Seed of the fields.")] = 77,
     as_json: Annotated[bool, typer.Option("--json", help="Print the table as JSON.")] = False,
 ) -> None:

@@ -746,7 +746,11 @@ class LearnedDetector:
         return out[0], scale
 
     def detect(self, image: np.ndarray) -> list[Detection]:
-        """White cells of one field (brightfield ``HxWx3`` or DIC ``HxW``), best first."""
+        """White cells of one field (brightfield ``HxWx3`` or DIC ``HxW``), best first.
+
+        A peak centred in the padding to a multiple of 16 (beyond the field's right or
+        bottom edge, which training crops never show) is not reported.
+        """
         maps, scale = self.maps(image)
         found = decode(
             maps[:1],
@@ -761,6 +765,8 @@ class LearnedDetector:
         clipped = []
         for det in found:
             x0, y0, x1, y1 = det.box
+            if (x0 + x1) / 2 >= width or (y0 + y1) / 2 >= height:
+                continue  # centred in the padding beyond the field's edge: not a cell of it
             box = (max(x0, 0), max(y0, 0), min(x1, width), min(y1, height))
             if box[2] > box[0] and box[3] > box[1]:
                 clipped.append(Detection(box, det.score))

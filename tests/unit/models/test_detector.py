@@ -17,6 +17,7 @@ from stainless.models.blocks import parameter_count
 from stainless.models.detector import (
     CHECKPOINT_FORMAT,
     DEFAULT_THRESHOLD,
+    SERVED_MAPS,
     CellNet,
     DetectorConfig,
     DetectorOutput,
@@ -332,3 +333,20 @@ def test_detector_refuses_maps_of_the_wrong_shape() -> None:
     )
     with pytest.raises(ValueError, match="maps of shape"):
         detector.detect(np.full((64, 64, 3), 200, np.uint8))
+
+
+def test_a_peak_in_the_padding_beyond_the_field_is_not_reported() -> None:
+    config = DetectorConfig(width=4, working_pixel_um=0.3)
+
+    def maps(batch: np.ndarray) -> np.ndarray:
+        _, _, height, width = batch.shape
+        out = np.zeros((1, SERVED_MAPS, height // 4, width // 4), np.float32)
+        out[0, 1:3] = 10.0  # 10 x 10 boxes
+        out[0, 0, 5, 10] = 0.9  # centre at x ≈ 40: inside the 100-px field
+        out[0, 0, 5, 26] = 0.8  # centre at x ≈ 104: in the padding to 112
+        return out
+
+    detector = LearnedDetector(maps=maps, config=config, pixel_um=0.3, threshold=0.5)
+    image = np.full((100, 100, 3), 200, np.uint8)
+    found = detector.detect(image)
+    assert len(found) == 1 and found[0].score == pytest.approx(0.9)
