@@ -155,11 +155,11 @@ def check_detectors(settings: RegistrationSettings) -> None:
     Raises:
         DetectorUnavailable: the message names the missing model and how to export it.
     """
-    from stainless.export.detector import DetectorExportError, read_detector
-
     chosen = settings.detector
     for modality, kind in (("bf", chosen.brightfield), ("dic", chosen.dic)):
-        if kind is DetectorKind.LEARNED:
+        if kind is DetectorKind.LEARNED:  # only then the export code (and torch) is needed
+            from stainless.export.detector import DetectorExportError, read_detector
+
             try:
                 read_detector(Path(chosen.model_repository), modality)
             except DetectorExportError as exc:
