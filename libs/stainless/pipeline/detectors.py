@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
@@ -28,6 +29,9 @@ from stainless.config import (
 from stainless.imaging.detection import BrightfieldDetector, DicDetector, WbcDetector
 from stainless.inference.port import InferenceUnavailable
 from stainless.inference.triton import TritonClient
+
+if TYPE_CHECKING:
+    from stainless.export.detector import ServedDetector
 
 __all__ = [
     "DetectorUnavailable",
@@ -81,14 +85,10 @@ def learned_detector(
         DetectorUnavailable: nothing exported for ``modality`` in the repository, or the
             exported network cannot be loaded.
     """
-    from stainless.export.detector import DetectorExportError, read_detector
     from stainless.models.detector import LearnedDetector, MapsFunction
 
     repo = Path(settings.model_repository)
-    try:
-        served = read_detector(repo, modality)
-    except DetectorExportError as exc:
-        raise DetectorUnavailable(str(exc)) from None
+    served = _served(repo, modality)
     maps: MapsFunction
     if settings.backend is InferenceBackend.LOCAL:
         import torch
@@ -127,6 +127,17 @@ def learned_detector(
     )
 
 
+def _served(repo: Path, modality: str) -> ServedDetector:
+    """What the repository says of the modality's learned detector (imported here: the
+    export code needs torch, which classical detectors do not)."""
+    from stainless.export.detector import DetectorExportError, read_detector
+
+    try:
+        return read_detector(repo, modality)
+    except DetectorExportError as exc:
+        raise DetectorUnavailable(str(exc)) from None
+
+
 def _client(settings: DetectorSettings) -> TritonClient:
     return TritonClient(settings.url, protocol=settings.protocol, timeout_s=settings.timeout_s)
 
@@ -157,13 +168,8 @@ def check_detectors(settings: RegistrationSettings) -> None:
     """
     chosen = settings.detector
     for modality, kind in (("bf", chosen.brightfield), ("dic", chosen.dic)):
-        if kind is DetectorKind.LEARNED:  # only then the export code (and torch) is needed
-            from stainless.export.detector import DetectorExportError, read_detector
-
-            try:
-                read_detector(Path(chosen.model_repository), modality)
-            except DetectorExportError as exc:
-                raise DetectorUnavailable(str(exc)) from None
+        if kind is DetectorKind.LEARNED:
+            _served(Path(chosen.model_repository), modality)
 
 
 def build_detectors(settings: RegistrationSettings) -> Detectors:
