@@ -122,9 +122,9 @@ def exported_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     and tiny random learned detectors of both modalities."""
     import torch
 
+    from stainless.domain.cells import CellClass
     from stainless.export.detector import write_detector
     from stainless.export.triton import InstanceKind, write_repository
-    from stainless.imaging.phantom import CellClass
     from stainless.models.configs import MultiTaskConfig
     from stainless.models.detector import (
         CHECKPOINT_FORMAT,

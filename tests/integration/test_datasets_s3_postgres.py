@@ -15,8 +15,9 @@ from stainless.datasets.snapshot import SkippedCell, build_snapshot
 from stainless.datasets.torch_data import ManifestDataset
 from stainless.db.engine import create_db_engine, session_scope
 from stainless.db.migrate import upgrade
-from stainless.db.models import Cell, Prediction, Review, ReviewAction, utcnow
+from stainless.db.models import Cell, Prediction, Review, utcnow
 from stainless.db.repository import create_slide, get_or_create_scanner
+from stainless.domain.review import ReviewAction
 from stainless.imaging.codecs import encode_png
 from stainless.storage import create_store
 from stainless.storage.s3 import S3ObjectStore

@@ -22,11 +22,10 @@ from stainless.db.models import (
     Registration,
     RegistrationStatus,
     Review,
-    ReviewAction,
-    ReviewStatus,
     TrainingJob,
 )
 from stainless.db.repository import create_slide, get_or_create_scanner, record_field
+from stainless.domain.review import ReviewAction, ReviewStatus
 from stainless.events import InMemoryBus
 from stainless.events.outbox import OutboxRelay
 

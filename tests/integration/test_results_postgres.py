@@ -13,14 +13,9 @@ from sqlmodel import Session, col, select
 from stainless.config import DatabaseSettings, ResultsSettings, Settings, StoreSettings
 from stainless.db.engine import create_db_engine, session_scope
 from stainless.db.migrate import upgrade
-from stainless.db.models import (
-    Cell,
-    OutboxEvent,
-    Prediction,
-    ReviewStatus,
-    SlideStatus,
-)
+from stainless.db.models import Cell, OutboxEvent, Prediction, SlideStatus
 from stainless.db.repository import create_slide, get_or_create_scanner
+from stainless.domain.review import ReviewStatus
 from stainless.events.contracts import Topic
 from stainless.results.api import create_app
 from stainless.storage.local import LocalObjectStore

@@ -20,7 +20,7 @@ import torch
 
 from stainless.confidence.adapters import StainingLatentModel, predicted_foreground
 from stainless.confidence.noise import whole_latent_confidence
-from stainless.imaging.phantom import MaskClass
+from stainless.domain.cells import MaskClass
 from stainless.metrics.classification import classification_report, pearson_r
 from stainless.metrics.fid import FidMetric
 from stainless.metrics.image import mse, ssim

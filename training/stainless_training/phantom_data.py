@@ -17,8 +17,9 @@ import numpy.typing as npt
 import torch
 from torch.utils.data import Dataset
 
+from stainless.domain.cells import CellClass
 from stainless.imaging.cropping import Cropper, box_centre
-from stainless.imaging.phantom import CellClass, PhantomConfig, PhantomField, generate_field
+from stainless.imaging.phantom import PhantomConfig, PhantomField, generate_field
 from stainless.models.inputs import dic_unit
 
 CLASSES: tuple[CellClass, ...] = tuple(CellClass)

@@ -12,9 +12,10 @@ Each detector and the registrar is given the scanner's known optics from the fie
 configuration (pixel size, DIC shear angle and distance, bias, wavelength), never the prism
 sign, stain, illumination or camera: those are estimated from each field.
 
-Scoring follows ``stainless.bench.detection``: boxes matched greedily at IoU 0.5, every
-phantom cell counts, a cell whose brightfield box is empty is left out of the brightfield
-score. ``bf_non_cells`` and ``dic_non_cells`` count the detections that overlap a
+Scoring follows ``stainless.bench.detection`` (boxes matched greedily at IoU 0.5), except
+that a cell counts in a modality only when at least half of it lies in that modality's
+field (``MIN_VISIBLE``): a sliver cut by the edge is neither a miss nor, when found, a false
+positive. ``bf_non_cells`` and ``dic_non_cells`` count the detections that overlap a
 platelet, a platelet clump, debris or stain precipitate (IoU >= 0.3): never a white cell.
 A field on which a detector raises ``UnreliableFieldError`` is counted as rejected for
 that detector, and its cells as misses. Registration error is ``corner_error_px`` against
@@ -45,6 +46,7 @@ from stainless.bench.detection import detection_metrics
 from stainless.config import OpticsSettings
 from stainless.imaging.acquisition import PRESETS, merge, random_acquisition
 from stainless.imaging.detection import (
+    Detection,
     UnreliableFieldError,
     WbcDetector,
     box_iou,
@@ -234,12 +236,48 @@ _NON_CELL_IOU = 0.3
 """A detection overlapping a platelet, a platelet clump or debris this much reports it."""
 
 
+MIN_VISIBLE = 0.5
+"""A cell counts in a modality's score when at least this share of its area lies in that
+modality's field. A cell cut further (a sliver at the edge, whole in the neighbouring field
+of a scan) is left out: not finding it is no miss, and a detection on it is no false
+positive."""
+
+
 def _box(item: PhantomCell | SmearObject, modality: str) -> tuple[int, int, int, int]:
     return item.box_bf if modality == "bf" else item.box_dic
 
 
 def _nonempty(box: tuple[int, int, int, int]) -> bool:
     return box[2] > box[0] and box[3] > box[1]
+
+
+def _visible(cell: PhantomCell, modality: str) -> float:
+    return cell.visible_bf if modality == "bf" else cell.visible_dic
+
+
+def _centre_in(inner: Sequence[int], outer: Sequence[int]) -> bool:
+    cx, cy = (inner[0] + inner[2]) / 2, (inner[1] + inner[3]) / 2
+    return outer[0] <= cx < outer[2] and outer[1] <= cy < outer[3]
+
+
+def score_field(
+    found: Sequence[Detection], cells: Sequence[PhantomCell], modality: str, iou: float
+) -> tuple[int, int, int]:
+    """(tp, fp, fn) of one field's detections against its cells that count (``MIN_VISIBLE``).
+
+    Boxes are matched greedily at ``iou`` (``match_boxes``); an unmatched detection on a
+    cell that does not count (either box holds the other's centre) is not a false positive.
+    """
+    boxes = [(_box(c, modality), _visible(c, modality)) for c in cells]
+    truth = [b for b, share in boxes if _nonempty(b) and share >= MIN_VISIBLE]
+    cut = [b for b, share in boxes if _nonempty(b) and share < MIN_VISIBLE]
+    tp, fp, fn = match_boxes(found, truth, iou)
+    on_cut = sum(
+        all(box_iou(d.box, t) < iou for t in truth)
+        and any(_centre_in(d.box, b) or _centre_in(b, d.box) for b in cut)
+        for d in found
+    )
+    return tp, fp - on_cut, fn
 
 
 class _Scores:
@@ -258,13 +296,12 @@ class _Scores:
             ("bf", pair.bf, field.bf, self.bf),
             ("dic", pair.dic, field.dic, self.dic),
         ):
-            truth = [_box(c, modality) for c in field.cells if _nonempty(_box(c, modality))]
             try:
                 found = detector.detect(image)
             except UnreliableFieldError:
                 self.rejected[modality] += 1
                 found = []
-            tp, fp, fn = match_boxes(found, truth, iou)
+            tp, fp, fn = score_field(found, field.cells, modality, iou)
             counts.update(tp=tp, fp=fp, fn=fn)
             objects = [_box(o, modality) for o in field.smear_objects]
             self.non_cells[modality] += sum(

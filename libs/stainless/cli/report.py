@@ -14,7 +14,8 @@ from pathlib import Path
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from stainless.results.queries import CLASS_ORDER, CellView, SlideSummary
+from stainless.domain.cells import CLASS_ORDER
+from stainless.results.queries import CellView, SlideSummary
 from stainless.storage import ObjectStore
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from stainless.imaging.phantom import MaskClass
+from stainless.domain.cells import MaskClass
 from stainless.models.blocks import domain_onehot
 from stainless.models.mtmd import Domain, MultiTaskTranslator
 

@@ -37,7 +37,7 @@ from pydantic import (
     model_validator,
 )
 
-from stainless.imaging.phantom import CellClass
+from stainless.domain.cells import CellClass
 from stainless.storage import ObjectNotFoundError, ObjectStore, validate_key
 
 __all__ = [

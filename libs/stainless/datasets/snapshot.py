@@ -24,7 +24,8 @@ from stainless.datasets.manifest import (
     check_name,
     write_manifest,
 )
-from stainless.db.models import ReviewAction, Slide, utcnow
+from stainless.db.models import Slide, utcnow
+from stainless.domain.review import ReviewAction
 from stainless.results.queries import CellView, cell_views
 from stainless.storage import ObjectStore
 

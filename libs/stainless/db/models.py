@@ -17,6 +17,8 @@ from sqlalchemy import JSON, Column, DateTime, Text, UniqueConstraint
 from sqlalchemy import Enum as SAEnum
 from sqlmodel import Field, SQLModel
 
+from stainless.domain.review import ReviewAction, ReviewStatus
+
 
 def new_id() -> str:
     return str(uuid.uuid4())
@@ -61,20 +63,6 @@ class SlideStatus(StrEnum):
 class RegistrationStatus(StrEnum):
     ACCEPTED = "accepted"
     REJECTED = "rejected"
-
-
-class ReviewStatus(StrEnum):
-    PENDING = "pending"
-    NEEDS_REVIEW = "needs_review"
-    CONFIRMED = "confirmed"
-    RECLASSIFIED = "reclassified"
-    POOR_QUALITY = "poor_quality"
-
-
-class ReviewAction(StrEnum):
-    CONFIRM = "confirm"
-    RECLASSIFY = "reclassify"
-    POOR_QUALITY = "poor_quality"
 
 
 class ModelStatus(StrEnum):

@@ -8,8 +8,8 @@ from pathlib import Path
 import torch
 import yaml
 
+from stainless.domain.cells import CellClass
 from stainless.export.triton import InstanceKind, write_repository
-from stainless.imaging.phantom import CellClass
 from stainless.models.configs import MultiTaskConfig
 from stainless.models.mtmd import build_multitask
 

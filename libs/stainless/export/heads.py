@@ -20,7 +20,7 @@ import warnings
 import torch
 from torch import Tensor, nn
 
-from stainless.imaging.phantom import MaskClass
+from stainless.domain.cells import MaskClass
 from stainless.models.blocks import domain_onehot
 from stainless.models.mtmd import Domain, MultiTaskTranslator
 

@@ -32,7 +32,7 @@ import itertools
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from enum import IntEnum, StrEnum
+from enum import StrEnum
 from types import MappingProxyType
 from typing import Literal
 
@@ -41,6 +41,7 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from stainless.domain.cells import CellClass, MaskClass
 from stainless.imaging.acquisition import (
     CameraConfig,
     IlluminationConfig,
@@ -53,27 +54,6 @@ F32 = npt.NDArray[np.float32]
 F64 = npt.NDArray[np.float64]
 U8 = npt.NDArray[np.uint8]
 U16 = npt.NDArray[np.uint16]
-
-
-class CellClass(StrEnum):
-    """White-cell classes (CellaVision codes)."""
-
-    ART = "ART"  # artifact: debris, not a cell
-    BA = "BA"  # basophil
-    EO = "EO"  # eosinophil
-    LY = "LY"  # lymphocyte
-    MO = "MO"  # monocyte
-    SNE = "SNE"  # segmented neutrophil
-    SMU = "SMU"  # smudge cell (destroyed)
-
-
-class MaskClass(IntEnum):
-    """Mask labels; the higher value wins where compartments overlap."""
-
-    BACKGROUND = 0
-    RED_CELL = 1
-    CYTOPLASM = 2
-    NUCLEUS = 3
 
 
 _CLASSES = tuple(CellClass)
@@ -204,6 +184,8 @@ class PhantomCell:
     box_bf: tuple[int, int, int, int]
     at_border: bool  # cut by the DIC field edge
     touching: bool  # within 2 px of another cell
+    visible_dic: float = 1.0  # share of the cell's area inside the DIC field
+    visible_bf: float = 1.0  # share of the cell's area inside the brightfield field
 
 
 @dataclass(frozen=True, eq=False)
@@ -981,8 +963,14 @@ def _margin(config: PhantomConfig) -> int:
 
 def _boxes(
     g: _Grid, cell: CellLayers, m: int, config: PhantomConfig, bf_to_dic: F64
-) -> tuple[tuple[int, int, int, int], tuple[int, int, int, int], bool] | None:
-    """(box_dic, box_bf, at_border) of a WBC patch, or None when it misses the field."""
+) -> tuple[Box, Box, bool, float, float] | None:
+    """(box_dic, box_bf, at_border, visible_dic, visible_bf) of a WBC patch, or None when
+    it misses the DIC field.
+
+    The brightfield box holds the whole cell's DIC box mapped into the brightfield frame,
+    clipped to that frame (a cell cut by the DIC edge may run on in the brightfield); the
+    visible shares count the cell's pixels inside each frame.
+    """
     ys, xs = np.nonzero(cell.label >= MaskClass.CYTOPLASM)
     if xs.size == 0:
         return None
@@ -992,7 +980,15 @@ def _boxes(
     box = (max(x0, 0), max(y0, 0), min(x1, w), min(y1, h))
     if box[0] >= box[2] or box[1] >= box[3]:
         return None
-    return box, _box_in_bf(box, bf_to_dic, w, h), x0 < 0 or y0 < 0 or x1 > w or y1 > h
+    x = g.x0 - m + xs + 0.5  # pixel centres in the DIC frame
+    y = g.y0 - m + ys + 0.5
+    dic_to_bf = np.linalg.inv(np.vstack([bf_to_dic, [0.0, 0.0, 1.0]]))[:2]
+    u = dic_to_bf[0, 0] * x + dic_to_bf[0, 1] * y + dic_to_bf[0, 2]
+    v = dic_to_bf[1, 0] * x + dic_to_bf[1, 1] * y + dic_to_bf[1, 2]
+    visible_dic = float(np.mean((x >= 0) & (x < w) & (y >= 0) & (y < h)))
+    visible_bf = float(np.mean((u >= 0) & (u < w) & (v >= 0) & (v < h)))
+    at_border = x0 < 0 or y0 < 0 or x1 > w or y1 > h
+    return box, _box_in_bf((x0, y0, x1, y1), bf_to_dic, w, h), at_border, visible_dic, visible_bf
 
 
 def _box_in_bf(box: Box, bf_to_dic: F64, width: int, height: int) -> Box:
@@ -1027,8 +1023,19 @@ def _render_scene(
         scene.add(g, cell)
     cells = []
     for cls, g, cell in patches:
-        if (boxes := _boxes(g, cell, m, config, affine)) is not None:
-            cells.append(PhantomCell(cls, *boxes, touching=scene.touches_other(g, cell)))
+        if (found := _boxes(g, cell, m, config, affine)) is not None:
+            box_dic, box_bf, at_border, visible_dic, visible_bf = found
+            cells.append(
+                PhantomCell(
+                    cls,
+                    box_dic,
+                    box_bf,
+                    at_border,
+                    touching=scene.touches_other(g, cell),
+                    visible_dic=visible_dic,
+                    visible_bf=visible_bf,
+                )
+            )
     objects = []
     if not config.smear.empty:
         w, h = config.width, config.height

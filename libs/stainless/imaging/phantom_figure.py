@@ -10,7 +10,8 @@ import numpy.typing as npt
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from stainless.imaging.phantom import CellClass, PhantomCell, PhantomField
+from stainless.domain.cells import CellClass
+from stainless.imaging.phantom import PhantomCell, PhantomField
 
 Box = tuple[int, int, int, int]
 

@@ -14,8 +14,9 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
+from stainless.domain.cells import MaskClass
 from stainless.imaging.acquisition import PRESETS
-from stainless.imaging.phantom import MaskClass, PhantomField, generate_field
+from stainless.imaging.phantom import PhantomField, generate_field
 from stainless.imaging.phantom_set import field_rng, phantom_config
 
 STAIN_PRESETS = ("reference", "wright", "wright-giemsa", "leishman", "giemsa")

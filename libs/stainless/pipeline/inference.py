@@ -38,10 +38,10 @@ from stainless.db.models import (
     Modality,
     Prediction,
     Registration,
-    ReviewStatus,
     Slide,
     SlideStatus,
 )
+from stainless.domain.review import ReviewStatus
 from stainless.events import (
     CellsCropped,
     CellsStained,

@@ -26,7 +26,9 @@ from starlette.responses import Response
 
 from stainless.config import Settings, load_settings
 from stainless.db.engine import create_db_engine, ping, wait_for_database
-from stainless.db.models import ReviewAction, ReviewStatus, Slide
+from stainless.db.models import Slide
+from stainless.domain.cells import CLASS_ORDER, LEUKOCYTES
+from stainless.domain.review import ReviewAction, ReviewStatus
 from stainless.imaging.codecs import encode_png
 from stainless.logs import configure_logging
 from stainless.observability import add_health_routes
@@ -151,8 +153,8 @@ def _summary_json(summary: queries.SlideSummary) -> dict[str, Any]:
         **_slide_json(summary.slide),
         "cells": diff.total,
         "needs_review": diff.needs_review,
-        "classes": list(queries.CLASS_ORDER),
-        "leukocyte_classes": list(queries.LEUKOCYTES),
+        "classes": list(CLASS_ORDER),
+        "leukocyte_classes": list(LEUKOCYTES),
         "differential": {
             "counts": diff.counts,
             "percent": diff.percent,

@@ -17,7 +17,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from stainless.db.models import Slide, SlideStatus
-from stainless.results.queries import CLASS_ORDER, Differential, Flags
+from stainless.domain.cells import CLASS_ORDER
+from stainless.domain.differential import Differential, Flags
 
 CELL_CLASS_SYSTEM = "urn:stainless:cell-class"
 MEASURE_SYSTEM = "urn:stainless:measure"

@@ -8,41 +8,17 @@ cell without a prediction is *pending* and counted apart.
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TypeVar
 
 from sqlalchemy import Engine
 from sqlmodel import Session, col, select
 
-from stainless.db.models import (
-    Cell,
-    Prediction,
-    Review,
-    ReviewAction,
-    ReviewStatus,
-    Slide,
-)
-from stainless.imaging.phantom import CellClass
+from stainless.db.models import Cell, Prediction, Review, Slide
+from stainless.domain.differential import Differential, Flags, differential, flags
+from stainless.domain.review import ReviewAction, ReviewStatus, status_of
 from stainless.results.errors import NotFound
-
-CLASS_ORDER: tuple[str, ...] = tuple(c.value for c in CellClass)
-"""Every cell class in display order (the review page's hotkeys 1–7 follow it)."""
-
-LEUKOCYTES: tuple[str, ...] = ("BA", "EO", "LY", "MO", "SNE")
-"""The classes whose sum is the denominator of the differential's percentages."""
-
-_STATUS_OF_ACTION = {
-    ReviewAction.CONFIRM: ReviewStatus.CONFIRMED,
-    ReviewAction.RECLASSIFY: ReviewStatus.RECLASSIFIED,
-    ReviewAction.POOR_QUALITY: ReviewStatus.POOR_QUALITY,
-}
-
-
-def status_of(action: ReviewAction | str) -> ReviewStatus:
-    """The review status a review action leaves the cell in."""
-    return _STATUS_OF_ACTION[ReviewAction(action)]
 
 
 @dataclass(frozen=True)
@@ -61,38 +37,6 @@ class CellView:
         return self.effective_class is not None and self.review_status is not (
             ReviewStatus.POOR_QUALITY
         )
-
-
-@dataclass(frozen=True)
-class Differential:
-    """Counts per class and percentages over the leukocytes.
-
-    ``counts`` holds every class (zeros included; a class code unknown to
-    :class:`CellClass` is counted too). ``percent`` holds only the leukocyte
-    classes BA, EO, LY, MO and SNE, over their sum: artifacts (ART) and smudge
-    cells (SMU) are counted but are not leukocytes that can be differentiated,
-    so they are not in the denominator. ``percent`` values are ``None`` when no
-    leukocyte was counted.
-    """
-
-    counts: dict[str, int]
-    percent: dict[str, float | None]
-    leukocytes: int
-    counted: int
-    poor_quality: int
-    pending: int
-    needs_review: int
-
-    @property
-    def total(self) -> int:
-        return self.counted + self.poor_quality + self.pending
-
-
-@dataclass(frozen=True)
-class Flags:
-    pathological: list[str] = field(default_factory=list)
-    needs_review: int = 0
-    pending: int = 0
 
 
 @dataclass(frozen=True)
@@ -138,40 +82,6 @@ def _view(cell: Cell, prediction: Prediction | None, reviews: list[Review]) -> C
     effective = reclassified[-1].new_class if reclassified else prediction.predicted_class
     status = status_of(latest.action) if latest else ReviewStatus(prediction.review_status)
     return CellView(cell, prediction, latest, effective, status)
-
-
-def differential(views: Iterable[CellView]) -> Differential:
-    counts: Counter[str] = Counter(dict.fromkeys(CLASS_ORDER, 0))
-    poor = pending = needs_review = counted = 0
-    for view in views:
-        if view.review_status is ReviewStatus.NEEDS_REVIEW:
-            needs_review += 1
-        if view.effective_class is None:
-            pending += 1
-        elif view.review_status is ReviewStatus.POOR_QUALITY:
-            poor += 1
-        else:
-            counts[view.effective_class] += 1
-            counted += 1
-    leukocytes = sum(counts[code] for code in LEUKOCYTES)
-    percent: dict[str, float | None] = {
-        code: (round(100.0 * counts[code] / leukocytes, 1) if leukocytes else None)
-        for code in LEUKOCYTES
-    }
-    return Differential(
-        counts=dict(counts),
-        percent=percent,
-        leukocytes=leukocytes,
-        counted=counted,
-        poor_quality=poor,
-        pending=pending,
-        needs_review=needs_review,
-    )
-
-
-def flags(diff: Differential, *, pathological_classes: Iterable[str]) -> Flags:
-    present = [code for code in pathological_classes if diff.counts.get(code, 0) > 0]
-    return Flags(pathological=present, needs_review=diff.needs_review, pending=diff.pending)
 
 
 def get_slide(session: Session, slide_id: str) -> Slide:

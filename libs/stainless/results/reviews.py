@@ -15,12 +15,13 @@ from sqlalchemy import Engine
 from sqlmodel import Session, select
 
 from stainless.db.engine import session_scope
-from stainless.db.models import Review, ReviewAction, ReviewStatus, Slide, SlideStatus, utcnow
+from stainless.db.models import Review, Slide, SlideStatus, utcnow
+from stainless.domain.cells import CellClass
+from stainless.domain.review import ReviewAction, ReviewStatus, status_of
 from stainless.events.contracts import Envelope, ReviewRecorded
 from stainless.events.outbox import add_event
-from stainless.imaging.phantom import CellClass
 from stainless.results.errors import Conflict, Invalid, NotFound
-from stainless.results.queries import cell_views, load_cell_view, status_of
+from stainless.results.queries import cell_views, load_cell_view
 
 REVIEWS = Counter("stainless_results_reviews_total", "Cell reviews recorded", ["action"])
 SIGNED = Counter("stainless_results_slides_signed_total", "Slides signed")

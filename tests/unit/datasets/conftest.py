@@ -13,8 +13,9 @@ from sqlalchemy import Engine
 
 from stainless.config import DatabaseSettings
 from stainless.db.engine import create_db_engine, session_scope
-from stainless.db.models import Cell, Prediction, Review, ReviewAction, utcnow
+from stainless.db.models import Cell, Prediction, Review, utcnow
 from stainless.db.repository import create_slide, get_or_create_scanner
+from stainless.domain.review import ReviewAction
 from stainless.imaging.codecs import encode_png
 from stainless.storage.local import LocalObjectStore
 

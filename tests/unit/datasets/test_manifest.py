@@ -19,7 +19,7 @@ from stainless.datasets.manifest import (
     read_manifest,
     write_manifest,
 )
-from stainless.imaging.phantom import CellClass
+from stainless.domain.cells import CellClass
 from stainless.models.inputs import DIC_HIGH
 from stainless.storage.local import LocalObjectStore
 

@@ -7,8 +7,9 @@ from sqlmodel import SQLModel, select
 
 from stainless.config import DatabaseSettings
 from stainless.db.engine import create_db_engine, session_scope
-from stainless.db.models import FieldImage, Modality, Prediction, ReviewStatus, Slide
+from stainless.db.models import FieldImage, Modality, Prediction, Slide
 from stainless.db.repository import create_slide, get_or_create_scanner, record_field
+from stainless.domain.review import ReviewStatus
 
 
 def test_migrations_create_every_table(sqlite_url: str) -> None:

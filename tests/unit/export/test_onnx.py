@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch import Tensor, nn
 
+from stainless.domain.cells import CellClass
 from stainless.export import onnx as onnx_export
 from stainless.export import triton
 from stainless.export.heads import eager_models
@@ -20,7 +21,6 @@ from stainless.export.triton import (
     model_config,
     write_repository,
 )
-from stainless.imaging.phantom import CellClass
 from stainless.models.configs import MultiTaskConfig
 from stainless.models.mtmd import build_multitask
 

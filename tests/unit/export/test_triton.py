@@ -9,9 +9,9 @@ import torch
 
 from stainless.confidence.adapters import StainingLatentModel, predicted_foreground
 from stainless.confidence.noise import whole_latent_confidence
+from stainless.domain.cells import CellClass
 from stainless.export.manifest import ManifestError, read_manifest
 from stainless.export.triton import InstanceKind, load_served, write_repository
-from stainless.imaging.phantom import CellClass
 from stainless.models.configs import MultiTaskConfig
 from stainless.models.mtmd import Domain, build_multitask
 

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
+from stainless.domain.cells import MaskClass
 from stainless.imaging.acquisition import (
     PRESETS,
     STAIN_SETS,
@@ -19,7 +20,7 @@ from stainless.imaging.acquisition import (
     merge,
     random_acquisition,
 )
-from stainless.imaging.phantom import MaskClass, PhantomConfig, generate_field
+from stainless.imaging.phantom import PhantomConfig, generate_field
 from stainless.imaging.phantom_set import field_rng, phantom_config
 
 SMALL = {"width": 512, "height": 384}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from stainless.domain.cells import CellClass
 from stainless.imaging.detection import (
     BrightfieldDetector,
     Detection,
@@ -14,13 +15,7 @@ from stainless.imaging.detection import (
     boxes_to_dic,
     match_boxes,
 )
-from stainless.imaging.phantom import (
-    CellClass,
-    PhantomConfig,
-    PhantomField,
-    SmearObjectKind,
-    generate_field,
-)
+from stainless.imaging.phantom import PhantomConfig, PhantomField, SmearObjectKind, generate_field
 from stainless.imaging.phantom_set import field_rng, phantom_config
 
 # Busier than the default (3-6 white cells a field) so that a handful of small fields

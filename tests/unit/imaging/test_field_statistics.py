@@ -6,6 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
+from stainless.domain.cells import MaskClass
 from stainless.imaging.acquisition import STAIN_SETS, StainProtocol
 from stainless.imaging.field_statistics import (
     FieldStatistics,
@@ -14,7 +15,7 @@ from stainless.imaging.field_statistics import (
     estimate_background,
     relative_threshold,
 )
-from stainless.imaging.phantom import MaskClass, PhantomField, generate_field
+from stainless.imaging.phantom import PhantomField, generate_field
 from stainless.imaging.phantom_set import field_rng, phantom_config
 
 

@@ -11,10 +11,9 @@ import numpy.typing as npt
 import pytest
 from pydantic import ValidationError
 
+from stainless.domain.cells import CellClass, MaskClass
 from stainless.imaging.phantom import (
     DEFAULT_CLASS_FREQUENCIES,
-    CellClass,
-    MaskClass,
     PhantomConfig,
     PhantomField,
     brightfield_from_od,
@@ -181,6 +180,35 @@ def test_border_cell_is_flagged_and_touches_the_edge() -> None:
         assert x0 == 0 or y0 == 0 or x1 == 512 or y1 == 384
         inner = field_of(seed, border_cell_probability=0.0, wbc_per_field=(1, 1))
         assert not any(c.at_border for c in inner.cells)
+
+
+def test_visible_shares_count_the_cell_inside_each_frame() -> None:
+    seen_cut = False
+    for seed in range(6):
+        field = field_of(seed, border_cell_probability=0.5, wbc_per_field=(2, 3))
+        for cell in field.cells:
+            assert 0 < cell.visible_dic <= 1 and 0 <= cell.visible_bf <= 1
+            if not cell.at_border:
+                assert cell.visible_dic == 1.0
+                continue
+            seen_cut = True
+            assert cell.visible_dic < 1.0
+            x0, y0, x1, y1 = cell.box_dic  # clipped: the cell's pixels inside the box
+            inside = np.count_nonzero(field.mask[y0:y1, x0:x1] >= MaskClass.CYTOPLASM)
+            assert inside > 0
+    assert seen_cut
+
+
+def test_brightfield_box_of_a_cut_cell_runs_to_the_brightfield_edge() -> None:
+    for seed in range(5):
+        field = field_of(seed, border_cell_probability=1.0, wbc_per_field=(1, 1))
+        (cell,) = field.cells
+        labels_bf = mask_in_bf(field)
+        u0, v0, u1, v1 = cell.box_bf
+        nucleus = np.argwhere(labels_bf == MaskClass.NUCLEUS)
+        if len(nucleus):  # every nucleus pixel the brightfield shows lies in the box
+            assert nucleus[:, 0].min() >= v0 and nucleus[:, 0].max() < v1
+            assert nucleus[:, 1].min() >= u0 and nucleus[:, 1].max() < u1
 
 
 def test_touching_follows_the_probability() -> None:

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from stainless.imaging.phantom import CellClass, PhantomConfig, PhantomField, generate_field
+from stainless.domain.cells import CellClass
+from stainless.imaging.phantom import PhantomConfig, PhantomField, generate_field
 from stainless.imaging.phantom_figure import render_overview, select_examples
 
 

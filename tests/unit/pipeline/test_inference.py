@@ -21,11 +21,11 @@ from stainless.db.models import (
     Prediction,
     Registration,
     RegistrationStatus,
-    ReviewStatus,
     Scanner,
     Slide,
     SlideStatus,
 )
+from stainless.domain.review import ReviewStatus
 from stainless.events import (
     CellsCropped,
     Envelope,

@@ -16,17 +16,9 @@ from sqlmodel import Session, select
 
 from stainless.config import DatabaseSettings, ResultsSettings, Settings, StoreSettings
 from stainless.db.engine import create_db_engine, session_scope
-from stainless.db.models import (
-    Cell,
-    OutboxEvent,
-    Prediction,
-    Review,
-    ReviewStatus,
-    Slide,
-    SlideStatus,
-    utcnow,
-)
+from stainless.db.models import Cell, OutboxEvent, Prediction, Review, Slide, SlideStatus, utcnow
 from stainless.db.repository import create_slide, get_or_create_scanner
+from stainless.domain.review import ReviewStatus
 from stainless.imaging.codecs import encode_png
 from stainless.results.api import create_app
 from stainless.storage.local import LocalObjectStore

@@ -10,7 +10,8 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlmodel import Session
 
-from stainless.db.models import Prediction, ReviewStatus, Slide, SlideStatus
+from stainless.db.models import Prediction, Slide, SlideStatus
+from stainless.domain.review import ReviewStatus
 from stainless.events.contracts import Envelope, ReviewRecorded, Topic
 
 from .conftest import REVIEWER, SCIENTIST, CellSpec, World

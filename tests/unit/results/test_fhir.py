@@ -8,7 +8,7 @@ from fastapi.testclient import TestClient
 from fhir.resources.R4B.diagnosticreport import DiagnosticReport
 from fhir.resources.R4B.observation import Observation
 
-from stainless.db.models import ReviewStatus
+from stainless.domain.review import ReviewStatus
 
 from .conftest import REVIEWER, SCIENTIST, CellSpec, World
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from sqlmodel import Session
 
-from stainless.db.models import ReviewAction, ReviewStatus
+from stainless.domain.review import ReviewAction, ReviewStatus
 from stainless.results import queries
 from stainless.results.errors import NotFound
 from stainless.results.reviews import review_cell

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from stainless.imaging.phantom import CellClass, PhantomConfig
+from stainless.domain.cells import CellClass
+from stainless.imaging.phantom import PhantomConfig
 from stainless_training.phantom_data import CLASSES, CellDataset, phantom_samples
 
 CONFIG = PhantomConfig(width=768, height=576)
