@@ -27,9 +27,9 @@ from fhir.resources.R4B.diagnosticreport import DiagnosticReport
 from kafka import KafkaConsumer
 from sqlalchemy import create_engine, text
 
-from stainless.events import SlideCompleted, Topic, decode_envelope
+from stainless.core.events import SlideCompleted, Topic, decode_envelope
+from stainless.core.storage.local import LocalObjectStore
 from stainless.imaging.phantom_set import phantom_config, write_slide
-from stainless.storage.local import LocalObjectStore
 
 
 class CheckFailed(AssertionError):

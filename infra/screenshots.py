@@ -16,17 +16,17 @@ import httpx
 from playwright.sync_api import sync_playwright
 
 from stainless.cli.demo import run_demo
-from stainless.config import (
+from stainless.core.config import (
     DatabaseSettings,
     InferenceSettings,
     ResultsSettings,
     Settings,
     StoreSettings,
 )
-from stainless.db.engine import create_db_engine
-from stainless.observability import HealthServer
-from stainless.results.api import create_app
-from stainless.storage import create_store
+from stainless.core.db.engine import create_db_engine
+from stainless.core.observability import HealthServer
+from stainless.core.storage import create_store
+from stainless.stages.review.api import create_app
 
 ROOT = Path(__file__).resolve().parents[1]
 ARGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"]

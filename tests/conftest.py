@@ -109,7 +109,7 @@ def redis_url() -> str:
 @pytest.fixture
 def sqlite_url(tmp_path: Path) -> str:
     """A migrated SQLite database (the embedded default) in a temp folder."""
-    from stainless.db.migrate import upgrade
+    from stainless.core.db.migrate import upgrade
 
     url = f"sqlite:///{tmp_path / 'stainless.db'}"
     upgrade(url)
@@ -123,16 +123,16 @@ def exported_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     import torch
 
     from stainless.domain.cells import CellClass
-    from stainless.export.detector import write_detector
-    from stainless.export.triton import InstanceKind, write_repository
-    from stainless.models.configs import MultiTaskConfig
-    from stainless.models.detector import (
+    from stainless.ml.export.detector import write_detector
+    from stainless.ml.export.triton import InstanceKind, write_repository
+    from stainless.ml.models.configs import MultiTaskConfig
+    from stainless.ml.models.detector import (
         CHECKPOINT_FORMAT,
         DetectorConfig,
         Modality,
         build_cell_net,
     )
-    from stainless.models.mtmd import build_multitask
+    from stainless.ml.models.mtmd import build_multitask
 
     config = MultiTaskConfig.tiny()
     repo = tmp_path_factory.mktemp("model-repository")

@@ -12,17 +12,17 @@ import pytest
 from playwright.sync_api import Page, sync_playwright
 
 from stainless.cli.demo import run_demo
-from stainless.config import (
+from stainless.core.config import (
     DatabaseSettings,
     InferenceSettings,
     ResultsSettings,
     Settings,
     StoreSettings,
 )
-from stainless.db.engine import create_db_engine
-from stainless.observability import HealthServer
-from stainless.results.api import create_app
-from stainless.storage import create_store
+from stainless.core.db.engine import create_db_engine
+from stainless.core.observability import HealthServer
+from stainless.core.storage import create_store
+from stainless.stages.review.api import create_app
 
 CHECKPOINT = Path(__file__).parents[2] / "training/demo_model/checkpoint.pt"
 CHROMIUM = Path("/usr/bin/chromium")

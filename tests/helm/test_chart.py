@@ -18,8 +18,8 @@ import pytest
 import yaml
 from pydantic import SecretStr
 
-from stainless.config import Settings, iter_setting_fields
-from stainless.events.contracts import ConsumerGroup, Topic
+from stainless.core.config import Settings, iter_setting_fields
+from stainless.core.events.contracts import ConsumerGroup, Topic
 from stainless_training.kuberay import render_rayjob
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -31,7 +31,7 @@ CUSTOM_KINDS = frozenset(
     {"ScaledObject", "RayJob", "Cluster", "Tenant", "Kafka", "KafkaNodePool"}
 )  # not in kubernetes-validate's schemas: KEDA, KubeRay, CloudNativePG, MinIO, Strimzi
 SERVICES = ("ingestion", "registration", "relay", "worker", "inference", "results", "trainer")
-CONSUMED = {  # what each scaled consumer group reads (libs/stainless/pipeline)
+CONSUMED = {  # what each scaled consumer group reads (libs/stainless/stages)
     ConsumerGroup.REGISTRATION: {Topic.FIELDS_INGESTED},
     ConsumerGroup.INFERENCE: {Topic.CELLS_CROPPED, Topic.SLIDES_UPLOADED},
 }

@@ -11,11 +11,11 @@ import sys
 import kafka
 from sqlmodel import Session
 
-from stainless.config import BusBackend, BusSettings, DatabaseSettings
-from stainless.db.engine import create_db_engine
-from stainless.db.models import Scanner
-from stainless.events import Envelope, create_bus
-from stainless.events.idempotency import IdempotentHandler
+from stainless.core.config import BusBackend, BusSettings, DatabaseSettings
+from stainless.core.db.engine import create_db_engine
+from stainless.core.db.models import Scanner
+from stainless.core.events import Envelope, create_bus
+from stainless.core.events.idempotency import IdempotentHandler
 
 
 def _die_instead_of_committing(*_: object, **__: object) -> None:

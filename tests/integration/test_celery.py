@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from stainless.config import Settings, StoreSettings, TaskSettings, WorkerSettings
-from stainless.storage.local import LocalObjectStore
-from stainless.tasks import create_celery
-from stainless.tasks.app import PHANTOM_TASK
+from stainless.core.config import Settings, StoreSettings, TaskSettings, WorkerSettings
+from stainless.core.storage.local import LocalObjectStore
+from stainless.core.tasks import create_celery
+from stainless.core.tasks.app import PHANTOM_TASK
 
 pytestmark = pytest.mark.integration
 

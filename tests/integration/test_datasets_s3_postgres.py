@@ -9,18 +9,18 @@ from datetime import timedelta
 import numpy as np
 import pytest
 
-from stainless.config import DatabaseSettings, StoreBackend, StoreSettings
+from stainless.core.config import DatabaseSettings, StoreBackend, StoreSettings
+from stainless.core.db.engine import create_db_engine, session_scope
+from stainless.core.db.migrate import upgrade
+from stainless.core.db.models import Cell, Prediction, Review, utcnow
+from stainless.core.db.repository import create_slide, get_or_create_scanner
+from stainless.core.storage import create_store
+from stainless.core.storage.s3 import S3ObjectStore
 from stainless.datasets.manifest import DatasetError, read_manifest
 from stainless.datasets.snapshot import SkippedCell, build_snapshot
 from stainless.datasets.torch_data import ManifestDataset
-from stainless.db.engine import create_db_engine, session_scope
-from stainless.db.migrate import upgrade
-from stainless.db.models import Cell, Prediction, Review, utcnow
-from stainless.db.repository import create_slide, get_or_create_scanner
 from stainless.domain.review import ReviewAction
 from stainless.imaging.codecs import encode_png
-from stainless.storage import create_store
-from stainless.storage.s3 import S3ObjectStore
 
 pytestmark = pytest.mark.integration
 

@@ -19,13 +19,19 @@ import httpx
 import pytest
 from sqlmodel import Session, select
 
-from stainless.config import BusBackend, BusSettings, DatabaseSettings, StoreBackend, StoreSettings
-from stainless.db.engine import create_db_engine
-from stainless.db.models import Cell, Registration, RegistrationStatus
-from stainless.events import CellsCropped, Envelope, create_bus
+from stainless.core.config import (
+    BusBackend,
+    BusSettings,
+    DatabaseSettings,
+    StoreBackend,
+    StoreSettings,
+)
+from stainless.core.db.engine import create_db_engine
+from stainless.core.db.models import Cell, Registration, RegistrationStatus
+from stainless.core.events import CellsCropped, Envelope, create_bus
+from stainless.core.storage.local import LocalObjectStore
+from stainless.core.storage.s3 import S3ObjectStore
 from stainless.imaging.phantom_set import phantom_config, write_slide
-from stainless.storage.local import LocalObjectStore
-from stainless.storage.s3 import S3ObjectStore
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 BIN = Path(sys.executable).parent

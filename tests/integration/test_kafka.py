@@ -13,11 +13,11 @@ import pytest
 from sqlalchemy import Engine
 from sqlmodel import Session, select
 
-from stainless.config import BusBackend, BusSettings, DatabaseSettings
-from stainless.db.engine import create_db_engine
-from stainless.db.migrate import upgrade
-from stainless.db.models import ProcessedEvent, Scanner
-from stainless.events import (
+from stainless.core.config import BusBackend, BusSettings, DatabaseSettings
+from stainless.core.db.engine import create_db_engine
+from stainless.core.db.migrate import upgrade
+from stainless.core.db.models import ProcessedEvent, Scanner
+from stainless.core.events import (
     Consumer,
     Envelope,
     EventBus,
@@ -25,8 +25,8 @@ from stainless.events import (
     create_bus,
     decode_envelope,
 )
-from stainless.events.bus import Batching
-from stainless.events.idempotency import IdempotentHandler
+from stainless.core.events.bus import Batching
+from stainless.core.events.idempotency import IdempotentHandler
 
 pytestmark = pytest.mark.integration
 HERE = Path(__file__).parent

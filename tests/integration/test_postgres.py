@@ -9,10 +9,10 @@ from sqlalchemy import Engine, inspect
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, SQLModel, col, select
 
-from stainless.config import DatabaseSettings
-from stainless.db.engine import create_db_engine, session_scope
-from stainless.db.migrate import downgrade, upgrade
-from stainless.db.models import (
+from stainless.core.config import DatabaseSettings
+from stainless.core.db.engine import create_db_engine, session_scope
+from stainless.core.db.migrate import downgrade, upgrade
+from stainless.core.db.models import (
     Cell,
     FieldImage,
     Modality,
@@ -24,10 +24,10 @@ from stainless.db.models import (
     Review,
     TrainingJob,
 )
-from stainless.db.repository import create_slide, get_or_create_scanner, record_field
+from stainless.core.db.repository import create_slide, get_or_create_scanner, record_field
+from stainless.core.events import InMemoryBus
+from stainless.core.events.outbox import OutboxRelay
 from stainless.domain.review import ReviewAction, ReviewStatus
-from stainless.events import InMemoryBus
-from stainless.events.outbox import OutboxRelay
 
 pytestmark = pytest.mark.integration
 
@@ -134,8 +134,8 @@ def test_unique_keys_stop_duplicates(engine: Engine) -> None:
 
 
 def test_two_relays_never_publish_the_same_row(engine: Engine) -> None:
-    from stainless.events import Envelope, TrainingRequested
-    from stainless.events.outbox import add_event
+    from stainless.core.events import Envelope, TrainingRequested
+    from stainless.core.events.outbox import add_event
 
     with session_scope(engine) as session:
         for i in range(40):
@@ -163,8 +163,8 @@ def test_two_relays_never_publish_the_same_row(engine: Engine) -> None:
 
 
 def test_a_locked_batch_is_skipped_not_waited_for(engine: Engine) -> None:
-    from stainless.events import Envelope, TrainingRequested
-    from stainless.events.outbox import add_event
+    from stainless.core.events import Envelope, TrainingRequested
+    from stainless.core.events.outbox import add_event
 
     with session_scope(engine) as session:
         add_event(

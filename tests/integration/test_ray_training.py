@@ -20,28 +20,28 @@ import numpy as np
 import pytest
 from sqlmodel import Session, select
 
-from stainless.config import (
+from stainless.core.config import (
     DatabaseSettings,
     InferenceSettings,
     Settings,
     StoreBackend,
     StoreSettings,
 )
+from stainless.core.db.engine import create_db_engine
+from stainless.core.db.migrate import upgrade
+from stainless.core.db.models import JobStatus, ModelVersion, OutboxEvent, TrainingJob
+from stainless.core.events import Topic
+from stainless.core.inference.local import LocalInference
+from stainless.core.inference.manifest import read_manifest
+from stainless.core.storage import create_store
+from stainless.core.storage.local import LocalObjectStore
 from stainless.datasets.importers import import_phantom
-from stainless.db.engine import create_db_engine
-from stainless.db.migrate import upgrade
-from stainless.db.models import JobStatus, ModelVersion, OutboxEvent, TrainingJob
-from stainless.events import Topic
-from stainless.export.checkpoint import export_checkpoint
-from stainless.export.manifest import read_manifest
-from stainless.export.triton import InstanceKind
 from stainless.imaging.phantom_set import phantom_config, write_phantom_set
-from stainless.inference.local import LocalInference
-from stainless.jobs import request_training
-from stainless.pipeline.inference import CellStainer
-from stainless.promotion import promote
-from stainless.storage import create_store
-from stainless.storage.local import LocalObjectStore
+from stainless.ml.export.checkpoint import export_checkpoint
+from stainless.ml.export.triton import InstanceKind
+from stainless.stages.inference.stage import CellStainer
+from stainless.stages.retraining.jobs import request_training
+from stainless.stages.retraining.promotion import promote
 from stainless_training.distributed import Storage, run_distributed, store_payload
 from stainless_training.jobs import job_config
 

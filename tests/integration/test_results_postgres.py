@@ -10,15 +10,15 @@ from fhir.resources.R4B.diagnosticreport import DiagnosticReport
 from pydantic import SecretStr
 from sqlmodel import Session, col, select
 
-from stainless.config import DatabaseSettings, ResultsSettings, Settings, StoreSettings
-from stainless.db.engine import create_db_engine, session_scope
-from stainless.db.migrate import upgrade
-from stainless.db.models import Cell, OutboxEvent, Prediction, SlideStatus
-from stainless.db.repository import create_slide, get_or_create_scanner
+from stainless.core.config import DatabaseSettings, ResultsSettings, Settings, StoreSettings
+from stainless.core.db.engine import create_db_engine, session_scope
+from stainless.core.db.migrate import upgrade
+from stainless.core.db.models import Cell, OutboxEvent, Prediction, SlideStatus
+from stainless.core.db.repository import create_slide, get_or_create_scanner
+from stainless.core.events.contracts import Topic
+from stainless.core.storage.local import LocalObjectStore
 from stainless.domain.review import ReviewStatus
-from stainless.events.contracts import Topic
-from stainless.results.api import create_app
-from stainless.storage.local import LocalObjectStore
+from stainless.stages.review.api import create_app
 
 pytestmark = pytest.mark.integration
 

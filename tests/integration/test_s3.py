@@ -7,9 +7,9 @@ import urllib.request
 
 import pytest
 
-from stainless.config import StoreBackend, StoreSettings
-from stainless.storage import InvalidKeyError, ObjectNotFoundError, ObjectStore, create_store
-from stainless.storage.s3 import S3ObjectStore
+from stainless.core.config import StoreBackend, StoreSettings
+from stainless.core.storage import InvalidKeyError, ObjectNotFoundError, ObjectStore, create_store
+from stainless.core.storage.s3 import S3ObjectStore
 
 pytestmark = pytest.mark.integration
 

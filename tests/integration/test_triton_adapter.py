@@ -16,12 +16,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from stainless.config import InferenceBackend, InferenceSettings, TritonProtocol
-from stainless.export.manifest import read_manifest
-from stainless.inference.factory import create_inference
-from stainless.inference.local import LocalInference
-from stainless.inference.port import CellOutput, InferenceRejected, InferenceUnavailable
-from stainless.inference.triton import TritonInference
+from stainless.core.config import InferenceBackend, InferenceSettings, TritonProtocol
+from stainless.core.inference.factory import create_inference
+from stainless.core.inference.local import LocalInference
+from stainless.core.inference.manifest import read_manifest
+from stainless.core.inference.port import CellOutput, InferenceRejected, InferenceUnavailable
+from stainless.core.inference.triton import TritonInference
 
 pytestmark = pytest.mark.integration
 
@@ -109,8 +109,8 @@ def test_stain_is_served_as_onnx_and_matches_eager_pytorch(
     import torch
     import tritonclient.grpc as grpcclient
 
-    from stainless.models.configs import MultiTaskConfig
-    from stainless.models.mtmd import Domain, build_multitask
+    from stainless.ml.models.configs import MultiTaskConfig
+    from stainless.ml.models.mtmd import Domain, build_multitask
 
     assert 'platform: "onnxruntime_onnx"' in (exported_repo / "stain" / "config.pbtxt").read_text()
     config = MultiTaskConfig.tiny()
@@ -301,8 +301,8 @@ def test_a_served_learned_detector_finds_what_the_local_one_finds(
     v2_server,  # type: ignore[no-untyped-def]
     exported_repo: Path,
 ) -> None:
-    from stainless.config import DetectorSettings
-    from stainless.pipeline.detectors import learned_detector
+    from stainless.core.config import DetectorSettings
+    from stainless.stages.registration.detectors import learned_detector
 
     image = np.random.default_rng(3).integers(120, 230, (200, 260, 3), dtype=np.uint8)
     local = learned_detector(

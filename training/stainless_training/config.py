@@ -8,7 +8,7 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from stainless.jobs import ModelKind
+from stainless.stages.retraining.jobs import ModelKind
 from stainless_training.schedules import PhasedSchedule
 
 __all__ = [

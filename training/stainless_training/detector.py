@@ -1,7 +1,7 @@
 """Training and evaluation of the learned white-cell detector on phantom fields.
 
 The detector is CenterNet's "objects as points" (Zhou et al. 2019, arXiv:1904.07850;
-``stainless.models.detector``). Training data are phantom fields drawn on the fly:
+``stainless.ml.models.detector``). Training data are phantom fields drawn on the fly:
 
 * each field is drawn under a random acquisition (``random_acquisition``: stain, lamp,
   camera, pixel size 0.05-0.25 µm, DIC optics, smear with platelets, debris and
@@ -52,14 +52,15 @@ import torch
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from stainless.core.storage import ObjectStore
 from stainless.datasets.detection import load_annotated_fields, read_detection_manifest
 from stainless.datasets.manifest import DatasetError
 from stainless.imaging.acquisition import random_acquisition
 from stainless.imaging.detection import Detection, match_boxes
 from stainless.imaging.phantom import PhantomField, generate_field
 from stainless.imaging.phantom_set import field_rng, phantom_config
-from stainless.losses.detection import detection_loss
-from stainless.models.detector import (
+from stainless.ml.losses.detection import detection_loss
+from stainless.ml.models.detector import (
     CHECKPOINT_FORMAT,
     INPUT_MULTIPLE,
     DetectorConfig,
@@ -74,7 +75,6 @@ from stainless.models.detector import (
     prepare,
     stack_targets,
 )
-from stainless.storage import ObjectStore
 from stainless_training.config import ConfigError, validation_message
 from stainless_training.runs import CHECKPOINT
 

@@ -17,8 +17,8 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from stainless.config import Settings
-from stainless.storage import create_store
+from stainless.core.config import Settings
+from stainless.core.storage import create_store
 from stainless_training.detector import (
     DetectorTrainConfig,
     annotated_fields,

@@ -36,12 +36,12 @@ import torch
 from torch import Tensor
 from torch.utils.data import default_collate
 
-from stainless.losses.adversarial import gradient_penalty, wgan_critic_loss, wgan_generator_loss
-from stainless.losses.classification import segmentation_loss, structure_loss
-from stainless.losses.reconstruction import cycle_loss, diversity_loss, style_reconstruction_loss
-from stainless.models.blocks import freeze
-from stainless.models.configs import DisentangledConfig
-from stainless.models.disentangled import (
+from stainless.ml.losses.adversarial import gradient_penalty, wgan_critic_loss, wgan_generator_loss
+from stainless.ml.losses.classification import segmentation_loss, structure_loss
+from stainless.ml.losses.reconstruction import cycle_loss, diversity_loss, style_reconstruction_loss
+from stainless.ml.models.blocks import freeze
+from stainless.ml.models.configs import DisentangledConfig
+from stainless.ml.models.disentangled import (
     STAINED,
     UNSTAINED,
     DisentangledTranslator,
@@ -49,7 +49,7 @@ from stainless.models.disentangled import (
     build_disentangled,
     build_disentangled_discriminator,
 )
-from stainless.models.segmentation import UNet, build_segmenter
+from stainless.ml.models.segmentation import UNet, build_segmenter
 from stainless_training.config import (
     LossWeights,
     ModelSize,
@@ -203,7 +203,7 @@ class DisentangledTrainer:
         seed: int = 0,
     ) -> None:
         if structure_critic.training or any(p.requires_grad for p in structure_critic.parameters()):
-            raise ValueError("the structure critic must be frozen (stainless.models.freeze)")
+            raise ValueError("the structure critic must be frozen (stainless.ml.models.freeze)")
         self.translator = translator
         self.critic = critic
         self.structure_critic = structure_critic

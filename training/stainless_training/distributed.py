@@ -255,7 +255,7 @@ def _sample_source(config: TrainingConfig, store: dict[str, Any] | None) -> Samp
         return None
     if store is None:
         raise ValueError("a run on a dataset snapshot needs the object store's settings")
-    from stainless.config import StoreSettings
+    from stainless.core.config import StoreSettings
     from stainless_training.snapshot_data import snapshot_samples
 
     settings = StoreSettings.model_validate(store)
@@ -267,8 +267,8 @@ def _store(payload: dict[str, Any] | None) -> Any:
     """The object store of ``store_payload``'s settings, None without them."""
     if payload is None:
         return None
-    from stainless.config import StoreSettings
-    from stainless.storage import create_store
+    from stainless.core.config import StoreSettings
+    from stainless.core.storage import create_store
 
     return create_store(StoreSettings.model_validate(payload))
 
@@ -278,9 +278,9 @@ def _progress_sink(target: dict[str, str] | None, queue: Any = None) -> Progress
     on ``queue`` (a ``ray.util.queue.Queue``) for ``run_distributed``'s ``on_progress``."""
     sinks: list[Progress] = []
     if target is not None:
-        from stainless.config import DatabaseSettings
-        from stainless.db.engine import create_db_engine
-        from stainless.jobs import record_progress
+        from stainless.core.config import DatabaseSettings
+        from stainless.core.db.engine import create_db_engine
+        from stainless.stages.retraining.jobs import record_progress
 
         engine = create_db_engine(DatabaseSettings(url=target["database_url"]))
         job_id = target["job_id"]
@@ -367,7 +367,7 @@ def connect_ray(settings: Any, address: str | None = None) -> None:
 
 def storage_for(settings: Any) -> Storage:
     """Ray's checkpoint storage from the settings: under the S3 bucket, or a local folder."""
-    from stainless.config import StoreBackend
+    from stainless.core.config import StoreBackend
 
     store, prefix = settings.store, settings.ray.storage.strip("/")
     if store.backend is StoreBackend.S3:

@@ -18,15 +18,15 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
-from stainless.confidence.adapters import StainingLatentModel, predicted_foreground
-from stainless.confidence.noise import whole_latent_confidence
 from stainless.domain.cells import MaskClass
-from stainless.metrics.classification import classification_report, pearson_r
-from stainless.metrics.fid import FidMetric
-from stainless.metrics.image import mse, ssim
-from stainless.metrics.perceptual import PerceptualMetric
-from stainless.metrics.segmentation import dice_iou
-from stainless.models.mtmd import Domain, MultiTaskTranslator
+from stainless.ml.confidence.adapters import StainingLatentModel, predicted_foreground
+from stainless.ml.confidence.noise import whole_latent_confidence
+from stainless.ml.metrics.classification import classification_report, pearson_r
+from stainless.ml.metrics.fid import FidMetric
+from stainless.ml.metrics.image import mse, ssim
+from stainless.ml.metrics.perceptual import PerceptualMetric
+from stainless.ml.metrics.segmentation import dice_iou
+from stainless.ml.models.mtmd import Domain, MultiTaskTranslator
 from stainless_training.phantom_data import CLASSES, CellSample
 
 F32 = npt.NDArray[np.float32]

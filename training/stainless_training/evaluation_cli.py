@@ -18,9 +18,9 @@ import torch
 import typer
 from rich.console import Console
 
-from stainless.metrics.fid import FidMetric
-from stainless.metrics.perceptual import PerceptualMetric
-from stainless.models.mtmd import build_multitask
+from stainless.ml.metrics.fid import FidMetric
+from stainless.ml.metrics.perceptual import PerceptualMetric
+from stainless.ml.models.mtmd import build_multitask
 from stainless_training.config import ConfigError, load_config
 from stainless_training.evaluate import ColourTransfer, evaluate
 from stainless_training.mtmd import model_config

@@ -13,11 +13,11 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from stainless.config import load_settings
-from stainless.db.engine import create_db_engine
-from stainless.db.models import JobStatus
-from stainless.jobs import JobError, get_job
-from stainless.logs import configure_logging
+from stainless.core.config import load_settings
+from stainless.core.db.engine import create_db_engine
+from stainless.core.db.models import JobStatus
+from stainless.core.logs import configure_logging
+from stainless.stages.retraining.jobs import JobError, get_job
 from stainless_training.distributed import connect_ray, storage_for
 from stainless_training.jobs import run_job
 

@@ -1,8 +1,8 @@
 """Run a training job end to end: Ray Train, checkpoint to the object store, evaluate, register.
 
-``run_job`` takes a queued job (``stainless.jobs``) to running, trains its model on its
-dataset snapshot with :func:`~stainless_training.distributed.run_distributed` (progress
-written to the job row by rank 0), copies the final checkpoint and its config into the
+``run_job`` takes a queued job (``stainless.stages.retraining.jobs``) to running, trains its
+model on its dataset snapshot with :func:`~stainless_training.distributed.run_distributed`
+(progress written to the job row by rank 0), copies the final checkpoint and its config into the
 object store under ``models/<kind>/<job id>/``, evaluates the model on the snapshot's
 held-out cells, registers the next model version with the metrics (``models.registered``)
 and marks the job succeeded; any failure marks it failed with the reason.
@@ -19,11 +19,11 @@ import numpy as np
 import structlog
 import torch
 
-from stainless.config import Settings
-from stainless.db.engine import create_db_engine, session_scope
-from stainless.jobs import JobError, finish_job, start_job
-from stainless.registry import register_model
-from stainless.storage import create_store
+from stainless.core.config import Settings
+from stainless.core.db.engine import create_db_engine, session_scope
+from stainless.core.registry import register_model
+from stainless.core.storage import create_store
+from stainless.stages.retraining.jobs import JobError, finish_job, start_job
 from stainless_training.config import ModelKind, TrainingConfig, dump_config
 from stainless_training.distributed import (
     Storage,
@@ -80,8 +80,8 @@ def evaluate_checkpoint(
     settings: Settings, config: TrainingConfig, checkpoint: Path
 ) -> dict[str, Any]:
     """Model-1 metrics on the snapshot's held-out cells (against a colour-transfer baseline)."""
-    from stainless.metrics.perceptual import PerceptualMetric
-    from stainless.models.mtmd import build_multitask
+    from stainless.ml.metrics.perceptual import PerceptualMetric
+    from stainless.ml.models.mtmd import build_multitask
     from stainless_training.evaluate import ColourTransfer, evaluate
     from stainless_training.mtmd import model_config
 

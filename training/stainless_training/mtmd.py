@@ -19,16 +19,16 @@ import torch
 from torch import Tensor
 from torch.utils.data import default_collate
 
-from stainless.losses.adversarial import gradient_penalty, wgan_critic_loss, wgan_generator_loss
-from stainless.losses.classification import (
+from stainless.ml.losses.adversarial import gradient_penalty, wgan_critic_loss, wgan_generator_loss
+from stainless.ml.losses.classification import (
     classification_loss,
     domain_classification_loss,
     segmentation_loss,
 )
-from stainless.losses.reconstruction import cycle_loss, pairwise_reconstruction_loss
-from stainless.models.blocks import domain_onehot
-from stainless.models.configs import MultiTaskConfig
-from stainless.models.mtmd import (
+from stainless.ml.losses.reconstruction import cycle_loss, pairwise_reconstruction_loss
+from stainless.ml.models.blocks import domain_onehot
+from stainless.ml.models.configs import MultiTaskConfig
+from stainless.ml.models.mtmd import (
     Discriminator,
     Domain,
     MultiTaskTranslator,

@@ -32,16 +32,16 @@ import torch
 from torch import Tensor
 from torch.utils.data import default_collate
 
-from stainless.losses.adversarial import (
+from stainless.ml.losses.adversarial import (
     feature_matching_loss,
     gradient_penalty,
     wgan_critic_loss,
     wgan_generator_loss,
 )
-from stainless.losses.classification import classification_loss
-from stainless.losses.reconstruction import pairwise_reconstruction_loss
-from stainless.models.configs import PairedConfig
-from stainless.models.paired import (
+from stainless.ml.losses.classification import classification_loss
+from stainless.ml.losses.reconstruction import pairwise_reconstruction_loss
+from stainless.ml.models.configs import PairedConfig
+from stainless.ml.models.paired import (
     DiscriminatorOutput,
     MultiScaleDiscriminator,
     PairedGenerator,

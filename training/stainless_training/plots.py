@@ -16,9 +16,9 @@ import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from stainless.confidence.adapters import StainingLatentModel, predicted_foreground
-from stainless.confidence.noise import whole_latent_confidence
-from stainless.models.mtmd import MultiTaskTranslator
+from stainless.ml.confidence.adapters import StainingLatentModel, predicted_foreground
+from stainless.ml.confidence.noise import whole_latent_confidence
+from stainless.ml.models.mtmd import MultiTaskTranslator
 from stainless_training.phantom_data import CLASSES, CellSample
 
 

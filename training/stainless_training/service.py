@@ -18,10 +18,10 @@ from typing import Protocol
 import structlog
 from sqlalchemy import Engine
 
-from stainless.config import Settings, load_settings
-from stainless.db.engine import create_db_engine, ping, wait_for_database
-from stainless.db.models import JobStatus
-from stainless.events import (
+from stainless.core.config import Settings, load_settings
+from stainless.core.db.engine import create_db_engine, ping, wait_for_database
+from stainless.core.db.models import JobStatus
+from stainless.core.events import (
     ALL_TOPICS,
     Consumer,
     ConsumerGroup,
@@ -31,9 +31,9 @@ from stainless.events import (
     TrainingRequested,
     create_bus,
 )
-from stainless.jobs import JobError, finish_job, get_job
-from stainless.logs import configure_logging
-from stainless.observability import HealthServer, create_health_app
+from stainless.core.logs import configure_logging
+from stainless.core.observability import HealthServer, create_health_app
+from stainless.stages.retraining.jobs import JobError, finish_job, get_job
 from stainless_training.distributed import connect_ray, storage_for
 from stainless_training.jobs import run_job
 from stainless_training.kuberay import RayJobError, RayJobSubmitter

@@ -11,10 +11,10 @@ import hashlib
 
 from torch import Tensor
 
-from stainless.config import StoreSettings
+from stainless.core.config import StoreSettings
+from stainless.core.storage import create_store
 from stainless.datasets.manifest import read_manifest
 from stainless.datasets.torch_data import ManifestDataset
-from stainless.storage import create_store
 
 HELD_OUT_FRACTION = 0.1
 

@@ -10,10 +10,10 @@ import yaml
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from stainless.config import Settings
-from stainless.db.engine import create_db_engine
-from stainless.jobs import get_job, model_kind, request_training
-from stainless.storage import create_store
+from stainless.core.config import Settings
+from stainless.core.db.engine import create_db_engine
+from stainless.core.storage import create_store
+from stainless.stages.retraining.jobs import get_job, model_kind, request_training
 from stainless_training.distributed import connect_ray, storage_for
 from stainless_training.jobs import job_config, run_job
 

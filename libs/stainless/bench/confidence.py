@@ -17,10 +17,10 @@ from typing import Any
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from stainless.confidence.adapters import StainingLatentModel, predicted_foreground
-from stainless.confidence.noise import naive_whole_latent_confidence, whole_latent_confidence
-from stainless.models.configs import MultiTaskConfig
-from stainless.models.mtmd import build_multitask
+from stainless.ml.confidence.adapters import StainingLatentModel, predicted_foreground
+from stainless.ml.confidence.noise import naive_whole_latent_confidence, whole_latent_confidence
+from stainless.ml.models.configs import MultiTaskConfig
+from stainless.ml.models.mtmd import build_multitask
 
 Progress = Callable[[], None]
 

@@ -22,19 +22,19 @@ from typing import Any
 import httpx
 import numpy as np
 
-from stainless.config import (
+from stainless.core.config import (
     ENV_PREFIX,
     DatabaseSettings,
     IngestionSettings,
     Settings,
     StoreSettings,
 )
-from stainless.db.engine import create_db_engine, session_scope
-from stainless.db.migrate import upgrade
+from stainless.core.db.engine import create_db_engine, session_scope
+from stainless.core.db.migrate import upgrade
+from stainless.core.storage.s3 import S3ObjectStore
 from stainless.imaging.codecs import encode_tiff16
 from stainless.imaging.phantom import PhantomConfig, generate_field
-from stainless.ingest.scanners import register_scanner
-from stainless.storage.s3 import S3ObjectStore
+from stainless.stages.ingestion.scanners import register_scanner
 
 Progress = Callable[[], None]
 
@@ -64,7 +64,7 @@ def _serve(settings: Settings, port: int) -> Iterator[None]:
         "-m",
         "uvicorn",
         "--factory",
-        "stainless.ingest.api:app_from_environment",
+        "stainless.stages.ingestion.api:app_from_environment",
         "--host",
         "127.0.0.1",
         "--port",

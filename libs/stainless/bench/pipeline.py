@@ -31,13 +31,13 @@ import numpy as np
 from sqlmodel import Session, select
 
 from stainless.cli.demo import run_demo
-from stainless.config import DatabaseSettings, InferenceSettings, Settings, StoreSettings
-from stainless.db.engine import create_db_engine
-from stainless.db.models import Cell
-from stainless.inference.local import LocalInference
-from stainless.ingest.images import decode, probe
-from stainless.models.inputs import dic_unit
-from stainless.storage.local import LocalObjectStore
+from stainless.core.config import DatabaseSettings, InferenceSettings, Settings, StoreSettings
+from stainless.core.db.engine import create_db_engine
+from stainless.core.db.models import Cell
+from stainless.core.inference.local import LocalInference
+from stainless.core.storage.local import LocalObjectStore
+from stainless.ml.models.inputs import dic_unit
+from stainless.stages.ingestion.images import decode, probe
 
 
 def run_pipeline_bench(*, checkpoint: Path, fields: int = 12, seed: int = 11) -> dict[str, Any]:

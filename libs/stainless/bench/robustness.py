@@ -43,7 +43,7 @@ from matplotlib.figure import Figure
 from matplotlib.transforms import Bbox
 
 from stainless.bench.detection import detection_metrics
-from stainless.config import OpticsSettings
+from stainless.core.config import OpticsSettings
 from stainless.imaging.acquisition import PRESETS, merge, random_acquisition
 from stainless.imaging.detection import (
     Detection,
@@ -61,7 +61,7 @@ from stainless.imaging.phantom import (
 )
 from stainless.imaging.phantom_set import field_rng, phantom_config
 from stainless.imaging.registration import Registrar, corner_error_px
-from stainless.pipeline.detectors import classical_detectors_for
+from stainless.stages.registration.detectors import classical_detectors_for
 
 Progress = Callable[[], None]
 
@@ -137,14 +137,14 @@ DETECTORS: Mapping[str, DetectorFactory] = MappingProxyType({"classical": classi
 
 
 def learned_detectors(bf_checkpoint: Path, dic_checkpoint: Path) -> DetectorFactory:
-    """A factory of the learned detectors (``stainless.models.detector``) of two checkpoints,
+    """A factory of the learned detectors (``stainless.ml.models.detector``) of two checkpoints,
     each at its own score threshold (``stainless calibrate-detector``; 0.3 uncalibrated).
 
     Raises:
         FileNotFoundError: a checkpoint is missing (the message names it).
         ValueError: a file is not a detector checkpoint.
     """
-    from stainless.models.detector import LearnedDetector
+    from stainless.ml.models.detector import LearnedDetector
 
     for path in (bf_checkpoint, dic_checkpoint):  # fail before the grid runs
         LearnedDetector.load(path, pixel_um=0.075)

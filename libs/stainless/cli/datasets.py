@@ -23,11 +23,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 if TYPE_CHECKING:
-    from stainless.config import Settings
+    from stainless.core.config import Settings
+    from stainless.core.storage import ObjectStore
     from stainless.datasets.detection import DetectionImportReport, DetectionManifest
     from stainless.datasets.importers import ImportReportBase
     from stainless.datasets.manifest import DatasetManifest
-    from stainless.storage import ObjectStore
 
 dataset_app = typer.Typer(
     pretty_exceptions_enable=False,
@@ -69,7 +69,7 @@ def _fail(message: str) -> typer.Exit:
 
 
 def _settings() -> Settings:
-    from stainless.config import SettingsError, load_settings
+    from stainless.core.config import SettingsError, load_settings
 
     try:
         return load_settings()
@@ -78,7 +78,7 @@ def _settings() -> Settings:
 
 
 def _store(settings: Settings) -> ObjectStore:
-    from stainless.storage import create_store
+    from stainless.core.storage import create_store
 
     return create_store(settings.store)
 
@@ -115,10 +115,10 @@ def snapshot(
     description: Annotated[str, typer.Option(help="Free text stored in the snapshot.")] = "",
 ) -> None:
     """Snapshot the reviewed cells (labels from the reviews; poor quality left out)."""
+    from stainless.core.db.engine import create_db_engine
+    from stainless.core.db.migrate import upgrade
     from stainless.datasets.manifest import DatasetError
     from stainless.datasets.snapshot import SkippedCell, build_snapshot
-    from stainless.db.engine import create_db_engine
-    from stainless.db.migrate import upgrade
 
     settings = _settings()
     skipped: list[SkippedCell] = []
@@ -451,9 +451,9 @@ def show(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Counts of a dataset (hash verified): per class, source, pairs, masks; or fields, boxes."""
+    from stainless.core.storage import InvalidKeyError
     from stainless.datasets.detection import DetectionManifest, read_any_manifest
     from stainless.datasets.manifest import DatasetError
-    from stainless.storage import InvalidKeyError
 
     store = _store(_settings())
     try:

@@ -30,30 +30,30 @@ from sqlalchemy.engine import make_url
 from sqlmodel import Session, col, func, select
 
 from stainless.cli.report import write_report
-from stainless.config import DetectorKind, Settings
-from stainless.db.engine import create_db_engine, session_scope
-from stainless.db.migrate import upgrade
-from stainless.db.models import Cell, OutboxEvent, Registration, Scanner
-from stainless.events import ALL_TOPICS, EventBus, create_bus
-from stainless.events.outbox import OutboxRelay
-from stainless.export.checkpoint import export_checkpoint
-from stainless.export.detector import DETECTOR_MANIFEST, DETECTOR_MODELS, write_detector
-from stainless.export.manifest import MANIFEST
-from stainless.export.triton import InstanceKind
+from stainless.core.config import DetectorKind, Settings
+from stainless.core.db.engine import create_db_engine, session_scope
+from stainless.core.db.migrate import upgrade
+from stainless.core.db.models import Cell, OutboxEvent, Registration, Scanner
+from stainless.core.events import ALL_TOPICS, EventBus, create_bus
+from stainless.core.events.outbox import OutboxRelay
+from stainless.core.inference import InferencePort, create_inference
+from stainless.core.inference.manifest import MANIFEST
+from stainless.core.storage import ObjectStore, create_store
+from stainless.core.tasks import create_celery
+from stainless.core.tasks.app import PHANTOM_TASK, PROCESS_FIELD_TASK
 from stainless.imaging.detection import Detection, match_boxes
 from stainless.imaging.registration import corner_error_px
-from stainless.inference import InferencePort, create_inference
-from stainless.ingest.api import create_app
-from stainless.ingest.ingestor import Ingestor
-from stainless.ingest.scanners import register_scanner, rotate_key
-from stainless.models.detector import Modality
-from stainless.pipeline.consumers import registration_consumer
-from stainless.pipeline.detectors import describe_detectors
-from stainless.pipeline.inference import CellStainer, inference_consumer
-from stainless.results.queries import CellView, cell_views, slide_summary
-from stainless.storage import ObjectStore, create_store
-from stainless.tasks import create_celery
-from stainless.tasks.app import PHANTOM_TASK, PROCESS_FIELD_TASK
+from stainless.ml.export.checkpoint import export_checkpoint
+from stainless.ml.export.detector import DETECTOR_MANIFEST, DETECTOR_MODELS, write_detector
+from stainless.ml.export.triton import InstanceKind
+from stainless.ml.models.detector import Modality
+from stainless.stages.inference.stage import CellStainer, inference_consumer
+from stainless.stages.ingestion.api import create_app
+from stainless.stages.ingestion.ingestor import Ingestor
+from stainless.stages.ingestion.scanners import register_scanner, rotate_key
+from stainless.stages.registration.consumers import registration_consumer
+from stainless.stages.registration.detectors import describe_detectors
+from stainless.stages.review.queries import CellView, cell_views, slide_summary
 
 log = structlog.get_logger(__name__)
 

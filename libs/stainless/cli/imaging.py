@@ -266,7 +266,7 @@ def register_command(
     if bf.ndim != 3 or bf.shape[2] not in (3, 4):
         raise _fail(f"brightfield field {field_bf} must be a colour image, got shape {bf.shape}")
     bf = cv2.cvtColor(bf, cv2.COLOR_BGRA2RGB if bf.shape[2] == 4 else cv2.COLOR_BGR2RGB)
-    from stainless.config import SettingsError, load_settings
+    from stainless.core.config import SettingsError, load_settings
 
     try:
         optics = load_settings().registration.optics

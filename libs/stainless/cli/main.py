@@ -14,7 +14,7 @@ from rich.table import Table
 from stainless.cli.datasets import dataset_app
 from stainless.cli.imaging import bench_app, emit, progress, register_command
 from stainless.cli.scanners import scanner_app
-from stainless.config import (
+from stainless.core.config import (
     Settings,
     SettingsError,
     StoreBackend,
@@ -22,7 +22,7 @@ from stainless.config import (
     iter_setting_fields,
     load_settings,
 )
-from stainless.logs import configure_logging
+from stainless.core.logs import configure_logging
 
 app = typer.Typer(
     pretty_exceptions_enable=False,
@@ -67,8 +67,8 @@ def phantom(
     ] = None,
 ) -> None:
     """Write synthetic paired DIC / brightfield slides with ground truth and a manifest."""
+    from stainless.core.storage.local import LocalObjectStore
     from stainless.imaging.phantom_set import phantom_config, write_phantom_set
-    from stainless.storage.local import LocalObjectStore
 
     try:
         config = phantom_config(width=width, height=height, acquisition=acquisition)
@@ -123,7 +123,7 @@ def phantom_grid(
 @db_app.command("upgrade")
 def db_upgrade(revision: Annotated[str, typer.Argument()] = "head") -> None:
     """Migrate the configured database up to REVISION."""
-    from stainless.db.migrate import upgrade
+    from stainless.core.db.migrate import upgrade
 
     upgrade(_settings().database.url, revision)
 
@@ -230,7 +230,7 @@ def train(
     steps: Annotated[int | None, typer.Option(min=1, help="Override the steps.")] = None,
 ) -> None:
     """Train a model on a dataset snapshot with Ray Train; register the result."""
-    from stainless.jobs import JobError
+    from stainless.stages.retraining.jobs import JobError
     from stainless_training.train_command import base_config
     from stainless_training.train_command import train as run_training
 
@@ -302,8 +302,8 @@ def _repository(settings: Settings) -> Path:
 @app.command()
 def models() -> None:
     """List the registered model versions (promoted ones marked)."""
-    from stainless.db.engine import create_db_engine
-    from stainless.registry import list_versions
+    from stainless.core.db.engine import create_db_engine
+    from stainless.core.registry import list_versions
 
     settings = _settings()
     for row in list_versions(create_db_engine(settings.database)):
@@ -320,12 +320,12 @@ def _promotion(
     mirror: str | None,
     review_threshold: float | None = None,
 ) -> None:
-    from stainless.db.engine import create_db_engine
-    from stainless.export.checkpoint import ExportError
-    from stainless.export.triton import InstanceKind
-    from stainless.promotion import promote, rollback
-    from stainless.registry import RegistryError
-    from stainless.storage import create_store
+    from stainless.core.db.engine import create_db_engine
+    from stainless.core.registry import RegistryError
+    from stainless.core.storage import create_store
+    from stainless.ml.export.checkpoint import ExportError
+    from stainless.ml.export.triton import InstanceKind
+    from stainless.stages.retraining.promotion import promote, rollback
 
     settings = _settings()
     engine, store = create_db_engine(settings.database), create_store(settings.store)
@@ -394,8 +394,8 @@ def export_command(
     ] = None,
 ) -> None:
     """Write stain, classify, segment and stain_confidence as a Triton model repository."""
-    from stainless.export.checkpoint import ExportError, export_checkpoint
-    from stainless.export.triton import InstanceKind
+    from stainless.ml.export.checkpoint import ExportError, export_checkpoint
+    from stainless.ml.export.triton import InstanceKind
 
     try:
         folders = export_checkpoint(
@@ -426,8 +426,8 @@ def export_detector_command(
     ] = None,
 ) -> None:
     """Write a learned white-cell detector (wbc_detector_bf or _dic) into a model repository."""
-    from stainless.export.detector import DetectorExportError, write_detector
-    from stainless.export.triton import InstanceKind
+    from stainless.ml.export.detector import DetectorExportError, write_detector
+    from stainless.ml.export.triton import InstanceKind
 
     try:
         served = write_detector(
@@ -498,8 +498,8 @@ def demo(
 ) -> None:
     """Run the pipeline on one phantom slide with embedded defaults."""
     from stainless.cli.demo import run_demo
-    from stainless.export.checkpoint import ExportError
-    from stainless.export.detector import DetectorExportError
+    from stainless.ml.export.checkpoint import ExportError
+    from stainless.ml.export.detector import DetectorExportError
 
     settings = _settings()
     checkpoint = model or _demo_checkpoint()
@@ -523,9 +523,9 @@ def demo(
         return
     import uvicorn
 
-    from stainless.db.engine import create_db_engine
-    from stainless.results.api import create_app
-    from stainless.storage import create_store
+    from stainless.core.db.engine import create_db_engine
+    from stainless.core.storage import create_store
+    from stainless.stages.review.api import create_app
 
     demo_settings = settings.model_copy(
         update={"results": settings.results.model_copy(update={"anonymous_role": "admin"})}

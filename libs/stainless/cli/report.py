@@ -14,9 +14,9 @@ from pathlib import Path
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from stainless.core.storage import ObjectStore
 from stainless.domain.cells import CLASS_ORDER
-from stainless.results.queries import CellView, SlideSummary
-from stainless.storage import ObjectStore
+from stainless.stages.review.queries import CellView, SlideSummary
 
 
 def _data_uri(png: bytes) -> str:

@@ -10,11 +10,11 @@ from rich.table import Table
 from sqlalchemy import Engine
 from sqlmodel import Session, col, select
 
-from stainless.config import load_settings
-from stainless.db.engine import create_db_engine, session_scope
-from stainless.db.migrate import upgrade
-from stainless.db.models import Scanner
-from stainless.ingest.scanners import ScannerError, register_scanner, revoke, rotate_key
+from stainless.core.config import load_settings
+from stainless.core.db.engine import create_db_engine, session_scope
+from stainless.core.db.migrate import upgrade
+from stainless.core.db.models import Scanner
+from stainless.stages.ingestion.scanners import ScannerError, register_scanner, revoke, rotate_key
 
 scanner_app = typer.Typer(
     pretty_exceptions_enable=False,

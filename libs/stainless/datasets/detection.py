@@ -11,7 +11,7 @@ is one field:
 - ``pixel_um``: its pixel size in the specimen (µm), which ``prepare`` needs to bring the
   field to the detector's working pixel size;
 - ``boxes``: its white cells as ``(x0, y0, x1, y1)`` in the image's pixels, exclusive ends
-  (pixel ``i`` covers ``[i, i + 1)``, as ``stainless.models.detector``), inside the image
+  (pixel ``i`` covers ``[i, i + 1)``, as ``stainless.ml.models.detector``), inside the image
   and not empty. A field without boxes is a negative: a field known to hold no white cell.
 
 The content hash is the SHA-256 of the canonical JSON of ``kind``, ``modality`` and
@@ -45,6 +45,8 @@ from typing import Any, Final, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
+from stainless.core.db.models import utcnow
+from stainless.core.storage import ObjectNotFoundError, ObjectStore, validate_key
 from stainless.datasets.images import BadImage, read_crop, to_bf, to_dic
 from stainless.datasets.importers import (
     IMAGE_SUFFIXES,
@@ -70,8 +72,6 @@ from stainless.datasets.manifest import (
     put_manifest_json,
     validation_reasons,
 )
-from stainless.db.models import utcnow
-from stainless.storage import ObjectNotFoundError, ObjectStore, validate_key
 
 __all__ = [
     "DETECTION_KIND",
@@ -104,7 +104,7 @@ SOURCE_YOLO = "import:yolo"
 
 FieldModality = Literal["bf", "dic"]
 MODALITIES: tuple[str, ...] = ("bf", "dic")
-"""``stainless.models.detector.Modality`` values, repeated so that importing needs no torch
+"""``stainless.ml.models.detector.Modality`` values, repeated so that importing needs no torch
 (a unit test keeps the two equal)."""
 
 MIN_FIELD_PX = 16

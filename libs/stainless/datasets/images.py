@@ -12,12 +12,12 @@ import numpy as np
 import numpy.typing as npt
 import tifffile
 
-from stainless.storage import ObjectStore
+from stainless.core.storage import ObjectStore
 
 __all__ = ["BadImage", "decode_image", "read_crop", "to_bf", "to_dic", "to_mask"]
 
 DIC_RANGE_HIGH = 30000.0
-"""``stainless.models.inputs.DIC_HIGH``, repeated so that importing crops needs no torch
+"""``stainless.ml.models.inputs.DIC_HIGH``, repeated so that importing crops needs no torch
 (a unit test keeps the two equal)."""
 U8_TO_DIC = DIC_RANGE_HIGH / 255.0
 """8-bit DIC crops are widened to the DIC range so that ``dic_unit`` maps them as ``v / 255``."""

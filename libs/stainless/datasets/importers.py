@@ -32,6 +32,8 @@ from typing import Any, TypeVar
 import numpy as np
 import tifffile
 
+from stainless.core.db.models import utcnow
+from stainless.core.storage import ObjectStore
 from stainless.datasets.images import BadImage, decode_image, to_bf, to_dic, to_mask
 from stainless.datasets.manifest import (
     CLASSES,
@@ -41,10 +43,8 @@ from stainless.datasets.manifest import (
     dataset_prefix,
     write_manifest,
 )
-from stainless.db.models import utcnow
 from stainless.imaging.codecs import encode_png
 from stainless.imaging.cropping import Cropper, box_centre
-from stainless.storage import ObjectStore
 
 __all__ = [
     "IMAGE_SUFFIXES",

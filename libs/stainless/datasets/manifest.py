@@ -37,8 +37,8 @@ from pydantic import (
     model_validator,
 )
 
+from stainless.core.storage import ObjectNotFoundError, ObjectStore, validate_key
 from stainless.domain.cells import CellClass
-from stainless.storage import ObjectNotFoundError, ObjectStore, validate_key
 
 __all__ = [
     "CLASSES",

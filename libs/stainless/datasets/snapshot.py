@@ -1,6 +1,6 @@
 """Snapshots of the reviewed cells in the database: the data a retraining run reads.
 
-A cell's label is its effective class (:func:`stainless.results.queries.cell_views`:
+A cell's label is its effective class (:func:`stainless.stages.review.queries.cell_views`:
 the latest reclassification, else the latest prediction) once a haematologist has
 reviewed it (confirm or reclassify); cells whose latest review says poor quality
 are left out. Predicted cells nobody reviewed come in only when asked for, with the
@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from sqlalchemy import Engine
 from sqlmodel import Session
 
+from stainless.core.db.models import Slide, utcnow
+from stainless.core.storage import ObjectStore
 from stainless.datasets.manifest import (
     DatasetError,
     DatasetItem,
@@ -24,10 +26,8 @@ from stainless.datasets.manifest import (
     check_name,
     write_manifest,
 )
-from stainless.db.models import Slide, utcnow
 from stainless.domain.review import ReviewAction
-from stainless.results.queries import CellView, cell_views
-from stainless.storage import ObjectStore
+from stainless.stages.review.queries import CellView, cell_views
 
 __all__ = ["SOURCE_PREDICTION", "SOURCE_REVIEW", "SkippedCell", "build_snapshot"]
 

@@ -20,10 +20,10 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from stainless.core.storage import ObjectStore
 from stainless.datasets.images import read_crop
 from stainless.datasets.manifest import DatasetError, DatasetManifest
-from stainless.models.inputs import dic_unit
-from stainless.storage import ObjectStore
+from stainless.ml.models.inputs import dic_unit
 
 __all__ = ["ManifestDataset"]
 

@@ -24,11 +24,11 @@ from typing import Any
 import numpy as np
 from pydantic import ValidationError
 
+from stainless.core.storage import ObjectStore, validate_prefix
 from stainless.imaging.acquisition import load_acquisition, merge
 from stainless.imaging.codecs import encode_png, encode_tiff16
 from stainless.imaging.phantom import PhantomConfig, PhantomField, generate_field
 from stainless.imaging.phantom_figure import render_overview
-from stainless.storage import ObjectStore, validate_prefix
 
 MANIFEST_VERSION = 1
 FieldCallback = Callable[[PhantomField], None]

@@ -8,16 +8,16 @@ from pathlib import Path
 
 import structlog
 
-from stainless.config import load_settings
-from stainless.db.engine import create_db_engine, ping, wait_for_database
-from stainless.events import ALL_TOPICS, create_bus
-from stainless.events.bus import HandlerInterrupted
-from stainless.export.manifest import read_manifest
-from stainless.inference import create_inference
-from stainless.logs import configure_logging
-from stainless.observability import HealthServer, create_health_app
-from stainless.pipeline.inference import CellStainer, inference_consumer
-from stainless.storage import create_store
+from stainless.core.config import load_settings
+from stainless.core.db.engine import create_db_engine, ping, wait_for_database
+from stainless.core.events import ALL_TOPICS, create_bus
+from stainless.core.events.bus import HandlerInterrupted
+from stainless.core.inference import create_inference
+from stainless.core.inference.manifest import read_manifest
+from stainless.core.logs import configure_logging
+from stainless.core.observability import HealthServer, create_health_app
+from stainless.core.storage import create_store
+from stainless.stages.inference.stage import CellStainer, inference_consumer
 
 log = structlog.get_logger(__name__)
 

@@ -1,12 +1,12 @@
-"""Entry point of the ingestion service: settings → app (``stainless.ingest.api``) → uvicorn."""
+"""The ingestion service: settings → app (``stainless.stages.ingestion.api``) → uvicorn."""
 
 from __future__ import annotations
 
 import uvicorn
 
-from stainless.config import load_settings
-from stainless.ingest.api import build_app
-from stainless.logs import configure_logging
+from stainless.core.config import load_settings
+from stainless.core.logs import configure_logging
+from stainless.stages.ingestion.api import build_app
 
 
 def main() -> None:

@@ -7,14 +7,14 @@ import threading
 
 import structlog
 
-from stainless.config import load_settings
-from stainless.db.engine import create_db_engine, ping, wait_for_database
-from stainless.events import ALL_TOPICS, create_bus
-from stainless.logs import configure_logging
-from stainless.observability import HealthServer, create_health_app
-from stainless.pipeline.consumers import registration_consumer
-from stainless.tasks import create_celery
-from stainless.tasks.app import PROCESS_FIELD_TASK
+from stainless.core.config import load_settings
+from stainless.core.db.engine import create_db_engine, ping, wait_for_database
+from stainless.core.events import ALL_TOPICS, create_bus
+from stainless.core.logs import configure_logging
+from stainless.core.observability import HealthServer, create_health_app
+from stainless.core.tasks import create_celery
+from stainless.core.tasks.app import PROCESS_FIELD_TASK
+from stainless.stages.registration.consumers import registration_consumer
 
 log = structlog.get_logger(__name__)
 

@@ -11,12 +11,12 @@ import threading
 
 import structlog
 
-from stainless.config import Settings, load_settings
-from stainless.db.engine import create_db_engine, ping, wait_for_database
-from stainless.events import ALL_TOPICS, create_bus
-from stainless.events.outbox import OutboxRelay
-from stainless.logs import configure_logging
-from stainless.observability import HealthServer, create_health_app
+from stainless.core.config import Settings, load_settings
+from stainless.core.db.engine import create_db_engine, ping, wait_for_database
+from stainless.core.events import ALL_TOPICS, create_bus
+from stainless.core.events.outbox import OutboxRelay
+from stainless.core.logs import configure_logging
+from stainless.core.observability import HealthServer, create_health_app
 
 log = structlog.get_logger(__name__)
 

@@ -1,12 +1,12 @@
-"""Entry point of the results service: settings → app (``stainless.results.api``) → uvicorn."""
+"""The results service: settings → app (``stainless.stages.review.api``) → uvicorn."""
 
 from __future__ import annotations
 
 import uvicorn
 
-from stainless.config import load_settings
-from stainless.logs import configure_logging
-from stainless.results.api import build_app
+from stainless.core.config import load_settings
+from stainless.core.logs import configure_logging
+from stainless.stages.review.api import build_app
 
 
 def main() -> None:

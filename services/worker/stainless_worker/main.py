@@ -11,11 +11,11 @@ from typing import Any
 from celery import Celery
 from celery.signals import worker_ready, worker_shutdown
 
-from stainless.config import load_settings
-from stainless.logs import configure_logging
-from stainless.observability import HealthServer, create_health_app
-from stainless.pipeline.detectors import DetectorUnavailable, check_detectors
-from stainless.tasks import create_celery
+from stainless.core.config import load_settings
+from stainless.core.logs import configure_logging
+from stainless.core.observability import HealthServer, create_health_app
+from stainless.core.tasks import create_celery
+from stainless.stages.registration.detectors import DetectorUnavailable, check_detectors
 
 settings = load_settings()
 configure_logging(settings.log)

@@ -229,7 +229,7 @@ def test_cli_table_and_bad_preset() -> None:
 def _untrained_checkpoint(path: Path, modality: str) -> Path:
     import torch
 
-    from stainless.models.detector import CHECKPOINT_FORMAT, DetectorConfig, build_cell_net
+    from stainless.ml.models.detector import CHECKPOINT_FORMAT, DetectorConfig, build_cell_net
 
     config = DetectorConfig(modality=modality, width=8)
     model = build_cell_net(config)

@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 from sqlalchemy import Engine
 
-from stainless.config import DatabaseSettings
-from stainless.db.engine import create_db_engine, session_scope
-from stainless.db.models import Cell, Prediction, Review, utcnow
-from stainless.db.repository import create_slide, get_or_create_scanner
+from stainless.core.config import DatabaseSettings
+from stainless.core.db.engine import create_db_engine, session_scope
+from stainless.core.db.models import Cell, Prediction, Review, utcnow
+from stainless.core.db.repository import create_slide, get_or_create_scanner
+from stainless.core.storage.local import LocalObjectStore
 from stainless.domain.review import ReviewAction
 from stainless.imaging.codecs import encode_png
-from stainless.storage.local import LocalObjectStore
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ import pytest
 import tifffile
 from pydantic import ValidationError
 
+from stainless.core.storage.local import LocalObjectStore
 from stainless.datasets.detection import (
     MIN_FIELD_PX,
     MODALITIES,
@@ -29,8 +30,7 @@ from stainless.datasets.images import U8_TO_DIC
 from stainless.datasets.importers import import_folder_per_class
 from stainless.datasets.manifest import DatasetError, DatasetManifest, read_manifest
 from stainless.imaging.codecs import encode_png
-from stainless.models.detector import Modality, prepare
-from stainless.storage.local import LocalObjectStore
+from stainless.ml.models.detector import Modality, prepare
 
 from .test_importers import FailingStore
 

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import tifffile
 
+from stainless.core.storage.local import LocalObjectStore
 from stainless.datasets.images import U8_TO_DIC, decode_image
 from stainless.datasets.importers import (
     class_code,
@@ -22,7 +23,6 @@ from stainless.datasets.importers import (
 from stainless.datasets.manifest import DatasetError, read_manifest
 from stainless.imaging.codecs import encode_png
 from stainless.imaging.phantom_set import phantom_config, write_phantom_set
-from stainless.storage.local import LocalObjectStore
 
 
 def write_png(path: Path, image: np.ndarray) -> Path:

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
+from stainless.core.storage.local import LocalObjectStore
 from stainless.datasets.images import DIC_RANGE_HIGH
 from stainless.datasets.manifest import (
     CLASSES,
@@ -20,8 +21,7 @@ from stainless.datasets.manifest import (
     write_manifest,
 )
 from stainless.domain.cells import CellClass
-from stainless.models.inputs import DIC_HIGH
-from stainless.storage.local import LocalObjectStore
+from stainless.ml.models.inputs import DIC_HIGH
 
 ITEMS = (
     DatasetItem(id="c1", dic="crops/a_dic.png", bf="crops/a_bf.png", label="LY", source="review"),

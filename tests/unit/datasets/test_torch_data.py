@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 import torch
 
+from stainless.core.db.models import utcnow
+from stainless.core.storage.local import LocalObjectStore
 from stainless.datasets.importers import import_phantom
 from stainless.datasets.manifest import DatasetItem, DatasetManifest, read_manifest
 from stainless.datasets.torch_data import ManifestDataset
-from stainless.db.models import utcnow
 from stainless.imaging.codecs import encode_png
 from stainless.imaging.phantom import PhantomConfig, generate_field
 from stainless.imaging.phantom_set import field_rng, phantom_config, write_phantom_set
-from stainless.storage.local import LocalObjectStore
 from stainless_training.phantom_data import CellDataset, field_samples
 
 

@@ -4,11 +4,11 @@ import threading
 
 from fastapi.testclient import TestClient
 
-from stainless.config import DatabaseSettings
-from stainless.db.engine import create_db_engine, session_scope
-from stainless.events import Envelope, InMemoryBus, TrainingRequested
-from stainless.events.outbox import OutboxRelay, add_event
-from stainless.observability import create_health_app
+from stainless.core.config import DatabaseSettings
+from stainless.core.db.engine import create_db_engine, session_scope
+from stainless.core.events import Envelope, InMemoryBus, TrainingRequested
+from stainless.core.events.outbox import OutboxRelay, add_event
+from stainless.core.observability import create_health_app
 from stainless_relay.main import RelayLoop
 
 

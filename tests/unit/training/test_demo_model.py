@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from stainless.confidence.adapters import StainingLatentModel, predicted_foreground
-from stainless.confidence.noise import whole_latent_confidence
-from stainless.metrics.perceptual import PerceptualMetric
-from stainless.models.mtmd import build_multitask
+from stainless.ml.confidence.adapters import StainingLatentModel, predicted_foreground
+from stainless.ml.confidence.noise import whole_latent_confidence
+from stainless.ml.metrics.perceptual import PerceptualMetric
+from stainless.ml.models.mtmd import build_multitask
 from stainless_training.config import load_config
 from stainless_training.evaluate import ColourTransfer, evaluate
 from stainless_training.mtmd import model_config

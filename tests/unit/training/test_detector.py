@@ -13,13 +13,13 @@ import yaml
 from PIL import Image
 from pydantic import ValidationError
 
+from stainless.core.storage.local import LocalObjectStore
 from stainless.datasets.detection import import_yolo
 from stainless.datasets.manifest import DatasetError
 from stainless.imaging.detection import Detection
 from stainless.imaging.phantom import generate_field
 from stainless.imaging.phantom_set import field_rng, phantom_config
-from stainless.models.detector import LearnedDetector, Modality
-from stainless.storage.local import LocalObjectStore
+from stainless.ml.models.detector import LearnedDetector, Modality
 from stainless_training.config import ConfigError
 from stainless_training.detector import (
     CHECKPOINT_NAME,

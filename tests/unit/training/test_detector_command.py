@@ -56,7 +56,7 @@ def test_calibrate_detector_stores_a_threshold_or_says_why_not(tmp_path: Path) -
 
     import torch
 
-    from stainless.models.detector import (
+    from stainless.ml.models.detector import (
         CHECKPOINT_FORMAT,
         DetectorConfig,
         build_cell_net,

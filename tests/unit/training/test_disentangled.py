@@ -10,14 +10,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from stainless.models.configs import DisentangledConfig
-from stainless.models.disentangled import (
+from stainless.ml.models.configs import DisentangledConfig
+from stainless.ml.models.disentangled import (
     STAINED,
     UNSTAINED,
     build_disentangled,
     build_disentangled_discriminator,
 )
-from stainless.models.segmentation import build_segmenter
+from stainless.ml.models.segmentation import build_segmenter
 from stainless_training.config import (
     DataConfig,
     LossWeights,

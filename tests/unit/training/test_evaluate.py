@@ -5,10 +5,10 @@ import pytest
 import torch
 
 from stainless.imaging.phantom import PhantomConfig
-from stainless.metrics.fid import FidMetric
-from stainless.metrics.perceptual import PerceptualMetric
-from stainless.models.configs import MultiTaskConfig
-from stainless.models.mtmd import build_multitask
+from stainless.ml.metrics.fid import FidMetric
+from stainless.ml.metrics.perceptual import PerceptualMetric
+from stainless.ml.models.configs import MultiTaskConfig
+from stainless.ml.models.mtmd import build_multitask
 from stainless_training.evaluate import MASK_CLASSES, ColourTransfer, _overlap_means, evaluate
 from stainless_training.phantom_data import phantom_samples
 
@@ -77,7 +77,7 @@ def test_evaluation_reports_quality_classification_and_confidence() -> None:
 
 def test_dice_per_class_is_averaged_over_cells_that_have_the_class() -> None:
     """Two cells: Dice of the known mask pairs, a class absent from both masks skipped."""
-    from stainless.metrics.segmentation import dice_iou
+    from stainless.ml.metrics.segmentation import dice_iou
 
     truth = np.array([[0, 1], [2, 2]])
     first = dice_iou(np.array([[0, 1], [2, 3]]), truth)  # background 1, red 1, cyto 2/3, nucleus 0

@@ -7,7 +7,7 @@ import torch
 import yaml
 from typer.testing import CliRunner
 
-from stainless.models.mtmd import build_multitask
+from stainless.ml.models.mtmd import build_multitask
 from stainless_training.config import load_config
 from stainless_training.evaluation_cli import FILES, app
 from stainless_training.mtmd import model_config

@@ -107,8 +107,8 @@ def test_the_batch_plan_repeats_class_balanced_epochs() -> None:
 
 
 def test_balancing_without_class_weights_is_refused() -> None:
-    from stainless.models.configs import PairedConfig
-    from stainless.models.paired import build_paired_discriminator, build_paired_generator
+    from stainless.ml.models.configs import PairedConfig
+    from stainless.ml.models.paired import build_paired_discriminator, build_paired_generator
     from stainless_training.config import LossWeights
 
     config = PairedConfig.tiny()

@@ -8,13 +8,13 @@ from pathlib import Path
 
 import httpx
 
-from stainless.config import DatabaseSettings, Settings, StoreSettings
+from stainless.core.config import DatabaseSettings, Settings, StoreSettings
+from stainless.core.db.engine import create_db_engine
+from stainless.core.db.models import JobStatus
+from stainless.core.events import Envelope, InMemoryBus, RetryPolicy, Topic, TrainingRequested
+from stainless.core.storage.local import LocalObjectStore
 from stainless.datasets.manifest import DatasetItem, DatasetManifest, write_manifest
-from stainless.db.engine import create_db_engine
-from stainless.db.models import JobStatus
-from stainless.events import Envelope, InMemoryBus, RetryPolicy, Topic, TrainingRequested
-from stainless.jobs import get_job, request_training, start_job
-from stainless.storage.local import LocalObjectStore
+from stainless.stages.retraining.jobs import get_job, request_training, start_job
 from stainless_training.kuberay import RayJobSubmitter
 from stainless_training.service import RunOnRay, SubmitRayJob, training_consumer
 

@@ -1,0 +1,22 @@
+"""Object store port: images and artefacts under validated keys."""
+
+from __future__ import annotations
+
+from stainless.core.storage.base import (
+    InvalidKeyError,
+    ObjectInfo,
+    ObjectNotFoundError,
+    ObjectStore,
+)
+from stainless.core.storage.factory import create_store
+from stainless.core.storage.keys import validate_key, validate_prefix
+
+__all__ = [
+    "InvalidKeyError",
+    "ObjectInfo",
+    "ObjectNotFoundError",
+    "ObjectStore",
+    "create_store",
+    "validate_key",
+    "validate_prefix",
+]

@@ -1,0 +1,123 @@
+"""Object store on S3 / MinIO through the ``minio`` client."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import BinaryIO
+
+from minio import Minio
+from minio.error import S3Error
+
+from stainless.core.config import StoreSettings
+from stainless.core.storage.base import DEFAULT_CHUNK, ObjectInfo, ObjectNotFoundError
+from stainless.core.storage.keys import validate_key, validate_prefix
+
+_MISSING = {"NoSuchKey", "NoSuchObject", "NotFound"}
+_PART_SIZE = 10 * 1024 * 1024
+
+
+class S3ObjectStore:
+    """Objects in one bucket; S3 makes each put atomic (a failed upload leaves nothing)."""
+
+    def __init__(self, client: Minio, bucket: str) -> None:
+        self._client = client
+        self._bucket = bucket
+
+    @classmethod
+    def from_settings(cls, settings: StoreSettings) -> S3ObjectStore:
+        client = Minio(
+            settings.endpoint,
+            access_key=settings.access_key,
+            secret_key=settings.secret_key.get_secret_value(),
+            secure=settings.secure,
+            region=settings.region,
+        )
+        return cls(client, settings.bucket)
+
+    @property
+    def bucket(self) -> str:
+        return self._bucket
+
+    def ensure_bucket(self) -> None:
+        if not self._client.bucket_exists(self._bucket):
+            self._client.make_bucket(self._bucket)
+
+    def put(
+        self,
+        key: str,
+        data: bytes | BinaryIO,
+        *,
+        length: int | None = None,
+        content_type: str = "application/octet-stream",
+    ) -> ObjectInfo:
+        validate_key(key)
+        if isinstance(data, bytes | bytearray | memoryview):
+            length = len(data)
+            stream: BinaryIO = io.BytesIO(data)
+        else:
+            stream = data
+        size = -1 if length is None or length < 0 else length
+        part_size = _PART_SIZE if size < 0 else 0
+        self._client.put_object(
+            self._bucket, key, stream, size, content_type=content_type, part_size=part_size
+        )
+        return self.stat(key)
+
+    def get(self, key: str) -> bytes:
+        return b"".join(self.stream(key))
+
+    def stream(self, key: str, *, chunk_size: int = DEFAULT_CHUNK) -> Iterator[bytes]:
+        validate_key(key)
+        try:
+            response = self._client.get_object(self._bucket, key)
+        except S3Error as exc:
+            raise _translate(exc, key) from None
+        return self._chunks(response, chunk_size)
+
+    @staticmethod
+    def _chunks(response: object, chunk_size: int) -> Iterator[bytes]:
+        try:
+            yield from response.stream(chunk_size)  # type: ignore[attr-defined]
+        finally:
+            response.close()  # type: ignore[attr-defined]
+            response.release_conn()  # type: ignore[attr-defined]
+
+    def stat(self, key: str) -> ObjectInfo:
+        validate_key(key)
+        try:
+            stat = self._client.stat_object(self._bucket, key)
+        except S3Error as exc:
+            raise _translate(exc, key) from None
+        return ObjectInfo(
+            key=key,
+            size=int(stat.size or 0),
+            content_type=stat.content_type or "application/octet-stream",
+        )
+
+    def exists(self, key: str) -> bool:
+        try:
+            self.stat(key)
+        except ObjectNotFoundError:
+            return False
+        return True
+
+    def list(self, prefix: str = "") -> Iterator[str]:
+        validate_prefix(prefix)
+        objects = self._client.list_objects(self._bucket, prefix=prefix or None, recursive=True)
+        return iter(sorted(obj.object_name for obj in objects if obj.object_name))
+
+    def delete(self, key: str) -> None:
+        validate_key(key)
+        self._client.remove_object(self._bucket, key)
+
+    def presigned_get(self, key: str, *, expires: timedelta = timedelta(hours=1)) -> str:
+        validate_key(key)
+        return self._client.presigned_get_object(self._bucket, key, expires=expires)
+
+
+def _translate(exc: S3Error, key: str) -> Exception:
+    if exc.code in _MISSING:
+        return ObjectNotFoundError(key)
+    return exc

@@ -1,0 +1,1 @@
+"""Machine learning with torch: networks, losses, confidence, metrics, export."""

@@ -1,0 +1,31 @@
+"""Confidence of generated images: mutual information and latent noise injection (ch. 6-7)."""
+
+from __future__ import annotations
+
+from stainless.ml.confidence.mutual_information import (
+    bin_labels,
+    default_bins,
+    mutual_information,
+    mutual_information_batch,
+)
+from stainless.ml.confidence.noise import (
+    ConfidenceResult,
+    DisentangledModel,
+    LatentModel,
+    disentangled_confidence,
+    naive_whole_latent_confidence,
+    whole_latent_confidence,
+)
+
+__all__ = [
+    "ConfidenceResult",
+    "DisentangledModel",
+    "LatentModel",
+    "bin_labels",
+    "default_bins",
+    "disentangled_confidence",
+    "mutual_information",
+    "mutual_information_batch",
+    "naive_whole_latent_confidence",
+    "whole_latent_confidence",
+]

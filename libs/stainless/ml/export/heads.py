@@ -1,0 +1,233 @@
+"""Served forms of model 1: what each Triton model computes, as eager and TorchScript modules.
+
+``stain``, ``classify`` and ``segment`` take a DIC batch ``[B, 1, H, W]`` in [-1, 1].
+``stain_confidence`` runs the whole noise-injection loop of thesis ch. 7.1 inside the
+served model (latents never cross the network): encode once, classify, find the white
+cell with the segmentation head, k corrupted codes per cell (noise masked to that
+foreground) decoded together with the clean one, and per cell δ (mean mutual information
+over every channel value, ⌊√(n/5)⌋ bins for the n values), γ (mean per-pixel variance),
+the heat map and the class probabilities.
+The networks are traced; the loop around them is scripted so the batch size stays free.
+:func:`eager_models` are the same computations as plain modules, what the ONNX exporter
+and the parity checks start from.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import torch
+from torch import Tensor, nn
+
+from stainless.domain.cells import MaskClass
+from stainless.ml.models.blocks import domain_onehot
+from stainless.ml.models.mtmd import Domain, MultiTaskTranslator
+
+
+class _Encode(nn.Module):
+    def __init__(self, translator: MultiTaskTranslator) -> None:
+        super().__init__()
+        self.translator = translator
+        self.in_channels = translator.in_channels
+
+    def forward(self, dic: Tensor) -> Tensor:
+        return self.translator.encode(dic.expand(-1, self.in_channels, -1, -1))
+
+
+class _Decode(nn.Module):
+    def __init__(self, translator: MultiTaskTranslator, target: Domain) -> None:
+        super().__init__()
+        self.translator = translator
+        self.target = target
+
+    def forward(self, h: Tensor) -> Tensor:
+        code = domain_onehot(
+            self.target.position, n_domains=self.translator.n_domains, batch=1, like=h
+        ).expand(h.shape[0], -1)
+        return self.translator.decode(h, code)
+
+
+class _Probabilities(nn.Module):
+    def __init__(self, translator: MultiTaskTranslator) -> None:
+        super().__init__()
+        self.translator = translator
+
+    def forward(self, h: Tensor) -> Tensor:
+        return torch.softmax(self.translator.classify(h), dim=1)
+
+
+class _Segment(nn.Module):
+    def __init__(self, translator: MultiTaskTranslator) -> None:
+        super().__init__()
+        self.translator = translator
+
+    def forward(self, h: Tensor) -> Tensor:
+        return self.translator.segment(h)
+
+
+class Chain(nn.Module):
+    """``second(first(x))``: a traced encoder followed by a traced head."""
+
+    def __init__(self, first: nn.Module, second: nn.Module) -> None:
+        super().__init__()
+        self.first = first
+        self.second = second
+
+    def forward(self, x: Tensor) -> Tensor:
+        result: Tensor = self.second(self.first(x))
+        return result
+
+
+class StainConfidence(nn.Module):
+    """Stained image, δ, γ, heat map and class probabilities per cell (thesis ch. 7.1).
+
+    The noise has std α·(channel std of h) and is zero outside the white cell (cytoplasm
+    or nucleus) as the segmentation head sees it, resized to the latent (nearest).
+
+    It stays TorchScript: ONNX can express the graph (``randn_like`` becomes
+    ``RandomNormalLike``, the histogram ``ScatterElements`` with ``reduction="add"``), but
+    not faithfully. onnxruntime draws the noise with its own generator, seeded once in the
+    file, so δ, γ and the heat map differ from eager PyTorch by far more than 1e-4 (about
+    5e-3 in δ and 0.1 in the heat map for the tiny model) and a request cannot be replayed
+    with the per-request torch seed the in-process adapter and the v2 test server use. The
+    exporter finds the random operators in the graph and keeps this model as TorchScript.
+    """
+
+    def __init__(
+        self,
+        encode: nn.Module,
+        decode: nn.Module,
+        segment: nn.Module,
+        probabilities: nn.Module,
+        *,
+        k: int,
+        alpha: float,
+        values: int,
+    ) -> None:
+        super().__init__()
+        if k < 1 or alpha < 0 or values < 5:
+            raise ValueError(
+                f"need k ≥ 1, alpha ≥ 0 and at least 5 values per image, got {k}, {alpha}, {values}"
+            )
+        self.encode = encode
+        self.decode = decode
+        self.segment = segment
+        self.probabilities = probabilities
+        self.k = k
+        self.alpha = alpha
+        self.bins = max(1, math.isqrt(values // 5))
+        self.foreground_from = int(MaskClass.CYTOPLASM)
+
+    def forward(self, dic: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        h = self.encode(dic)
+        labels = self.segment(h).argmax(dim=1, keepdim=True)
+        foreground = (labels >= self.foreground_from).to(torch.float32)
+        mask = torch.nn.functional.interpolate(foreground, size=[h.shape[2], h.shape[3]])
+        sigma = self.alpha * h.std(dim=(2, 3), correction=0, keepdim=True)
+        base = h.unsqueeze(1).expand(-1, self.k, -1, -1, -1)
+        noise = torch.randn_like(base) * sigma.unsqueeze(1) * (mask > 0).to(h.dtype).unsqueeze(1)
+        codes = torch.cat([h.unsqueeze(1), base + noise], dim=1).flatten(0, 1)
+        out = self.decode(codes)
+        out = out.reshape(h.shape[0], self.k + 1, out.shape[1], out.shape[2], out.shape[3])
+        clean = out[:, 0]
+        corrupted = out[:, 1:]
+        heat = corrupted.to(torch.float64).var(dim=1, correction=0).mean(dim=1)
+        delta = self._mutual_information(clean, corrupted).mean(dim=1)
+        return (
+            clean,
+            delta.float(),
+            heat.mean(dim=(1, 2)).float(),
+            heat.float(),
+            self.probabilities(h),
+        )
+
+    def _labels(self, values: Tensor) -> Tensor:
+        low = values.amin(dim=-1, keepdim=True)
+        span = values.amax(dim=-1, keepdim=True) - low
+        constant = span <= 0
+        scaled = (values - low) / torch.where(constant, torch.ones_like(span), span) * self.bins
+        labels = torch.floor(scaled).clamp(0, self.bins - 1).to(torch.int64)
+        return torch.where(constant, torch.zeros_like(labels), labels)
+
+    def _mutual_information(self, clean: Tensor, corrupted: Tensor) -> Tensor:
+        """MI ``[B, k]`` between each clean ``[B, C, H, W]`` and its outputs ``[B, k, C, H, W]``."""
+        reference = self._labels(clean.flatten(1).to(torch.float64)).unsqueeze(1)
+        others = self._labels(corrupted.flatten(2).to(torch.float64))
+        n = others.shape[2]
+        joint_index = (reference * self.bins + others).flatten(0, 1)
+        joint = (
+            torch.zeros_like(joint_index[:, :1], dtype=torch.float64)
+            .expand(-1, self.bins * self.bins)
+            .contiguous()
+        )
+        joint.scatter_add_(1, joint_index, torch.ones_like(joint_index, dtype=torch.float64))
+        joint = joint.reshape(-1, self.bins, self.bins)
+        rows = joint.sum(dim=2, keepdim=True)
+        cols = joint.sum(dim=1, keepdim=True)
+        safe = joint > 0
+        ratio = joint * n / (rows * cols).clamp_min(1.0)
+        terms = torch.where(
+            safe,
+            joint / n * torch.log(torch.where(safe, ratio, torch.ones_like(ratio))),
+            torch.zeros_like(joint),
+        )
+        return terms.sum(dim=(1, 2)).clamp_min(0.0).reshape(clean.shape[0], -1)
+
+
+def eager_models(
+    translator: MultiTaskTranslator,
+    *,
+    image_size: int,
+    k: int = 10,
+    alpha: float = 3.0,
+) -> dict[str, nn.Module]:
+    """The four served computations as eval-mode eager modules, keyed by Triton model name."""
+    translator = translator.eval()
+    values = translator.out_channels * image_size**2  # per stained image, for δ's bins
+    encode = _Encode(translator)
+    segment = _Segment(translator)
+    probabilities = _Probabilities(translator)
+    decode = _Decode(translator, Domain.BF)
+    models: dict[str, nn.Module] = {
+        "stain": Chain(encode, decode),
+        "classify": Chain(encode, probabilities),
+        "segment": Chain(encode, segment),
+        "stain_confidence": StainConfidence(
+            encode, decode, segment, probabilities, k=k, alpha=alpha, values=values
+        ),
+    }
+    return {name: model.eval() for name, model in models.items()}
+
+
+def served_models(
+    translator: MultiTaskTranslator,
+    *,
+    image_size: int,
+    k: int = 10,
+    alpha: float = 3.0,
+) -> dict[str, torch.jit.ScriptModule]:
+    """The four TorchScript modules of a trained model 1, keyed by Triton model name."""
+    translator = translator.eval()
+    values = translator.out_channels * image_size**2  # per stained image, for δ's bins
+    example = torch.zeros(2, 1, image_size, image_size)
+    # The networks check their input shapes in Python; traced at a fixed size that is fine.
+    # TorchScript is deprecated in favour of torch.export, but it is what Triton's libtorch
+    # backend loads.
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit._trace.TracerWarning)
+        warnings.simplefilter("ignore", FutureWarning)
+        encode = torch.jit.trace(_Encode(translator), example)
+        h = encode(example)
+        decode = torch.jit.trace(_Decode(translator, Domain.BF), h)
+        probabilities = torch.jit.trace(_Probabilities(translator), h)
+        segment = torch.jit.trace(_Segment(translator), h)
+        confidence = StainConfidence(
+            encode, decode, segment, probabilities, k=k, alpha=alpha, values=values
+        )
+        return {
+            "stain": torch.jit.script(Chain(encode, decode)),
+            "classify": torch.jit.script(Chain(encode, probabilities)),
+            "segment": torch.jit.script(Chain(encode, segment)),
+            "stain_confidence": torch.jit.script(confidence),
+        }

@@ -1,1 +1,0 @@
-"""Pipeline steps that combine the imaging code with the database, store and events."""

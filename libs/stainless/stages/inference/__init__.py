@@ -1,0 +1,1 @@
+"""Inference: stain, classify and score the cropped cells of a field."""

@@ -1,0 +1,345 @@
+"""``cells.cropped`` → stained crops, heat maps, predictions; ``slides.completed`` at the end.
+
+One event carries the cells of one field. The consumer gathers events (at most
+``max_events``, waiting at most ``max_wait_s`` for more) and the stainer loads their
+cells' DIC crops, asks the inference port in micro-batches of at most ``max_batch``
+cells (one round trip each), stores the stained crop and the heat map as PNG, writes one
+prediction row per cell and model version, flags cells for expert review (δ under the
+calibrated threshold, or a pathological class) and announces ``cells.stained`` per
+slide; all rows and events commit in one transaction with the processed-event markers.
+A cell that already has a prediction of this model version is skipped, so a
+redelivery changes nothing.
+
+When the inference server is unavailable the stainer waits with doubling backoff and
+tries again, without limit, until the server answers or the process is told to stop
+(then :class:`HandlerInterrupted` leaves the event unacknowledged for the next run).
+"""
+
+from __future__ import annotations
+
+import io
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+
+import cv2
+import numpy as np
+import structlog
+from prometheus_client import Counter as MetricCounter
+from prometheus_client import Histogram
+from sqlalchemy import Engine
+from sqlmodel import Session, col, func, select
+
+from stainless.core.config import InferenceSettings
+from stainless.core.db.models import (
+    Cell,
+    FieldImage,
+    Modality,
+    Prediction,
+    Registration,
+    Slide,
+    SlideStatus,
+)
+from stainless.core.events import (
+    CellsCropped,
+    CellsStained,
+    Consumer,
+    ConsumerGroup,
+    Envelope,
+    EventBus,
+    SlideCompleted,
+    SlideUploaded,
+    Topic,
+)
+from stainless.core.events.bus import Batching, HandlerInterrupted
+from stainless.core.events.idempotency import IdempotentBatchHandler
+from stainless.core.events.outbox import add_event
+from stainless.core.inference.manifest import ManifestError, ServedManifest
+from stainless.core.inference.port import CellOutput, InferencePort, InferenceUnavailable
+from stainless.core.storage import ObjectStore
+from stainless.domain.review import ReviewStatus
+from stainless.imaging.codecs import encode_png
+from stainless.ml.models.inputs import dic_unit
+from stainless.stages.ingestion.images import decode, probe
+
+log = structlog.get_logger(__name__)
+
+CELLS = MetricCounter(
+    "stainless_cells_stained_total", "Cells stained and scored", ["review_status"]
+)
+BATCH_SECONDS = Histogram(
+    "stainless_inference_batch_seconds", "One inference round trip (a micro-batch)"
+)
+SWITCHES = MetricCounter(
+    "stainless_inference_model_switches_total", "Switches to a newly promoted model version"
+)
+UNAVAILABLE = MetricCounter(
+    "stainless_inference_unavailable_total", "Tries that found the inference server unavailable"
+)
+
+
+class MissingCrop(LookupError):
+    """A cropped-cell event names a cell or crop that does not exist."""
+
+
+def heatmap_png(heat: np.ndarray) -> bytes:
+    """The per-pixel variance as a magma-coloured PNG, scaled to the cell's own maximum."""
+    peak = float(heat.max())
+    scaled = np.zeros(heat.shape, np.uint8) if peak <= 0 else (heat / peak * 255).astype(np.uint8)
+    bgr = cv2.applyColorMap(scaled, cv2.COLORMAP_MAGMA)
+    return encode_png(np.ascontiguousarray(bgr[..., ::-1]))
+
+
+class CellStainer:
+    """Stain, classify and score cells through the inference port; record the results."""
+
+    def __init__(
+        self,
+        *,
+        store: ObjectStore,
+        inference: InferencePort,
+        settings: InferenceSettings,
+        stop: threading.Event | None = None,
+        prefix: str = "stained",
+        repository: Callable[[], ServedManifest] | None = None,
+    ) -> None:
+        """``repository`` reads the model repository's manifest: when it names another
+        version (``stainless promote``), the port switches to it between two rounds."""
+        self._store = store
+        self._inference = inference
+        self._settings = settings
+        self._stop = stop or threading.Event()
+        self._prefix = prefix
+        self._repository = repository
+        self._checked = time.monotonic()
+        self._adopt(inference.manifest)
+
+    def _adopt(self, manifest: ServedManifest) -> None:
+        self._version = manifest.model_version
+        override = self._settings.review_threshold
+        self._threshold = override if override is not None else manifest.review_threshold
+
+    def refresh(self) -> bool:
+        """Switch to the repository's version if it changed; True when it did."""
+        if self._repository is None:
+            return False
+        self._checked = time.monotonic()
+        try:
+            manifest = self._repository()
+        except ManifestError as exc:
+            log.warning("model repository unreadable, keeping the current model", error=str(exc))
+            return False
+        if manifest == self._inference.manifest:
+            return False
+        try:
+            self._inference.switch(manifest)
+        except InferenceUnavailable as exc:
+            log.warning("new model version not loaded yet", error=str(exc))
+            return False
+        previous = self._version
+        self._adopt(manifest)
+        SWITCHES.inc()
+        log.info("model switched", previous=previous, model_version=self._version)
+        return True
+
+    @property
+    def model_version(self) -> str:
+        return self._version
+
+    @property
+    def settings(self) -> InferenceSettings:
+        return self._settings
+
+    @property
+    def review_threshold(self) -> float:
+        return self._threshold
+
+    def stain(self, session: Session, slide_id: str, cell_ids: Sequence[str]) -> list[str]:
+        """Predict every cell of ``cell_ids`` not yet predicted; return the new ones' ids."""
+        return self.stain_many(session, [(slide_id, cell_ids)]).get(slide_id, [])
+
+    def stain_many(
+        self, session: Session, requests: Sequence[tuple[str, Sequence[str]]]
+    ) -> dict[str, list[str]]:
+        """:meth:`stain` for cells of several events, batched together; new ids per slide."""
+        if time.monotonic() - self._checked >= self._settings.refresh_interval_s:
+            self.refresh()
+        cells: dict[str, Cell] = {}
+        for slide_id, cell_ids in requests:
+            cells.update((c.id, c) for c in self._cells(session, slide_id, cell_ids))
+        done = set(
+            session.exec(
+                select(Prediction.cell_id).where(
+                    col(Prediction.cell_id).in_(list(cells)),
+                    Prediction.model_version == self._version,
+                )
+            ).all()
+        )
+        todo = [c for c in cells.values() if c.id not in done]
+        size = self._inference.manifest.image_size
+        stained: dict[str, list[str]] = {}
+        for start in range(0, len(todo), self._settings.max_batch):
+            chunk = todo[start : start + self._settings.max_batch]
+            batch = np.stack([dic_unit(self._crop(c), size) for c in chunk])
+            outputs = self._infer(batch)
+            for cell, output in zip(chunk, outputs, strict=True):
+                session.add(self._record(cell, output))
+                stained.setdefault(cell.slide_id, []).append(cell.id)
+        for slide_id, ids in stained.items():
+            payload = CellsStained(slide_id=slide_id, model_version=self._version, cell_ids=ids)
+            add_event(session, Envelope.wrap(payload, key=slide_id))
+        return stained
+
+    def _cells(self, session: Session, slide_id: str, cell_ids: Sequence[str]) -> list[Cell]:
+        cells = session.exec(select(Cell).where(col(Cell.id).in_(list(cell_ids)))).all()
+        found = {c.id: c for c in cells if c.slide_id == slide_id}
+        missing = [i for i in cell_ids if i not in found]
+        if missing:
+            raise MissingCrop(f"slide {slide_id} has no cell(s) {', '.join(missing)}")
+        return [found[i] for i in cell_ids]
+
+    def _crop(self, cell: Cell) -> np.ndarray:
+        if cell.dic_crop_key is None:
+            raise MissingCrop(f"cell {cell.id} has no DIC crop")
+        try:
+            data = self._store.get(cell.dic_crop_key)
+        except KeyError as exc:
+            raise MissingCrop(
+                f"the DIC crop {cell.dic_crop_key} of cell {cell.id} is missing"
+            ) from exc
+        stream = io.BytesIO(data)
+        image = decode(stream, probe(stream))
+        return image if image.ndim == 2 else image[..., 0]
+
+    def _infer(self, batch: np.ndarray) -> list[CellOutput]:
+        wait = self._settings.retry_backoff_s
+        while True:
+            started = time.perf_counter()
+            try:
+                outputs = self._inference.infer(batch)
+            except InferenceUnavailable as exc:
+                UNAVAILABLE.inc()
+                log.warning("inference unavailable, waiting", error=str(exc), wait_s=wait)
+                if self._stop.wait(wait):
+                    raise HandlerInterrupted(
+                        "stopped while the inference server was unavailable"
+                    ) from exc
+                wait = min(wait * 2, self._settings.retry_max_backoff_s)
+                continue
+            BATCH_SECONDS.observe(time.perf_counter() - started)
+            return outputs
+
+    def _record(self, cell: Cell, output: CellOutput) -> Prediction:
+        base = f"{self._prefix}/{cell.slide_id}/{cell.id}/{self._version.replace('/', '-')}"
+        stain_key, heat_key = f"{base}/stained.png", f"{base}/heatmap.png"
+        image = (output.stained * 255 + 0.5).astype(np.uint8)
+        self._store.put(stain_key, encode_png(image), content_type="image/png")
+        self._store.put(heat_key, heatmap_png(output.heatmap), content_type="image/png")
+        predicted = output.predicted_class
+        flagged = output.delta < self._threshold or predicted in self._settings.pathological_classes
+        status = ReviewStatus.NEEDS_REVIEW if flagged else ReviewStatus.PENDING
+        CELLS.labels(status.value).inc()
+        return Prediction(
+            cell_id=cell.id,
+            model_version=self._version,
+            predicted_class=predicted,
+            probabilities=output.probabilities,
+            stain_key=stain_key,
+            heatmap_key=heat_key,
+            confidence=output.delta,
+            uncertainty=output.gamma,
+            review_status=status,
+        )
+
+
+def complete_if_done(session: Session, slide_id: str, model_version: str) -> bool:
+    """Mark the slide completed and announce it once every field and cell is done.
+
+    Done: the scanner completed the slide, every field's registration is recorded
+    (accepted or rejected) and every cell has a prediction of ``model_version``. The slide
+    row is locked first, so two consumers finishing at once cannot both miss it.
+    """
+    slide = session.exec(select(Slide).where(Slide.id == slide_id).with_for_update()).first()
+    if slide is None or slide.status not in (SlideStatus.UPLOADED, SlideStatus.PROCESSING):
+        return False
+    fields = session.exec(
+        select(func.count(func.distinct(FieldImage.index))).where(
+            FieldImage.slide_id == slide_id, FieldImage.modality == Modality.DIC
+        )
+    ).one()
+    registered = session.exec(
+        select(func.count()).select_from(Registration).where(Registration.slide_id == slide_id)
+    ).one()
+    cells = session.exec(
+        select(func.count()).select_from(Cell).where(Cell.slide_id == slide_id)
+    ).one()
+    predictions = session.exec(
+        select(Prediction.predicted_class, Prediction.review_status)
+        .join(Cell, col(Cell.id) == col(Prediction.cell_id))
+        .where(Cell.slide_id == slide_id, Prediction.model_version == model_version)
+    ).all()
+    if registered < fields or len(predictions) < cells:
+        if slide.status is SlideStatus.UPLOADED:
+            slide.status = SlideStatus.PROCESSING
+            session.add(slide)
+        return False
+    slide.status = SlideStatus.COMPLETED
+    session.add(slide)
+    differential = Counter(predicted for predicted, _ in predictions)
+    add_event(
+        session,
+        Envelope.wrap(
+            SlideCompleted(
+                slide_id=slide_id,
+                cell_count=cells,
+                differential=dict(sorted(differential.items())),
+                needs_review=sum(s is ReviewStatus.NEEDS_REVIEW for _, s in predictions),
+            ),
+            key=slide_id,
+        ),
+    )
+    log.info("slide completed", slide_id=slide_id, cells=cells, model_version=model_version)
+    return True
+
+
+class InferenceHandler:
+    """``cells.cropped`` and ``slides.uploaded``: stain what is new, then check completion."""
+
+    def __init__(self, stainer: CellStainer) -> None:
+        self._stainer = stainer
+
+    def __call__(self, session: Session, envelopes: list[Envelope]) -> None:
+        slides: list[str] = []
+        requests: list[tuple[str, list[str]]] = []
+        for envelope in envelopes:
+            if envelope.topic == Topic.CELLS_CROPPED:
+                cropped = envelope.parsed(CellsCropped)
+                requests.append((cropped.slide_id, cropped.cell_ids))
+                slide_id = cropped.slide_id
+            else:
+                slide_id = envelope.parsed(SlideUploaded).slide_id
+            if slide_id not in slides:
+                slides.append(slide_id)
+        stained = self._stainer.stain_many(session, requests)
+        log.info(
+            "cells stained",
+            events=len(envelopes),
+            cells={slide: len(ids) for slide, ids in stained.items()},
+        )
+        session.flush()
+        for slide_id in slides:
+            complete_if_done(session, slide_id, self._stainer.model_version)
+
+
+def inference_consumer(bus: EventBus, engine: Engine, stainer: CellStainer) -> Consumer:
+    """The consumer group of the inference service, gathering events as its settings say."""
+    settings = stainer.settings
+    group = ConsumerGroup.INFERENCE
+    handler = IdempotentBatchHandler(engine, group, InferenceHandler(stainer))
+    return bus.consumer(
+        group=group,
+        topics=[Topic.CELLS_CROPPED, Topic.SLIDES_UPLOADED],
+        handler=handler.single,
+        batching=Batching(handler, settings.max_events, settings.max_wait_s),
+    )

@@ -1,0 +1,1 @@
+"""Retraining: training jobs, their HTTP routes, the model registry's promotion."""

@@ -1,0 +1,187 @@
+"""Promotion: a registered model version becomes the one the inference service serves.
+
+``promote`` exports the version's checkpoint into the model repository as a new version
+folder of every served model (Triton serves the latest folder; the manifest names it),
+marks the version promoted and the one before it registered, and announces
+``models.promoted`` in the same transaction. When the database refuses, the previous
+manifest is put back, so the repository keeps serving what the registry says. With a
+mirror prefix the repository's new files are also written to the object store, where a
+Triton server reads its repository (``s3://…``). ``rollback`` promotes again the version
+promoted before the current one.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from sqlalchemy import Engine
+from sqlmodel import Session, col, select
+
+from stainless.core.db.engine import session_scope
+from stainless.core.db.models import ModelStatus, ModelVersion
+from stainless.core.events.contracts import Envelope, ModelPromoted
+from stainless.core.events.outbox import add_event
+from stainless.core.inference.manifest import MANIFEST, ManifestError, read_manifest, write_manifest
+from stainless.core.registry import RegistryError, find_version
+from stainless.core.storage import ObjectStore
+from stainless.ml.export.checkpoint import export_checkpoint
+from stainless.ml.export.triton import InstanceKind
+
+
+@dataclass(frozen=True)
+class Promotion:
+    model_version_id: str
+    name: str
+    version: int
+    repository_version: int  # the version folder the inference service now serves
+    previous_version: int | None
+
+
+def _next_folder(repository: Path) -> int:
+    numbers = (
+        [
+            int(folder.name)
+            for model in repository.iterdir()
+            if model.is_dir()
+            for folder in model.iterdir()
+            if folder.is_dir() and folder.name.isdigit()
+        ]
+        if repository.is_dir()
+        else []
+    )
+    return max(numbers, default=0) + 1
+
+
+def _download(store: ObjectStore, version: ModelVersion, folder: Path) -> Path:
+    """The version's checkpoint and its config.yaml, from the object store into ``folder``."""
+    prefix = version.checkpoint_key.rpartition("/")[0]
+    checkpoint = folder / "checkpoint.pt"
+    checkpoint.write_bytes(store.get(version.checkpoint_key))
+    (folder / "config.yaml").write_bytes(store.get(f"{prefix}/config.yaml"))
+    return checkpoint
+
+
+def _mirror(store: ObjectStore, repository: Path, prefix: str, folder_number: int) -> None:
+    for path in sorted(repository.rglob("*")):
+        relative = path.relative_to(repository)
+        is_new_version = str(folder_number) in relative.parts[:2]
+        if path.is_file() and (is_new_version or path.name in (MANIFEST, "config.pbtxt")):
+            store.put(f"{prefix.strip('/')}/{relative.as_posix()}", path.read_bytes())
+
+
+def promote(
+    engine: Engine,
+    store: ObjectStore,
+    repository: Path,
+    reference: str,
+    *,
+    instance: InstanceKind = InstanceKind.GPU,
+    mirror_prefix: str | None = None,
+    review_threshold: float | None = None,
+) -> Promotion:
+    """Serve model version ``reference`` (an id or ``name/version``).
+
+    The δ review threshold is ``review_threshold`` when given, else the version's
+    calibrated one (its evaluation), else the one served now.
+
+    Raises:
+        RegistryError: unknown version, a model that does not export, or no review threshold.
+    """
+    version = find_version(engine, reference)
+    if version.kind != "mtmd":
+        raise RegistryError(f"{version.name}/{version.version}: only model 1 (mtmd) exports yet")
+    previous_manifest = (
+        (repository / MANIFEST).read_text() if (repository / MANIFEST).is_file() else None
+    )
+    threshold = review_threshold
+    if threshold is None:
+        threshold = version.metrics.get("review_threshold")
+    if threshold is None and previous_manifest is not None:
+        threshold = read_manifest(repository).review_threshold
+    if threshold is None:
+        raise RegistryError(
+            f"{version.name}/{version.version} has no calibrated review threshold: "
+            "pass one (--review-threshold)"
+        )
+    folder_number = _next_folder(repository)
+    with tempfile.TemporaryDirectory() as tmp:
+        checkpoint = _download(store, version, Path(tmp))
+        export_checkpoint(
+            checkpoint,
+            repository,
+            version=folder_number,
+            instance=instance,
+            review_threshold=float(threshold),
+        )
+    manifest = read_manifest(repository).model_copy(update={"model_version_id": version.id})
+    write_manifest(repository, manifest)
+    try:
+        previous = _record(engine, version.id)
+    except Exception:
+        if previous_manifest is not None:
+            (repository / MANIFEST).write_text(previous_manifest)
+        raise
+    if mirror_prefix:
+        _mirror(store, repository, mirror_prefix, folder_number)
+    return Promotion(version.id, version.name, version.version, folder_number, previous)
+
+
+def _record(engine: Engine, version_id: str) -> int | None:
+    """Mark ``version_id`` promoted (and the current one registered); announce it."""
+    with session_scope(engine) as session:
+        version = session.get(ModelVersion, version_id, with_for_update=True)
+        assert version is not None
+        current = session.exec(
+            select(ModelVersion).where(
+                ModelVersion.status == ModelStatus.PROMOTED, col(ModelVersion.id) != version_id
+            )
+        ).all()
+        for row in current:
+            row.status = ModelStatus.REGISTERED
+            session.add(row)
+        version.status = ModelStatus.PROMOTED
+        version.promoted_at = datetime.now(UTC)
+        session.add(version)
+        latest = sorted(current, key=lambda r: r.promoted_at or datetime.min.replace(tzinfo=UTC))
+        previous_version = latest[-1].version if latest else None
+        payload = ModelPromoted(
+            model_version_id=version.id,
+            name=version.name,
+            version=version.version,
+            previous_version=previous_version,
+        )
+        add_event(session, Envelope.wrap(payload, key=version.name))
+    return previous_version
+
+
+def rollback(
+    engine: Engine,
+    store: ObjectStore,
+    repository: Path,
+    *,
+    instance: InstanceKind = InstanceKind.GPU,
+    mirror_prefix: str | None = None,
+) -> Promotion:
+    """Promote again the version promoted before the one served now.
+
+    Raises:
+        RegistryError: nothing was promoted before the current version.
+    """
+    try:
+        serving = read_manifest(repository).model_version_id
+    except ManifestError as exc:
+        raise RegistryError(f"nothing is served: {exc}") from None
+    with Session(engine) as session:
+        history = session.exec(
+            select(ModelVersion)
+            .where(col(ModelVersion.promoted_at).is_not(None), col(ModelVersion.id) != serving)
+            .order_by(col(ModelVersion.promoted_at).desc())
+        ).all()
+    if not history:
+        raise RegistryError("no earlier promoted version to roll back to")
+    return promote(
+        engine, store, repository, history[0].id, instance=instance, mirror_prefix=mirror_prefix
+    )

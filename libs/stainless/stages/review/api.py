@@ -1,0 +1,351 @@
+"""HTTP API of the results service and the review page it serves.
+
+Reading needs any role, reviewing and signing need ``reviewer`` (or ``admin``);
+see :mod:`stainless.stages.review.auth`. Errors are JSON ``{error, detail}``. Routes
+only translate: reads are in :mod:`~stainless.stages.review.queries`, writes (each its
+own transaction) in :mod:`~stainless.stages.review.reviews`.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+import cv2
+import numpy as np
+from fastapi import FastAPI, Query, Request
+from fastapi import Path as PathParam
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, ConfigDict
+from sqlalchemy import Engine
+from starlette.responses import Response
+
+from stainless.core.config import Settings, load_settings
+from stainless.core.db.engine import create_db_engine, ping, wait_for_database
+from stainless.core.db.models import Slide
+from stainless.core.logs import configure_logging
+from stainless.core.observability import add_health_routes
+from stainless.core.storage import ObjectStore, create_store
+from stainless.core.storage.base import ObjectNotFoundError
+from stainless.domain.cells import CLASS_ORDER, LEUKOCYTES
+from stainless.domain.review import ReviewAction, ReviewStatus
+from stainless.imaging.codecs import encode_png
+from stainless.stages.retraining.routes import add_training_routes
+from stainless.stages.review import fhir, queries, reviews
+from stainless.stages.review.auth import Authenticator, Reader, Reviewer
+from stainless.stages.review.errors import NotFound, ResultsError
+
+WEB = Path(__file__).parent / "web"
+UUID_PATTERN = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+FHIR_JSON = "application/fhir+json"
+
+
+class ErrorBody(BaseModel):
+    error: str
+    detail: str
+
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorBody, "description": "missing or unknown API key"},
+    403: {"model": ErrorBody, "description": "the key's role may not do this"},
+    404: {"model": ErrorBody, "description": "no such slide, cell or image"},
+    422: {"model": ErrorBody, "description": "invalid id, class or request"},
+}
+_WRITE_ERRORS: dict[int | str, dict[str, Any]] = {
+    **_ERRORS,
+    409: {"model": ErrorBody, "description": "slide signed, not completed, or cells unreviewed"},
+}
+
+SlideId = Annotated[str, PathParam(pattern=UUID_PATTERN, description="A slide id.")]
+CellId = Annotated[str, PathParam(pattern=UUID_PATTERN, description="A cell id.")]
+
+
+class ImageKind(StrEnum):
+    DIC = "dic"
+    STAINED = "stained"
+    HEATMAP = "heatmap"
+    BRIGHTFIELD = "brightfield"
+
+
+class ReviewBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    action: ReviewAction
+    new_class: str | None = None
+
+
+def _when(moment: datetime | None) -> str | None:
+    if moment is None:
+        return None
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).isoformat()
+
+
+def _image_keys(view: queries.CellView) -> dict[ImageKind, str | None]:
+    prediction = view.prediction
+    return {
+        ImageKind.STAINED: prediction.stain_key if prediction else None,
+        ImageKind.DIC: view.cell.dic_crop_key,
+        ImageKind.HEATMAP: prediction.heatmap_key if prediction else None,
+        ImageKind.BRIGHTFIELD: view.cell.bf_crop_key,
+    }
+
+
+def _cell_json(view: queries.CellView) -> dict[str, Any]:
+    prediction = view.prediction
+    images = {
+        kind.value: f"/v1/cells/{view.cell.id}/images/{kind.value}.png"
+        for kind, key in _image_keys(view).items()
+        if key
+    }
+    return {
+        "id": view.cell.id,
+        "slide_id": view.cell.slide_id,
+        "field_index": view.cell.field_index,
+        "index": view.cell.index,
+        "class": view.effective_class,
+        "predicted_class": prediction.predicted_class if prediction else None,
+        "confidence": prediction.confidence if prediction else None,
+        "uncertainty": prediction.uncertainty if prediction else None,
+        "review_status": view.review_status.value,
+        "images": images,
+    }
+
+
+def _cell_detail_json(view: queries.CellView) -> dict[str, Any]:
+    prediction, review = view.prediction, view.latest_review
+    cell = view.cell
+    return {
+        **_cell_json(view),
+        "probabilities": prediction.probabilities if prediction else {},
+        "model_version": prediction.model_version if prediction else None,
+        "box": {"x0": cell.x0, "y0": cell.y0, "x1": cell.x1, "y1": cell.y1},
+        "at_border": cell.at_border,
+        "latest_review": None
+        if review is None
+        else {
+            "action": ReviewAction(review.action).value,
+            "new_class": review.new_class,
+            "reviewer": review.reviewer,
+            "at": _when(review.created_at),
+        },
+    }
+
+
+def _slide_json(slide: Slide) -> dict[str, Any]:
+    return {
+        "id": slide.id,
+        "external_id": slide.external_id,
+        "patient_pseudonym": slide.patient_pseudonym,
+        "status": slide.status.value,
+        "created_at": _when(slide.created_at),
+        "signed_by": slide.signed_by,
+        "signed_at": _when(slide.signed_at),
+    }
+
+
+def _summary_json(summary: queries.SlideSummary) -> dict[str, Any]:
+    diff, flags = summary.differential, summary.flags
+    return {
+        **_slide_json(summary.slide),
+        "cells": diff.total,
+        "needs_review": diff.needs_review,
+        "classes": list(CLASS_ORDER),
+        "leukocyte_classes": list(LEUKOCYTES),
+        "differential": {
+            "counts": diff.counts,
+            "percent": diff.percent,
+            "leukocytes": diff.leukocytes,
+            "counted": diff.counted,
+            "poor_quality": diff.poor_quality,
+            "pending": diff.pending,
+        },
+        "flags": {
+            "pathological": flags.pathological,
+            "needs_review": flags.needs_review,
+            "pending": flags.pending,
+        },
+    }
+
+
+def display_png(data: bytes) -> bytes:
+    """A DIC crop (16- or 8-bit grayscale) as an 8-bit PNG stretched between its 1st and 99th
+    percentiles, so the relief is visible whatever the camera's range."""
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    if image is None:
+        raise ValueError("the DIC crop is not a decodable image")
+    pixels = image.astype(np.float32)
+    low, high = np.percentile(pixels, [1.0, 99.0])
+    if high <= low:
+        high = low + 1.0
+    stretched = np.clip((pixels - low) * (255.0 / (high - low)), 0, 255)
+    return encode_png(stretched.astype(np.uint8))
+
+
+def create_app(settings: Settings, *, engine: Engine, store: ObjectStore) -> FastAPI:
+    app = FastAPI(
+        title="Stainless results",
+        version="1",
+        description="WBC differentials, expert review, signing and FHIR reports; the review page.",
+    )
+    app.state.engine = engine
+    app.state.authenticator = Authenticator(settings.results)
+    pathological = settings.inference.pathological_classes
+
+    @app.exception_handler(ResultsError)
+    def _results_error(_: Request, exc: ResultsError) -> JSONResponse:
+        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+        return JSONResponse(
+            {"error": exc.code, "detail": exc.message}, status_code=exc.status, headers=headers
+        )
+
+    @app.exception_handler(RequestValidationError)
+    def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in error['loc'])}: {error['msg']}"
+            for error in exc.errors()
+        )
+        return JSONResponse({"error": "invalid", "detail": problems}, status_code=422)
+
+    @app.get("/v1/me", responses=_ERRORS, tags=["auth"])
+    def me(who: Reader) -> dict[str, str]:
+        """The name and role of the caller's key."""
+        return {"name": who.name, "role": who.role.value}
+
+    @app.get("/v1/slides", responses=_ERRORS, tags=["slides"])
+    def list_slides(_: Reader) -> list[dict[str, Any]]:
+        """Every slide, newest first, with its status and cell counts."""
+        return [
+            {
+                **_slide_json(row.slide),
+                "cells": row.cells,
+                "needs_review": row.needs_review,
+                "pending": row.pending,
+            }
+            for row in queries.list_slides(engine)
+        ]
+
+    @app.get("/v1/slides/{slide_id}", responses=_ERRORS, tags=["slides"])
+    def slide_detail(slide_id: SlideId, _: Reader) -> dict[str, Any]:
+        """Status, differential (counts and percent of leukocytes), flags and signature."""
+        summary = queries.slide_summary(
+            engine, slide_id=slide_id, pathological_classes=pathological
+        )
+        return _summary_json(summary)
+
+    @app.get("/v1/slides/{slide_id}/cells", responses=_ERRORS, tags=["cells"])
+    def slide_cells(
+        slide_id: SlideId,
+        _: Reader,
+        cell_class: Annotated[
+            str | None, Query(alias="class", max_length=16, description="Effective class.")
+        ] = None,
+        review_status: ReviewStatus | None = None,
+    ) -> list[dict[str, Any]]:
+        """The slide's cells in field order, optionally of one class or review status."""
+        views = queries.slide_cells(
+            engine, slide_id=slide_id, cell_class=cell_class, review_status=review_status
+        )
+        return [_cell_json(view) for view in views]
+
+    @app.get("/v1/cells/{cell_id}", responses=_ERRORS, tags=["cells"])
+    def cell_detail(cell_id: CellId, _: Reader) -> dict[str, Any]:
+        """Class, probabilities, δ (``confidence``), γ (``uncertainty``), review and images."""
+        return _cell_detail_json(queries.cell_view(engine, cell_id=cell_id))
+
+    @app.get(
+        "/v1/cells/{cell_id}/images/{kind}.png",
+        responses={**_ERRORS, 200: {"content": {"image/png": {}}}},
+        response_class=Response,
+        tags=["cells"],
+    )
+    def cell_image(cell_id: CellId, kind: ImageKind, _: Reader) -> Response:
+        """The stained crop, the DIC original (contrast-stretched), the heat map or brightfield."""
+        view = queries.cell_view(engine, cell_id=cell_id)
+        key = _image_keys(view)[kind]
+        if not key:
+            raise NotFound(f"cell {cell_id} has no {kind.value} image")
+        try:
+            data = store.get(key)
+        except ObjectNotFoundError:
+            raise NotFound(f"the {kind.value} image of cell {cell_id} is missing") from None
+        if kind is ImageKind.DIC:
+            data = display_png(data)
+        return Response(data, media_type="image/png", headers={"Cache-Control": "private"})
+
+    @app.post(
+        "/v1/cells/{cell_id}/reviews", status_code=201, responses=_WRITE_ERRORS, tags=["review"]
+    )
+    def review(cell_id: CellId, body: ReviewBody, who: Reviewer) -> dict[str, Any]:
+        """Confirm, reclassify (``new_class``) or mark the cell poor quality."""
+        recorded = reviews.review_cell(
+            engine,
+            cell_id=cell_id,
+            action=body.action,
+            new_class=body.new_class,
+            reviewer=who.name,
+        )
+        return {
+            "review_id": recorded.review.id,
+            "cell_id": cell_id,
+            "slide_id": recorded.slide_id,
+            "action": body.action.value,
+            "new_class": recorded.review.new_class,
+            "class": recorded.effective_class,
+            "review_status": recorded.review_status.value,
+            "reviewer": who.name,
+        }
+
+    @app.post("/v1/slides/{slide_id}/sign", responses=_WRITE_ERRORS, tags=["review"])
+    def sign(slide_id: SlideId, who: Reviewer) -> dict[str, Any]:
+        """Sign a completed slide whose cells are all reviewed; its report becomes final."""
+        reviews.sign_slide(engine, slide_id=slide_id, signer=who.name)
+        summary = queries.slide_summary(
+            engine, slide_id=slide_id, pathological_classes=pathological
+        )
+        return _summary_json(summary)
+
+    @app.get(
+        "/v1/slides/{slide_id}/fhir",
+        responses={**_ERRORS, 200: {"content": {FHIR_JSON: {}}}},
+        response_class=JSONResponse,
+        tags=["slides"],
+    )
+    def fhir_report(slide_id: SlideId, _: Reader) -> JSONResponse:
+        """The differential as a FHIR R4 DiagnosticReport (final once signed)."""
+        summary = queries.slide_summary(
+            engine, slide_id=slide_id, pathological_classes=pathological
+        )
+        report = fhir.diagnostic_report(summary.slide, summary.differential, summary.flags)
+        return JSONResponse(report, media_type=FHIR_JSON)
+
+    add_training_routes(app, engine=engine, store=store)
+
+    @app.get("/", include_in_schema=False)
+    def index_page() -> FileResponse:
+        return FileResponse(WEB / "index.html", media_type="text/html")
+
+    @app.get("/slides/{slide_id}", include_in_schema=False)
+    def slide_page(slide_id: SlideId) -> FileResponse:
+        return FileResponse(WEB / "slide.html", media_type="text/html")
+
+    app.mount("/static", StaticFiles(directory=WEB), name="static")
+    add_health_routes(app, lambda: ping(engine))
+    return app
+
+
+def build_app(settings: Settings) -> FastAPI:
+    """The app with its dependencies built from ``settings`` (the service's composition root)."""
+    engine = create_db_engine(settings.database)
+    wait_for_database(engine)
+    return create_app(settings, engine=engine, store=create_store(settings.store))
+
+
+def app_from_environment() -> FastAPI:
+    """``uvicorn --factory stainless.stages.review.api:app_from_environment``."""
+    settings = load_settings()
+    configure_logging(settings.log)
+    return build_app(settings)

@@ -1,0 +1,177 @@
+"""The WBC differential of a slide as a FHIR R4 DiagnosticReport.
+
+One Observation per cell class is contained in the report and referenced from
+``result`` as ``#obs-<CLASS>``. Each carries the class in the local code system
+``urn:stainless:cell-class`` and, for the five leukocyte classes, the LOINC code
+of "<cells>/100 leukocytes in Blood by Automated count" (the report is the
+count of an automated classifier checked by an expert; LOINC has no method for
+digital morphology). Leukocyte observations carry the percentage (UCUM ``%``);
+every observation carries the number of cells in a component (UCUM ``{cells}``).
+Artifacts (ART) and smudge cells (SMU) have no percentage: they are not in the
+denominator. The report's code is text only; no LOINC panel code is claimed.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from stainless.core.db.models import Slide, SlideStatus
+from stainless.domain.cells import CLASS_ORDER
+from stainless.domain.differential import Differential, Flags
+
+CELL_CLASS_SYSTEM = "urn:stainless:cell-class"
+MEASURE_SYSTEM = "urn:stainless:measure"
+SLIDE_SYSTEM = "urn:stainless:slide"
+PATIENT_SYSTEM = "urn:stainless:patient-pseudonym"
+LOINC = "http://loinc.org"
+UCUM = "http://unitsofmeasure.org"
+
+CLASS_NAMES: dict[str, str] = {
+    "ART": "Artifact",
+    "BA": "Basophil",
+    "EO": "Eosinophil",
+    "LY": "Lymphocyte",
+    "MO": "Monocyte",
+    "SNE": "Segmented neutrophil",
+    "SMU": "Smudge cell",
+}
+
+LOINC_PER_100_LEUKOCYTES: dict[str, tuple[str, str]] = {
+    "BA": ("706-2", "Basophils/100 leukocytes in Blood by Automated count"),
+    "EO": ("713-8", "Eosinophils/100 leukocytes in Blood by Automated count"),
+    "LY": ("736-9", "Lymphocytes/100 leukocytes in Blood by Automated count"),
+    "MO": ("5905-5", "Monocytes/100 leukocytes in Blood by Automated count"),
+    "SNE": ("770-8", "Neutrophils/100 leukocytes in Blood by Automated count"),
+}
+"""The classifier has no band class, so every neutrophil it counts is segmented."""
+
+_HEMATOLOGY = {
+    "coding": [
+        {
+            "system": "http://terminology.hl7.org/CodeSystem/v2-0074",
+            "code": "HM",
+            "display": "Hematology",
+        }
+    ]
+}
+_LABORATORY = {
+    "coding": [
+        {
+            "system": "http://terminology.hl7.org/CodeSystem/observation-category",
+            "code": "laboratory",
+            "display": "Laboratory",
+        }
+    ]
+}
+
+
+def _instant(moment: datetime) -> str:
+    """An ISO instant; SQLite hands timestamps back without zone, they are UTC."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.isoformat()
+
+
+def _observation(
+    code: str, count: int, percent: float | None, *, status: str, subject: dict[str, Any]
+) -> dict[str, Any]:
+    name = CLASS_NAMES.get(code, code)
+    codings: list[dict[str, str]] = []
+    if code in LOINC_PER_100_LEUKOCYTES:
+        loinc, display = LOINC_PER_100_LEUKOCYTES[code]
+        codings.append({"system": LOINC, "code": loinc, "display": display})
+    codings.append({"system": CELL_CLASS_SYSTEM, "code": code, "display": name})
+    observation: dict[str, Any] = {
+        "resourceType": "Observation",
+        "id": f"obs-{code}",
+        "status": status,
+        "category": [_LABORATORY],
+        "code": {"coding": codings, "text": name},
+        "subject": subject,
+        "component": [
+            {
+                "code": {
+                    "coding": [{"system": MEASURE_SYSTEM, "code": "cell-count"}],
+                    "text": f"{name}s counted",
+                },
+                "valueQuantity": {
+                    "value": count,
+                    "unit": "cells",
+                    "system": UCUM,
+                    "code": "{cells}",
+                },
+            }
+        ],
+    }
+    if percent is not None:
+        observation["valueQuantity"] = {
+            "value": percent,
+            "unit": "%",
+            "system": UCUM,
+            "code": "%",
+        }
+    return observation
+
+
+def diagnostic_report(
+    slide: Slide,
+    differential: Differential,
+    flags: Flags | None = None,
+    *,
+    issued: datetime | None = None,
+) -> dict[str, Any]:
+    """The slide's report as FHIR R4 JSON: ``final`` once signed, else ``preliminary``."""
+    signed = slide.status == SlideStatus.SIGNED
+    status = "final" if signed else "preliminary"
+    subject = {
+        "identifier": {"system": PATIENT_SYSTEM, "value": slide.patient_pseudonym},
+        "display": slide.patient_pseudonym,
+    }
+    codes = list(CLASS_ORDER) + sorted(set(differential.counts) - set(CLASS_ORDER))
+    observations = [
+        _observation(
+            code,
+            differential.counts.get(code, 0),
+            differential.percent.get(code),
+            status=status,
+            subject=subject,
+        )
+        for code in codes
+    ]
+    report: dict[str, Any] = {
+        "resourceType": "DiagnosticReport",
+        "id": slide.id,
+        "identifier": [
+            {"system": SLIDE_SYSTEM, "value": slide.id},
+            {"system": f"{SLIDE_SYSTEM}:external", "value": slide.external_id},
+        ],
+        "status": status,
+        "category": [_HEMATOLOGY],
+        "code": {"text": "White blood cell differential (digital staining, expert reviewed)"},
+        "subject": subject,
+        "effectiveDateTime": _instant(slide.created_at),
+        "issued": _instant(slide.signed_at if signed and slide.signed_at else issued or _now()),
+        "contained": observations,
+        "result": [{"reference": f"#{obs['id']}"} for obs in observations],
+        "conclusion": _conclusion(differential, flags),
+    }
+    if signed and slide.signed_by:
+        report["resultsInterpreter"] = [{"display": slide.signed_by}]
+    return report
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _conclusion(differential: Differential, flags: Flags | None) -> str:
+    parts = [
+        f"{differential.leukocytes} leukocytes differentiated "
+        f"({differential.counted} cells counted, {differential.poor_quality} of poor quality)."
+    ]
+    if flags and flags.pathological:
+        parts.append(f"Present: {', '.join(flags.pathological)}.")
+    if flags and flags.needs_review:
+        parts.append(f"{flags.needs_review} cells still need review.")
+    return " ".join(parts)

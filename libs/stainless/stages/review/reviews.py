@@ -1,0 +1,143 @@
+"""Write side: expert reviews of cells and signing of slides.
+
+Each function is one transaction (``session_scope``): it checks, then writes
+its rows and the events announcing them together, or raises and writes nothing.
+The slide row is locked (``FOR UPDATE`` on Postgres) so a review and a
+signature of the same slide cannot interleave.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from prometheus_client import Counter
+from sqlalchemy import Engine
+from sqlmodel import Session, select
+
+from stainless.core.db.engine import session_scope
+from stainless.core.db.models import Review, Slide, SlideStatus, utcnow
+from stainless.core.events.contracts import Envelope, ReviewRecorded
+from stainless.core.events.outbox import add_event
+from stainless.domain.cells import CellClass
+from stainless.domain.review import ReviewAction, ReviewStatus, status_of
+from stainless.stages.review.errors import Conflict, Invalid, NotFound
+from stainless.stages.review.queries import cell_views, load_cell_view
+
+REVIEWS = Counter("stainless_results_reviews_total", "Cell reviews recorded", ["action"])
+SIGNED = Counter("stainless_results_slides_signed_total", "Slides signed")
+
+
+@dataclass(frozen=True)
+class RecordedReview:
+    review: Review
+    slide_id: str
+    review_status: ReviewStatus
+    effective_class: str
+
+
+def _locked_slide(session: Session, slide_id: str) -> Slide:
+    slide = session.exec(select(Slide).where(Slide.id == slide_id).with_for_update()).first()
+    if slide is None:
+        raise NotFound(f"no slide {slide_id}")
+    return slide
+
+
+def _checked_class(action: ReviewAction, new_class: str | None) -> str | None:
+    if action is ReviewAction.RECLASSIFY:
+        if not new_class:
+            raise Invalid("reclassify needs new_class")
+        if new_class not in {c.value for c in CellClass}:
+            known = ", ".join(c.value for c in CellClass)
+            raise Invalid(f"unknown class {new_class!r}; expected one of {known}")
+        return new_class
+    if new_class is not None:
+        raise Invalid(f"new_class is only allowed with reclassify, not {action.value}")
+    return None
+
+
+def review_cell(
+    engine: Engine,
+    *,
+    cell_id: str,
+    action: ReviewAction,
+    reviewer: str,
+    new_class: str | None = None,
+) -> RecordedReview:
+    """Record one review, update the latest prediction's status and emit ``reviews.recorded``.
+
+    Raises:
+        Invalid: ``new_class`` missing, not a :class:`CellClass` code, or given without reclassify.
+        NotFound: no such cell.
+        Conflict: the cell has no prediction yet, or its slide is signed.
+    """
+    action = ReviewAction(action)
+    checked_class = _checked_class(action, new_class)
+    with session_scope(engine) as session:
+        view = load_cell_view(session, cell_id)
+        slide = _locked_slide(session, view.cell.slide_id)
+        if slide.status == SlideStatus.SIGNED:
+            raise Conflict(f"slide {slide.id} is signed; its cells can no longer be reviewed")
+        prediction = view.prediction
+        if prediction is None:
+            raise Conflict(f"cell {cell_id} has no prediction yet; nothing to review")
+        review = Review(
+            cell_id=cell_id,
+            prediction_id=prediction.id,
+            reviewer=reviewer,
+            action=action,
+            new_class=checked_class,
+        )
+        status = status_of(action)
+        prediction.review_status = status
+        session.add(review)
+        session.add(prediction)
+        session.flush()
+        add_event(
+            session,
+            Envelope.wrap(
+                ReviewRecorded(
+                    slide_id=slide.id,
+                    cell_id=cell_id,
+                    review_id=review.id,
+                    action=action.value,
+                    new_class=checked_class,
+                    reviewer=reviewer,
+                ),
+                key=slide.id,
+            ),
+        )
+        effective = checked_class or (
+            view.effective_class if view.effective_class else prediction.predicted_class
+        )
+    REVIEWS.labels(action=action.value).inc()
+    return RecordedReview(review, slide.id, status, effective)
+
+
+def sign_slide(engine: Engine, *, slide_id: str, signer: str) -> Slide:
+    """Sign a completed slide whose cells are all reviewed.
+
+    Raises:
+        NotFound: no such slide.
+        Conflict: the slide is not completed (or already signed), or cells still need review.
+    """
+    with session_scope(engine) as session:
+        slide = _locked_slide(session, slide_id)
+        if slide.status == SlideStatus.SIGNED:
+            raise Conflict(f"slide {slide_id} was already signed by {slide.signed_by}")
+        if slide.status != SlideStatus.COMPLETED:
+            raise Conflict(
+                f"slide {slide_id} is {slide.status.value}; only a completed slide can be signed"
+            )
+        waiting = sum(
+            view.review_status is ReviewStatus.NEEDS_REVIEW
+            for view in cell_views(session, slide_id=slide_id)
+        )
+        if waiting:
+            cells = "cell still needs" if waiting == 1 else "cells still need"
+            raise Conflict(f"{waiting} {cells} review before slide {slide_id} can be signed")
+        slide.status = SlideStatus.SIGNED
+        slide.signed_by = signer
+        slide.signed_at = utcnow()
+        session.add(slide)
+    SIGNED.inc()
+    return slide

@@ -1,0 +1,75 @@
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from stainless.core.config import (
+    BusBackend,
+    Settings,
+    SettingsError,
+    StoreBackend,
+    iter_setting_fields,
+    load_settings,
+)
+
+README = Path(__file__).resolve().parents[3] / "README.md"
+
+
+def test_defaults_are_the_embedded_stand_ins() -> None:
+    settings = load_settings()
+    assert settings.store.backend is StoreBackend.LOCAL
+    assert settings.bus.backend is BusBackend.MEMORY
+    assert settings.tasks.eager is True
+    assert settings.database.url.startswith("sqlite")
+
+
+def test_nested_values_come_from_prefixed_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STAINLESS_BUS__BACKEND", "kafka")
+    monkeypatch.setenv("STAINLESS_BUS__MAX_ATTEMPTS", "5")
+    monkeypatch.setenv("STAINLESS_STORE__SECRET_KEY", "s3cr3t")
+    settings = load_settings()
+    assert settings.bus.backend is BusBackend.KAFKA
+    assert settings.bus.max_attempts == 5
+    assert settings.store.secret_key.get_secret_value() == "s3cr3t"
+    assert "s3cr3t" not in repr(settings)
+
+
+def test_malformed_value_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STAINLESS_BUS__MAX_ATTEMPTS", "three")
+    with pytest.raises(SettingsError, match=r"STAINLESS_BUS__MAX_ATTEMPTS.*'three'"):
+        load_settings()
+
+
+def test_unknown_enum_value_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STAINLESS_STORE__BACKEND", "ftp")
+    with pytest.raises(SettingsError, match="STAINLESS_STORE__BACKEND"):
+        load_settings()
+
+
+def test_unknown_variable_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STAINLESS_BUS__MAX_ATTEMTPS", "3")
+    with pytest.raises(SettingsError, match=r"unknown setting.*STAINLESS_BUS__MAX_ATTEMTPS"):
+        load_settings()
+
+
+def test_out_of_range_value_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STAINLESS_RELAY__HTTP_PORT", "70000")
+    with pytest.raises(SettingsError, match="STAINLESS_RELAY__HTTP_PORT"):
+        load_settings()
+
+
+def test_every_leaf_setting_is_listed_and_documented() -> None:
+    fields = list(iter_setting_fields())
+    assert len(fields) == len({env for env, _, _ in fields})
+    assert all(doc for _, _, doc in fields), [env for env, _, doc in fields if not doc]
+    blocks = {env.split("__")[0].removeprefix("STAINLESS_").lower() for env, _, _ in fields}
+    assert blocks == set(Settings.model_fields)
+
+
+def test_readme_lists_every_setting() -> None:
+    listed = set(re.findall(r"`(STAINLESS_[A-Z0-9_]+)`", README.read_text()))
+    expected = {env for env, _, _ in iter_setting_fields()}
+    assert expected <= listed, sorted(expected - listed)
+    assert listed - expected == set(), sorted(listed - expected)

@@ -1,0 +1,299 @@
+"""The inference consumer: stain, record, flag for review, complete the slide — once."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sqlalchemy import Engine
+from sqlmodel import Session, select
+
+from stainless.core.config import DatabaseSettings, InferenceSettings
+from stainless.core.db.engine import create_db_engine, session_scope
+from stainless.core.db.models import (
+    Cell,
+    FieldImage,
+    Modality,
+    OutboxEvent,
+    Prediction,
+    Registration,
+    RegistrationStatus,
+    Scanner,
+    Slide,
+    SlideStatus,
+)
+from stainless.core.events import (
+    CellsCropped,
+    Envelope,
+    InMemoryBus,
+    SlideUploaded,
+    Topic,
+    decode_envelope,
+)
+from stainless.core.events.bus import HandlerInterrupted
+from stainless.core.inference.local import LocalInference
+from stainless.core.inference.manifest import ServedManifest
+from stainless.core.inference.port import F32, CellOutput, InferenceUnavailable
+from stainless.core.storage.local import LocalObjectStore
+from stainless.domain.review import ReviewStatus
+from stainless.imaging.codecs import encode_png
+from stainless.stages.inference.stage import CellStainer, inference_consumer
+
+FAST = InferenceSettings(max_batch=2, retry_backoff_s=0.01, retry_max_backoff_s=0.02)
+
+
+class Flaky:
+    """Answers ``InferenceUnavailable`` ``failures`` times, then delegates."""
+
+    def __init__(self, inner: LocalInference, failures: int) -> None:
+        self.inner, self.failures, self.calls = inner, failures, 0
+
+    @property
+    def manifest(self) -> ServedManifest:
+        return self.inner.manifest
+
+    def infer(self, batch: F32) -> list[CellOutput]:
+        self.calls += 1
+        if self.calls <= self.failures:
+            raise InferenceUnavailable("server down")
+        return self.inner.infer(batch)
+
+    def ready(self) -> bool:
+        return self.calls >= self.failures
+
+    def switch(self, manifest: ServedManifest) -> None:
+        self.inner.switch(manifest)
+
+    def close(self) -> None:
+        return None
+
+
+@dataclass
+class World:
+    engine: Engine
+    store: LocalObjectStore
+    slide_id: str
+    cell_ids: dict[int, list[str]]  # field index -> cell ids
+
+
+def _world(tmp_path: Path, sqlite_url: str, *, fields: int = 2, cells: int = 3) -> World:
+    engine = create_db_engine(DatabaseSettings(url=sqlite_url))
+    store = LocalObjectStore(tmp_path / "store")
+    rng = np.random.default_rng(0)
+    with session_scope(engine) as session:
+        scanner = Scanner(name="s", key_prefix="p", key_hash="h")
+        session.add(scanner)
+        session.flush()
+        slide = Slide(scanner_id=scanner.id, external_id="e", patient_pseudonym="p")
+        session.add(slide)
+        session.flush()
+        ids: dict[int, list[str]] = {}
+        for index in range(fields):
+            session.add(
+                FieldImage(
+                    slide_id=slide.id,
+                    index=index,
+                    modality=Modality.DIC,
+                    object_key=f"raw/{index}",
+                    sha256="0" * 64,
+                    size_bytes=1,
+                    width=8,
+                    height=8,
+                )
+            )
+            ids[index] = []
+            for c in range(cells):
+                key = f"cells/{slide.id}/{index}/{c}/dic.png"
+                store.put(key, encode_png(rng.integers(0, 30000, (256, 256), dtype=np.uint16)))
+                cell = Cell(
+                    slide_id=slide.id,
+                    field_index=index,
+                    index=c,
+                    x0=0,
+                    y0=0,
+                    x1=1,
+                    y1=1,
+                    dic_crop_key=key,
+                )
+                session.add(cell)
+                session.flush()
+                ids[index].append(cell.id)
+        slide_id = slide.id
+    return World(engine, store, slide_id, ids)
+
+
+def _crop_field(world: World, index: int, bus: InMemoryBus) -> Envelope:
+    with session_scope(world.engine) as session:
+        session.add(
+            Registration(
+                slide_id=world.slide_id, field_index=index, status=RegistrationStatus.ACCEPTED
+            )
+        )
+    event = Envelope.wrap(
+        CellsCropped(slide_id=world.slide_id, field_index=index, cell_ids=world.cell_ids[index]),
+        key=world.slide_id,
+    )
+    bus.publish(event)
+    return event
+
+
+def _upload_complete(world: World, bus: InMemoryBus) -> None:
+    with session_scope(world.engine) as session:
+        slide = session.get(Slide, world.slide_id)
+        assert slide is not None
+        slide.status = SlideStatus.UPLOADED
+        session.add(slide)
+    bus.publish(Envelope.wrap(SlideUploaded(slide_id=world.slide_id, fields=2), key=world.slide_id))
+
+
+def _events(engine: Engine, topic: str) -> list[Envelope]:
+    with Session(engine) as session:
+        rows = session.exec(select(OutboxEvent).where(OutboxEvent.topic == topic)).all()
+        return [decode_envelope(r.payload.encode(), topic=topic) for r in rows]
+
+
+def test_a_slide_is_stained_and_completed_once(
+    tmp_path: Path, sqlite_url: str, exported_repo: Path
+) -> None:
+    world = _world(tmp_path, sqlite_url)
+    local = LocalInference(exported_repo)
+    bus = InMemoryBus()
+    consumer = inference_consumer(
+        bus, world.engine, CellStainer(store=world.store, inference=local, settings=FAST)
+    )
+    _upload_complete(world, bus)
+    _crop_field(world, 0, bus)
+    consumer.poll_once()
+    with Session(world.engine) as session:
+        assert session.get(Slide, world.slide_id).status is SlideStatus.PROCESSING  # type: ignore[union-attr]
+    assert _events(world.engine, Topic.SLIDES_COMPLETED) == []
+    bus.publish(_crop_field(world, 1, bus))  # delivered twice
+    consumer.poll_once()
+    with Session(world.engine) as session:
+        predictions = session.exec(select(Prediction)).all()
+        assert session.get(Slide, world.slide_id).status is SlideStatus.COMPLETED  # type: ignore[union-attr]
+    assert len(predictions) == 6 and {p.model_version for p in predictions} == {"mtmd-tiny/1"}
+    for p in predictions:
+        assert world.store.get(p.stain_key or "").startswith(b"\x89PNG")
+        assert world.store.get(p.heatmap_key or "").startswith(b"\x89PNG")
+        assert sum(p.probabilities.values()) == pytest.approx(1, abs=1e-4)
+        assert p.confidence is not None and p.confidence > 0
+    stained = _events(world.engine, Topic.CELLS_STAINED)
+    assert sorted(len(e.payload["cell_ids"]) for e in stained) == [3, 3]
+    (completed,) = _events(world.engine, Topic.SLIDES_COMPLETED)
+    assert completed.payload["cell_count"] == 6
+    assert sum(completed.payload["differential"].values()) == 6
+
+
+def test_low_confidence_and_pathological_cells_need_review(
+    tmp_path: Path, sqlite_url: str, exported_repo: Path
+) -> None:
+    world = _world(tmp_path, sqlite_url, fields=1)
+    local = LocalInference(exported_repo)
+    with session_scope(world.engine) as session:
+        strict = InferenceSettings(review_threshold=100.0, pathological_classes=())
+        CellStainer(store=world.store, inference=local, settings=strict).stain(
+            session, world.slide_id, world.cell_ids[0][:2]
+        )
+        classes = {p.predicted_class for p in session.exec(select(Prediction)).all()}
+        relaxed = InferenceSettings(review_threshold=0.0, pathological_classes=tuple(classes))
+        CellStainer(store=world.store, inference=local, settings=relaxed).stain(
+            session, world.slide_id, world.cell_ids[0]
+        )
+        lenient = InferenceSettings(review_threshold=0.0, pathological_classes=())
+        stainer = CellStainer(store=world.store, inference=local, settings=lenient)
+        assert stainer.stain(session, world.slide_id, world.cell_ids[0]) == []  # all done
+        statuses = [p.review_status for p in session.exec(select(Prediction)).all()]
+    assert statuses == [ReviewStatus.NEEDS_REVIEW] * 3
+
+
+def test_an_unavailable_server_is_waited_for(
+    tmp_path: Path, sqlite_url: str, exported_repo: Path
+) -> None:
+    world = _world(tmp_path, sqlite_url, fields=1)
+    flaky = Flaky(LocalInference(exported_repo), failures=3)
+    with session_scope(world.engine) as session:
+        stainer = CellStainer(store=world.store, inference=flaky, settings=FAST)
+        assert len(stainer.stain(session, world.slide_id, world.cell_ids[0])) == 3
+    assert flaky.calls == 3 + 2  # three refusals, then two micro-batches (2 + 1 cells)
+
+
+def test_stopping_while_the_server_is_down_leaves_the_event_for_later(
+    tmp_path: Path, sqlite_url: str, exported_repo: Path
+) -> None:
+    world = _world(tmp_path, sqlite_url, fields=1)
+    stop = threading.Event()
+    stop.set()
+    bus = InMemoryBus()
+    stainer = CellStainer(
+        store=world.store,
+        inference=Flaky(LocalInference(exported_repo), failures=1),
+        settings=FAST,
+        stop=stop,
+    )
+    consumer = inference_consumer(bus, world.engine, stainer)
+    _crop_field(world, 0, bus)
+    with pytest.raises(HandlerInterrupted):
+        consumer.poll_once()
+    assert bus.messages(Topic.CELLS_CROPPED.dlq) == []
+    with Session(world.engine) as session:
+        assert session.exec(select(Prediction)).all() == []
+    consumer.poll_once()  # the restarted consumer gets the same event
+    with Session(world.engine) as session:
+        assert len(session.exec(select(Prediction)).all()) == 3
+
+
+def test_a_missing_crop_is_dead_lettered_with_its_cause(
+    tmp_path: Path, sqlite_url: str, exported_repo: Path
+) -> None:
+    world = _world(tmp_path, sqlite_url, fields=1)
+    with Session(world.engine) as session:
+        cell = session.get(Cell, world.cell_ids[0][1])
+        assert cell is not None and cell.dic_crop_key is not None
+        (world.store.root / cell.dic_crop_key).unlink()
+    bus = InMemoryBus()
+    stainer = CellStainer(store=world.store, inference=LocalInference(exported_repo), settings=FAST)
+    consumer = inference_consumer(bus, world.engine, stainer)
+    _crop_field(world, 0, bus)
+    bus.publish(
+        Envelope.wrap(
+            CellsCropped(slide_id=world.slide_id, field_index=0, cell_ids=["no-such-cell"]),
+            key=world.slide_id,
+        )
+    )
+    consumer.poll_once()
+    errors = [
+        decode_envelope(raw, topic=Topic.CELLS_CROPPED.dlq).payload["error"]
+        for _, raw in bus.messages(Topic.CELLS_CROPPED.dlq)
+    ]
+    assert len(errors) == 2
+    assert "MissingCrop" in errors[0] and cell.dic_crop_key in errors[0]
+    assert "no-such-cell" in errors[1]
+    with Session(world.engine) as session:
+        assert session.exec(select(Prediction)).all() == []
+        assert _events(world.engine, Topic.CELLS_STAINED) == []
+
+
+def test_events_gathered_together_share_one_round_trip(
+    tmp_path: Path, sqlite_url: str, exported_repo: Path
+) -> None:
+    world = _world(tmp_path, sqlite_url)
+    counting = Flaky(LocalInference(exported_repo), failures=0)
+    bus = InMemoryBus()
+    settings = InferenceSettings(max_batch=16, max_events=8, max_wait_s=0.0)
+    consumer = inference_consumer(
+        bus, world.engine, CellStainer(store=world.store, inference=counting, settings=settings)
+    )
+    _upload_complete(world, bus)
+    first = _crop_field(world, 0, bus)
+    _crop_field(world, 1, bus)
+    bus.publish(first)  # a redelivery inside the same gathering
+    assert consumer.poll_once() == 4
+    assert counting.calls == 1  # six cells of two fields in one request
+    with Session(world.engine) as session:
+        assert len(session.exec(select(Prediction)).all()) == 6
+        assert session.get(Slide, world.slide_id).status is SlideStatus.COMPLETED  # type: ignore[union-attr]
+    assert len(_events(world.engine, Topic.SLIDES_COMPLETED)) == 1

@@ -1,0 +1,267 @@
+"""The scanner upload API on embedded defaults: happy path, retries and every bad input."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import struct
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import tifffile
+from fastapi.testclient import TestClient
+from sqlmodel import Session, select
+
+from stainless.core.config import DatabaseSettings, IngestionSettings, Settings, StoreSettings
+from stainless.core.db.engine import create_db_engine, session_scope
+from stainless.core.db.models import FieldImage, OutboxEvent, Slide
+from stainless.core.storage.local import LocalObjectStore
+from stainless.stages.ingestion.api import create_app
+from stainless.stages.ingestion.ingestor import Ingestor
+from stainless.stages.ingestion.scanners import register_scanner, revoke
+
+
+@dataclass
+class Api:
+    client: TestClient
+    store: LocalObjectStore
+    engine: object
+    key: str
+    other_key: str
+
+    def headers(self, key: str | None = None, **extra: str) -> dict[str, str]:
+        return {"X-API-Key": key or self.key, **extra}
+
+    def open_slide(self, external_id: str = "SLIDE-1", **extra: object) -> str:
+        body = {"external_id": external_id, "patient_pseudonym": "P-001", **extra}
+        response = self.client.post("/v1/slides", json=body, headers=self.headers())
+        assert response.status_code == 201, response.text
+        return str(response.json()["id"])
+
+    def upload(
+        self,
+        slide_id: str,
+        data: bytes,
+        *,
+        modality: str = "DIC",
+        index: int = 0,
+        key: str | None = None,
+        filename: str = "f.tif",
+        **form: str,
+    ):  # type: ignore[no-untyped-def]
+        headers = self.headers(key, **form.pop("headers", {}))  # type: ignore[arg-type]
+        return self.client.post(
+            f"/v1/slides/{slide_id}/fields",
+            files={"file": (filename, data, "application/octet-stream")},
+            data={"modality": modality, "index": str(index), **form},
+            headers=headers,
+        )
+
+    def stored(self) -> tuple[list[str], int, int]:
+        with Session(self.engine) as session:  # type: ignore[arg-type]
+            fields = len(session.exec(select(FieldImage)).all())
+            events = len(session.exec(select(OutboxEvent)).all())
+        return [k for k in self.store.list() if k.startswith("raw/")], fields, events
+
+
+def _tiff(shape: tuple[int, ...] = (96, 128), dtype: str = "uint16") -> bytes:
+    buffer = io.BytesIO()
+    tifffile.imwrite(buffer, np.random.default_rng(0).integers(0, 4000, shape).astype(dtype))
+    return buffer.getvalue()
+
+
+def _png(shape: tuple[int, ...] = (96, 128, 3)) -> bytes:
+    ok, data = cv2.imencode(".png", np.random.default_rng(1).integers(0, 255, shape, np.uint8))
+    assert ok
+    return data.tobytes()
+
+
+def _png_header_only(width: int, height: int) -> bytes:
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    chunk = struct.pack(">I", 13) + b"IHDR" + ihdr + struct.pack(">I", zlib.crc32(b"IHDR" + ihdr))
+    return b"\x89PNG\r\n\x1a\n" + chunk + b"\x00" * 64
+
+
+@pytest.fixture
+def api(sqlite_url: str, tmp_path: Path) -> Api:
+    settings = Settings(
+        database=DatabaseSettings(url=sqlite_url),
+        store=StoreSettings(root=tmp_path / "store"),
+        ingestion=IngestionSettings(max_pixels=4_000_000, max_upload_bytes=4 * 1024 * 1024),
+    )
+    engine = create_db_engine(settings.database)
+    store = LocalObjectStore(settings.store.root)
+    with session_scope(engine) as session:
+        _, key = register_scanner(session, name="scanner-a")
+        _, other = register_scanner(session, name="scanner-b")
+    app = create_app(settings, engine=engine, ingestor=Ingestor(engine, store, settings.ingestion))
+    return Api(TestClient(app), store, engine, key, other)
+
+
+def test_a_slide_is_opened_filled_and_completed(api: Api) -> None:
+    slide = api.open_slide(acquisition={"objective": "100x"})
+    dic, bf = _tiff(), _png()
+    first = api.upload(slide, dic, sha256=hashlib.sha256(dic).hexdigest(), stage_x_um="12.5")
+    assert first.status_code == 201, first.text
+    assert first.json()["width"] == 128 and first.json()["height"] == 96
+    assert api.upload(slide, bf, modality="BF", filename="f.png").status_code == 201
+    done = api.client.post(f"/v1/slides/{slide}/complete", headers=api.headers())
+    assert done.json()["status"] == "uploaded"
+    status = api.client.get(f"/v1/slides/{slide}", headers=api.headers()).json()
+    assert [(f["index"], f["modality"]) for f in status["fields"]] == [(0, "BF"), (0, "DIC")]
+    keys, fields, events = api.stored()
+    assert (len(keys), fields, events) == (2, 2, 3)  # two fields.ingested, one slides.uploaded
+    assert api.client.post(f"/v1/slides/{slide}/complete", headers=api.headers()).status_code == 200
+    assert api.stored()[2] == 3  # completing again announces nothing new
+    assert api.store.get(first.json()["object_key"]) == dic
+    late = api.upload(slide, _tiff(), index=1)
+    assert late.status_code == 409 and "takes no more fields" in late.json()["detail"]
+
+
+def test_a_retried_upload_returns_the_first_answer_and_stores_nothing_twice(api: Api) -> None:
+    slide = api.open_slide()
+    dic = _tiff()
+    first = api.upload(slide, dic, headers={"Idempotency-Key": "upload-0001"})
+    again = api.upload(slide, dic, headers={"Idempotency-Key": "upload-0001"})
+    assert first.status_code == again.status_code == 201
+    assert first.json() == again.json()
+    assert api.stored()[1:] == (1, 1)
+    assert len(api.stored()[0]) == 1
+    other = api.upload(slide, _tiff((96, 128), "uint8"), headers={"Idempotency-Key": "upload-0001"})
+    assert other.status_code == 409 and "different request" in other.json()["detail"]
+    duplicate = api.upload(slide, dic)
+    assert duplicate.status_code == 409 and "already uploaded" in duplicate.json()["detail"]
+
+
+def test_a_retried_slide_opening_returns_the_same_slide(api: Api) -> None:
+    body = {"external_id": "RETRY-1", "patient_pseudonym": "P"}
+    headers = api.headers(**{"Idempotency-Key": "open-1"})
+    first = api.client.post("/v1/slides", json=body, headers=headers)
+    again = api.client.post("/v1/slides", json=body, headers=headers)
+    assert first.json()["id"] == again.json()["id"]
+    clash = api.client.post("/v1/slides", json=body, headers=api.headers())
+    assert clash.status_code == 409 and first.json()["id"] in clash.json()["detail"]
+
+
+BAD_UPLOADS = [
+    ("zero bytes", b"", {}, 422, "empty"),
+    ("truncated TIFF", _tiff()[:2000], {}, 422, "does not decode"),
+    ("not an image", b"GIF89a this is not it" * 10, {}, 422, "not a PNG or TIFF"),
+    (
+        "decompression bomb",
+        _png_header_only(60000, 60000),
+        {"modality": "BF"},
+        422,
+        "60000x60000 pixels exceeds",
+    ),
+    ("RGB sent as DIC", _png(), {}, 422, "DIC field must be single-channel"),
+    ("grey sent as BF", _tiff(), {"modality": "BF"}, 422, "BF field must be RGB"),
+    ("wrong checksum", _tiff(), {"sha256": "0" * 64}, 422, "sha256"),
+    ("bad modality", _tiff(), {"modality": "CT"}, 422, "modality"),
+    ("negative index", _tiff(), {"index": "-1"}, 422, "index"),
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "data", "form", "status", "reason"), BAD_UPLOADS, ids=[b[0] for b in BAD_UPLOADS]
+)
+def test_bad_uploads_are_refused_and_leave_nothing(
+    api: Api, name: str, data: bytes, form: dict[str, str], status: int, reason: str
+) -> None:
+    slide = api.open_slide()
+    form = dict(form)
+    modality = form.pop("modality", "DIC")
+    index = int(form.pop("index", "0"))
+    response = api.upload(slide, data, modality=modality, index=index, **form)
+    assert response.status_code == status, response.text
+    assert reason in response.text
+    assert api.stored() == ([], 0, 0)
+
+
+def test_sizes_must_agree_between_modalities(api: Api) -> None:
+    slide = api.open_slide()
+    assert api.upload(slide, _tiff((96, 128))).status_code == 201
+    response = api.upload(slide, _png((100, 128, 3)), modality="BF")
+    assert response.status_code == 422
+    assert "128x100 but this slide's fields are 128x96" in response.json()["detail"]
+    assert api.stored()[1:] == (1, 1)
+
+
+def test_an_oversized_body_is_refused_before_it_is_read(api: Api) -> None:
+    slide = api.open_slide()
+    response = api.upload(slide, b"\x00" * (5 * 1024 * 1024))
+    assert response.status_code == 413
+    assert api.stored() == ([], 0, 0)
+
+
+def test_dic_only_slides_refuse_brightfield(api: Api) -> None:
+    slide = api.open_slide(dic_only=True)
+    response = api.upload(slide, _png(), modality="BF")
+    assert response.status_code == 422 and "DIC-only" in response.json()["detail"]
+
+
+@pytest.mark.parametrize("key", [None, "stl_deadbeef_nope", "not-a-key"])
+def test_unknown_keys_are_refused(api: Api, key: str | None) -> None:
+    headers = {} if key is None else {"X-API-Key": key}
+    body = {"external_id": "X", "patient_pseudonym": "P"}
+    response = api.client.post("/v1/slides", json=body, headers=headers)
+    assert response.status_code == 401
+    assert response.json() == {
+        "error": "unauthorized",
+        "detail": "missing, unknown or revoked API key",
+    }
+
+
+def test_a_revoked_key_stops_working(api: Api) -> None:
+    slide = api.open_slide()
+    with session_scope(api.engine) as session:  # type: ignore[arg-type]
+        revoke(session, name="scanner-a")
+    assert api.upload(slide, _tiff()).status_code == 401
+    assert api.stored() == ([], 0, 0)
+
+
+def test_another_scanners_slide_is_invisible(api: Api) -> None:
+    slide = api.open_slide()
+    response = api.upload(slide, _tiff(), key=api.other_key)
+    assert response.status_code == 404
+    assert (
+        api.client.get(f"/v1/slides/{slide}", headers=api.headers(api.other_key)).status_code == 404
+    )
+    assert api.stored() == ([], 0, 0)
+
+
+@pytest.mark.parametrize("external_id", ["../etc/passwd", "a/b", "", ".hidden", "x" * 200])
+def test_path_like_external_ids_are_refused(api: Api, external_id: str) -> None:
+    body = {"external_id": external_id, "patient_pseudonym": "P"}
+    response = api.client.post("/v1/slides", json=body, headers=api.headers())
+    assert response.status_code == 422
+    assert "external_id" in response.text
+    with Session(api.engine) as session:  # type: ignore[arg-type]
+        assert session.exec(select(Slide)).all() == []
+
+
+def test_openapi_documents_every_endpoint_and_error() -> None:
+    settings = Settings()
+    engine = create_db_engine(DatabaseSettings(url="sqlite://"))
+    app = create_app(
+        settings,
+        engine=engine,
+        ingestor=Ingestor(engine, LocalObjectStore(Path("/tmp/unused-store")), settings.ingestion),
+    )
+    spec = app.openapi()
+    upload = spec["paths"]["/v1/slides/{slide_id}/fields"]["post"]
+    assert {"401", "404", "409", "413", "422"} <= set(upload["responses"])
+    assert set(spec["paths"]) >= {
+        "/v1/slides",
+        "/v1/slides/{slide_id}",
+        "/v1/slides/{slide_id}/fields",
+        "/v1/slides/{slide_id}/complete",
+        "/health/live",
+        "/health/ready",
+        "/metrics",
+    }
+    assert "X-API-Key" in str(spec["components"]["securitySchemes"])

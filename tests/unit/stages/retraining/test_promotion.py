@@ -1,0 +1,91 @@
+"""Registry and promotion: a registered version becomes the served one; rollback; the switch."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine
+from sqlmodel import Session, select
+
+from stainless.core.config import DatabaseSettings, InferenceSettings
+from stainless.core.db.engine import create_db_engine
+from stainless.core.db.models import ModelStatus, ModelVersion, OutboxEvent
+from stainless.core.events import Topic
+from stainless.core.inference.local import LocalInference
+from stainless.core.inference.manifest import read_manifest
+from stainless.core.registry import RegistryError, find_version, registered
+from stainless.core.storage.local import LocalObjectStore
+from stainless.ml.export.triton import InstanceKind
+from stainless.stages.inference.stage import CellStainer
+from stainless.stages.retraining.promotion import promote, rollback
+
+DEMO = Path(__file__).parents[4] / "training" / "demo_model"
+
+
+def _register(engine: Engine, store: LocalObjectStore, run: str, **extra: object) -> ModelVersion:
+    prefix = f"models/mtmd/{run}"
+    store.put(f"{prefix}/checkpoint.pt", (DEMO / "checkpoint.pt").read_bytes())
+    store.put(f"{prefix}/config.yaml", (DEMO / "config.yaml").read_bytes())
+    fields = {
+        "name": "mtmd-tiny",
+        "kind": "mtmd",
+        "checkpoint_key": f"{prefix}/checkpoint.pt",
+        "metrics": {"review_threshold": 0.5},
+    }
+    return registered(engine, **{**fields, **extra})  # type: ignore[arg-type]
+
+
+def test_versions_promote_switch_and_roll_back(tmp_path: Path, sqlite_url: str) -> None:
+    engine = create_db_engine(DatabaseSettings(url=sqlite_url))
+    store = LocalObjectStore(tmp_path / "store")
+    repo = tmp_path / "models"
+    first = _register(engine, store, "a")
+    second = _register(engine, store, "b", metrics={"review_threshold": 0.6})
+    assert (first.version, second.version) == (1, 2)
+    assert find_version(engine, "mtmd-tiny/2").id == second.id
+
+    done = promote(engine, store, repo, first.id, instance=InstanceKind.CPU, mirror_prefix="triton")
+    assert (done.repository_version, done.previous_version) == (1, None)
+    assert read_manifest(repo).model_version_id == first.id
+    assert store.get("triton/stainless.json") == (repo / "stainless.json").read_bytes()
+    assert (repo / "stain_confidence" / "1").is_dir()
+
+    stainer = CellStainer(
+        store=store,
+        inference=LocalInference(repo),
+        settings=InferenceSettings(),
+        repository=lambda: read_manifest(repo),
+    )
+    assert stainer.model_version == "mtmd-tiny/1" and stainer.refresh() is False
+
+    done = promote(engine, store, repo, "mtmd-tiny/2", instance=InstanceKind.CPU)
+    assert (done.repository_version, done.previous_version) == (2, 1)
+    assert stainer.refresh() is True
+    assert (stainer.model_version, stainer.review_threshold) == ("mtmd-tiny/2", 0.6)
+
+    done = rollback(engine, store, repo, instance=InstanceKind.CPU)
+    assert (done.version, done.repository_version) == (1, 3)
+    assert read_manifest(repo).model_version_id == first.id
+    with Session(engine) as session:
+        statuses = {v.version: v.status for v in session.exec(select(ModelVersion)).all()}
+        topics = [e.topic for e in session.exec(select(OutboxEvent)).all()]
+    assert statuses == {1: ModelStatus.PROMOTED, 2: ModelStatus.REGISTERED}
+    assert topics.count(Topic.MODELS_PROMOTED) == 3 and topics.count(Topic.MODELS_REGISTERED) == 2
+
+
+def test_what_cannot_be_promoted_says_why(tmp_path: Path, sqlite_url: str) -> None:
+    engine = create_db_engine(DatabaseSettings(url=sqlite_url))
+    store = LocalObjectStore(tmp_path / "store")
+    repo = tmp_path / "models"
+    with pytest.raises(RegistryError, match="no model version mtmd-tiny/9"):
+        promote(engine, store, repo, "mtmd-tiny/9")
+    paired = _register(engine, store, "p", kind="paired", name="paired-tiny")
+    with pytest.raises(RegistryError, match="only model 1"):
+        promote(engine, store, repo, paired.id)
+    bare = _register(engine, store, "c", metrics={})
+    with pytest.raises(RegistryError, match="no calibrated review threshold"):
+        promote(engine, store, repo, bare.id)
+    with pytest.raises(RegistryError, match="nothing is served"):
+        rollback(engine, store, repo)
+    assert not repo.exists()
