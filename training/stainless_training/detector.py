@@ -32,7 +32,7 @@ write ``detector.pt`` (``state_dict``, the ``DetectorConfig`` and this config, p
 values that ``torch.load(weights_only=True)`` reads) and ``detector.yaml`` (this config)
 into ``out``. ``evaluate_detector`` scores a checkpoint on fresh fields (``field_rng(seed, 0,
 i)``, as the classical detection benchmark; training fields come from slide
-``TRAIN_SLIDE``, so they never coincide) at IoU 0.5 with ``match_boxes``.
+``TRAIN_SLIDE``, so they never coincide) at IoU 0.5 with ``stainless.imaging.scoring.score_field``.
 """
 
 from __future__ import annotations
@@ -56,9 +56,10 @@ from stainless.core.storage import ObjectStore
 from stainless.datasets.detection import load_annotated_fields, read_detection_manifest
 from stainless.datasets.manifest import DatasetError
 from stainless.imaging.acquisition import random_acquisition
-from stainless.imaging.detection import Detection, match_boxes
-from stainless.imaging.phantom import PhantomField, generate_field
+from stainless.imaging.detection import Detection
+from stainless.imaging.phantom import PhantomCell, PhantomField, generate_field
 from stainless.imaging.phantom_set import field_rng, phantom_config
+from stainless.imaging.scoring import counted_boxes, score_field
 from stainless.ml.losses.detection import detection_loss
 from stainless.ml.models.detector import (
     CHECKPOINT_FORMAT,
@@ -663,8 +664,8 @@ def _scored_fields(
     acquisition: str | Mapping[str, Any] | None,
     width: int | None,
     height: int | None,
-) -> Iterator[tuple[list[Detection], list[tuple[int, int, int, int]], float]]:
-    """Per evaluation field: what ``loaded`` finds (at its threshold), the truth, seconds.
+) -> Iterator[tuple[list[Detection], tuple[PhantomCell, ...], float]]:
+    """Per evaluation field: what ``loaded`` finds (at its threshold), its cells, seconds.
 
     Field ``i`` is ``generate_field`` under ``acquisition`` with ``field_rng(seed, 0, i)``;
     ``acquisition="random"`` draws a new ``random_acquisition`` per field.
@@ -687,7 +688,7 @@ def _scored_fields(
         )
         begun = time.perf_counter()
         found = detector.detect(field_image(field, modality))
-        yield found, truth_boxes(field, modality), time.perf_counter() - begun
+        yield found, field.cells, time.perf_counter() - begun
 
 
 def _scores(tp: int, fp: int, fn: int) -> dict[str, float]:
@@ -712,7 +713,8 @@ def evaluate_detector(
     Field ``i`` is ``generate_field`` under ``acquisition`` with ``field_rng(seed, 0, i)``
     (the classical detection benchmark's fields); ``acquisition="random"`` draws a new
     ``random_acquisition`` per field. Every white cell with a non-empty box in the
-    detector's modality counts, cells cut by the field edge included.
+    detector's modality counts unless less than half of it lies in the field
+    (``stainless.imaging.scoring``, as the robustness benchmark scores).
 
     Args:
         path: a ``detector.pt`` written by ``train_detector``.
@@ -733,10 +735,11 @@ def evaluate_detector(
     loaded = LearnedDetector.load(path, pixel_um=REFERENCE_PIXEL_UM, threshold=threshold)
     tp = fp = fn = cells = 0
     seconds = 0.0
+    modality = str(loaded.config.modality)
     for found, truth, spent in _scored_fields(loaded, fields, seed, acquisition, width, height):
-        cells += len(truth)
+        cells += len(counted_boxes(truth, modality))
         seconds += spent
-        matched = match_boxes(found, truth, iou)
+        matched = score_field(found, truth, modality, iou)
         tp, fp, fn = tp + matched[0], fp + matched[1], fn + matched[2]
     return {
         **_scores(tp, fp, fn),
@@ -790,9 +793,10 @@ def calibrate_threshold(
         path, pixel_um=REFERENCE_PIXEL_UM, threshold=min(thresholds), max_detections=1000
     )
     counts = {t: [0, 0, 0] for t in sorted(thresholds)}
+    modality = str(loaded.config.modality)
     for found, truth, _ in _scored_fields(loaded, fields, seed, "random", width, height):
         for t, count in counts.items():
-            matched = match_boxes([d for d in found if d.score >= t], truth, iou)
+            matched = score_field([d for d in found if d.score >= t], truth, modality, iou)
             for i in range(3):
                 count[i] += matched[i]
     table = [

@@ -12,14 +12,14 @@ Each detector and the registrar is given the scanner's known optics from the fie
 configuration (pixel size, DIC shear angle and distance, bias, wavelength), never the prism
 sign, stain, illumination or camera: those are estimated from each field.
 
-Scoring follows ``stainless.bench.detection`` (boxes matched greedily at IoU 0.5), except
-that a cell counts in a modality only when at least half of it lies in that modality's
-field (``MIN_VISIBLE``): a sliver cut by the edge is neither a miss nor, when found, a false
-positive. ``bf_non_cells`` and ``dic_non_cells`` count the detections that overlap a
-platelet, a platelet clump, debris or stain precipitate (IoU >= 0.3): never a white cell.
-A field on which a detector raises ``UnreliableFieldError`` is counted as rejected for
-that detector, and its cells as misses. Registration error is ``corner_error_px`` against
-the phantom's true affine, over the accepted pairs (as in ``stainless.bench.registration``).
+Scoring is ``stainless.imaging.scoring.score_field``: boxes matched greedily at IoU 0.5; a
+cell counts in a modality only when at least half of it lies in that modality's field (a
+sliver cut by the edge is neither a miss nor, when found, a false positive).
+``bf_non_cells`` and ``dic_non_cells`` count the detections that overlap a platelet, a
+platelet clump, debris or stain precipitate (IoU >= 0.3): never a white cell. A field on
+which a detector raises ``UnreliableFieldError`` is counted as rejected for that detector,
+and its cells as misses. Registration error is ``corner_error_px`` against the phantom's
+true affine, over the accepted pairs (as in ``stainless.bench.registration``).
 
 Detectors are pluggable: ``DETECTORS`` maps a name to a factory building the brightfield
 and DIC detectors for a configuration; results are reported per detector under
@@ -46,11 +46,9 @@ from stainless.bench.detection import detection_metrics
 from stainless.core.config import OpticsSettings
 from stainless.imaging.acquisition import PRESETS, merge, random_acquisition
 from stainless.imaging.detection import (
-    Detection,
     UnreliableFieldError,
     WbcDetector,
     box_iou,
-    match_boxes,
 )
 from stainless.imaging.phantom import (
     PhantomCell,
@@ -61,6 +59,7 @@ from stainless.imaging.phantom import (
 )
 from stainless.imaging.phantom_set import field_rng, phantom_config
 from stainless.imaging.registration import Registrar, corner_error_px
+from stainless.imaging.scoring import score_field
 from stainless.stages.registration.detectors import classical_detectors_for
 
 Progress = Callable[[], None]
@@ -236,48 +235,12 @@ _NON_CELL_IOU = 0.3
 """A detection overlapping a platelet, a platelet clump or debris this much reports it."""
 
 
-MIN_VISIBLE = 0.5
-"""A cell counts in a modality's score when at least this share of its area lies in that
-modality's field. A cell cut further (a sliver at the edge, whole in the neighbouring field
-of a scan) is left out: not finding it is no miss, and a detection on it is no false
-positive."""
-
-
 def _box(item: PhantomCell | SmearObject, modality: str) -> tuple[int, int, int, int]:
     return item.box_bf if modality == "bf" else item.box_dic
 
 
 def _nonempty(box: tuple[int, int, int, int]) -> bool:
     return box[2] > box[0] and box[3] > box[1]
-
-
-def _visible(cell: PhantomCell, modality: str) -> float:
-    return cell.visible_bf if modality == "bf" else cell.visible_dic
-
-
-def _centre_in(inner: Sequence[int], outer: Sequence[int]) -> bool:
-    cx, cy = (inner[0] + inner[2]) / 2, (inner[1] + inner[3]) / 2
-    return outer[0] <= cx < outer[2] and outer[1] <= cy < outer[3]
-
-
-def score_field(
-    found: Sequence[Detection], cells: Sequence[PhantomCell], modality: str, iou: float
-) -> tuple[int, int, int]:
-    """(tp, fp, fn) of one field's detections against its cells that count (``MIN_VISIBLE``).
-
-    Boxes are matched greedily at ``iou`` (``match_boxes``); an unmatched detection on a
-    cell that does not count (either box holds the other's centre) is not a false positive.
-    """
-    boxes = [(_box(c, modality), _visible(c, modality)) for c in cells]
-    truth = [b for b, share in boxes if _nonempty(b) and share >= MIN_VISIBLE]
-    cut = [b for b, share in boxes if _nonempty(b) and share < MIN_VISIBLE]
-    tp, fp, fn = match_boxes(found, truth, iou)
-    on_cut = sum(
-        all(box_iou(d.box, t) < iou for t in truth)
-        and any(_centre_in(d.box, b) or _centre_in(b, d.box) for b in cut)
-        for d in found
-    )
-    return tp, fp - on_cut, fn
 
 
 class _Scores:
