@@ -37,10 +37,10 @@ from stainless.core.db.models import Cell, OutboxEvent, Registration, Scanner
 from stainless.core.events import ALL_TOPICS, EventBus, create_bus
 from stainless.core.events.outbox import OutboxRelay
 from stainless.core.inference import InferencePort, create_inference
-from stainless.core.inference.manifest import MANIFEST
 from stainless.core.storage import ObjectStore, create_store
 from stainless.core.tasks import create_celery
 from stainless.core.tasks.app import PHANTOM_TASK, PROCESS_FIELD_TASK
+from stainless.domain.served import MANIFEST
 from stainless.imaging.detection import Detection, match_boxes
 from stainless.imaging.registration import corner_error_px
 from stainless.ml.export.checkpoint import export_checkpoint

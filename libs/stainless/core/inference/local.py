@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from stainless.core.inference.manifest import ServedManifest, read_manifest
+from stainless.core.inference.manifest import read_manifest
 from stainless.core.inference.port import (
     F32,
     CellOutput,
@@ -20,6 +20,7 @@ from stainless.core.inference.port import (
     pack_input,
     unpack_outputs,
 )
+from stainless.domain.served import ServedManifest
 from stainless.ml.export.triton import load_served
 
 

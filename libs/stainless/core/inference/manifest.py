@@ -1,55 +1,12 @@
-"""``stainless.json`` at the root of a model repository: what a client needs to call it.
-
-Triton serves tensors; the manifest says what they mean: the model version recorded
-with every prediction, the input side, the class names of the probabilities, the noise
-settings baked into ``stain_confidence`` and the calibrated δ review threshold.
-"""
+"""The served manifest (``stainless.domain.served``) read from a model repository folder."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from stainless.domain.served import MANIFEST, ManifestError, ServedManifest, parse_manifest
 
-MANIFEST = "stainless.json"
-
-
-class ManifestError(ValueError):
-    """The repository has no readable manifest."""
-
-
-class ServedManifest(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$", max_length=48)
-    version: int = Field(ge=1)
-    image_size: int = Field(ge=8)
-    classes: tuple[str, ...] = Field(min_length=2)
-    k: int = Field(ge=1)
-    alpha: float = Field(ge=0)
-    review_threshold: float = Field(ge=0, description="Cells with δ below it need review.")
-    model_version_id: str | None = Field(
-        default=None, description="The registry's model version served (after a promotion)."
-    )
-
-    @property
-    def model_version(self) -> str:
-        """What prediction rows record, e.g. ``mtmd-tiny/1``."""
-        return f"{self.name}/{self.version}"
-
-
-def write_manifest(repo: Path, manifest: ServedManifest) -> Path:
-    path = repo / MANIFEST
-    repo.mkdir(parents=True, exist_ok=True)
-    path.write_text(manifest.model_dump_json(indent=2) + "\n")
-    return path
-
-
-def parse_manifest(text: str | bytes, *, source: str) -> ServedManifest:
-    try:
-        return ServedManifest.model_validate_json(text)
-    except ValidationError as exc:
-        raise ManifestError(f"{source} is not a valid model manifest: {exc}") from None
+__all__ = ["read_manifest"]
 
 
 def read_manifest(repo: Path) -> ServedManifest:

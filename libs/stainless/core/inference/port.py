@@ -16,7 +16,7 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 
-from stainless.core.inference.manifest import ServedManifest
+from stainless.domain.served import ServedManifest
 
 F32 = npt.NDArray[np.float32]
 

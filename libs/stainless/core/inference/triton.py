@@ -21,7 +21,6 @@ import numpy as np
 import numpy.typing as npt
 
 from stainless.core.config import TritonProtocol
-from stainless.core.inference.manifest import ServedManifest
 from stainless.core.inference.port import (
     F32,
     INPUT_NAME,
@@ -32,6 +31,7 @@ from stainless.core.inference.port import (
     pack_input,
     unpack_outputs,
 )
+from stainless.domain.served import ServedManifest
 
 # Statuses that say the request is wrong (retrying it will not help).
 _REJECTED_GRPC = frozenset(

@@ -21,7 +21,7 @@ from pathlib import Path
 import structlog
 import torch
 
-from stainless.core.inference.manifest import ServedManifest, write_manifest
+from stainless.domain.served import MANIFEST, ServedManifest
 from stainless.ml.export.heads import eager_models, served_models
 from stainless.ml.export.onnx import OnnxModel, OnnxRejected, export_onnx
 from stainless.ml.models.mtmd import MultiTaskTranslator
@@ -217,3 +217,10 @@ def load_served(repo: Path, name: str, version: int = 1) -> ServedModel:
             module: torch.jit.ScriptModule = torch.jit.load(str(path), map_location="cpu")
         return module
     raise FileNotFoundError(f"no model {name!r} version {version} in {repo}")
+
+
+def write_manifest(repo: Path, manifest: ServedManifest) -> Path:
+    path = repo / MANIFEST
+    repo.mkdir(parents=True, exist_ok=True)
+    path.write_text(manifest.model_dump_json(indent=2) + "\n")
+    return path

@@ -55,10 +55,10 @@ from stainless.core.events import (
 from stainless.core.events.bus import Batching, HandlerInterrupted
 from stainless.core.events.idempotency import IdempotentBatchHandler
 from stainless.core.events.outbox import add_event
-from stainless.core.inference.manifest import ManifestError, ServedManifest
 from stainless.core.inference.port import CellOutput, InferencePort, InferenceUnavailable
 from stainless.core.storage import ObjectStore
 from stainless.domain.review import ReviewStatus
+from stainless.domain.served import ManifestError, ServedManifest
 from stainless.imaging.codecs import encode_png
 from stainless.ml.models.inputs import dic_unit
 from stainless.stages.ingestion.images import decode, probe

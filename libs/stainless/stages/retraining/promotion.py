@@ -24,11 +24,12 @@ from stainless.core.db.engine import session_scope
 from stainless.core.db.models import ModelStatus, ModelVersion
 from stainless.core.events.contracts import Envelope, ModelPromoted
 from stainless.core.events.outbox import add_event
-from stainless.core.inference.manifest import MANIFEST, ManifestError, read_manifest, write_manifest
+from stainless.core.inference.manifest import read_manifest
 from stainless.core.registry import RegistryError, find_version
 from stainless.core.storage import ObjectStore
+from stainless.domain.served import MANIFEST, ManifestError
 from stainless.ml.export.checkpoint import export_checkpoint
-from stainless.ml.export.triton import InstanceKind
+from stainless.ml.export.triton import InstanceKind, write_manifest
 
 
 @dataclass(frozen=True)

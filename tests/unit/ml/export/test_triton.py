@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from stainless.core.inference.manifest import ManifestError, read_manifest
+from stainless.core.inference.manifest import read_manifest
 from stainless.domain.cells import CellClass
+from stainless.domain.served import ManifestError
 from stainless.ml.confidence.adapters import StainingLatentModel, predicted_foreground
 from stainless.ml.confidence.noise import whole_latent_confidence
 from stainless.ml.export.triton import InstanceKind, load_served, write_repository

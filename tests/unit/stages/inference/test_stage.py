@@ -35,10 +35,10 @@ from stainless.core.events import (
 )
 from stainless.core.events.bus import HandlerInterrupted
 from stainless.core.inference.local import LocalInference
-from stainless.core.inference.manifest import ServedManifest
 from stainless.core.inference.port import F32, CellOutput, InferenceUnavailable
 from stainless.core.storage.local import LocalObjectStore
 from stainless.domain.review import ReviewStatus
+from stainless.domain.served import ServedManifest
 from stainless.imaging.codecs import encode_png
 from stainless.stages.inference.stage import CellStainer, inference_consumer
 
