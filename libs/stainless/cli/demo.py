@@ -31,6 +31,7 @@ from sqlmodel import Session, col, func, select
 
 from stainless.cli.report import write_report
 from stainless.core.config import DetectorKind, Settings
+from stainless.core.db.cells import CellView, cell_views
 from stainless.core.db.engine import create_db_engine, session_scope
 from stainless.core.db.migrate import upgrade
 from stainless.core.db.models import Cell, OutboxEvent, Registration, Scanner
@@ -53,7 +54,7 @@ from stainless.stages.ingestion.ingestor import Ingestor
 from stainless.stages.ingestion.scanners import register_scanner, rotate_key
 from stainless.stages.registration.consumers import registration_consumer
 from stainless.stages.registration.detectors import describe_detectors
-from stainless.stages.review.queries import CellView, cell_views, slide_summary
+from stainless.stages.review.queries import slide_summary
 
 log = structlog.get_logger(__name__)
 

@@ -14,9 +14,10 @@ from pathlib import Path
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from stainless.core.db.cells import CellView
 from stainless.core.storage import ObjectStore
 from stainless.domain.cells import CLASS_ORDER
-from stainless.stages.review.queries import CellView, SlideSummary
+from stainless.stages.review.queries import SlideSummary
 
 
 def _data_uri(png: bytes) -> str:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from sqlalchemy import Engine
 from sqlmodel import Session
 
+from stainless.core.db.cells import CellView, cell_views
 from stainless.core.db.models import Slide, utcnow
 from stainless.core.storage import ObjectStore
 from stainless.datasets.manifest import (
@@ -27,7 +28,6 @@ from stainless.datasets.manifest import (
     write_manifest,
 )
 from stainless.domain.review import ReviewAction
-from stainless.stages.review.queries import CellView, cell_views
 
 __all__ = ["SOURCE_PREDICTION", "SOURCE_REVIEW", "SkippedCell", "build_snapshot"]
 

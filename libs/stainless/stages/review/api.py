@@ -25,6 +25,7 @@ from sqlalchemy import Engine
 from starlette.responses import Response
 
 from stainless.core.config import Settings, load_settings
+from stainless.core.db.cells import CellView
 from stainless.core.db.engine import create_db_engine, ping, wait_for_database
 from stainless.core.db.models import Slide
 from stainless.core.logs import configure_logging
@@ -84,7 +85,7 @@ def _when(moment: datetime | None) -> str | None:
     return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).isoformat()
 
 
-def _image_keys(view: queries.CellView) -> dict[ImageKind, str | None]:
+def _image_keys(view: CellView) -> dict[ImageKind, str | None]:
     prediction = view.prediction
     return {
         ImageKind.STAINED: prediction.stain_key if prediction else None,
@@ -94,7 +95,7 @@ def _image_keys(view: queries.CellView) -> dict[ImageKind, str | None]:
     }
 
 
-def _cell_json(view: queries.CellView) -> dict[str, Any]:
+def _cell_json(view: CellView) -> dict[str, Any]:
     prediction = view.prediction
     images = {
         kind.value: f"/v1/cells/{view.cell.id}/images/{kind.value}.png"
@@ -115,7 +116,7 @@ def _cell_json(view: queries.CellView) -> dict[str, Any]:
     }
 
 
-def _cell_detail_json(view: queries.CellView) -> dict[str, Any]:
+def _cell_detail_json(view: CellView) -> dict[str, Any]:
     prediction, review = view.prediction, view.latest_review
     cell = view.cell
     return {

@@ -1,42 +1,22 @@
-"""Read side: effective classes, the WBC differential and the flags of a slide.
+"""Read side of the review stage: slides, their cells, the differential and the flags.
 
-The effective class of a cell is the ``new_class`` of its latest ``reclassify``
-review if it has one, else the ``predicted_class`` of its latest prediction. A
-cell whose latest review is ``poor_quality`` is left out of the differential; a
-cell without a prediction is *pending* and counted apart.
+Each cell is seen with its effective class (``stainless.core.db.cells``); the
+differential and its flags follow ``stainless.domain.differential``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TypeVar
 
 from sqlalchemy import Engine
 from sqlmodel import Session, col, select
 
+from stainless.core.db.cells import CellView, cell_views, resolve, sorted_rows
 from stainless.core.db.models import Cell, Prediction, Review, Slide
 from stainless.domain.differential import Differential, Flags, differential, flags
-from stainless.domain.review import ReviewAction, ReviewStatus, status_of
+from stainless.domain.review import ReviewStatus
 from stainless.stages.review.errors import NotFound
-
-
-@dataclass(frozen=True)
-class CellView:
-    """A cell with its latest prediction and reviews resolved."""
-
-    cell: Cell
-    prediction: Prediction | None
-    latest_review: Review | None
-    effective_class: str | None
-    review_status: ReviewStatus
-
-    @property
-    def counted(self) -> bool:
-        """In the differential: classified and not marked poor quality."""
-        return self.effective_class is not None and self.review_status is not (
-            ReviewStatus.POOR_QUALITY
-        )
 
 
 @dataclass(frozen=True)
@@ -44,44 +24,6 @@ class SlideSummary:
     slide: Slide
     differential: Differential
     flags: Flags
-
-
-_Row = TypeVar("_Row", Prediction, Review)
-
-
-def _sorted_rows(rows: Sequence[_Row]) -> list[_Row]:
-    return sorted(rows, key=lambda row: (row.created_at, row.id))
-
-
-def cell_views(session: Session, *, slide_id: str | None = None) -> list[CellView]:
-    """Every cell of the slide (or of every slide) with its effective class, in field order."""
-    cells_query = select(Cell)
-    predictions_query = select(Prediction).join(Cell, col(Cell.id) == col(Prediction.cell_id))
-    reviews_query = select(Review).join(Cell, col(Cell.id) == col(Review.cell_id))
-    if slide_id is not None:
-        cells_query = cells_query.where(Cell.slide_id == slide_id)
-        predictions_query = predictions_query.where(Cell.slide_id == slide_id)
-        reviews_query = reviews_query.where(Cell.slide_id == slide_id)
-    cells = session.exec(
-        cells_query.order_by(col(Cell.slide_id), col(Cell.field_index), col(Cell.index))
-    ).all()
-    predictions: dict[str, Prediction] = {}
-    for prediction in _sorted_rows(session.exec(predictions_query).all()):
-        predictions[prediction.cell_id] = prediction
-    reviews: dict[str, list[Review]] = {}
-    for review in _sorted_rows(session.exec(reviews_query).all()):
-        reviews.setdefault(review.cell_id, []).append(review)
-    return [_view(cell, predictions.get(cell.id), reviews.get(cell.id, [])) for cell in cells]
-
-
-def _view(cell: Cell, prediction: Prediction | None, reviews: list[Review]) -> CellView:
-    latest = reviews[-1] if reviews else None
-    if prediction is None:
-        return CellView(cell, None, latest, None, ReviewStatus.PENDING)
-    reclassified = [r for r in reviews if r.action == ReviewAction.RECLASSIFY and r.new_class]
-    effective = reclassified[-1].new_class if reclassified else prediction.predicted_class
-    status = status_of(latest.action) if latest else ReviewStatus(prediction.review_status)
-    return CellView(cell, prediction, latest, effective, status)
 
 
 def get_slide(session: Session, slide_id: str) -> Slide:
@@ -163,5 +105,5 @@ def load_cell_view(session: Session, cell_id: str) -> CellView:
         raise NotFound(f"no cell {cell_id}")
     predictions = session.exec(select(Prediction).where(Prediction.cell_id == cell_id)).all()
     reviews = session.exec(select(Review).where(Review.cell_id == cell_id)).all()
-    ordered = _sorted_rows(predictions)
-    return _view(cell, ordered[-1] if ordered else None, _sorted_rows(reviews))
+    ordered = sorted_rows(predictions)
+    return resolve(cell, ordered[-1] if ordered else None, sorted_rows(reviews))

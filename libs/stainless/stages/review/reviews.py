@@ -14,6 +14,7 @@ from prometheus_client import Counter
 from sqlalchemy import Engine
 from sqlmodel import Session, select
 
+from stainless.core.db.cells import cell_views
 from stainless.core.db.engine import session_scope
 from stainless.core.db.models import Review, Slide, SlideStatus, utcnow
 from stainless.core.events.contracts import Envelope, ReviewRecorded
@@ -21,7 +22,7 @@ from stainless.core.events.outbox import add_event
 from stainless.domain.cells import CellClass
 from stainless.domain.review import ReviewAction, ReviewStatus, status_of
 from stainless.stages.review.errors import Conflict, Invalid, NotFound
-from stainless.stages.review.queries import cell_views, load_cell_view
+from stainless.stages.review.queries import load_cell_view
 
 REVIEWS = Counter("stainless_results_reviews_total", "Cell reviews recorded", ["action"])
 SIGNED = Counter("stainless_results_slides_signed_total", "Slides signed")
