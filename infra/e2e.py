@@ -29,7 +29,8 @@ from sqlalchemy import create_engine, text
 
 from stainless.core.events import SlideCompleted, Topic, decode_envelope
 from stainless.core.storage.local import LocalObjectStore
-from stainless.imaging.phantom_set import phantom_config, write_slide
+from stainless.datasets.phantom import write_slide
+from stainless.imaging.phantom_set import phantom_config
 
 
 class CheckFailed(AssertionError):

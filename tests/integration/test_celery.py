@@ -16,7 +16,7 @@ import pytest
 from stainless.core.config import Settings, StoreSettings, TaskSettings, WorkerSettings
 from stainless.core.storage.local import LocalObjectStore
 from stainless.core.tasks import create_celery
-from stainless.core.tasks.app import PHANTOM_TASK
+from stainless.datasets.phantom import register_phantom_task
 
 pytestmark = pytest.mark.integration
 
@@ -83,10 +83,8 @@ def _get(url: str, timeout_s: float = 30.0) -> tuple[int, bytes]:
 def test_a_real_worker_renders_a_phantom_slide(
     worker: subprocess.Popen[bytes], worker_settings: Settings, tmp_path: Path
 ) -> None:
-    app = create_celery(worker_settings)
-    result = app.tasks[PHANTOM_TASK].delay(
-        prefix="raw/celery", slide_index=0, fields=2, seed=3, width=320, height=256
-    )
+    task = register_phantom_task(create_celery(worker_settings), worker_settings)
+    result = task.delay(prefix="raw/celery", slide_index=0, fields=2, seed=3, width=320, height=256)
     entry = result.get(timeout=180)
     assert worker.poll() is None, (tmp_path / "worker.log").read_text()
     store = LocalObjectStore(worker_settings.store.root)
@@ -105,11 +103,11 @@ def test_a_real_worker_renders_a_phantom_slide(
 def test_bad_arguments_fail_the_task_with_the_reason(
     worker: subprocess.Popen[bytes], worker_settings: Settings
 ) -> None:
-    app = create_celery(worker_settings)
-    escaping = app.tasks[PHANTOM_TASK].delay(prefix="../escape", slide_index=0, fields=1, seed=1)
+    task = register_phantom_task(create_celery(worker_settings), worker_settings)
+    escaping = task.delay(prefix="../escape", slide_index=0, fields=1, seed=1)
     with pytest.raises(ValueError, match=r"object key '\.\./escape' has a '\.\.' segment"):
         escaping.get(timeout=120)
-    tiny = app.tasks[PHANTOM_TASK].delay(prefix="ok", slide_index=0, fields=1, seed=1, width=8)
+    tiny = task.delay(prefix="ok", slide_index=0, fields=1, seed=1, width=8)
     with pytest.raises(ValueError, match="invalid phantom configuration: width"):
         tiny.get(timeout=120)
     assert list(LocalObjectStore(worker_settings.store.root).list()) == []

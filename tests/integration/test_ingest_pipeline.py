@@ -31,7 +31,8 @@ from stainless.core.db.models import Cell, Registration, RegistrationStatus
 from stainless.core.events import CellsCropped, Envelope, create_bus
 from stainless.core.storage.local import LocalObjectStore
 from stainless.core.storage.s3 import S3ObjectStore
-from stainless.imaging.phantom_set import phantom_config, write_slide
+from stainless.datasets.phantom import write_slide
+from stainless.imaging.phantom_set import phantom_config
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 BIN = Path(sys.executable).parent

@@ -36,7 +36,8 @@ from stainless.core.inference.manifest import read_manifest
 from stainless.core.storage import create_store
 from stainless.core.storage.local import LocalObjectStore
 from stainless.datasets.importers import import_phantom
-from stainless.imaging.phantom_set import phantom_config, write_phantom_set
+from stainless.datasets.phantom import write_phantom_set
+from stainless.imaging.phantom_set import phantom_config
 from stainless.ml.export.checkpoint import export_checkpoint
 from stainless.ml.export.triton import InstanceKind
 from stainless.stages.inference.stage import CellStainer

@@ -40,7 +40,7 @@ from stainless.core.events.outbox import OutboxRelay
 from stainless.core.inference import InferencePort, create_inference
 from stainless.core.storage import ObjectStore, create_store
 from stainless.core.tasks import create_celery
-from stainless.core.tasks.app import PHANTOM_TASK, PROCESS_FIELD_TASK
+from stainless.datasets.phantom import register_phantom_task
 from stainless.domain.served import MANIFEST
 from stainless.imaging.detection import Detection, match_boxes
 from stainless.imaging.registration import corner_error_px
@@ -54,6 +54,7 @@ from stainless.stages.ingestion.ingestor import Ingestor
 from stainless.stages.ingestion.scanners import register_scanner, rotate_key
 from stainless.stages.registration.consumers import registration_consumer
 from stainless.stages.registration.detectors import describe_detectors
+from stainless.stages.registration.tasks import register_field_task
 from stainless.stages.review.queries import slide_summary
 
 log = structlog.get_logger(__name__)
@@ -105,7 +106,7 @@ def _process(
     Returns the slide's events per topic and the seconds each stage (relay, registration,
     inference) spent handling them.
     """
-    task = create_celery(settings).tasks[PROCESS_FIELD_TASK]
+    task = register_field_task(create_celery(settings), settings)
     relay = OutboxRelay(engine, bus)
     stages: dict[str, Callable[[], int]] = {
         "relay": relay.drain,
@@ -237,12 +238,11 @@ def run_demo(
     stainer = CellStainer(store=store, inference=inference, settings=settings.inference)
     bus = create_bus(settings.bus, client_id="stainless-demo")
     bus.ensure_topics(ALL_TOPICS)
-    celery = create_celery(settings)
 
     run_id = f"demo-{seed}-{uuid.uuid4().hex[:8]}"
     prefix = f"phantom/{run_id}"
     entry: dict[str, Any] = (
-        celery.tasks[PHANTOM_TASK]
+        register_phantom_task(create_celery(settings), settings)
         .delay(prefix=prefix, slide_index=0, fields=fields, seed=seed)
         .get(timeout=settings.tasks.task_time_limit_s)
     )

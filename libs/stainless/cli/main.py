@@ -68,7 +68,8 @@ def phantom(
 ) -> None:
     """Write synthetic paired DIC / brightfield slides with ground truth and a manifest."""
     from stainless.core.storage.local import LocalObjectStore
-    from stainless.imaging.phantom_set import phantom_config, write_phantom_set
+    from stainless.datasets.phantom import write_phantom_set
+    from stainless.imaging.phantom_set import phantom_config
 
     try:
         config = phantom_config(width=width, height=height, acquisition=acquisition)

@@ -13,8 +13,8 @@ from stainless.core.events import ALL_TOPICS, create_bus
 from stainless.core.logs import configure_logging
 from stainless.core.observability import HealthServer, create_health_app
 from stainless.core.tasks import create_celery
-from stainless.core.tasks.app import PROCESS_FIELD_TASK
 from stainless.stages.registration.consumers import registration_consumer
+from stainless.stages.registration.tasks import register_field_task
 
 log = structlog.get_logger(__name__)
 
@@ -26,7 +26,7 @@ def main() -> None:
     wait_for_database(engine)
     bus = create_bus(settings.bus, client_id="stainless-registration")
     bus.ensure_topics(ALL_TOPICS)
-    task = create_celery(settings).tasks[PROCESS_FIELD_TASK]
+    task = register_field_task(create_celery(settings), settings)
     consumer = registration_consumer(
         bus, engine, lambda slide_id, index: task.delay(slide_id=slide_id, field_index=index)
     )

@@ -15,7 +15,9 @@ from stainless.core.config import load_settings
 from stainless.core.logs import configure_logging
 from stainless.core.observability import HealthServer, create_health_app
 from stainless.core.tasks import create_celery
+from stainless.datasets.phantom import register_phantom_task
 from stainless.stages.registration.detectors import DetectorUnavailable, check_detectors
+from stainless.stages.registration.tasks import register_field_task
 
 settings = load_settings()
 configure_logging(settings.log)
@@ -24,6 +26,8 @@ try:  # the field task's detectors: a selected learned one must be exported
 except DetectorUnavailable as exc:
     raise SystemExit(f"stainless-worker cannot start: {exc}") from None
 app: Celery = create_celery(settings)
+register_phantom_task(app, settings)
+register_field_task(app, settings)
 _health: list[HealthServer] = []
 
 

@@ -14,8 +14,9 @@ from stainless.cli.datasets import dataset_app
 from stainless.core.storage.local import LocalObjectStore
 from stainless.datasets.detection import read_detection_manifest
 from stainless.datasets.manifest import read_manifest
+from stainless.datasets.phantom import write_phantom_set
 from stainless.imaging.codecs import encode_png
-from stainless.imaging.phantom_set import phantom_config, write_phantom_set
+from stainless.imaging.phantom_set import phantom_config
 
 from .conftest import Spec, build_world
 

@@ -21,8 +21,9 @@ from stainless.datasets.importers import (
     import_phantom,
 )
 from stainless.datasets.manifest import DatasetError, read_manifest
+from stainless.datasets.phantom import write_phantom_set
 from stainless.imaging.codecs import encode_png
-from stainless.imaging.phantom_set import phantom_config, write_phantom_set
+from stainless.imaging.phantom_set import phantom_config
 
 
 def write_png(path: Path, image: np.ndarray) -> Path:

@@ -13,10 +13,11 @@ from stainless.core.db.models import utcnow
 from stainless.core.storage.local import LocalObjectStore
 from stainless.datasets.importers import import_phantom
 from stainless.datasets.manifest import DatasetItem, DatasetManifest, read_manifest
+from stainless.datasets.phantom import write_phantom_set
 from stainless.datasets.torch_data import ManifestDataset
 from stainless.imaging.codecs import encode_png
 from stainless.imaging.phantom import PhantomConfig, generate_field
-from stainless.imaging.phantom_set import field_rng, phantom_config, write_phantom_set
+from stainless.imaging.phantom_set import field_rng, phantom_config
 from stainless_training.phantom_data import CellDataset, field_samples
 
 

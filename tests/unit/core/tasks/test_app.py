@@ -9,7 +9,7 @@ from stainless.core.config import Settings, StoreSettings
 from stainless.core.storage import InvalidKeyError
 from stainless.core.storage.local import LocalObjectStore
 from stainless.core.tasks import create_celery
-from stainless.core.tasks.app import PHANTOM_TASK
+from stainless.datasets.phantom import register_phantom_task
 
 
 def test_eager_task_writes_the_slide_into_the_store(tmp_path: Path) -> None:
@@ -17,7 +17,7 @@ def test_eager_task_writes_the_slide_into_the_store(tmp_path: Path) -> None:
     app = create_celery(settings)
     assert app.conf.task_always_eager is True
     entry = (
-        app.tasks[PHANTOM_TASK]
+        register_phantom_task(app, settings)
         .delay(prefix="raw/t", slide_index=1, fields=1, seed=5, width=320, height=256)
         .get()
     )
@@ -28,9 +28,10 @@ def test_eager_task_writes_the_slide_into_the_store(tmp_path: Path) -> None:
 
 
 def test_eager_task_propagates_errors(tmp_path: Path) -> None:
-    app = create_celery(Settings(store=StoreSettings(root=tmp_path / "store")))
+    settings = Settings(store=StoreSettings(root=tmp_path / "store"))
+    task = register_phantom_task(create_celery(settings), settings)
     with pytest.raises(InvalidKeyError):
-        app.tasks[PHANTOM_TASK].delay(prefix="a/../b", slide_index=0, fields=1, seed=0).get()
+        task.delay(prefix="a/../b", slide_index=0, fields=1, seed=0).get()
     with pytest.raises(ValueError, match="at least one field"):
-        app.tasks[PHANTOM_TASK].delay(prefix="ok", slide_index=0, fields=0, seed=0).get()
+        task.delay(prefix="ok", slide_index=0, fields=0, seed=0).get()
     assert list(LocalObjectStore(tmp_path / "store").list()) == []

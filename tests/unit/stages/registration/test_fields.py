@@ -15,8 +15,9 @@ from stainless.core.db.models import Cell, Modality, OutboxEvent, Registration
 from stainless.core.db.repository import create_slide, get_or_create_scanner, record_field
 from stainless.core.events import CellsCropped, decode_envelope
 from stainless.core.storage.local import LocalObjectStore
+from stainless.datasets.phantom import write_slide
 from stainless.imaging.detection import UnreliableFieldError
-from stainless.imaging.phantom_set import phantom_config, write_slide
+from stainless.imaging.phantom_set import phantom_config
 from stainless.stages.registration.fields import FieldProcessor, Outcome, build_field_processor
 
 
