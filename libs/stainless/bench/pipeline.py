@@ -36,8 +36,8 @@ from stainless.core.db.engine import create_db_engine
 from stainless.core.db.models import Cell
 from stainless.core.inference.local import LocalInference
 from stainless.core.storage.local import LocalObjectStore
+from stainless.imaging.codecs import decode, probe
 from stainless.ml.models.inputs import dic_unit
-from stainless.stages.ingestion.images import decode, probe
 
 
 def run_pipeline_bench(*, checkpoint: Path, fields: int = 12, seed: int = 11) -> dict[str, Any]:

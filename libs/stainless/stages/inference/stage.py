@@ -59,9 +59,8 @@ from stainless.core.inference.port import CellOutput, InferencePort, InferenceUn
 from stainless.core.storage import ObjectStore
 from stainless.domain.review import ReviewStatus
 from stainless.domain.served import ManifestError, ServedManifest
-from stainless.imaging.codecs import encode_png
+from stainless.imaging.codecs import decode, encode_png, probe
 from stainless.ml.models.inputs import dic_unit
-from stainless.stages.ingestion.images import decode, probe
 
 log = structlog.get_logger(__name__)
 

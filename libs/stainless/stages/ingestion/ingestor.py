@@ -41,7 +41,7 @@ from stainless.core.db.repository import create_slide, record_field
 from stainless.core.events.contracts import Envelope, SlideUploaded
 from stainless.core.events.outbox import add_event
 from stainless.core.storage import ObjectStore
-from stainless.stages.ingestion.images import ImageInfo, ImageRejected, decode, probe
+from stainless.imaging.codecs import ImageInfo, ImageRejected, decode, probe
 
 log = structlog.get_logger(__name__)
 

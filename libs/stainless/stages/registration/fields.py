@@ -33,7 +33,7 @@ from stainless.core.db.models import (
 from stainless.core.events.contracts import CellsCropped, Envelope
 from stainless.core.events.outbox import add_event
 from stainless.core.storage import ObjectStore
-from stainless.imaging.codecs import encode_png
+from stainless.imaging.codecs import decode, encode_png, probe
 from stainless.imaging.cropping import Cropper, box_centre
 from stainless.imaging.detection import (
     Detection,
@@ -42,7 +42,6 @@ from stainless.imaging.detection import (
     boxes_to_dic,
 )
 from stainless.imaging.registration import Registrar, RegistrationResult
-from stainless.stages.ingestion.images import decode, probe
 from stainless.stages.registration.detectors import build_detectors, describe_detectors
 
 log = structlog.get_logger(__name__)

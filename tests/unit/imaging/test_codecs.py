@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tifffile
 
-from stainless.stages.ingestion.images import ImageFormat, ImageRejected, decode, probe
+from stainless.imaging.codecs import ImageFormat, ImageRejected, decode, probe
 
 
 def _tiff(array: np.ndarray, **kwargs: object) -> io.BytesIO:
