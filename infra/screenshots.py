@@ -15,7 +15,6 @@ from pathlib import Path
 import httpx
 from playwright.sync_api import sync_playwright
 
-from stainless.cli.demo import run_demo
 from stainless.core.config import (
     DatabaseSettings,
     InferenceSettings,
@@ -26,6 +25,7 @@ from stainless.core.config import (
 from stainless.core.db.engine import create_db_engine
 from stainless.core.observability import HealthServer
 from stainless.core.storage import create_store
+from stainless.demo import run_demo
 from stainless.stages.review.api import create_app
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -11,7 +11,6 @@ import httpx
 import pytest
 from playwright.sync_api import Page, sync_playwright
 
-from stainless.cli.demo import run_demo
 from stainless.core.config import (
     DatabaseSettings,
     InferenceSettings,
@@ -22,6 +21,7 @@ from stainless.core.config import (
 from stainless.core.db.engine import create_db_engine
 from stainless.core.observability import HealthServer
 from stainless.core.storage import create_store
+from stainless.demo import run_demo
 from stainless.stages.review.api import create_app
 
 CHECKPOINT = Path(__file__).parents[2] / "training/demo_model/checkpoint.pt"

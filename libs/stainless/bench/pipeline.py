@@ -30,12 +30,12 @@ from typing import Any
 import numpy as np
 from sqlmodel import Session, select
 
-from stainless.cli.demo import run_demo
 from stainless.core.config import DatabaseSettings, InferenceSettings, Settings, StoreSettings
 from stainless.core.db.engine import create_db_engine
 from stainless.core.db.models import Cell
 from stainless.core.inference.local import LocalInference
 from stainless.core.storage.local import LocalObjectStore
+from stainless.demo import run_demo
 from stainless.imaging.codecs import decode, probe
 from stainless.ml.models.inputs import dic_unit
 

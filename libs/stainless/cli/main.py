@@ -498,7 +498,7 @@ def demo(
     ] = False,
 ) -> None:
     """Run the pipeline on one phantom slide with embedded defaults."""
-    from stainless.cli.demo import run_demo
+    from stainless.demo import run_demo
     from stainless.ml.export.checkpoint import ExportError
     from stainless.ml.export.detector import DetectorExportError
 

@@ -11,7 +11,6 @@ from typing import Annotated, Any
 from fastapi import Depends, FastAPI, File, Form, Header, Request, UploadFile
 from fastapi.responses import JSONResponse
 from fastapi.security import APIKeyHeader
-from pydantic import BaseModel
 from sqlalchemy import Engine
 from sqlmodel import Session
 from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
@@ -20,6 +19,12 @@ from starlette.responses import Response
 from stainless.core.config import Settings, load_settings
 from stainless.core.db.engine import create_db_engine, ping, wait_for_database
 from stainless.core.db.models import Modality, Scanner
+from stainless.core.http.errors import (
+    ErrorBody,
+    Unauthorized,
+    error_response,
+    install_error_handlers,
+)
 from stainless.core.logs import configure_logging
 from stainless.core.observability import add_health_routes
 from stainless.core.storage import create_store
@@ -27,18 +32,10 @@ from stainless.stages.ingestion.ingestor import (
     SAFE_ID,
     Answer,
     FieldUpload,
-    IngestError,
     Ingestor,
     SlideRequest,
-    Unauthorized,
 )
 from stainless.stages.ingestion.scanners import authenticate
-
-
-class ErrorBody(BaseModel):
-    error: str
-    detail: str
-
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorBody, "description": "missing, unknown or revoked API key"},
@@ -66,7 +63,7 @@ class _UploadLimit(BaseHTTPMiddleware):
         length = request.headers.get("content-length")
         if length and length.isdigit() and int(length) > self._limit + _MULTIPART_OVERHEAD:
             detail = f"the request body exceeds {self._limit} bytes"
-            return JSONResponse({"error": "too_large", "detail": detail}, status_code=413)
+            return error_response(413, "too_large", detail)
         return await call_next(request)
 
 
@@ -99,9 +96,7 @@ def create_app(settings: Settings, *, engine: Engine, ingestor: Ingestor) -> Fas
     app.add_middleware(_UploadLimit, limit=settings.ingestion.max_upload_bytes)
     app.state.engine = engine
 
-    @app.exception_handler(IngestError)
-    def _ingest_error(_: Request, exc: IngestError) -> JSONResponse:
-        return JSONResponse({"error": exc.code, "detail": exc.message}, status_code=exc.status)
+    install_error_handlers(app)
 
     @app.post("/v1/slides", status_code=201, responses=_ERRORS, tags=["slides"])
     def open_slide(

@@ -40,6 +40,7 @@ from stainless.core.db.models import (
 from stainless.core.db.repository import create_slide, record_field
 from stainless.core.events.contracts import Envelope, SlideUploaded
 from stainless.core.events.outbox import add_event
+from stainless.core.http.errors import Conflict, NotFound, ServiceError, TooLarge
 from stainless.core.storage import ObjectStore
 from stainless.imaging.codecs import ImageInfo, ImageRejected, decode, probe
 
@@ -52,38 +53,11 @@ SAFE_ID = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 _CHUNK = 1024 * 1024
 
 
-class IngestError(Exception):
-    """A request the Ingestor refuses; ``status`` and ``code`` become the HTTP answer."""
-
-    status = 400
-    code = "bad_request"
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
-
-
-class Unauthorized(IngestError):
-    status, code = 401, "unauthorized"
-
-
-class NotFound(IngestError):
-    status, code = 404, "not_found"
-
-
-class Conflict(IngestError):
-    status, code = 409, "conflict"
-
-
-class TooLarge(IngestError):
-    status, code = 413, "too_large"
-
-
-class InvalidUpload(IngestError):
+class InvalidUpload(ServiceError):
     status, code = 422, "invalid_upload"
 
 
-class ChecksumMismatch(IngestError):
+class ChecksumMismatch(ServiceError):
     status, code = 422, "checksum_mismatch"
 
 
@@ -193,7 +167,7 @@ class Ingestor:
     ) -> Answer:
         try:
             answer = self._upload_field(scanner, upload, idempotency_key)
-        except IngestError as exc:
+        except ServiceError as exc:
             UPLOADS.labels(exc.code).inc()
             raise
         UPLOADS.labels("accepted" if answer.status == 201 else "replayed").inc()

@@ -16,11 +16,11 @@ from sqlalchemy import Engine
 from sqlmodel import Session, col, select
 
 from stainless.core.db.models import TrainingJob
+from stainless.core.http.auth import Reader, Scientist
+from stainless.core.http.errors import Invalid, NotFound
 from stainless.core.registry import list_versions
 from stainless.core.storage import ObjectStore
 from stainless.stages.retraining.jobs import JobError, get_job, request_training
-from stainless.stages.review.auth import Reader, Scientist
-from stainless.stages.review.errors import Invalid, NotFound
 
 JobId = Annotated[str, PathParam(pattern=r"^[0-9a-fA-F-]{36}$", description="A training job id.")]
 

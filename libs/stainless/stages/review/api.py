@@ -1,7 +1,7 @@
 """HTTP API of the results service and the review page it serves.
 
 Reading needs any role, reviewing and signing need ``reviewer`` (or ``admin``);
-see :mod:`stainless.stages.review.auth`. Errors are JSON ``{error, detail}``. Routes
+see :mod:`stainless.core.http.auth`. Errors are JSON ``{error, detail}``. Routes
 only translate: reads are in :mod:`~stainless.stages.review.queries`, writes (each its
 own transaction) in :mod:`~stainless.stages.review.reviews`.
 """
@@ -15,39 +15,31 @@ from typing import Annotated, Any
 
 import cv2
 import numpy as np
-from fastapi import FastAPI, Query, Request
+from fastapi import FastAPI, Query
 from fastapi import Path as PathParam
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy import Engine
 from starlette.responses import Response
 
-from stainless.core.config import Settings, load_settings
+from stainless.core.config import Settings
 from stainless.core.db.cells import CellView
-from stainless.core.db.engine import create_db_engine, ping, wait_for_database
+from stainless.core.db.engine import ping
 from stainless.core.db.models import Slide
-from stainless.core.logs import configure_logging
+from stainless.core.http.auth import Authenticator, Reader, Reviewer
+from stainless.core.http.errors import ErrorBody, NotFound, install_error_handlers
 from stainless.core.observability import add_health_routes
-from stainless.core.storage import ObjectStore, create_store
+from stainless.core.storage import ObjectStore
 from stainless.core.storage.base import ObjectNotFoundError
 from stainless.domain.cells import CLASS_ORDER, LEUKOCYTES
 from stainless.domain.review import ReviewAction, ReviewStatus
 from stainless.imaging.codecs import encode_png
-from stainless.stages.retraining.routes import add_training_routes
 from stainless.stages.review import fhir, queries, reviews
-from stainless.stages.review.auth import Authenticator, Reader, Reviewer
-from stainless.stages.review.errors import NotFound, ResultsError
 
 WEB = Path(__file__).parent / "web"
 UUID_PATTERN = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
 FHIR_JSON = "application/fhir+json"
-
-
-class ErrorBody(BaseModel):
-    error: str
-    detail: str
 
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
@@ -196,20 +188,7 @@ def create_app(settings: Settings, *, engine: Engine, store: ObjectStore) -> Fas
     app.state.authenticator = Authenticator(settings.results)
     pathological = settings.inference.pathological_classes
 
-    @app.exception_handler(ResultsError)
-    def _results_error(_: Request, exc: ResultsError) -> JSONResponse:
-        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
-        return JSONResponse(
-            {"error": exc.code, "detail": exc.message}, status_code=exc.status, headers=headers
-        )
-
-    @app.exception_handler(RequestValidationError)
-    def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
-        problems = "; ".join(
-            f"{'.'.join(str(part) for part in error['loc'])}: {error['msg']}"
-            for error in exc.errors()
-        )
-        return JSONResponse({"error": "invalid", "detail": problems}, status_code=422)
+    install_error_handlers(app)
 
     @app.get("/v1/me", responses=_ERRORS, tags=["auth"])
     def me(who: Reader) -> dict[str, str]:
@@ -323,8 +302,6 @@ def create_app(settings: Settings, *, engine: Engine, store: ObjectStore) -> Fas
         report = fhir.diagnostic_report(summary.slide, summary.differential, summary.flags)
         return JSONResponse(report, media_type=FHIR_JSON)
 
-    add_training_routes(app, engine=engine, store=store)
-
     @app.get("/", include_in_schema=False)
     def index_page() -> FileResponse:
         return FileResponse(WEB / "index.html", media_type="text/html")
@@ -336,17 +313,3 @@ def create_app(settings: Settings, *, engine: Engine, store: ObjectStore) -> Fas
     app.mount("/static", StaticFiles(directory=WEB), name="static")
     add_health_routes(app, lambda: ping(engine))
     return app
-
-
-def build_app(settings: Settings) -> FastAPI:
-    """The app with its dependencies built from ``settings`` (the service's composition root)."""
-    engine = create_db_engine(settings.database)
-    wait_for_database(engine)
-    return create_app(settings, engine=engine, store=create_store(settings.store))
-
-
-def app_from_environment() -> FastAPI:
-    """``uvicorn --factory stainless.stages.review.api:app_from_environment``."""
-    settings = load_settings()
-    configure_logging(settings.log)
-    return build_app(settings)

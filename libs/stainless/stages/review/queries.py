@@ -14,9 +14,9 @@ from sqlmodel import Session, col, select
 
 from stainless.core.db.cells import CellView, cell_views, resolve, sorted_rows
 from stainless.core.db.models import Cell, Prediction, Review, Slide
+from stainless.core.http.errors import NotFound
 from stainless.domain.differential import Differential, Flags, differential, flags
 from stainless.domain.review import ReviewStatus
-from stainless.stages.review.errors import NotFound
 
 
 @dataclass(frozen=True)

@@ -19,9 +19,9 @@ from stainless.core.db.engine import session_scope
 from stainless.core.db.models import Review, Slide, SlideStatus, utcnow
 from stainless.core.events.contracts import Envelope, ReviewRecorded
 from stainless.core.events.outbox import add_event
+from stainless.core.http.errors import Conflict, Invalid, NotFound
 from stainless.domain.cells import CellClass
 from stainless.domain.review import ReviewAction, ReviewStatus, status_of
-from stainless.stages.review.errors import Conflict, Invalid, NotFound
 from stainless.stages.review.queries import load_cell_view
 
 REVIEWS = Counter("stainless_results_reviews_total", "Cell reviews recorded", ["action"])

@@ -29,7 +29,7 @@ from stainless.core.db.repository import create_slide, get_or_create_scanner
 from stainless.core.storage.local import LocalObjectStore
 from stainless.domain.review import ReviewStatus
 from stainless.imaging.codecs import encode_png
-from stainless.stages.review.api import create_app
+from stainless_results.main import build as results_app
 
 KEYS = "rita:reviewer:rev-key-1,sam:scientist:sci-key-2,ada:admin:adm:key:3"
 REVIEWER = {"X-API-Key": "rev-key-1"}
@@ -152,7 +152,7 @@ def world(sqlite_url: str, tmp_path: Path) -> World:
 
 @pytest.fixture
 def client(world: World) -> TestClient:
-    return TestClient(create_app(world.settings, engine=world.engine, store=world.store))
+    return TestClient(results_app(world.settings))
 
 
 @pytest.fixture
@@ -163,6 +163,6 @@ def client_for(world: World) -> Callable[..., TestClient]:
         settings = world.settings.model_copy(
             update={"results": world.settings.results.model_copy(update=results)}
         )
-        return TestClient(create_app(settings, engine=world.engine, store=world.store))
+        return TestClient(results_app(settings))
 
     return build

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from sqlmodel import Session
 
+from stainless.core.http.errors import NotFound
 from stainless.domain.review import ReviewAction, ReviewStatus
 from stainless.stages.review import queries
-from stainless.stages.review.errors import NotFound
 from stainless.stages.review.reviews import review_cell
 
 from .conftest import CellSpec, World

@@ -29,7 +29,6 @@ from sqlalchemy import Engine
 from sqlalchemy.engine import make_url
 from sqlmodel import Session, col, func, select
 
-from stainless.cli.report import write_report
 from stainless.core.config import DetectorKind, Settings
 from stainless.core.db.cells import CellView, cell_views
 from stainless.core.db.engine import create_db_engine, session_scope
@@ -56,6 +55,7 @@ from stainless.stages.registration.consumers import registration_consumer
 from stainless.stages.registration.detectors import describe_detectors
 from stainless.stages.registration.tasks import register_field_task
 from stainless.stages.review.queries import slide_summary
+from stainless.stages.review.report import write_report
 
 log = structlog.get_logger(__name__)
 

@@ -9,8 +9,8 @@ from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
 from stainless.core.config import ResultsSettings
-from stainless.stages.review.auth import Authenticator, Principal, Role, parse_api_keys
-from stainless.stages.review.errors import Unauthorized
+from stainless.core.http.auth import Authenticator, Principal, Role, parse_api_keys
+from stainless.core.http.errors import Unauthorized
 
 from .conftest import ADMIN, REVIEWER, SCIENTIST, CellSpec, World
 

@@ -21,7 +21,7 @@ from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
 from stainless.core.config import ResultsSettings
-from stainless.stages.review.errors import Forbidden, Unauthorized
+from stainless.core.http.errors import Forbidden, Unauthorized
 
 
 class Role(StrEnum):

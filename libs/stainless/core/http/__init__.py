@@ -1,0 +1,1 @@
+"""What every HTTP app shares: one error hierarchy and body, API keys with roles."""
