@@ -24,10 +24,11 @@ from stainless.core.db.models import (
     Review,
     TrainingJob,
 )
-from stainless.core.db.repository import create_slide, get_or_create_scanner, record_field
+from stainless.core.db.repository import create_slide, get_or_create_scanner
 from stainless.core.events import InMemoryBus
 from stainless.core.events.outbox import OutboxRelay
 from stainless.domain.review import ReviewAction, ReviewStatus
+from stainless.stages.ingestion.records import record_field
 
 pytestmark = pytest.mark.integration
 

@@ -37,12 +37,13 @@ from stainless.core.db.models import (
     SlideStatus,
     new_id,
 )
-from stainless.core.db.repository import create_slide, record_field
+from stainless.core.db.repository import create_slide
 from stainless.core.events.contracts import Envelope, SlideUploaded
 from stainless.core.events.outbox import add_event
 from stainless.core.http.errors import Conflict, NotFound, ServiceError, TooLarge
 from stainless.core.storage import ObjectStore
 from stainless.imaging.codecs import ImageInfo, ImageRejected, decode, probe
+from stainless.stages.ingestion.records import record_field
 
 log = structlog.get_logger(__name__)
 

@@ -8,8 +8,9 @@ from sqlmodel import SQLModel, select
 from stainless.core.config import DatabaseSettings
 from stainless.core.db.engine import create_db_engine, session_scope
 from stainless.core.db.models import FieldImage, Modality, Prediction, Slide
-from stainless.core.db.repository import create_slide, get_or_create_scanner, record_field
+from stainless.core.db.repository import create_slide, get_or_create_scanner
 from stainless.domain.review import ReviewStatus
+from stainless.stages.ingestion.records import record_field
 
 
 def test_migrations_create_every_table(sqlite_url: str) -> None:

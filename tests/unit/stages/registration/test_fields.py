@@ -12,12 +12,13 @@ from sqlmodel import Session, select
 from stainless.core.config import DatabaseSettings, RegistrationSettings
 from stainless.core.db.engine import create_db_engine, session_scope
 from stainless.core.db.models import Cell, Modality, OutboxEvent, Registration
-from stainless.core.db.repository import create_slide, get_or_create_scanner, record_field
+from stainless.core.db.repository import create_slide, get_or_create_scanner
 from stainless.core.events import CellsCropped, decode_envelope
 from stainless.core.storage.local import LocalObjectStore
 from stainless.datasets.phantom import write_slide
 from stainless.imaging.detection import UnreliableFieldError
 from stainless.imaging.phantom_set import phantom_config
+from stainless.stages.ingestion.records import record_field
 from stainless.stages.registration.fields import FieldProcessor, Outcome, build_field_processor
 
 
