@@ -50,10 +50,11 @@ browser:  ## Install Debian's chromium for the browser test (Playwright drives i
 screenshots: venv browser  ## Regenerate the README's screenshots of the review page and report
 	$(PY) infra/screenshots.py docs
 
-lint: venv  ## ruff (lint and format check) and mypy
+lint: venv  ## ruff (lint and format check), mypy and the layer contracts (import-linter)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy
+	$(VENV)/bin/lint-imports --no-cache
 
 format: venv  ## Apply ruff's fixes and formatting
 	$(PY) -m ruff check --fix .
