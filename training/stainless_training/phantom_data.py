@@ -19,8 +19,8 @@ from torch.utils.data import Dataset
 
 from stainless.domain.cells import CellClass
 from stainless.imaging.cropping import Cropper, box_centre
+from stainless.imaging.inputs import dic_unit
 from stainless.imaging.phantom import PhantomConfig, PhantomField, generate_field
-from stainless.ml.models.inputs import dic_unit
 
 CLASSES: tuple[CellClass, ...] = tuple(CellClass)
 F32 = npt.NDArray[np.float32]

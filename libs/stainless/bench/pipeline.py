@@ -37,7 +37,7 @@ from stainless.core.inference.local import LocalInference
 from stainless.core.storage.local import LocalObjectStore
 from stainless.demo import run_demo
 from stainless.imaging.codecs import decode, probe
-from stainless.ml.models.inputs import dic_unit
+from stainless.imaging.inputs import dic_unit
 
 
 def run_pipeline_bench(*, checkpoint: Path, fields: int = 12, seed: int = 11) -> dict[str, Any]:

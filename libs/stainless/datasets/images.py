@@ -13,16 +13,13 @@ import numpy.typing as npt
 import tifffile
 
 from stainless.core.storage import ObjectStore
+from stainless.imaging.codecs import TIFF_SIGNATURES
+from stainless.imaging.inputs import DIC_HIGH
 
 __all__ = ["BadImage", "decode_image", "read_crop", "to_bf", "to_dic", "to_mask"]
 
-DIC_RANGE_HIGH = 30000.0
-"""``stainless.ml.models.inputs.DIC_HIGH``, repeated so that importing crops needs no torch
-(a unit test keeps the two equal)."""
-U8_TO_DIC = DIC_RANGE_HIGH / 255.0
+U8_TO_DIC = DIC_HIGH / 255.0
 """8-bit DIC crops are widened to the DIC range so that ``dic_unit`` maps them as ``v / 255``."""
-
-_TIFF_SIGNATURES = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 
 
 class BadImage(ValueError):
@@ -38,7 +35,7 @@ def decode_image(data: bytes) -> np.ndarray:
     if not data:
         raise BadImage("empty file")
     image: np.ndarray | None = None
-    if data[:4] in _TIFF_SIGNATURES:
+    if data[:4] in TIFF_SIGNATURES:
         try:
             image = np.asarray(tifffile.imread(io.BytesIO(data)))
         except Exception as exc:  # noqa: BLE001 - any decoder failure is a bad file

@@ -23,7 +23,7 @@ from torch.utils.data import Dataset
 from stainless.core.storage import ObjectStore
 from stainless.datasets.images import read_crop
 from stainless.datasets.manifest import DatasetError, DatasetManifest
-from stainless.ml.models.inputs import dic_unit
+from stainless.imaging.inputs import dic_unit
 
 __all__ = ["ManifestDataset"]
 

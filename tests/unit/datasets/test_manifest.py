@@ -11,7 +11,6 @@ import pytest
 from pydantic import ValidationError
 
 from stainless.core.storage.local import LocalObjectStore
-from stainless.datasets.images import DIC_RANGE_HIGH
 from stainless.datasets.manifest import (
     CLASSES,
     DatasetError,
@@ -21,7 +20,6 @@ from stainless.datasets.manifest import (
     write_manifest,
 )
 from stainless.domain.cells import CellClass
-from stainless.ml.models.inputs import DIC_HIGH
 
 ITEMS = (
     DatasetItem(id="c1", dic="crops/a_dic.png", bf="crops/a_bf.png", label="LY", source="review"),
@@ -43,10 +41,6 @@ def manifest(name: str = "ds", when: int = 1, **changes: object) -> DatasetManif
 def test_classes_follow_cell_class_order() -> None:
     assert tuple(c.value for c in CellClass) == CLASSES
     assert manifest().classes == CLASSES
-
-
-def test_dic_range_constant_matches_the_model_input_contract() -> None:
-    assert DIC_RANGE_HIGH == DIC_HIGH
 
 
 def test_hash_ignores_name_date_and_description() -> None:

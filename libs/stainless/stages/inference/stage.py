@@ -60,7 +60,7 @@ from stainless.core.storage import ObjectStore
 from stainless.domain.review import ReviewStatus
 from stainless.domain.served import ManifestError, ServedManifest
 from stainless.imaging.codecs import decode, encode_png, probe
-from stainless.ml.models.inputs import dic_unit
+from stainless.imaging.inputs import dic_unit
 
 log = structlog.get_logger(__name__)
 
