@@ -1,24 +1,13 @@
-"""The ingestion service: settings → app (``stainless.stages.ingestion.api``) → uvicorn."""
+"""The ingestion service: ``stainless.stages.ingestion.api.build`` served over HTTP."""
 
 from __future__ import annotations
 
-import uvicorn
-
-from stainless.core.config import load_settings
-from stainless.core.logs import configure_logging
-from stainless.stages.ingestion.api import build_app
+from stainless.core.runners import run_http
+from stainless.stages.ingestion.api import build
 
 
 def main() -> None:
-    settings = load_settings()
-    configure_logging(settings.log)
-    uvicorn.run(
-        build_app(settings),
-        host="0.0.0.0",  # noqa: S104 - a container's service port
-        port=settings.ingestion.http_port,
-        log_config=None,
-        access_log=False,
-    )
+    run_http(build, lambda settings: settings.ingestion.http_port)
 
 
 if __name__ == "__main__":

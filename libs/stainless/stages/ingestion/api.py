@@ -143,8 +143,8 @@ def create_app(settings: Settings, *, engine: Engine, ingestor: Ingestor) -> Fas
     return app
 
 
-def build_app(settings: Settings) -> FastAPI:
-    """The app with its dependencies built from ``settings`` (the service's composition root)."""
+def build(settings: Settings) -> FastAPI:
+    """The app with its dependencies built from ``settings`` (the stage's composition root)."""
     engine = create_db_engine(settings.database)
     wait_for_database(engine)
     ingestor = Ingestor(engine, create_store(settings.store), settings.ingestion)
@@ -155,4 +155,4 @@ def app_from_environment() -> FastAPI:
     """``uvicorn --factory stainless.stages.ingestion.api:app_from_environment``."""
     settings = load_settings()
     configure_logging(settings.log)
-    return build_app(settings)
+    return build(settings)

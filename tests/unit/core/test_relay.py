@@ -9,7 +9,7 @@ from stainless.core.db.engine import create_db_engine, session_scope
 from stainless.core.events import Envelope, InMemoryBus, TrainingRequested
 from stainless.core.events.outbox import OutboxRelay, add_event
 from stainless.core.observability import create_health_app
-from stainless_relay.main import RelayLoop
+from stainless.core.relay import RelayLoop
 
 
 def test_loop_publishes_until_stopped(sqlite_url: str) -> None:
