@@ -107,15 +107,46 @@ def mutual_information(a: ImageLike, b: ImageLike, *, bins: int | None = None) -
     return _mi_from_counts(joint.reshape(nbins, nbins))
 
 
-def _bin_labels_batch(values: Tensor, bins: int) -> Tensor:
-    """Per-row labels of a float64 ``[K, n]`` tensor, as ``bin_labels`` does per image."""
-    low = values.amin(dim=1, keepdim=True)
-    high = values.amax(dim=1, keepdim=True)
-    span = high - low
+def histogram_labels(values: Tensor, bins: int) -> Tensor:
+    """Bin labels of float64 ``[..., n]`` values, per row over the row's own min..max range,
+    as ``bin_labels`` does per image. TorchScript: the served ``stain_confidence`` runs it.
+    """
+    low = values.amin(dim=-1, keepdim=True)
+    span = values.amax(dim=-1, keepdim=True) - low
     constant = span <= 0
     scaled = (values - low) / torch.where(constant, torch.ones_like(span), span) * bins
-    labels = torch.floor(scaled).clamp_(0, bins - 1).to(torch.int64)
+    labels = torch.floor(scaled).clamp(0, bins - 1).to(torch.int64)
     return torch.where(constant, torch.zeros_like(labels), labels)
+
+
+def mutual_information_rows(clean: Tensor, corrupted: Tensor, bins: int) -> Tensor:
+    """MI ``[B, k]`` between each clean row ``[B, n]`` and its ``k`` outputs ``[B, k, n]``.
+
+    The one implementation of Eq. 7.5 on tensors (float64 in, no checks): the eager
+    ``mutual_information_batch`` and the served ``stain_confidence`` (TorchScript) both
+    call it.
+    """
+    n = clean.shape[-1]
+    reference = histogram_labels(clean, bins).unsqueeze(1)
+    others = histogram_labels(corrupted, bins)
+    joint_index = (reference * bins + others).flatten(0, 1)
+    joint = (
+        torch.zeros_like(joint_index[:, :1], dtype=torch.float64)
+        .expand(-1, bins * bins)
+        .contiguous()
+    )
+    joint.scatter_add_(1, joint_index, torch.ones_like(joint_index, dtype=torch.float64))
+    joint = joint.reshape(-1, bins, bins)
+    rows = joint.sum(dim=2, keepdim=True)  # the same clean marginal for every output
+    cols = joint.sum(dim=1, keepdim=True)
+    safe = joint > 0
+    ratio = joint * n / (rows * cols).clamp_min(1.0)
+    terms = torch.where(
+        safe,
+        joint / n * torch.log(torch.where(safe, ratio, torch.ones_like(ratio))),
+        torch.zeros_like(joint),
+    )
+    return terms.sum(dim=(1, 2)).clamp_min(0.0).reshape(clean.shape[0], -1)
 
 
 def mutual_information_batch(
@@ -151,15 +182,4 @@ def mutual_information_batch(
     others = corrupted.detach().to(dtype=torch.float64).reshape(k, n)
     if not (torch.isfinite(ref).all() and torch.isfinite(others).all()):
         raise ValueError("images contain NaN or infinite values")
-    la = _bin_labels_batch(ref, nbins)  # [1, n]
-    lb = _bin_labels_batch(others, nbins)  # [K, n]
-    joint_index = la * nbins + lb
-    joint = torch.zeros(k, nbins * nbins, dtype=torch.float64, device=device)
-    joint.scatter_add_(1, joint_index, torch.ones_like(others))
-    joint = joint.reshape(k, nbins, nbins)
-    rows = joint.sum(dim=2, keepdim=True)  # [K, B, 1]; the same clean marginal for every k
-    cols = joint.sum(dim=1, keepdim=True)  # [K, 1, B]
-    safe = joint > 0
-    ratio = joint * n / (rows * cols).clamp_min(1.0)
-    terms = torch.where(safe, joint / n * torch.log(torch.where(safe, ratio, 1.0)), 0.0)
-    return terms.sum(dim=(1, 2)).clamp_min(0.0)
+    return mutual_information_rows(ref, others.unsqueeze(0), nbins)[0]

@@ -14,13 +14,13 @@ and the parity checks start from.
 
 from __future__ import annotations
 
-import math
 import warnings
 
 import torch
 from torch import Tensor, nn
 
 from stainless.domain.cells import MaskClass
+from stainless.ml.confidence.mutual_information import default_bins, mutual_information_rows
 from stainless.ml.models.blocks import domain_onehot
 from stainless.ml.models.mtmd import Domain, MultiTaskTranslator
 
@@ -116,7 +116,7 @@ class StainConfidence(nn.Module):
         self.probabilities = probabilities
         self.k = k
         self.alpha = alpha
-        self.bins = max(1, math.isqrt(values // 5))
+        self.bins = default_bins(values)
         self.foreground_from = int(MaskClass.CYTOPLASM)
 
     def forward(self, dic: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
@@ -133,7 +133,9 @@ class StainConfidence(nn.Module):
         clean = out[:, 0]
         corrupted = out[:, 1:]
         heat = corrupted.to(torch.float64).var(dim=1, correction=0).mean(dim=1)
-        delta = self._mutual_information(clean, corrupted).mean(dim=1)
+        delta = mutual_information_rows(
+            clean.flatten(1).to(torch.float64), corrupted.flatten(2).to(torch.float64), self.bins
+        ).mean(dim=1)
         return (
             clean,
             delta.float(),
@@ -141,38 +143,6 @@ class StainConfidence(nn.Module):
             heat.float(),
             self.probabilities(h),
         )
-
-    def _labels(self, values: Tensor) -> Tensor:
-        low = values.amin(dim=-1, keepdim=True)
-        span = values.amax(dim=-1, keepdim=True) - low
-        constant = span <= 0
-        scaled = (values - low) / torch.where(constant, torch.ones_like(span), span) * self.bins
-        labels = torch.floor(scaled).clamp(0, self.bins - 1).to(torch.int64)
-        return torch.where(constant, torch.zeros_like(labels), labels)
-
-    def _mutual_information(self, clean: Tensor, corrupted: Tensor) -> Tensor:
-        """MI ``[B, k]`` between each clean ``[B, C, H, W]`` and its outputs ``[B, k, C, H, W]``."""
-        reference = self._labels(clean.flatten(1).to(torch.float64)).unsqueeze(1)
-        others = self._labels(corrupted.flatten(2).to(torch.float64))
-        n = others.shape[2]
-        joint_index = (reference * self.bins + others).flatten(0, 1)
-        joint = (
-            torch.zeros_like(joint_index[:, :1], dtype=torch.float64)
-            .expand(-1, self.bins * self.bins)
-            .contiguous()
-        )
-        joint.scatter_add_(1, joint_index, torch.ones_like(joint_index, dtype=torch.float64))
-        joint = joint.reshape(-1, self.bins, self.bins)
-        rows = joint.sum(dim=2, keepdim=True)
-        cols = joint.sum(dim=1, keepdim=True)
-        safe = joint > 0
-        ratio = joint * n / (rows * cols).clamp_min(1.0)
-        terms = torch.where(
-            safe,
-            joint / n * torch.log(torch.where(safe, ratio, torch.ones_like(ratio))),
-            torch.zeros_like(joint),
-        )
-        return terms.sum(dim=(1, 2)).clamp_min(0.0).reshape(clean.shape[0], -1)
 
 
 def eager_models(
