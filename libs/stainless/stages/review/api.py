@@ -8,14 +8,13 @@ own transaction) in :mod:`~stainless.stages.review.reviews`.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
 import cv2
 import numpy as np
-from fastapi import FastAPI, Query
+from fastapi import APIRouter, FastAPI, Query
 from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
@@ -26,16 +25,22 @@ from starlette.responses import Response
 from stainless.core.config import Settings
 from stainless.core.db.cells import CellView
 from stainless.core.db.engine import ping
-from stainless.core.db.models import Slide
 from stainless.core.http.auth import Authenticator, Reader, Reviewer
 from stainless.core.http.errors import ErrorBody, NotFound, install_error_handlers
 from stainless.core.observability import add_health_routes
 from stainless.core.storage import ObjectStore
 from stainless.core.storage.base import ObjectNotFoundError
-from stainless.domain.cells import CLASS_ORDER, LEUKOCYTES
 from stainless.domain.review import ReviewAction, ReviewStatus
 from stainless.imaging.codecs import encode_png
 from stainless.stages.review import fhir, queries, reviews
+from stainless.stages.review.schemas import (
+    CellDetailOut,
+    CellOut,
+    MeOut,
+    ReviewOut,
+    SlideRowOut,
+    SlideSummaryOut,
+)
 
 WEB = Path(__file__).parent / "web"
 UUID_PATTERN = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
@@ -71,12 +76,6 @@ class ReviewBody(BaseModel):
     new_class: str | None = None
 
 
-def _when(moment: datetime | None) -> str | None:
-    if moment is None:
-        return None
-    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).isoformat()
-
-
 def _image_keys(view: CellView) -> dict[ImageKind, str | None]:
     prediction = view.prediction
     return {
@@ -87,80 +86,11 @@ def _image_keys(view: CellView) -> dict[ImageKind, str | None]:
     }
 
 
-def _cell_json(view: CellView) -> dict[str, Any]:
-    prediction = view.prediction
-    images = {
+def _images(view: CellView) -> dict[str, str]:
+    return {
         kind.value: f"/v1/cells/{view.cell.id}/images/{kind.value}.png"
         for kind, key in _image_keys(view).items()
         if key
-    }
-    return {
-        "id": view.cell.id,
-        "slide_id": view.cell.slide_id,
-        "field_index": view.cell.field_index,
-        "index": view.cell.index,
-        "class": view.effective_class,
-        "predicted_class": prediction.predicted_class if prediction else None,
-        "confidence": prediction.confidence if prediction else None,
-        "uncertainty": prediction.uncertainty if prediction else None,
-        "review_status": view.review_status.value,
-        "images": images,
-    }
-
-
-def _cell_detail_json(view: CellView) -> dict[str, Any]:
-    prediction, review = view.prediction, view.latest_review
-    cell = view.cell
-    return {
-        **_cell_json(view),
-        "probabilities": prediction.probabilities if prediction else {},
-        "model_version": prediction.model_version if prediction else None,
-        "box": {"x0": cell.x0, "y0": cell.y0, "x1": cell.x1, "y1": cell.y1},
-        "at_border": cell.at_border,
-        "latest_review": None
-        if review is None
-        else {
-            "action": ReviewAction(review.action).value,
-            "new_class": review.new_class,
-            "reviewer": review.reviewer,
-            "at": _when(review.created_at),
-        },
-    }
-
-
-def _slide_json(slide: Slide) -> dict[str, Any]:
-    return {
-        "id": slide.id,
-        "external_id": slide.external_id,
-        "patient_pseudonym": slide.patient_pseudonym,
-        "status": slide.status.value,
-        "created_at": _when(slide.created_at),
-        "signed_by": slide.signed_by,
-        "signed_at": _when(slide.signed_at),
-    }
-
-
-def _summary_json(summary: queries.SlideSummary) -> dict[str, Any]:
-    diff, flags = summary.differential, summary.flags
-    return {
-        **_slide_json(summary.slide),
-        "cells": diff.total,
-        "needs_review": diff.needs_review,
-        "classes": list(CLASS_ORDER),
-        "leukocyte_classes": list(LEUKOCYTES),
-        "differential": {
-            "counts": diff.counts,
-            "percent": diff.percent,
-            "leukocytes": diff.leukocytes,
-            "counted": diff.counted,
-            "poor_quality": diff.poor_quality,
-            "pending": diff.pending,
-        },
-        "flags": {
-            "pathological": flags.pathological,
-            "needs_review": flags.needs_review,
-            "pending": flags.pending,
-        },
     }
 
 
@@ -178,45 +108,24 @@ def display_png(data: bytes) -> bytes:
     return encode_png(stretched.astype(np.uint8))
 
 
-def create_app(settings: Settings, *, engine: Engine, store: ObjectStore) -> FastAPI:
-    app = FastAPI(
-        title="Stainless results",
-        version="1",
-        description="WBC differentials, expert review, signing and FHIR reports; the review page.",
-    )
-    app.state.engine = engine
-    app.state.authenticator = Authenticator(settings.results)
-    pathological = settings.inference.pathological_classes
+def _slides_router(engine: Engine, pathological: tuple[str, ...]) -> APIRouter:
+    router = APIRouter(prefix="/v1/slides", tags=["slides"], responses=_ERRORS)
 
-    install_error_handlers(app)
+    def summary(slide_id: str) -> SlideSummaryOut:
+        found = queries.slide_summary(engine, slide_id=slide_id, pathological_classes=pathological)
+        return SlideSummaryOut.of(found)
 
-    @app.get("/v1/me", responses=_ERRORS, tags=["auth"])
-    def me(who: Reader) -> dict[str, str]:
-        """The name and role of the caller's key."""
-        return {"name": who.name, "role": who.role.value}
-
-    @app.get("/v1/slides", responses=_ERRORS, tags=["slides"])
-    def list_slides(_: Reader) -> list[dict[str, Any]]:
+    @router.get("")
+    def list_slides(_: Reader) -> list[SlideRowOut]:
         """Every slide, newest first, with its status and cell counts."""
-        return [
-            {
-                **_slide_json(row.slide),
-                "cells": row.cells,
-                "needs_review": row.needs_review,
-                "pending": row.pending,
-            }
-            for row in queries.list_slides(engine)
-        ]
+        return [SlideRowOut.of(row) for row in queries.list_slides(engine)]
 
-    @app.get("/v1/slides/{slide_id}", responses=_ERRORS, tags=["slides"])
-    def slide_detail(slide_id: SlideId, _: Reader) -> dict[str, Any]:
+    @router.get("/{slide_id}")
+    def slide_detail(slide_id: SlideId, _: Reader) -> SlideSummaryOut:
         """Status, differential (counts and percent of leukocytes), flags and signature."""
-        summary = queries.slide_summary(
-            engine, slide_id=slide_id, pathological_classes=pathological
-        )
-        return _summary_json(summary)
+        return summary(slide_id)
 
-    @app.get("/v1/slides/{slide_id}/cells", responses=_ERRORS, tags=["cells"])
+    @router.get("/{slide_id}/cells", tags=["cells"])
     def slide_cells(
         slide_id: SlideId,
         _: Reader,
@@ -224,23 +133,46 @@ def create_app(settings: Settings, *, engine: Engine, store: ObjectStore) -> Fas
             str | None, Query(alias="class", max_length=16, description="Effective class.")
         ] = None,
         review_status: ReviewStatus | None = None,
-    ) -> list[dict[str, Any]]:
+    ) -> list[CellOut]:
         """The slide's cells in field order, optionally of one class or review status."""
         views = queries.slide_cells(
             engine, slide_id=slide_id, cell_class=cell_class, review_status=review_status
         )
-        return [_cell_json(view) for view in views]
+        return [CellOut.of(view, _images(view)) for view in views]
 
-    @app.get("/v1/cells/{cell_id}", responses=_ERRORS, tags=["cells"])
-    def cell_detail(cell_id: CellId, _: Reader) -> dict[str, Any]:
-        """Class, probabilities, δ (``confidence``), γ (``uncertainty``), review and images."""
-        return _cell_detail_json(queries.cell_view(engine, cell_id=cell_id))
+    @router.post("/{slide_id}/sign", responses=_WRITE_ERRORS, tags=["review"])
+    def sign(slide_id: SlideId, who: Reviewer) -> SlideSummaryOut:
+        """Sign a completed slide whose cells are all reviewed; its report becomes final."""
+        reviews.sign_slide(engine, slide_id=slide_id, signer=who.name)
+        return summary(slide_id)
 
-    @app.get(
-        "/v1/cells/{cell_id}/images/{kind}.png",
-        responses={**_ERRORS, 200: {"content": {"image/png": {}}}},
+    @router.get(
+        "/{slide_id}/fhir",
+        responses={200: {"content": {FHIR_JSON: {}}, "description": "A DiagnosticReport"}},
         response_class=Response,
-        tags=["cells"],
+    )
+    def fhir_report(slide_id: SlideId, _: Reader) -> JSONResponse:
+        """The differential as a FHIR R4 DiagnosticReport (final once signed)."""
+        found = queries.slide_summary(engine, slide_id=slide_id, pathological_classes=pathological)
+        report = fhir.diagnostic_report(found.slide, found.differential, found.flags)
+        return JSONResponse(report, media_type=FHIR_JSON)
+
+    return router
+
+
+def _cells_router(engine: Engine, store: ObjectStore) -> APIRouter:
+    router = APIRouter(prefix="/v1/cells", tags=["cells"], responses=_ERRORS)
+
+    @router.get("/{cell_id}")
+    def cell_detail(cell_id: CellId, _: Reader) -> CellDetailOut:
+        """Class, probabilities, δ (``confidence``), γ (``uncertainty``), review and images."""
+        view = queries.cell_view(engine, cell_id=cell_id)
+        return CellDetailOut.of(view, _images(view))
+
+    @router.get(
+        "/{cell_id}/images/{kind}.png",
+        responses={200: {"content": {"image/png": {}}}},
+        response_class=Response,
     )
     def cell_image(cell_id: CellId, kind: ImageKind, _: Reader) -> Response:
         """The stained crop, the DIC original (contrast-stretched), the heat map or brightfield."""
@@ -256,10 +188,8 @@ def create_app(settings: Settings, *, engine: Engine, store: ObjectStore) -> Fas
             data = display_png(data)
         return Response(data, media_type="image/png", headers={"Cache-Control": "private"})
 
-    @app.post(
-        "/v1/cells/{cell_id}/reviews", status_code=201, responses=_WRITE_ERRORS, tags=["review"]
-    )
-    def review(cell_id: CellId, body: ReviewBody, who: Reviewer) -> dict[str, Any]:
+    @router.post("/{cell_id}/reviews", status_code=201, responses=_WRITE_ERRORS, tags=["review"])
+    def review(cell_id: CellId, body: ReviewBody, who: Reviewer) -> ReviewOut:
         """Confirm, reclassify (``new_class``) or mark the cell poor quality."""
         recorded = reviews.review_cell(
             engine,
@@ -268,48 +198,53 @@ def create_app(settings: Settings, *, engine: Engine, store: ObjectStore) -> Fas
             new_class=body.new_class,
             reviewer=who.name,
         )
-        return {
-            "review_id": recorded.review.id,
-            "cell_id": cell_id,
-            "slide_id": recorded.slide_id,
-            "action": body.action.value,
-            "new_class": recorded.review.new_class,
-            "class": recorded.effective_class,
-            "review_status": recorded.review_status.value,
-            "reviewer": who.name,
-        }
-
-    @app.post("/v1/slides/{slide_id}/sign", responses=_WRITE_ERRORS, tags=["review"])
-    def sign(slide_id: SlideId, who: Reviewer) -> dict[str, Any]:
-        """Sign a completed slide whose cells are all reviewed; its report becomes final."""
-        reviews.sign_slide(engine, slide_id=slide_id, signer=who.name)
-        summary = queries.slide_summary(
-            engine, slide_id=slide_id, pathological_classes=pathological
+        return ReviewOut(
+            review_id=recorded.review.id,
+            cell_id=cell_id,
+            slide_id=recorded.slide_id,
+            action=body.action.value,
+            new_class=recorded.review.new_class,
+            cell_class=recorded.effective_class,
+            review_status=recorded.review_status.value,
+            reviewer=who.name,
         )
-        return _summary_json(summary)
 
-    @app.get(
-        "/v1/slides/{slide_id}/fhir",
-        responses={**_ERRORS, 200: {"content": {FHIR_JSON: {}}}},
-        response_class=JSONResponse,
-        tags=["slides"],
-    )
-    def fhir_report(slide_id: SlideId, _: Reader) -> JSONResponse:
-        """The differential as a FHIR R4 DiagnosticReport (final once signed)."""
-        summary = queries.slide_summary(
-            engine, slide_id=slide_id, pathological_classes=pathological
-        )
-        report = fhir.diagnostic_report(summary.slide, summary.differential, summary.flags)
-        return JSONResponse(report, media_type=FHIR_JSON)
+    return router
 
-    @app.get("/", include_in_schema=False)
+
+def _pages_router() -> APIRouter:
+    router = APIRouter(include_in_schema=False)
+
+    @router.get("/")
     def index_page() -> FileResponse:
         return FileResponse(WEB / "index.html", media_type="text/html")
 
-    @app.get("/slides/{slide_id}", include_in_schema=False)
+    @router.get("/slides/{slide_id}")
     def slide_page(slide_id: SlideId) -> FileResponse:
         return FileResponse(WEB / "slide.html", media_type="text/html")
 
+    return router
+
+
+def create_app(settings: Settings, *, engine: Engine, store: ObjectStore) -> FastAPI:
+    """The results API (a router per resource), the review page and the health routes."""
+    app = FastAPI(
+        title="Stainless results",
+        version="1",
+        description="WBC differentials, expert review, signing and FHIR reports; the review page.",
+    )
+    app.state.engine = engine
+    app.state.authenticator = Authenticator(settings.results)
+    install_error_handlers(app)
+
+    @app.get("/v1/me", responses=_ERRORS, tags=["auth"])
+    def me(who: Reader) -> MeOut:
+        """The name and role of the caller's key."""
+        return MeOut(name=who.name, role=who.role.value)
+
+    app.include_router(_slides_router(engine, tuple(settings.inference.pathological_classes)))
+    app.include_router(_cells_router(engine, store))
+    app.include_router(_pages_router())
     app.mount("/static", StaticFiles(directory=WEB), name="static")
     add_health_routes(app, lambda: ping(engine))
     return app

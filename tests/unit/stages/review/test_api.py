@@ -247,3 +247,23 @@ def test_health_and_metrics(client: TestClient) -> None:
     assert client.get("/health/live").json() == {"status": "live"}
     assert client.get("/health/ready").json() == {"status": "ready"}
     assert "stainless_results_reviews_total" in client.get("/metrics").text
+
+
+def test_openapi_documents_every_review_body(client: TestClient) -> None:
+    spec = client.get("/openapi.json").json()
+    documented = 0
+    for path, methods in spec["paths"].items():
+        if not path.startswith(("/v1/slides", "/v1/cells", "/v1/me")):
+            continue
+        for operation in methods.values():
+            answer = next(
+                operation["responses"][c] for c in ("200", "201") if c in operation["responses"]
+            )
+            schema = answer.get("content", {}).get("application/json", {}).get("schema")
+            if schema is None:  # images and the FHIR report have their own media types
+                continue
+            assert "$ref" in schema or "$ref" in schema.get("items", {}), (path, schema)
+            documented += 1
+    assert documented >= 7
+    cell = spec["components"]["schemas"]["CellDetailOut"]["properties"]
+    assert {"class", "probabilities", "confidence", "latest_review"} <= set(cell)

@@ -1,0 +1,231 @@
+"""The bodies the results API answers with, so that its OpenAPI documents every one.
+
+A cell's class is ``class`` in JSON (``cell_class`` in Python).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from stainless.core.db.cells import CellView
+from stainless.core.db.models import Slide
+from stainless.domain.cells import CLASS_ORDER, LEUKOCYTES
+from stainless.domain.review import ReviewAction
+from stainless.stages.review.queries import SlideRow, SlideSummary
+
+__all__ = [
+    "BoxOut",
+    "CellDetailOut",
+    "CellOut",
+    "DifferentialOut",
+    "FlagsOut",
+    "LatestReviewOut",
+    "MeOut",
+    "ReviewOut",
+    "SlideOut",
+    "SlideRowOut",
+    "SlideSummaryOut",
+]
+
+
+def _when(moment: datetime | None) -> str | None:
+    if moment is None:
+        return None
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).isoformat()
+
+
+class MeOut(BaseModel):
+    name: str
+    role: str
+
+
+class SlideOut(BaseModel):
+    id: str
+    external_id: str
+    patient_pseudonym: str
+    status: str
+    created_at: str | None
+    signed_by: str | None
+    signed_at: str | None
+
+    @classmethod
+    def slide_fields(cls, slide: Slide) -> dict[str, object]:
+        return {
+            "id": slide.id,
+            "external_id": slide.external_id,
+            "patient_pseudonym": slide.patient_pseudonym,
+            "status": slide.status.value,
+            "created_at": _when(slide.created_at),
+            "signed_by": slide.signed_by,
+            "signed_at": _when(slide.signed_at),
+        }
+
+
+class SlideRowOut(SlideOut):
+    """A slide in the list, with its cell counts."""
+
+    cells: int
+    needs_review: int
+    pending: int
+
+    @classmethod
+    def of(cls, row: SlideRow) -> SlideRowOut:
+        return cls.model_validate(
+            {
+                **cls.slide_fields(row.slide),
+                "cells": row.cells,
+                "needs_review": row.needs_review,
+                "pending": row.pending,
+            }
+        )
+
+
+class DifferentialOut(BaseModel):
+    counts: dict[str, int] = Field(description="Cells per class, every class included.")
+    percent: dict[str, float | None] = Field(description="Percent of leukocytes per class.")
+    leukocytes: int
+    counted: int
+    poor_quality: int
+    pending: int
+
+
+class FlagsOut(BaseModel):
+    pathological: list[str] = Field(description="Pathological classes present.")
+    needs_review: int
+    pending: int
+
+
+class SlideSummaryOut(SlideOut):
+    """A slide with its differential and flags."""
+
+    cells: int
+    needs_review: int
+    classes: list[str]
+    leukocyte_classes: list[str]
+    differential: DifferentialOut
+    flags: FlagsOut
+
+    @classmethod
+    def of(cls, summary: SlideSummary) -> SlideSummaryOut:
+        diff, flags = summary.differential, summary.flags
+        return cls.model_validate(
+            {
+                **cls.slide_fields(summary.slide),
+                "cells": diff.total,
+                "needs_review": diff.needs_review,
+                "classes": list(CLASS_ORDER),
+                "leukocyte_classes": list(LEUKOCYTES),
+                "differential": {
+                    "counts": diff.counts,
+                    "percent": diff.percent,
+                    "leukocytes": diff.leukocytes,
+                    "counted": diff.counted,
+                    "poor_quality": diff.poor_quality,
+                    "pending": diff.pending,
+                },
+                "flags": {
+                    "pathological": flags.pathological,
+                    "needs_review": flags.needs_review,
+                    "pending": flags.pending,
+                },
+            }
+        )
+
+
+class CellOut(BaseModel):
+    """A cell with its effective class, scores and image links."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    id: str
+    slide_id: str
+    field_index: int
+    index: int
+    cell_class: str | None = Field(alias="class", description="The effective class.")
+    predicted_class: str | None
+    confidence: float | None = Field(description="δ of the stained image.")
+    uncertainty: float | None = Field(description="γ of the stained image.")
+    review_status: str
+    images: dict[str, str] = Field(description="Image kind → URL of the PNG.")
+
+    @staticmethod
+    def cell_fields(view: CellView, images: dict[str, str]) -> dict[str, object]:
+        prediction = view.prediction
+        return {
+            "id": view.cell.id,
+            "slide_id": view.cell.slide_id,
+            "field_index": view.cell.field_index,
+            "index": view.cell.index,
+            "class": view.effective_class,
+            "predicted_class": prediction.predicted_class if prediction else None,
+            "confidence": prediction.confidence if prediction else None,
+            "uncertainty": prediction.uncertainty if prediction else None,
+            "review_status": view.review_status.value,
+            "images": images,
+        }
+
+    @classmethod
+    def of(cls, view: CellView, images: dict[str, str]) -> CellOut:
+        return cls.model_validate(cls.cell_fields(view, images))
+
+
+class BoxOut(BaseModel):
+    x0: int
+    y0: int
+    x1: int
+    y1: int
+
+
+class LatestReviewOut(BaseModel):
+    action: str
+    new_class: str | None
+    reviewer: str
+    at: str | None
+
+
+class CellDetailOut(CellOut):
+    """A cell with its probabilities, model version, box and latest review."""
+
+    probabilities: dict[str, float]
+    model_version: str | None
+    box: BoxOut
+    at_border: bool
+    latest_review: LatestReviewOut | None
+
+    @classmethod
+    def of(cls, view: CellView, images: dict[str, str]) -> CellDetailOut:
+        prediction, review, cell = view.prediction, view.latest_review, view.cell
+        return cls.model_validate(
+            {
+                **cls.cell_fields(view, images),
+                "probabilities": prediction.probabilities if prediction else {},
+                "model_version": prediction.model_version if prediction else None,
+                "box": {"x0": cell.x0, "y0": cell.y0, "x1": cell.x1, "y1": cell.y1},
+                "at_border": cell.at_border,
+                "latest_review": None
+                if review is None
+                else {
+                    "action": ReviewAction(review.action).value,
+                    "new_class": review.new_class,
+                    "reviewer": review.reviewer,
+                    "at": _when(review.created_at),
+                },
+            }
+        )
+
+
+class ReviewOut(BaseModel):
+    """A recorded review and the cell's state after it."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    review_id: str
+    cell_id: str
+    slide_id: str
+    action: str
+    new_class: str | None
+    cell_class: str | None = Field(alias="class", description="The effective class now.")
+    review_status: str
+    reviewer: str
