@@ -11,23 +11,14 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from stainless_training.config import ConfigError, ModelKind, load_config
+from stainless_training.kinds import trainer_module
 
 TrainFunction = Callable[..., Path]
 
 
 def trainer_for(kind: ModelKind) -> TrainFunction:
     """The ``train(config, out, on_step=...)`` function of a model kind (imported lazily)."""
-    if kind is ModelKind.DISENTANGLED:
-        from stainless_training import disentangled
-
-        return disentangled.train
-    if kind is ModelKind.PAIRED:
-        from stainless_training import paired
-
-        return paired.train
-    from stainless_training import mtmd
-
-    return mtmd.train
+    return trainer_module(kind).train
 
 
 app = typer.Typer(pretty_exceptions_enable=False, add_completion=False)

@@ -30,7 +30,6 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Protocol
 
 import torch
 from torch import Tensor
@@ -57,24 +56,20 @@ from stainless_training.config import (
     TrainingConfig,
 )
 from stainless_training.phantom_data import CellDataset, phantom_samples
+from stainless_training.plumbing import (
+    Samples,
+    SampleSource,
+    Stateful,
+    TrainerWorkload,
+    load_state,
+    save_state,
+)
 from stainless_training.runs import train_in_process
 from stainless_training.schedules import Pass, PhasedSchedule
 
 Logs = dict[str, float]
 
 
-class Samples(Protocol):
-    """Training cells: items as ``CellDataset`` gives them, and their classes."""
-
-    @property
-    def labels(self) -> list[int]: ...
-
-    def __len__(self) -> int: ...
-
-    def __getitem__(self, index: int) -> dict[str, Tensor]: ...
-
-
-SampleSource = Callable[[int], Samples]
 BACKGROUND_AND_RED_CELLS = (0, 1)
 """Mask classes the structure loss keeps for an output with a generated structure (6.3)."""
 IGNORE = -1  # mask label of pixels without annotation (the losses' ignore_index)
@@ -361,25 +356,20 @@ class DisentangledTrainer:
         logs["translator"] = float(loss.detach())
         return {k if k.startswith("generator") else f"generator_{k}": v for k, v in logs.items()}
 
-    def state(self, step: int) -> dict[str, object]:
+    def _parts(self) -> dict[str, Stateful]:
         return {
-            "step": step,
-            "translator": self.translator.state_dict(),
-            "critic": self.critic.state_dict(),
-            "segmenter": self.structure_critic.state_dict(),
-            "translator_optimiser": self.translator_optimiser.state_dict(),
-            "critic_optimiser": self.critic_optimiser.state_dict(),
-            "random": self.random.get_state(),
+            "translator": self.translator,
+            "critic": self.critic,
+            "translator_optimiser": self.translator_optimiser,
+            "critic_optimiser": self.critic_optimiser,
         }
+
+    def state(self, step: int) -> dict[str, object]:
+        return save_state(step, self.random, {**self._parts(), "segmenter": self.structure_critic})
 
     def load(self, state: dict[str, object]) -> int:
         """Restore a :meth:`state` (the structure critic is restored by the caller)."""
-        self.translator.load_state_dict(state["translator"])  # type: ignore[arg-type]
-        self.critic.load_state_dict(state["critic"])  # type: ignore[arg-type]
-        self.translator_optimiser.load_state_dict(state["translator_optimiser"])  # type: ignore[arg-type]
-        self.critic_optimiser.load_state_dict(state["critic_optimiser"])  # type: ignore[arg-type]
-        self.random.set_state(state["random"])  # type: ignore[arg-type]
-        return int(state["step"])  # type: ignore[call-overload,no-any-return]
+        return load_state(state, self.random, self._parts())
 
 
 def model_config(config: TrainingConfig) -> DisentangledConfig:
@@ -388,7 +378,7 @@ def model_config(config: TrainingConfig) -> DisentangledConfig:
     return DisentangledConfig.thesis()
 
 
-class DisentangledWorkload:
+class DisentangledWorkload(TrainerWorkload):
     """Model 2 as a :class:`~stainless_training.distributed.Workload`: trainer and samples.
 
     * Pairs: every cell takes part — its DIC crop is translated to brightfield; a cell
@@ -403,6 +393,8 @@ class DisentangledWorkload:
       from its checkpoint (:meth:`load`).
     """
 
+    trainer: DisentangledTrainer
+
     def __init__(
         self,
         trainer: DisentangledTrainer,
@@ -413,12 +405,10 @@ class DisentangledWorkload:
     ) -> None:
         if len(dataset) == 0:
             raise ValueError("model 2 needs training cells; the dataset has none")
-        self.trainer = trainer
-        self.dataset = dataset
+        super().__init__(trainer, dataset, dataset.labels)
         self.batch_size = min(batch_size, len(set(dataset.labels)))
         self.segmenter_settings = segmenter_settings
         self.seed = seed
-        self.device = torch.device("cpu")
 
     @property
     def modules(self) -> list[torch.nn.Module]:
@@ -432,15 +422,6 @@ class DisentangledWorkload:
     @property
     def optimizers(self) -> list[torch.optim.Optimizer]:
         return [self.trainer.translator_optimiser, self.trainer.critic_optimiser]
-
-    @property
-    def labels(self) -> list[int]:
-        return self.dataset.labels
-
-    def to(self, device: torch.device) -> None:
-        for module in [*self.modules, *self.frozen]:
-            module.to(device)
-        self.device = device
 
     def prepare(self, on_step: Callable[[int, Logs], None] | None = None) -> None:
         """Start of a fresh run: pre-train the U-Net unless its weights were given."""
@@ -458,12 +439,9 @@ class DisentangledWorkload:
         items = default_collate([self.dataset[i] for i in indices])
         return self.trainer.step(Batch.from_items(items).to(self.device), step)
 
-    def state(self, step: int) -> dict[str, object]:
-        return self.trainer.state(step)
-
     def load(self, state: dict[str, object]) -> int:
         self.trainer.structure_critic.load_state_dict(state["segmenter"])  # type: ignore[arg-type]
-        return self.trainer.load(state)
+        return super().load(state)
 
 
 def workload(config: TrainingConfig, samples: SampleSource | None = None) -> DisentangledWorkload:

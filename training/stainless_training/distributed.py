@@ -40,6 +40,8 @@ import torch.distributed as dist
 from torch import nn
 
 from stainless_training.config import ModelKind, TrainingConfig, dump_config
+from stainless_training.kinds import KINDS, trainer_module
+from stainless_training.plumbing import SampleSource
 from stainless_training.runs import CHECKPOINT, batch_plan
 
 if TYPE_CHECKING:
@@ -77,33 +79,16 @@ class Workload(Protocol):
     # of a fresh run, not when resuming from a checkpoint).
 
 
-SampleSource = Callable[[int], Any]  # image size -> training cells
 WorkloadFactory = Callable[[TrainingConfig, SampleSource | None], Workload]
 
 
-def _mtmd(config: TrainingConfig, samples: SampleSource | None) -> Workload:
-    from stainless_training.mtmd import workload
-
-    return workload(config, samples)
-
-
-def _disentangled(config: TrainingConfig, samples: SampleSource | None) -> Workload:
-    from stainless_training.disentangled import workload
-
-    return workload(config, samples)
+def _workload(config: TrainingConfig, samples: SampleSource | None) -> Workload:
+    workload: Workload = trainer_module(config.model).workload(config, samples)
+    return workload
 
 
-def _paired(config: TrainingConfig, samples: SampleSource | None) -> Workload:
-    from stainless_training.paired import workload
-
-    return workload(config, samples)
-
-
-WORKLOADS: dict[ModelKind, WorkloadFactory] = {
-    ModelKind.MTMD: _mtmd,
-    ModelKind.DISENTANGLED: _disentangled,
-    ModelKind.PAIRED: _paired,
-}
+WORKLOADS: dict[ModelKind, WorkloadFactory] = dict.fromkeys(KINDS, _workload)
+"""Model kind → the factory of its workload (``stainless_training.kinds``)."""
 
 
 def average_gradients(optimizers: Sequence[torch.optim.Optimizer], world: int) -> None:

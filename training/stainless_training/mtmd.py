@@ -13,7 +13,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
 import torch
 from torch import Tensor
@@ -37,25 +36,19 @@ from stainless.ml.models.mtmd import (
 )
 from stainless_training.config import LossWeights, ModelSize, TrainingConfig
 from stainless_training.phantom_data import CellDataset, phantom_samples
+from stainless_training.plumbing import (
+    Samples,
+    SampleSource,
+    Stateful,
+    TrainerWorkload,
+    load_state,
+    save_state,
+)
 from stainless_training.runs import paired_cells, train_in_process
 from stainless_training.schedules import Pass, PhasedSchedule
 
 Logs = dict[str, float]
 IGNORE = -1  # mask label of pixels without annotation (segmentation_loss's ignore_index)
-
-
-class Samples(Protocol):
-    """Training cells: items as ``CellDataset`` gives them, and their classes."""
-
-    @property
-    def labels(self) -> list[int]: ...
-
-    def __len__(self) -> int: ...
-
-    def __getitem__(self, index: int) -> dict[str, Tensor]: ...
-
-
-SampleSource = Callable[[int], Samples]
 
 
 @dataclass(frozen=True)
@@ -196,43 +189,39 @@ class MultiTaskTrainer:
         self.translator_optimiser.step()
         return {f"generator_{k}": v for k, v in logs.items()}
 
-    def state(self, step: int) -> dict[str, object]:
+    def _parts(self) -> dict[str, Stateful]:
         return {
-            "step": step,
-            "translator": self.translator.state_dict(),
-            "critic": self.critic.state_dict(),
-            "translator_optimiser": self.translator_optimiser.state_dict(),
-            "critic_optimiser": self.critic_optimiser.state_dict(),
-            "random": self.random.get_state(),
+            "translator": self.translator,
+            "critic": self.critic,
+            "translator_optimiser": self.translator_optimiser,
+            "critic_optimiser": self.critic_optimiser,
         }
+
+    def state(self, step: int) -> dict[str, object]:
+        return save_state(step, self.random, self._parts())
 
     def load(self, state: dict[str, object]) -> int:
         """Restore a :meth:`state`; return the step to continue from."""
-        self.translator.load_state_dict(state["translator"])  # type: ignore[arg-type]
-        self.critic.load_state_dict(state["critic"])  # type: ignore[arg-type]
-        self.translator_optimiser.load_state_dict(state["translator_optimiser"])  # type: ignore[arg-type]
-        self.critic_optimiser.load_state_dict(state["critic_optimiser"])  # type: ignore[arg-type]
-        self.random.set_state(state["random"])  # type: ignore[arg-type]
-        return int(state["step"])  # type: ignore[call-overload,no-any-return]
+        return load_state(state, self.random, self._parts())
 
 
 def model_config(config: TrainingConfig) -> MultiTaskConfig:
     return MultiTaskConfig.tiny() if config.size is ModelSize.TINY else MultiTaskConfig.thesis()
 
 
-class MultiTaskWorkload:
+class MultiTaskWorkload(TrainerWorkload):
     """Model 1 as a :class:`~stainless_training.distributed.Workload`: trainer and samples.
 
     Samples without a brightfield pair cannot be translated both ways and are left out;
     pixels of samples without a mask do not count in the segmentation loss.
     """
 
+    trainer: MultiTaskTrainer
+
     def __init__(self, trainer: MultiTaskTrainer, dataset: Samples, batch_size: int) -> None:
-        self.trainer = trainer
-        self.dataset = dataset
-        self._indices, self._labels = paired_cells(dataset, "model 1")
-        self.batch_size = min(batch_size, len(set(self._labels)))
-        self.device = torch.device("cpu")
+        self._indices, labels = paired_cells(dataset, "model 1")
+        super().__init__(trainer, dataset, labels)
+        self.batch_size = min(batch_size, len(set(labels)))
 
     @property
     def modules(self) -> list[torch.nn.Module]:
@@ -242,27 +231,12 @@ class MultiTaskWorkload:
     def optimizers(self) -> list[torch.optim.Optimizer]:
         return [self.trainer.translator_optimiser, self.trainer.critic_optimiser]
 
-    @property
-    def labels(self) -> list[int]:
-        return self._labels
-
-    def to(self, device: torch.device) -> None:
-        for module in self.modules:
-            module.to(device)
-        self.device = device
-
     def step(self, indices: list[int], step: int) -> Logs:
         items = default_collate([self.dataset[self._indices[i]] for i in indices])
         if "has_mask" in items:
             items["mask"][~items["has_mask"]] = IGNORE
         batch = Batch.from_items({k: v.to(self.device) for k, v in items.items()})
         return self.trainer.step(batch, step)
-
-    def state(self, step: int) -> dict[str, object]:
-        return self.trainer.state(step)
-
-    def load(self, state: dict[str, object]) -> int:
-        return self.trainer.load(state)
 
 
 def workload(config: TrainingConfig, samples: SampleSource | None = None) -> MultiTaskWorkload:

@@ -26,7 +26,6 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
 import torch
 from torch import Tensor
@@ -50,25 +49,19 @@ from stainless.ml.models.paired import (
 )
 from stainless_training.config import LossWeights, ModelSize, TrainingConfig
 from stainless_training.phantom_data import CellDataset, phantom_samples
+from stainless_training.plumbing import (
+    Samples,
+    SampleSource,
+    Stateful,
+    TrainerWorkload,
+    load_state,
+    save_state,
+)
 from stainless_training.runs import batches_per_epoch, paired_cells, train_in_process
 from stainless_training.sampling import frequency_weights
 from stainless_training.schedules import Pass, PhasedSchedule, use_frequency_balancing
 
 Logs = dict[str, float]
-
-
-class Samples(Protocol):
-    """Training cells: items as ``CellDataset`` gives them, and their classes."""
-
-    @property
-    def labels(self) -> list[int]: ...
-
-    def __len__(self) -> int: ...
-
-    def __getitem__(self, index: int) -> dict[str, Tensor]: ...
-
-
-SampleSource = Callable[[int], Samples]
 
 
 @dataclass(frozen=True)
@@ -197,31 +190,27 @@ class PairedTrainer:
         logs |= matching_logs | reconstruction_logs | class_logs
         return {k if k == "generator" else f"generator_{k}": v for k, v in logs.items()}
 
-    def state(self, step: int) -> dict[str, object]:
+    def _parts(self) -> dict[str, Stateful]:
         return {
-            "step": step,
-            "generator": self.generator.state_dict(),
-            "critic": self.critic.state_dict(),
-            "generator_optimiser": self.generator_optimiser.state_dict(),
-            "critic_optimiser": self.critic_optimiser.state_dict(),
-            "random": self.random.get_state(),
+            "generator": self.generator,
+            "critic": self.critic,
+            "generator_optimiser": self.generator_optimiser,
+            "critic_optimiser": self.critic_optimiser,
         }
+
+    def state(self, step: int) -> dict[str, object]:
+        return save_state(step, self.random, self._parts())
 
     def load(self, state: dict[str, object]) -> int:
         """Restore a :meth:`state`; return the step to continue from."""
-        self.generator.load_state_dict(state["generator"])  # type: ignore[arg-type]
-        self.critic.load_state_dict(state["critic"])  # type: ignore[arg-type]
-        self.generator_optimiser.load_state_dict(state["generator_optimiser"])  # type: ignore[arg-type]
-        self.critic_optimiser.load_state_dict(state["critic_optimiser"])  # type: ignore[arg-type]
-        self.random.set_state(state["random"])  # type: ignore[arg-type]
-        return int(state["step"])  # type: ignore[call-overload,no-any-return]
+        return load_state(state, self.random, self._parts())
 
 
 def model_config(config: TrainingConfig) -> PairedConfig:
     return PairedConfig.tiny() if config.size is ModelSize.TINY else PairedConfig.thesis()
 
 
-class PairedWorkload:
+class PairedWorkload(TrainerWorkload):
     """Model 3 as a :class:`~stainless_training.distributed.Workload`: trainer and samples.
 
     * Pairs: the brightfield crop is the target (reconstruction, the critic's real pair),
@@ -232,17 +221,17 @@ class PairedWorkload:
       distributed run balances the same steps, the last ``balanced_fraction`` of the run.
     """
 
+    trainer: PairedTrainer
+
     def __init__(
         self, trainer: PairedTrainer, dataset: Samples, batch_size: int, config: TrainingConfig
     ) -> None:
-        self.trainer = trainer
-        self.dataset = dataset
-        self._indices, self._labels = paired_cells(dataset, "model 3")
-        self.batch_size = min(batch_size, len(set(self._labels)))
+        self._indices, labels = paired_cells(dataset, "model 3")
+        super().__init__(trainer, dataset, labels)
+        self.batch_size = min(batch_size, len(set(labels)))
         self.per_epoch = batches_per_epoch(self._labels, batch_size=self.batch_size)
         self.epochs = math.ceil(config.steps / self.per_epoch)
         self.balanced_fraction = config.balanced_fraction
-        self.device = torch.device("cpu")
 
     @property
     def modules(self) -> list[torch.nn.Module]:
@@ -252,16 +241,10 @@ class PairedWorkload:
     def optimizers(self) -> list[torch.optim.Optimizer]:
         return [self.trainer.generator_optimiser, self.trainer.critic_optimiser]
 
-    @property
-    def labels(self) -> list[int]:
-        return self._labels
-
     def to(self, device: torch.device) -> None:
-        for module in self.modules:
-            module.to(device)
+        super().to(device)
         if self.trainer.class_weights is not None:
             self.trainer.class_weights = self.trainer.class_weights.to(device)
-        self.device = device
 
     def epoch(self, step: int) -> int:
         return step // self.per_epoch
@@ -273,12 +256,6 @@ class PairedWorkload:
             self.epoch(step), epochs=self.epochs, balanced_fraction=self.balanced_fraction
         )
         return self.trainer.step(batch, step, balanced=balanced)
-
-    def state(self, step: int) -> dict[str, object]:
-        return self.trainer.state(step)
-
-    def load(self, state: dict[str, object]) -> int:
-        return self.trainer.load(state)
 
 
 def workload(config: TrainingConfig, samples: SampleSource | None = None) -> PairedWorkload:
