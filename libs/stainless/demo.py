@@ -64,7 +64,7 @@ DEMO_DETECTORS = {"brightfield": DetectorKind.LEARNED, "dic": DetectorKind.LEARN
 """The detector of each modality with more grid cells on target in ``bench robustness``
 (README, "Slides from any lab"): brightfield 23 of 32 learned against 22 classical; DIC
 19 learned against 12 classical."""
-DETECTOR_CHECKPOINTS = Path(__file__).resolve().parents[3] / "training/detector_model"
+DETECTOR_CHECKPOINTS = Path(__file__).resolve().parents[2] / "training/detector_model"
 """The committed phantom-trained detectors (``bf.pt``, ``dic.pt``), from the source tree."""
 
 
