@@ -44,7 +44,10 @@ def main(docs: Path, port: int = 8093) -> None:
         checkpoint = ROOT / "training/demo_model/checkpoint.pt"
         _, slide = run_demo(settings, out=root / "demo", fields=8, seed=3, checkpoint=checkpoint)
         app = create_app(
-            settings, engine=create_db_engine(settings.database), store=create_store(settings.store)
+            settings.results,
+            settings.clinical,
+            engine=create_db_engine(settings.database),
+            store=create_store(settings.store),
         )
         server = HealthServer(app, host="127.0.0.1", port=port)
         server.start()

@@ -1,5 +1,8 @@
 """The demo: one phantom slide through the whole pipeline, on embedded defaults.
 
+It composes the same ``build`` of each stage that the services run, on one engine and one
+bus, and runs their loops a round at a time until the pipeline is idle.
+
 Steps: migrate the database; export the demo model into the model repository if it is
 not there yet, and the learned detectors the demo selects (``DEMO_DETECTORS``: the
 better of each modality in ``stainless bench robustness``, unless the settings choose);
@@ -15,10 +18,10 @@ that ran, elapsed seconds), ``report.html`` and ``phantom.png``.
 from __future__ import annotations
 
 import json
+import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,14 +32,15 @@ from sqlalchemy import Engine
 from sqlalchemy.engine import make_url
 from sqlmodel import Session, col, func, select
 
-from stainless.core.config import DetectorKind, Settings
+from stainless.core import relay
+from stainless.core.config import DetectorKind, Settings, part
 from stainless.core.db.cells import CellView, cell_views
 from stainless.core.db.engine import create_db_engine, session_scope
 from stainless.core.db.migrate import upgrade
 from stainless.core.db.models import Cell, OutboxEvent, Registration, Scanner
 from stainless.core.events import ALL_TOPICS, EventBus, create_bus
-from stainless.core.events.outbox import OutboxRelay
-from stainless.core.inference import InferencePort, create_inference
+from stainless.core.relay import RelayServiceSettings
+from stainless.core.runners import Service
 from stainless.core.storage import ObjectStore, create_store
 from stainless.core.tasks import create_celery
 from stainless.datasets.phantom import register_phantom_task
@@ -47,13 +51,14 @@ from stainless.ml.export.checkpoint import export_checkpoint
 from stainless.ml.export.detector import DETECTOR_MANIFEST, DETECTOR_MODELS, write_detector
 from stainless.ml.export.triton import InstanceKind
 from stainless.ml.models.detector import Modality
-from stainless.stages.inference.stage import CellStainer, inference_consumer
-from stainless.stages.ingestion.api import create_app
-from stainless.stages.ingestion.ingestor import Ingestor
+from stainless.stages.inference import service as inference
+from stainless.stages.inference.service import InferenceServiceSettings
+from stainless.stages.ingestion import api as ingestion
+from stainless.stages.ingestion.api import IngestionServiceSettings
 from stainless.stages.ingestion.scanners import register_scanner, rotate_key
-from stainless.stages.registration.consumers import registration_consumer
+from stainless.stages.registration import service as registration
 from stainless.stages.registration.detectors import describe_detectors
-from stainless.stages.registration.tasks import register_field_task
+from stainless.stages.registration.service import RegistrationServiceSettings
 from stainless.stages.review.queries import slide_summary
 from stainless.stages.review.report import write_report
 
@@ -62,8 +67,7 @@ log = structlog.get_logger(__name__)
 DEMO_SCANNER = "demo-scanner"
 DEMO_DETECTORS = {"brightfield": DetectorKind.LEARNED, "dic": DetectorKind.LEARNED}
 """The detector of each modality with more grid cells on target in ``bench robustness``
-(README, "Slides from any lab"): brightfield 23 of 32 learned against 22 classical; DIC
-19 learned against 12 classical."""
+(README, "Slides from any lab", ``docs/robustness.json``)."""
 DETECTOR_CHECKPOINTS = Path(__file__).resolve().parents[2] / "training/detector_model"
 """The committed phantom-trained detectors (``bf.pt``, ``dic.pt``), from the source tree."""
 
@@ -99,29 +103,20 @@ def _upload_slide(
 
 
 def _process(
-    settings: Settings, engine: Engine, bus: EventBus, stainer: CellStainer, slide_id: str
+    services: dict[str, Service], engine: Engine, slide_id: str
 ) -> tuple[dict[str, int], dict[str, float]]:
-    """Relay and consume until the pipeline is idle.
+    """Run each stage's loop a round at a time until the pipeline is idle.
 
     Returns the slide's events per topic and the seconds each stage (relay, registration,
     inference) spent handling them.
     """
-    task = register_field_task(create_celery(settings), settings)
-    relay = OutboxRelay(engine, bus)
-    stages: dict[str, Callable[[], int]] = {
-        "relay": relay.drain,
-        "registration": registration_consumer(
-            bus, engine, lambda slide, index: task.delay(slide_id=slide, field_index=index).get()
-        ).poll_once,
-        "inference": inference_consumer(bus, engine, stainer).poll_once,
-    }
-    seconds = dict.fromkeys(stages, 0.0)
+    seconds = dict.fromkeys(services, 0.0)
     busy = True
     while busy:
         busy = False
-        for name, step in stages.items():
+        for name, service in services.items():
             started = time.perf_counter()
-            busy = step() > 0 or busy
+            busy = service.loop.poll_once() > 0 or busy
             seconds[name] += time.perf_counter() - started
     with Session(engine) as session:
         rows = session.exec(
@@ -181,13 +176,31 @@ def _registration_report(engine: Engine, slide_id: str, entry: dict[str, Any]) -
     }
 
 
-def _model_repository(settings: Settings, checkpoint: Path) -> InferencePort:
-    """The inference port over the model repository, exported from ``checkpoint`` if empty."""
+def _export_model(settings: Settings, checkpoint: Path) -> None:
+    """Export ``checkpoint`` into the inference model repository if it is empty."""
     repo = Path(settings.inference.model_repository)
     if not (repo / MANIFEST).is_file():
         log.info("exporting the demo model", checkpoint=str(checkpoint), repo=str(repo))
         export_checkpoint(checkpoint, repo, instance=InstanceKind.CPU)
-    return create_inference(settings.inference)
+
+
+def _stages(settings: Settings, engine: Engine, bus: EventBus) -> dict[str, Service]:
+    """The relay and the two consumer stages, from the builds their services run, on one
+    engine and one bus."""
+    stop = threading.Event()
+    return {
+        "relay": relay.build(part(settings, RelayServiceSettings), stop, engine=engine, bus=bus),
+        "registration": registration.build(
+            part(settings, RegistrationServiceSettings),
+            stop,
+            engine=engine,
+            bus=bus,
+            wait_for_fields=True,
+        ),
+        "inference": inference.build(
+            part(settings, InferenceServiceSettings), stop, engine=engine, bus=bus
+        ),
+    }
 
 
 def _demo_detectors(settings: Settings, checkpoints: Path) -> Settings:
@@ -234,31 +247,32 @@ def run_demo(
     upgrade(settings.database.url)
     engine = create_db_engine(settings.database)
     store = create_store(settings.store)
-    inference = _model_repository(settings, checkpoint)
-    stainer = CellStainer(store=store, inference=inference, settings=settings.inference)
+    _export_model(settings, checkpoint)
     bus = create_bus(settings.bus, client_id="stainless-demo")
     bus.ensure_topics(ALL_TOPICS)
+    services = _stages(settings, engine, bus)
+    stained = services["inference"].details
 
     run_id = f"demo-{seed}-{uuid.uuid4().hex[:8]}"
     prefix = f"phantom/{run_id}"
     entry: dict[str, Any] = (
-        register_phantom_task(create_celery(settings), settings)
+        register_phantom_task(create_celery(settings.tasks), settings.store)
         .delay(prefix=prefix, slide_index=0, fields=fields, seed=seed)
         .get(timeout=settings.tasks.task_time_limit_s)
     )
 
-    api = create_app(settings, engine=engine, ingestor=Ingestor(engine, store, settings.ingestion))
+    api = ingestion.build(part(settings, IngestionServiceSettings), engine=engine)
     pipeline_started = time.perf_counter()
     with TestClient(api, headers={"X-API-Key": _scanner_key(engine)}) as client:
         slide_id = _upload_slide(client, store, entry, run_id)
     upload_s = time.perf_counter() - pipeline_started
-    published, stage_seconds = _process(settings, engine, bus, stainer, slide_id)
+    published, stage_seconds = _process(services, engine, slide_id)
     pipeline_s = time.perf_counter() - pipeline_started
 
     (out / "phantom.png").write_bytes(store.get(f"{prefix}/slide_000/phantom.png"))
     classes = Counter(cell["class"] for field in entry["fields"] for cell in field["cells"])
     results = slide_summary(
-        engine, slide_id=slide_id, pathological_classes=settings.inference.pathological_classes
+        engine, slide_id=slide_id, pathological_classes=settings.clinical.pathological_classes
     )
     with Session(engine) as session:
         views = cell_views(session, slide_id=slide_id)
@@ -267,8 +281,8 @@ def run_demo(
         summary=results,
         views=views,
         store=store,
-        threshold=stainer.review_threshold,
-        model_version=stainer.model_version,
+        threshold=float(stained["review_threshold"]),  # type: ignore[arg-type]
+        model_version=str(stained["model_version"]),
     )
     summary = {
         "slide_id": slide_id,
@@ -280,7 +294,7 @@ def run_demo(
         },
         "needs_review": results.differential.needs_review,
         **_confidence_report(views),
-        "model_version": stainer.model_version,
+        "model_version": stained["model_version"],
         "external_id": run_id,
         "fields": len(entry["fields"]),
         "images_uploaded": 2 * len(entry["fields"]),
@@ -302,7 +316,8 @@ def run_demo(
     }
     path = out / "summary.json"
     path.write_text(json.dumps(summary, indent=2) + "\n")
-    inference.close()
+    for service in services.values():
+        service.close()
     bus.close()
     engine.dispose()
     log.info(

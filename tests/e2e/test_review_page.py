@@ -58,7 +58,10 @@ def served(tmp_path: Path, unused_port: int) -> Iterator[Served]:
     )
     _, slide_id = run_demo(settings, out=root / "demo", fields=3, seed=7, checkpoint=CHECKPOINT)
     app = create_app(
-        settings, engine=create_db_engine(settings.database), store=create_store(settings.store)
+        settings.results,
+        settings.clinical,
+        engine=create_db_engine(settings.database),
+        store=create_store(settings.store),
     )
     server = HealthServer(app, host="127.0.0.1", port=unused_port)
     server.start()

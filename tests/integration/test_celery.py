@@ -43,7 +43,7 @@ def worker(worker_settings: Settings, tmp_path: Path) -> Iterator[subprocess.Pop
         "STAINLESS_WORKER__METRICS_PORT": str(worker_settings.worker.metrics_port),
         "STAINLESS_LOG__FORMAT": "console",
     }
-    create_celery(worker_settings).control.purge()
+    create_celery(worker_settings.tasks).control.purge()
     log = (tmp_path / "worker.log").open("wb")
     process = subprocess.Popen(
         [
@@ -83,7 +83,7 @@ def _get(url: str, timeout_s: float = 30.0) -> tuple[int, bytes]:
 def test_a_real_worker_renders_a_phantom_slide(
     worker: subprocess.Popen[bytes], worker_settings: Settings, tmp_path: Path
 ) -> None:
-    task = register_phantom_task(create_celery(worker_settings), worker_settings)
+    task = register_phantom_task(create_celery(worker_settings.tasks), worker_settings.store)
     result = task.delay(prefix="raw/celery", slide_index=0, fields=2, seed=3, width=320, height=256)
     entry = result.get(timeout=180)
     assert worker.poll() is None, (tmp_path / "worker.log").read_text()
@@ -103,7 +103,7 @@ def test_a_real_worker_renders_a_phantom_slide(
 def test_bad_arguments_fail_the_task_with_the_reason(
     worker: subprocess.Popen[bytes], worker_settings: Settings
 ) -> None:
-    task = register_phantom_task(create_celery(worker_settings), worker_settings)
+    task = register_phantom_task(create_celery(worker_settings.tasks), worker_settings.store)
     escaping = task.delay(prefix="../escape", slide_index=0, fields=1, seed=1)
     with pytest.raises(ValueError, match=r"object key '\.\./escape' has a '\.\.' segment"):
         escaping.get(timeout=120)

@@ -1,6 +1,6 @@
 """The learned detector on a real local Ray cluster: 2 workers → detector.pt → served model.
 
-``stainless train-detector`` trains a tiny detector on 2 gradient-averaged workers with
+``stainless-train detector`` trains a tiny detector on 2 gradient-averaged workers with
 checkpoints in a local storage folder; its ``detector.pt`` is exported into a model
 repository and served in this process on a phantom field. (Resuming is checked without
 Ray, exactly, in ``tests/unit/training/test_detector.py``: another Ray run here would
@@ -50,7 +50,7 @@ def test_the_cli_trains_on_two_workers_into_a_served_detector(
     config.write_text(yaml.safe_dump(TINY.model_dump(mode="json", exclude={"modality"})))
     out = tmp_path / "out"
     arguments = ["--modality", "bf", "--out", str(out), "--workers", "2", "--config", str(config)]
-    result = CliRunner().invoke(app, ["train-detector", *arguments])
+    result = CliRunner().invoke(app, ["detector", *arguments])
     assert result.exit_code == 0, result.output
     assert "2 worker(s)" in result.output and "wrote" in result.output
     assert (yaml.safe_load((out / "detector.yaml").read_text())) == TINY.model_dump(mode="json")

@@ -21,6 +21,7 @@ import pytest
 from sqlmodel import Session, select
 
 from stainless.core.config import (
+    ClinicalSettings,
     DatabaseSettings,
     InferenceSettings,
     Settings,
@@ -141,6 +142,7 @@ def test_a_snapshot_trains_on_two_workers_into_a_served_model(
         store=store,
         inference=LocalInference(repo),
         settings=InferenceSettings(refresh_interval_s=0),
+        pathological_classes=ClinicalSettings().pathological_classes,
         repository=lambda: read_manifest(repo),
     )
     assert stainer.model_version == "mtmd-tiny/1"

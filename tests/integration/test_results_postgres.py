@@ -60,7 +60,12 @@ def test_review_sign_and_report_on_postgres(postgres_url: str, tmp_path: Path) -
                 )
             )
     client = TestClient(
-        create_app(settings, engine=engine, store=LocalObjectStore(tmp_path / "store"))
+        create_app(
+            settings.results,
+            settings.clinical,
+            engine=engine,
+            store=LocalObjectStore(tmp_path / "store"),
+        )
     )
 
     refused = client.post(f"/v1/slides/{slide.id}/sign", headers=REVIEWER)

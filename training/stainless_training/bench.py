@@ -1,4 +1,4 @@
-"""``stainless bench training``: Ray Train throughput on 1 and 2 workers, in one run.
+"""``stainless-train bench``: Ray Train throughput on 1 and 2 workers, in one run.
 
 The tiny model 1 trains on phantom cells for ``steps`` steps with 1 worker, then with
 2 workers, each worker pinned to one core with one torch thread. Samples per second

@@ -1,4 +1,4 @@
-"""``stainless train-detector``: train the learned white-cell detector on Ray Train.
+"""``stainless-train detector``: train the learned white-cell detector on Ray Train.
 
 The run always goes through Ray, one worker or many (the same checkpoints, the same
 restart of failed workers from the last one, the same code path on a laptop and on a
@@ -17,7 +17,6 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from stainless.core.config import Settings
 from stainless.core.storage import create_store
 from stainless_training.detector import (
     DetectorTrainConfig,
@@ -30,12 +29,13 @@ from stainless_training.distributed import (
     storage_for,
     store_payload,
 )
+from stainless_training.settings import TrainingSettings
 
 __all__ = ["train"]
 
 
 def train(
-    settings: Settings,
+    settings: TrainingSettings,
     config: DetectorTrainConfig,
     out: Path,
     *,

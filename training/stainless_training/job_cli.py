@@ -20,6 +20,7 @@ from stainless.core.logs import configure_logging
 from stainless.stages.retraining.jobs import JobError, get_job
 from stainless_training.distributed import connect_ray, storage_for
 from stainless_training.jobs import run_job
+from stainless_training.settings import TrainingSettings
 
 app = typer.Typer(pretty_exceptions_enable=False, add_completion=False)
 err = Console(stderr=True)
@@ -35,7 +36,7 @@ def main(
     """Train, evaluate and register the job's model on Ray."""
     import ray
 
-    settings = load_settings()
+    settings = load_settings(TrainingSettings)
     configure_logging(settings.log)
     try:
         job = get_job(create_db_engine(settings.database), job_id)

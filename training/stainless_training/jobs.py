@@ -19,7 +19,6 @@ import numpy as np
 import structlog
 import torch
 
-from stainless.core.config import Settings
 from stainless.core.db.engine import create_db_engine, session_scope
 from stainless.core.registry import register_model
 from stainless.core.storage import create_store
@@ -33,6 +32,7 @@ from stainless_training.distributed import (
 )
 from stainless_training.phantom_data import CellSample
 from stainless_training.runs import CHECKPOINT
+from stainless_training.settings import TrainingSettings
 from stainless_training.snapshot_data import SnapshotSamples, snapshot_samples
 
 log = structlog.get_logger(__name__)
@@ -77,7 +77,7 @@ def _cell_samples(samples: SnapshotSamples, limit: int | None = None) -> list[Ce
 
 
 def evaluate_checkpoint(
-    settings: Settings, config: TrainingConfig, checkpoint: Path
+    settings: TrainingSettings, config: TrainingConfig, checkpoint: Path
 ) -> dict[str, Any]:
     """Model-1 metrics on the snapshot's held-out cells (against a colour-transfer baseline)."""
     from stainless.ml.metrics.perceptual import PerceptualMetric
@@ -104,7 +104,7 @@ def evaluate_checkpoint(
 
 
 def run_job(
-    settings: Settings,
+    settings: TrainingSettings,
     job_id: str,
     *,
     storage: Storage,

@@ -1,6 +1,6 @@
 """The training service: runs each ``training.requested`` job on Ray (``stainless-trainer``).
 
-Jobs are requested by ``POST /v1/training-jobs`` or ``stainless train``. Without
+Jobs are requested by ``POST /v1/training-jobs`` or ``stainless-train ray``. Without
 ``STAINLESS_RAY__RAYJOB_TEMPLATE`` the service drives each job itself on the Ray cluster
 at ``STAINLESS_RAY__ADDRESS`` (a local Ray when unset); with it, as in the Helm chart, it
 submits each job as a KubeRay RayJob that runs it (:mod:`stainless_training.kuberay`).
@@ -11,32 +11,29 @@ reason) and not retried, so the event is not dead-lettered.
 
 from __future__ import annotations
 
-import signal
 import threading
 from typing import Protocol
 
 import structlog
 from sqlalchemy import Engine
 
-from stainless.core.config import Settings, load_settings
-from stainless.core.db.engine import create_db_engine, ping, wait_for_database
+from stainless.core.db.engine import ping
 from stainless.core.db.models import JobStatus
 from stainless.core.events import (
-    ALL_TOPICS,
     Consumer,
     ConsumerGroup,
     Envelope,
     EventBus,
     Topic,
     TrainingRequested,
-    create_bus,
 )
-from stainless.core.logs import configure_logging
 from stainless.core.observability import HealthServer, create_health_app
+from stainless.core.runners import Service, connect, run_consumer
 from stainless.stages.retraining.jobs import JobError, finish_job, get_job
 from stainless_training.distributed import connect_ray, storage_for
 from stainless_training.jobs import run_job
 from stainless_training.kuberay import RayJobError, RayJobSubmitter
+from stainless_training.settings import TrainingSettings
 
 log = structlog.get_logger(__name__)
 
@@ -54,11 +51,11 @@ class JobLauncher(Protocol):
 class RunOnRay:
     """Runs the job from this process on the Ray cluster ``ray.init`` connected to."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: TrainingSettings) -> None:
         self._settings = settings
 
     @classmethod
-    def connect(cls, settings: Settings) -> RunOnRay:
+    def connect(cls, settings: TrainingSettings) -> RunOnRay:
         """Connect this process to ``settings.ray.address`` (a local Ray when unset)."""
         connect_ray(settings)
         return cls(settings)
@@ -130,41 +127,34 @@ def training_consumer(bus: EventBus, launch: JobLauncher) -> Consumer:
     )
 
 
-def main() -> None:
-    settings = load_settings()
-    configure_logging(settings.log)
-    engine = create_db_engine(settings.database)
-    wait_for_database(engine)
-    bus = create_bus(settings.bus, client_id="stainless-trainer")
-    bus.ensure_topics(ALL_TOPICS)
+def build(settings: TrainingSettings, stop: threading.Event) -> Service:
+    """The consumer of ``training.requested``, its launcher and its health server."""
+    ports = connect(settings.database, settings.bus, client_id="stainless-trainer")
     template = settings.ray.rayjob_template
     launch: JobLauncher = (
-        SubmitRayJob(engine, RayJobSubmitter.in_cluster(template))
+        SubmitRayJob(ports.engine, RayJobSubmitter.in_cluster(template))
         if template is not None
         else RunOnRay.connect(settings)
     )
-    consumer = training_consumer(bus, launch)
+    consumer = training_consumer(ports.bus, launch)
     health = HealthServer(
-        create_health_app(lambda: ping(engine) and launch.ready(), title="stainless-trainer"),
+        create_health_app(lambda: ping(ports.engine) and launch.ready(), title="stainless-trainer"),
         port=settings.ray.http_port,
     )
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    health.start()
-    log.info(
-        "training service started",
-        launcher=type(launch).__name__,
-        ray=settings.ray.address or "local",
-    )
-    try:
-        consumer.run(stop)
-    finally:
+
+    def close() -> None:
         consumer.close()
-        bus.close()
-        health.stop()
         launch.close()
+        ports.close()
+
+    return Service(
+        name="stainless-trainer",
+        loop=consumer,
+        health=health,
+        close=close,
+        details={"launcher": type(launch).__name__, "ray": settings.ray.address or "local"},
+    )
 
 
-if __name__ == "__main__":
-    main()
+def main() -> None:
+    run_consumer(build, TrainingSettings)

@@ -1,4 +1,4 @@
-"""``stainless train``: request a training job and run it on Ray, with a progress bar."""
+"""``stainless-train ray``: request a training job and run it on Ray, with a progress bar."""
 
 from __future__ import annotations
 
@@ -10,12 +10,12 @@ import yaml
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from stainless.core.config import Settings
 from stainless.core.db.engine import create_db_engine
 from stainless.core.storage import create_store
 from stainless.stages.retraining.jobs import get_job, model_kind, request_training
 from stainless_training.distributed import connect_ray, storage_for
 from stainless_training.jobs import job_config, run_job
+from stainless_training.settings import TrainingSettings
 
 
 def base_config(path: Path | None, *, steps: int | None) -> dict[str, Any]:
@@ -29,7 +29,7 @@ def base_config(path: Path | None, *, steps: int | None) -> dict[str, Any]:
 
 
 def train(
-    settings: Settings,
+    settings: TrainingSettings,
     *,
     model: str,
     dataset: str,

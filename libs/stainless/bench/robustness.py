@@ -137,7 +137,7 @@ DETECTORS: Mapping[str, DetectorFactory] = MappingProxyType({"classical": classi
 
 def learned_detectors(bf_checkpoint: Path, dic_checkpoint: Path) -> DetectorFactory:
     """A factory of the learned detectors (``stainless.ml.models.detector``) of two checkpoints,
-    each at its own score threshold (``stainless calibrate-detector``; 0.3 uncalibrated).
+    each at its own score threshold (``stainless-train calibrate-detector``; 0.3 uncalibrated).
 
     Raises:
         FileNotFoundError: a checkpoint is missing (the message names it).

@@ -6,63 +6,22 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
+
+from stainless.cli.output import emit, err, out, progress
 
 bench_app = typer.Typer(
     pretty_exceptions_enable=False,
     help="Benchmarks on phantom data; --json prints one JSON object as the last line.",
     no_args_is_help=True,
 )
-err = Console(stderr=True)
-out = Console()
 
 EXIT_REJECTED = 3
 EXIT_BAD_INPUT = 2
-
-
-@contextmanager
-def progress(description: str, total: int) -> Iterator[Callable[[], None]]:
-    """A progress bar on stderr; yields the function that advances it."""
-    bar = Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=err,
-    )
-    with bar:
-        task = bar.add_task(description, total=total)
-        yield lambda: bar.advance(task)
-
-
-def _table(title: str, result: dict[str, Any]) -> Table:
-    table = Table(title=title)
-    table.add_column("metric")
-    table.add_column("value", justify="right")
-    for key, value in result.items():
-        if isinstance(value, float):
-            shown = f"{value:.4g}"
-        elif isinstance(value, dict):
-            shown = ", ".join(f"{k}={v}" for k, v in value.items()) or "-"
-        else:
-            shown = "-" if value is None else str(value)
-        table.add_row(key, shown)
-    return table
-
-
-def emit(title: str, result: dict[str, Any], as_json: bool) -> None:
-    if as_json:
-        typer.echo(json.dumps(result, sort_keys=True))
-    else:
-        out.print(_table(title, result))
 
 
 def _fail(message: str) -> typer.Exit:

@@ -8,11 +8,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
 from stainless.cli.datasets import dataset_app
-from stainless.cli.imaging import bench_app, emit, progress, register_command
-from stainless.cli.plugins import CliHooks, load_plugins
+from stainless.cli.imaging import bench_app, register_command
+from stainless.cli.output import emit, err, progress
 from stainless.cli.scanners import scanner_app
 from stainless.core.config import (
     Settings,
@@ -37,7 +36,6 @@ app.add_typer(scanner_app, name="scanner")
 app.add_typer(bench_app, name="bench")
 app.add_typer(dataset_app, name="dataset")
 app.command("register")(register_command)
-err = Console(stderr=True)
 
 
 def _settings() -> Settings:
@@ -397,19 +395,14 @@ def demo(
     from stainless.core.storage import create_store
     from stainless.stages.review.api import create_app
 
-    demo_settings = settings.model_copy(
-        update={"results": settings.results.model_copy(update={"anonymous_role": "admin"})}
-    )
     results = create_app(
-        demo_settings,
+        settings.results.model_copy(update={"anonymous_role": "admin"}),
+        settings.clinical,
         engine=create_db_engine(settings.database),
         store=create_store(settings.store),
     )
     err.print(f"review page: http://127.0.0.1:{port}/slides/{slide_id} (Ctrl-C stops)")
     uvicorn.run(results, host="127.0.0.1", port=port, log_level="warning")
-
-
-load_plugins(CliHooks(app=app, bench_app=bench_app, settings=_settings, err=err, emit=emit))
 
 
 def run() -> None:

@@ -1,13 +1,16 @@
 """Typed settings for every Stainless process.
 
-One :class:`Settings` object is built from the environment in each process's
-composition root (``main()`` / ``create_app()``) and passed down by constructor.
-Every field is reachable as an environment variable with the prefix
-``STAINLESS_`` and ``__`` between nested blocks, e.g. ``STAINLESS_BUS__BACKEND=kafka``.
+Settings come in blocks (database, store, bus, each stage's own, ...). Each service has a
+settings class of its own (``ProcessSettings`` with the blocks it uses, next to its stage's
+``build``) and reads only those; :class:`Settings` holds every block, for the command line
+and the embedded demo, which hand each stage its part with :func:`part`. The class is built
+from the environment in the process's composition root and passed down by constructor.
+Every field is reachable as an environment variable with the prefix ``STAINLESS_`` and
+``__`` between nested blocks, e.g. ``STAINLESS_BUS__BACKEND=kafka``.
 
-A variable that starts with ``STAINLESS_`` but names no setting, or a value
-that does not parse, stops the process at start with a :class:`SettingsError`
-that names the variable.
+A variable that starts with ``STAINLESS_`` but names no setting of any process (so one
+shared environment can serve every service), or a value that does not parse, stops the
+process at start with a :class:`SettingsError` that names the variable.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import os
 from collections.abc import Iterator
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, overload
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -154,9 +157,6 @@ class InferenceSettings(ModelServerSettings):
         ge=0,
         description="Cells with δ below it need review; none = the exported model's calibration.",
     )
-    pathological_classes: tuple[str, ...] = Field(
-        default=("SMU",), description="Classes that always go to expert review."
-    )
     retry_backoff_s: float = Field(
         default=1.0, gt=0, description="First wait when the inference server is unavailable."
     )
@@ -168,6 +168,15 @@ class InferenceSettings(ModelServerSettings):
     )
     http_port: int = Field(
         default=8082, ge=1, le=65535, description="Health and metrics port of the consumer."
+    )
+
+
+class ClinicalSettings(_Block):
+    """The laboratory's clinical rules, shared by inference (review) and results (flags)."""
+
+    pathological_classes: tuple[str, ...] = Field(
+        default=("SMU",),
+        description="Classes that always go to expert review and are flagged when present.",
     )
 
 
@@ -311,8 +320,8 @@ class LogSettings(_Block):
     format: LogFormat = Field(default=LogFormat.JSON, description="json or console.")
 
 
-class Settings(BaseSettings):
-    """All settings of a Stainless process."""
+class ProcessSettings(BaseSettings):
+    """What every process reads from the environment; a service's class adds its blocks."""
 
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,
@@ -322,18 +331,33 @@ class Settings(BaseSettings):
         case_sensitive=False,
     )
 
+    log: LogSettings = LogSettings()
+
+
+class Settings(ProcessSettings):
+    """Every block: the command line, the embedded demo and the benchmarks."""
+
     database: DatabaseSettings = DatabaseSettings()
     store: StoreSettings = StoreSettings()
     bus: BusSettings = BusSettings()
     tasks: TaskSettings = TaskSettings()
     inference: InferenceSettings = InferenceSettings()
+    clinical: ClinicalSettings = ClinicalSettings()
     ray: RaySettings = RaySettings()
     ingestion: IngestionSettings = IngestionSettings()
     registration: RegistrationSettings = RegistrationSettings()
     relay: RelaySettings = RelaySettings()
     worker: WorkerSettings = WorkerSettings()
     results: ResultsSettings = ResultsSettings()
-    log: LogSettings = LogSettings()
+
+
+P = TypeVar("P", bound=ProcessSettings)
+
+
+def part(settings: ProcessSettings, cls: type[P]) -> P:
+    """The blocks of ``settings`` that the process class ``cls`` reads (already validated)."""
+    blocks = {name: getattr(settings, name) for name in cls.model_fields}
+    return cls.model_validate(blocks)
 
 
 def iter_setting_fields(
@@ -356,11 +380,20 @@ def _known_variables() -> set[str]:
     return {env for env, _, _ in iter_setting_fields()}
 
 
-def load_settings() -> Settings:
-    """Build :class:`Settings` from the environment, failing clearly on bad values.
+@overload
+def load_settings() -> Settings: ...
+
+
+@overload
+def load_settings(cls: type[P]) -> P: ...
+
+
+def load_settings(cls: type[ProcessSettings] = Settings) -> ProcessSettings:
+    """Build the process's settings (every block by default) from the environment.
 
     Raises:
-        SettingsError: a ``STAINLESS_*`` variable is unknown or its value is malformed.
+        SettingsError: a ``STAINLESS_*`` variable is unknown to every process, or one that
+            ``cls`` reads is malformed.
     """
     known = _known_variables()
     unknown = sorted(
@@ -371,7 +404,7 @@ def load_settings() -> Settings:
             "unknown setting(s): " + ", ".join(unknown) + " (see the settings table in README.md)"
         )
     try:
-        return Settings()
+        return cls()
     except ValidationError as exc:
         raise SettingsError(_describe(exc)) from None
 

@@ -9,15 +9,16 @@ from __future__ import annotations
 import threading
 
 import structlog
+from sqlalchemy import Engine
 
-from stainless.core.config import Settings
-from stainless.core.db.engine import create_db_engine, ping, wait_for_database
-from stainless.core.events import ALL_TOPICS, create_bus
+from stainless.core.config import BusSettings, DatabaseSettings, ProcessSettings, RelaySettings
+from stainless.core.db.engine import ping
+from stainless.core.events import EventBus
 from stainless.core.events.outbox import OutboxRelay
 from stainless.core.observability import HealthServer, create_health_app
-from stainless.core.runners import Service
+from stainless.core.runners import Service, connect
 
-__all__ = ["RelayLoop", "build"]
+__all__ = ["RelayLoop", "RelayServiceSettings", "build"]
 
 log = structlog.get_logger(__name__)
 
@@ -26,6 +27,9 @@ class RelayLoop:
     def __init__(self, relay: OutboxRelay, *, poll_interval_s: float) -> None:
         self._relay = relay
         self._poll_interval_s = poll_interval_s
+
+    def poll_once(self) -> int:
+        return self._relay.drain()
 
     def run(self, stop: threading.Event) -> None:
         while not stop.is_set():
@@ -41,21 +45,35 @@ class RelayLoop:
                 log.info("published outbox events", count=published)
 
 
-def build(settings: Settings, stop: threading.Event) -> Service:
-    """The relay process: every dependency is built here and passed by constructor."""
-    engine = create_db_engine(settings.database)
-    wait_for_database(engine)
-    bus = create_bus(settings.bus, client_id="stainless-relay")
-    bus.ensure_topics(ALL_TOPICS)
-    relay = OutboxRelay(engine, bus, batch_size=settings.relay.batch_size)
+class RelayServiceSettings(ProcessSettings):
+    """What the relay reads."""
+
+    database: DatabaseSettings = DatabaseSettings()
+    bus: BusSettings = BusSettings()
+    relay: RelaySettings = RelaySettings()
+
+
+def build(
+    settings: RelayServiceSettings,
+    stop: threading.Event,
+    *,
+    engine: Engine | None = None,
+    bus: EventBus | None = None,
+) -> Service:
+    """The relay process: every dependency is built here (or passed by a process that runs
+    several stages, the embedded demo) and handed on by constructor."""
+    ports = connect(
+        settings.database, settings.bus, client_id="stainless-relay", engine=engine, bus=bus
+    )
+    relay = OutboxRelay(ports.engine, ports.bus, batch_size=settings.relay.batch_size)
     health = HealthServer(
-        create_health_app(lambda: ping(engine), title="stainless-relay"),
+        create_health_app(lambda: ping(ports.engine), title="stainless-relay"),
         port=settings.relay.http_port,
     )
     return Service(
         name="stainless-relay",
         loop=RelayLoop(relay, poll_interval_s=settings.relay.poll_interval_s),
         health=health,
-        close=bus.close,
+        close=ports.close,
         details={"bus": settings.bus.backend.value},
     )

@@ -24,7 +24,7 @@ from typing import Any
 
 from celery import Celery, Task
 
-from stainless.core.config import Settings
+from stainless.core.config import StoreSettings
 from stainless.core.storage import ObjectStore, create_store, validate_prefix
 from stainless.imaging.codecs import encode_png, encode_tiff16
 from stainless.imaging.phantom import PhantomConfig, PhantomField, generate_field
@@ -176,12 +176,12 @@ def _json_bytes(data: Any) -> bytes:
 PHANTOM_TASK = "stainless.phantom.generate_slide"
 
 
-def register_phantom_task(app: Celery, settings: Settings) -> Task:
-    """Register the task that renders one phantom slide into the settings' object store."""
+def register_phantom_task(app: Celery, settings: StoreSettings) -> Task:
+    """Register the task that renders one phantom slide into the configured object store."""
 
     @cache
     def store() -> ObjectStore:
-        return create_store(settings.store)
+        return create_store(settings)
 
     @app.task(name=PHANTOM_TASK, shared=False)  # type: ignore[untyped-decorator]
     def generate_phantom_slide(

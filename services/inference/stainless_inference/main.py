@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from stainless.core.runners import run_consumer
-from stainless.stages.inference.service import build
+from stainless.stages.inference.service import InferenceServiceSettings, build
 
 
 def main() -> None:
-    run_consumer(build)
+    run_consumer(build, InferenceServiceSettings)
 
 
 if __name__ == "__main__":

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from stainless.core.runners import run_http
-from stainless.stages.ingestion.api import build
+from stainless.stages.ingestion.api import IngestionServiceSettings, build
 
 
 def main() -> None:
-    run_http(build, lambda settings: settings.ingestion.http_port)
+    run_http(build, IngestionServiceSettings, lambda settings: settings.ingestion.http_port)
 
 
 if __name__ == "__main__":

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from stainless.core.runners import run_consumer
-from stainless.stages.registration.service import build
+from stainless.stages.registration.service import RegistrationServiceSettings, build
 
 
 def main() -> None:
-    run_consumer(build)
+    run_consumer(build, RegistrationServiceSettings)
 
 
 if __name__ == "__main__":

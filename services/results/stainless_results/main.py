@@ -8,7 +8,13 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from stainless.core.config import Settings
+from stainless.core.config import (
+    ClinicalSettings,
+    DatabaseSettings,
+    ProcessSettings,
+    ResultsSettings,
+    StoreSettings,
+)
 from stainless.core.db.engine import create_db_engine, wait_for_database
 from stainless.core.runners import run_http
 from stainless.core.storage import create_store
@@ -16,18 +22,27 @@ from stainless.stages.retraining.routes import add_training_routes
 from stainless.stages.review.api import create_app
 
 
-def build(settings: Settings) -> FastAPI:
+class ResultsServiceSettings(ProcessSettings):
+    """What the results service reads."""
+
+    database: DatabaseSettings = DatabaseSettings()
+    store: StoreSettings = StoreSettings()
+    results: ResultsSettings = ResultsSettings()
+    clinical: ClinicalSettings = ClinicalSettings()
+
+
+def build(settings: ResultsServiceSettings) -> FastAPI:
     """The results app with its dependencies built from ``settings``."""
     engine = create_db_engine(settings.database)
     wait_for_database(engine)
     store = create_store(settings.store)
-    app = create_app(settings, engine=engine, store=store)
+    app = create_app(settings.results, settings.clinical, engine=engine, store=store)
     add_training_routes(app, engine=engine, store=store)
     return app
 
 
 def main() -> None:
-    run_http(build, lambda settings: settings.results.http_port)
+    run_http(build, ResultsServiceSettings, lambda settings: settings.results.http_port)
 
 
 if __name__ == "__main__":

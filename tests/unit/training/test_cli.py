@@ -15,15 +15,19 @@ ROOT = Path(__file__).resolve().parents[3]
 
 def test_bad_configs_exit_with_a_message(tmp_path: Path) -> None:
     runner = CliRunner()
-    missing = runner.invoke(app, ["--config", str(tmp_path / "none.yaml"), "--out", str(tmp_path)])
+    missing = runner.invoke(
+        app, ["local", "--config", str(tmp_path / "none.yaml"), "--out", str(tmp_path)]
+    )
     assert missing.exit_code == 2 and "cannot read training config" in missing.output
     short = tmp_path / "short.yaml"
     short.write_text("model: paired\nsteps: 2\n")  # too short for the thesis phases
-    refused = runner.invoke(app, ["--config", str(short), "--out", str(tmp_path / "run")])
+    refused = runner.invoke(app, ["local", "--config", str(short), "--out", str(tmp_path / "run")])
     assert refused.exit_code == 2 and "at least 6 steps" in refused.output
     no_unet = tmp_path / "no-unet.yaml"
     no_unet.write_text(f"model: disentangled\nsegmenter: {{checkpoint: {tmp_path / 'x.pt'}}}\n")
-    refused = runner.invoke(app, ["--config", str(no_unet), "--out", str(tmp_path / "run")])
+    refused = runner.invoke(
+        app, ["local", "--config", str(no_unet), "--out", str(tmp_path / "run")]
+    )
     assert refused.exit_code == 2 and "no file" in refused.output
     assert not (tmp_path / "run").exists()
 
@@ -43,7 +47,9 @@ def test_each_kind_trains_two_steps(tmp_path: Path, model: str) -> None:
     }
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(config))
-    result = CliRunner().invoke(app, ["--config", str(path), "--out", str(tmp_path / "run")])
+    result = CliRunner().invoke(
+        app, ["local", "--config", str(path), "--out", str(tmp_path / "run")]
+    )
     assert result.exit_code == 0, result.output
     assert (tmp_path / "run" / "checkpoint.pt").exists()
     lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()

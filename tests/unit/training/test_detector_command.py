@@ -1,4 +1,4 @@
-"""``stainless train-detector``: a bad configuration is refused before Ray starts."""
+"""``stainless-train detector``: a bad configuration is refused before Ray starts."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from stainless.cli.main import app
+from stainless_training.cli import app
 
 
 @pytest.mark.parametrize(
@@ -28,7 +28,7 @@ def test_a_bad_config_exits_2_with_the_reason(
         raise AssertionError("a refused run must not start")
 
     monkeypatch.setattr("stainless_training.detector_command.train", no_ray)
-    result = CliRunner().invoke(app, ["train-detector", "--out", "run", *arguments])
+    result = CliRunner().invoke(app, ["detector", "--out", "run", *arguments])
     assert result.exit_code == 2, result.output
     assert reason in result.output and "error" in result.output
     assert not (tmp_path / "run").exists()
@@ -44,7 +44,7 @@ def test_a_dataset_that_cannot_be_read_is_refused_before_ray_starts(
 
     monkeypatch.setattr("stainless_training.detector_command.connect_ray", no_ray)
     key = "datasets/lab/" + "0" * 64 + ".json"
-    arguments = ["train-detector", "--out", "run", "--modality", "bf", "--dataset", key]
+    arguments = ["detector", "--out", "run", "--modality", "bf", "--dataset", key]
     result = CliRunner().invoke(app, arguments)
     assert result.exit_code == 2, result.output
     assert "error" in result.output and "lab" in result.output

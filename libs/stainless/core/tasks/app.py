@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from celery import Celery
 
-from stainless.core.config import Settings
+from stainless.core.config import TaskSettings
 
 
-def create_celery(settings: Settings) -> Celery:
+def create_celery(settings: TaskSettings) -> Celery:
     """A Celery app for ``settings``: eager in process, or on the configured Redis.
 
     Tasks take and return JSON only (what crosses Redis); images move through the
@@ -17,12 +17,12 @@ def create_celery(settings: Settings) -> Celery:
     """
     app = Celery(
         "stainless",
-        broker=settings.tasks.broker_url,
-        backend=settings.tasks.result_backend,
+        broker=settings.broker_url,
+        backend=settings.result_backend,
         set_as_current=False,
     )
     app.conf.update(
-        task_always_eager=settings.tasks.eager,
+        task_always_eager=settings.eager,
         task_eager_propagates=True,
         task_store_eager_result=False,
         task_serializer="json",
@@ -31,7 +31,7 @@ def create_celery(settings: Settings) -> Celery:
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
-        task_time_limit=settings.tasks.task_time_limit_s,
+        task_time_limit=settings.task_time_limit_s,
         broker_connection_retry_on_startup=True,
         result_expires=24 * 3600,
     )

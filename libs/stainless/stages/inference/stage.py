@@ -21,7 +21,7 @@ import io
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import cv2
 import numpy as np
@@ -99,6 +99,7 @@ class CellStainer:
         store: ObjectStore,
         inference: InferencePort,
         settings: InferenceSettings,
+        pathological_classes: Iterable[str],
         stop: threading.Event | None = None,
         prefix: str = "stained",
         repository: Callable[[], ServedManifest] | None = None,
@@ -108,6 +109,7 @@ class CellStainer:
         self._store = store
         self._inference = inference
         self._settings = settings
+        self._pathological = frozenset(pathological_classes)
         self._stop = stop or threading.Event()
         self._prefix = prefix
         self._repository = repository
@@ -236,7 +238,7 @@ class CellStainer:
         self._store.put(stain_key, encode_png(image), content_type="image/png")
         self._store.put(heat_key, heatmap_png(output.heatmap), content_type="image/png")
         predicted = output.predicted_class
-        flagged = output.delta < self._threshold or predicted in self._settings.pathological_classes
+        flagged = output.delta < self._threshold or predicted in self._pathological
         status = ReviewStatus.NEEDS_REVIEW if flagged else ReviewStatus.PENDING
         CELLS.labels(status.value).inc()
         return Prediction(

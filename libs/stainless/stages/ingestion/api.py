@@ -16,7 +16,13 @@ from sqlmodel import Session
 from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
 from starlette.responses import Response
 
-from stainless.core.config import Settings, load_settings
+from stainless.core.config import (
+    DatabaseSettings,
+    IngestionSettings,
+    ProcessSettings,
+    StoreSettings,
+    load_settings,
+)
 from stainless.core.db.engine import create_db_engine, ping, wait_for_database
 from stainless.core.db.models import Modality, Scanner
 from stainless.core.http.errors import (
@@ -87,13 +93,13 @@ def _answer(answer: Answer) -> JSONResponse:
     return JSONResponse(answer.body, status_code=answer.status)
 
 
-def create_app(settings: Settings, *, engine: Engine, ingestor: Ingestor) -> FastAPI:
+def create_app(settings: IngestionSettings, *, engine: Engine, ingestor: Ingestor) -> FastAPI:
     app = FastAPI(
         title="Stainless ingestion",
         version="1",
         description="Upload API for DIC and brightfield microscope fields.",
     )
-    app.add_middleware(_UploadLimit, limit=settings.ingestion.max_upload_bytes)
+    app.add_middleware(_UploadLimit, limit=settings.max_upload_bytes)
     app.state.engine = engine
 
     install_error_handlers(app)
@@ -143,16 +149,26 @@ def create_app(settings: Settings, *, engine: Engine, ingestor: Ingestor) -> Fas
     return app
 
 
-def build(settings: Settings) -> FastAPI:
-    """The app with its dependencies built from ``settings`` (the stage's composition root)."""
-    engine = create_db_engine(settings.database)
-    wait_for_database(engine)
+class IngestionServiceSettings(ProcessSettings):
+    """What the ingestion service reads: its database, its object store and its own block."""
+
+    database: DatabaseSettings = DatabaseSettings()
+    store: StoreSettings = StoreSettings()
+    ingestion: IngestionSettings = IngestionSettings()
+
+
+def build(settings: IngestionServiceSettings, *, engine: Engine | None = None) -> FastAPI:
+    """The app with its dependencies built from ``settings`` (the stage's composition root);
+    a process that runs several stages (the embedded demo) passes its one engine."""
+    if engine is None:
+        engine = create_db_engine(settings.database)
+        wait_for_database(engine)
     ingestor = Ingestor(engine, create_store(settings.store), settings.ingestion)
-    return create_app(settings, engine=engine, ingestor=ingestor)
+    return create_app(settings.ingestion, engine=engine, ingestor=ingestor)
 
 
 def app_from_environment() -> FastAPI:
     """``uvicorn --factory stainless.stages.ingestion.api:app_from_environment``."""
-    settings = load_settings()
+    settings = load_settings(IngestionServiceSettings)
     configure_logging(settings.log)
     return build(settings)

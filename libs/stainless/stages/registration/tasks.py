@@ -8,7 +8,7 @@ from typing import Any
 
 from celery import Celery, Task
 
-from stainless.core.config import Settings
+from stainless.core.config import DatabaseSettings, RegistrationSettings, StoreSettings
 from stainless.core.db.engine import create_db_engine
 from stainless.core.inference.port import InferenceUnavailable
 from stainless.core.storage import create_store
@@ -19,15 +19,15 @@ __all__ = ["PROCESS_FIELD_TASK", "register_field_task"]
 PROCESS_FIELD_TASK = "stainless.registration.process_field"
 
 
-def register_field_task(app: Celery, settings: Settings) -> Task:
+def register_field_task(
+    app: Celery, *, database: DatabaseSettings, store: StoreSettings, settings: RegistrationSettings
+) -> Task:
     """Register the field task on ``app``; its processor is built once, on first use."""
 
     @cache
     def field_processor() -> FieldProcessor:
-        engine = create_db_engine(settings.database)
-        return build_field_processor(
-            settings.registration, engine=engine, store=create_store(settings.store)
-        )
+        engine = create_db_engine(database)
+        return build_field_processor(settings, engine=engine, store=create_store(store))
 
     @app.task(  # type: ignore[untyped-decorator]
         name=PROCESS_FIELD_TASK,

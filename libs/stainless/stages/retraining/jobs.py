@@ -2,7 +2,7 @@
 
 The request is checked before anything is written: a known model kind, workers ≥ 1
 and a dataset snapshot that exists, is not empty and matches its hash. The row and
-its event commit together; the job's runner (``stainless train`` in process, or the
+its event commit together; the job's runner (``stainless-train ray`` in process, or the
 training service on ``training.requested``) moves it through running to succeeded or
 failed and records progress (step, losses, samples/s, ETA) for the API and the CLI.
 """

@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict
 from sqlalchemy import Engine
 from starlette.responses import Response
 
-from stainless.core.config import Settings
+from stainless.core.config import ClinicalSettings, ResultsSettings
 from stainless.core.db.cells import CellView
 from stainless.core.db.engine import ping
 from stainless.core.http.auth import Authenticator, Reader, Reviewer
@@ -226,7 +226,9 @@ def _pages_router() -> APIRouter:
     return router
 
 
-def create_app(settings: Settings, *, engine: Engine, store: ObjectStore) -> FastAPI:
+def create_app(
+    settings: ResultsSettings, clinical: ClinicalSettings, *, engine: Engine, store: ObjectStore
+) -> FastAPI:
     """The results API (a router per resource), the review page and the health routes."""
     app = FastAPI(
         title="Stainless results",
@@ -234,7 +236,7 @@ def create_app(settings: Settings, *, engine: Engine, store: ObjectStore) -> Fas
         description="WBC differentials, expert review, signing and FHIR reports; the review page.",
     )
     app.state.engine = engine
-    app.state.authenticator = Authenticator(settings.results)
+    app.state.authenticator = Authenticator(settings)
     install_error_handlers(app)
 
     @app.get("/v1/me", responses=_ERRORS, tags=["auth"])
@@ -242,7 +244,7 @@ def create_app(settings: Settings, *, engine: Engine, store: ObjectStore) -> Fas
         """The name and role of the caller's key."""
         return MeOut(name=who.name, role=who.role.value)
 
-    app.include_router(_slides_router(engine, tuple(settings.inference.pathological_classes)))
+    app.include_router(_slides_router(engine, tuple(clinical.pathological_classes)))
     app.include_router(_cells_router(engine, store))
     app.include_router(_pages_router())
     app.mount("/static", StaticFiles(directory=WEB), name="static")

@@ -14,10 +14,10 @@ from stainless.datasets.phantom import register_phantom_task
 
 def test_eager_task_writes_the_slide_into_the_store(tmp_path: Path) -> None:
     settings = Settings(store=StoreSettings(root=tmp_path / "store"))
-    app = create_celery(settings)
+    app = create_celery(settings.tasks)
     assert app.conf.task_always_eager is True
     entry = (
-        register_phantom_task(app, settings)
+        register_phantom_task(app, settings.store)
         .delay(prefix="raw/t", slide_index=1, fields=1, seed=5, width=320, height=256)
         .get()
     )
@@ -29,7 +29,7 @@ def test_eager_task_writes_the_slide_into_the_store(tmp_path: Path) -> None:
 
 def test_eager_task_propagates_errors(tmp_path: Path) -> None:
     settings = Settings(store=StoreSettings(root=tmp_path / "store"))
-    task = register_phantom_task(create_celery(settings), settings)
+    task = register_phantom_task(create_celery(settings.tasks), settings.store)
     with pytest.raises(InvalidKeyError):
         task.delay(prefix="a/../b", slide_index=0, fields=1, seed=0).get()
     with pytest.raises(ValueError, match="at least one field"):

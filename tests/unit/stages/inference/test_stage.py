@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import Engine
 from sqlmodel import Session, select
 
-from stainless.core.config import DatabaseSettings, InferenceSettings
+from stainless.core.config import ClinicalSettings, DatabaseSettings, InferenceSettings
 from stainless.core.db.engine import create_db_engine, session_scope
 from stainless.core.db.models import (
     Cell,
@@ -43,6 +43,7 @@ from stainless.imaging.codecs import encode_png
 from stainless.stages.inference.stage import CellStainer, inference_consumer
 
 FAST = InferenceSettings(max_batch=2, retry_backoff_s=0.01, retry_max_backoff_s=0.02)
+PATHOLOGICAL = ClinicalSettings().pathological_classes
 
 
 class Flaky:
@@ -162,7 +163,11 @@ def test_a_slide_is_stained_and_completed_once(
     local = LocalInference(exported_repo)
     bus = InMemoryBus()
     consumer = inference_consumer(
-        bus, world.engine, CellStainer(store=world.store, inference=local, settings=FAST)
+        bus,
+        world.engine,
+        CellStainer(
+            store=world.store, inference=local, settings=FAST, pathological_classes=PATHOLOGICAL
+        ),
     )
     _upload_complete(world, bus)
     _crop_field(world, 0, bus)
@@ -194,17 +199,19 @@ def test_low_confidence_and_pathological_cells_need_review(
     world = _world(tmp_path, sqlite_url, fields=1)
     local = LocalInference(exported_repo)
     with session_scope(world.engine) as session:
-        strict = InferenceSettings(review_threshold=100.0, pathological_classes=())
-        CellStainer(store=world.store, inference=local, settings=strict).stain(
-            session, world.slide_id, world.cell_ids[0][:2]
-        )
+        strict = InferenceSettings(review_threshold=100.0)
+        CellStainer(
+            store=world.store, inference=local, settings=strict, pathological_classes=()
+        ).stain(session, world.slide_id, world.cell_ids[0][:2])
         classes = {p.predicted_class for p in session.exec(select(Prediction)).all()}
-        relaxed = InferenceSettings(review_threshold=0.0, pathological_classes=tuple(classes))
-        CellStainer(store=world.store, inference=local, settings=relaxed).stain(
-            session, world.slide_id, world.cell_ids[0]
+        relaxed = InferenceSettings(review_threshold=0.0)
+        CellStainer(
+            store=world.store, inference=local, settings=relaxed, pathological_classes=classes
+        ).stain(session, world.slide_id, world.cell_ids[0])
+        lenient = InferenceSettings(review_threshold=0.0)
+        stainer = CellStainer(
+            store=world.store, inference=local, settings=lenient, pathological_classes=()
         )
-        lenient = InferenceSettings(review_threshold=0.0, pathological_classes=())
-        stainer = CellStainer(store=world.store, inference=local, settings=lenient)
         assert stainer.stain(session, world.slide_id, world.cell_ids[0]) == []  # all done
         statuses = [p.review_status for p in session.exec(select(Prediction)).all()]
     assert statuses == [ReviewStatus.NEEDS_REVIEW] * 3
@@ -216,7 +223,9 @@ def test_an_unavailable_server_is_waited_for(
     world = _world(tmp_path, sqlite_url, fields=1)
     flaky = Flaky(LocalInference(exported_repo), failures=3)
     with session_scope(world.engine) as session:
-        stainer = CellStainer(store=world.store, inference=flaky, settings=FAST)
+        stainer = CellStainer(
+            store=world.store, inference=flaky, settings=FAST, pathological_classes=PATHOLOGICAL
+        )
         assert len(stainer.stain(session, world.slide_id, world.cell_ids[0])) == 3
     assert flaky.calls == 3 + 2  # three refusals, then two micro-batches (2 + 1 cells)
 
@@ -232,6 +241,7 @@ def test_stopping_while_the_server_is_down_leaves_the_event_for_later(
         store=world.store,
         inference=Flaky(LocalInference(exported_repo), failures=1),
         settings=FAST,
+        pathological_classes=PATHOLOGICAL,
         stop=stop,
     )
     consumer = inference_consumer(bus, world.engine, stainer)
@@ -255,7 +265,12 @@ def test_a_missing_crop_is_dead_lettered_with_its_cause(
         assert cell is not None and cell.dic_crop_key is not None
         (world.store.root / cell.dic_crop_key).unlink()
     bus = InMemoryBus()
-    stainer = CellStainer(store=world.store, inference=LocalInference(exported_repo), settings=FAST)
+    stainer = CellStainer(
+        store=world.store,
+        inference=LocalInference(exported_repo),
+        settings=FAST,
+        pathological_classes=PATHOLOGICAL,
+    )
     consumer = inference_consumer(bus, world.engine, stainer)
     _crop_field(world, 0, bus)
     bus.publish(
@@ -285,7 +300,14 @@ def test_events_gathered_together_share_one_round_trip(
     bus = InMemoryBus()
     settings = InferenceSettings(max_batch=16, max_events=8, max_wait_s=0.0)
     consumer = inference_consumer(
-        bus, world.engine, CellStainer(store=world.store, inference=counting, settings=settings)
+        bus,
+        world.engine,
+        CellStainer(
+            store=world.store,
+            inference=counting,
+            settings=settings,
+            pathological_classes=PATHOLOGICAL,
+        ),
     )
     _upload_complete(world, bus)
     first = _crop_field(world, 0, bus)

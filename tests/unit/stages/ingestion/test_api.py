@@ -98,7 +98,9 @@ def api(sqlite_url: str, tmp_path: Path) -> Api:
     with session_scope(engine) as session:
         _, key = register_scanner(session, name="scanner-a")
         _, other = register_scanner(session, name="scanner-b")
-    app = create_app(settings, engine=engine, ingestor=Ingestor(engine, store, settings.ingestion))
+    app = create_app(
+        settings.ingestion, engine=engine, ingestor=Ingestor(engine, store, settings.ingestion)
+    )
     return Api(TestClient(app), store, engine, key, other)
 
 
@@ -248,7 +250,7 @@ def test_openapi_documents_every_endpoint_and_error() -> None:
     settings = Settings()
     engine = create_db_engine(DatabaseSettings(url="sqlite://"))
     app = create_app(
-        settings,
+        settings.ingestion,
         engine=engine,
         ingestor=Ingestor(engine, LocalObjectStore(Path("/tmp/unused-store")), settings.ingestion),
     )

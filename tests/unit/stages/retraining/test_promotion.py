@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import Engine
 from sqlmodel import Session, select
 
-from stainless.core.config import DatabaseSettings, InferenceSettings
+from stainless.core.config import ClinicalSettings, DatabaseSettings, InferenceSettings
 from stainless.core.db.engine import create_db_engine
 from stainless.core.db.models import ModelStatus, ModelVersion, OutboxEvent
 from stainless.core.events import Topic
@@ -55,6 +55,7 @@ def test_versions_promote_switch_and_roll_back(tmp_path: Path, sqlite_url: str) 
         store=store,
         inference=LocalInference(repo),
         settings=InferenceSettings(),
+        pathological_classes=ClinicalSettings().pathological_classes,
         repository=lambda: read_manifest(repo),
     )
     assert stainer.model_version == "mtmd-tiny/1" and stainer.refresh() is False

@@ -14,7 +14,7 @@ from pydantic import SecretStr
 from sqlalchemy import Engine
 from sqlmodel import Session, select
 
-from stainless.core.config import DatabaseSettings, ResultsSettings, Settings, StoreSettings
+from stainless.core.config import DatabaseSettings, ResultsSettings, Settings, StoreSettings, part
 from stainless.core.db.engine import create_db_engine, session_scope
 from stainless.core.db.models import (
     Cell,
@@ -29,6 +29,7 @@ from stainless.core.db.repository import create_slide, get_or_create_scanner
 from stainless.core.storage.local import LocalObjectStore
 from stainless.domain.review import ReviewStatus
 from stainless.imaging.codecs import encode_png
+from stainless_results.main import ResultsServiceSettings
 from stainless_results.main import build as results_app
 
 KEYS = "rita:reviewer:rev-key-1,sam:scientist:sci-key-2,ada:admin:adm:key:3"
@@ -152,7 +153,7 @@ def world(sqlite_url: str, tmp_path: Path) -> World:
 
 @pytest.fixture
 def client(world: World) -> TestClient:
-    return TestClient(results_app(world.settings))
+    return TestClient(results_app(part(world.settings, ResultsServiceSettings)))
 
 
 @pytest.fixture
@@ -163,6 +164,6 @@ def client_for(world: World) -> Callable[..., TestClient]:
         settings = world.settings.model_copy(
             update={"results": world.settings.results.model_copy(update=results)}
         )
-        return TestClient(results_app(settings))
+        return TestClient(results_app(part(settings, ResultsServiceSettings)))
 
     return build

@@ -1,0 +1,63 @@
+"""What every command line prints: progress bars and results on the console."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+__all__ = ["emit", "err", "out", "progress"]
+
+err = Console(stderr=True)
+out = Console()
+
+
+@contextmanager
+def progress(description: str, total: int) -> Iterator[Callable[..., None]]:
+    """A progress bar on stderr; yields the function that advances it by one, or to
+    ``completed`` when given (a resumed run)."""
+    bar = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=err,
+    )
+    with bar:
+        task = bar.add_task(description, total=total)
+
+        def advance(completed: int | None = None) -> None:
+            if completed is None:
+                bar.advance(task)
+            else:
+                bar.update(task, completed=completed)
+
+        yield advance
+
+
+def _table(title: str, result: dict[str, Any]) -> Table:
+    table = Table(title=title)
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, value in result.items():
+        if isinstance(value, float):
+            shown = f"{value:.4g}"
+        elif isinstance(value, dict):
+            shown = ", ".join(f"{k}={v}" for k, v in value.items()) or "-"
+        else:
+            shown = "-" if value is None else str(value)
+        table.add_row(key, shown)
+    return table
+
+
+def emit(title: str, result: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        typer.echo(json.dumps(result, sort_keys=True))
+    else:
+        out.print(_table(title, result))
