@@ -7,7 +7,6 @@ broker, the S3 server and the v2 (Triton protocol) inference server are started 
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import sys
 import time
@@ -15,23 +14,11 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import ModuleType
 
 import pytest
+import servers as infra
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _load_infra() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("stainless_infra", ROOT / "infra" / "servers.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["stainless_infra"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-infra = _load_infra()
 
 
 @pytest.fixture(autouse=True)

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
+import helm_tools
 import pytest
 import yaml
 
@@ -19,20 +17,6 @@ VALUES_DIR = ROOT / "helm" / "values"
 PROFILES = ("minimal", "production", "airgapped")
 
 Manifest = dict[str, Any]
-
-
-def _load_tools() -> ModuleType:
-    spec = importlib.util.spec_from_file_location(
-        "stainless_helm_tools", ROOT / "infra" / "helm_tools.py"
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["stainless_helm_tools"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-helm_tools = _load_tools()
 
 
 @pytest.fixture(scope="session")

@@ -15,21 +15,19 @@ that environment, with no PYTHONPATH and from a folder outside the repository:
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import re
 import shutil
 import signal
 import subprocess
-import sys
 import time
 import tomllib
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
-from types import ModuleType
 
+import image_envs
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -38,18 +36,6 @@ LIVE_TIMEOUT_S = 60.0
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(900)]
 
 
-def _load_image_envs() -> ModuleType:
-    spec = importlib.util.spec_from_file_location(
-        "stainless_image_envs", ROOT / "infra" / "image_envs.py"
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["stainless_image_envs"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-image_envs = _load_image_envs()
 IMAGES: tuple[str, ...] = image_envs.IMAGES
 SERVICES: tuple[str, ...] = image_envs.SERVICES
 
