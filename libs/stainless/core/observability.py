@@ -5,12 +5,15 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
+import structlog
 import uvicorn
 from fastapi import FastAPI, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 ReadyCheck = Callable[[], bool]
+
+log = structlog.get_logger(__name__)
 
 
 def add_health_routes(app: FastAPI, ready: ReadyCheck) -> None:
@@ -25,7 +28,9 @@ def add_health_routes(app: FastAPI, ready: ReadyCheck) -> None:
         try:
             ok = ready()
         except Exception as exc:  # noqa: BLE001 - any failure means not ready
-            return JSONResponse({"status": "not ready", "reason": str(exc)}, status_code=503)
+            log.warning("not ready", error=str(exc))  # the driver's text stays in the log
+            body = {"status": "not ready", "reason": type(exc).__name__}
+            return JSONResponse(body, status_code=503)
         if not ok:
             return JSONResponse({"status": "not ready"}, status_code=503)
         return JSONResponse({"status": "ready"})

@@ -32,7 +32,16 @@ class ResultsServiceSettings(ProcessSettings):
 
 
 def build(settings: ResultsServiceSettings) -> FastAPI:
-    """The results app with its dependencies built from ``settings``."""
+    """The results app with its dependencies built from ``settings``.
+
+    Raises:
+        SystemExit: anonymous access is configured (the embedded demo's, never a service's).
+    """
+    if settings.results.anonymous_role is not None:
+        raise SystemExit(
+            "stainless-results refuses to start with STAINLESS_RESULTS__ANONYMOUS_ROLE set: "
+            "anonymous access is for the embedded demo (stainless demo --serve) only"
+        )
     engine = create_db_engine(settings.database)
     wait_for_database(engine)
     store = create_store(settings.store)

@@ -79,6 +79,14 @@ class Authenticator:
     def anonymous(self) -> Principal | None:
         return self._anonymous
 
+    def refusal(self, key: str | None) -> str | None:
+        """Why ``key`` (None: none presented) identifies nobody, or None when it does."""
+        try:
+            self.identify(key)
+        except Unauthorized as exc:
+            return exc.message
+        return None
+
     def identify(self, key: str | None) -> Principal:
         """The principal of ``key``; raises :class:`Unauthorized` when missing or unknown."""
         if not key:

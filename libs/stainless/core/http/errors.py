@@ -1,7 +1,8 @@
 """Refusals of every HTTP app: one hierarchy, one body ``{"error", "detail"}``.
 
-An exception's ``status`` and ``code`` become the answer; request validation errors are
-answered the same way (422, ``invalid``), never in FastAPI's own shape.
+An exception's ``status`` and ``code`` become the answer; request validation errors
+(422, ``invalid``) and the framework's own refusals (404, 405, a body refused while it
+streams) are answered the same way, never in FastAPI's own shape.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
+from starlette.exceptions import HTTPException
 
 __all__ = [
     "Conflict",
@@ -73,14 +75,32 @@ def error_response(status: int, code: str, detail: str) -> JSONResponse:
     return JSONResponse({"error": code, "detail": detail}, status_code=status, headers=headers)
 
 
+_MAX_DETAIL = 1000
+
+
 def _validation_detail(exc: RequestValidationError) -> str:
-    return "; ".join(
-        f"{'.'.join(str(part) for part in error['loc'])}: {error['msg']}" for error in exc.errors()
+    """Where and why, never the input itself (bounded: a key may come from the input)."""
+    detail = "; ".join(
+        f"{'.'.join(str(part)[:64] for part in error['loc'])}: {error['msg']}"
+        for error in exc.errors()
     )
+    return detail if len(detail) <= _MAX_DETAIL else detail[: _MAX_DETAIL - 1] + "…"
+
+
+_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found"}
+_CODES |= {405: "method_not_allowed", 409: "conflict", 413: "too_large", 422: "invalid"}
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    """Answer ``ServiceError`` and request validation errors with ``ErrorBody``."""
+    """Answer ``ServiceError``, request validation errors and the framework's refusals with
+    ``ErrorBody``."""
+
+    @app.exception_handler(HTTPException)
+    def _framework(_: Request, exc: HTTPException) -> JSONResponse:
+        code = getattr(exc, "code", None) or _CODES.get(exc.status_code, "error")
+        response = error_response(exc.status_code, code, str(exc.detail))
+        response.headers.update(exc.headers or {})
+        return response
 
     @app.exception_handler(ServiceError)
     def _refused(_: Request, exc: ServiceError) -> JSONResponse:

@@ -6,6 +6,7 @@ own scanner's slides. Retries are safe with an ``Idempotency-Key`` header.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, File, Form, Header, Request, UploadFile
@@ -13,8 +14,6 @@ from fastapi.responses import JSONResponse
 from fastapi.security import APIKeyHeader
 from sqlalchemy import Engine
 from sqlmodel import Session
-from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
-from starlette.responses import Response
 
 from stainless.core.config import (
     DatabaseSettings,
@@ -25,12 +24,10 @@ from stainless.core.config import (
 )
 from stainless.core.db.engine import create_db_engine, ping, wait_for_database
 from stainless.core.db.models import Modality, Scanner
-from stainless.core.http.errors import (
-    ErrorBody,
-    Unauthorized,
-    error_response,
-    install_error_handlers,
-)
+from stainless.core.http.errors import ErrorBody, Unauthorized, install_error_handlers
+from stainless.core.http.guard import BodyLimit, RequestGuard
+from stainless.core.http.headers import SecurityHeaders
+from stainless.core.http.params import SlideId
 from stainless.core.logs import configure_logging
 from stainless.core.observability import add_health_routes
 from stainless.core.storage import create_store
@@ -51,6 +48,8 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     422: {"description": "invalid request, image, checksum or size"},
 }
 _MULTIPART_OVERHEAD = 64 * 1024
+STAGE_RANGE_UM = 1e6  # a metre of stage travel either way: far beyond any microscope
+_FORM_PARTS = 8  # file, modality, index, stage_x_um, stage_y_um, sha256, and slack
 
 IdempotencyKey = Annotated[
     str | None,
@@ -58,20 +57,31 @@ IdempotencyKey = Annotated[
 ]
 
 
-class _UploadLimit(BaseHTTPMiddleware):
-    """Refuse a body whose declared length is over the limit before reading it."""
+_REFUSED = "missing, unknown or revoked API key"
 
-    def __init__(self, app: Any, limit: int) -> None:
-        super().__init__(app)
-        self._limit = limit
 
-    async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
-        length = request.headers.get("content-length")
-        if length and length.isdigit() and int(length) > self._limit + _MULTIPART_OVERHEAD:
-            detail = f"the request body exceeds {self._limit} bytes"
-            return error_response(413, "too_large", detail)
-        return await call_next(request)
+def _scanner_key(engine: Engine) -> Callable[[str | None], str | None]:
+    """Why a key is no scanner's, or None (checked before the request's body is read)."""
 
+    def refusal(key: str | None) -> str | None:
+        if key:
+            with Session(engine) as session:
+                if authenticate(session, key) is not None:
+                    return None
+        return _REFUSED
+
+    return refusal
+
+
+StageUm = Annotated[
+    float | None,
+    Form(
+        allow_inf_nan=False,
+        ge=-STAGE_RANGE_UM,
+        le=STAGE_RANGE_UM,
+        description="Stage position of the field (µm), finite.",
+    ),
+]
 
 _api_key = APIKeyHeader(name="X-API-Key", auto_error=False, description="The scanner's key.")
 
@@ -83,7 +93,7 @@ def current_scanner(request: Request, key: Annotated[str | None, Depends(_api_ke
             found = authenticate(session, key)
         if found is not None:
             return found
-    raise Unauthorized("missing, unknown or revoked API key")
+    raise Unauthorized(_REFUSED)
 
 
 ScannerDep = Annotated[Scanner, Depends(current_scanner)]
@@ -99,7 +109,14 @@ def create_app(settings: IngestionSettings, *, engine: Engine, ingestor: Ingesto
         version="1",
         description="Upload API for DIC and brightfield microscope fields.",
     )
-    app.add_middleware(_UploadLimit, limit=settings.max_upload_bytes)
+    upload = BodyLimit(
+        "POST",
+        r"/v1/slides/[^/]+/fields",
+        settings.max_upload_bytes + _MULTIPART_OVERHEAD,
+        max_parts=_FORM_PARTS,
+    )
+    app.add_middleware(RequestGuard, authenticate=_scanner_key(engine), limits=[upload])
+    app.add_middleware(SecurityHeaders)  # outermost: refusals of the guard carry them too
     app.state.engine = engine
 
     install_error_handlers(app)
@@ -112,19 +129,19 @@ def create_app(settings: IngestionSettings, *, engine: Engine, ingestor: Ingesto
         return _answer(ingestor.open_slide(who, body, idempotency_key=idempotency_key))
 
     @app.get("/v1/slides/{slide_id}", responses=_ERRORS, tags=["slides"])
-    def slide_status(slide_id: str, who: ScannerDep) -> JSONResponse:
+    def slide_status(slide_id: SlideId, who: ScannerDep) -> JSONResponse:
         """The slide, its fields and how far processing has come."""
         return _answer(ingestor.slide_status(who, slide_id))
 
     @app.post("/v1/slides/{slide_id}/fields", status_code=201, responses=_ERRORS, tags=["fields"])
     def upload_field(
-        slide_id: str,
+        slide_id: SlideId,
         who: ScannerDep,
         file: Annotated[UploadFile, File(description="PNG or TIFF; DIC 1 channel, BF RGB.")],
         modality: Annotated[Modality, Form()],
         index: Annotated[int, Form(ge=0, le=100_000, description="Field index on the slide.")],
-        stage_x_um: Annotated[float | None, Form()] = None,
-        stage_y_um: Annotated[float | None, Form()] = None,
+        stage_x_um: StageUm = None,
+        stage_y_um: StageUm = None,
         sha256: Annotated[str | None, Form(pattern=r"^[0-9a-fA-F]{64}$")] = None,
         idempotency_key: IdempotencyKey = None,
     ) -> JSONResponse:
@@ -141,7 +158,7 @@ def create_app(settings: IngestionSettings, *, engine: Engine, ingestor: Ingesto
         return _answer(ingestor.upload_field(who, upload, idempotency_key=idempotency_key))
 
     @app.post("/v1/slides/{slide_id}/complete", responses=_ERRORS, tags=["slides"])
-    def complete_slide(slide_id: str, who: ScannerDep) -> JSONResponse:
+    def complete_slide(slide_id: SlideId, who: ScannerDep) -> JSONResponse:
         """Mark the slide fully uploaded (repeating it is harmless)."""
         return _answer(ingestor.complete_slide(who, slide_id))
 

@@ -15,11 +15,11 @@ import json
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, BinaryIO
+from typing import Annotated, Any, BinaryIO
 
 import structlog
 from prometheus_client import Counter
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, func, select
@@ -62,6 +62,15 @@ class ChecksumMismatch(ServiceError):
     status, code = 422, "checksum_mismatch"
 
 
+MetadataKey = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+MetadataValue = (
+    Annotated[str, StringConstraints(max_length=256)]
+    | Annotated[int, Field(ge=-(2**53), le=2**53)]
+    | Annotated[float, Field(allow_inf_nan=False)]
+    | bool
+)
+
+
 class SlideRequest(BaseModel):
     """What a scanner sends to open a slide."""
 
@@ -70,8 +79,10 @@ class SlideRequest(BaseModel):
     external_id: str = Field(pattern=SAFE_ID, description="The scanner's own slide id.")
     patient_pseudonym: str = Field(pattern=SAFE_ID, description="Pseudonym, never a name.")
     dic_only: bool = Field(default=False, description="No brightfield fields will be sent.")
-    acquisition: dict[str, str | int | float | bool] = Field(
-        default_factory=dict, description="Free acquisition metadata (objective, scanner model…)."
+    acquisition: Annotated[dict[MetadataKey, MetadataValue], Field(max_length=64)] = Field(
+        default_factory=dict,
+        description="Free acquisition metadata (objective, scanner model…): at most 64 "
+        "entries of finite numbers, booleans and strings of up to 256 characters.",
     )
 
 
@@ -180,7 +191,13 @@ class Ingestor:
         data = self._read(upload.stream)
         digest, size = hashlib.sha256(data).hexdigest(), len(data)
         fingerprint = _fingerprint(
-            "field", upload.slide_id, upload.index, upload.modality.value, digest
+            "field",
+            upload.slide_id,
+            upload.index,
+            upload.modality.value,
+            digest,
+            upload.stage_x_um,
+            upload.stage_y_um,
         )
         if idempotency_key is not None:
             replay = self._replay(scanner, idempotency_key, fingerprint)
@@ -196,6 +213,10 @@ class Ingestor:
         self._store_decodable(key, data, info)
 
         def action(session: Session) -> Answer:
+            # The slide row is locked until commit: completing it waits for this field, or
+            # this field sees it completed (the check above ran before the image was stored).
+            locked = self._owned_slide(session, scanner, slide.id, lock=True)
+            _require_open(locked)
             field = record_field(
                 session,
                 field_id=field_id,
@@ -252,8 +273,7 @@ class Ingestor:
     def _check_header(
         self, session: Session, slide: Slide, upload: FieldUpload, data: bytes
     ) -> ImageInfo:
-        if slide.status != SlideStatus.OPEN:
-            raise Conflict(f"slide {slide.id} is {slide.status}: it takes no more fields")
+        _require_open(slide)
         if slide.dic_only and upload.modality is Modality.BF:
             raise InvalidUpload(f"slide {slide.id} was opened as DIC-only")
         try:
@@ -333,6 +353,11 @@ class Ingestor:
                 return replay
             raise Conflict("a concurrent request wrote the same record; retry to see it") from None
         return answer
+
+
+def _require_open(slide: Slide) -> None:
+    if slide.status != SlideStatus.OPEN:
+        raise Conflict(f"slide {slide.id} is {slide.status}: it takes no more fields")
 
 
 def _count(session: Session, table: type[Cell] | type[Registration], slide_id: str) -> int:

@@ -7,10 +7,9 @@ progress (step, losses, samples/s, ETA) to the row, read by ``GET``.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
 from fastapi import FastAPI
-from fastapi import Path as PathParam
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import Engine
 from sqlmodel import Session, col, select
@@ -18,20 +17,27 @@ from sqlmodel import Session, col, select
 from stainless.core.db.models import TrainingJob
 from stainless.core.http.auth import Reader, Scientist
 from stainless.core.http.errors import Invalid, NotFound
+from stainless.core.http.params import JobId
 from stainless.core.registry import list_versions
 from stainless.core.storage import ObjectStore
 from stainless.stages.retraining.jobs import JobError, get_job, request_training
 
-JobId = Annotated[str, PathParam(pattern=r"^[0-9a-fA-F-]{36}$", description="A training job id.")]
+DATASET_KEY = r"^[A-Za-z0-9][A-Za-z0-9._/-]*\.json$"
+MAX_WORKERS = 256  # far above any cluster this runs on; a typo is refused, not queued
+MAX_STEPS = 10_000_000  # the thesis trained for well under a million
 
 
 class TrainingRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    model: str = Field(description="mtmd, disentangled or paired.")
-    dataset: str = Field(description="Dataset snapshot key (datasets/<name>/<sha256>.json).")
-    workers: int = Field(default=1, description="Ray Train workers.")
-    steps: int | None = Field(default=None, ge=1, description="Optimisation steps.")
+    model: str = Field(max_length=32, description="mtmd, disentangled or paired.")
+    dataset: str = Field(
+        pattern=DATASET_KEY,
+        max_length=256,
+        description="Dataset snapshot key (datasets/<name>/<sha256>.json).",
+    )
+    workers: int = Field(default=1, ge=1, le=MAX_WORKERS, description="Ray Train workers.")
+    steps: int | None = Field(default=None, ge=1, le=MAX_STEPS, description="Optimisation steps.")
 
 
 def job_json(job: TrainingJob) -> dict[str, Any]:

@@ -15,10 +15,9 @@ from typing import Annotated, Any
 import cv2
 import numpy as np
 from fastapi import APIRouter, FastAPI, Query
-from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import Engine
 from starlette.responses import Response
 
@@ -27,6 +26,9 @@ from stainless.core.db.cells import CellView
 from stainless.core.db.engine import ping
 from stainless.core.http.auth import Authenticator, Reader, Reviewer
 from stainless.core.http.errors import ErrorBody, NotFound, install_error_handlers
+from stainless.core.http.guard import RequestGuard
+from stainless.core.http.headers import SecurityHeaders
+from stainless.core.http.params import CellId, SlideId
 from stainless.core.observability import add_health_routes
 from stainless.core.storage import ObjectStore
 from stainless.core.storage.base import ObjectNotFoundError
@@ -43,7 +45,6 @@ from stainless.stages.review.schemas import (
 )
 
 WEB = Path(__file__).parent / "web"
-UUID_PATTERN = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
 FHIR_JSON = "application/fhir+json"
 
 
@@ -58,9 +59,6 @@ _WRITE_ERRORS: dict[int | str, dict[str, Any]] = {
     409: {"model": ErrorBody, "description": "slide signed, not completed, or cells unreviewed"},
 }
 
-SlideId = Annotated[str, PathParam(pattern=UUID_PATTERN, description="A slide id.")]
-CellId = Annotated[str, PathParam(pattern=UUID_PATTERN, description="A cell id.")]
-
 
 class ImageKind(StrEnum):
     DIC = "dic"
@@ -73,7 +71,7 @@ class ReviewBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     action: ReviewAction
-    new_class: str | None = None
+    new_class: str | None = Field(default=None, max_length=16, description="A class code.")
 
 
 def _image_keys(view: CellView) -> dict[ImageKind, str | None]:
@@ -236,7 +234,10 @@ def create_app(
         description="WBC differentials, expert review, signing and FHIR reports; the review page.",
     )
     app.state.engine = engine
-    app.state.authenticator = Authenticator(settings)
+    authenticator = Authenticator(settings)
+    app.state.authenticator = authenticator
+    app.add_middleware(RequestGuard, authenticate=authenticator.refusal)
+    app.add_middleware(SecurityHeaders)  # outermost: refusals of the guard carry them too
     install_error_handlers(app)
 
     @app.get("/v1/me", responses=_ERRORS, tags=["auth"])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import struct
 import zlib
 from dataclasses import dataclass
@@ -165,6 +166,10 @@ BAD_UPLOADS = [
     ("wrong checksum", _tiff(), {"sha256": "0" * 64}, 422, "sha256"),
     ("bad modality", _tiff(), {"modality": "CT"}, 422, "modality"),
     ("negative index", _tiff(), {"index": "-1"}, 422, "index"),
+    ("NaN stage position", _tiff(), {"stage_x_um": "nan"}, 422, "stage_x_um"),
+    ("infinite stage position", _tiff(), {"stage_y_um": "inf"}, 422, "stage_y_um"),
+    ("overflowing stage position", _tiff(), {"stage_x_um": "1e309"}, 422, "stage_x_um"),
+    ("stage position beyond travel", _tiff(), {"stage_x_um": "2e6"}, 422, "stage_x_um"),
 ]
 
 
@@ -197,6 +202,59 @@ def test_an_oversized_body_is_refused_before_it_is_read(api: Api) -> None:
     slide = api.open_slide()
     response = api.upload(slide, b"\x00" * (5 * 1024 * 1024))
     assert response.status_code == 413
+    assert api.stored() == ([], 0, 0)
+
+
+def test_extra_form_parts_are_refused_before_they_are_spooled(api: Api) -> None:
+    slide = api.open_slide()
+    files = [("file", ("f.tif", _tiff(), "image/tiff"))]
+    files += [(f"extra{i}", ("x.bin", b"\x00" * 1024, "image/tiff")) for i in range(10)]
+    response = api.client.post(
+        f"/v1/slides/{slide}/fields",
+        files=files,
+        data={"modality": "DIC", "index": "0"},
+        headers=api.headers(),
+    )
+    assert response.status_code == 413 and "parts" in response.json()["detail"]
+    assert api.stored() == ([], 0, 0)
+
+
+def test_a_reused_idempotency_key_with_another_request_is_a_conflict(api: Api) -> None:
+    slide = api.open_slide()
+    key = {"headers": {"Idempotency-Key": "upload-1"}}
+    first = api.upload(slide, _tiff(), stage_x_um="10.5", **key)  # type: ignore[arg-type]
+    assert first.status_code == 201
+    moved = api.upload(slide, _tiff(), stage_x_um="11.5", **key)  # type: ignore[arg-type]
+    assert moved.status_code == 409 and "Idempotency-Key" in moved.json()["detail"]
+    assert api.stored()[1:] == (1, 1)
+
+
+@pytest.mark.parametrize(
+    "acquisition",
+    [{"gain": float("nan")}, {"gain": float("inf")}, {"note": "x" * 10_000}, {"k" * 100: 1}],
+    ids=["nan", "inf", "long string", "long key"],
+)
+def test_acquisition_metadata_is_finite_and_bounded(
+    api: Api, acquisition: dict[str, object]
+) -> None:
+    body = {"external_id": "S", "patient_pseudonym": "P", "acquisition": acquisition}
+    content = json.dumps(body).encode()  # json.dumps writes NaN and Infinity literals
+    response = api.client.post(
+        "/v1/slides",
+        content=content,
+        headers=api.headers(**{"Content-Type": "application/json"}),
+    )
+    assert response.status_code == 422, response.text
+    assert "x" * 100 not in response.text  # the refusal does not echo the input
+    with Session(api.engine) as session:  # type: ignore[arg-type]
+        assert session.exec(select(Slide)).all() == []
+
+
+@pytest.mark.parametrize("slide_id", ["a%00b", "x" * 5000, "not-a-uuid"])
+def test_malformed_slide_ids_are_refused_before_any_lookup(api: Api, slide_id: str) -> None:
+    response = api.client.get(f"/v1/slides/{slide_id}", headers=api.headers())
+    assert response.status_code == 422 and response.json()["error"] == "invalid"
+    assert api.upload(slide_id, _tiff()).status_code == 422
     assert api.stored() == ([], 0, 0)
 
 

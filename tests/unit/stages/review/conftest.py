@@ -29,6 +29,7 @@ from stainless.core.db.repository import create_slide, get_or_create_scanner
 from stainless.core.storage.local import LocalObjectStore
 from stainless.domain.review import ReviewStatus
 from stainless.imaging.codecs import encode_png
+from stainless.stages.review.api import create_app
 from stainless_results.main import ResultsServiceSettings
 from stainless_results.main import build as results_app
 
@@ -158,12 +159,12 @@ def client(world: World) -> TestClient:
 
 @pytest.fixture
 def client_for(world: World) -> Callable[..., TestClient]:
-    """A client of an app with other results settings (e.g. an anonymous role)."""
+    """A client of the results API with other results settings (e.g. the embedded demo's
+    anonymous role, which the service itself refuses)."""
 
     def build(**results: object) -> TestClient:
-        settings = world.settings.model_copy(
-            update={"results": world.settings.results.model_copy(update=results)}
-        )
-        return TestClient(results_app(part(settings, ResultsServiceSettings)))
+        block = world.settings.results.model_copy(update=results)
+        app = create_app(block, world.settings.clinical, engine=world.engine, store=world.store)
+        return TestClient(app)
 
     return build
