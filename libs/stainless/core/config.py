@@ -231,6 +231,20 @@ class IngestionSettings(_Block):
     raw_prefix: str = Field(
         default="raw", pattern=r"^[a-z0-9-]+$", description="Object-store prefix of uploads."
     )
+    max_decode_bytes: int = Field(
+        default=1024 * 1024 * 1024,
+        ge=16 * 1024 * 1024,
+        description="Most memory the decoding of one upload may take (in its own capped "
+        "process; a few times the header's image size below that).",
+    )
+    decode_workers: int = Field(
+        default=2, ge=1, le=16, description="Processes decoding uploads in parallel."
+    )
+    keep_original: bool = Field(
+        default=False,
+        description="Also store the upload as sent (extra pages and metadata included) beside "
+        "the canonical re-encoded image.",
+    )
 
 
 class OpticsSettings(_Block):

@@ -2,8 +2,12 @@
 
 Encoding gives deterministic bytes for the same pixels (fields and crops in the store).
 Decoding an uploaded image reads its header first (``probe``) and only then its pixels
-(``decode``), so an image claiming an absurd size (a decompression bomb) is refused
-without allocating them.
+(``decode``), so an image claiming an absurd size is refused without allocating them.
+Only the first page of a TIFF is read, and only a single 2-D image (grey, or RGB with
+interleaved samples) with every axis of its header counted. ``canonical`` re-encodes the
+decoded pixels without metadata or further pages: what the store keeps of an upload.
+A compressed strip can still inflate past its image: run ``decode`` where memory is
+capped (``stainless.stages.ingestion.decoding``).
 """
 
 from __future__ import annotations
@@ -101,16 +105,26 @@ def _probe_tiff(stream: BinaryIO) -> ImageInfo:
     try:
         with tifffile.TiffFile(stream, name="upload.tif") as tif:
             page = tif.pages.first
-            shape = page.shape
+            shape = tuple(int(n) for n in page.shape)
             samples = int(page.samplesperpixel)
             depth = int(page.bitspersample)
+            planar = int(page.planarconfig) == 2
+            volume = int(page.imagedepth)
     except Exception as exc:  # noqa: BLE001 - tifffile raises many types on bad headers
         raise ImageRejected(f"unreadable TIFF header: {exc}") from None
     finally:
         stream.seek(0)
-    if len(shape) not in (2, 3):
-        raise ImageRejected(f"TIFF of shape {shape} is not a single 2-D image")
-    height, width = int(shape[0]), int(shape[1])
+    if volume != 1:
+        raise ImageRejected(f"TIFF with an image depth of {volume} is not a single 2-D image")
+    if samples > 1 and planar:
+        raise ImageRejected("planar TIFF samples are not accepted: send interleaved RGB")
+    if len(shape) != (2 if samples == 1 else 3) or (samples > 1 and shape[2] != samples):
+        raise ImageRejected(
+            f"TIFF of shape {shape} with {samples} sample(s) per pixel is not a single 2-D image"
+        )
+    height, width = shape[0], shape[1]
+    if height == 0 or width == 0:
+        raise ImageRejected("TIFF header gives a zero width or height")
     return ImageInfo(ImageFormat.TIFF, width, height, samples, depth)
 
 
@@ -119,8 +133,8 @@ def decode(stream: BinaryIO, info: ImageInfo) -> np.ndarray:
     stream.seek(0)
     try:
         if info.format is ImageFormat.TIFF:
-            with tifffile.TiffFile(stream, name="upload.tif") as tif:
-                pixels = np.asarray(tif.asarray(maxworkers=_DECODE_WORKERS))
+            with tifffile.TiffFile(stream, name="upload.tif") as tif:  # the first page only
+                pixels = np.asarray(tif.pages.first.asarray(maxworkers=_DECODE_WORKERS))
         else:
             with Image.open(stream) as image:
                 image.load()
@@ -133,3 +147,21 @@ def decode(stream: BinaryIO, info: ImageInfo) -> np.ndarray:
     if pixels.shape[:2] != expected[:2] or (info.channels != 1 and pixels.ndim != 3):
         raise ImageRejected(f"decoded shape {pixels.shape} does not match the header")
     return pixels
+
+
+def canonical(pixels: np.ndarray, info: ImageInfo) -> bytes:
+    """The decoded image re-encoded in its own format with nothing but its pixels: no
+    further pages, no metadata (a scanner's label photo or tags stay out of the store)."""
+    if info.format is ImageFormat.PNG:
+        return encode_png(pixels)
+    buffer = io.BytesIO()
+    tifffile.imwrite(
+        buffer,
+        pixels,
+        photometric="minisblack" if pixels.ndim == 2 else "rgb",
+        compression="zlib",
+        software=None,
+        datetime=None,
+        metadata=None,
+    )
+    return buffer.getvalue()

@@ -13,7 +13,6 @@ import hashlib
 import io
 import json
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Annotated, Any, BinaryIO
 
@@ -42,7 +41,8 @@ from stainless.core.events.contracts import Envelope, SlideUploaded
 from stainless.core.events.outbox import add_event
 from stainless.core.http.errors import Conflict, NotFound, ServiceError, TooLarge
 from stainless.core.storage import ObjectStore
-from stainless.imaging.codecs import ImageInfo, ImageRejected, decode, probe
+from stainless.imaging.codecs import ImageInfo, ImageRejected, probe
+from stainless.stages.ingestion.decoding import CappedDecoder, shared_decoder
 from stainless.stages.ingestion.records import record_field
 
 log = structlog.get_logger(__name__)
@@ -108,11 +108,20 @@ def _fingerprint(*parts: object) -> str:
 
 
 class Ingestor:
-    def __init__(self, engine: Engine, store: ObjectStore, settings: IngestionSettings) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        store: ObjectStore,
+        settings: IngestionSettings,
+        decoder: CappedDecoder | None = None,
+    ) -> None:
+        """``decoder`` defaults to the process's shared one for the settings' limits."""
         self._engine = engine
         self._store = store
         self._settings = settings
-        self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="ingest-store")
+        self._decoder = decoder or shared_decoder(
+            settings.max_decode_bytes, settings.decode_workers
+        )
 
     # -- slides -------------------------------------------------------------------------
 
@@ -210,7 +219,7 @@ class Ingestor:
             info = self._check_header(session, slide, upload, data)
         field_id = new_id()
         key = f"{self._settings.raw_prefix}/{slide.id}/{field_id}.{info.format.value}"
-        self._store_decodable(key, data, info)
+        self._store_canonical(key, data, info)
 
         def action(session: Session) -> Answer:
             # The slide row is locked until commit: completing it waits for this field, or
@@ -236,10 +245,10 @@ class Ingestor:
         try:
             answer = self._once(scanner, idempotency_key, fingerprint, action)
         except BaseException:
-            self._store.delete(key)
+            self._delete_objects(key)
             raise
         if answer.body.get("object_key") != key:  # a concurrent retry won: ours is surplus
-            self._store.delete(key)
+            self._delete_objects(key)
         else:
             UPLOAD_BYTES.inc(size)
             log.info(
@@ -251,6 +260,11 @@ class Ingestor:
             )
         return answer
 
+    def _delete_objects(self, key: str) -> None:
+        self._store.delete(key)
+        if self._settings.keep_original:
+            self._store.delete(_original_key(key))
+
     def _read(self, stream: BinaryIO) -> bytes:
         """The whole upload, refused past ``max_upload_bytes`` (the memory bound of a request)."""
         stream.seek(0)
@@ -259,16 +273,21 @@ class Ingestor:
             raise TooLarge(f"the upload exceeds {self._settings.max_upload_bytes} bytes")
         return data
 
-    def _store_decodable(self, key: str, data: bytes, info: ImageInfo) -> None:
-        """Store the object while the image is decoded; remove it again if it does not decode."""
-        put = self._pool.submit(self._store.put, key, data, content_type=info.content_type)
+    def _store_canonical(self, key: str, data: bytes, info: ImageInfo) -> None:
+        """Store the upload's pixels re-encoded (no further pages, no metadata) once they
+        decode within the memory budget; the upload as sent too if the settings ask."""
         try:
-            decode(io.BytesIO(data), info)
+            canonical = self._decoder.canonical(data, info)
         except ImageRejected as exc:
-            put.exception()  # wait for the put, whatever its outcome, before removing it
-            self._store.delete(key)
             raise InvalidUpload(str(exc)) from None
-        put.result()
+        self._store.put(key, canonical, content_type=info.content_type)
+        if self._settings.keep_original:
+            original = _original_key(key)
+            try:
+                self._store.put(original, data, content_type="application/octet-stream")
+            except BaseException:
+                self._store.delete(key)
+                raise
 
     def _check_header(
         self, session: Session, slide: Slide, upload: FieldUpload, data: bytes
@@ -353,6 +372,11 @@ class Ingestor:
                 return replay
             raise Conflict("a concurrent request wrote the same record; retry to see it") from None
         return answer
+
+
+def _original_key(key: str) -> str:
+    """Where the upload as sent is kept beside its canonical image (``…/<id>.original``)."""
+    return key.rsplit(".", 1)[0] + ".original"
 
 
 def _require_open(slide: Slide) -> None:

@@ -88,11 +88,14 @@ def _png_header_only(width: int, height: int) -> bytes:
 
 
 @pytest.fixture
-def api(sqlite_url: str, tmp_path: Path) -> Api:
+def api(sqlite_url: str, tmp_path: Path, request: pytest.FixtureRequest) -> Api:
+    extra = getattr(request, "param", {})  # more ingestion settings, by indirect parameters
     settings = Settings(
         database=DatabaseSettings(url=sqlite_url),
         store=StoreSettings(root=tmp_path / "store"),
-        ingestion=IngestionSettings(max_pixels=4_000_000, max_upload_bytes=4 * 1024 * 1024),
+        ingestion=IngestionSettings(
+            max_pixels=4_000_000, max_upload_bytes=4 * 1024 * 1024, **extra
+        ),
     )
     engine = create_db_engine(settings.database)
     store = LocalObjectStore(settings.store.root)
@@ -120,9 +123,21 @@ def test_a_slide_is_opened_filled_and_completed(api: Api) -> None:
     assert (len(keys), fields, events) == (2, 2, 3)  # two fields.ingested, one slides.uploaded
     assert api.client.post(f"/v1/slides/{slide}/complete", headers=api.headers()).status_code == 200
     assert api.stored()[2] == 3  # completing again announces nothing new
-    assert api.store.get(first.json()["object_key"]) == dic
+    stored = api.store.get(first.json()["object_key"])  # re-encoded: the same pixels
+    assert np.array_equal(tifffile.imread(io.BytesIO(stored)), tifffile.imread(io.BytesIO(dic)))
     late = api.upload(slide, _tiff(), index=1)
     assert late.status_code == 409 and "takes no more fields" in late.json()["detail"]
+
+
+@pytest.mark.parametrize("api", [{"keep_original": True}], indirect=True)
+def test_the_upload_as_sent_is_kept_beside_its_pixels_when_asked(api: Api) -> None:
+    slide = api.open_slide()
+    dic = _tiff()
+    stored = api.upload(slide, dic).json()["object_key"]
+    keys = api.stored()[0]
+    original = stored.rsplit(".", 1)[0] + ".original"
+    assert sorted(keys) == sorted([stored, original])
+    assert api.store.get(original) == dic and api.store.get(stored) != dic
 
 
 def test_a_retried_upload_returns_the_first_answer_and_stores_nothing_twice(api: Api) -> None:

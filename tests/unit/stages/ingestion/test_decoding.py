@@ -1,0 +1,127 @@
+"""Uploads decode in a memory-capped worker and are stored as their pixels only."""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+
+import numpy as np
+import pytest
+import tifffile
+from PIL import Image
+
+from stainless.imaging.codecs import ImageRejected, canonical, probe
+from stainless.stages.ingestion.decoding import CappedDecoder, budget
+
+MiB = 2**20
+
+
+@pytest.fixture(scope="module")
+def decoder() -> CappedDecoder:
+    capped = CappedDecoder(256 * MiB)
+    yield capped  # type: ignore[misc]
+    capped.close()
+
+
+def _tiff(pixels: np.ndarray, **options: object) -> bytes:
+    buffer = io.BytesIO()
+    tifffile.imwrite(buffer, pixels, **options)  # type: ignore[arg-type]
+    return buffer.getvalue()
+
+
+def _strip_bomb(inflated: int) -> bytes:
+    """A 64x64 deflate TIFF whose one strip inflates to ``inflated`` bytes."""
+    data = bytearray(_tiff(np.zeros((64, 64), np.uint8), compression="zlib"))
+    with tifffile.TiffFile(io.BytesIO(bytes(data))) as tif:
+        tags = tif.pages.first.tags
+        offset_at = tags["StripOffsets"].valueoffset
+        count_at = tags["StripByteCounts"].valueoffset
+    compressor = zlib.compressobj(9)
+    chunk, bomb = b"\x00" * MiB, bytearray()
+    for _ in range(inflated // MiB):
+        bomb += compressor.compress(chunk)
+    bomb += compressor.flush()
+    struct.pack_into("<I", data, offset_at, len(data))
+    struct.pack_into("<I", data, count_at, len(bomb))
+    return bytes(data + bomb)
+
+
+def _decode(decoder: CappedDecoder, data: bytes) -> np.ndarray:
+    info = probe(io.BytesIO(data))
+    stored = decoder.canonical(data, info)
+    return np.asarray(
+        tifffile.imread(io.BytesIO(stored))
+        if stored[:2] in (b"II", b"MM")
+        else Image.open(io.BytesIO(stored))
+    )
+
+
+def test_the_stored_image_is_the_first_page_without_metadata(decoder: CappedDecoder) -> None:
+    field = np.arange(64 * 80, dtype=np.uint16).reshape(64, 80)
+    buffer = io.BytesIO()
+    with tifffile.TiffWriter(buffer) as writer:
+        writer.write(field, description="Scanner X, serial 42")
+        writer.write(np.full((32, 32, 3), 200, np.uint8), description="Patient: Jane Doe")
+    data = buffer.getvalue()
+    info = probe(io.BytesIO(data))
+    stored = decoder.canonical(data, info)
+    assert b"Patient" not in stored and b"Scanner X" not in stored
+    with tifffile.TiffFile(io.BytesIO(stored)) as tif:
+        assert len(tif.pages) == 1
+        assert np.array_equal(tif.pages.first.asarray(), field)
+    assert stored == canonical(field, info)  # deterministic
+
+
+def test_a_strip_that_inflates_past_its_image_is_refused(decoder: CappedDecoder) -> None:
+    bomb = _strip_bomb(300 * MiB)
+    assert len(bomb) < 2 * MiB
+    info = probe(io.BytesIO(bomb))
+    assert budget(info, 256 * MiB) < 100 * MiB  # a few times 4 KiB of pixels, plus slack
+    with pytest.raises(ImageRejected, match="does not decode"):  # the cap stopped it
+        decoder.canonical(bomb, info)
+    small = _tiff(np.ones((64, 64), np.uint8), compression="zlib")  # the worker still serves
+    assert _decode(decoder, small).sum() == 64 * 64
+
+
+@pytest.mark.parametrize(
+    ("pixels", "options", "reason"),
+    [
+        (
+            np.zeros((3, 40, 50), np.uint8),
+            {"photometric": "rgb", "planarconfig": "separate"},
+            "planar",
+        ),
+        (
+            np.zeros((4, 40, 50), np.uint8),
+            {"photometric": "minisblack", "volumetric": True},
+            "depth",
+        ),
+    ],
+    ids=["planar RGB", "image depth"],
+)
+def test_only_single_2d_images_pass_the_header_check(
+    pixels: np.ndarray, options: dict[str, object], reason: str
+) -> None:
+    with pytest.raises(ImageRejected, match=reason):
+        probe(io.BytesIO(_tiff(pixels, **options)))
+
+
+def test_a_png_whose_stream_runs_past_its_image_is_stored_as_its_pixels(
+    decoder: CappedDecoder,
+) -> None:
+    width = height = 32
+    raw = zlib.compress(b"\x00" * (height * (width + 1)) + b"\x00" * 50 * MiB, 9)
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+        )
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", raw) + chunk(b"IEND", b"")
+    try:
+        pixels = _decode(decoder, png)
+    except ImageRejected:
+        return  # refused is as good as bounded
+    assert pixels.shape == (height, width)
