@@ -76,6 +76,9 @@ SWITCHES = MetricCounter(
 UNAVAILABLE = MetricCounter(
     "stainless_inference_unavailable_total", "Tries that found the inference server unavailable"
 )
+FROZEN = MetricCounter(
+    "stainless_inference_signed_skipped_total", "Cells of signed slides left as signed"
+)
 
 
 class MissingCrop(LookupError):
@@ -167,7 +170,14 @@ class CellStainer:
         if time.monotonic() - self._checked >= self._settings.refresh_interval_s:
             self.refresh()
         cells: dict[str, Cell] = {}
+        signed = _signed(session, {slide_id for slide_id, _ in requests})
         for slide_id, cell_ids in requests:
+            if slide_id in signed:  # a signed slide is frozen: its report may not change
+                log.warning(
+                    "cells of a signed slide skipped", slide_id=slide_id, cells=len(cell_ids)
+                )
+                FROZEN.inc(len(cell_ids))
+                continue
             cells.update((c.id, c) for c in self._cells(session, slide_id, cell_ids))
         done = set(
             session.exec(
@@ -252,6 +262,13 @@ class CellStainer:
             uncertainty=output.gamma,
             review_status=status,
         )
+
+
+def _signed(session: Session, slide_ids: set[str]) -> set[str]:
+    rows = session.exec(
+        select(Slide.id).where(col(Slide.id).in_(slide_ids), Slide.status == SlideStatus.SIGNED)
+    ).all()
+    return set(rows)
 
 
 def complete_if_done(session: Session, slide_id: str, model_version: str) -> bool:

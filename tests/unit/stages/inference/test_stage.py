@@ -193,6 +193,33 @@ def test_a_slide_is_stained_and_completed_once(
     assert sum(completed.payload["differential"].values()) == 6
 
 
+def test_a_signed_slide_is_frozen(tmp_path: Path, sqlite_url: str, exported_repo: Path) -> None:
+    world = _world(tmp_path, sqlite_url)
+    bus = InMemoryBus()
+    stainer = CellStainer(
+        store=world.store,
+        inference=LocalInference(exported_repo),
+        settings=FAST,
+        pathological_classes=PATHOLOGICAL,
+    )
+    consumer = inference_consumer(bus, world.engine, stainer)
+    _upload_complete(world, bus)
+    _crop_field(world, 0, bus)
+    consumer.poll_once()
+    with session_scope(world.engine) as session:
+        slide = session.get(Slide, world.slide_id)
+        assert slide is not None
+        slide.status = SlideStatus.SIGNED
+        session.add(slide)
+    _crop_field(world, 1, bus)  # a late (or replayed) event for the signed slide
+    consumer.poll_once()
+    with Session(world.engine) as session:
+        predicted = {p.cell_id for p in session.exec(select(Prediction)).all()}
+        assert session.get(Slide, world.slide_id).status is SlideStatus.SIGNED  # type: ignore[union-attr]
+    assert predicted == set(world.cell_ids[0])  # nothing new on the signed slide
+    assert len(_events(world.engine, Topic.CELLS_STAINED)) == 1
+
+
 def test_low_confidence_and_pathological_cells_need_review(
     tmp_path: Path, sqlite_url: str, exported_repo: Path
 ) -> None:
