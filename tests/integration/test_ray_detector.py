@@ -17,12 +17,12 @@ import torch
 import yaml
 from typer.testing import CliRunner
 
-from stainless.cli.main import app
 from stainless.imaging.phantom import generate_field
 from stainless.imaging.phantom_set import field_rng, phantom_config
 from stainless.ml.export.detector import read_detector, write_detector
 from stainless.ml.export.triton import InstanceKind, load_served
 from stainless.ml.models.detector import LearnedDetector
+from stainless_training.cli import app
 from stainless_training.detector import DetectorTrainConfig
 from stainless_training.runs import CHECKPOINT
 
