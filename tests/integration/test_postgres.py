@@ -182,3 +182,24 @@ def test_a_locked_batch_is_skipped_not_waited_for(engine: Engine) -> None:
         ).all()
         assert OutboxRelay(engine, bus).publish_pending() == 0
     assert OutboxRelay(engine, bus).publish_pending() == 1
+
+
+def test_audit_events_and_signed_reports_are_only_ever_added(engine: Engine) -> None:
+    from sqlalchemy import text
+    from sqlalchemy.exc import DBAPIError
+
+    from stainless.core.audit import Actor, add_audit, audit_trail
+
+    with session_scope(engine) as session:
+        add_audit(session, Actor("ada", "admin", "10.0.0.7"), "read", "slide:x")
+    (event,) = audit_trail(engine, actor="ada")
+    for statement in (
+        "UPDATE audit_event SET actor = 'mallory'",
+        "DELETE FROM audit_event",
+        "DELETE FROM signed_report",
+        "TRUNCATE audit_event",
+    ):
+        with pytest.raises(DBAPIError, match="only ever added"), session_scope(engine) as session:
+            session.exec(text(statement))  # type: ignore[call-overload]
+    assert [e.actor for e in audit_trail(engine, actor="ada")] == ["ada"]
+    assert event.client == "10.0.0.7"

@@ -221,6 +221,7 @@ def _promotion(
     mirror: str | None,
     review_threshold: float | None = None,
 ) -> None:
+    from stainless.core.audit import command_line_actor, record_audit
     from stainless.core.db.engine import create_db_engine
     from stainless.core.registry import RegistryError
     from stainless.core.storage import create_store
@@ -247,6 +248,13 @@ def _promotion(
     except (RegistryError, ExportError) as exc:
         err.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None
+    record_audit(
+        engine,
+        command_line_actor(),
+        "promote" if reference is not None else "rollback",
+        f"model:{done.name}/{done.version}",
+        {"repository_version": done.repository_version, "previous": done.previous_version},
+    )
     err.print(
         f"{action}: {done.name}/{done.version} is served as version {done.repository_version} "
         f"of {_repository(settings)}"
@@ -396,7 +404,7 @@ def demo(
     from stainless.stages.review.api import create_app
 
     results = create_app(
-        settings.results.model_copy(update={"anonymous_role": "admin"}),
+        settings.results.model_copy(update={"anonymous_role": "reviewer"}),  # may sign
         settings.clinical,
         engine=create_db_engine(settings.database),
         store=create_store(settings.store),

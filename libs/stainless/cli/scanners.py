@@ -10,6 +10,7 @@ from rich.table import Table
 from sqlalchemy import Engine
 from sqlmodel import Session, col, select
 
+from stainless.core.audit import add_audit, command_line_actor
 from stainless.core.config import load_settings
 from stainless.core.db.engine import create_db_engine, session_scope
 from stainless.core.db.migrate import upgrade
@@ -42,6 +43,7 @@ def add(name: Name) -> None:
     try:
         with session_scope(_engine()) as session:
             _, key = register_scanner(session, name=name)
+            add_audit(session, command_line_actor(), "key-create", f"scanner:{name}")
     except ScannerError as exc:
         raise _fail(exc) from None
     err.print(f"scanner {name!r} registered; its API key (store it now, it is not shown again):")
@@ -54,6 +56,7 @@ def rotate(name: Name) -> None:
     try:
         with session_scope(_engine()) as session:
             key = rotate_key(session, name=name)
+            add_audit(session, command_line_actor(), "key-rotate", f"scanner:{name}")
     except ScannerError as exc:
         raise _fail(exc) from None
     err.print(f"new API key of {name!r} (the previous key no longer works):")
@@ -66,6 +69,7 @@ def revoke_command(name: Name) -> None:
     try:
         with session_scope(_engine()) as session:
             revoke(session, name=name)
+            add_audit(session, command_line_actor(), "key-revoke", f"scanner:{name}")
     except ScannerError as exc:
         raise _fail(exc) from None
     err.print(f"the key of {name!r} is revoked")

@@ -230,6 +230,38 @@ class OutboxEvent(SQLModel, table=True):
     published_at: datetime | None = _ts(nullable=True)
 
 
+class SignedReport(SQLModel, table=True):
+    """The report of a slide as it was signed: its FHIR body and that body's SHA-256.
+
+    Rows are only ever added (on Postgres a trigger refuses updates and deletes); a signed
+    slide's report is read from here, never computed again.
+    """
+
+    __tablename__ = "signed_report"
+
+    slide_id: str = Field(foreign_key="slide.id", primary_key=True, max_length=36)
+    version: int = Field(primary_key=True, ge=1)
+    sha256: str = Field(max_length=64)
+    body: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+    signed_by: str = Field(max_length=128)
+    signed_at: datetime = _ts()
+
+
+class AuditEvent(SQLModel, table=True):
+    """Who read or did what, to what, when and from where. Rows are only ever added."""
+
+    __tablename__ = "audit_event"
+
+    id: int | None = Field(default=None, primary_key=True)
+    at: datetime = _ts()
+    actor: str = Field(max_length=128, index=True)
+    role: str = Field(max_length=32)
+    action: str = Field(max_length=64, index=True)
+    target: str = Field(max_length=256, index=True)  # kind:id, e.g. slide:<uuid>
+    client: str | None = Field(default=None, max_length=64)
+    detail: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
+
+
 class IdempotencyRecord(SQLModel, table=True):
     """The first answer to a request sent with an ``Idempotency-Key``, replayed on retries."""
 

@@ -5,8 +5,9 @@ Keys come from ``settings.results.api_keys`` as comma-separated
 ``Authorization: Bearer <key>``. Without a key it is refused (401) unless
 ``settings.results.anonymous_role`` names the role anonymous callers get.
 
-Roles: any role may read; reviewing and signing need ``reviewer``; ``admin``
-may do everything.
+Roles: any role may read; reviewing needs ``reviewer``; starting training needs
+``scientist``; ``admin`` may do all of that and read the audit trail. Signing is a
+reviewer's own act: an admin key cannot sign.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
+from stainless.core.audit import Actor
 from stainless.core.config import ResultsSettings
 from stainless.core.http.errors import Forbidden, Unauthorized
 
@@ -120,13 +122,15 @@ def current_principal(
     return authenticator.identify(key or (bearer.credentials if bearer else None))
 
 
-def require(roles: frozenset[Role], *, doing: str) -> Callable[..., Principal]:
-    """A dependency admitting principals whose role is in ``roles`` (admin always is)."""
+def require(roles: frozenset[Role], *, doing: str, admin: bool = True) -> Callable[..., Principal]:
+    """A dependency admitting principals whose role is in ``roles`` (and admin, unless
+    ``admin`` is false: a signature is a reviewer's own act)."""
+    admitted = roles | {Role.ADMIN} if admin else roles
 
     def dependency(who: Annotated[Principal, Depends(current_principal)]) -> Principal:
-        if who.role is Role.ADMIN or who.role in roles:
+        if who.role in admitted:
             return who
-        allowed = " or ".join(sorted(r.value for r in roles | {Role.ADMIN}))
+        allowed = " or ".join(sorted(r.value for r in admitted))
         raise Forbidden(f"{doing} needs the role {allowed}; {who.name} is {who.role.value}")
 
     return dependency
@@ -135,3 +139,12 @@ def require(roles: frozenset[Role], *, doing: str) -> Callable[..., Principal]:
 Reader = Annotated[Principal, Depends(require(READ_ROLES, doing="reading results"))]
 Reviewer = Annotated[Principal, Depends(require(REVIEW_ROLES, doing="reviewing and signing"))]
 Scientist = Annotated[Principal, Depends(require(SCIENCE_ROLES, doing="starting training"))]
+Signer = Annotated[
+    Principal, Depends(require(frozenset({Role.REVIEWER}), doing="signing", admin=False))
+]
+Admin = Annotated[Principal, Depends(require(frozenset(), doing="reading the audit trail"))]
+
+
+def actor(request: Request, who: Principal) -> Actor:
+    """Who a request acts as, for the audit trail."""
+    return Actor(who.name, who.role.value, request.client.host if request.client else None)

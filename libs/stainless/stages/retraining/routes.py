@@ -9,13 +9,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import Engine
 from sqlmodel import Session, col, select
 
+from stainless.core.audit import record_audit
 from stainless.core.db.models import TrainingJob
-from stainless.core.http.auth import Reader, Scientist
+from stainless.core.http.auth import Reader, Scientist, actor
 from stainless.core.http.errors import Invalid, NotFound
 from stainless.core.http.params import JobId
 from stainless.core.registry import list_versions
@@ -57,7 +58,7 @@ def job_json(job: TrainingJob) -> dict[str, Any]:
 
 def add_training_routes(app: FastAPI, *, engine: Engine, store: ObjectStore) -> None:
     @app.post("/v1/training-jobs", status_code=202, tags=["training"])
-    def start_training(body: TrainingRequest, who: Scientist) -> dict[str, Any]:
+    def start_training(body: TrainingRequest, request: Request, who: Scientist) -> dict[str, Any]:
         """Queue a training run on a dataset snapshot (the training service runs it)."""
         config = {} if body.steps is None else {"steps": body.steps}
         try:
@@ -71,6 +72,8 @@ def add_training_routes(app: FastAPI, *, engine: Engine, store: ObjectStore) -> 
             )
         except JobError as exc:
             raise Invalid(str(exc)) from None
+        detail = {"model": body.model, "dataset": body.dataset, "workers": body.workers}
+        record_audit(engine, actor(request, who), "train", f"job:{job.id}", detail)
         return {**job_json(job), "requested_by": who.name}
 
     @app.get("/v1/training-jobs", tags=["training"])

@@ -14,17 +14,18 @@ from typing import Annotated, Any
 
 import cv2
 import numpy as np
-from fastapi import APIRouter, FastAPI, Query
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi import APIRouter, FastAPI, Query, Request
+from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import Engine
 from starlette.responses import Response
 
+from stainless.core.audit import audit_trail, record_audit
 from stainless.core.config import ClinicalSettings, ResultsSettings
 from stainless.core.db.cells import CellView
 from stainless.core.db.engine import ping
-from stainless.core.http.auth import Authenticator, Reader, Reviewer
+from stainless.core.http.auth import Admin, Authenticator, Reader, Reviewer, Signer, actor
 from stainless.core.http.errors import ErrorBody, NotFound, install_error_handlers
 from stainless.core.http.guard import RequestGuard
 from stainless.core.http.headers import SecurityHeaders
@@ -36,6 +37,7 @@ from stainless.domain.review import ReviewAction, ReviewStatus
 from stainless.imaging.codecs import encode_png
 from stainless.stages.review import fhir, queries, reviews
 from stainless.stages.review.schemas import (
+    AuditEventOut,
     CellDetailOut,
     CellOut,
     MeOut,
@@ -114,19 +116,24 @@ def _slides_router(engine: Engine, pathological: tuple[str, ...]) -> APIRouter:
         return SlideSummaryOut.of(found)
 
     @router.get("")
-    def list_slides(_: Reader) -> list[SlideRowOut]:
+    def list_slides(request: Request, who: Reader) -> list[SlideRowOut]:
         """Every slide, newest first, with its status and cell counts."""
-        return [SlideRowOut.of(row) for row in queries.list_slides(engine)]
+        rows = [SlideRowOut.of(row) for row in queries.list_slides(engine)]
+        record_audit(engine, actor(request, who), "read", "slides", {"count": len(rows)})
+        return rows
 
     @router.get("/{slide_id}")
-    def slide_detail(slide_id: SlideId, _: Reader) -> SlideSummaryOut:
+    def slide_detail(slide_id: SlideId, request: Request, who: Reader) -> SlideSummaryOut:
         """Status, differential (counts and percent of leukocytes), flags and signature."""
-        return summary(slide_id)
+        found = summary(slide_id)
+        record_audit(engine, actor(request, who), "read", f"slide:{slide_id}")
+        return found
 
     @router.get("/{slide_id}/cells", tags=["cells"])
     def slide_cells(
         slide_id: SlideId,
-        _: Reader,
+        request: Request,
+        who: Reader,
         cell_class: Annotated[
             str | None, Query(alias="class", max_length=16, description="Effective class.")
         ] = None,
@@ -136,12 +143,20 @@ def _slides_router(engine: Engine, pathological: tuple[str, ...]) -> APIRouter:
         views = queries.slide_cells(
             engine, slide_id=slide_id, cell_class=cell_class, review_status=review_status
         )
+        record_audit(engine, actor(request, who), "read", f"slide:{slide_id}:cells")
         return [CellOut.of(view, _images(view)) for view in views]
 
     @router.post("/{slide_id}/sign", responses=_WRITE_ERRORS, tags=["review"])
-    def sign(slide_id: SlideId, who: Reviewer) -> SlideSummaryOut:
-        """Sign a completed slide whose cells are all reviewed; its report becomes final."""
-        reviews.sign_slide(engine, slide_id=slide_id, signer=who.name)
+    def sign(slide_id: SlideId, request: Request, who: Signer) -> SlideSummaryOut:
+        """Sign a completed slide whose cells are all reviewed (a reviewer's own act, not an
+        admin's); its report becomes final and is stored with its SHA-256."""
+        reviews.sign_slide(
+            engine,
+            slide_id=slide_id,
+            signer=who.name,
+            pathological_classes=pathological,
+            actor=actor(request, who),
+        )
         return summary(slide_id)
 
     @router.get(
@@ -149,11 +164,36 @@ def _slides_router(engine: Engine, pathological: tuple[str, ...]) -> APIRouter:
         responses={200: {"content": {FHIR_JSON: {}}, "description": "A DiagnosticReport"}},
         response_class=Response,
     )
-    def fhir_report(slide_id: SlideId, _: Reader) -> JSONResponse:
-        """The differential as a FHIR R4 DiagnosticReport (final once signed)."""
+    def fhir_report(slide_id: SlideId, request: Request, who: Reader) -> Response:
+        """The differential as a FHIR R4 DiagnosticReport: ``preliminary`` until signed, then
+        the report as signed, byte for byte, with its SHA-256 as the ``ETag``."""
+        record_audit(engine, actor(request, who), "read", f"slide:{slide_id}:fhir")
+        signed = queries.signed_report(engine, slide_id=slide_id)
+        if signed is not None:
+            headers = {"ETag": f'"{signed.sha256}"'}
+            return Response(fhir.canonical_json(signed.body), media_type=FHIR_JSON, headers=headers)
         found = queries.slide_summary(engine, slide_id=slide_id, pathological_classes=pathological)
         report = fhir.diagnostic_report(found.slide, found.differential, found.flags)
-        return JSONResponse(report, media_type=FHIR_JSON)
+        return Response(fhir.canonical_json(report), media_type=FHIR_JSON)
+
+    return router
+
+
+def _audit_router(engine: Engine) -> APIRouter:
+    router = APIRouter(prefix="/v1/audit", tags=["audit"], responses=_ERRORS)
+
+    @router.get("")
+    def audit(
+        _: Admin,
+        limit: Annotated[int, Query(ge=1, le=1000, description="Newest events first.")] = 100,
+        actor_name: Annotated[str | None, Query(alias="actor", max_length=128)] = None,
+        action: Annotated[str | None, Query(max_length=64)] = None,
+        target: Annotated[str | None, Query(max_length=256)] = None,
+    ) -> list[AuditEventOut]:
+        """The audit trail (admin): reads of patient data, reviews, signatures, training
+        requests, promotions and key changes — who, what, when, from where."""
+        events = audit_trail(engine, limit=limit, actor=actor_name, action=action, target=target)
+        return [AuditEventOut.of(event) for event in events]
 
     return router
 
@@ -162,9 +202,10 @@ def _cells_router(engine: Engine, store: ObjectStore) -> APIRouter:
     router = APIRouter(prefix="/v1/cells", tags=["cells"], responses=_ERRORS)
 
     @router.get("/{cell_id}")
-    def cell_detail(cell_id: CellId, _: Reader) -> CellDetailOut:
+    def cell_detail(cell_id: CellId, request: Request, who: Reader) -> CellDetailOut:
         """Class, probabilities, δ (``confidence``), γ (``uncertainty``), review and images."""
         view = queries.cell_view(engine, cell_id=cell_id)
+        record_audit(engine, actor(request, who), "read", f"cell:{cell_id}")
         return CellDetailOut.of(view, _images(view))
 
     @router.get(
@@ -172,7 +213,7 @@ def _cells_router(engine: Engine, store: ObjectStore) -> APIRouter:
         responses={200: {"content": {"image/png": {}}}},
         response_class=Response,
     )
-    def cell_image(cell_id: CellId, kind: ImageKind, _: Reader) -> Response:
+    def cell_image(cell_id: CellId, kind: ImageKind, request: Request, who: Reader) -> Response:
         """The stained crop, the DIC original (contrast-stretched), the heat map or brightfield."""
         view = queries.cell_view(engine, cell_id=cell_id)
         key = _image_keys(view)[kind]
@@ -184,10 +225,11 @@ def _cells_router(engine: Engine, store: ObjectStore) -> APIRouter:
             raise NotFound(f"the {kind.value} image of cell {cell_id} is missing") from None
         if kind is ImageKind.DIC:
             data = display_png(data)
+        record_audit(engine, actor(request, who), "read", f"cell:{cell_id}:{kind.value}")
         return Response(data, media_type="image/png", headers={"Cache-Control": "private"})
 
     @router.post("/{cell_id}/reviews", status_code=201, responses=_WRITE_ERRORS, tags=["review"])
-    def review(cell_id: CellId, body: ReviewBody, who: Reviewer) -> ReviewOut:
+    def review(cell_id: CellId, body: ReviewBody, request: Request, who: Reviewer) -> ReviewOut:
         """Confirm, reclassify (``new_class``) or mark the cell poor quality."""
         recorded = reviews.review_cell(
             engine,
@@ -195,6 +237,7 @@ def _cells_router(engine: Engine, store: ObjectStore) -> APIRouter:
             action=body.action,
             new_class=body.new_class,
             reviewer=who.name,
+            actor=actor(request, who),
         )
         return ReviewOut(
             review_id=recorded.review.id,
@@ -247,6 +290,7 @@ def create_app(
 
     app.include_router(_slides_router(engine, tuple(clinical.pathological_classes)))
     app.include_router(_cells_router(engine, store))
+    app.include_router(_audit_router(engine))
     app.include_router(_pages_router())
     app.mount("/static", StaticFiles(directory=WEB), name="static")
     add_health_routes(app, lambda: ping(engine))

@@ -13,6 +13,7 @@ denominator. The report's code is text only; no LOINC panel code is claimed.
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from typing import Any
 
@@ -159,6 +160,11 @@ def diagnostic_report(
     if signed and slide.signed_by:
         report["resultsInterpreter"] = [{"display": slide.signed_by}]
     return report
+
+
+def canonical_json(report: dict[str, Any]) -> bytes:
+    """The report's bytes as served and hashed: sorted keys, no spaces, UTF-8."""
+    return json.dumps(report, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 def _now() -> datetime:

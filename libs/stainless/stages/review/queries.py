@@ -13,7 +13,7 @@ from sqlalchemy import Engine
 from sqlmodel import Session, col, select
 
 from stainless.core.db.cells import CellView, cell_views, resolve, sorted_rows
-from stainless.core.db.models import Cell, Prediction, Review, Slide
+from stainless.core.db.models import Cell, Prediction, Review, SignedReport, Slide
 from stainless.core.http.errors import NotFound
 from stainless.domain.differential import Differential, Flags, differential, flags
 from stainless.domain.review import ReviewStatus
@@ -41,6 +41,16 @@ def slide_summary(
         slide = get_slide(session, slide_id)
         diff = differential(cell_views(session, slide_id=slide_id))
     return SlideSummary(slide, diff, flags(diff, pathological_classes=pathological_classes))
+
+
+def signed_report(engine: Engine, *, slide_id: str) -> SignedReport | None:
+    """The latest report stored at signing, or None while the slide is unsigned."""
+    with Session(engine) as session:
+        return session.exec(
+            select(SignedReport)
+            .where(SignedReport.slide_id == slide_id)
+            .order_by(col(SignedReport.version).desc())
+        ).first()
 
 
 @dataclass(frozen=True)

@@ -1,27 +1,33 @@
 """Write side: expert reviews of cells and signing of slides.
 
 Each function is one transaction (``session_scope``): it checks, then writes
-its rows and the events announcing them together, or raises and writes nothing.
-The slide row is locked (``FOR UPDATE`` on Postgres) so a review and a
-signature of the same slide cannot interleave.
+its rows, the events announcing them and, given an actor, its audit event together,
+or raises and writes nothing. The slide row is locked (``FOR UPDATE`` on Postgres) so
+a review and a signature of the same slide cannot interleave. Signing stores the
+report as signed, with its SHA-256: from then on that is the slide's report.
 """
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from prometheus_client import Counter
 from sqlalchemy import Engine
 from sqlmodel import Session, select
 
+from stainless.core.audit import Actor, add_audit
 from stainless.core.db.cells import cell_views
 from stainless.core.db.engine import session_scope
-from stainless.core.db.models import Review, Slide, SlideStatus, utcnow
+from stainless.core.db.models import Review, SignedReport, Slide, SlideStatus, utcnow
 from stainless.core.events.contracts import Envelope, ReviewRecorded
 from stainless.core.events.outbox import add_event
 from stainless.core.http.errors import Conflict, Invalid, NotFound
 from stainless.domain.cells import CellClass
+from stainless.domain.differential import differential, flags
 from stainless.domain.review import ReviewAction, ReviewStatus, status_of
+from stainless.stages.review.fhir import canonical_json, diagnostic_report
 from stainless.stages.review.queries import load_cell_view
 
 REVIEWS = Counter("stainless_results_reviews_total", "Cell reviews recorded", ["action"])
@@ -63,6 +69,7 @@ def review_cell(
     action: ReviewAction,
     reviewer: str,
     new_class: str | None = None,
+    actor: Actor | None = None,
 ) -> RecordedReview:
     """Record one review, update the latest prediction's status and emit ``reviews.recorded``.
 
@@ -107,6 +114,9 @@ def review_cell(
                 key=slide.id,
             ),
         )
+        if actor is not None:
+            detail = {"action": action.value, "new_class": checked_class}
+            add_audit(session, actor, "review", f"cell:{cell_id}", detail)
         effective = checked_class or (
             view.effective_class if view.effective_class else prediction.predicted_class
         )
@@ -114,8 +124,15 @@ def review_cell(
     return RecordedReview(review, slide.id, status, effective)
 
 
-def sign_slide(engine: Engine, *, slide_id: str, signer: str) -> Slide:
-    """Sign a completed slide whose cells are all reviewed.
+def sign_slide(
+    engine: Engine,
+    *,
+    slide_id: str,
+    signer: str,
+    pathological_classes: Iterable[str],
+    actor: Actor | None = None,
+) -> SignedReport:
+    """Sign a completed slide whose cells are all reviewed; store its final report.
 
     Raises:
         NotFound: no such slide.
@@ -129,10 +146,8 @@ def sign_slide(engine: Engine, *, slide_id: str, signer: str) -> Slide:
             raise Conflict(
                 f"slide {slide_id} is {slide.status.value}; only a completed slide can be signed"
             )
-        waiting = sum(
-            view.review_status is ReviewStatus.NEEDS_REVIEW
-            for view in cell_views(session, slide_id=slide_id)
-        )
+        views = cell_views(session, slide_id=slide_id)
+        waiting = sum(view.review_status is ReviewStatus.NEEDS_REVIEW for view in views)
         if waiting:
             cells = "cell still needs" if waiting == 1 else "cells still need"
             raise Conflict(f"{waiting} {cells} review before slide {slide_id} can be signed")
@@ -140,5 +155,21 @@ def sign_slide(engine: Engine, *, slide_id: str, signer: str) -> Slide:
         slide.signed_by = signer
         slide.signed_at = utcnow()
         session.add(slide)
+        diff = differential(views)
+        body = diagnostic_report(
+            slide, diff, flags(diff, pathological_classes=pathological_classes)
+        )
+        body["meta"] = {"versionId": "1"}
+        report = SignedReport(
+            slide_id=slide_id,
+            version=1,
+            sha256=hashlib.sha256(canonical_json(body)).hexdigest(),
+            body=body,
+            signed_by=signer,
+            signed_at=slide.signed_at,
+        )
+        session.add(report)
+        if actor is not None:
+            add_audit(session, actor, "sign", f"slide:{slide_id}", {"sha256": report.sha256})
     SIGNED.inc()
-    return slide
+    return report

@@ -10,12 +10,13 @@ from datetime import UTC, datetime
 from pydantic import BaseModel, ConfigDict, Field
 
 from stainless.core.db.cells import CellView
-from stainless.core.db.models import Slide
+from stainless.core.db.models import AuditEvent, Slide
 from stainless.domain.cells import CLASS_ORDER, LEUKOCYTES
 from stainless.domain.review import ReviewAction
 from stainless.stages.review.queries import SlideRow, SlideSummary
 
 __all__ = [
+    "AuditEventOut",
     "BoxOut",
     "CellDetailOut",
     "CellOut",
@@ -34,6 +35,32 @@ def _when(moment: datetime | None) -> str | None:
     if moment is None:
         return None
     return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).isoformat()
+
+
+class AuditEventOut(BaseModel):
+    """One audit event: who read or did what, to what, when and from where."""
+
+    id: int
+    at: str | None
+    actor: str
+    role: str
+    action: str = Field(description="read, review, sign, train, promote, rollback, key-…")
+    target: str = Field(description="kind:id, e.g. slide:<uuid>")
+    client: str | None = Field(description="The client's address, when known.")
+    detail: dict[str, object]
+
+    @classmethod
+    def of(cls, event: AuditEvent) -> AuditEventOut:
+        return cls(
+            id=event.id or 0,
+            at=_when(event.at),
+            actor=event.actor,
+            role=event.role,
+            action=event.action,
+            target=event.target,
+            client=event.client,
+            detail=dict(event.detail or {}),
+        )
 
 
 class MeOut(BaseModel):
