@@ -9,7 +9,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from playwright.sync_api import Page, sync_playwright
+from playwright.sync_api import Page, expect, sync_playwright
 
 from stainless.core.config import (
     DatabaseSettings,
@@ -113,9 +113,7 @@ def test_a_reviewer_reclassifies_by_keyboard_and_signs(served: Served, page: Pag
     page.wait_for_selector("[data-testid='queue-empty']")
     page.wait_for_selector("body:not([data-busy='true'])")
     page.get_by_test_id("sign").click()
-    page.wait_for_function(
-        "document.querySelector(\"[data-testid='slide-status']\").textContent.includes('signed')"
-    )
+    expect(page.get_by_test_id("slide-status")).to_contain_text("signed")  # no eval: CSP
     assert page.get_by_test_id(f"diff-{target}").get_attribute("data-count") != "0"
 
     cell = _api(served, f"/v1/cells/{first}").json()
