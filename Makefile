@@ -101,9 +101,10 @@ up: venv $(MLSERVER_STAMP)  ## Every service as its own process against real ser
 down: venv  ## Stop what make up started
 	$(PY) infra/stack.py down
 
-e2e: up  ## Upload a phantom slide over HTTP and wait for slides.completed; again with a server fault
-	$(PY) infra/e2e.py
-	$(PY) infra/e2e.py --fault
+E2E_SCENARIOS := normal inference-outage kill pause-broker pause-store scanners
+
+e2e: up  ## Phantom slides over HTTP to slides.completed: plainly, then through each fault scenario
+	for scenario in $(E2E_SCENARIOS); do $(PY) infra/e2e.py --scenario $$scenario || exit 1; done
 
 infra-up: venv $(MLSERVER_STAMP)  ## Start Kafka, S3 and (with out/models) the inference server; check Postgres and Redis
 	$(PY) infra/servers.py up

@@ -1,22 +1,35 @@
-"""End to end against the running stack (``make up``): a phantom slide from upload to report.
+"""End to end against the running stack (``make up``): phantom slides from upload to report.
 
 Uploads a phantom slide over HTTP to the ingestion API, completes it, and waits for its
 ``slides.completed`` event on the Kafka broker; then checks the results API (slide
-completed, one prediction per cell, a valid FHIR report). With ``--fault`` the inference
-server is stopped right after the upload and started again a few seconds later: the
-slide must still complete, with every cell predicted exactly once.
+completed, one prediction per cell, a valid FHIR report). A scenario disturbs the stack
+in the middle of the slide; each must still end with every slide completed exactly once
+and every cell predicted exactly once:
 
-Usage: ``python infra/e2e.py [--fault] [--fields N]``; exit code 0 when every check holds.
+- ``inference-outage`` (``--fault``): the inference server is stopped right after the
+  upload and started again a few seconds later;
+- ``kill``: the registration consumer, the Celery worker, the outbox relay and the
+  inference consumer are each killed with SIGKILL mid-slide and started again;
+- ``pause-broker`` / ``pause-store``: the Kafka broker / the S3 server stops answering
+  for ten seconds (SIGSTOP, then SIGCONT: unreachable, its data kept);
+- ``scanners``: three scanners upload a slide each at the same time.
+
+Usage: ``python infra/e2e.py [--scenario NAME] [--fields N]``; exit code 0 when every
+check holds.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import signal
 import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -70,8 +83,10 @@ def upload(client: httpx.Client, fields: int, seed: int) -> tuple[str, int]:
     return slide_id, len(entry["fields"])
 
 
-def completions(consumer: KafkaConsumer, slide_id: str, timeout_s: float) -> list[SlideCompleted]:
-    """Every ``slides.completed`` event of the slide seen within ``timeout_s``."""
+def completions(
+    consumer: KafkaConsumer, slide_ids: set[str], timeout_s: float
+) -> list[SlideCompleted]:
+    """Every ``slides.completed`` event of the slides seen within ``timeout_s``."""
     found: list[SlideCompleted] = []
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -79,9 +94,9 @@ def completions(consumer: KafkaConsumer, slide_id: str, timeout_s: float) -> lis
             for record in records:
                 envelope = decode_envelope(record.value, topic=Topic.SLIDES_COMPLETED)
                 event = envelope.parsed(SlideCompleted)
-                if event.slide_id == slide_id:
+                if event.slide_id in slide_ids:
                     found.append(event)
-        if found:
+        if {event.slide_id for event in found} == slide_ids:
             # Stay a little longer: a second completion would be a bug.
             deadline = min(deadline, time.monotonic() + 3)
     return found
@@ -102,7 +117,69 @@ def unavailable_count() -> dict[str, float]:
     return counts
 
 
-def run(config: dict[str, Any], *, fields: int, seed: int, fault: bool) -> None:
+def _restart(config: dict[str, Any], name: str) -> None:
+    base = {k: v for k, v in os.environ.items() if not k.startswith("STAINLESS_")}
+    servers.spawn(name, stack.SERVICES[name], stack.STATE, env={**base, **config["env"]})
+
+
+def _kill_each(config: dict[str, Any]) -> None:
+    for name in ("registration", "worker", "relay", "inference"):
+        time.sleep(1.5)
+        pid = int((stack.STATE / f"{name}.pid").read_text().split()[0])
+        os.killpg(pid, signal.SIGKILL)
+        print(f"  {name} killed (SIGKILL)")
+        time.sleep(0.5)
+        _restart(config, name)
+        print(f"  {name} started again")
+
+
+def _pause(name: str, seconds: float = 10.0) -> Callable[[dict[str, Any]], None]:
+    def disturb(_: dict[str, Any]) -> None:
+        pid = int((stack.INFRA_STATE / f"{name}.pid").read_text().split()[0])
+        os.kill(pid, signal.SIGSTOP)
+        print(f"  {name} server paused (SIGSTOP) for {seconds:.0f} s")
+        try:
+            time.sleep(seconds)
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        print(f"  {name} server answers again")
+
+    return disturb
+
+
+def _inference_outage(_: dict[str, Any]) -> None:
+    servers.stop("inference", stack.INFRA_STATE)
+    print("  inference server stopped")
+    time.sleep(8)
+    servers.start_inference(stack.REPOSITORY, state=stack.INFRA_STATE)
+    print("  inference server started again")
+
+
+SCENARIOS: dict[str, Callable[[dict[str, Any]], None] | None] = {
+    "normal": None,
+    "inference-outage": _inference_outage,
+    "kill": _kill_each,
+    "pause-broker": _pause("kafka"),
+    "pause-store": _pause("s3"),
+    "scanners": None,
+}
+
+
+def _scanner_keys(config: dict[str, Any], count: int) -> list[str]:
+    """The stack's scanner key, and ``count - 1`` scanners more."""
+    keys = [config["scanner_key"]]
+    base = {k: v for k, v in os.environ.items() if not k.startswith("STAINLESS_")}
+    for _ in range(count - 1):
+        name = f"e2e-{uuid.uuid4().hex[:8]}"
+        keys.append(
+            stack.run_command(
+                [str(stack.BIN / "stainless"), "scanner", "add", name], {**base, **config["env"]}
+            )
+        )
+    return keys
+
+
+def run(config: dict[str, Any], *, fields: int, seed: int, scenario: str) -> None:
     env = config["env"]
     prefix = "stainless."
     consumer = KafkaConsumer(
@@ -115,25 +192,28 @@ def run(config: dict[str, Any], *, fields: int, seed: int, fault: bool) -> None:
     )
     while not consumer.assignment():
         consumer.poll(timeout_ms=500)
-    ingestion = httpx.Client(
-        base_url=config["urls"]["ingestion"],
-        headers={"X-API-Key": config["scanner_key"]},
-        timeout=120,
-    )
+    keys = _scanner_keys(config, 3 if scenario == "scanners" else 1)
+    clients = [
+        httpx.Client(base_url=config["urls"]["ingestion"], headers={"X-API-Key": key}, timeout=120)
+        for key in keys
+    ]
     refusals = unavailable_count()
     started = time.monotonic()
-    slide_id, uploaded = upload(ingestion, fields, seed)
-    print(f"slide {slide_id}: {uploaded} fields uploaded in {time.monotonic() - started:.1f} s")
-    if fault:
-        servers.stop("inference", stack.INFRA_STATE)
-        print("  inference server stopped")
-        time.sleep(8)
-        servers.start_inference(stack.REPOSITORY, state=stack.INFRA_STATE)
-        print("  inference server started again")
-    events = completions(consumer, slide_id, timeout_s=300)
+    with ThreadPoolExecutor(len(clients)) as pool:
+        uploads = list(
+            pool.map(lambda c, i: upload(c, fields, seed + i), clients, range(len(clients)))
+        )
+    slides = [slide_id for slide_id, _ in uploads]
+    print(f"slides {', '.join(slides)}: uploaded in {time.monotonic() - started:.1f} s")
+    disturb = SCENARIOS[scenario]
+    if disturb is not None:
+        disturb(config)
+    events = completions(consumer, set(slides), timeout_s=300)
     consumer.close()
-    check(len(events) == 1, f"exactly one slides.completed (got {len(events)})")
-    if fault:
+    for slide_id in slides:
+        got = [e for e in events if e.slide_id == slide_id]
+        check(len(got) == 1, f"slide {slide_id[:8]}: exactly one slides.completed (got {len(got)})")
+    if scenario == "inference-outage":
         waited = {k: v - refusals[k] for k, v in unavailable_count().items()}
         check(
             sum(waited.values()) > 0,
@@ -141,7 +221,12 @@ def run(config: dict[str, Any], *, fields: int, seed: int, fault: bool) -> None:
             + ", ".join(f"{v:.0f} {k} refusals" for k, v in waited.items()),
         )
     print(f"  completed {time.monotonic() - started:.1f} s after the first upload")
+    for event in events:
+        _check_results(config, event)
 
+
+def _check_results(config: dict[str, Any], event: SlideCompleted) -> None:
+    slide_id = event.slide_id
     results = httpx.Client(
         base_url=config["urls"]["results"],
         headers={"X-API-Key": config["results_key"]},
@@ -150,8 +235,8 @@ def run(config: dict[str, Any], *, fields: int, seed: int, fault: bool) -> None:
     slide = results.get(f"/v1/slides/{slide_id}").json()
     cells = results.get(f"/v1/slides/{slide_id}/cells").json()
     check(slide["status"] == "completed", f"the results API shows the slide {slide['status']}")
-    check(len(cells) == events[0].cell_count > 0, f"{len(cells)} cells, as the event says")
-    engine = create_engine(env["STAINLESS_DATABASE__URL"])
+    check(len(cells) == event.cell_count > 0, f"{len(cells)} cells, as the event says")
+    engine = create_engine(config["env"]["STAINLESS_DATABASE__URL"])
     with engine.connect() as connection:
         per_cell = connection.execute(
             text(
@@ -168,28 +253,31 @@ def run(config: dict[str, Any], *, fields: int, seed: int, fault: bool) -> None:
     report = results.get(f"/v1/slides/{slide_id}/fhir")
     DiagnosticReport.model_validate(report.json())
     check(report.status_code == 200, "the FHIR DiagnosticReport validates")
-    counts = sum(v for v in events[0].differential.values())
+    counts = sum(v for v in event.differential.values())
     check(counts == len(cells), "the differential counts every cell")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--fault", action="store_true", help="stop the inference server mid-way")
+    parser.add_argument("--scenario", choices=sorted(SCENARIOS), default="normal")
+    parser.add_argument(
+        "--fault", action="store_true", help="the same as --scenario inference-outage"
+    )
     parser.add_argument("--fields", type=int, default=3)
     parser.add_argument("--seed", type=int, default=21)
     args = parser.parse_args(argv)
+    scenario = "inference-outage" if args.fault else args.scenario
     path = stack.STATE / "stack.json"
     if not path.is_file():
         print(f"error: the stack is not up ({path} is missing): run `make up`", file=sys.stderr)
         return 2
+    print(f"scenario: {scenario}")
     try:
-        run(json.loads(path.read_text()), fields=args.fields, seed=args.seed, fault=args.fault)
+        run(json.loads(path.read_text()), fields=args.fields, seed=args.seed, scenario=scenario)
     except (CheckFailed, servers.InfraError, httpx.HTTPError) as exc:
-        print(f"FAILED: {exc}", file=sys.stderr)
+        print(f"FAILED ({scenario}): {exc}", file=sys.stderr)
         return 1
-    print(
-        "e2e passed" + (" (with the inference server stopped and restarted)" if args.fault else "")
-    )
+    print(f"e2e passed ({scenario})")
     return 0
 
 

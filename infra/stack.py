@@ -94,7 +94,7 @@ def environment(results_key: str) -> dict[str, str]:
     }
 
 
-def _run(command: list[str], env: dict[str, str]) -> str:
+def run_command(command: list[str], env: dict[str, str]) -> str:
     done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise servers.InfraError(f"{' '.join(command)} failed:\n{done.stderr[-2000:]}")
@@ -104,8 +104,8 @@ def _run(command: list[str], env: dict[str, str]) -> str:
 def _ensure_database() -> None:
     query = f"SELECT 1 FROM pg_database WHERE datname = '{DATABASE}'"  # noqa: S608 - a constant
     psql = ["psql", "-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-tAc"]
-    if _run([*psql, query], dict(os.environ)) != "1":
-        _run([*psql, f"CREATE DATABASE {DATABASE}"], dict(os.environ))
+    if run_command([*psql, query], dict(os.environ)) != "1":
+        run_command([*psql, f"CREATE DATABASE {DATABASE}"], dict(os.environ))
 
 
 def _live(port: int) -> bool:
@@ -125,7 +125,7 @@ def up() -> dict[str, str]:
     base = {k: v for k, v in os.environ.items() if not k.startswith("STAINLESS_")}
     if not (REPOSITORY / "stainless.json").is_file():
         print(f"exporting the demo model into {REPOSITORY}")
-        _run(
+        run_command(
             [
                 str(BIN / "stainless"),
                 "export",
@@ -142,7 +142,7 @@ def up() -> dict[str, str]:
         if not (REPOSITORY / name / "detector.json").is_file():
             print(f"exporting the learned {modality} detector into {REPOSITORY}")
             checkpoint = DETECTOR_CHECKPOINTS / f"{modality}.pt"
-            _run(
+            run_command(
                 [
                     *(str(BIN / "stainless"), "export-detector", "--checkpoint", str(checkpoint)),
                     *("--repo", str(REPOSITORY), "--instance", "cpu"),
@@ -154,8 +154,10 @@ def up() -> dict[str, str]:
     _ensure_database()
     results_key = secrets.token_urlsafe(24)
     env = {**base, **environment(results_key)}
-    _run([str(BIN / "stainless"), "db", "upgrade"], env)
-    scanner_key = _run([str(BIN / "stainless"), "scanner", "add", f"stack-{time.time_ns()}"], env)
+    run_command([str(BIN / "stainless"), "db", "upgrade"], env)
+    scanner_key = run_command(
+        [str(BIN / "stainless"), "scanner", "add", f"stack-{time.time_ns()}"], env
+    )
     for name, command in SERVICES.items():
         pid = servers.spawn(name, command, STATE, env=env)
         print(f"{name}: pid {pid}" + (f", port {PORTS[name]}" if name in PORTS else ""))
