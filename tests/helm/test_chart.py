@@ -294,9 +294,8 @@ def test_secrets_never_appear_in_config_maps(
             assert key not in secret_keys, f"{config_map['metadata']['name']}: {key}"
             for secret in secret_values:
                 assert secret not in value, f"{config_map['metadata']['name']}/{key}"
-    if profile == "sentinels":
-        (app,) = [s for s in secrets if s["metadata"]["name"] == "stainless-secrets"]
-        assert secret_keys <= set(app["stringData"])
+    if profile == "sentinels":  # every secret setting is in some workload's Secret
+        assert secret_keys <= {key for s in secrets for key in s.get("stringData", {})}
 
 
 @pytest.mark.parametrize(
@@ -497,7 +496,7 @@ def test_operator_resources_follow_their_conditions(profiles: dict[str, list[Man
     (app,) = [
         s
         for s in _of_kind(profiles["minimal"], "Secret")
-        if s["metadata"]["name"] == "stainless-secrets"
+        if s["metadata"]["name"] == "stainless-relay-secrets"
     ]
     (pg,) = [
         s
@@ -507,6 +506,96 @@ def test_operator_resources_follow_their_conditions(profiles: dict[str, list[Man
     password = pg["stringData"]["password"]
     url = app["stringData"]["STAINLESS_DATABASE__URL"]
     assert url == f"postgresql+psycopg://stainless:{password}@stainless-postgres-rw:5432/stainless"
+
+
+SECRET_SETTINGS = {
+    "ingestion": {
+        "STAINLESS_DATABASE__URL",
+        "STAINLESS_STORE__ACCESS_KEY",
+        "STAINLESS_STORE__SECRET_KEY",
+    },
+    "relay": {"STAINLESS_DATABASE__URL"},
+    "migrations": {"STAINLESS_DATABASE__URL"},
+    "results": {
+        "STAINLESS_DATABASE__URL",
+        "STAINLESS_STORE__ACCESS_KEY",
+        "STAINLESS_STORE__SECRET_KEY",
+        "STAINLESS_RESULTS__API_KEYS",
+    },
+    "triton": {"STAINLESS_STORE__ACCESS_KEY", "STAINLESS_STORE__SECRET_KEY"},
+}
+"""What some workloads may read; the rest must at least never see another's secrets."""
+
+
+def _pod_specs(docs: list[Manifest]) -> Iterator[tuple[str, Manifest]]:
+    """(component, pod spec) of every Deployment, Job and RayJob template pod."""
+    for doc in docs:
+        component = doc["metadata"].get("labels", {}).get("app.kubernetes.io/component", "")
+        if doc["kind"] in ("Deployment", "Job"):
+            yield component, doc["spec"]["template"]["spec"]
+        if doc["kind"] == "ConfigMap" and "rayjob.yaml" in doc.get("data", {}):
+            rayjob = yaml.safe_load(doc["data"]["rayjob.yaml"].replace("${workers}", "2"))
+            cluster = rayjob["spec"]["rayClusterSpec"]
+            yield "training", cluster["headGroupSpec"]["template"]["spec"]
+            for group in cluster["workerGroupSpecs"]:
+                yield "training", group["template"]["spec"]
+
+
+def _secret_refs(spec: Manifest) -> set[tuple[str, str | None]]:
+    """(Secret name, key or None for all of it) every container and volume of a pod reads."""
+    refs: set[tuple[str, str | None]] = set()
+    for container in spec.get("containers", []) + spec.get("initContainers", []):
+        for source in container.get("envFrom", []):
+            if "secretRef" in source:
+                refs.add((source["secretRef"]["name"], None))
+        for entry in container.get("env", []):
+            ref = entry.get("valueFrom", {}).get("secretKeyRef")
+            if ref:
+                refs.add((ref["name"], ref["key"]))
+    for volume in spec.get("volumes", []):
+        if "secret" in volume:
+            refs.add((volume["secret"]["secretName"], None))
+    return refs
+
+
+@pytest.mark.parametrize("profile", ["minimal", "airgapped"])
+def test_no_pod_reads_another_workloads_secrets(
+    profiles: dict[str, list[Manifest]], profile: str
+) -> None:
+    docs = profiles[profile]
+    own = {s["metadata"]["name"]: s for s in _of_kind(docs, "Secret")}
+    seen: set[str] = set()
+    for component, spec in _pod_specs(docs):
+        refs = _secret_refs(spec)
+        stainless = {(name, key) for name, key in refs if name.endswith("-secrets")}
+        if not stainless:
+            continue
+        seen.add(component)
+        names = {name for name, _ in stainless}
+        # Inference's init container fetches the manifest with Triton's store credentials.
+        allowed = {f"stainless-{component}-secrets"} | (
+            {"stainless-triton-secrets"} if component == "inference" else set()
+        )
+        assert names <= allowed, f"{component} reads {names - allowed}"
+        assert all(key is not None for _, key in stainless), f"{component} mounts a whole Secret"
+        keys = {key for name, key in stainless if name == f"stainless-{component}-secrets"}
+        assert keys == set(own[f"stainless-{component}-secrets"]["stringData"]), component
+        if component in SECRET_SETTINGS:
+            assert keys == SECRET_SETTINGS[component], component
+    assert {"ingestion", "relay", "results", "inference", "migrations", "training"} <= seen
+    relay = own["stainless-relay-secrets"]["stringData"]
+    assert set(relay) == {"STAINLESS_DATABASE__URL"}  # the relay holds no store key
+
+
+def test_ray_clusters_of_training_jobs_authenticate_with_a_token(
+    profiles: dict[str, list[Manifest]],
+) -> None:
+    (template,) = [
+        d for d in _of_kind(profiles["minimal"], "ConfigMap") if "rayjob.yaml" in d.get("data", {})
+    ]
+    rayjob = yaml.safe_load(template["data"]["rayjob.yaml"])
+    assert rayjob["spec"]["rayClusterSpec"]["authOptions"] == {"mode": "token"}
+    assert "RAY_AUTH_MODE" not in template["data"]["rayjob.yaml"]  # never switched off
 
 
 def test_production_takes_its_secrets_from_an_existing_secret(

@@ -39,7 +39,7 @@ def test_init_container_fetches_the_manifest_triton_serves(
         return next(d for d in docs if (d["kind"], d["metadata"]["name"]) == (kind, name))
 
     config = find("ConfigMap", "stainless-settings")["data"]
-    secret = find("Secret", "stainless-secrets")["stringData"]
+    secret = find("Secret", "stainless-triton-secrets")["stringData"]  # the store keys only
     inference = find("Deployment", "stainless-inference")
     (init,) = inference["spec"]["template"]["spec"]["initContainers"]
     triton = find("Deployment", "stainless-triton")
@@ -54,7 +54,7 @@ def test_init_container_fetches_the_manifest_triton_serves(
     body = json.dumps(manifest).encode()
     client.put_object("stainless-helm", "served/models/stainless.json", io.BytesIO(body), len(body))
 
-    env = {**config, **secret, **{e["name"]: e["value"] for e in init["env"]}}
+    env = {**config, **secret, **{e["name"]: e["value"] for e in init["env"] if "value" in e}}
     env["STAINLESS_INFERENCE__MODEL_REPOSITORY"] = str(tmp_path)  # /models in the pod
     done = subprocess.run(
         [sys.executable, "-c", init["args"][0]],

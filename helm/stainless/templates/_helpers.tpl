@@ -111,9 +111,41 @@ The hardened pod securityContext, merged with a block's own securityContext.pod:
 {{- printf "%s-settings" (include "stainless.fullname" .) }}
 {{- end }}
 
-{{/* The Secret holding every secret STAINLESS_* setting (rendered or brought by the user). */}}
+{{/* The Secret of a workload: its own rendered one, or the user's existing one:
+(dict "root" $ "workload" "ingestion"). */}}
 {{- define "stainless.secretName" -}}
-{{- .Values.secrets.existingSecret | default (printf "%s-secrets" (include "stainless.fullname" .)) }}
+{{- .root.Values.secrets.existingSecret | default (printf "%s-%s-secrets" (include "stainless.fullname" .root) .workload) }}
+{{- end }}
+
+{{/*
+The secret settings each workload reads, and nothing more: each gets a Secret of its own
+with only these keys, and its pods name only them (tests/helm checks both). The task
+queue's URLs only where tasks run on Redis.
+*/}}
+{{- define "stainless.secretKeys" -}}
+{{- $db := list "STAINLESS_DATABASE__URL" }}
+{{- $store := list "STAINLESS_STORE__ACCESS_KEY" "STAINLESS_STORE__SECRET_KEY" }}
+{{- $tasks := ternary (list) (list "STAINLESS_TASKS__BROKER_URL" "STAINLESS_TASKS__RESULT_BACKEND") .Values.tasks.eager }}
+ingestion: {{ concat $db $store | toJson }}
+registration: {{ concat $db $store $tasks | toJson }}
+relay: {{ $db | toJson }}
+worker: {{ concat $db $store $tasks | toJson }}
+inference: {{ concat $db $store | toJson }}
+results: {{ concat $db $store (list "STAINLESS_RESULTS__API_KEYS") | toJson }}
+trainer: {{ concat $db $store | toJson }}
+migrations: {{ $db | toJson }}
+training: {{ concat $db $store | toJson }}
+triton: {{ $store | toJson }}
+{{- end }}
+
+{{/* A workload's secret settings as container env entries: (dict "root" $ "workload" "relay"). */}}
+{{- define "stainless.secretEnv" -}}
+{{- $name := include "stainless.secretName" . }}
+{{- range (index (include "stainless.secretKeys" .root | fromYaml) .workload) }}
+- name: {{ . }}
+  valueFrom:
+    secretKeyRef: {name: {{ $name }}, key: {{ . }}}
+{{- end }}
 {{- end }}
 
 {{/* The settings that are secrets: never in a ConfigMap (tests/helm checks it). */}}
