@@ -256,6 +256,11 @@ SENTINELS = {
     "tasks.brokerUrl": "redis://:Sentinel-redis@redis:6379/0",
     "tasks.resultBackend": "redis://:Sentinel-redis2@redis:6379/1",
     "secrets.resultsApiKeys": "admin:admin:Sentinel-api-key",
+    "bus.securityProtocol": "SASL_SSL",
+    **{
+        f"bus.saslPasswords.{w}": f"Sentinel-sasl-{w}"
+        for w in ("registration", "relay", "inference", "trainer")
+    },
 }
 
 
@@ -585,6 +590,19 @@ def test_no_pod_reads_another_workloads_secrets(
     assert {"ingestion", "relay", "results", "inference", "migrations", "training"} <= seen
     relay = own["stainless-relay-secrets"]["stringData"]
     assert set(relay) == {"STAINLESS_DATABASE__URL"}  # the relay holds no store key
+
+
+def test_each_workload_on_the_bus_has_its_own_sasl_password(render: Render) -> None:
+    docs = render(*[a for k, v in SENTINELS.items() for a in ("--set-string", f"{k}={v}")])
+    passwords = {
+        s["metadata"]["name"]: s["stringData"].get("STAINLESS_BUS__SASL_PASSWORD")
+        for s in _of_kind(docs, "Secret")
+        if s["metadata"]["name"].endswith("-secrets")
+    }
+    on_bus = {"registration", "relay", "inference", "trainer"}
+    for name, password in passwords.items():
+        workload = name.removeprefix("stainless-").removesuffix("-secrets")
+        assert password == (f"Sentinel-sasl-{workload}" if workload in on_bus else None), name
 
 
 def test_ray_clusters_of_training_jobs_authenticate_with_a_token(

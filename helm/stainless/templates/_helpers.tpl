@@ -126,13 +126,14 @@ queue's URLs only where tasks run on Redis.
 {{- $db := list "STAINLESS_DATABASE__URL" }}
 {{- $store := list "STAINLESS_STORE__ACCESS_KEY" "STAINLESS_STORE__SECRET_KEY" }}
 {{- $tasks := ternary (list) (list "STAINLESS_TASKS__BROKER_URL" "STAINLESS_TASKS__RESULT_BACKEND") .Values.tasks.eager }}
+{{- $bus := ternary (list "STAINLESS_BUS__SASL_PASSWORD") (list) (hasPrefix "SASL" .Values.bus.securityProtocol) }}
 ingestion: {{ concat $db $store | toJson }}
-registration: {{ concat $db $store $tasks | toJson }}
-relay: {{ $db | toJson }}
+registration: {{ concat $db $store $tasks $bus | toJson }}
+relay: {{ concat $db $bus | toJson }}
 worker: {{ concat $db $store $tasks | toJson }}
-inference: {{ concat $db $store | toJson }}
+inference: {{ concat $db $store $bus | toJson }}
 results: {{ concat $db $store (list "STAINLESS_RESULTS__API_KEYS") | toJson }}
-trainer: {{ concat $db $store | toJson }}
+trainer: {{ concat $db $store $bus | toJson }}
 migrations: {{ $db | toJson }}
 training: {{ concat $db $store | toJson }}
 triton: {{ $store | toJson }}
@@ -156,6 +157,7 @@ triton: {{ $store | toJson }}
 - STAINLESS_TASKS__BROKER_URL
 - STAINLESS_TASKS__RESULT_BACKEND
 - STAINLESS_RESULTS__API_KEYS
+- STAINLESS_BUS__SASL_PASSWORD
 {{- end }}
 
 {{- define "stainless.kafkaBootstrap" -}}

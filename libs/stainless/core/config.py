@@ -21,7 +21,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, TypeVar, overload
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "STAINLESS_"
@@ -40,6 +40,19 @@ class StoreBackend(StrEnum):
 class BusBackend(StrEnum):
     MEMORY = "memory"
     KAFKA = "kafka"
+
+
+class KafkaSecurity(StrEnum):
+    PLAINTEXT = "PLAINTEXT"
+    SSL = "SSL"
+    SASL_PLAINTEXT = "SASL_PLAINTEXT"
+    SASL_SSL = "SASL_SSL"
+
+
+class SaslMechanism(StrEnum):
+    PLAIN = "PLAIN"
+    SCRAM_SHA_256 = "SCRAM-SHA-256"
+    SCRAM_SHA_512 = "SCRAM-SHA-512"
 
 
 class InferenceBackend(StrEnum):
@@ -112,6 +125,37 @@ class BusSettings(_Block):
     request_timeout_s: float = Field(
         default=30.0, gt=0, description="Produce acknowledgement wait."
     )
+    replication_factor: int = Field(
+        default=1, ge=1, description="Replicas of the topics we create (3 in production)."
+    )
+    min_insync_replicas: int | None = Field(
+        default=None, ge=1, description="min.insync.replicas of the topics we create."
+    )
+    security_protocol: KafkaSecurity = Field(
+        default=KafkaSecurity.PLAINTEXT, description="PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL."
+    )
+    sasl_mechanism: SaslMechanism = Field(
+        default=SaslMechanism.SCRAM_SHA_512, description="PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512."
+    )
+    sasl_username: str = Field(default="", description="SASL user (the service's own).")
+    sasl_password: SecretStr = Field(default=SecretStr(""), description="SASL password.")
+    ssl_cafile: Path | None = Field(
+        default=None, description="CA bundle that signed the brokers' certificates (TLS)."
+    )
+
+    @model_validator(mode="after")
+    def _sasl_has_credentials(self) -> BusSettings:
+        sasl = self.security_protocol in (KafkaSecurity.SASL_PLAINTEXT, KafkaSecurity.SASL_SSL)
+        if sasl and not (self.sasl_username and self.sasl_password.get_secret_value()):
+            raise ValueError(
+                f"{self.security_protocol.value} needs sasl_username and sasl_password"
+            )
+        if (
+            self.min_insync_replicas is not None
+            and self.min_insync_replicas > self.replication_factor
+        ):
+            raise ValueError("min_insync_replicas cannot exceed replication_factor")
+        return self
 
 
 class TaskSettings(_Block):

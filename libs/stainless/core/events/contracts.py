@@ -8,6 +8,7 @@ so the events of one slide stay in order on one partition.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import uuid
 from datetime import UTC, datetime
@@ -138,7 +139,9 @@ class ModelPromoted(Payload):
 
 
 class DeadLetter(Payload):
-    """What a consumer gave up on: the original bytes (as text) and why."""
+    """What a consumer gave up on: the original bytes (as text, cut to
+    ``MAX_DEAD_LETTER_ORIGINAL`` characters so the letter always fits the broker) with
+    their SHA-256 and length, and why."""
 
     TOPIC: ClassVar[str] = "dlq"
     source_topic: str
@@ -146,6 +149,9 @@ class DeadLetter(Payload):
     error: str
     attempts: int = Field(ge=0)
     original: str
+    original_sha256: str | None = None
+    original_bytes: int | None = Field(default=None, ge=0)
+    truncated: bool = False
 
 
 PAYLOAD_TYPES: dict[tuple[str, int], type[Payload]] = {
@@ -200,16 +206,29 @@ class Envelope(BaseModel):
         return self.model_dump_json().encode()
 
 
+MAX_DEAD_LETTER_ORIGINAL = 256 * 1024
+"""Characters of the original kept in a dead letter: far below a broker's message limit."""
+MAX_DEAD_LETTER_ERROR = 4096
+
+
 def dead_letter(
     original: Envelope | bytes, *, topic: str, consumer: str, error: str, attempts: int
 ) -> Envelope:
     """The envelope sent to ``<topic>.dlq`` for an event a consumer gave up on."""
     if isinstance(original, Envelope):
-        raw, key = original.model_dump_json(), original.key
+        data, key = original.model_dump_json().encode(), original.key
     else:
-        raw, key = original.decode("utf-8", errors="replace"), "unkeyed"
+        data, key = original, "unkeyed"
+    raw = data.decode("utf-8", errors="replace")
     letter = DeadLetter(
-        source_topic=topic, consumer=consumer, error=error, attempts=attempts, original=raw
+        source_topic=topic,
+        consumer=consumer,
+        error=error[:MAX_DEAD_LETTER_ERROR],
+        attempts=attempts,
+        original=raw[:MAX_DEAD_LETTER_ORIGINAL],
+        original_sha256=hashlib.sha256(data).hexdigest(),
+        original_bytes=len(data),
+        truncated=len(raw) > MAX_DEAD_LETTER_ORIGINAL,
     )
     return Envelope(
         topic=f"{topic}{DLQ_SUFFIX}",

@@ -13,6 +13,7 @@ import contextlib
 import threading
 import time
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 import structlog
 from kafka import KafkaConsumer, KafkaProducer
@@ -20,11 +21,32 @@ from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.errors import CommitFailedError, TopicAlreadyExistsError
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
-from stainless.core.config import BusSettings
+from stainless.core.config import BusSettings, KafkaSecurity
 from stainless.core.events.bus import Batching, Dispatcher, Handler, RetryPolicy, unprefixed
 from stainless.core.events.contracts import Envelope
 
 log = structlog.get_logger(__name__)
+
+
+def connection_options(settings: BusSettings) -> dict[str, Any]:
+    """TLS and SASL options of every Kafka client (kafka-python's names)."""
+    options: dict[str, Any] = {"security_protocol": settings.security_protocol.value}
+    if settings.security_protocol in (KafkaSecurity.SASL_PLAINTEXT, KafkaSecurity.SASL_SSL):
+        options |= {
+            "sasl_mechanism": settings.sasl_mechanism.value,
+            "sasl_plain_username": settings.sasl_username,
+            "sasl_plain_password": settings.sasl_password.get_secret_value(),
+        }
+    if settings.ssl_cafile is not None:
+        options["ssl_cafile"] = str(settings.ssl_cafile)
+    return options
+
+
+def topic_configs(settings: BusSettings) -> dict[str, str]:
+    """Configuration of the topics the bus creates."""
+    if settings.min_insync_replicas is None:
+        return {}
+    return {"min.insync.replicas": str(settings.min_insync_replicas)}
 
 
 class KafkaBus:
@@ -32,6 +54,7 @@ class KafkaBus:
         self._settings = settings
         self._client_id = client_id
         self._servers = settings.bootstrap_servers.split(",")
+        self._connection = connection_options(settings)
         self._producer: KafkaProducer | None = None
         self._lock = threading.Lock()
         self._policy = RetryPolicy(settings.max_attempts, settings.retry_backoff_s)
@@ -46,6 +69,7 @@ class KafkaBus:
                 self._producer = KafkaProducer(
                     bootstrap_servers=self._servers,
                     client_id=self._client_id,
+                    **self._connection,
                     acks="all",
                     retries=5,
                     linger_ms=0,
@@ -54,13 +78,18 @@ class KafkaBus:
             return self._producer
 
     def ensure_topics(self, topics: Iterable[str]) -> None:
-        admin = KafkaAdminClient(bootstrap_servers=self._servers, client_id=self._client_id)
+        admin = KafkaAdminClient(
+            bootstrap_servers=self._servers, client_id=self._client_id, **self._connection
+        )
         try:
             existing = set(admin.list_topics())
             missing = [self.prefix + t for t in topics if self.prefix + t not in existing]
             for name in missing:
                 topic = NewTopic(
-                    name, num_partitions=self._settings.partitions, replication_factor=1
+                    name,
+                    num_partitions=self._settings.partitions,
+                    replication_factor=self._settings.replication_factor,
+                    topic_configs=topic_configs(self._settings),
                 )
                 with contextlib.suppress(TopicAlreadyExistsError):  # created concurrently
                     admin.create_topics([topic])
@@ -89,6 +118,7 @@ class KafkaBus:
             *[self.prefix + t for t in topics],
             bootstrap_servers=self._servers,
             client_id=f"{self._client_id}-{group}",
+            **self._connection,
             group_id=group,
             enable_auto_commit=False,
             auto_offset_reset="earliest",

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import hashlib
 import re
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from stainless.core.events import (
     Topic,
     decode_envelope,
 )
-from stainless.core.events.contracts import PAYLOAD_TYPES, dead_letter
+from stainless.core.events.contracts import MAX_DEAD_LETTER_ORIGINAL, PAYLOAD_TYPES, dead_letter
 
 ROOT = Path(__file__).resolve().parents[4]
 
@@ -80,6 +81,19 @@ def test_dead_letter_keeps_the_original_and_the_error() -> None:
     decoded = decode_envelope(letter.encode(), topic="cells.cropped.dlq")
     assert decoded.payload["original"] == "{trunc"
     assert decoded.payload["error"] == "boom"
+    assert decoded.payload["original_sha256"] == hashlib.sha256(b"{trunc").hexdigest()
+    assert decoded.payload["truncated"] is False
+
+
+def test_a_dead_letter_always_fits_the_broker() -> None:
+    huge = b"x" * (5 * 1024 * 1024)  # over Kafka's default 1 MB message limit
+    letter = dead_letter(huge, topic="cells.cropped", consumer="g", error="e" * 10**6, attempts=3)
+    encoded = letter.encode()
+    assert len(encoded) < 1024 * 1024
+    payload = decode_envelope(encoded, topic="cells.cropped.dlq").payload
+    assert payload["truncated"] is True and payload["original_bytes"] == len(huge)
+    assert payload["original_sha256"] == hashlib.sha256(huge).hexdigest()
+    assert len(payload["original"]) == MAX_DEAD_LETTER_ORIGINAL
 
 
 def test_no_other_module_spells_a_topic_name() -> None:
