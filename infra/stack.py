@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import subprocess
 import sys
 import time
@@ -59,7 +58,7 @@ SERVICES: dict[str, list[str]] = {
 HEALTH = {"ingestion", "registration", "inference", "results", "relay"}
 
 
-def environment(results_key: str) -> dict[str, str]:
+def environment() -> dict[str, str]:
     """The settings every service of the stack shares."""
     return {
         "STAINLESS_DATABASE__URL": f"postgresql+psycopg://postgres@127.0.0.1:5432/{DATABASE}",
@@ -83,7 +82,6 @@ def environment(results_key: str) -> dict[str, str]:
         "STAINLESS_REGISTRATION__DETECTOR__URL": f"127.0.0.1:{servers.INFERENCE_GRPC_PORT}",
         "STAINLESS_REGISTRATION__DETECTOR__PROTOCOL": "grpc",
         "STAINLESS_REGISTRATION__DETECTOR__MODEL_REPOSITORY": str(REPOSITORY),
-        "STAINLESS_RESULTS__API_KEYS": f"stack-admin:admin:{results_key}",
         "STAINLESS_RELAY__POLL_INTERVAL_S": "0.2",
         "STAINLESS_INGESTION__HTTP_PORT": str(PORTS["ingestion"]),
         "STAINLESS_REGISTRATION__HTTP_PORT": str(PORTS["registration"]),
@@ -152,9 +150,12 @@ def up() -> dict[str, str]:
     if servers.main(["up", "--state", str(INFRA_STATE), "--model-repository", str(REPOSITORY)]):
         raise servers.InfraError("the local servers did not start (see above)")
     _ensure_database()
-    results_key = secrets.token_urlsafe(24)
-    env = {**base, **environment(results_key)}
+    env = {**base, **environment()}
     run_command([str(BIN / "stainless"), "db", "upgrade"], env)
+    admin = f"stack-admin-{time.time_ns()}"
+    results_key = run_command(
+        [str(BIN / "stainless"), "keys", "create", admin, "--role", "admin", "--days", "30"], env
+    )
     scanner_key = run_command(
         [str(BIN / "stainless"), "scanner", "add", f"stack-{time.time_ns()}"], env
     )
@@ -164,7 +165,7 @@ def up() -> dict[str, str]:
     for name in sorted(HEALTH):
         servers.wait_until(lambda name=name: _live(PORTS[name]), f"the {name} service", 90)
     config: dict[str, Any] = {
-        "env": environment(results_key),
+        "env": environment(),
         "scanner_key": scanner_key,
         "results_key": results_key,
         "urls": {name: f"http://127.0.0.1:{PORTS[name]}" for name in ("ingestion", "results")},

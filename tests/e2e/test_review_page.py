@@ -14,11 +14,11 @@ from playwright.sync_api import Page, expect, sync_playwright
 from stainless.core.config import (
     DatabaseSettings,
     InferenceSettings,
-    ResultsSettings,
     Settings,
     StoreSettings,
 )
-from stainless.core.db.engine import create_db_engine
+from stainless.core.db.engine import create_db_engine, session_scope
+from stainless.core.http.auth import Role, create_key
 from stainless.core.observability import HealthServer
 from stainless.core.storage import create_store
 from stainless.demo import run_demo
@@ -26,7 +26,6 @@ from stainless.stages.review.api import create_app
 
 CHECKPOINT = Path(__file__).parents[2] / "training/demo_model/checkpoint.pt"
 CHROMIUM = Path("/usr/bin/chromium")
-REVIEWER_KEY = "reviewer-key-0123456789"
 # Flags keep Chromium off the (closed) network at start.
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -44,6 +43,7 @@ class Served:
     url: str
     slide_id: str
     out: Path
+    key: str  # a reviewer's (stainless keys create rita --role reviewer)
 
 
 @pytest.fixture
@@ -54,14 +54,13 @@ def served(tmp_path: Path, unused_port: int) -> Iterator[Served]:
         store=StoreSettings(root=root / "store"),
         # Every cell goes to the review queue, so the page has work to show.
         inference=InferenceSettings(model_repository=str(root / "models"), review_threshold=1e3),
-        results=ResultsSettings(api_keys=f"rita:reviewer:{REVIEWER_KEY}"),
     )
     _, slide_id = run_demo(settings, out=root / "demo", fields=3, seed=7, checkpoint=CHECKPOINT)
+    engine = create_db_engine(settings.database)
+    with session_scope(engine) as session:
+        _, key = create_key(session, name="rita", role=Role.REVIEWER, days=1)
     app = create_app(
-        settings.results,
-        settings.clinical,
-        engine=create_db_engine(settings.database),
-        store=create_store(settings.store),
+        settings.results, settings.clinical, engine=engine, store=create_store(settings.store)
     )
     server = HealthServer(app, host="127.0.0.1", port=unused_port)
     server.start()
@@ -75,7 +74,7 @@ def served(tmp_path: Path, unused_port: int) -> Iterator[Served]:
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.1)
-    yield Served(url, slide_id, root)
+    yield Served(url, slide_id, root, key)
     server.stop()
 
 
@@ -90,12 +89,12 @@ def page(served: Served) -> Iterator[Page]:
 
 
 def _api(served: Served, path: str) -> httpx.Response:
-    return httpx.get(served.url + path, headers={"X-API-Key": REVIEWER_KEY}, timeout=10)
+    return httpx.get(served.url + path, headers={"X-API-Key": served.key}, timeout=10)
 
 
 def test_a_reviewer_reclassifies_by_keyboard_and_signs(served: Served, page: Page) -> None:
     page.goto(f"{served.url}/slides/{served.slide_id}")
-    page.get_by_test_id("api-key").fill(REVIEWER_KEY)
+    page.get_by_test_id("api-key").fill(served.key)
     page.get_by_test_id("api-key-save").click()
     page.wait_for_selector("body[data-ready='true']")
     page.wait_for_selector("[data-testid='queue-cell']")

@@ -255,7 +255,6 @@ SENTINELS = {
     "objectStore.secretKey": "Sentinel-secret-key",
     "tasks.brokerUrl": "redis://:Sentinel-redis@redis:6379/0",
     "tasks.resultBackend": "redis://:Sentinel-redis2@redis:6379/1",
-    "secrets.resultsApiKeys": "admin:admin:Sentinel-api-key",
     "bus.securityProtocol": "SASL_SSL",
     **{
         f"bus.saslPasswords.{w}": f"Sentinel-sasl-{w}"
@@ -293,7 +292,7 @@ def test_secrets_never_appear_in_config_maps(
     }
     secret_values |= {"Sentinel"}
     secret_keys = _secret_settings() | {"STAINLESS_DATABASE__URL"}
-    assert {"STAINLESS_STORE__SECRET_KEY", "STAINLESS_RESULTS__API_KEYS"} <= secret_keys
+    assert {"STAINLESS_STORE__SECRET_KEY", "STAINLESS_BUS__SASL_PASSWORD"} <= secret_keys
     for config_map in _of_kind(docs, "ConfigMap"):
         for key, value in config_map.get("data", {}).items():
             assert key not in secret_keys, f"{config_map['metadata']['name']}: {key}"
@@ -525,7 +524,6 @@ SECRET_SETTINGS = {
         "STAINLESS_DATABASE__URL",
         "STAINLESS_STORE__ACCESS_KEY",
         "STAINLESS_STORE__SECRET_KEY",
-        "STAINLESS_RESULTS__API_KEYS",
     },
     "triton": {"STAINLESS_STORE__ACCESS_KEY", "STAINLESS_STORE__SECRET_KEY"},
 }

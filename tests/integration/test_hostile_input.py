@@ -41,7 +41,6 @@ BIN = Path(sys.executable).parent
 MiB = 2**20
 MEMORY_BOUND = 64 * MiB
 """Most a service's peak resident memory may grow while it refuses one hostile request."""
-RESULTS_KEY = "hostile-admin-key-0123456789"
 
 
 @dataclass
@@ -69,6 +68,7 @@ class Stack:
     engine: Engine
     store: ObjectStore
     scanner_key: str
+    results_key: str
 
     def stored(self) -> tuple[int, int, int]:
         """Field rows, outbox events and raw objects."""
@@ -111,17 +111,19 @@ def stack(
         "STAINLESS_STORE__BACKEND": "s3",
         "STAINLESS_STORE__ENDPOINT": s3_endpoint,
         "STAINLESS_STORE__BUCKET": bucket,
-        "STAINLESS_RESULTS__API_KEYS": f"ada:admin:{RESULTS_KEY}",
         "STAINLESS_INGESTION__MAX_UPLOAD_BYTES": str(32 * MiB),
         "STAINLESS_LOG__FORMAT": "console",
     }
-    key = subprocess.run(
-        [str(BIN / "stainless"), "scanner", "add", "hostile"],
-        env=env,
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout.strip()
+    key, results_key = (
+        subprocess.run(
+            [str(BIN / "stainless"), *command],
+            env=env,
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+        for command in (("scanner", "add", "hostile"), ("keys", "create", "ada", "--role", "admin"))
+    )
     ports = {"ingestion": free_port(), "results": free_port()}
     env["STAINLESS_INGESTION__HTTP_PORT"] = str(ports["ingestion"])
     env["STAINLESS_RESULTS__HTTP_PORT"] = str(ports["results"])
@@ -137,6 +139,7 @@ def stack(
             create_db_engine(DatabaseSettings(url=url)),
             store,
             key,
+            results_key,
         )
     finally:
         for service in services.values():
@@ -344,13 +347,13 @@ def test_nan_acquisition_and_nul_ids_are_refused(stack: Stack) -> None:
         (stack.ingestion, "/v1/slides/a%00b"),
         (stack.results, "/v1/slides/a%00b"),
     ):
-        key = stack.scanner_key if service is stack.ingestion else RESULTS_KEY
+        key = stack.scanner_key if service is stack.ingestion else stack.results_key
         refused = httpx.get(f"{service.url}{path}", headers={"X-API-Key": key})
         assert refused.status_code == 422, refused.text
 
 
 def test_the_results_api_refuses_oversized_and_unbounded_requests(stack: Stack) -> None:
-    headers = {"X-API-Key": RESULTS_KEY}
+    headers = {"X-API-Key": stack.results_key}
     huge_class = {"action": "reclassify", "new_class": "X" * (10 * MiB)}
     cell = "00000000-0000-0000-0000-000000000000"
     answer = httpx.post(

@@ -26,6 +26,7 @@ from stainless.core.config import (
 from stainless.core.db.engine import create_db_engine, session_scope
 from stainless.core.db.migrate import upgrade
 from stainless.core.db.models import Cell, Prediction, Scanner, Slide, SlideStatus
+from stainless.core.http.auth import Role, create_key
 from stainless.core.storage.local import LocalObjectStore
 from stainless.stages.ingestion.api import create_app as ingestion_app
 from stainless.stages.ingestion.ingestor import Ingestor
@@ -35,7 +36,6 @@ from stainless.stages.review.api import create_app as results_app
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(900)]
 
-RESULTS_KEY = "schema-admin-key-0123456789"
 EXAMPLES = settings(
     max_examples=40,
     deadline=None,
@@ -87,12 +87,17 @@ def ingestion_schema(
 
 
 @pytest.fixture(scope="module")
+def results_key(engine: Engine) -> str:
+    with session_scope(engine) as session:
+        return create_key(session, name="fuzz", role=Role.ADMIN, days=1)[1]
+
+
+@pytest.fixture(scope="module")
 def results_schema(
     engine: Engine, scanner_key: str, tmp_path_factory: pytest.TempPathFactory
 ) -> schemathesis.BaseSchema:
     store = LocalObjectStore(tmp_path_factory.mktemp("results-store"))
-    block = ResultsSettings(api_keys=f"fuzz:admin:{RESULTS_KEY}")
-    app = results_app(block, ClinicalSettings(), engine=engine, store=store)
+    app = results_app(ResultsSettings(), ClinicalSettings(), engine=engine, store=store)
     add_training_routes(app, engine=engine, store=store)
     return schemathesis.openapi.from_asgi("/openapi.json", app)
 
@@ -126,6 +131,8 @@ def test_the_ingestion_api_never_answers_500(
     assert not failures, "\n\n".join(failures)
 
 
-def test_the_results_api_never_answers_500(results_schema: schemathesis.BaseSchema) -> None:
-    failures = _fuzz(results_schema, {"X-API-Key": RESULTS_KEY})
+def test_the_results_api_never_answers_500(
+    results_schema: schemathesis.BaseSchema, results_key: str
+) -> None:
+    failures = _fuzz(results_schema, {"X-API-Key": results_key})
     assert not failures, "\n\n".join(failures)

@@ -7,22 +7,20 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 from fhir.resources.R4B.diagnosticreport import DiagnosticReport
-from pydantic import SecretStr
 from sqlmodel import Session, col, select
 
-from stainless.core.config import DatabaseSettings, ResultsSettings, Settings, StoreSettings
+from stainless.core.config import DatabaseSettings, Settings, StoreSettings
 from stainless.core.db.engine import create_db_engine, session_scope
 from stainless.core.db.migrate import upgrade
 from stainless.core.db.models import Cell, OutboxEvent, Prediction, SlideStatus
 from stainless.core.db.repository import create_slide, get_or_create_scanner
 from stainless.core.events.contracts import Topic
+from stainless.core.http.auth import Role, create_key
 from stainless.core.storage.local import LocalObjectStore
 from stainless.domain.review import ReviewStatus
 from stainless.stages.review.api import create_app
 
 pytestmark = pytest.mark.integration
-
-REVIEWER = {"Authorization": "Bearer pg-review-key"}
 
 
 def test_review_sign_and_report_on_postgres(postgres_url: str, tmp_path: Path) -> None:
@@ -30,9 +28,11 @@ def test_review_sign_and_report_on_postgres(postgres_url: str, tmp_path: Path) -
     settings = Settings(
         database=DatabaseSettings(url=postgres_url),
         store=StoreSettings(root=tmp_path / "store"),
-        results=ResultsSettings(api_keys=SecretStr("pat:reviewer:pg-review-key")),
     )
     engine = create_db_engine(settings.database)
+    with session_scope(engine) as session:
+        _, key = create_key(session, name="pat", role=Role.REVIEWER, days=1)
+    reviewer = {"Authorization": f"Bearer {key}"}
     with session_scope(engine) as session:
         scanner = get_or_create_scanner(session, name="pg-results", key_prefix="k", key_hash="h")
         slide = create_slide(
@@ -68,19 +68,19 @@ def test_review_sign_and_report_on_postgres(postgres_url: str, tmp_path: Path) -
         )
     )
 
-    refused = client.post(f"/v1/slides/{slide.id}/sign", headers=REVIEWER)
+    refused = client.post(f"/v1/slides/{slide.id}/sign", headers=reviewer)
     assert refused.status_code == 409 and "1 cell still needs review" in refused.json()["detail"]
     reviewed = client.post(
         f"/v1/cells/{cells[2].id}/reviews",
         json={"action": "reclassify", "new_class": "EO"},
-        headers=REVIEWER,
+        headers=reviewer,
     )
     assert reviewed.status_code == 201, reviewed.text
-    signed = client.post(f"/v1/slides/{slide.id}/sign", headers=REVIEWER)
+    signed = client.post(f"/v1/slides/{slide.id}/sign", headers=reviewer)
     assert signed.status_code == 200, signed.text
     assert (signed.json()["status"], signed.json()["signed_by"]) == ("signed", "pat")
 
-    report = client.get(f"/v1/slides/{slide.id}/fhir", headers=REVIEWER).json()
+    report = client.get(f"/v1/slides/{slide.id}/fhir", headers=reviewer).json()
     DiagnosticReport.model_validate(report)
     assert report["status"] == "final"
     percent = {o["id"]: o.get("valueQuantity", {}).get("value") for o in report["contained"]}

@@ -132,7 +132,7 @@ registration: {{ concat $db $store $tasks $bus | toJson }}
 relay: {{ concat $db $bus | toJson }}
 worker: {{ concat $db $store $tasks | toJson }}
 inference: {{ concat $db $store $bus | toJson }}
-results: {{ concat $db $store (list "STAINLESS_RESULTS__API_KEYS") | toJson }}
+results: {{ concat $db $store | toJson }}
 trainer: {{ concat $db $store $bus | toJson }}
 migrations: {{ $db | toJson }}
 training: {{ concat $db $store | toJson }}
@@ -156,7 +156,6 @@ triton: {{ $store | toJson }}
 - STAINLESS_STORE__SECRET_KEY
 - STAINLESS_TASKS__BROKER_URL
 - STAINLESS_TASKS__RESULT_BACKEND
-- STAINLESS_RESULTS__API_KEYS
 - STAINLESS_BUS__SASL_PASSWORD
 {{- end }}
 

@@ -11,6 +11,7 @@ import typer
 
 from stainless.cli.datasets import dataset_app
 from stainless.cli.imaging import bench_app, register_command
+from stainless.cli.keys import keys_app
 from stainless.cli.output import emit, err, progress
 from stainless.cli.scanners import scanner_app
 from stainless.core.config import (
@@ -33,6 +34,7 @@ db_app = typer.Typer(
 )
 app.add_typer(db_app, name="db")
 app.add_typer(scanner_app, name="scanner")
+app.add_typer(keys_app, name="keys")
 app.add_typer(bench_app, name="bench")
 app.add_typer(dataset_app, name="dataset")
 app.command("register")(register_command)

@@ -26,7 +26,8 @@ err = Console(stderr=True)
 Name = Annotated[str, typer.Argument(help="The scanner's unique name.")]
 
 
-def _engine() -> Engine:
+def admin_engine() -> Engine:
+    """The database of the settings, migrated (the admin commands run before any service)."""
     settings = load_settings()
     upgrade(settings.database.url)
     return create_db_engine(settings.database)
@@ -41,7 +42,7 @@ def _fail(exc: ScannerError) -> typer.Exit:
 def add(name: Name) -> None:
     """Register a scanner and print its API key — shown this once only."""
     try:
-        with session_scope(_engine()) as session:
+        with session_scope(admin_engine()) as session:
             _, key = register_scanner(session, name=name)
             add_audit(session, command_line_actor(), "key-create", f"scanner:{name}")
     except ScannerError as exc:
@@ -54,7 +55,7 @@ def add(name: Name) -> None:
 def rotate(name: Name) -> None:
     """Give the scanner a new key; the old one stops working at once."""
     try:
-        with session_scope(_engine()) as session:
+        with session_scope(admin_engine()) as session:
             key = rotate_key(session, name=name)
             add_audit(session, command_line_actor(), "key-rotate", f"scanner:{name}")
     except ScannerError as exc:
@@ -67,7 +68,7 @@ def rotate(name: Name) -> None:
 def revoke_command(name: Name) -> None:
     """Revoke the scanner's key; `rotate` issues a new one."""
     try:
-        with session_scope(_engine()) as session:
+        with session_scope(admin_engine()) as session:
             revoke(session, name=name)
             add_audit(session, command_line_actor(), "key-revoke", f"scanner:{name}")
     except ScannerError as exc:
@@ -79,7 +80,7 @@ def revoke_command(name: Name) -> None:
 def list_scanners() -> None:
     """Scanners, their key prefixes and whether they are revoked."""
     table = Table("name", "id", "key prefix", "revoked")
-    with Session(_engine()) as session:
+    with Session(admin_engine()) as session:
         for scanner in session.exec(select(Scanner).order_by(col(Scanner.name))):
             revoked = scanner.revoked_at.isoformat() if scanner.revoked_at else ""
             table.add_row(scanner.name, scanner.id, f"stl_{scanner.key_prefix}_…", revoked)

@@ -360,10 +360,6 @@ class ResultsSettings(_Block):
     """Results API and review page."""
 
     http_port: int = Field(default=8083, ge=1, le=65535, description="HTTP port of the API.")
-    api_keys: SecretStr = Field(
-        default=SecretStr(""),
-        description="Comma-separated name:role:key entries; roles reviewer, scientist, admin.",
-    )
     anonymous_role: str | None = Field(
         default=None,
         pattern=r"^(reviewer|scientist|admin)$",

@@ -89,6 +89,21 @@ class Scanner(SQLModel, table=True):
     revoked_at: datetime | None = _ts(nullable=True)
 
 
+class ApiKey(SQLModel, table=True):
+    """A results-API key: a person's or a system's name, a role, and the key's hash only."""
+
+    __tablename__ = "api_key"
+
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=36)
+    name: str = Field(unique=True, max_length=128)
+    role: str = Field(max_length=16)
+    key_prefix: str = Field(index=True, max_length=16)
+    key_hash: str = Field(max_length=128)
+    created_at: datetime = _ts()
+    expires_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    revoked_at: datetime | None = _ts(nullable=True)
+
+
 class Slide(SQLModel, table=True):
     __table_args__ = (UniqueConstraint("scanner_id", "external_id"),)
 

@@ -1,9 +1,10 @@
-"""Who may call the results API: API keys mapped to a name and a role.
+"""Who may call the results API: API keys of a name and a role, kept in the database.
 
-Keys come from ``settings.results.api_keys`` as comma-separated
-``name:role:key`` entries. A request carries its key in ``X-API-Key`` or as
-``Authorization: Bearer <key>``. Without a key it is refused (401) unless
-``settings.results.anonymous_role`` names the role anonymous callers get.
+``stainless keys create NAME --role ROLE`` issues a key (``srk_…``), shown once; only its
+hash is stored, with an expiry; ``rotate`` replaces it, ``revoke`` ends it (every change
+in the audit trail). A request carries its key in ``X-API-Key`` or as ``Authorization:
+Bearer <key>``. Without a key it is refused (401) unless ``settings.results.anonymous_role``
+names the role anonymous callers get (the embedded demo only).
 
 Roles: any role may read; reviewing needs ``reviewer``; starting training needs
 ``scientist``; ``admin`` may do all of that and read the audit trail. Signing is a
@@ -12,18 +13,25 @@ reviewer's own act: an admin key cannot sign.
 
 from __future__ import annotations
 
-import hmac
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from enum import StrEnum
 from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy import Engine
+from sqlmodel import Session, col, select
 
 from stainless.core.audit import Actor
 from stainless.core.config import ResultsSettings
+from stainless.core.db.models import ApiKey, utcnow
 from stainless.core.http.errors import Forbidden, Unauthorized
+from stainless.core.keys import digest_matches, issue_key, lookup_of
+
+KEY_KIND = "srk"
+"""The first part of every results-API key."""
 
 
 class Role(StrEnum):
@@ -41,39 +49,63 @@ class Principal:
 ANONYMOUS = "anonymous"
 
 
-def parse_api_keys(raw: str) -> list[tuple[Principal, str]]:
-    """``name:role:key,...`` as (principal, key) pairs; raises ``ValueError`` on a bad entry.
+class KeyRefused(ValueError):
+    """A key action that cannot be done (unknown or duplicate name, bad role or lifetime)."""
 
-    The key is everything after the second colon, so keys may contain colons.
-    """
-    entries: list[tuple[Principal, str]] = []
-    for position, entry in enumerate(part.strip() for part in raw.split(",")):
-        if not entry:
-            continue
-        name, _, rest = entry.partition(":")
-        role, _, key = rest.partition(":")
-        if not name.strip() or not key.strip():
-            raise ValueError(f"API key entry {position + 1} is not name:role:key")
-        try:
-            parsed = Role(role.strip())
-        except ValueError:
-            roles = ", ".join(r.value for r in Role)
-            raise ValueError(
-                f"API key entry {position + 1} ({name.strip()}) has role {role.strip()!r}; "
-                f"expected one of {roles}"
-            ) from None
-        entries.append((Principal(name.strip(), parsed), key.strip()))
-    return entries
+
+def create_key(session: Session, *, name: str, role: Role, days: int) -> tuple[ApiKey, str]:
+    """A new key for ``name`` valid ``days`` days; the row and the key (shown this once)."""
+    if not 1 <= days <= 3650:
+        raise KeyRefused(f"a key lives 1 to 3650 days, not {days}")
+    if session.exec(select(ApiKey).where(ApiKey.name == name)).first() is not None:
+        raise KeyRefused(f"a key named {name!r} already exists: rotate it")
+    issued = issue_key(KEY_KIND)
+    row = ApiKey(
+        name=name,
+        role=Role(role).value,
+        key_prefix=issued.lookup,
+        key_hash=issued.digest,
+        expires_at=utcnow() + timedelta(days=days),
+    )
+    session.add(row)
+    session.flush()
+    return row, issued.key
+
+
+def _named(session: Session, name: str) -> ApiKey:
+    row = session.exec(select(ApiKey).where(ApiKey.name == name)).first()
+    if row is None:
+        raise KeyRefused(f"no key named {name!r}")
+    return row
+
+
+def rotate_key(session: Session, *, name: str, days: int) -> str:
+    """Replace the key of ``name`` (the old one stops working at once), valid ``days`` days."""
+    if not 1 <= days <= 3650:
+        raise KeyRefused(f"a key lives 1 to 3650 days, not {days}")
+    row = _named(session, name)
+    issued = issue_key(KEY_KIND)
+    row.key_prefix, row.key_hash, row.revoked_at = issued.lookup, issued.digest, None
+    row.expires_at = utcnow() + timedelta(days=days)
+    session.add(row)
+    return issued.key
+
+
+def revoke_key(session: Session, *, name: str) -> None:
+    row = _named(session, name)
+    row.revoked_at = utcnow()
+    session.add(row)
+
+
+def list_keys(session: Session) -> list[ApiKey]:
+    return list(session.exec(select(ApiKey).order_by(col(ApiKey.name))).all())
 
 
 class Authenticator:
-    """Maps a presented key to its principal, comparing in constant time."""
+    """Maps a presented key to its principal: a stored, unrevoked, unexpired key's."""
 
-    def __init__(self, settings: ResultsSettings) -> None:
-        self._keys = [
-            (principal, key.encode())
-            for principal, key in parse_api_keys(settings.api_keys.get_secret_value())
-        ]
+    def __init__(self, engine: Engine, settings: ResultsSettings) -> None:
+        self._engine = engine
         role = settings.anonymous_role
         self._anonymous = Principal(ANONYMOUS, Role(role)) if role else None
 
@@ -90,19 +122,27 @@ class Authenticator:
         return None
 
     def identify(self, key: str | None) -> Principal:
-        """The principal of ``key``; raises :class:`Unauthorized` when missing or unknown."""
+        """The principal of ``key``; raises :class:`Unauthorized` when missing or not valid."""
         if not key:
             if self._anonymous is not None:
                 return self._anonymous
             raise Unauthorized("an API key is required (X-API-Key or Authorization: Bearer)")
-        presented = key.encode()
-        found: Principal | None = None
-        for principal, expected in self._keys:  # every key is compared: no early exit
-            if hmac.compare_digest(presented, expected) and found is None:
-                found = principal
-        if found is None:
-            raise Unauthorized("unknown API key")
-        return found
+        lookup = lookup_of(key, KEY_KIND)
+        if lookup is not None:
+            with Session(self._engine) as session:
+                rows = session.exec(select(ApiKey).where(ApiKey.key_prefix == lookup)).all()
+            for row in rows:
+                if not digest_matches(row.key_hash, key):
+                    continue
+                if row.revoked_at is not None:
+                    raise Unauthorized("revoked API key")
+                expires = row.expires_at
+                if (
+                    expires if expires.tzinfo else expires.replace(tzinfo=utcnow().tzinfo)
+                ) <= utcnow():
+                    raise Unauthorized("expired API key: rotate it")
+                return Principal(row.name, Role(row.role))
+        raise Unauthorized("unknown API key")
 
 
 READ_ROLES = frozenset(Role)

@@ -277,7 +277,7 @@ def create_app(
         description="WBC differentials, expert review, signing and FHIR reports; the review page.",
     )
     app.state.engine = engine
-    authenticator = Authenticator(settings)
+    authenticator = Authenticator(engine, settings)
     app.state.authenticator = authenticator
     app.add_middleware(RequestGuard, authenticate=authenticator.refusal)
     app.add_middleware(SecurityHeaders)  # outermost: refusals of the guard carry them too

@@ -10,13 +10,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
-from pydantic import SecretStr
 from sqlalchemy import Engine
 from sqlmodel import Session, select
 
 from stainless.core.config import DatabaseSettings, ResultsSettings, Settings, StoreSettings, part
 from stainless.core.db.engine import create_db_engine, session_scope
 from stainless.core.db.models import (
+    ApiKey,
     Cell,
     OutboxEvent,
     Prediction,
@@ -26,6 +26,8 @@ from stainless.core.db.models import (
     utcnow,
 )
 from stainless.core.db.repository import create_slide, get_or_create_scanner
+from stainless.core.http.auth import KEY_KIND, Role
+from stainless.core.keys import key_digest, lookup_of
 from stainless.core.storage.local import LocalObjectStore
 from stainless.domain.review import ReviewStatus
 from stainless.imaging.codecs import encode_png
@@ -33,10 +35,32 @@ from stainless.stages.review.api import create_app
 from stainless_results.main import ResultsServiceSettings
 from stainless_results.main import build as results_app
 
-KEYS = "rita:reviewer:rev-key-1,sam:scientist:sci-key-2,ada:admin:adm:key:3"
-REVIEWER = {"X-API-Key": "rev-key-1"}
-SCIENTIST = {"X-API-Key": "sci-key-2"}
-ADMIN = {"X-API-Key": "adm:key:3"}
+REVIEWER_KEY = "srk_00000001_rev-key-1"
+SCIENTIST_KEY = "srk_00000002_sci-key-2"
+ADMIN_KEY = "srk_00000003_adm_key_3"
+KEYS = {
+    "rita": (Role.REVIEWER, REVIEWER_KEY),
+    "sam": (Role.SCIENTIST, SCIENTIST_KEY),
+    "ada": (Role.ADMIN, ADMIN_KEY),
+}
+REVIEWER = {"X-API-Key": REVIEWER_KEY}
+SCIENTIST = {"X-API-Key": SCIENTIST_KEY}
+ADMIN = {"X-API-Key": ADMIN_KEY}
+
+
+def install_keys(engine: Engine, days: float = 1.0) -> None:
+    """The keys above as ``stainless keys create`` would store them (their hashes only)."""
+    with session_scope(engine) as session:
+        for name, (role, key) in KEYS.items():
+            session.add(
+                ApiKey(
+                    name=name,
+                    role=role.value,
+                    key_prefix=lookup_of(key, KEY_KIND) or "",
+                    key_hash=key_digest(key),
+                    expires_at=utcnow() + timedelta(days=days),
+                )
+            )
 
 
 @dataclass(frozen=True)
@@ -135,11 +159,10 @@ class World:
 
 
 def make_settings(sqlite_url: str, root: Path, **results: object) -> Settings:
-    block = {"api_keys": SecretStr(KEYS), **results}
     return Settings(
         database=DatabaseSettings(url=sqlite_url),
         store=StoreSettings(root=root),
-        results=ResultsSettings(**block),  # type: ignore[arg-type]
+        results=ResultsSettings(**results),  # type: ignore[arg-type]
     )
 
 
@@ -147,6 +170,7 @@ def make_settings(sqlite_url: str, root: Path, **results: object) -> Settings:
 def world(sqlite_url: str, tmp_path: Path) -> World:
     settings = make_settings(sqlite_url, tmp_path / "store")
     engine = create_db_engine(settings.database)
+    install_keys(engine)
     with session_scope(engine) as session:
         scanner = get_or_create_scanner(session, name="scanner", key_prefix="p", key_hash="h")
     return World(engine, LocalObjectStore(tmp_path / "store"), settings, scanner.id)
