@@ -658,3 +658,23 @@ def test_every_value_is_documented() -> None:
             undocumented.append(f"line {index + 1}: {name}")
         stack.append((indent, above.startswith("# --")))
     assert not undocumented, undocumented
+
+
+def test_the_apis_serve_metrics_apart_from_their_clients(
+    profiles: dict[str, list[Manifest]],
+) -> None:
+    docs = profiles["production"]
+    settings = next(
+        d["data"]
+        for d in _of_kind(docs, "ConfigMap")
+        if d["metadata"]["name"] == "stainless-settings"
+    )
+    for name, api, metrics in (("ingestion", 8080, 8092), ("results", 8083, 8093)):
+        (deployment,) = [
+            d for d in _of_kind(docs, "Deployment") if d["metadata"]["name"] == f"stainless-{name}"
+        ]
+        pod = deployment["spec"]["template"]
+        assert pod["metadata"]["annotations"]["prometheus.io/port"] == str(metrics)
+        ports = {p["name"]: p["containerPort"] for p in pod["spec"]["containers"][0]["ports"]}
+        assert ports == {"http": api, "metrics": metrics}
+        assert settings[f"STAINLESS_{name.upper()}__METRICS_PORT"] == str(metrics)

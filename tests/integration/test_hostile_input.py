@@ -127,6 +127,8 @@ def stack(
     ports = {"ingestion": free_port(), "results": free_port()}
     env["STAINLESS_INGESTION__HTTP_PORT"] = str(ports["ingestion"])
     env["STAINLESS_RESULTS__HTTP_PORT"] = str(ports["results"])
+    env["STAINLESS_INGESTION__METRICS_PORT"] = str(free_port())
+    env["STAINLESS_RESULTS__METRICS_PORT"] = str(free_port())
     logs = tmp_path_factory.mktemp("hostile-logs")
     services = {name: _start(name, env, port, logs) for name, port in ports.items()}
     store = create_store(

@@ -63,6 +63,7 @@ def system(
         "STAINLESS_TASKS__BROKER_URL": f"{redis_url}/11",
         "STAINLESS_TASKS__RESULT_BACKEND": f"{redis_url}/12",
         "STAINLESS_INGESTION__HTTP_PORT": str(free_port()),
+        "STAINLESS_INGESTION__METRICS_PORT": str(free_port()),
         "STAINLESS_RELAY__HTTP_PORT": str(free_port()),
         "STAINLESS_REGISTRATION__HTTP_PORT": str(free_port()),
         "STAINLESS_WORKER__METRICS_PORT": str(free_port()),

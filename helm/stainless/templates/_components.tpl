@@ -1,15 +1,15 @@
 {{/*
 The Stainless services, one Deployment each: name -> the setting of its port and what it is.
-api: reachable by clients (ingestion, results); consumer: a Kafka consumer group scaled on lag.
+api: reachable by clients (ingestion, results), its /metrics on a port of its own; consumer: a Kafka consumer group scaled on lag.
 The trainer (training image) submits each requested training job as a KubeRay RayJob.
 */}}
 {{- define "stainless.components" -}}
-ingestion: {portSetting: STAINLESS_INGESTION__HTTP_PORT, api: true}
+ingestion: {portSetting: STAINLESS_INGESTION__HTTP_PORT, metricsPortSetting: STAINLESS_INGESTION__METRICS_PORT, api: true}
 registration: {portSetting: STAINLESS_REGISTRATION__HTTP_PORT, consumer: true}
 relay: {portSetting: STAINLESS_RELAY__HTTP_PORT}
 worker: {portSetting: STAINLESS_WORKER__METRICS_PORT}
 inference: {portSetting: STAINLESS_INFERENCE__HTTP_PORT, consumer: true}
-results: {portSetting: STAINLESS_RESULTS__HTTP_PORT, api: true}
+results: {portSetting: STAINLESS_RESULTS__HTTP_PORT, metricsPortSetting: STAINLESS_RESULTS__METRICS_PORT, api: true}
 trainer: {portSetting: STAINLESS_RAY__HTTP_PORT}
 {{- end }}
 

@@ -263,6 +263,9 @@ class IngestionSettings(_Block):
     """Scanner upload API."""
 
     http_port: int = Field(default=8080, ge=1, le=65535, description="HTTP port of the API.")
+    metrics_port: int = Field(
+        default=8092, ge=1, le=65535, description="Port of /metrics (not the clients' port)."
+    )
     max_upload_bytes: int = Field(
         default=256 * 1024 * 1024, ge=1024, description="Largest accepted upload (HTTP 413 above)."
     )
@@ -360,6 +363,9 @@ class ResultsSettings(_Block):
     """Results API and review page."""
 
     http_port: int = Field(default=8083, ge=1, le=65535, description="HTTP port of the API.")
+    metrics_port: int = Field(
+        default=8093, ge=1, le=65535, description="Port of /metrics (not the clients' port)."
+    )
     anonymous_role: str | None = Field(
         default=None,
         pattern=r"^(reviewer|scientist|admin)$",

@@ -16,8 +16,9 @@ ReadyCheck = Callable[[], bool]
 log = structlog.get_logger(__name__)
 
 
-def add_health_routes(app: FastAPI, ready: ReadyCheck) -> None:
-    """Add ``/health/live``, ``/health/ready`` (dependencies answer) and ``/metrics``."""
+def add_health_routes(app: FastAPI, ready: ReadyCheck, *, metrics: bool = True) -> None:
+    """Add ``/health/live``, ``/health/ready`` (dependencies answer) and, unless the app is
+    an API whose metrics are served on a port of their own, ``/metrics``."""
 
     @app.get("/health/live", tags=["health"])
     def live() -> dict[str, str]:
@@ -35,9 +36,21 @@ def add_health_routes(app: FastAPI, ready: ReadyCheck) -> None:
             return JSONResponse({"status": "not ready"}, status_code=503)
         return JSONResponse({"status": "ready"})
 
+    if metrics:
+        add_metrics_route(app)
+
+
+def add_metrics_route(app: FastAPI) -> None:
     @app.get("/metrics", tags=["health"])
     def metrics() -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+
+def create_metrics_app(*, title: str) -> FastAPI:
+    """Only ``/metrics``: served beside an API on a port of its own (not the clients')."""
+    app = FastAPI(title=title, docs_url=None, redoc_url=None, openapi_url=None)
+    add_metrics_route(app)
+    return app
 
 
 def create_health_app(ready: ReadyCheck, *, title: str) -> FastAPI:

@@ -119,18 +119,33 @@ def run_consumer(build: Callable[[P, threading.Event], Service], settings: type[
         service.health.stop()
 
 
-def run_http(build: Callable[[P], FastAPI], settings: type[P], port: Callable[[P], int]) -> None:
-    """Serve the app that ``build`` makes from the settings on ``port(settings)``."""
+def run_http(
+    build: Callable[[P], FastAPI],
+    settings: type[P],
+    port: Callable[[P], int],
+    metrics_port: Callable[[P], int],
+) -> None:
+    """Serve the app that ``build`` makes on ``port(settings)``, and its Prometheus metrics
+    on ``metrics_port(settings)``: scrapers never need the clients' port, nor clients the
+    metrics."""
     import uvicorn
 
+    from stainless.core.observability import HealthServer, create_metrics_app
+
     loaded = _settings(settings)
-    uvicorn.run(
-        build(loaded),
-        host="0.0.0.0",  # noqa: S104 - a container's service port
-        port=port(loaded),
-        log_config=None,
-        access_log=False,
-    )
+    app = build(loaded)
+    metrics = HealthServer(create_metrics_app(title=app.title), port=metrics_port(loaded))
+    metrics.start()
+    try:
+        uvicorn.run(
+            app,
+            host="0.0.0.0",  # noqa: S104 - a container's service port
+            port=port(loaded),
+            log_config=None,
+            access_log=False,
+        )
+    finally:
+        metrics.stop()
 
 
 @dataclass(frozen=True)

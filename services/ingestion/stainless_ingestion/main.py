@@ -7,7 +7,12 @@ from stainless.stages.ingestion.api import IngestionServiceSettings, build
 
 
 def main() -> None:
-    run_http(build, IngestionServiceSettings, lambda settings: settings.ingestion.http_port)
+    run_http(
+        build,
+        IngestionServiceSettings,
+        port=lambda settings: settings.ingestion.http_port,
+        metrics_port=lambda settings: settings.ingestion.metrics_port,
+    )
 
 
 if __name__ == "__main__":

@@ -51,7 +51,12 @@ def build(settings: ResultsServiceSettings) -> FastAPI:
 
 
 def main() -> None:
-    run_http(build, ResultsServiceSettings, lambda settings: settings.results.http_port)
+    run_http(
+        build,
+        ResultsServiceSettings,
+        port=lambda settings: settings.results.http_port,
+        metrics_port=lambda settings: settings.results.metrics_port,
+    )
 
 
 if __name__ == "__main__":

@@ -162,7 +162,7 @@ def create_app(settings: IngestionSettings, *, engine: Engine, ingestor: Ingesto
         """Mark the slide fully uploaded (repeating it is harmless)."""
         return _answer(ingestor.complete_slide(who, slide_id))
 
-    add_health_routes(app, lambda: ping(engine))
+    add_health_routes(app, lambda: ping(engine), metrics=False)  # /metrics: its own port
     return app
 
 

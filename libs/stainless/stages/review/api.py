@@ -293,5 +293,5 @@ def create_app(
     app.include_router(_audit_router(engine))
     app.include_router(_pages_router())
     app.mount("/static", StaticFiles(directory=WEB), name="static")
-    add_health_routes(app, lambda: ping(engine))
+    add_health_routes(app, lambda: ping(engine), metrics=False)  # /metrics: its own port
     return app

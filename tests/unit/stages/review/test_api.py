@@ -12,6 +12,7 @@ from sqlmodel import Session
 
 from stainless.core.db.models import Prediction, Slide, SlideStatus
 from stainless.core.events.contracts import Envelope, ReviewRecorded, Topic
+from stainless.core.observability import create_metrics_app
 from stainless.domain.review import ReviewStatus
 
 from .conftest import REVIEWER, SCIENTIST, CellSpec, World
@@ -243,10 +244,12 @@ def test_the_review_pages_and_their_assets_are_served(client: TestClient, world:
     assert client.get("/slides/not-an-id").status_code == 422
 
 
-def test_health_and_metrics(client: TestClient) -> None:
+def test_health_here_and_metrics_on_their_own_port(client: TestClient) -> None:
     assert client.get("/health/live").json() == {"status": "live"}
     assert client.get("/health/ready").json() == {"status": "ready"}
-    assert "stainless_results_reviews_total" in client.get("/metrics").text
+    assert client.get("/metrics").status_code == 404  # not on the clients' port
+    metrics = TestClient(create_metrics_app(title="stainless-results"))
+    assert "stainless_results_reviews_total" in metrics.get("/metrics").text
 
 
 def test_openapi_documents_every_review_body(client: TestClient) -> None:
