@@ -11,16 +11,16 @@ from __future__ import annotations
 import json
 import math
 from collections import Counter
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from statistics import median
 from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
+
+from stainless.cli.output import progress
 
 if TYPE_CHECKING:
     from stainless.core.config import Settings
@@ -81,22 +81,6 @@ def _store(settings: Settings) -> ObjectStore:
     from stainless.core.storage import create_store
 
     return create_store(settings.store)
-
-
-@contextmanager
-def _progress(description: str) -> Iterator[Callable[[int, int], None]]:
-    """A progress bar on stderr; yields ``update(done, total)``."""
-    bar = Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=err,
-        transient=True,
-    )
-    with bar:
-        task = bar.add_task(description, total=None)
-        yield lambda done, total: bar.update(task, completed=done, total=total)
 
 
 @dataset_app.command("snapshot")
@@ -160,7 +144,7 @@ def _run_import(description: str, run: Callable[[Callable[[int, int], None]], Re
     from stainless.datasets.manifest import DatasetError
 
     try:
-        with _progress(description) as update:
+        with progress(description, None, transient=True) as update:
             return run(update)
     except DatasetError as exc:
         raise _fail(str(exc)) from None

@@ -19,26 +19,31 @@ out = Console()
 
 
 @contextmanager
-def progress(description: str, total: int) -> Iterator[Callable[..., None]]:
-    """A progress bar on stderr; yields the function that advances it by one, or to
-    ``completed`` when given (a resumed run)."""
+def progress(
+    description: str, total: int | None, *, transient: bool = False
+) -> Iterator[Callable[..., None]]:
+    """A progress bar on stderr; yields ``step(completed=None, total=None)``: one step more,
+    or the count so far (a resumed run, or work whose total is learnt on the way)."""
     bar = Progress(
         TextColumn("{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
         TimeRemainingColumn(),
         console=err,
+        transient=transient,
     )
     with bar:
         task = bar.add_task(description, total=total)
 
-        def advance(completed: int | None = None) -> None:
+        def step(completed: int | None = None, total: int | None = None) -> None:
             if completed is None:
                 bar.advance(task)
-            else:
+            elif total is None:
                 bar.update(task, completed=completed)
+            else:
+                bar.update(task, completed=completed, total=total)
 
-        yield advance
+        yield step
 
 
 def _table(title: str, result: dict[str, Any]) -> Table:
