@@ -114,6 +114,11 @@ def test_a_reviewer_reclassifies_by_keyboard_and_signs(served: Served, page: Pag
     page.get_by_test_id("sign").click()
     expect(page.get_by_test_id("slide-status")).to_contain_text("signed")  # no eval: CSP
     assert page.get_by_test_id(f"diff-{target}").get_attribute("data-count") != "0"
+    stored = page.evaluate_handle("() => [sessionStorage.length, localStorage.length]")
+    assert stored.json_value() == [1, 0]  # the key lives only as long as the tab
+    page.get_by_test_id("api-key-clear").click()
+    expect(page.get_by_test_id("whoami")).to_have_text("no valid key")
+    assert page.evaluate_handle("() => sessionStorage.length").json_value() == 0
 
     cell = _api(served, f"/v1/cells/{first}").json()
     assert cell["class"] == target and cell["review_status"] == "reclassified"

@@ -1,10 +1,12 @@
 /*
  * Stainless review page: vanilla JS, no build step. Talks to the results API
- * with the key kept in localStorage ("stainless.apiKey") and sent as X-API-Key
- * (leave it empty when the server sets an anonymous role).
+ * with the key kept in sessionStorage ("stainless.apiKey": gone when the tab closes, never
+ * in localStorage) and sent as X-API-Key; "Sign out" forgets it at once (leave it empty
+ * when the server sets an anonymous role).
  *
  * Stable test hooks (data-testid):
- *   both pages   api-key (input), api-key-save, api-key-form, whoami, message
+ *   both pages   api-key (input), api-key-save, api-key-clear, api-key-form, whoami,
+ *                message
  *   index page   slide-list (table), slide-row (data-slide-id, data-status),
  *                slide-link (link to the slide page)
  *   slide page   slide-title, slide-status, signature, flags, sign (button),
@@ -58,7 +60,7 @@ function el(tag, attrs = {}, ...children) {
 }
 
 function apiKey() {
-  return localStorage.getItem(KEY_STORAGE) || "";
+  return sessionStorage.getItem(KEY_STORAGE) || "";
 }
 
 function headers(extra = {}) {
@@ -111,11 +113,18 @@ function showImage(img, path) {
 function setupKeyForm(onChange) {
   const input = document.getElementById("api-key");
   input.value = apiKey();
+  localStorage.removeItem(KEY_STORAGE); // where earlier versions kept it
   document.getElementById("key-form").addEventListener("submit", (event) => {
     event.preventDefault();
-    localStorage.setItem(KEY_STORAGE, input.value.trim());
+    sessionStorage.setItem(KEY_STORAGE, input.value.trim());
     state.blobs.clear();
     input.blur();
+    onChange();
+  });
+  document.getElementById("key-clear").addEventListener("click", () => {
+    sessionStorage.removeItem(KEY_STORAGE);
+    input.value = "";
+    state.blobs.clear();
     onChange();
   });
 }
