@@ -108,6 +108,10 @@ def create_app(settings: IngestionSettings, *, engine: Engine, ingestor: Ingesto
         title="Stainless ingestion",
         version="1",
         description="Upload API for DIC and brightfield microscope fields.",
+        # The document at /openapi.json only: the interactive pages load their scripts from
+        # a CDN, which the Content-Security-Policy (and an air-gapped hospital) refuses.
+        docs_url=None,
+        redoc_url=None,
     )
     upload = BodyLimit(
         "POST",

@@ -275,6 +275,10 @@ def create_app(
         title="Stainless results",
         version="1",
         description="WBC differentials, expert review, signing and FHIR reports; the review page.",
+        # The document at /openapi.json only: the interactive pages load their scripts from
+        # a CDN, which the Content-Security-Policy (and an air-gapped hospital) refuses.
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.engine = engine
     authenticator = Authenticator(engine, settings)

@@ -339,4 +339,5 @@ def test_openapi_documents_every_endpoint_and_error() -> None:
         "/health/ready",
     }
     assert "/metrics" not in spec["paths"]  # served on a port of its own (run_http)
+    assert TestClient(app).get("/docs").status_code == 404  # only the document itself
     assert "X-API-Key" in str(spec["components"]["securitySchemes"])

@@ -248,6 +248,8 @@ def test_health_here_and_metrics_on_their_own_port(client: TestClient) -> None:
     assert client.get("/health/live").json() == {"status": "live"}
     assert client.get("/health/ready").json() == {"status": "ready"}
     assert client.get("/metrics").status_code == 404  # not on the clients' port
+    assert client.get("/docs").status_code == 404  # the CDN-fed page: only the document
+    assert client.get("/openapi.json").status_code == 200
     metrics = TestClient(create_metrics_app(title="stainless-results"))
     assert "stainless_results_reviews_total" in metrics.get("/metrics").text
 
