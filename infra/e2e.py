@@ -119,7 +119,9 @@ def unavailable_count() -> dict[str, float]:
 
 def _restart(config: dict[str, Any], name: str) -> None:
     base = {k: v for k, v in os.environ.items() if not k.startswith("STAINLESS_")}
-    servers.spawn(name, stack.SERVICES[name], stack.STATE, env={**base, **config["env"]})
+    servers.spawn(
+        name, stack.SERVICES[name], stack.STATE, env={**base, **stack.service_env(config, name)}
+    )
 
 
 def _kill_each(config: dict[str, Any]) -> None:

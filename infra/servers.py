@@ -35,6 +35,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -203,14 +204,19 @@ def start_kafka(port: int, state: Path = DEFAULT_STATE) -> Server:
     return Server("kafka", port, pid)
 
 
-def start_s3(port: int, state: Path = DEFAULT_STATE) -> Server:
-    """Start the S3 server on ``port``."""
+def start_s3(
+    port: int, state: Path = DEFAULT_STATE, *, name: str = "s3", free_actions: int | None = None
+) -> Server:
+    """Start the S3 server on ``port``. With ``free_actions`` it checks credentials and IAM
+    policies (its IAM API on the same port) after that many unauthenticated calls."""
     if port_open(port):
         raise InfraError(f"port {port} is taken: cannot start the S3 server there")
-    pid = spawn("s3", [str(moto_binary()), "-H", "127.0.0.1", "-p", str(port)], state)
+    env = {} if free_actions is None else {"INITIAL_NO_AUTH_ACTION_COUNT": str(free_actions)}
+    command = [str(moto_binary()), "-H", "127.0.0.1", "-p", str(port)]
+    pid = spawn(name, command, state, env)
 
     def ready() -> bool:
-        check_alive(pid, "s3", state)
+        check_alive(pid, name, state)
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/moto-api/", timeout=1):
                 return True
@@ -218,7 +224,7 @@ def start_s3(port: int, state: Path = DEFAULT_STATE) -> Server:
             return False
 
     wait_until(ready, "the S3 server")
-    return Server("s3", port, pid)
+    return Server(name, port, pid)
 
 
 @dataclass(frozen=True)
@@ -435,6 +441,25 @@ def _up_inference(args: argparse.Namespace) -> None:
     )
 
 
+S3_ADMIN = "s3-admin.json"
+
+
+def _s3_starter(iam: bool) -> Callable[[int, Path], Server]:
+    """``start_s3``, or with ``iam`` one checking IAM whose admin key is kept in the state."""
+    if not iam:
+        return start_s3
+
+    def start(port: int, state: Path) -> Server:
+        import store_identities
+
+        server = start_s3(port, state, free_actions=store_identities.FREE_ACTIONS)
+        admin = store_identities.bootstrap_admin(server.address)
+        (state / S3_ADMIN).write_text(json.dumps(admin) + "\n")
+        return server
+
+    return start
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("command", choices=["up", "down", "status"])
@@ -459,14 +484,22 @@ def main(argv: list[str] | None = None) -> int:
         type=int,
         default=int(os.environ.get("INFERENCE_GRPC_PORT", INFERENCE_GRPC_PORT)),
     )
+    parser.add_argument(
+        "--s3-iam",
+        action="store_true",
+        help="the S3 server checks credentials and IAM policies; its admin key in "
+        f"<state>/{S3_ADMIN}",
+    )
     args = parser.parse_args(argv)
     try:
         if args.command == "up":
             ensure_postgres()
             ensure_redis()
+            if args.s3_iam and not (args.state / S3_ADMIN).is_file():
+                stop("s3", args.state)  # running without IAM checks: restart it with them
             for name, start, port in (
                 ("kafka", start_kafka, args.kafka_port),
-                ("s3", start_s3, args.s3_port),
+                ("s3", _s3_starter(args.s3_iam), args.s3_port),
             ):
                 if (args.state / f"{name}.pid").is_file() and port_open(port):
                     print(f"{name}: already running on 127.0.0.1:{port}")
@@ -478,6 +511,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "down":
             for name in ("kafka", "s3", "inference"):
                 print(f"{name}: {'stopped' if stop(name, args.state) else 'not running'}")
+            (args.state / S3_ADMIN).unlink(missing_ok=True)
         else:
             for name, state in status(args.state).items():
                 print(f"{name}: {state}")

@@ -6,10 +6,12 @@ the demo model when empty, with the learned detectors the registration stage run
 on it), migrates a ``stainless`` database, registers a scanner and
 an admin key, then starts the ingestion API, the outbox relay, the registration
 consumer, a Celery worker, the inference consumer (Triton adapter, gRPC) and the results
-API, each with its log and PID under ``out/stack``. The settings and keys of the stack
-are written to ``out/stack/stack.json`` for ``infra/e2e.py`` and for people.
+API, each with its log and PID under ``out/stack``. The S3 server checks IAM: each service
+has its own user holding only its workload's policy (``store_identities.py``). The settings
+and keys of the stack are written to ``out/stack/stack.json`` for ``infra/e2e.py`` and for
+people.
 
-Usage: ``python infra/stack.py up | down | status``. Only the standard library is used.
+Usage: ``python infra/stack.py up | down | status`` with the project's virtual environment.
 """
 
 from __future__ import annotations
@@ -56,6 +58,7 @@ SERVICES: dict[str, list[str]] = {
     "results": [str(BIN / "stainless-results")],
 }
 HEALTH = {"ingestion", "registration", "inference", "results", "relay"}
+BUCKET = "stainless"
 
 
 def environment() -> dict[str, str]:
@@ -64,6 +67,8 @@ def environment() -> dict[str, str]:
         "STAINLESS_DATABASE__URL": f"postgresql+psycopg://postgres@127.0.0.1:5432/{DATABASE}",
         "STAINLESS_STORE__BACKEND": "s3",
         "STAINLESS_STORE__ENDPOINT": "127.0.0.1:9000",
+        "STAINLESS_STORE__BUCKET": BUCKET,
+        "STAINLESS_STORE__CREATE_BUCKET": "false",
         "STAINLESS_BUS__BACKEND": "kafka",
         "STAINLESS_BUS__BOOTSTRAP_SERVERS": "127.0.0.1:9092",
         "STAINLESS_BUS__SESSION_TIMEOUT_MS": "6000",
@@ -90,6 +95,34 @@ def environment() -> dict[str, str]:
         "STAINLESS_RELAY__HTTP_PORT": str(PORTS["relay"]),
         "STAINLESS_WORKER__METRICS_PORT": str(PORTS["worker"]),
     }
+
+
+def service_env(config: dict[str, Any], name: str) -> dict[str, str]:
+    """The settings of one service of the stack: the shared ones and its own S3 identity."""
+    key = config["store_identities"].get(name)
+    own = {}
+    if key:
+        own = {
+            "STAINLESS_STORE__ACCESS_KEY": key["AccessKeyId"],
+            "STAINLESS_STORE__SECRET_KEY": key["SecretAccessKey"],
+        }
+    return {**config["env"], **own}
+
+
+def _store_identities(env: dict[str, str]) -> dict[str, dict[str, str]]:
+    """The bucket, made by the S3 server's admin, and a user per service holding only its
+    workload's policy (``stainless store policies``), as the chart gives each workload."""
+    import store_identities
+
+    admin = json.loads((INFRA_STATE / servers.S3_ADMIN).read_text())
+    endpoint = env["STAINLESS_STORE__ENDPOINT"]
+    store_identities.ensure_bucket(endpoint, admin, BUCKET)
+    policies = json.loads(run_command([str(BIN / "stainless"), "store", "policies"], env))
+    workloads = {name: name for name in SERVICES if name in policies}
+    keys = store_identities.create_identities(
+        endpoint, admin, {w: policies[w] for w in workloads.values()}, suffix=str(time.time_ns())
+    )
+    return {name: keys[workload] for name, workload in workloads.items()}
 
 
 def run_command(command: list[str], env: dict[str, str]) -> str:
@@ -147,7 +180,8 @@ def up() -> dict[str, str]:
                 ],
                 base,
             )
-    if servers.main(["up", "--state", str(INFRA_STATE), "--model-repository", str(REPOSITORY)]):
+    infra = ["up", "--state", str(INFRA_STATE), "--model-repository", str(REPOSITORY), "--s3-iam"]
+    if servers.main(infra):
         raise servers.InfraError("the local servers did not start (see above)")
     _ensure_database()
     env = {**base, **environment()}
@@ -159,17 +193,18 @@ def up() -> dict[str, str]:
     scanner_key = run_command(
         [str(BIN / "stainless"), "scanner", "add", f"stack-{time.time_ns()}"], env
     )
-    for name, command in SERVICES.items():
-        pid = servers.spawn(name, command, STATE, env=env)
-        print(f"{name}: pid {pid}" + (f", port {PORTS[name]}" if name in PORTS else ""))
-    for name in sorted(HEALTH):
-        servers.wait_until(lambda name=name: _live(PORTS[name]), f"the {name} service", 90)
     config: dict[str, Any] = {
         "env": environment(),
+        "store_identities": _store_identities(env),
         "scanner_key": scanner_key,
         "results_key": results_key,
         "urls": {name: f"http://127.0.0.1:{PORTS[name]}" for name in ("ingestion", "results")},
     }
+    for name, command in SERVICES.items():
+        pid = servers.spawn(name, command, STATE, env={**base, **service_env(config, name)})
+        print(f"{name}: pid {pid}" + (f", port {PORTS[name]}" if name in PORTS else ""))
+    for name in sorted(HEALTH):
+        servers.wait_until(lambda name=name: _live(PORTS[name]), f"the {name} service", 90)
     config_path.write_text(json.dumps(config, indent=2) + "\n")
     print(f"stack: up; review page {config['urls']['results']}/ (key in {config_path})")
     return env

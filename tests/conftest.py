@@ -18,6 +18,8 @@ from pathlib import Path
 import pytest
 import servers as infra
 
+from .support.oidc_provider import Provider
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -74,6 +76,14 @@ def s3_endpoint(infra_state: Path) -> Iterator[str]:
     server = infra.start_s3(infra.free_port(), infra_state)
     yield server.address
     infra.stop("s3", infra_state)
+
+
+@pytest.fixture
+def oidc_provider() -> Iterator[Provider]:
+    """A running OpenID Connect provider on loopback (tests/support/oidc_provider.py)."""
+    provider = Provider().start()
+    yield provider
+    provider.stop()
 
 
 @pytest.fixture

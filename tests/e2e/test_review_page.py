@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import jwt
 import pytest
 from playwright.sync_api import Page, expect, sync_playwright
 
 from stainless.core.config import (
     DatabaseSettings,
     InferenceSettings,
+    ResultsSettings,
     Settings,
     StoreSettings,
 )
@@ -23,6 +26,8 @@ from stainless.core.observability import HealthServer
 from stainless.core.storage import create_store
 from stainless.demo import run_demo
 from stainless.stages.review.api import create_app
+
+from ..support.oidc_provider import CLIENT_ID, Provider
 
 CHECKPOINT = Path(__file__).parents[2] / "training/demo_model/checkpoint.pt"
 CHROMIUM = Path("/usr/bin/chromium")
@@ -46,14 +51,15 @@ class Served:
     key: str  # a reviewer's (stainless keys create rita --role reviewer)
 
 
-@pytest.fixture
-def served(tmp_path: Path, unused_port: int) -> Iterator[Served]:
-    root = tmp_path
+@contextmanager
+def _serving(root: Path, port: int, results: ResultsSettings) -> Iterator[Served]:
+    """A demo slide and the results app over it on ``port``."""
     settings = Settings(
         database=DatabaseSettings(url=f"sqlite:///{root / 'stainless.db'}"),
         store=StoreSettings(root=root / "store"),
         # Every cell goes to the review queue, so the page has work to show.
         inference=InferenceSettings(model_repository=str(root / "models"), review_threshold=1e3),
+        results=results,
     )
     _, slide_id = run_demo(settings, out=root / "demo", fields=3, seed=7, checkpoint=CHECKPOINT)
     engine = create_db_engine(settings.database)
@@ -62,9 +68,9 @@ def served(tmp_path: Path, unused_port: int) -> Iterator[Served]:
     app = create_app(
         settings.results, settings.clinical, engine=engine, store=create_store(settings.store)
     )
-    server = HealthServer(app, host="127.0.0.1", port=unused_port)
+    server = HealthServer(app, host="127.0.0.1", port=port)
     server.start()
-    url = f"http://127.0.0.1:{unused_port}"
+    url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 20
     while True:
         try:
@@ -79,7 +85,20 @@ def served(tmp_path: Path, unused_port: int) -> Iterator[Served]:
 
 
 @pytest.fixture
-def page(served: Served) -> Iterator[Page]:
+def served(tmp_path: Path, unused_port: int) -> Iterator[Served]:
+    with _serving(tmp_path, unused_port, ResultsSettings()) as served:
+        yield served
+
+
+@pytest.fixture
+def served_with_oidc(tmp_path: Path, unused_port: int, oidc_provider: Provider) -> Iterator[Served]:
+    results = ResultsSettings(oidc_issuer=oidc_provider.issuer, oidc_client_id=CLIENT_ID)
+    with _serving(tmp_path, unused_port, results) as served:
+        yield served
+
+
+@pytest.fixture
+def page() -> Iterator[Page]:
     assert CHROMIUM.is_file(), "Debian chromium is missing: `make browser` installs it"
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
@@ -130,3 +149,58 @@ def test_a_reviewer_reclassifies_by_keyboard_and_signs(served: Served, page: Pag
     observation = next(o for o in report["contained"] if o["id"] == f"obs-{target}")
     counts = [c["valueQuantity"]["value"] for c in observation["component"]]
     assert counts[0] >= 1
+
+
+def _stored(page: Page) -> list[object]:
+    """The tab's credential, how many items sessionStorage and localStorage hold."""
+    answer: list[object] = page.evaluate(
+        "() => [sessionStorage.getItem('stainless.apiKey'), sessionStorage.length,"
+        " localStorage.length]"
+    )
+    return answer
+
+
+def test_a_reviewer_signs_in_at_the_hospitals_provider(
+    served_with_oidc: Served, oidc_provider: Provider, page: Page
+) -> None:
+    served = served_with_oidc
+    page.goto(f"{served.url}/")
+    login = page.get_by_test_id("oidc-login")
+    expect(page.get_by_test_id("whoami")).to_have_text("not signed in")
+    login.click()  # to the provider, which approves at once and sends the browser back
+    page.wait_for_selector(f"[data-testid='slide-row'][data-slide-id='{served.slide_id}']")
+    assert page.url == f"{served.url}/"  # code and state left the address
+    expect(page.get_by_test_id("whoami")).to_have_text("rita (reviewer)")
+    expect(login).to_be_hidden()
+    token, items, local = _stored(page)
+    assert (items, local) == (1, 0)  # the ID token only: state, nonce and verifier are gone
+    claims = jwt.decode(str(token), options={"verify_signature": False})
+    assert claims["aud"] == CLIENT_ID and claims["nonce"]
+    assert oidc_provider.requests.count("/token") == 1  # the code, exchanged with its verifier
+
+    page.get_by_test_id("api-key-clear").click()
+    expect(page.get_by_test_id("whoami")).to_have_text("not signed in")
+    expect(login).to_be_visible()
+    assert _stored(page) == [None, 0, 0]
+
+    page.goto(f"{served.url}/slides/{served.slide_id}")  # signing in from a slide returns there
+    login.click()
+    page.wait_for_url(f"{served.url}/slides/{served.slide_id}")
+    page.wait_for_selector("[data-testid='queue-cell']")
+    expect(page.get_by_test_id("whoami")).to_have_text("rita (reviewer)")
+
+    page.evaluate("() => sessionStorage.setItem('stainless.apiKey', 'a.b.c')")
+    page.reload()  # a refused token is dropped and the sign-in offered again
+    expect(page.get_by_test_id("message")).to_have_text("401: malformed token")
+    expect(login).to_be_visible()
+    assert _stored(page) == [None, 0, 0]
+
+
+def test_an_answer_for_another_sign_in_is_refused(
+    served_with_oidc: Served, oidc_provider: Provider, page: Page
+) -> None:
+    page.goto(f"{served_with_oidc.url}/?code=stolen&state=forged")
+    expect(page.get_by_test_id("message")).to_contain_text("Sign-in failed")
+    assert page.url == f"{served_with_oidc.url}/"
+    assert "/token" not in oidc_provider.requests
+    assert _stored(page) == [None, 0, 0]

@@ -20,6 +20,7 @@ from pydantic import SecretStr
 
 from stainless.core.config import Settings, iter_setting_fields
 from stainless.core.events.contracts import ConsumerGroup, Topic
+from stainless.core.storage.access import grants
 from stainless_training.kuberay import render_rayjob
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -30,6 +31,7 @@ KUBERNETES = "1.30"
 CUSTOM_KINDS = frozenset(
     {"ScaledObject", "RayJob", "Cluster", "Tenant", "Kafka", "KafkaNodePool"}
 )  # not in kubernetes-validate's schemas: KEDA, KubeRay, CloudNativePG, MinIO, Strimzi
+THIRD_PARTY_IMAGES = frozenset({"tritonserver", "mc"})  # Triton; MinIO's client (store access)
 SERVICES = ("ingestion", "registration", "relay", "worker", "inference", "results", "trainer")
 CONSUMED = {  # what each scaled consumer group reads (libs/stainless/stages)
     ConsumerGroup.REGISTRATION: {Topic.FIELDS_INGESTED},
@@ -73,16 +75,21 @@ def _rayjob(docs: list[Manifest], workers: int = 2) -> Manifest:
     return render_rayjob(template, job_id=JOB_ID, workers=workers)
 
 
-def _pod_specs(docs: list[Manifest]) -> Iterator[tuple[str, dict[str, Any]]]:
-    """Every pod spec of the release: workloads and the RayJob template's groups."""
+def _pod_specs(docs: list[Manifest]) -> Iterator[tuple[str, str, dict[str, Any]]]:
+    """(where, component, pod spec) of every pod of the release: workloads and the RayJob
+    template's groups (its component: training)."""
     for doc in docs:
         if doc["kind"] in {"Deployment", "Job"}:
-            yield f"{doc['kind']}/{doc['metadata']['name']}", doc["spec"]["template"]["spec"]
+            component = doc["metadata"]["labels"]["app.kubernetes.io/component"]
+            where = f"{doc['kind']}/{doc['metadata']['name']}"
+            yield where, component, doc["spec"]["template"]["spec"]
     if any(d["metadata"]["name"].endswith("-rayjob-template") for d in _of_kind(docs, "ConfigMap")):
-        cluster = _rayjob(docs)["spec"]["rayClusterSpec"]
-        yield "RayJob/head", cluster["headGroupSpec"]["template"]["spec"]
+        rayjob = _rayjob(docs)["spec"]
+        cluster = rayjob["rayClusterSpec"]
+        yield "RayJob/submitter", "training-submitter", rayjob["submitterPodTemplate"]["spec"]
+        yield "RayJob/head", "training", cluster["headGroupSpec"]["template"]["spec"]
         for group in cluster["workerGroupSpecs"]:
-            yield f"RayJob/{group['groupName']}", group["template"]["spec"]
+            yield f"RayJob/{group['groupName']}", "training", group["template"]["spec"]
 
 
 def _containers(spec: dict[str, Any]) -> list[dict[str, Any]]:
@@ -117,7 +124,7 @@ def test_manifests_validate_against_kubernetes(
         validated.add(doc["kind"])
     assert {"Deployment", "Service", "ConfigMap", "NetworkPolicy"} <= validated
     # The RayJob itself is a custom resource; its pod templates are plain pods.
-    for name, spec in _pod_specs(profiles[profile]):
+    for name, _, spec in _pod_specs(profiles[profile]):
         if name.startswith("RayJob/"):
             pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "x"}, "spec": spec}
             kubernetes_validate.validate(pod, KUBERNETES, strict=True)
@@ -216,7 +223,7 @@ def test_no_container_runs_as_root_or_without_limits(
 ) -> None:
     specs = list(_pod_specs(profiles[profile]))
     assert len(specs) >= 8
-    for name, spec in specs:
+    for name, _, spec in specs:
         pod = spec.get("securityContext", {})
         for container in _containers(spec):
             where = f"{name}/{container['name']}"
@@ -400,13 +407,13 @@ def test_images_are_the_dockerfiles_of_the_repository(
     profiles: dict[str, list[Manifest]], profile: str
 ) -> None:
     registry = _values(profile)["global"]["imageRegistry"]
-    for name, spec in _pod_specs(profiles[profile]):
+    for name, _, spec in _pod_specs(profiles[profile]):
         for container in _containers(spec):
             image = container["image"]
             if registry:
                 assert image.startswith(f"{registry}/"), f"{name}: {image}"
             repository = image.rsplit(":", 1)[0].rsplit("/", 1)[-1]
-            if repository == "tritonserver":
+            if repository in THIRD_PARTY_IMAGES:
                 continue
             service = repository.removeprefix("stainless-")
             folder = ROOT / ("training" if service == "training" else f"services/{service}")
@@ -435,8 +442,20 @@ def test_network_policies_admit_only_the_callers(
         for rule in _by_name(docs, "NetworkPolicy", consumer)["spec"].get("ingress", []):
             assert rule.get("from"), f"{consumer} admits anyone"
     ray = _by_name(docs, "NetworkPolicy", "training")["spec"]["ingress"]
-    assert ray[0] == {"from": [{"podSelector": {}}]}  # the namespace: KubeRay's submitter
-    assert ray[1]["ports"] == [{"port": 8265, "protocol": "TCP"}]  # the operator: dashboard
+    peers = [p["podSelector"]["matchLabels"] for p in ray[0]["from"]]
+    assert [p["app.kubernetes.io/component"] for p in peers] == ["training"]  # one another
+    assert "ports" not in ray[0]
+    dashboard = [{"port": 8265, "protocol": "TCP"}]
+    assert ray[1]["ports"] == ray[2]["ports"] == dashboard  # the rest: the dashboard only
+    (submitter,) = ray[1]["from"]
+    labels = submitter["podSelector"]["matchLabels"]
+    assert labels["app.kubernetes.io/component"] == "training-submitter"
+    pod = _rayjob(docs)["spec"]["submitterPodTemplate"]
+    assert pod["metadata"]["labels"].items() >= labels.items()  # the submitter KubeRay starts
+    assert "command" not in pod["spec"]["containers"][0]  # KubeRay's ray job submit
+    assert ray[2]["from"] == _values(profile)["networkPolicy"]["rayFrom"]  # the operator
+    for rule in ray:
+        assert all(peer.get("podSelector") for peer in rule["from"]), rule  # never anyone
     if _values(profile)["networkPolicy"]["egress"]["restrict"]:
         assert _by_name(docs, "NetworkPolicy", "egress")["spec"]["policyTypes"] == ["Egress"]
 
@@ -530,20 +549,6 @@ SECRET_SETTINGS = {
 """What some workloads may read; the rest must at least never see another's secrets."""
 
 
-def _pod_specs(docs: list[Manifest]) -> Iterator[tuple[str, Manifest]]:
-    """(component, pod spec) of every Deployment, Job and RayJob template pod."""
-    for doc in docs:
-        component = doc["metadata"].get("labels", {}).get("app.kubernetes.io/component", "")
-        if doc["kind"] in ("Deployment", "Job"):
-            yield component, doc["spec"]["template"]["spec"]
-        if doc["kind"] == "ConfigMap" and "rayjob.yaml" in doc.get("data", {}):
-            rayjob = yaml.safe_load(doc["data"]["rayjob.yaml"].replace("${workers}", "2"))
-            cluster = rayjob["spec"]["rayClusterSpec"]
-            yield "training", cluster["headGroupSpec"]["template"]["spec"]
-            for group in cluster["workerGroupSpecs"]:
-                yield "training", group["template"]["spec"]
-
-
 def _secret_refs(spec: Manifest) -> set[tuple[str, str | None]]:
     """(Secret name, key or None for all of it) every container and volume of a pod reads."""
     refs: set[tuple[str, str | None]] = set()
@@ -558,6 +563,10 @@ def _secret_refs(spec: Manifest) -> set[tuple[str, str | None]]:
     for volume in spec.get("volumes", []):
         if "secret" in volume:
             refs.add((volume["secret"]["secretName"], None))
+        for source in volume.get("projected", {}).get("sources", []):
+            if "secret" in source:
+                name, items = source["secret"]["name"], source["secret"].get("items")
+                refs |= {(name, item["key"]) for item in items} if items else {(name, None)}
     return refs
 
 
@@ -568,10 +577,10 @@ def test_no_pod_reads_another_workloads_secrets(
     docs = profiles[profile]
     own = {s["metadata"]["name"]: s for s in _of_kind(docs, "Secret")}
     seen: set[str] = set()
-    for component, spec in _pod_specs(docs):
+    for _, component, spec in _pod_specs(docs):
         refs = _secret_refs(spec)
         stainless = {(name, key) for name, key in refs if name.endswith("-secrets")}
-        if not stainless:
+        if not stainless or component == "store-access":  # its own test: store keys only
             continue
         seen.add(component)
         names = {name for name, _ in stainless}
@@ -588,6 +597,62 @@ def test_no_pod_reads_another_workloads_secrets(
     assert {"ingestion", "relay", "results", "inference", "migrations", "training"} <= seen
     relay = own["stainless-relay-secrets"]["stringData"]
     assert set(relay) == {"STAINLESS_DATABASE__URL"}  # the relay holds no store key
+
+
+STORE_KEYS = {"STAINLESS_STORE__ACCESS_KEY", "STAINLESS_STORE__SECRET_KEY"}
+
+
+@pytest.mark.parametrize("profile", ["minimal", "airgapped"])
+def test_each_workload_has_its_own_store_identity_and_policy(
+    profiles: dict[str, list[Manifest]], profile: str
+) -> None:
+    docs = profiles[profile]
+    identities = {
+        s["metadata"]["name"].removeprefix("stainless-").removesuffix("-secrets"): s["stringData"]
+        for s in _of_kind(docs, "Secret")
+        if set(s.get("stringData", {})) >= STORE_KEYS
+    }
+    root = _by_name(docs, "Secret", "minio-env")["stringData"]
+    users = [i["STAINLESS_STORE__ACCESS_KEY"] for i in identities.values()]
+    passwords = [i["STAINLESS_STORE__SECRET_KEY"] for i in identities.values()]
+    assert len(set(users)) == len(set(passwords)) == len(identities) >= 6
+    assert root["accessKey"] not in users and root["secretKey"] not in passwords
+    # The store-access Job grants each of them the policy `stainless store policies` writes.
+    job = _by_name(docs, "Job", "store-access")["spec"]["template"]["spec"]
+    (init,) = job["initContainers"]
+    assert init["command"] == ["stainless", "store", "policies", "--out", "/policies"]
+    script = job["containers"][0]["command"][-1]
+    (loop,) = re.findall(r"for workload in ([\w ]+); do", script)
+    assert set(loop.split()) == set(identities) <= set(grants(Settings()))
+    assert 'mc admin policy attach store "stainless-$workload" --user "$user"' in script
+    reads = _secret_refs(job)
+    assert {key for name, key in reads if name.endswith("-secrets")} == STORE_KEYS
+    assert {name for name, _ in reads if name.endswith("-secrets")} == {
+        f"stainless-{w}-secrets" for w in identities
+    }
+    # The root user: the Tenant's configuration and this Job, no workload's pod.
+    for where, component, spec in _pod_specs(docs):
+        if component != "store-access":
+            assert not any("minio-env" in name for name, _ in _secret_refs(spec)), where
+
+
+def test_workloads_use_their_own_external_credentials(render: Render) -> None:
+    docs = render(
+        "--set-string",
+        "objectStore.credentials.ingestion.accessKey=ingest-key",
+        "--set-string",
+        "objectStore.credentials.ingestion.secretKey=ingest-secret",
+        "--set-string",
+        "objectStore.accessKey=shared",
+        "--set-string",
+        "objectStore.secretKey=shared-secret",
+    )
+    secrets = {s["metadata"]["name"]: s["stringData"] for s in _of_kind(docs, "Secret")}
+    assert secrets["stainless-ingestion-secrets"]["STAINLESS_STORE__ACCESS_KEY"] == "ingest-key"
+    assert secrets["stainless-results-secrets"]["STAINLESS_STORE__ACCESS_KEY"] == "shared"
+    assert not [d for d in _of_kind(docs, "Job") if "store-access" in d["metadata"]["name"]]
+    settings = _by_name(docs, "ConfigMap", "settings")["data"]
+    assert settings["STAINLESS_STORE__CREATE_BUCKET"] == "false"  # the operator's bucket
 
 
 def test_each_workload_on_the_bus_has_its_own_sasl_password(render: Render) -> None:

@@ -21,7 +21,7 @@ import torch
 
 from stainless.core.db.engine import create_db_engine, session_scope
 from stainless.core.registry import register_model
-from stainless.core.storage import create_store
+from stainless.core.storage import MODELS_PREFIX, create_store
 from stainless.stages.retraining.jobs import JobError, finish_job, start_job
 from stainless_training.config import ModelKind, TrainingConfig, dump_config
 from stainless_training.distributed import (
@@ -136,7 +136,7 @@ def run_job(
         )
         with tempfile.TemporaryDirectory() as tmp:
             folder = storage.fetch(result.checkpoint, Path(tmp))
-            prefix = f"models/{config.model.value}/{job_id}"
+            prefix = f"{MODELS_PREFIX}/{config.model.value}/{job_id}"
             checkpoint_key = f"{prefix}/{CHECKPOINT}"
             store.put(checkpoint_key, (folder / CHECKPOINT).read_bytes())
             store.put(f"{prefix}/config.yaml", dump_config(config).encode())

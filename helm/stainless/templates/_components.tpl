@@ -21,3 +21,14 @@ trainer: {portSetting: STAINLESS_RAY__HTTP_PORT}
 {{- end }}
 {{- if and $values.enabled (not (and (eq .name "worker") .root.Values.tasks.eager)) }}true{{ end }}
 {{- end }}
+
+{{/* Whether a workload with a Secret runs: a service, or the migrations, training or Triton
+(dict "root" $ "workload" "training"). */}}
+{{- define "stainless.workloadRuns" -}}
+{{- $running := dict
+  "migrations" .root.Values.migrations.enabled
+  "training" .root.Values.training.rayJob.enabled
+  "triton" .root.Values.triton.enabled }}
+{{- if hasKey $running .workload }}{{ if index $running .workload }}true{{ end }}
+{{- else }}{{ include "stainless.enabled" (dict "root" .root "name" .workload) }}{{ end }}
+{{- end }}

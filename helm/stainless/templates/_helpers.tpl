@@ -73,6 +73,16 @@ default to image.registry and image.tag (then the chart's appVersion).
 {{- end }}
 {{- end }}
 
+{{/* A full image reference of the values, its registry replaced by global.imageRegistry:
+(dict "root" $ "image" "quay.io/minio/mc:RELEASE…"). */}}
+{{- define "stainless.mirrored" -}}
+{{- if .root.Values.global.imageRegistry }}
+{{- printf "%s/%s" .root.Values.global.imageRegistry (regexReplaceAll "^[^/]+\\.[^/]+/" .image "") }}
+{{- else }}
+{{- .image }}
+{{- end }}
+{{- end }}
+
 {{- define "stainless.imagePullSecrets" -}}
 {{- with .Values.global.imagePullSecrets }}
 imagePullSecrets:
@@ -196,6 +206,37 @@ triton: {{ $store | toJson }}
 {{- include "stainless.memo" (dict "root" . "key" "postgres" "value" .Values.postgres.cnpg.password "secret" (printf "%s-postgres-app" (include "stainless.fullname" .)) "field" "password") }}
 {{- end }}
 
+{{/*
+The object-store identity of a workload: (dict "root" $ "workload" "ingestion").
+objectStore.credentials.<workload> when given; with the in-chart MinIO the user
+"svc-<workload>" with a generated secret (the store-access Job creates it with the
+workload's policy); else the shared objectStore.accessKey / secretKey.
+*/}}
+{{- define "stainless.workloadAccessKey" -}}
+{{- $own := index (.root.Values.objectStore.credentials | default dict) .workload | default dict }}
+{{- if $own.accessKey }}{{ $own.accessKey }}
+{{- else if .root.Values.objectStore.minio.enabled }}{{ printf "svc-%s" .workload }}
+{{- else }}{{ .root.Values.objectStore.accessKey }}{{ end }}
+{{- end }}
+
+{{- define "stainless.workloadSecretKey" -}}
+{{- $own := index (.root.Values.objectStore.credentials | default dict) .workload | default dict }}
+{{- if $own.secretKey }}{{ $own.secretKey }}
+{{- else if .root.Values.objectStore.minio.enabled }}
+{{- include "stainless.memo" (dict "root" .root "key" (printf "store-%s" .workload) "value" "" "secret" (include "stainless.secretName" .) "field" "STAINLESS_STORE__SECRET_KEY") }}
+{{- else }}{{ .root.Values.objectStore.secretKey }}{{ end }}
+{{- end }}
+
+{{/* The workloads with an object-store identity of their own, as a YAML list. */}}
+{{- define "stainless.storeWorkloads" -}}
+{{- range $workload, $keys := include "stainless.secretKeys" . | fromYaml }}
+{{- if and (has "STAINLESS_STORE__ACCESS_KEY" $keys) (include "stainless.workloadRuns" (dict "root" $ "workload" $workload)) }}
+- {{ $workload }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* The MinIO root user: only the Tenant and the store-access Job know it. */}}
 {{- define "stainless.storeAccessKey" -}}
 {{- if .Values.objectStore.minio.enabled }}
 {{- .Values.objectStore.accessKey | default "stainless" }}

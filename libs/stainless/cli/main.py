@@ -14,6 +14,7 @@ from stainless.cli.imaging import bench_app, register_command
 from stainless.cli.keys import keys_app
 from stainless.cli.output import emit, err, progress
 from stainless.cli.scanners import scanner_app
+from stainless.cli.store import store_app
 from stainless.core.config import (
     Settings,
     SettingsError,
@@ -35,6 +36,7 @@ db_app = typer.Typer(
 app.add_typer(db_app, name="db")
 app.add_typer(scanner_app, name="scanner")
 app.add_typer(keys_app, name="keys")
+app.add_typer(store_app, name="store")
 app.add_typer(bench_app, name="bench")
 app.add_typer(dataset_app, name="dataset")
 app.command("register")(register_command)

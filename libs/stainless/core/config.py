@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, TypeVar, overload
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -96,6 +97,11 @@ class StoreSettings(_Block):
     secret_key: SecretStr = Field(default=SecretStr("stainless-secret"), description="S3 secret.")
     secure: bool = Field(default=False, description="Use TLS for the S3 endpoint.")
     region: str | None = Field(default=None, description="S3 region, if the server needs one.")
+    create_bucket: bool = Field(
+        default=True,
+        description="Create the bucket when missing; off where the operator manages it and "
+        "each service's identity may use only its own prefixes.",
+    )
     presign_expiry_s: int = Field(
         default=3600, ge=1, le=7 * 24 * 3600, description="Lifetime of presigned GET URLs."
     )
@@ -188,6 +194,11 @@ class InferenceSettings(ModelServerSettings):
 
     model_name: str = Field(
         default="stain_confidence", description="Served model called once per micro-batch."
+    )
+    stained_prefix: str = Field(
+        default="stained",
+        pattern=r"^[a-z0-9-]+$",
+        description="Object-store prefix of stained crops and heat maps.",
     )
     max_batch: int = Field(default=16, ge=1, description="Most cells in one inference request.")
     max_events: int = Field(
@@ -371,6 +382,62 @@ class ResultsSettings(_Block):
         pattern=r"^(reviewer|scientist|admin)$",
         description="Role of requests without a key (embedded demo only); none = refuse them.",
     )
+    oidc_issuer: str | None = Field(
+        default=None,
+        description="OpenID Connect issuer of the hospital's identity provider (https): the "
+        "review page offers its sign-in; none = API keys only.",
+    )
+    oidc_client_id: str | None = Field(
+        default=None,
+        description="Client id of the review page at the provider (a public client: "
+        "authorization code with PKCE).",
+    )
+    oidc_audience: str | None = Field(
+        default=None, description="The aud an ID token must name; none = the client id."
+    )
+    oidc_roles_claim: str = Field(
+        default="roles",
+        min_length=1,
+        description="Claim with the user's roles; dots reach into objects "
+        "(realm_access.roles on Keycloak).",
+    )
+    oidc_role_prefix: str = Field(
+        default="stainless-",
+        description="Prefix of the provider's roles that are Stainless roles "
+        "(stainless-reviewer = reviewer).",
+    )
+    oidc_name_claim: str = Field(
+        default="preferred_username",
+        min_length=1,
+        description="Claim naming the user in reviews and the audit trail (else sub).",
+    )
+    oidc_scopes: str = Field(
+        default="openid profile email",
+        description="Scopes the review page asks for, openid among them.",
+    )
+
+    @model_validator(mode="after")
+    def _oidc_is_complete(self) -> ResultsSettings:
+        if self.oidc_issuer is None:
+            return self
+        if not self.oidc_client_id:
+            raise ValueError("oidc_client_id is required with oidc_issuer")
+        _check_issuer(self.oidc_issuer)
+        if "openid" not in self.oidc_scopes.split():
+            raise ValueError(f"oidc_scopes must include openid, not {self.oidc_scopes!r}")
+        return self
+
+
+_LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
+
+
+def _check_issuer(issuer: str) -> None:
+    """An issuer is an https URL without query or fragment (http on loopback, for tests)."""
+    url = urlsplit(issuer)
+    if url.query or url.fragment or not url.hostname:
+        raise ValueError(f"oidc_issuer must be a URL without query or fragment, not {issuer!r}")
+    if url.scheme != "https" and not (url.scheme == "http" and url.hostname in _LOOPBACK):
+        raise ValueError(f"oidc_issuer must be an https URL, not {issuer!r}")
 
 
 class LogSettings(_Block):

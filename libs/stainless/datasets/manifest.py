@@ -37,7 +37,12 @@ from pydantic import (
     model_validator,
 )
 
-from stainless.core.storage import ObjectNotFoundError, ObjectStore, validate_key
+from stainless.core.storage import (
+    DATASETS_PREFIX,
+    ObjectNotFoundError,
+    ObjectStore,
+    validate_key,
+)
 from stainless.domain.cells import CellClass
 
 __all__ = [
@@ -96,7 +101,7 @@ DatasetName = Annotated[str, AfterValidator(_valid_name)]
 
 def dataset_prefix(name: str) -> str:
     """``datasets/<name>/``: where the snapshots and imported objects of a dataset live."""
-    return f"datasets/{check_name(name)}/"
+    return f"{DATASETS_PREFIX}/{check_name(name)}/"
 
 
 class DatasetItem(BaseModel):
@@ -227,7 +232,7 @@ def load_manifest_json(store: ObjectStore, key: str) -> dict[str, Any]:
     """
     parts = key.split("/")
     stem = parts[-1].removesuffix(".json")
-    if len(parts) != 3 or parts[0] != "datasets" or not parts[-1].endswith(".json"):
+    if len(parts) != 3 or parts[0] != DATASETS_PREFIX or not parts[-1].endswith(".json"):
         raise DatasetError(f"{key!r} is not a snapshot key (datasets/<name>/<sha256>.json)")
     if not _HASH.match(stem):
         raise DatasetError(f"{key!r} does not end in a SHA-256 hash: not a snapshot key")

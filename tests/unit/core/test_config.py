@@ -4,9 +4,11 @@ import re
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from stainless.core.config import (
     BusBackend,
+    ResultsSettings,
     Settings,
     SettingsError,
     StoreBackend,
@@ -73,3 +75,49 @@ def test_readme_lists_every_setting() -> None:
     expected = {env for env, _, _ in iter_setting_fields()}
     assert expected <= listed, sorted(expected - listed)
     assert listed - expected == set(), sorted(listed - expected)
+
+
+def test_oidc_is_off_by_default_and_needs_a_client_with_an_issuer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert load_settings().results.oidc_issuer is None
+    monkeypatch.setenv("STAINLESS_RESULTS__OIDC_ISSUER", "https://idp.example/realms/lab")
+    with pytest.raises(SettingsError, match=r"STAINLESS_RESULTS.*oidc_client_id is required"):
+        load_settings()
+    monkeypatch.setenv("STAINLESS_RESULTS__OIDC_CLIENT_ID", "stainless-review")
+    monkeypatch.setenv("STAINLESS_RESULTS__OIDC_ROLES_CLAIM", "realm_access.roles")
+    results = load_settings().results
+    assert (results.oidc_client_id, results.oidc_audience) == ("stainless-review", None)
+    assert (results.oidc_roles_claim, results.oidc_role_prefix) == (
+        "realm_access.roles",
+        "stainless-",
+    )
+
+
+@pytest.mark.parametrize(
+    ("issuer", "scopes", "refusal"),
+    [
+        ("https://idp.example/realms/lab", "openid profile", None),
+        ("http://127.0.0.1:8080/realms/lab", "openid", None),
+        ("http://localhost:8080", "email openid", None),
+        ("http://[::1]:8080", "openid", None),
+        ("http://idp.example/realms/lab", "openid", "must be an https URL"),
+        ("http://127.0.0.1.example", "openid", "must be an https URL"),
+        ("ftp://idp.example", "openid", "must be an https URL"),
+        ("idp.example", "openid", "without query or fragment"),
+        ("https://idp.example/?tenant=1", "openid", "without query or fragment"),
+        ("https://idp.example/realms/lab", "profile email", "must include openid"),
+        ("https://idp.example/realms/lab", "openidx", "must include openid"),
+    ],
+)
+def test_the_issuer_is_https_but_on_loopback_and_openid_is_asked_for(
+    issuer: str, scopes: str, refusal: str | None
+) -> None:
+    def build() -> ResultsSettings:
+        return ResultsSettings(oidc_issuer=issuer, oidc_client_id="review", oidc_scopes=scopes)
+
+    if refusal is None:
+        assert build().oidc_issuer == issuer
+    else:
+        with pytest.raises(ValidationError, match=refusal):
+            build()

@@ -1,14 +1,17 @@
-"""Who may call the results API: API keys of a name and a role, kept in the database.
+"""Who may call the results API: API keys of a name and a role, kept in the database, and
+(when ``settings.results.oidc_issuer`` is set) ID tokens of the hospital's identity provider.
 
 ``stainless keys create NAME --role ROLE`` issues a key (``srk_…``), shown once; only its
 hash is stored, with an expiry; ``rotate`` replaces it, ``revoke`` ends it (every change
 in the audit trail). A request carries its key in ``X-API-Key`` or as ``Authorization:
 Bearer <key>``. Without a key it is refused (401) unless ``settings.results.anonymous_role``
-names the role anonymous callers get (the embedded demo only).
+names the role anonymous callers get (the embedded demo only). A credential of three
+dot-separated parts is a token (:mod:`stainless.core.http.oidc`): its user holds the Stainless
+roles its roles claim names with the prefix (``stainless-reviewer``), one or several.
 
 Roles: any role may read; reviewing needs ``reviewer``; starting training needs
 ``scientist``; ``admin`` may do all of that and read the audit trail. Signing is a
-reviewer's own act: an admin key cannot sign.
+reviewer's own act: it needs ``reviewer``, which ``admin`` alone does not give.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from stainless.core.audit import Actor
 from stainless.core.config import ResultsSettings
 from stainless.core.db.models import ApiKey, utcnow
 from stainless.core.http.errors import Forbidden, Unauthorized
+from stainless.core.http.oidc import TokenVerifier
 from stainless.core.keys import digest_matches, issue_key, lookup_of
 
 KEY_KIND = "srk"
@@ -42,8 +46,15 @@ class Role(StrEnum):
 
 @dataclass(frozen=True)
 class Principal:
+    """Who calls: a key's holder (its one role) or a signed-in user (the provider's roles)."""
+
     name: str
-    role: Role
+    roles: frozenset[Role]
+
+    @property
+    def role(self) -> str:
+        """The roles as text in :class:`Role` order (``reviewer+admin``): messages, audit."""
+        return "+".join(role.value for role in Role if role in self.roles)
 
 
 ANONYMOUS = "anonymous"
@@ -101,20 +112,29 @@ def list_keys(session: Session) -> list[ApiKey]:
     return list(session.exec(select(ApiKey).order_by(col(ApiKey.name))).all())
 
 
+def is_token(credential: str) -> bool:
+    """Whether a credential has a token's shape (three dot-separated parts), not a key's."""
+    return credential.count(".") == 2 and not credential.startswith(f"{KEY_KIND}_")
+
+
 class Authenticator:
-    """Maps a presented key to its principal: a stored, unrevoked, unexpired key's."""
+    """Maps a presented credential to its principal: a stored, unrevoked, unexpired key's,
+    or a valid token's user with the Stainless roles it holds."""
 
     def __init__(self, engine: Engine, settings: ResultsSettings) -> None:
         self._engine = engine
         role = settings.anonymous_role
-        self._anonymous = Principal(ANONYMOUS, Role(role)) if role else None
+        self._anonymous = Principal(ANONYMOUS, frozenset({Role(role)})) if role else None
+        self._tokens = TokenVerifier(settings) if settings.oidc_issuer else None
+        self._prefix = settings.oidc_role_prefix
 
     @property
     def anonymous(self) -> Principal | None:
         return self._anonymous
 
     def refusal(self, key: str | None) -> str | None:
-        """Why ``key`` (None: none presented) identifies nobody, or None when it does."""
+        """Why ``key`` (None: none presented) identifies nobody, or None when it does;
+        raises :class:`Forbidden` (a token without a role) or ``Unavailable`` (provider)."""
         try:
             self.identify(key)
         except Unauthorized as exc:
@@ -122,11 +142,28 @@ class Authenticator:
         return None
 
     def identify(self, key: str | None) -> Principal:
-        """The principal of ``key``; raises :class:`Unauthorized` when missing or not valid."""
+        """The principal of ``key`` (an API key or a token); raises :class:`Unauthorized`
+        when missing or not valid, and as :meth:`refusal` says."""
         if not key:
             if self._anonymous is not None:
                 return self._anonymous
             raise Unauthorized("an API key is required (X-API-Key or Authorization: Bearer)")
+        if self._tokens is not None and is_token(key):
+            return self._token_user(self._tokens, key)
+        return self._key_holder(key)
+
+    def _token_user(self, tokens: TokenVerifier, token: str) -> Principal:
+        user = tokens.user(token)
+        roles = frozenset(role for role in Role if role.value in user.roles)
+        if not roles:
+            expected = ", ".join(self._prefix + role.value for role in Role)
+            raise Forbidden(
+                f"{user.name} holds no Stainless role: the token's {tokens.roles_claim!r} "
+                f"claim names none of {expected}"
+            )
+        return Principal(user.name, roles)
+
+    def _key_holder(self, key: str) -> Principal:
         lookup = lookup_of(key, KEY_KIND)
         if lookup is not None:
             with Session(self._engine) as session:
@@ -141,7 +178,7 @@ class Authenticator:
                     expires if expires.tzinfo else expires.replace(tzinfo=utcnow().tzinfo)
                 ) <= utcnow():
                     raise Unauthorized("expired API key: rotate it")
-                return Principal(row.name, Role(row.role))
+                return Principal(row.name, frozenset({Role(row.role)}))
         raise Unauthorized("unknown API key")
 
 
@@ -150,7 +187,9 @@ REVIEW_ROLES = frozenset({Role.REVIEWER, Role.ADMIN})
 SCIENCE_ROLES = frozenset({Role.SCIENTIST, Role.ADMIN})
 
 _api_key = APIKeyHeader(name="X-API-Key", auto_error=False, description="A results API key.")
-_bearer = HTTPBearer(auto_error=False, description="The same key as a bearer token.")
+_bearer = HTTPBearer(
+    auto_error=False, description="The same key, or an ID token of the identity provider."
+)
 
 
 def current_principal(
@@ -163,15 +202,15 @@ def current_principal(
 
 
 def require(roles: frozenset[Role], *, doing: str, admin: bool = True) -> Callable[..., Principal]:
-    """A dependency admitting principals whose role is in ``roles`` (and admin, unless
+    """A dependency admitting principals holding a role in ``roles`` (or admin, unless
     ``admin`` is false: a signature is a reviewer's own act)."""
     admitted = roles | {Role.ADMIN} if admin else roles
 
     def dependency(who: Annotated[Principal, Depends(current_principal)]) -> Principal:
-        if who.role in admitted:
+        if who.roles & admitted:
             return who
         allowed = " or ".join(sorted(r.value for r in admitted))
-        raise Forbidden(f"{doing} needs the role {allowed}; {who.name} is {who.role.value}")
+        raise Forbidden(f"{doing} needs the role {allowed}; {who.name} is {who.role}")
 
     return dependency
 
@@ -187,4 +226,4 @@ Admin = Annotated[Principal, Depends(require(frozenset(), doing="reading the aud
 
 def actor(request: Request, who: Principal) -> Actor:
     """Who a request acts as, for the audit trail."""
-    return Actor(who.name, who.role.value, request.client.host if request.client else None)
+    return Actor(who.name, who.role, request.client.host if request.client else None)

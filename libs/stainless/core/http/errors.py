@@ -22,6 +22,7 @@ __all__ = [
     "ServiceError",
     "TooLarge",
     "Unauthorized",
+    "Unavailable",
     "error_response",
     "install_error_handlers",
 ]
@@ -60,6 +61,12 @@ class TooLarge(ServiceError):
 
 class Invalid(ServiceError):
     status, code = 422, "invalid"
+
+
+class Unavailable(ServiceError):
+    """A service the answer depends on (the identity provider) cannot be reached."""
+
+    status, code = 503, "unavailable"
 
 
 class ErrorBody(BaseModel):

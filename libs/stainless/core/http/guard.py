@@ -4,7 +4,8 @@ FastAPI reads and parses a body before any dependency (the key check among them)
 a size check on ``Content-Length`` alone misses a chunked body. :class:`RequestGuard`
 answers first:
 
-- a request to a protected path (``/v1/…``) without a valid key: 401, body unread;
+- a request to a protected path (``/v1/…``, but the public ones) without a valid key: 401,
+  body unread (or the status of the refusal the key check raises: 403, 503);
 - a declared length over the route's limit: 413, body unread;
 - while the body streams (chunked included): past the route's limit, 413; a multipart body
   with more parts than the route takes, 413; JSON nested deeper than the limit, 422.
@@ -16,7 +17,7 @@ keeps strangers from costing memory, disk or a parse.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 
 import anyio
@@ -24,7 +25,7 @@ from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from stainless.core.http.errors import error_response
+from stainless.core.http.errors import ServiceError, error_response
 
 __all__ = ["DEFAULT_BODY_LIMIT", "BodyLimit", "RequestGuard", "presented_key"]
 
@@ -126,16 +127,18 @@ class RequestGuard:
         limits: Sequence[BodyLimit] = (),
         default_limit: int = DEFAULT_BODY_LIMIT,
         protected_prefix: str = "/v1/",
+        public: Collection[str] = (),
         max_json_depth: int = 16,
     ) -> None:
         """``authenticate(key)`` answers why a key (None: none presented) may not call
-        protected paths at all, or None when it may; it may block (it runs in a worker
-        thread)."""
+        protected paths at all, or None when it may, or raises a ``ServiceError``; it may
+        block (it runs in a worker thread). ``public``: paths under the prefix open to all."""
         self.app = app
         self._authenticate = authenticate
         self._limits = tuple(limits)
         self._default = default_limit
         self._protected = protected_prefix
+        self._public = frozenset(public)
         self._max_depth = max_json_depth
 
     def _limit(self, method: str, path: str) -> BodyLimit:
@@ -150,9 +153,13 @@ class RequestGuard:
             return
         headers = Headers(scope=scope)
         path: str = scope["path"]
-        if path.startswith(self._protected):
+        if path.startswith(self._protected) and path not in self._public:
             key = presented_key(headers)
-            refusal = await anyio.to_thread.run_sync(self._authenticate, key)
+            try:
+                refusal = await anyio.to_thread.run_sync(self._authenticate, key)
+            except ServiceError as exc:
+                await error_response(exc.status, exc.code, exc.message)(scope, receive, send)
+                return
             if refusal is not None:
                 await error_response(401, "unauthorized", refusal)(scope, receive, send)
                 return

@@ -9,9 +9,16 @@ from stainless.core.storage.base import (
     ObjectStore,
 )
 from stainless.core.storage.factory import create_store
-from stainless.core.storage.keys import validate_key, validate_prefix
+from stainless.core.storage.keys import (
+    DATASETS_PREFIX,
+    MODELS_PREFIX,
+    validate_key,
+    validate_prefix,
+)
 
 __all__ = [
+    "DATASETS_PREFIX",
+    "MODELS_PREFIX",
     "InvalidKeyError",
     "ObjectInfo",
     "ObjectNotFoundError",

@@ -5,6 +5,10 @@ from __future__ import annotations
 import re
 
 MAX_KEY_LENGTH = 512
+DATASETS_PREFIX = "datasets"
+"""Dataset snapshots and the objects imported with them."""
+MODELS_PREFIX = "models"
+"""Trained checkpoints and the model repository served by Triton."""
 _ALLOWED = re.compile(r"^[A-Za-z0-9._\-=+/]+$")
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 from collections.abc import Iterator
 from datetime import timedelta
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
 from minio import Minio
 from minio.error import S3Error
@@ -60,10 +60,17 @@ class S3ObjectStore:
             stream = data
         size = -1 if length is None or length < 0 else length
         part_size = _PART_SIZE if size < 0 else 0
+        counted = _Counted(stream)
         self._client.put_object(
-            self._bucket, key, stream, size, content_type=content_type, part_size=part_size
+            self._bucket,
+            key,
+            cast(BinaryIO, counted),  # the client only reads from it
+            size,
+            content_type=content_type,
+            part_size=part_size,
         )
-        return self.stat(key)
+        # No read back: a workload may write where it may not read (its object-store policy).
+        return ObjectInfo(key=key, size=counted.read_bytes, content_type=content_type)
 
     def get(self, key: str) -> bytes:
         return b"".join(self.stream(key))
@@ -115,6 +122,20 @@ class S3ObjectStore:
     def presigned_get(self, key: str, *, expires: timedelta = timedelta(hours=1)) -> str:
         validate_key(key)
         return self._client.presigned_get_object(self._bucket, key, expires=expires)
+
+
+class _Counted:
+    """A readable stream counting the bytes read from it (the size of an upload of unknown
+    length)."""
+
+    def __init__(self, stream: BinaryIO) -> None:
+        self._stream = stream
+        self.read_bytes = 0
+
+    def read(self, size: int = -1) -> bytes:
+        chunk = self._stream.read(size)
+        self.read_bytes += len(chunk)
+        return chunk
 
 
 def _translate(exc: S3Error, key: str) -> Exception:

@@ -104,7 +104,6 @@ class CellStainer:
         settings: InferenceSettings,
         pathological_classes: Iterable[str],
         stop: threading.Event | None = None,
-        prefix: str = "stained",
         repository: Callable[[], ServedManifest] | None = None,
     ) -> None:
         """``repository`` reads the model repository's manifest: when it names another
@@ -114,7 +113,6 @@ class CellStainer:
         self._settings = settings
         self._pathological = frozenset(pathological_classes)
         self._stop = stop or threading.Event()
-        self._prefix = prefix
         self._repository = repository
         self._checked = time.monotonic()
         self._adopt(inference.manifest)
@@ -242,7 +240,8 @@ class CellStainer:
             return outputs
 
     def _record(self, cell: Cell, output: CellOutput) -> Prediction:
-        base = f"{self._prefix}/{cell.slide_id}/{cell.id}/{self._version.replace('/', '-')}"
+        version = self._version.replace("/", "-")
+        base = f"{self._settings.stained_prefix}/{cell.slide_id}/{cell.id}/{version}"
         stain_key, heat_key = f"{base}/stained.png", f"{base}/heatmap.png"
         image = (output.stained * 255 + 0.5).astype(np.uint8)
         self._store.put(stain_key, encode_png(image), content_type="image/png")

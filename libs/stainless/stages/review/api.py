@@ -29,6 +29,7 @@ from stainless.core.http.auth import Admin, Authenticator, Reader, Reviewer, Sig
 from stainless.core.http.errors import ErrorBody, NotFound, install_error_handlers
 from stainless.core.http.guard import RequestGuard
 from stainless.core.http.headers import SecurityHeaders
+from stainless.core.http.oidc import issuer_origin
 from stainless.core.http.params import CellId, SlideId
 from stainless.core.observability import add_health_routes
 from stainless.core.storage import ObjectStore
@@ -38,6 +39,7 @@ from stainless.imaging.codecs import encode_png
 from stainless.stages.review import fhir, queries, reviews
 from stainless.stages.review.schemas import (
     AuditEventOut,
+    AuthConfigOut,
     CellDetailOut,
     CellOut,
     MeOut,
@@ -48,13 +50,15 @@ from stainless.stages.review.schemas import (
 
 WEB = Path(__file__).parent / "web"
 FHIR_JSON = "application/fhir+json"
+AUTH_CONFIG = "/v1/auth/config"
 
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
-    401: {"model": ErrorBody, "description": "missing or unknown API key"},
-    403: {"model": ErrorBody, "description": "the key's role may not do this"},
+    401: {"model": ErrorBody, "description": "missing or unknown API key, or token not valid"},
+    403: {"model": ErrorBody, "description": "the caller's role may not do this"},
     404: {"model": ErrorBody, "description": "no such slide, cell or image"},
     422: {"model": ErrorBody, "description": "invalid id, class or request"},
+    503: {"model": ErrorBody, "description": "the identity provider cannot be reached"},
 }
 _WRITE_ERRORS: dict[int | str, dict[str, Any]] = {
     **_ERRORS,
@@ -283,14 +287,22 @@ def create_app(
     app.state.engine = engine
     authenticator = Authenticator(engine, settings)
     app.state.authenticator = authenticator
-    app.add_middleware(RequestGuard, authenticate=authenticator.refusal)
-    app.add_middleware(SecurityHeaders)  # outermost: refusals of the guard carry them too
+    app.add_middleware(RequestGuard, authenticate=authenticator.refusal, public={AUTH_CONFIG})
+    # Outermost: refusals of the guard carry them too. The page fetches from the provider.
+    provider = (issuer_origin(settings.oidc_issuer),) if settings.oidc_issuer else ()
+    app.add_middleware(SecurityHeaders, connect_src=provider)
     install_error_handlers(app)
+    auth_config = AuthConfigOut.of(settings)
+
+    @app.get(AUTH_CONFIG, tags=["auth"])
+    def sign_in_options() -> AuthConfigOut:
+        """How to sign in (no key needed): the identity provider of the review page, if any."""
+        return auth_config
 
     @app.get("/v1/me", responses=_ERRORS, tags=["auth"])
     def me(who: Reader) -> MeOut:
-        """The name and role of the caller's key."""
-        return MeOut(name=who.name, role=who.role.value)
+        """The name and roles of the caller (a key's holder or a signed-in user)."""
+        return MeOut(name=who.name, role=who.role)
 
     app.include_router(_slides_router(engine, tuple(clinical.pathological_classes)))
     app.include_router(_cells_router(engine, store))

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from stainless.core.config import ResultsSettings
 from stainless.core.db.cells import CellView
 from stainless.core.db.models import AuditEvent, Slide
 from stainless.domain.cells import CLASS_ORDER, LEUKOCYTES
@@ -17,6 +18,7 @@ from stainless.stages.review.queries import SlideRow, SlideSummary
 
 __all__ = [
     "AuditEventOut",
+    "AuthConfigOut",
     "BoxOut",
     "CellDetailOut",
     "CellOut",
@@ -24,6 +26,7 @@ __all__ = [
     "FlagsOut",
     "LatestReviewOut",
     "MeOut",
+    "OidcOut",
     "ReviewOut",
     "SlideOut",
     "SlideRowOut",
@@ -65,7 +68,33 @@ class AuditEventOut(BaseModel):
 
 class MeOut(BaseModel):
     name: str
-    role: str
+    role: str = Field(description="The caller's roles, e.g. reviewer or reviewer+admin.")
+
+
+class OidcOut(BaseModel):
+    """What the review page needs to sign a user in at the identity provider."""
+
+    issuer: str
+    client_id: str
+    scopes: str
+
+
+class AuthConfigOut(BaseModel):
+    """How the review page may sign in: an API key always, the identity provider if set."""
+
+    oidc: OidcOut | None = Field(description="None: API keys only.")
+
+    @classmethod
+    def of(cls, settings: ResultsSettings) -> AuthConfigOut:
+        if not (settings.oidc_issuer and settings.oidc_client_id):
+            return cls(oidc=None)
+        return cls(
+            oidc=OidcOut(
+                issuer=settings.oidc_issuer,
+                client_id=settings.oidc_client_id,
+                scopes=settings.oidc_scopes,
+            )
+        )
 
 
 class SlideOut(BaseModel):

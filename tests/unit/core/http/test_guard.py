@@ -9,9 +9,9 @@ import pytest
 from fastapi import FastAPI, File, Form, Request, UploadFile
 from fastapi.testclient import TestClient
 
-from stainless.core.http.errors import install_error_handlers
+from stainless.core.http.errors import Forbidden, Unavailable, install_error_handlers
 from stainless.core.http.guard import BodyLimit, RequestGuard
-from stainless.core.http.headers import SECURITY_HEADERS, SecurityHeaders
+from stainless.core.http.headers import SECURITY_HEADERS, SecurityHeaders, security_headers
 
 KEY = {"X-API-Key": "good"}
 
@@ -119,3 +119,48 @@ def test_every_answer_carries_the_security_headers(client: TestClient) -> None:
             assert answer.headers[name] == value
     missing = client.get("/nowhere")
     assert missing.json() == {"error": "not_found", "detail": "Not Found"}
+
+
+def test_public_paths_need_no_key_and_refusals_raised_keep_their_status() -> None:
+    seen: list[str] = []
+    app = FastAPI()
+
+    @app.get("/v1/open")
+    def open_route() -> dict[str, str]:
+        return {"open": "yes"}
+
+    @app.post("/v1/closed")
+    async def closed(request: Request) -> dict[str, int]:
+        seen.append("closed")
+        return {"n": len(await request.body())}
+
+    def authenticate(key: str | None) -> str | None:
+        if key == "roleless":
+            raise Forbidden("no role")
+        if key == "provider-down":
+            raise Unavailable("the identity provider cannot be reached")
+        return None if key == "good" else "unknown API key"
+
+    app.add_middleware(RequestGuard, authenticate=authenticate, public={"/v1/open"})
+    install_error_handlers(app)
+    client = TestClient(app)
+    assert client.get("/v1/open").json() == {"open": "yes"}
+    assert client.get("/v1/open/more").status_code == 401  # exact paths only
+    for key, status, code in (
+        ("roleless", 403, "forbidden"),
+        ("provider-down", 503, "unavailable"),
+    ):
+        answer = client.post("/v1/closed", content=_chunks(10**5), headers={"X-API-Key": key})
+        assert (answer.status_code, answer.json()["error"]) == (status, code)
+    assert seen == []  # refused before the body was read
+    assert client.post("/v1/closed", content=b"x", headers=KEY).json() == {"n": 1}
+
+
+def test_the_page_may_fetch_from_named_origins_only() -> None:
+    policy = security_headers(["https://idp.example"])["Content-Security-Policy"]
+    assert "connect-src 'self' https://idp.example;" in policy
+    assert policy.startswith("default-src 'self';") and "frame-ancestors 'none'" in policy
+    assert "connect-src" not in SECURITY_HEADERS["Content-Security-Policy"]
+    for bad in ("https://idp.example; script-src *", "'unsafe-inline'", "a b"):
+        with pytest.raises(ValueError, match="not an origin"):
+            security_headers([bad])

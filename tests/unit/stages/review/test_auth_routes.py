@@ -32,7 +32,7 @@ def test_keys_are_issued_once_stored_hashed_rotated_and_revoked(world: World) ->
         row, key = create_key(session, name="lab-lis", role=Role.SCIENTIST, days=30)
         assert key.startswith("srk_") and key not in (row.key_hash, row.key_prefix)
         assert row.key_hash == key_digest(key)
-    assert auth.identify(key) == Principal("lab-lis", Role.SCIENTIST)
+    assert auth.identify(key) == Principal("lab-lis", frozenset({Role.SCIENTIST}))
     with session_scope(world.engine) as session:
         rotated = rotate_key(session, name="lab-lis", days=30)
     with pytest.raises(Unauthorized, match="unknown"):
@@ -58,14 +58,14 @@ def test_an_expired_key_is_refused(world: World) -> None:
 
 def test_unknown_or_missing_keys_are_refused(world: World) -> None:
     auth = Authenticator(world.engine, ResultsSettings())
-    assert auth.identify(SCIENTIST["X-API-Key"]) == Principal("sam", Role.SCIENTIST)
+    assert auth.identify(SCIENTIST["X-API-Key"]) == Principal("sam", frozenset({Role.SCIENTIST}))
     for wrong in ("k3", "srk_00000002_guess", "srk__x"):
         with pytest.raises(Unauthorized, match="unknown"):
             auth.identify(wrong)
     with pytest.raises(Unauthorized, match="required"):
         auth.identify(None)
     anonymous = Authenticator(world.engine, ResultsSettings(anonymous_role="scientist"))
-    assert anonymous.identify("") == Principal("anonymous", Role.SCIENTIST)
+    assert anonymous.identify("") == Principal("anonymous", frozenset({Role.SCIENTIST}))
     with pytest.raises(Unauthorized):
         anonymous.identify("wrong")  # a wrong key is not silently anonymous
 
