@@ -10,8 +10,11 @@ PYTEST := $(PY) -m pytest -p no:cacheprovider
 # The v2 inference server (MLServer) has its own venv: its pins would downgrade the main one's.
 MLSERVER_VENV := .venv-mlserver
 MLSERVER_STAMP := $(MLSERVER_VENV)/.installed
+# The real Triton server (tritonserver from nvidia-pytriton) has its own venv: it pins numpy<2.
+TRITON_VENV := .venv-triton
+TRITON_STAMP := $(TRITON_VENV)/.installed
 
-.PHONY: venv-mlserver
+.PHONY: venv-mlserver venv-triton
 .PHONY: images image-envs helm-tools helm-test
 .PHONY: help venv demo browser screenshots up down e2e test test-unit test-integration lint format infra-up infra-down infra-status lock clean
 
@@ -41,6 +44,20 @@ $(MLSERVER_STAMP): infra/mlserver/requirements.txt $(STAMP)
 
 venv-mlserver: $(MLSERVER_STAMP)  ## Create .venv-mlserver: the v2 inference server for tests and infra-up
 
+# Triton's pins win in its venv; onnxruntime and torch come from the main venv (a .pth file),
+# for the python backend's model.py, which the server runs with this venv's python3.
+$(TRITON_STAMP): infra/triton/requirements.txt $(STAMP)
+	test -x $(TRITON_VENV)/bin/python || \
+	  "$$($(PY) -c 'import sys; print(sys._base_executable)')" -m venv $(TRITON_VENV)
+	$(TRITON_VENV)/bin/python -m pip install --quiet --upgrade pip==25.3
+	$(TRITON_VENV)/bin/python -m pip install --quiet -r infra/triton/requirements.txt
+	$(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])' > \
+	  "$$($(TRITON_VENV)/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/stainless-main-venv.pth"
+	$(TRITON_VENV)/bin/python -c 'import numpy, onnxruntime, torch; print("triton venv: numpy", numpy.__version__, "onnxruntime", onnxruntime.__version__, "torch", torch.__version__)'
+	touch $@
+
+venv-triton: $(TRITON_STAMP)  ## Create .venv-triton: the real Triton Inference Server for tests
+
 demo: venv  ## Run one phantom slide through the pipeline on embedded defaults (out/demo)
 	$(VENV)/bin/stainless demo --out out/demo --fields 6
 
@@ -63,10 +80,10 @@ format: venv  ## Apply ruff's fixes and formatting
 test-unit: venv  ## Unit tests only (no servers): the fast loop
 	$(PYTEST) tests/unit -q
 
-test-integration: venv $(MLSERVER_STAMP)  ## Integration tests against real servers started by the fixtures
+test-integration: venv $(MLSERVER_STAMP) $(TRITON_STAMP)  ## Integration tests against real servers started by the fixtures
 	$(PYTEST) tests/integration -q
 
-test: venv $(MLSERVER_STAMP) browser lint helm-test  ## Lint, unit, integration and end-to-end tests, then make e2e (what CI runs)
+test: venv $(MLSERVER_STAMP) $(TRITON_STAMP) browser lint helm-test  ## Lint, unit, integration and end-to-end tests, then make e2e (what CI runs)
 	$(PYTEST) tests -q
 	$(MAKE) e2e; status=$$?; $(MAKE) down; exit $$status
 

@@ -29,6 +29,7 @@ import importlib.util
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -47,6 +48,7 @@ REDIS_PORT = 6379
 INFERENCE_HTTP_PORT = 8000  # Triton's ports
 INFERENCE_GRPC_PORT = 8001
 MLSERVER_VENV = ROOT / ".venv-mlserver"
+TRITON_VENV = ROOT / ".venv-triton"
 MLSERVER_RUNTIME = "triton_runtime.TritonRepositoryModel"
 
 
@@ -369,15 +371,102 @@ def start_inference(
         check_alive(pid, "inference", state)
         return _inference_ready(http_port) and port_open(grpc_port)
 
+    _wait_or_stop(ready, "the inference server", "inference", state, offset, timeout_s)
+    return InferenceServer(pid, http_port, grpc_port, models, runtime_dir)
+
+
+def _wait_or_stop(
+    ready: Callable[[], bool], what: str, name: str, state: Path, offset: int, timeout_s: float
+) -> None:
+    """Wait until ``ready``; else stop the server ``name`` and raise with its log since
+    ``offset``."""
     try:
-        wait_until(ready, "the inference server", timeout_s)
+        wait_until(ready, what, timeout_s)
     except InfraError as exc:
-        stop("inference", state)
-        with log.open("rb") as file:
+        stop(name, state)
+        with (state / f"{name}.log").open("rb") as file:
             file.seek(offset)
             tail = file.read().decode(errors="replace")[-4000:]
         raise InfraError(f"{str(exc).split(';')[0]}; its log ends with:\n{tail}") from None
-    return InferenceServer(pid, http_port, grpc_port, models, runtime_dir)
+
+
+def triton_home() -> Path:
+    """The Triton Inference Server inside .venv-triton (``bin/tritonserver``, the python
+    backend and its stubs)."""
+    homes = sorted(TRITON_VENV.glob("lib/python3*/site-packages/pytriton/tritonserver"))
+    if not homes or not (homes[0] / "bin" / "tritonserver").is_file():
+        raise InfraError(f"the Triton server is missing from {TRITON_VENV}: run `make venv-triton`")
+    return homes[0]
+
+
+def _python_backend(home: Path, state: Path) -> Path:
+    """A backend directory holding the python backend with the stub of .venv-triton's Python."""
+    backends = state / "triton-backends"
+    python = backends / "python"
+    python.mkdir(parents=True, exist_ok=True)
+    for path in (home / "backends" / "python").iterdir():
+        if path.is_file():
+            shutil.copy2(path, python / path.name)
+    version = home.parents[2].name.removeprefix("python")  # lib/python3.11/site-packages
+    shutil.copy2(home / "python_backend_stubs" / version / "triton_python_backend_stub", python)
+    return backends
+
+
+def start_triton(
+    repository: Path,
+    *,
+    http_port: int,
+    grpc_port: int,
+    metrics_port: int,
+    models: tuple[str, ...] | None = None,
+    state: Path = DEFAULT_STATE,
+    name: str = "triton",
+    timeout_s: float = 120.0,
+) -> InferenceServer:
+    """Serve ``models`` (default: every model) of ``repository`` with the real Triton server,
+    CPU only, python backend, ``--model-control-mode explicit``; wait until all are ready.
+
+    The python backend's stub runs ``model.py`` with .venv-triton's ``python3`` (first on
+    PATH) and needs that Python's shared library (LD_LIBRARY_PATH). Raises:
+        InfraError: a port is taken, the server is not installed, or it did not start
+            (the message ends with its log).
+    """
+    for port in (http_port, grpc_port, metrics_port):
+        if port_open(port):
+            raise InfraError(f"port {port} is taken: cannot start Triton there")
+    home = triton_home()
+    loaded = models if models is not None else tuple(served_models(repository))
+    python = TRITON_VENV / "bin" / "python"
+    libdir = subprocess.run(
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_config_var('LIBDIR'))"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    env = {
+        "PATH": os.pathsep.join((str(python.parent), os.environ.get("PATH", ""))),
+        "LD_LIBRARY_PATH": os.pathsep.join((libdir, str(home.parents[1] / "nvidia_pytriton.libs"))),
+    }
+    command = [
+        str(home / "bin" / "tritonserver"),
+        f"--model-repository={repository.resolve()}",
+        f"--backend-directory={_python_backend(home, state).resolve()}",
+        "--model-control-mode=explicit",
+        *(f"--load-model={model}" for model in loaded),
+        f"--http-port={http_port}",
+        f"--grpc-port={grpc_port}",
+        f"--metrics-port={metrics_port}",
+    ]
+    log = state / f"{name}.log"
+    offset = log.stat().st_size if log.is_file() else 0
+    pid = spawn(name, command, state, env)
+
+    def ready() -> bool:
+        check_alive(pid, name, state)
+        return _inference_ready(http_port) and port_open(grpc_port)
+
+    _wait_or_stop(ready, "the Triton server", name, state, offset, timeout_s)
+    return InferenceServer(pid, http_port, grpc_port, loaded, state / "triton-backends")
 
 
 def stop(name: str, state: Path = DEFAULT_STATE, timeout_s: float = 10.0) -> bool:

@@ -113,10 +113,9 @@ def sqlite_url(tmp_path: Path) -> str:
     return url
 
 
-@pytest.fixture(scope="session")
-def exported_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A Triton model repository of a tiny random model (CPU instances), with its manifest,
-    and tiny random learned detectors of both modalities."""
+def export_tiny(repo: Path, instance: str) -> Path:
+    """A tiny random model (the four served heads, with its manifest) and tiny random learned
+    detectors of both modalities, exported into ``repo`` for ``instance``."""
     import torch
 
     from stainless.domain.cells import CellClass
@@ -131,8 +130,8 @@ def exported_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
     from stainless.ml.models.mtmd import build_multitask
 
+    kind = InstanceKind(instance)
     config = MultiTaskConfig.tiny()
-    repo = tmp_path_factory.mktemp("model-repository")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         translator = build_multitask(config).eval()
@@ -145,7 +144,7 @@ def exported_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
         n_mask_classes=config.n_segmentation_classes,
         review_threshold=0.5,
         k=6,
-        instance=InstanceKind.CPU,
+        instance=kind,
     )
     for modality in Modality:  # tiny random learned detectors beside it
         with torch.random.fork_rng(devices=[]):
@@ -161,8 +160,20 @@ def exported_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
             },
             checkpoint,
         )
-        write_detector(checkpoint, repo, instance=InstanceKind.CPU, threshold=0.0)
+        write_detector(checkpoint, repo, instance=kind, threshold=0.0)
     return repo
+
+
+@pytest.fixture(scope="session")
+def exported_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny model and detectors for CPU instances of Triton's native backends."""
+    return export_tiny(tmp_path_factory.mktemp("model-repository"), "cpu")
+
+
+@pytest.fixture(scope="session")
+def exported_python_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The same for Triton's python backend (the Triton server these tests run)."""
+    return export_tiny(tmp_path_factory.mktemp("python-repository"), "cpu-python")
 
 
 @dataclass

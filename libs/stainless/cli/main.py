@@ -42,6 +42,12 @@ app.add_typer(dataset_app, name="dataset")
 app.command("register")(register_command)
 
 
+INSTANCE_HELP = (
+    "gpu (default) or cpu instances of Triton's native backends, or cpu-python: the python "
+    "backend runs the same model files (a Triton without the native backends)."
+)
+
+
 def _settings() -> Settings:
     try:
         settings = load_settings()
@@ -269,7 +275,7 @@ def _promotion(
 @app.command()
 def promote(
     version: Annotated[str, typer.Argument(help="Model version id or NAME/VERSION.")],
-    instance: Annotated[str, typer.Option(help="gpu (default) or cpu instances.")] = "gpu",
+    instance: Annotated[str, typer.Option(help=INSTANCE_HELP)] = "gpu",
     mirror: Annotated[
         str | None, typer.Option(help="Also write the repository to this object-store prefix.")
     ] = None,
@@ -283,7 +289,7 @@ def promote(
 
 @app.command()
 def rollback(
-    instance: Annotated[str, typer.Option(help="gpu (default) or cpu instances.")] = "gpu",
+    instance: Annotated[str, typer.Option(help=INSTANCE_HELP)] = "gpu",
     mirror: Annotated[
         str | None, typer.Option(help="Also write the repository to this object-store prefix.")
     ] = None,
@@ -297,7 +303,7 @@ def export_command(
     checkpoint: Annotated[Path, typer.Option(help="Model-1 training checkpoint (checkpoint.pt).")],
     repo: Annotated[Path, typer.Option(help="Triton model repository to write into.")],
     version: Annotated[int, typer.Option(min=1, help="Version folder to write.")] = 1,
-    instance: Annotated[str, typer.Option(help="gpu (default) or cpu instances.")] = "gpu",
+    instance: Annotated[str, typer.Option(help=INSTANCE_HELP)] = "gpu",
     k: Annotated[int, typer.Option(min=1, help="Corrupted latents per cell.")] = 10,
     review_threshold: Annotated[
         float | None,
@@ -330,7 +336,7 @@ def export_detector_command(
     checkpoint: Annotated[Path, typer.Option(help="Learned detector checkpoint (detector.pt).")],
     repo: Annotated[Path, typer.Option(help="Triton model repository to write into.")],
     version: Annotated[int, typer.Option(min=1, help="Version folder to write.")] = 1,
-    instance: Annotated[str, typer.Option(help="gpu (default) or cpu instances.")] = "gpu",
+    instance: Annotated[str, typer.Option(help=INSTANCE_HELP)] = "gpu",
     threshold: Annotated[
         float | None,
         typer.Option(

@@ -22,7 +22,13 @@ import structlog
 import torch
 
 from stainless.ml.export.onnx import OnnxRejected, export_onnx
-from stainless.ml.export.triton import InstanceKind, Platform, Tensor, model_config
+from stainless.ml.export.triton import (
+    InstanceKind,
+    Platform,
+    Tensor,
+    model_config,
+    write_model,
+)
 from stainless.ml.models.detector import (
     INPUT_MULTIPLE,
     SERVED_MAPS,
@@ -122,20 +128,16 @@ def write_detector(
             warnings.simplefilter("ignore")  # tracer notes; trace is deprecated, Triton loads it
             traced = torch.jit.trace(served, torch.zeros((1, *example)))
         traced.save(str(version_folder / Platform.TORCHSCRIPT.filename))
-    for other in Platform:  # a file of the other format from an earlier export
-        if other is not platform:
-            (version_folder / other.filename).unlink(missing_ok=True)
-    (folder / "config.pbtxt").write_text(
-        model_config(
-            name,
-            inputs=(Tensor("INPUT__0", (config.channels, -1, -1)),),
-            outputs=(Tensor("OUTPUT__0", (SERVED_MAPS, -1, -1)),),
-            max_batch_size=max_batch_size,
-            instance=instance,
-            platform=platform,
-            note=note,
-        )
+    served_config = model_config(
+        name,
+        inputs=(Tensor("INPUT__0", (config.channels, -1, -1)),),
+        outputs=(Tensor("OUTPUT__0", (SERVED_MAPS, -1, -1)),),
+        max_batch_size=max_batch_size,
+        instance=instance,
+        platform=platform,
+        note=note,
     )
+    write_model(folder, version=version, platform=platform, instance=instance, config=served_config)
     manifest = ServedDetector(
         name=name,
         version=version,

@@ -12,6 +12,7 @@ batching groups cells from many requests.
 from __future__ import annotations
 
 import re
+import shutil
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -33,8 +34,14 @@ ServedModel = Callable[[torch.Tensor], torch.Tensor | tuple[torch.Tensor, ...]]
 
 
 class InstanceKind(StrEnum):
+    """Where Triton runs a model: GPU or CPU instances of its native backend (onnxruntime,
+    libtorch), or CPU instances of its python backend, whose ``model.py`` runs the same
+    ``model.onnx`` / ``model.pt`` (a Triton built without the native backends, as the one
+    the tests run)."""
+
     GPU = "gpu"
     CPU = "cpu"
+    CPU_PYTHON = "cpu-python"
 
 
 class Platform(StrEnum):
@@ -90,14 +97,22 @@ def model_config(
     queue_delay_us: int = 2000,
     note: str | None = None,
 ) -> str:
-    """The ``config.pbtxt`` text of one served model; ``note`` ends it as a comment."""
+    """The ``config.pbtxt`` text of one served model; ``note`` ends it as a comment.
+
+    Every instance kind gets the same inputs, outputs, batch size and batching; they differ
+    in the backend (``platform``, or the python backend) and the instance group only."""
     kind = "KIND_GPU" if instance is InstanceKind.GPU else "KIND_CPU"
+    backend = (
+        'backend: "python"'
+        if instance is InstanceKind.CPU_PYTHON
+        else f'platform: "{platform.value}"'
+    )
     input_blocks = ",\n".join(_tensor_block(t) for t in inputs)
     output_blocks = ",\n".join(_tensor_block(t) for t in outputs)
     comment = f"# {' '.join(note.split())}\n" if note else ""
     return (
         f'name: "{name}"\n'
-        f'platform: "{platform.value}"\n'
+        f"{backend}\n"
         f"max_batch_size: {max_batch_size}\n"
         f"input [\n{input_blocks}\n]\n"
         f"output [\n{output_blocks}\n]\n"
@@ -105,6 +120,28 @@ def model_config(
         f"instance_group [ {{ kind: {kind} count: 1 }} ]\n"
         f"{comment}"
     )
+
+
+PYTHON_MODEL = Path(__file__).with_name("python_model.py")
+"""The python backend's ``model.py`` (``InstanceKind.CPU_PYTHON``)."""
+
+
+def write_model(
+    folder: Path, *, version: int, platform: Platform, instance: InstanceKind, config: str
+) -> None:
+    """Finish a served model whose ``platform`` file is in its version folder: remove what
+    an earlier export left (the other format; ``model.py`` where the python backend does not
+    serve it), add ``model.py`` where it does, and write ``config.pbtxt``."""
+    version_folder = folder / str(version)
+    for other in Platform:
+        if other is not platform:
+            (version_folder / other.filename).unlink(missing_ok=True)
+    wrapper = version_folder / "model.py"
+    if instance is InstanceKind.CPU_PYTHON:
+        shutil.copyfile(PYTHON_MODEL, wrapper)
+    else:
+        wrapper.unlink(missing_ok=True)
+    (folder / "config.pbtxt").write_text(config)
 
 
 def write_repository(
@@ -163,36 +200,37 @@ def write_repository(
                 note = f"TorchScript, not ONNX: {exc}"
         if platform is Platform.TORCHSCRIPT:
             module.save(str(version_folder / Platform.TORCHSCRIPT.filename))
-        for other in Platform:  # a file of the other format from an earlier export
-            if other is not platform:
-                (version_folder / other.filename).unlink(missing_ok=True)
         log.info("export.model", model=served, platform=platform.value, reason=note)
-        (folder / "config.pbtxt").write_text(
-            model_config(
-                served,
-                inputs=(Tensor("INPUT__0", (1, image_size, image_size)),),
-                outputs=outputs,
-                max_batch_size=max_batch_size,
-                instance=instance,
-                platform=platform,
-                note=note,
-            )
+        config = model_config(
+            served,
+            inputs=(Tensor("INPUT__0", (1, image_size, image_size)),),
+            outputs=outputs,
+            max_batch_size=max_batch_size,
+            instance=instance,
+            platform=platform,
+            note=note,
         )
+        write_model(folder, version=version, platform=platform, instance=instance, config=config)
         folders.append(folder)
     write_manifest(repo, manifest)
     return folders
 
 
 _PLATFORM = re.compile(r'^platform:\s*"(?P<platform>[^"]+)"', re.MULTILINE)
+_PYTHON_BACKEND = re.compile(r'^backend:\s*"python"', re.MULTILINE)
 
 
 def served_platform(folder: Path) -> Platform | None:
-    """The platform ``<folder>/config.pbtxt`` declares, None without a config."""
+    """The platform ``<folder>/config.pbtxt`` declares; None without a config or for the
+    python backend (its ``model.py`` runs whichever model file is there)."""
     config = folder / "config.pbtxt"
     if not config.is_file():
         return None
-    match = _PLATFORM.search(config.read_text())
+    text = config.read_text()
+    match = _PLATFORM.search(text)
     if match is None:
+        if _PYTHON_BACKEND.search(text):
+            return None
         raise ValueError(f"{config} declares no platform")
     return Platform(match["platform"])
 
