@@ -7,14 +7,11 @@ STAMP := $(VENV)/.installed
 SERVICES := $(wildcard services/*)
 PYPROJECTS := libs/pyproject.toml training/pyproject.toml $(wildcard services/*/pyproject.toml)
 PYTEST := $(PY) -m pytest -p no:cacheprovider
-# The v2 inference server (MLServer) has its own venv: its pins would downgrade the main one's.
-MLSERVER_VENV := .venv-mlserver
-MLSERVER_STAMP := $(MLSERVER_VENV)/.installed
 # The real Triton server (tritonserver from nvidia-pytriton) has its own venv: it pins numpy<2.
 TRITON_VENV := .venv-triton
 TRITON_STAMP := $(TRITON_VENV)/.installed
 
-.PHONY: venv-mlserver venv-triton
+.PHONY: venv-triton
 .PHONY: images image-envs helm-tools helm-test
 .PHONY: help venv demo browser screenshots up down e2e test test-unit test-integration lint format infra-up infra-down infra-status lock clean
 
@@ -30,20 +27,6 @@ $(STAMP): requirements.txt $(PYPROJECTS)
 
 venv: $(STAMP)  ## Create .venv and install every pinned dependency and package
 
-# MLServer's pins win in its venv; torch (and what only it imports) comes from the main venv,
-# appended to sys.path by a .pth file. numpy is pinned alike in both requirements files.
-$(MLSERVER_STAMP): infra/mlserver/requirements.txt $(STAMP)
-	test -x $(MLSERVER_VENV)/bin/python || \
-	  "$$($(PY) -c 'import sys; print(sys._base_executable)')" -m venv $(MLSERVER_VENV)
-	$(MLSERVER_VENV)/bin/python -m pip install --quiet --upgrade pip==25.3
-	$(MLSERVER_VENV)/bin/python -m pip install --quiet -r infra/mlserver/requirements.txt
-	$(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])' > \
-	  "$$($(MLSERVER_VENV)/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/stainless-main-venv.pth"
-	$(MLSERVER_VENV)/bin/python -c 'import mlserver, numpy, torch; print("mlserver", mlserver.__version__, "numpy", numpy.__version__, "torch", torch.__version__)'
-	touch $@
-
-venv-mlserver: $(MLSERVER_STAMP)  ## Create .venv-mlserver: the v2 inference server for tests and infra-up
-
 # Triton's pins win in its venv; onnxruntime and torch come from the main venv (a .pth file),
 # for the python backend's model.py, which the server runs with this venv's python3.
 $(TRITON_STAMP): infra/triton/requirements.txt $(STAMP)
@@ -56,7 +39,7 @@ $(TRITON_STAMP): infra/triton/requirements.txt $(STAMP)
 	$(TRITON_VENV)/bin/python -c 'import numpy, onnxruntime, torch; print("triton venv: numpy", numpy.__version__, "onnxruntime", onnxruntime.__version__, "torch", torch.__version__)'
 	touch $@
 
-venv-triton: $(TRITON_STAMP)  ## Create .venv-triton: the real Triton Inference Server for tests
+venv-triton: $(TRITON_STAMP)  ## Create .venv-triton: the real Triton Inference Server for tests, make up and make e2e
 
 demo: venv  ## Run one phantom slide through the pipeline on embedded defaults (out/demo)
 	$(VENV)/bin/stainless demo --out out/demo --fields 6
@@ -80,10 +63,10 @@ format: venv  ## Apply ruff's fixes and formatting
 test-unit: venv  ## Unit tests only (no servers): the fast loop
 	$(PYTEST) tests/unit -q
 
-test-integration: venv $(MLSERVER_STAMP) $(TRITON_STAMP)  ## Integration tests against real servers started by the fixtures
+test-integration: venv $(TRITON_STAMP)  ## Integration tests against real servers started by the fixtures
 	$(PYTEST) tests/integration -q
 
-test: venv $(MLSERVER_STAMP) $(TRITON_STAMP) browser lint helm-test  ## Lint, unit, integration and end-to-end tests, then make e2e (what CI runs)
+test: venv $(TRITON_STAMP) browser lint helm-test  ## Lint, unit, integration and end-to-end tests, then make e2e (what CI runs)
 	$(PYTEST) tests -q
 	$(MAKE) e2e; status=$$?; $(MAKE) down; exit $$status
 
@@ -112,7 +95,7 @@ helm-test: $(STAMP) helm-tools  ## helm lint per values file; render, kubernetes
 	for values in $(HELM_VALUES); do $(HELM) lint --strict --quiet helm/stainless -f $$values || exit 1; done
 	$(PYTEST) tests/helm -q
 
-up: venv $(MLSERVER_STAMP)  ## Every service as its own process against real servers (logs in out/stack)
+up: venv $(TRITON_STAMP)  ## Every service as its own process against real servers (logs in out/stack)
 	$(PY) infra/stack.py up
 
 down: venv  ## Stop what make up started
@@ -123,7 +106,7 @@ E2E_SCENARIOS := normal inference-outage kill pause-broker pause-store scanners
 e2e: up  ## Phantom slides over HTTP to slides.completed: plainly, then through each fault scenario
 	for scenario in $(E2E_SCENARIOS); do $(PY) infra/e2e.py --scenario $$scenario || exit 1; done
 
-infra-up: venv $(MLSERVER_STAMP)  ## Start Kafka, S3 and (with out/models) the inference server; check Postgres and Redis
+infra-up: venv $(TRITON_STAMP)  ## Start Kafka, S3 and (with out/models) the inference server; check Postgres and Redis
 	$(PY) infra/servers.py up
 
 infra-down: venv  ## Stop what infra-up started

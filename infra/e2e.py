@@ -153,7 +153,7 @@ def _inference_outage(_: dict[str, Any]) -> None:
     servers.stop("inference", stack.INFRA_STATE)
     print("  inference server stopped")
     time.sleep(8)
-    servers.start_inference(stack.REPOSITORY, state=stack.INFRA_STATE)
+    servers.start_triton(stack.REPOSITORY, state=stack.INFRA_STATE)
     print("  inference server started again")
 
 

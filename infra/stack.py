@@ -1,9 +1,9 @@
 """Every Stainless service as its own process against real servers: ``make up`` / ``make down``.
 
 ``up`` starts the local servers (``servers.py``: Postgres and Redis checked, the Kafka
-broker, the S3 server and the v2 inference server over ``out/models``, exported from
-the demo model when empty, with the learned detectors the registration stage runs
-on it), migrates a ``stainless`` database, registers a scanner and
+broker, the S3 server and the Triton server over ``out/models``, exported from the demo
+model (``--instance cpu-python``) when empty, with the learned detectors the registration
+stage runs on it), migrates a ``stainless`` database, registers a scanner and
 an admin key, then starts the ingestion API, the outbox relay, the registration
 consumer, a Celery worker, the inference consumer (Triton adapter, gRPC) and the results
 API, each with its log and PID under ``out/stack``. The S3 server checks IAM: each service
@@ -147,6 +147,12 @@ def _live(port: int) -> bool:
         return False
 
 
+def _on_triton(model: str) -> bool:
+    """Whether the repository holds ``model`` for this machine's Triton (python backend)."""
+    version = servers.served_models(REPOSITORY).get(model)
+    return version is not None and (REPOSITORY / model / str(version) / "model.py").is_file()
+
+
 def up() -> dict[str, str]:
     STATE.mkdir(parents=True, exist_ok=True)
     config_path = STATE / "stack.json"
@@ -154,7 +160,7 @@ def up() -> dict[str, str]:
         print(f"stack: already up ({config_path})")
         return dict(json.loads(config_path.read_text())["env"])
     base = {k: v for k, v in os.environ.items() if not k.startswith("STAINLESS_")}
-    if not (REPOSITORY / "stainless.json").is_file():
+    if not ((REPOSITORY / "stainless.json").is_file() and _on_triton("stain_confidence")):
         print(f"exporting the demo model into {REPOSITORY}")
         run_command(
             [
@@ -165,18 +171,18 @@ def up() -> dict[str, str]:
                 "--repo",
                 str(REPOSITORY),
                 "--instance",
-                "cpu",
+                "cpu-python",
             ],
             base,
         )
     for modality, name in LEARNED_DETECTORS.items():
-        if not (REPOSITORY / name / "detector.json").is_file():
+        if not ((REPOSITORY / name / "detector.json").is_file() and _on_triton(name)):
             print(f"exporting the learned {modality} detector into {REPOSITORY}")
             checkpoint = DETECTOR_CHECKPOINTS / f"{modality}.pt"
             run_command(
                 [
                     *(str(BIN / "stainless"), "export-detector", "--checkpoint", str(checkpoint)),
-                    *("--repo", str(REPOSITORY), "--instance", "cpu"),
+                    *("--repo", str(REPOSITORY), "--instance", "cpu-python"),
                 ],
                 base,
             )

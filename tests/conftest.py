@@ -177,13 +177,14 @@ def exported_python_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @dataclass
-class V2Server:
-    """The v2 inference server over a repository, on fixed ports so it can be restarted."""
+class TritonServer:
+    """The real Triton server over a repository, on fixed ports so it can be restarted."""
 
     repository: Path
     state: Path
     http_port: int
     grpc_port: int
+    metrics_port: int
     startup_s: list[float] = field(default_factory=list)
 
     @property
@@ -197,14 +198,15 @@ class V2Server:
     def start(self) -> None:
         began = time.monotonic()
         try:
-            infra.start_inference(
+            infra.start_triton(
                 self.repository,
                 http_port=self.http_port,
                 grpc_port=self.grpc_port,
+                metrics_port=self.metrics_port,
                 state=self.state,
             )
         except infra.InfraError as exc:
-            pytest.fail(f"the v2 inference server did not start: {exc}", pytrace=False)
+            pytest.fail(f"the Triton server did not start: {exc}", pytrace=False)
         self.startup_s.append(time.monotonic() - began)
 
     def stop(self) -> None:
@@ -216,13 +218,13 @@ class V2Server:
 
 
 @pytest.fixture(scope="session")
-def v2_server(exported_repo: Path, infra_state: Path) -> Iterator[V2Server]:
-    """MLServer (Triton's KServe v2 protocol) serving ``exported_repo`` on free ports."""
-    http_port = infra.free_port()
-    grpc_port = infra.free_port()
-    while grpc_port == http_port:
-        grpc_port = infra.free_port()
-    server = V2Server(exported_repo, infra_state, http_port, grpc_port)
+def triton_server(exported_python_repo: Path, infra_state: Path) -> Iterator[TritonServer]:
+    """The real Triton server (python backend, CPU) serving ``exported_python_repo``."""
+    ports: set[int] = set()
+    while len(ports) < 3:
+        ports.add(infra.free_port())
+    http_port, grpc_port, metrics_port = sorted(ports)
+    server = TritonServer(exported_python_repo, infra_state, http_port, grpc_port, metrics_port)
     server.start()
     yield server
     server.stop()

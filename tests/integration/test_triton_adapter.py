@@ -1,4 +1,4 @@
-"""The Triton adapter against a real v2 server (MLServer) serving the exported repository.
+"""The Triton adapter against the real Triton server serving the exported repository.
 
 Over gRPC and HTTP it computes what the in-process adapter computes on the same files;
 a wrong request is rejected, a server that is down, silent or absent is unavailable,
@@ -51,18 +51,18 @@ def _assert_same(got: list[CellOutput], want: list[CellOutput]) -> None:
 
 
 @pytest.fixture(scope="module")
-def local(exported_repo: Path) -> LocalInference:
-    return LocalInference(exported_repo)
+def local(exported_python_repo: Path) -> LocalInference:
+    return LocalInference(exported_python_repo)
 
 
 @pytest.fixture(params=PROTOCOLS, ids=str)
 def client(
-    request: pytest.FixtureRequest, v2_server, exported_repo: Path
+    request: pytest.FixtureRequest, triton_server, exported_python_repo: Path
 ) -> Iterator[TritonInference]:  # type: ignore[no-untyped-def]
     protocol: TritonProtocol = request.param
     adapter = TritonInference(
-        _url(v2_server, protocol),
-        manifest=read_manifest(exported_repo),
+        _url(triton_server, protocol),
+        manifest=read_manifest(exported_python_repo),
         protocol=protocol,
         timeout_s=10,
     )
@@ -103,8 +103,8 @@ def test_a_batch_of_the_wrong_side_is_rejected(client: TritonInference) -> None:
 
 
 def test_stain_is_served_as_onnx_and_matches_eager_pytorch(
-    v2_server,  # type: ignore[no-untyped-def]
-    exported_repo: Path,
+    triton_server,  # type: ignore[no-untyped-def]
+    exported_python_repo: Path,
 ) -> None:
     import torch
     import tritonclient.grpc as grpcclient
@@ -112,15 +112,15 @@ def test_stain_is_served_as_onnx_and_matches_eager_pytorch(
     from stainless.ml.models.configs import MultiTaskConfig
     from stainless.ml.models.mtmd import Domain, build_multitask
 
-    assert 'platform: "onnxruntime_onnx"' in (exported_repo / "stain" / "config.pbtxt").read_text()
+    assert (exported_python_repo / "stain" / "1" / "model.onnx").is_file()
     config = MultiTaskConfig.tiny()
-    with torch.random.fork_rng(devices=[]):  # the model exported_repo holds
+    with torch.random.fork_rng(devices=[]):  # the model exported_python_repo holds
         torch.manual_seed(0)
         translator = build_multitask(config).eval()
     dic = _batch(3, config.image_size, seed=5)[:, None] * 2 - 1
     with torch.no_grad():
         want = translator.translate(torch.from_numpy(dic).repeat(1, 3, 1, 1), Domain.BF).numpy()
-    client = grpcclient.InferenceServerClient(v2_server.grpc_url)
+    client = grpcclient.InferenceServerClient(triton_server.grpc_url)
     try:
         request = grpcclient.InferInput("INPUT__0", list(dic.shape), "FP32")
         request.set_data_from_numpy(dic)
@@ -134,14 +134,14 @@ def test_stain_is_served_as_onnx_and_matches_eager_pytorch(
 @pytest.mark.parametrize("protocol", PROTOCOLS, ids=str)
 def test_the_server_rejects_a_shape_it_does_not_serve(
     protocol: TritonProtocol,
-    v2_server,  # type: ignore[no-untyped-def]
-    exported_repo: Path,
+    triton_server,  # type: ignore[no-untyped-def]
+    exported_python_repo: Path,
 ) -> None:
-    manifest = read_manifest(exported_repo)
+    manifest = read_manifest(exported_python_repo)
     # A manifest that disagrees with the server: the request reaches it and gets a 400.
     wrong = manifest.model_copy(update={"image_size": manifest.image_size // 2})
     adapter = TritonInference(
-        _url(v2_server, protocol), manifest=wrong, protocol=protocol, timeout_s=10
+        _url(triton_server, protocol), manifest=wrong, protocol=protocol, timeout_s=10
     )
     try:
         with pytest.raises(InferenceRejected, match="rejected the request"):
@@ -153,12 +153,12 @@ def test_the_server_rejects_a_shape_it_does_not_serve(
 @pytest.mark.parametrize("protocol", PROTOCOLS, ids=str)
 def test_a_model_the_server_does_not_serve_is_unavailable(
     protocol: TritonProtocol,
-    v2_server,  # type: ignore[no-untyped-def]
-    exported_repo: Path,
+    triton_server,  # type: ignore[no-untyped-def]
+    exported_python_repo: Path,
 ) -> None:
     adapter = TritonInference(
-        _url(v2_server, protocol),
-        manifest=read_manifest(exported_repo),
+        _url(triton_server, protocol),
+        manifest=read_manifest(exported_python_repo),
         protocol=protocol,
         model_name="no_such_model",
         timeout_s=10,
@@ -172,26 +172,28 @@ def test_a_model_the_server_does_not_serve_is_unavailable(
 
 
 @pytest.mark.slow
-def test_server_down_then_back(v2_server, exported_repo: Path, local: LocalInference) -> None:  # type: ignore[no-untyped-def]
-    manifest = read_manifest(exported_repo)
+def test_server_down_then_back(
+    triton_server, exported_python_repo: Path, local: LocalInference
+) -> None:  # type: ignore[no-untyped-def]
+    manifest = read_manifest(exported_python_repo)
     clients = [
-        TritonInference(_url(v2_server, p), manifest=manifest, protocol=p, timeout_s=3)
+        TritonInference(_url(triton_server, p), manifest=manifest, protocol=p, timeout_s=3)
         for p in PROTOCOLS
     ]
     batch = _batch(2, manifest.image_size)
     try:
         for adapter in clients:  # connections are open before the server goes away
             _assert_same(adapter.infer(batch), local.infer(batch))
-        v2_server.stop()
+        triton_server.stop()
         for protocol, adapter in zip(PROTOCOLS, clients, strict=True):
             assert adapter.ready() is False
             began = time.monotonic()
-            with pytest.raises(InferenceUnavailable, match=_url(v2_server, protocol)):
+            with pytest.raises(InferenceUnavailable, match=_url(triton_server, protocol)):
                 adapter.infer(batch)
             assert time.monotonic() - began < 3 + 1
     finally:
-        if not v2_server.running:
-            v2_server.start()
+        if not triton_server.running:
+            triton_server.start()
     try:
         for adapter in clients:
             deadline = time.monotonic() + 10  # gRPC reconnects within its 2 s backoff
@@ -227,11 +229,11 @@ def silent_port() -> Iterator[int]:
 
 @pytest.mark.parametrize("protocol", PROTOCOLS, ids=str)
 def test_a_silent_server_times_out(
-    protocol: TritonProtocol, silent_port: int, exported_repo: Path
+    protocol: TritonProtocol, silent_port: int, exported_python_repo: Path
 ) -> None:
     adapter = TritonInference(
         f"127.0.0.1:{silent_port}",
-        manifest=read_manifest(exported_repo),
+        manifest=read_manifest(exported_python_repo),
         protocol=protocol,
         timeout_s=1,
     )
@@ -247,11 +249,11 @@ def test_a_silent_server_times_out(
 
 @pytest.mark.parametrize("protocol", PROTOCOLS, ids=str)
 def test_nothing_listening_is_unavailable(
-    protocol: TritonProtocol, unused_port: int, exported_repo: Path
+    protocol: TritonProtocol, unused_port: int, exported_python_repo: Path
 ) -> None:
     adapter = TritonInference(
         f"127.0.0.1:{unused_port}",
-        manifest=read_manifest(exported_repo),
+        manifest=read_manifest(exported_python_repo),
         protocol=protocol,
         timeout_s=2,
     )
@@ -275,15 +277,15 @@ def test_a_closed_client_is_unavailable(client: TritonInference) -> None:
 @pytest.mark.parametrize("protocol", PROTOCOLS, ids=str)
 def test_the_factory_builds_it_from_settings(
     protocol: TritonProtocol,
-    v2_server,  # type: ignore[no-untyped-def]
-    exported_repo: Path,
+    triton_server,  # type: ignore[no-untyped-def]
+    exported_python_repo: Path,
     local: LocalInference,
 ) -> None:
     settings = InferenceSettings(
         backend=InferenceBackend.TRITON,
-        url=_url(v2_server, protocol),
+        url=_url(triton_server, protocol),
         protocol=protocol,
-        model_repository=str(exported_repo),
+        model_repository=str(exported_python_repo),
         timeout_s=10,
     )
     adapter = create_inference(settings)
@@ -298,21 +300,21 @@ def test_the_factory_builds_it_from_settings(
 @pytest.mark.parametrize("protocol", PROTOCOLS, ids=str)
 def test_a_served_learned_detector_finds_what_the_local_one_finds(
     protocol: TritonProtocol,
-    v2_server,  # type: ignore[no-untyped-def]
-    exported_repo: Path,
+    triton_server,  # type: ignore[no-untyped-def]
+    exported_python_repo: Path,
 ) -> None:
     from stainless.core.config import DetectorSettings
     from stainless.stages.registration.detectors import learned_detector
 
     image = np.random.default_rng(3).integers(120, 230, (200, 260, 3), dtype=np.uint8)
     local = learned_detector(
-        DetectorSettings(model_repository=str(exported_repo)), "bf", pixel_um=0.15
+        DetectorSettings(model_repository=str(exported_python_repo)), "bf", pixel_um=0.15
     )
     served = learned_detector(
         DetectorSettings(
-            model_repository=str(exported_repo),
+            model_repository=str(exported_python_repo),
             backend=InferenceBackend.TRITON,
-            url=_url(v2_server, protocol),
+            url=_url(triton_server, protocol),
             protocol=protocol,
             timeout_s=10,
         ),

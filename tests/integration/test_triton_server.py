@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -28,20 +29,10 @@ DETECTORS = {"wbc_detector_bf": 3, "wbc_detector_dic": 1}  # input channels
 
 
 @pytest.fixture(scope="module")
-def triton(
-    exported_python_repo: Path, infra_state: Path
-) -> Iterator[grpcclient.InferenceServerClient]:
-    server = infra.start_triton(
-        exported_python_repo,
-        http_port=infra.free_port(),
-        grpc_port=infra.free_port(),
-        metrics_port=infra.free_port(),
-        state=infra_state,
-    )
-    client = grpcclient.InferenceServerClient(server.grpc_url)
+def triton(triton_server: Any) -> Iterator[grpcclient.InferenceServerClient]:
+    client = grpcclient.InferenceServerClient(triton_server.grpc_url)
     yield client
     client.close()
-    infra.stop("triton", infra_state)
 
 
 def _infer(

@@ -1,9 +1,8 @@
 """Triton adapter: one KServe v2 request per micro-batch, over gRPC (default) or HTTP.
 
-Only the calls every v2 server implements are used (server live, model ready and infer),
-so the same client talks to Triton in production and to MLServer in the tests. Over
-HTTP the tensors travel as JSON (``binary_data=False``): the binary extension is
-Triton's own.
+Only the calls every v2 server implements are used (server live, model ready and infer);
+the tests run it against the real Triton server. Over HTTP the tensors travel as JSON
+(``binary_data=False``), which every v2 server reads.
 
 Errors are mapped onto the port: a server that is down, slow, not ready or without the
 model raises :class:`InferenceUnavailable` (retry later); a request the server refuses
