@@ -282,11 +282,15 @@ def _python_backend(home: Path, state: Path) -> Path:
     backends = state / "triton-backends"
     python = backends / "python"
     python.mkdir(parents=True, exist_ok=True)
-    for path in (home / "backends" / "python").iterdir():
-        if path.is_file():
-            shutil.copy2(path, python / path.name)
     version = home.parents[2].name.removeprefix("python")  # lib/python3.11/site-packages
-    shutil.copy2(home / "python_backend_stubs" / version / "triton_python_backend_stub", python)
+    stub = home / "python_backend_stubs" / version / "triton_python_backend_stub"
+    files = [p for p in (home / "backends" / "python").iterdir() if p.is_file()]
+    for path in [*files, stub]:
+        target = python / path.name
+        # Copied once: a restarted server's stubs may still be running the old copy
+        # ("Text file busy" when written over).
+        if not (target.is_file() and target.stat().st_size == path.stat().st_size):
+            shutil.copy2(path, target)
     return backends
 
 

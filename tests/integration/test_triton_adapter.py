@@ -21,7 +21,7 @@ from stainless.core.inference.factory import create_inference
 from stainless.core.inference.local import LocalInference
 from stainless.core.inference.manifest import read_manifest
 from stainless.core.inference.port import CellOutput, InferenceRejected, InferenceUnavailable
-from stainless.core.inference.triton import TritonInference
+from stainless.core.inference.triton import ServedModelMismatch, TritonInference
 
 pytestmark = pytest.mark.integration
 
@@ -148,6 +148,62 @@ def test_the_server_rejects_a_shape_it_does_not_serve(
             adapter.infer(_batch(2, wrong.image_size))
     finally:
         adapter.close()
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS, ids=str)
+def test_the_served_config_is_checked_against_the_manifest(
+    protocol: TritonProtocol,
+    triton_server,  # type: ignore[no-untyped-def]
+    exported_python_repo: Path,
+) -> None:
+    manifest = read_manifest(exported_python_repo)
+    url = _url(triton_server, protocol)
+    right = TritonInference(url, manifest=manifest, protocol=protocol, timeout_s=10)
+    wrong = manifest.model_copy(
+        update={"image_size": manifest.image_size * 2, "classes": manifest.classes[:3]}
+    )
+    other = TritonInference(url, manifest=wrong, protocol=protocol, timeout_s=10)
+    try:
+        right.verify(max_batch=32)
+        with pytest.raises(ServedModelMismatch, match="max_batch_size 32 is below") as found:
+            right.verify(max_batch=33)
+        with pytest.raises(ServedModelMismatch) as found:
+            other.verify(max_batch=16)
+        message = str(found.value)
+        assert (
+            "input INPUT__0 is TYPE_FP32 [1, 64, 64], expected TYPE_FP32 [1, 128, 128]" in message
+        )
+        assert "output OUTPUT__4 has dims [7], expected [3]" in message
+    finally:
+        right.close()
+        other.close()
+
+
+def test_a_service_does_not_start_against_a_server_serving_another_model(
+    triton_server,  # type: ignore[no-untyped-def]
+    exported_python_repo: Path,
+) -> None:
+    settings = InferenceSettings(
+        backend=InferenceBackend.TRITON,
+        url=triton_server.grpc_url,
+        model_repository=str(exported_python_repo),
+        max_batch=64,  # more than the served max_batch_size
+    )
+    with pytest.raises(ServedModelMismatch, match="STAINLESS_INFERENCE__MAX_BATCH"):
+        create_inference(settings)
+    # A server that does not answer yet is checked by nobody: the service starts and waits.
+    down = settings.model_copy(update={"url": f"127.0.0.1:{_closed_port()}", "timeout_s": 1.0})
+    adapter = create_inference(down)
+    try:
+        assert not adapter.ready()
+    finally:
+        adapter.close()
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS, ids=str)

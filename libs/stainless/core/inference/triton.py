@@ -7,13 +7,18 @@ the tests run it against the real Triton server. Over HTTP the tensors travel as
 Errors are mapped onto the port: a server that is down, slow, not ready or without the
 model raises :class:`InferenceUnavailable` (retry later); a request the server refuses
 (gRPC ``INVALID_ARGUMENT``, HTTP 400) raises :class:`InferenceRejected`.
+
+Before serving, :meth:`TritonInference.verify` reads the model's configuration from the
+server (Triton's model-configuration extension) and compares it with the repository's
+manifest and the stage's micro-batch: a server serving another model shape is refused
+with every difference named (:class:`ServedModelMismatch`), not discovered cell by cell.
 """
 
 from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -195,6 +200,23 @@ class TritonClient:
                 return False
             raise
 
+    def model_config(self, model: str, version: str) -> dict[str, Any]:
+        """The model's configuration as the server reads it (Triton's JSON form).
+
+        Raises:
+            InferenceUnavailable: the server cannot answer now.
+        """
+        client = self._client(model, version)
+        try:
+            if self.protocol is TritonProtocol.GRPC:
+                answer = client.get_model_config(
+                    model, version, as_json=True, client_timeout=self.timeout_s
+                )
+                return dict(answer["config"])
+            return dict(client.get_model_config(model, version))
+        except Exception as exc:  # every client failure is mapped onto the port
+            raise self._map_error(exc, model, version) from exc
+
     def load(self, model: str, version: str) -> None:
         """Ask the server to load ``model`` (explicit model control); return once ``version``
         is ready.
@@ -241,6 +263,50 @@ class TritonClient:
         return InferenceUnavailable(f"{where}: the server {reason}: {detail}")
 
 
+class ServedModelMismatch(ValueError):
+    """The server serves the model with another configuration than the manifest says."""
+
+
+def _dims(tensor: Mapping[str, Any]) -> list[int]:
+    return [int(d) for d in tensor.get("dims", [])]
+
+
+def config_problems(
+    config: Mapping[str, Any], manifest: ServedManifest, *, max_batch: int
+) -> list[str]:
+    """How a served model's configuration (Triton's JSON form) differs from what the
+    inference stage sends and reads: the input, the five outputs and the batch size."""
+    size, classes = manifest.image_size, len(manifest.classes)
+    problems = []
+    inputs = list(config.get("input", []))
+    if [i.get("name") for i in inputs] != [INPUT_NAME]:
+        problems.append(f"inputs {[i.get('name') for i in inputs]}, expected [{INPUT_NAME!r}]")
+    elif _dims(inputs[0]) != [1, size, size] or inputs[0].get("data_type") != "TYPE_FP32":
+        problems.append(
+            f"input {INPUT_NAME} is {inputs[0].get('data_type')} {_dims(inputs[0])}, "
+            f"expected TYPE_FP32 [1, {size}, {size}] (the manifest's image size)"
+        )
+    outputs = {o.get("name"): _dims(o) for o in config.get("output", [])}
+    expected = dict(
+        zip(OUTPUT_NAMES, ([3, size, size], [1], [1], [size, size], [classes]), strict=True)
+    )
+    if set(outputs) != set(expected):
+        problems.append(f"outputs {sorted(outputs)}, expected {sorted(expected)}")
+    else:
+        problems += [
+            f"output {name} has dims {outputs[name]}, expected {dims}"
+            for name, dims in expected.items()
+            if outputs[name] != dims
+        ]
+    served_batch = int(config.get("max_batch_size", 0))
+    if served_batch < max_batch:
+        problems.append(
+            f"max_batch_size {served_batch} is below the stage's micro-batch of {max_batch} "
+            "(STAINLESS_INFERENCE__MAX_BATCH)"
+        )
+    return problems
+
+
 class TritonInference:
     """The inference port over a Triton (KServe v2) server.
 
@@ -279,6 +345,21 @@ class TritonInference:
     def ready(self) -> bool:
         """Whether the server is live and serves the model now; False when it cannot be reached."""
         return self._server.ready(self._model, self._version)
+
+    def verify(self, max_batch: int) -> None:
+        """Compare the served model's configuration with the manifest and ``max_batch``.
+
+        Raises:
+            ServedModelMismatch: they differ; the message names every difference.
+            InferenceUnavailable: the server cannot be asked now.
+        """
+        config = self._server.model_config(self._model, self._version)
+        problems = config_problems(config, self._manifest, max_batch=max_batch)
+        if problems:
+            raise ServedModelMismatch(
+                f"{self._server.where(self._model, self._version)} does not serve what "
+                f"{self._manifest.name}/{self._manifest.version} needs: " + "; ".join(problems)
+            )
 
     def switch(self, manifest: ServedManifest) -> None:
         """Ask the server to load the new version (explicit model control), then call it.
