@@ -165,6 +165,12 @@ def export_tiny(repo: Path, instance: str) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_export() -> Callable[[Path, str], Path]:
+    """:func:`export_tiny`, for tests that export for several instance kinds."""
+    return export_tiny
+
+
+@pytest.fixture(scope="session")
 def exported_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny model and detectors for CPU instances of Triton's native backends."""
     return export_tiny(tmp_path_factory.mktemp("model-repository"), "cpu")

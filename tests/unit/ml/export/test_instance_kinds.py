@@ -7,7 +7,7 @@ import json
 import re
 import sys
 import types
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,63 +15,25 @@ import numpy as np
 import pytest
 import torch
 
-from stainless.domain.cells import CellClass
-from stainless.ml.export.detector import write_detector
 from stainless.ml.export.triton import (
     InstanceKind,
     load_served,
     served_platform,
-    write_repository,
 )
 from stainless.ml.models.configs import MultiTaskConfig
-from stainless.ml.models.detector import CHECKPOINT_FORMAT, DetectorConfig, Modality, build_cell_net
-from stainless.ml.models.mtmd import build_multitask
 
 CONFIG = MultiTaskConfig.tiny()
 BACKEND_LINE = re.compile(r'^(platform|backend): "[^"]+"\n', re.MULTILINE)
 INSTANCE_LINE = re.compile(r"^instance_group \[ \{ kind: KIND_(GPU|CPU) count: 1 \} \]\n", re.M)
 
 
-def _export(repo: Path, instance: InstanceKind, checkpoints: dict[Modality, Path]) -> Path:
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        translator = build_multitask(CONFIG).eval()
-    write_repository(
-        translator,
-        repo,
-        name="mtmd-tiny",
-        image_size=CONFIG.image_size,
-        classes=[c.value for c in CellClass],
-        n_mask_classes=CONFIG.n_segmentation_classes,
-        review_threshold=0.5,
-        k=4,
-        instance=instance,
-    )
-    for checkpoint in checkpoints.values():
-        write_detector(checkpoint, repo, instance=instance, threshold=0.0)
-    return repo
-
-
 @pytest.fixture(scope="module")
-def repositories(tmp_path_factory: pytest.TempPathFactory) -> dict[InstanceKind, Path]:
+def repositories(
+    tmp_path_factory: pytest.TempPathFactory, tiny_export: Callable[[Path, str], Path]
+) -> dict[InstanceKind, Path]:
     """The same tiny model and detectors exported for every instance kind."""
     root = tmp_path_factory.mktemp("kinds")
-    checkpoints = {}
-    for modality in Modality:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(0)
-            detector = DetectorConfig(modality=modality, width=4)
-            net = build_cell_net(detector)
-        checkpoints[modality] = root / f"detector-{modality}.pt"
-        torch.save(
-            {
-                "format": CHECKPOINT_FORMAT,
-                "state_dict": net.state_dict(),
-                "config": detector.to_dict(),
-            },
-            checkpoints[modality],
-        )
-    return {kind: _export(root / kind.value, kind, checkpoints) for kind in InstanceKind}
+    return {kind: tiny_export(root / kind.value, kind.value) for kind in InstanceKind}
 
 
 def _models(repo: Path) -> list[str]:
@@ -110,10 +72,12 @@ def test_the_python_variant_wraps_the_same_model_file(
         assert served_platform(native / model) is not None
 
 
-def test_a_later_native_export_removes_the_wrapper(tmp_path: Path) -> None:
-    repo = _export(tmp_path / "repo", InstanceKind.CPU_PYTHON, {})
+def test_a_later_native_export_removes_the_wrapper(
+    tmp_path: Path, tiny_export: Callable[[Path, str], Path]
+) -> None:
+    repo = tiny_export(tmp_path / "repo", InstanceKind.CPU_PYTHON.value)
     assert (repo / "stain" / "1" / "model.py").is_file()
-    _export(repo, InstanceKind.GPU, {})
+    tiny_export(repo, InstanceKind.GPU.value)
     assert not (repo / "stain" / "1" / "model.py").exists()
 
 
