@@ -17,8 +17,8 @@ def create_inference(settings: InferenceSettings) -> InferencePort:
 
     The Triton client reads the same repository's manifest (``stainless.json``) to know the
     version, classes and threshold of what the server serves, and checks the served model's
-    configuration against it when the server answers (a server still starting is checked by
-    nobody: the service starts and waits for it).
+    configuration against it when the server answers (one that does not answer yet is not
+    checked: the service starts and waits for it).
 
     Raises:
         ServedModelMismatch: the server serves the model with another configuration.
