@@ -101,7 +101,7 @@ up: venv $(TRITON_STAMP)  ## Every service as its own process against real serve
 down: venv  ## Stop what make up started
 	$(PY) infra/stack.py down
 
-E2E_SCENARIOS := normal inference-outage kill pause-broker pause-store scanners
+E2E_SCENARIOS := normal inference-outage kill pause-broker pause-store scanners promotion
 
 e2e: up  ## Phantom slides over HTTP to slides.completed: plainly, then through each fault scenario
 	for scenario in $(E2E_SCENARIOS); do $(PY) infra/e2e.py --scenario $$scenario || exit 1; done

@@ -12,7 +12,11 @@ and every cell predicted exactly once:
   inference consumer are each killed with SIGKILL mid-slide and started again;
 - ``pause-broker`` / ``pause-store``: the Kafka broker / the S3 server stops answering
   for ten seconds (SIGSTOP, then SIGCONT: unreachable, its data kept);
-- ``scanners``: three scanners upload a slide each at the same time.
+- ``scanners``: three scanners upload a slide each at the same time;
+- ``promotion``: a model version is registered and promoted (``stainless promote``) while
+  a slide is being stained; two slides follow once the inference service has switched.
+  The first slide carries the version served before the promotion, the later ones the
+  promoted version, and no process of the stack was restarted.
 
 Usage: ``python infra/e2e.py [--scenario NAME] [--fields N]``; exit code 0 when every
 check holds.
@@ -40,7 +44,11 @@ from fhir.resources.R4B.diagnosticreport import DiagnosticReport
 from kafka import KafkaConsumer
 from sqlalchemy import create_engine, text
 
+from stainless.core.config import StoreBackend, StoreSettings
 from stainless.core.events import SlideCompleted, Topic, decode_envelope
+from stainless.core.inference.manifest import read_manifest
+from stainless.core.registry import registered
+from stainless.core.storage import create_store
 from stainless.core.storage.local import LocalObjectStore
 from stainless.datasets.phantom import write_slide
 from stainless.imaging.phantom_set import phantom_config
@@ -56,8 +64,14 @@ def check(condition: bool, message: str) -> None:
     print(f"  ok: {message}")
 
 
-def upload(client: httpx.Client, fields: int, seed: int) -> tuple[str, int]:
-    """A phantom slide over HTTP; returns the slide id and its fields."""
+def upload(
+    client: httpx.Client,
+    fields: int,
+    seed: int,
+    between: Callable[[str, int], None] | None = None,
+) -> tuple[str, int]:
+    """A phantom slide over HTTP; returns the slide id and its fields. ``between`` is
+    called with the slide id and the number of fields sent after each field but the last."""
     with tempfile.TemporaryDirectory() as tmp:
         phantom = LocalObjectStore(Path(tmp))
         entry = write_slide(
@@ -72,13 +86,15 @@ def upload(client: httpx.Client, fields: int, seed: int) -> tuple[str, int]:
         opened = client.post("/v1/slides", json={"external_id": external, "patient_pseudonym": "P"})
         opened.raise_for_status()
         slide_id = str(opened.json()["id"])
-        for field in entry["fields"]:
+        for sent, field in enumerate(entry["fields"], start=1):
             for modality, key in (("DIC", field["dic"]), ("BF", field["bf"])):
                 client.post(
                     f"/v1/slides/{slide_id}/fields",
                     files={"file": (key, phantom.get(key), "application/octet-stream")},
                     data={"modality": modality, "index": str(field["index"])},
                 ).raise_for_status()
+            if between is not None and sent < len(entry["fields"]):
+                between(slide_id, sent)
     client.post(f"/v1/slides/{slide_id}/complete").raise_for_status()
     return slide_id, len(entry["fields"])
 
@@ -164,6 +180,7 @@ SCENARIOS: dict[str, Callable[[dict[str, Any]], None] | None] = {
     "pause-broker": _pause("kafka"),
     "pause-store": _pause("s3"),
     "scanners": None,
+    "promotion": None,  # its own run: run_promotion
 }
 
 
@@ -181,11 +198,10 @@ def _scanner_keys(config: dict[str, Any], count: int) -> list[str]:
     return keys
 
 
-def run(config: dict[str, Any], *, fields: int, seed: int, scenario: str) -> None:
-    env = config["env"]
-    prefix = "stainless."
+def _listen(env: dict[str, str]) -> KafkaConsumer:
+    """A consumer of ``slides.completed`` from now on, in a group of its own."""
     consumer = KafkaConsumer(
-        prefix + Topic.SLIDES_COMPLETED,
+        "stainless." + Topic.SLIDES_COMPLETED,
         bootstrap_servers=env["STAINLESS_BUS__BOOTSTRAP_SERVERS"],
         group_id=f"e2e-{uuid.uuid4().hex[:8]}",
         auto_offset_reset="latest",
@@ -194,6 +210,14 @@ def run(config: dict[str, Any], *, fields: int, seed: int, scenario: str) -> Non
     )
     while not consumer.assignment():
         consumer.poll(timeout_ms=500)
+    return consumer
+
+
+def run(config: dict[str, Any], *, fields: int, seed: int, scenario: str) -> None:
+    if scenario == "promotion":
+        run_promotion(config, fields=fields, seed=seed)
+        return
+    consumer = _listen(config["env"])
     keys = _scanner_keys(config, 3 if scenario == "scanners" else 1)
     clients = [
         httpx.Client(base_url=config["urls"]["ingestion"], headers={"X-API-Key": key}, timeout=120)
@@ -225,6 +249,142 @@ def run(config: dict[str, Any], *, fields: int, seed: int, scenario: str) -> Non
     print(f"  completed {time.monotonic() - started:.1f} s after the first upload")
     for event in events:
         _check_results(config, event)
+
+
+def _processes() -> dict[str, int]:
+    """The PID of every process of the stack (services and servers) that is alive."""
+    pids = {}
+    for state in (stack.STATE, stack.INFRA_STATE):
+        for path in state.glob("*.pid"):
+            pid = int(path.read_text().split()[0])
+            try:
+                os.kill(pid, 0)
+            except OSError:
+                continue
+            pids[f"{state.name}/{path.stem}"] = pid
+    return pids
+
+
+def _versions(config: dict[str, Any], slide_id: str) -> list[str]:
+    """The model version of each prediction of the slide's cells."""
+    engine = create_engine(config["env"]["STAINLESS_DATABASE__URL"])
+    with engine.connect() as connection:
+        rows = connection.execute(
+            text(
+                "SELECT prediction.model_version FROM prediction"
+                " JOIN cell ON cell.id = prediction.cell_id WHERE cell.slide_id = :slide"
+            ),
+            {"slide": slide_id},
+        ).all()
+    engine.dispose()
+    return [row.model_version for row in rows]
+
+
+def _metric(service: str, name: str) -> float:
+    url = f"http://127.0.0.1:{stack.PORTS[service]}/metrics"
+    lines = httpx.get(url, timeout=10).text.splitlines()
+    return sum(float(line.split()[-1]) for line in lines if line.startswith(name + " "))
+
+
+def _wait(condition: Callable[[], bool], what: str, timeout_s: float = 180) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise CheckFailed(f"{what}: not within {timeout_s:.0f} s")
+        time.sleep(0.5)
+
+
+def _promote(config: dict[str, Any]) -> str:
+    """Register the demo checkpoint as a new model version and promote it, as an operator
+    does (the S3 server's admin key; ``stainless promote --instance cpu-python``)."""
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("STAINLESS_")},
+        **config["env"],
+    }
+    admin = json.loads((stack.INFRA_STATE / servers.S3_ADMIN).read_text())
+    store = create_store(
+        StoreSettings(
+            backend=StoreBackend.S3,
+            endpoint=env["STAINLESS_STORE__ENDPOINT"],
+            bucket=env["STAINLESS_STORE__BUCKET"],
+            access_key=admin["AccessKeyId"],
+            secret_key=admin["SecretAccessKey"],
+            create_bucket=False,
+        )
+    )
+    prefix = f"models/mtmd/e2e-{uuid.uuid4().hex[:8]}"
+    for name in ("checkpoint.pt", "config.yaml"):
+        store.put(f"{prefix}/{name}", (stack.DEMO_CHECKPOINT.parent / name).read_bytes())
+    engine = create_engine(env["STAINLESS_DATABASE__URL"])
+    version = registered(
+        engine,
+        name="mtmd-tiny",
+        kind="mtmd",
+        checkpoint_key=f"{prefix}/checkpoint.pt",
+        metrics={"review_threshold": read_manifest(stack.REPOSITORY).review_threshold},
+    )
+    engine.dispose()
+    operator = {
+        **env,
+        "STAINLESS_STORE__ACCESS_KEY": admin["AccessKeyId"],
+        "STAINLESS_STORE__SECRET_KEY": admin["SecretAccessKey"],
+    }
+    command = [str(stack.BIN / "stainless"), "promote", version.id, "--instance", "cpu-python"]
+    stack.run_command(command, operator)
+    return f"{version.name}/{version.version}"
+
+
+def run_promotion(config: dict[str, Any], *, fields: int, seed: int) -> None:
+    """A promotion in the middle of a stream of slides (the ``promotion`` scenario): the
+    first slide's first field is stained, the model is promoted, the rest of its fields
+    follow, and two more slides after them."""
+    consumer = _listen(config["env"])
+    client = httpx.Client(
+        base_url=config["urls"]["ingestion"],
+        headers={"X-API-Key": config["scanner_key"]},
+        timeout=120,
+    )
+    processes = _processes()
+    switches = _metric("inference", "stainless_inference_model_switches_total")
+    old = read_manifest(stack.REPOSITORY).model_version
+    stained_before: list[int] = []
+
+    def promote_after_first_field(slide_id: str, sent: int) -> None:
+        if sent != 1:
+            return
+        _wait(lambda: bool(_versions(config, slide_id)), "the first field's cells stained")
+        stained_before.append(len(_versions(config, slide_id)))
+        print(f"  slide {slide_id[:8]}: {stained_before[0]} cells stained by {old}")
+        promoted = _promote(config)
+        served = read_manifest(stack.REPOSITORY).model_version
+        print(f"  {promoted} promoted: the repository serves {served}")
+
+    before, _ = upload(client, max(fields, 2), seed, between=promote_after_first_field)
+    new = read_manifest(stack.REPOSITORY).model_version
+    print(f"slide {before[:8]}: uploaded across the promotion")
+    with ThreadPoolExecutor(2) as pool:
+        after = [s for s, _ in pool.map(lambda i: upload(client, fields, seed + i), (1, 2))]
+    print(f"slides {', '.join(s[:8] for s in after)}: uploaded after it")
+    events = completions(consumer, {before, *after}, timeout_s=300)
+    consumer.close()
+    for slide_id in (before, *after):
+        got = [e for e in events if e.slide_id == slide_id]
+        check(len(got) == 1, f"slide {slide_id[:8]}: exactly one slides.completed (got {len(got)})")
+    check(
+        set(_versions(config, before)) == {old},
+        f"slide {before[:8]}, begun before the promotion, carries {old} only "
+        f"({stained_before[0]} of {len(_versions(config, before))} cells stained before it)",
+    )
+    for slide_id in after:
+        check(set(_versions(config, slide_id)) == {new}, f"slide {slide_id[:8]} carries {new} only")
+    switched = _metric("inference", "stainless_inference_model_switches_total") - switches
+    check(switched >= 1, f"the inference service switched ({switched:.0f} times)")
+    for event in events:
+        _check_results(config, event)
+    check(
+        _processes() == processes,
+        f"no process was restarted ({len(processes)} processes, the same PIDs)",
+    )
 
 
 def _check_results(config: dict[str, Any], event: SlideCompleted) -> None:

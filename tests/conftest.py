@@ -223,15 +223,37 @@ class TritonServer:
         return bool((self.state / "inference.pid").is_file())
 
 
-@pytest.fixture(scope="session")
-def triton_server(exported_python_repo: Path, infra_state: Path) -> Iterator[TritonServer]:
-    """The real Triton server (python backend, CPU) serving ``exported_python_repo``."""
+def _serve_with_triton(repository: Path, state: Path) -> TritonServer:
+    """A started real Triton server over ``repository``, on free ports, its files in ``state``."""
     ports: set[int] = set()
     while len(ports) < 3:
         ports.add(infra.free_port())
     http_port, grpc_port, metrics_port = sorted(ports)
-    server = TritonServer(exported_python_repo, infra_state, http_port, grpc_port, metrics_port)
+    server = TritonServer(repository, state, http_port, grpc_port, metrics_port)
     server.start()
+    return server
+
+
+@pytest.fixture
+def own_triton(tmp_path: Path) -> Iterator[Callable[[Path], TritonServer]]:
+    """Starts a real Triton server of the test's own over a repository; stops it after."""
+    started: list[TritonServer] = []
+
+    def start(repository: Path) -> TritonServer:
+        state = tmp_path / f"triton-{len(started)}"
+        state.mkdir()
+        started.append(_serve_with_triton(repository, state))
+        return started[-1]
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def triton_server(exported_python_repo: Path, infra_state: Path) -> Iterator[TritonServer]:
+    """The real Triton server (python backend, CPU) serving ``exported_python_repo``."""
+    server = _serve_with_triton(exported_python_repo, infra_state)
     yield server
     server.stop()
 

@@ -2,7 +2,8 @@
 
 It loads the same file Triton serves, so the embedded demo and production compute the
 same thing. The noise is drawn from a generator seeded per request, so a batch gives
-the same δ every time it is sent.
+the same δ every time it is sent. After a switch the version before it stays loaded (as
+Triton keeps two versions, ``version_policy``) until the next one.
 """
 
 from __future__ import annotations
@@ -29,7 +30,9 @@ class LocalInference:
         self._repo = repo
         self._model_name = model_name
         self._manifest = read_manifest(repo)
-        self._module = load_served(repo, model_name, self._manifest.version)
+        self._modules = {
+            self._manifest.version: load_served(repo, model_name, self._manifest.version)
+        }
         self._seed = seed
         self._lock = threading.Lock()
 
@@ -42,22 +45,29 @@ class LocalInference:
                 f"version {manifest.version} of {self._model_name} cannot be loaded: {exc}"
             ) from exc
         with self._lock:
-            self._module, self._manifest = module, manifest
+            previous = self._manifest.version
+            self._modules = {previous: self._modules[previous], manifest.version: module}
+            self._manifest = manifest
 
     @property
     def manifest(self) -> ServedManifest:
         return self._manifest
 
-    def infer(self, batch: F32) -> list[CellOutput]:
+    def infer(self, batch: F32, manifest: ServedManifest | None = None) -> list[CellOutput]:
         with self._lock, torch.no_grad(), torch.random.fork_rng(devices=[]):
-            manifest = self._manifest
+            manifest = manifest or self._manifest
+            module = self._modules.get(manifest.version)
+            if module is None:
+                raise InferenceUnavailable(
+                    f"version {manifest.version} of {self._model_name} is no longer loaded"
+                )
             x = torch.from_numpy(pack_input(batch, manifest))
             torch.manual_seed(self._seed)
-            outputs = self._module(x)
+            outputs = module(x)
         return unpack_outputs([o.numpy() for o in outputs], manifest, len(batch))
 
-    def ready(self) -> bool:
-        return True
+    def ready(self, manifest: ServedManifest | None = None) -> bool:
+        return manifest is None or manifest.version in self._modules
 
     def close(self) -> None:
         return None

@@ -53,19 +53,25 @@ class InferencePort(Protocol):
         """The served model: version, input side, class names, review threshold."""
         ...
 
-    def infer(self, batch: F32) -> list[CellOutput]:
-        """One request for ``batch`` ``[B, S, S]`` in [0, 1] (``dic_unit`` crops).
+    def infer(self, batch: F32, manifest: ServedManifest | None = None) -> list[CellOutput]:
+        """One request for ``batch`` ``[B, S, S]`` in [0, 1] (``dic_unit`` crops), to the
+        current version or to ``manifest``'s (the version served before the last switch,
+        which slides begun with it finish on).
 
         Raises:
-            InferenceUnavailable: the server cannot answer now.
+            InferenceUnavailable: the server cannot answer now, or no longer serves that
+                version.
             InferenceRejected: the request is invalid.
         """
         ...
 
-    def ready(self) -> bool: ...
+    def ready(self, manifest: ServedManifest | None = None) -> bool:
+        """Whether the current version (or ``manifest``'s) is served now."""
+        ...
 
     def switch(self, manifest: ServedManifest) -> None:
-        """Serve the repository's new version from now on (between two batches).
+        """Serve the repository's new version from now on (between two batches); the
+        version before it stays served until the next switch.
 
         Raises:
             InferenceUnavailable: the new version cannot be loaded; the old one stays.

@@ -217,6 +217,25 @@ class TritonClient:
         except Exception as exc:  # every client failure is mapped onto the port
             raise self._map_error(exc, model, version) from exc
 
+    def statistics(self, model: str, version: str = "") -> dict[str, Any]:
+        """Triton's statistics of ``model`` (every version when ``version`` is empty), in
+        its JSON form (see :mod:`stainless.core.inference.statistics`).
+
+        Raises:
+            InferenceUnavailable: the server cannot answer now.
+        """
+        client = self._client(model, version)
+        try:
+            if self.protocol is TritonProtocol.GRPC:
+                return dict(
+                    client.get_inference_statistics(
+                        model, version, as_json=True, client_timeout=self.timeout_s
+                    )
+                )
+            return dict(client.get_inference_statistics(model, version))
+        except Exception as exc:  # every client failure is mapped onto the port
+            raise self._map_error(exc, model, version) from exc
+
     def load(self, model: str, version: str) -> None:
         """Ask the server to load ``model`` (explicit model control); return once ``version``
         is ready.
@@ -337,14 +356,17 @@ class TritonInference:
     def manifest(self) -> ServedManifest:
         return self._manifest
 
-    def infer(self, batch: F32) -> list[CellOutput]:
-        x = pack_input(batch, self._manifest)
-        outputs = self._server.infer(self._model, self._version, x, OUTPUT_NAMES)
-        return unpack_outputs(outputs, self._manifest, len(batch))
+    def infer(self, batch: F32, manifest: ServedManifest | None = None) -> list[CellOutput]:
+        manifest = manifest or self._manifest
+        x = pack_input(batch, manifest)
+        outputs = self._server.infer(self._model, str(manifest.version), x, OUTPUT_NAMES)
+        return unpack_outputs(outputs, manifest, len(batch))
 
-    def ready(self) -> bool:
-        """Whether the server is live and serves the model now; False when it cannot be reached."""
-        return self._server.ready(self._model, self._version)
+    def ready(self, manifest: ServedManifest | None = None) -> bool:
+        """Whether the server is live and serves the model's current version (or
+        ``manifest``'s) now; False when it cannot be reached."""
+        version = self._version if manifest is None else str(manifest.version)
+        return self._server.ready(self._model, version)
 
     def verify(self, max_batch: int) -> None:
         """Compare the served model's configuration with the manifest and ``max_batch``.
@@ -360,6 +382,10 @@ class TritonInference:
                 f"{self._server.where(self._model, self._version)} does not serve what "
                 f"{self._manifest.name}/{self._manifest.version} needs: " + "; ".join(problems)
             )
+
+    def statistics(self) -> dict[str, Any]:
+        """The server's statistics of the served model, every version loaded."""
+        return self._server.statistics(self._model)
 
     def switch(self, manifest: ServedManifest) -> None:
         """Ask the server to load the new version (explicit model control), then call it.

@@ -114,6 +114,8 @@ def model_config(
         f'name: "{name}"\n'
         f"{backend}\n"
         f"max_batch_size: {max_batch_size}\n"
+        # The version before the promoted one stays served: slides begun with it finish on it.
+        "version_policy { latest { num_versions: 2 } }\n"
         f"input [\n{input_blocks}\n]\n"
         f"output [\n{output_blocks}\n]\n"
         f"dynamic_batching {{ max_queue_delay_microseconds: {queue_delay_us} }}\n"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
+from prometheus_client import REGISTRY
 from sqlalchemy import Engine
 
 from stainless.core.config import (
@@ -19,6 +20,8 @@ from stainless.core.db.engine import ping
 from stainless.core.events import EventBus
 from stainless.core.inference import create_inference
 from stainless.core.inference.manifest import read_manifest
+from stainless.core.inference.statistics import TritonStatisticsCollector
+from stainless.core.inference.triton import TritonInference
 from stainless.core.observability import HealthServer, create_health_app
 from stainless.core.runners import Service, connect
 from stainless.core.storage import create_store
@@ -60,6 +63,10 @@ def build(
         repository=lambda: read_manifest(repository),
     )
     consumer = inference_consumer(ports.bus, ports.engine, stainer)
+    collector = None
+    if isinstance(inference, TritonInference):  # the server's queue and compute time
+        collector = TritonStatisticsCollector(inference.statistics)
+        REGISTRY.register(collector)
     health = HealthServer(
         create_health_app(
             lambda: ping(ports.engine) and inference.ready(), title="stainless-inference"
@@ -68,6 +75,8 @@ def build(
     )
 
     def close() -> None:
+        if collector is not None:
+            REGISTRY.unregister(collector)
         consumer.close()
         inference.close()
         ports.close()

@@ -10,6 +10,13 @@ slide; all rows and events commit in one transaction with the processed-event ma
 A cell that already has a prediction of this model version is skipped, so a
 redelivery changes nothing.
 
+A slide is stained by one model version. When ``stainless promote`` changes the
+repository's version, the stainer switches between two rounds; slides begun before the
+switch finish on the version they began with (the port keeps the previous version served,
+as Triton's ``version_policy`` keeps two), slides begun after it use the new one. A slide
+whose version is no longer served (a second promotion, or a restart of this process
+mid-slide) is stained again whole with the current version, so it still completes on one.
+
 When the inference server is unavailable the stainer waits with doubling backoff and
 tries again, without limit, until the server answers or the process is told to stop
 (then :class:`HandlerInterrupted` leaves the event unacknowledged for the next run).
@@ -79,10 +86,18 @@ UNAVAILABLE = MetricCounter(
 FROZEN = MetricCounter(
     "stainless_inference_signed_skipped_total", "Cells of signed slides left as signed"
 )
+RESTAINED = MetricCounter(
+    "stainless_inference_slides_restained_total",
+    "Slides stained again whole because the version they began with is no longer served",
+)
 
 
 class MissingCrop(LookupError):
     """A cropped-cell event names a cell or crop that does not exist."""
+
+
+class VersionRetired(RuntimeError):
+    """The server no longer serves the earlier version a slide began with."""
 
 
 def heatmap_png(heat: np.ndarray) -> bytes:
@@ -115,12 +130,9 @@ class CellStainer:
         self._stop = stop or threading.Event()
         self._repository = repository
         self._checked = time.monotonic()
-        self._adopt(inference.manifest)
-
-    def _adopt(self, manifest: ServedManifest) -> None:
-        self._version = manifest.model_version
-        override = self._settings.review_threshold
-        self._threshold = override if override is not None else manifest.review_threshold
+        self._manifest = inference.manifest
+        # The version switched from stays served for the slides begun with it.
+        self._served = {self._manifest.model_version: self._manifest}
 
     def refresh(self) -> bool:
         """Switch to the repository's version if it changed; True when it did."""
@@ -139,15 +151,18 @@ class CellStainer:
         except InferenceUnavailable as exc:
             log.warning("new model version not loaded yet", error=str(exc))
             return False
-        previous = self._version
-        self._adopt(manifest)
+        previous = self._manifest
+        self._served = {previous.model_version: previous, manifest.model_version: manifest}
+        self._manifest = manifest
         SWITCHES.inc()
-        log.info("model switched", previous=previous, model_version=self._version)
+        log.info(
+            "model switched", previous=previous.model_version, model_version=self.model_version
+        )
         return True
 
     @property
     def model_version(self) -> str:
-        return self._version
+        return self._manifest.model_version
 
     @property
     def settings(self) -> InferenceSettings:
@@ -155,7 +170,30 @@ class CellStainer:
 
     @property
     def review_threshold(self) -> float:
-        return self._threshold
+        return self.threshold(self._manifest)
+
+    def threshold(self, manifest: ServedManifest) -> float:
+        """The δ review threshold of cells stained by ``manifest``'s version."""
+        override = self._settings.review_threshold
+        return override if override is not None else manifest.review_threshold
+
+    def slide_versions(self, session: Session, slide_ids: Iterable[str]) -> dict[str, str]:
+        """The model version each slide is stained by: the current one's where it has a
+        prediction of it or none yet, else the version of its latest prediction."""
+        ids = list(slide_ids)
+        rows = session.exec(
+            select(Cell.slide_id, Prediction.model_version, func.max(Prediction.created_at))
+            .join(Prediction, col(Prediction.cell_id) == col(Cell.id))
+            .where(col(Cell.slide_id).in_(ids))
+            .group_by(col(Cell.slide_id), col(Prediction.model_version))
+        ).all()
+        current = self.model_version
+        begun = {slide_id for slide_id, version, _ in rows if version == current}
+        versions = dict.fromkeys(ids, current)
+        for slide_id, version, _ in sorted(rows, key=lambda row: row[2]):
+            if slide_id not in begun:
+                versions[slide_id] = version  # the latest one wins
+        return versions
 
     def stain(self, session: Session, slide_id: str, cell_ids: Sequence[str]) -> list[str]:
         """Predict every cell of ``cell_ids`` not yet predicted; return the new ones' ids."""
@@ -177,27 +215,71 @@ class CellStainer:
                 FROZEN.inc(len(cell_ids))
                 continue
             cells.update((c.id, c) for c in self._cells(session, slide_id, cell_ids))
+        versions = self.slide_versions(session, {c.slide_id for c in cells.values()})
+        groups: dict[str, list[Cell]] = {}
+        for cell in cells.values():
+            groups.setdefault(versions[cell.slide_id], []).append(cell)
+        stained: dict[str, list[str]] = {}
+        for version, group in groups.items():
+            manifest = self._served.get(version)
+            if manifest is not None and (version == self.model_version or self._serves(manifest)):
+                try:
+                    _merge(stained, self._stain_group(session, manifest, group))
+                    continue
+                except VersionRetired:
+                    pass  # unloaded meanwhile: the slides start again on the current version
+            restained = self._restain(session, version, group)
+            for slide_id in {c.slide_id for c in restained}:
+                versions[slide_id] = self.model_version
+            _merge(stained, self._stain_group(session, self._manifest, restained))
+        for slide_id, ids in stained.items():
+            payload = CellsStained(
+                slide_id=slide_id, model_version=versions[slide_id], cell_ids=ids
+            )
+            add_event(session, Envelope.wrap(payload, key=slide_id))
+        return stained
+
+    def _serves(self, manifest: ServedManifest) -> bool:
+        """Whether ``manifest``'s version can still be asked for: served, or the server
+        is down altogether (then the stage waits for it as for the current version)."""
+        return self._inference.ready(manifest) or not self._inference.ready()
+
+    def _restain(self, session: Session, version: str, cells: list[Cell]) -> list[Cell]:
+        """Every cell of the slides begun with ``version`` (no longer served), to stain
+        again with the current version."""
+        slide_ids = sorted({c.slide_id for c in cells})
+        log.warning(
+            "slides begun with a version no longer served, stained again whole",
+            slides=slide_ids,
+            model_version=version,
+            current=self.model_version,
+        )
+        RESTAINED.inc(len(slide_ids))
+        every = session.exec(select(Cell).where(col(Cell.slide_id).in_(slide_ids))).all()
+        return list(every)
+
+    def _stain_group(
+        self, session: Session, manifest: ServedManifest, cells: list[Cell]
+    ) -> dict[str, list[str]]:
+        """Predict the ``cells`` not yet predicted by ``manifest``'s version; their ids
+        per slide."""
         done = set(
             session.exec(
                 select(Prediction.cell_id).where(
-                    col(Prediction.cell_id).in_(list(cells)),
-                    Prediction.model_version == self._version,
+                    col(Prediction.cell_id).in_([c.id for c in cells]),
+                    Prediction.model_version == manifest.model_version,
                 )
             ).all()
         )
-        todo = [c for c in cells.values() if c.id not in done]
-        size = self._inference.manifest.image_size
+        todo = [c for c in cells if c.id not in done]
         stained: dict[str, list[str]] = {}
         for start in range(0, len(todo), self._settings.max_batch):
             chunk = todo[start : start + self._settings.max_batch]
-            batch = np.stack([dic_unit(self._crop(c), size) for c in chunk])
-            outputs = self._infer(batch)
+            batch = np.stack([dic_unit(self._crop(c), manifest.image_size) for c in chunk])
+            outputs = self._infer(batch, manifest)
             for cell, output in zip(chunk, outputs, strict=True):
-                session.add(self._record(cell, output))
+                session.add(self._record(cell, output, manifest))
                 stained.setdefault(cell.slide_id, []).append(cell.id)
-        for slide_id, ids in stained.items():
-            payload = CellsStained(slide_id=slide_id, model_version=self._version, cell_ids=ids)
-            add_event(session, Envelope.wrap(payload, key=slide_id))
         return stained
 
     def _cells(self, session: Session, slide_id: str, cell_ids: Sequence[str]) -> list[Cell]:
@@ -221,13 +303,15 @@ class CellStainer:
         image = decode(stream, probe(stream))
         return image if image.ndim == 2 else image[..., 0]
 
-    def _infer(self, batch: np.ndarray) -> list[CellOutput]:
+    def _infer(self, batch: np.ndarray, manifest: ServedManifest) -> list[CellOutput]:
         wait = self._settings.retry_backoff_s
         while True:
             started = time.perf_counter()
             try:
-                outputs = self._inference.infer(batch)
+                outputs = self._inference.infer(batch, manifest)
             except InferenceUnavailable as exc:
+                if manifest != self._manifest and not self._serves(manifest):
+                    raise VersionRetired(manifest.model_version) from exc
                 UNAVAILABLE.inc()
                 log.warning("inference unavailable, waiting", error=str(exc), wait_s=wait)
                 if self._stop.wait(wait):
@@ -239,20 +323,20 @@ class CellStainer:
             BATCH_SECONDS.observe(time.perf_counter() - started)
             return outputs
 
-    def _record(self, cell: Cell, output: CellOutput) -> Prediction:
-        version = self._version.replace("/", "-")
+    def _record(self, cell: Cell, output: CellOutput, manifest: ServedManifest) -> Prediction:
+        version = manifest.model_version.replace("/", "-")
         base = f"{self._settings.stained_prefix}/{cell.slide_id}/{cell.id}/{version}"
         stain_key, heat_key = f"{base}/stained.png", f"{base}/heatmap.png"
         image = (output.stained * 255 + 0.5).astype(np.uint8)
         self._store.put(stain_key, encode_png(image), content_type="image/png")
         self._store.put(heat_key, heatmap_png(output.heatmap), content_type="image/png")
         predicted = output.predicted_class
-        flagged = output.delta < self._threshold or predicted in self._pathological
+        flagged = output.delta < self.threshold(manifest) or predicted in self._pathological
         status = ReviewStatus.NEEDS_REVIEW if flagged else ReviewStatus.PENDING
         CELLS.labels(status.value).inc()
         return Prediction(
             cell_id=cell.id,
-            model_version=self._version,
+            model_version=manifest.model_version,
             predicted_class=predicted,
             probabilities=output.probabilities,
             stain_key=stain_key,
@@ -261,6 +345,11 @@ class CellStainer:
             uncertainty=output.gamma,
             review_status=status,
         )
+
+
+def _merge(into: dict[str, list[str]], more: dict[str, list[str]]) -> None:
+    for slide_id, ids in more.items():
+        into.setdefault(slide_id, []).extend(ids)
 
 
 def _signed(session: Session, slide_ids: set[str]) -> set[str]:
@@ -345,8 +434,9 @@ class InferenceHandler:
             cells={slide: len(ids) for slide, ids in stained.items()},
         )
         session.flush()
+        versions = self._stainer.slide_versions(session, slides)
         for slide_id in slides:
-            complete_if_done(session, slide_id, self._stainer.model_version)
+            complete_if_done(session, slide_id, versions[slide_id])
 
 
 def inference_consumer(bus: EventBus, engine: Engine, stainer: CellStainer) -> Consumer:

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import shutil
 import threading
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 from sqlalchemy import Engine
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from stainless.core.config import ClinicalSettings, DatabaseSettings, InferenceSettings
 from stainless.core.db.engine import create_db_engine, session_scope
@@ -35,12 +38,15 @@ from stainless.core.events import (
 )
 from stainless.core.events.bus import HandlerInterrupted
 from stainless.core.inference.local import LocalInference
+from stainless.core.inference.manifest import read_manifest
 from stainless.core.inference.port import F32, CellOutput, InferenceUnavailable
 from stainless.core.storage.local import LocalObjectStore
 from stainless.domain.review import ReviewStatus
 from stainless.domain.served import ServedManifest
 from stainless.imaging.codecs import encode_png
 from stainless.stages.inference.stage import CellStainer, inference_consumer
+
+from ....support.repository import add_version
 
 FAST = InferenceSettings(max_batch=2, retry_backoff_s=0.01, retry_max_backoff_s=0.02)
 PATHOLOGICAL = ClinicalSettings().pathological_classes
@@ -56,14 +62,14 @@ class Flaky:
     def manifest(self) -> ServedManifest:
         return self.inner.manifest
 
-    def infer(self, batch: F32) -> list[CellOutput]:
+    def infer(self, batch: F32, manifest: ServedManifest | None = None) -> list[CellOutput]:
         self.calls += 1
         if self.calls <= self.failures:
             raise InferenceUnavailable("server down")
-        return self.inner.infer(batch)
+        return self.inner.infer(batch, manifest)
 
-    def ready(self) -> bool:
-        return self.calls >= self.failures
+    def ready(self, manifest: ServedManifest | None = None) -> bool:
+        return self.calls >= self.failures and self.inner.ready(manifest)
 
     def switch(self, manifest: ServedManifest) -> None:
         self.inner.switch(manifest)
@@ -82,10 +88,16 @@ class World:
 
 def _world(tmp_path: Path, sqlite_url: str, *, fields: int = 2, cells: int = 3) -> World:
     engine = create_db_engine(DatabaseSettings(url=sqlite_url))
-    store = LocalObjectStore(tmp_path / "store")
+    return _another_slide(
+        World(engine, LocalObjectStore(tmp_path / "store"), "", {}), fields, cells
+    )
+
+
+def _another_slide(world: World, fields: int = 2, cells: int = 3) -> World:
+    """A new slide of ``fields`` fields of ``cells`` cells in the world's database and store."""
     rng = np.random.default_rng(0)
-    with session_scope(engine) as session:
-        scanner = Scanner(name="s", key_prefix="p", key_hash="h")
+    with session_scope(world.engine) as session:
+        scanner = Scanner(name=f"s{uuid.uuid4().hex[:6]}", key_prefix="p", key_hash="h")
         session.add(scanner)
         session.flush()
         slide = Slide(scanner_id=scanner.id, external_id="e", patient_pseudonym="p")
@@ -108,7 +120,9 @@ def _world(tmp_path: Path, sqlite_url: str, *, fields: int = 2, cells: int = 3) 
             ids[index] = []
             for c in range(cells):
                 key = f"cells/{slide.id}/{index}/{c}/dic.png"
-                store.put(key, encode_png(rng.integers(0, 30000, (256, 256), dtype=np.uint16)))
+                world.store.put(
+                    key, encode_png(rng.integers(0, 30000, (256, 256), dtype=np.uint16))
+                )
                 cell = Cell(
                     slide_id=slide.id,
                     field_index=index,
@@ -123,7 +137,7 @@ def _world(tmp_path: Path, sqlite_url: str, *, fields: int = 2, cells: int = 3) 
                 session.flush()
                 ids[index].append(cell.id)
         slide_id = slide.id
-    return World(engine, store, slide_id, ids)
+    return World(world.engine, world.store, slide_id, ids)
 
 
 def _crop_field(world: World, index: int, bus: InMemoryBus) -> Envelope:
@@ -346,3 +360,76 @@ def test_events_gathered_together_share_one_round_trip(
         assert len(session.exec(select(Prediction)).all()) == 6
         assert session.get(Slide, world.slide_id).status is SlideStatus.COMPLETED  # type: ignore[union-attr]
     assert len(_events(world.engine, Topic.SLIDES_COMPLETED)) == 1
+
+
+def _versions(engine: Engine, slide_id: str) -> list[str]:
+    with Session(engine) as session:
+        rows = session.exec(
+            select(Prediction.model_version)
+            .join(Cell, col(Cell.id) == col(Prediction.cell_id))
+            .where(Cell.slide_id == slide_id)
+        ).all()
+    return sorted(rows)
+
+
+def test_a_slide_begun_before_a_promotion_finishes_on_its_version(
+    tmp_path: Path, sqlite_url: str, exported_repo: Path
+) -> None:
+    repo = tmp_path / "models"
+    shutil.copytree(exported_repo, repo)
+    world = _world(tmp_path, sqlite_url)
+    bus = InMemoryBus()
+    stainer = CellStainer(
+        store=world.store,
+        inference=LocalInference(repo),
+        settings=FAST.model_copy(update={"refresh_interval_s": 0.0}),
+        pathological_classes=PATHOLOGICAL,
+        repository=lambda: read_manifest(repo),
+    )
+    consumer = inference_consumer(bus, world.engine, stainer)
+    _upload_complete(world, bus)
+    _crop_field(world, 0, bus)
+    consumer.poll_once()
+    add_version(repo, 2)
+    later = _another_slide(world, fields=1)
+    _crop_field(later, 0, bus)
+    _crop_field(world, 1, bus)  # the first slide's second field, after the switch
+    consumer.poll_once()
+    assert stainer.model_version == "mtmd-tiny/2"
+    assert _versions(world.engine, world.slide_id) == ["mtmd-tiny/1"] * 6
+    assert _versions(world.engine, later.slide_id) == ["mtmd-tiny/2"] * 3
+    (completed,) = _events(world.engine, Topic.SLIDES_COMPLETED)
+    assert completed.payload["slide_id"] == world.slide_id
+    stained = {
+        (e.payload["slide_id"], e.payload["model_version"])
+        for e in _events(world.engine, Topic.CELLS_STAINED)
+    }
+    assert stained == {(world.slide_id, "mtmd-tiny/1"), (later.slide_id, "mtmd-tiny/2")}
+
+
+def test_a_slide_whose_version_is_no_longer_served_is_stained_again_whole(
+    tmp_path: Path, sqlite_url: str, exported_repo: Path
+) -> None:
+    repo = tmp_path / "models"
+    shutil.copytree(exported_repo, repo)
+    world = _world(tmp_path, sqlite_url)
+    bus = InMemoryBus()
+
+    def consumer() -> Any:
+        stainer = CellStainer(
+            store=world.store,
+            inference=LocalInference(repo),
+            settings=FAST,
+            pathological_classes=PATHOLOGICAL,
+        )
+        return inference_consumer(bus, world.engine, stainer)
+
+    _upload_complete(world, bus)
+    _crop_field(world, 0, bus)
+    consumer().poll_once()
+    add_version(repo, 2)  # and the process restarts: it serves version 2 only
+    _crop_field(world, 1, bus)
+    consumer().poll_once()
+    assert _versions(world.engine, world.slide_id) == ["mtmd-tiny/1"] * 3 + ["mtmd-tiny/2"] * 6
+    (completed,) = _events(world.engine, Topic.SLIDES_COMPLETED)
+    assert completed.payload["cell_count"] == 6
