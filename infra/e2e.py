@@ -32,6 +32,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -265,19 +266,24 @@ def _processes() -> dict[str, int]:
     return pids
 
 
-def _versions(config: dict[str, Any], slide_id: str) -> list[str]:
-    """The model version of each prediction of the slide's cells."""
+def _predictions(config: dict[str, Any], slide_id: str) -> list[Any]:
+    """Every prediction of the slide's cells: ``(cell_id, model_version)`` rows."""
     engine = create_engine(config["env"]["STAINLESS_DATABASE__URL"])
     with engine.connect() as connection:
         rows = connection.execute(
             text(
-                "SELECT prediction.model_version FROM prediction"
+                "SELECT prediction.cell_id, prediction.model_version FROM prediction"
                 " JOIN cell ON cell.id = prediction.cell_id WHERE cell.slide_id = :slide"
             ),
             {"slide": slide_id},
         ).all()
     engine.dispose()
-    return [row.model_version for row in rows]
+    return list(rows)
+
+
+def _versions(config: dict[str, Any], slide_id: str) -> list[str]:
+    """The model version of each prediction of the slide's cells."""
+    return [row.model_version for row in _predictions(config, slide_id)]
 
 
 def _metric(service: str, name: str) -> float:
@@ -398,18 +404,9 @@ def _check_results(config: dict[str, Any], event: SlideCompleted) -> None:
     cells = results.get(f"/v1/slides/{slide_id}/cells").json()
     check(slide["status"] == "completed", f"the results API shows the slide {slide['status']}")
     check(len(cells) == event.cell_count > 0, f"{len(cells)} cells, as the event says")
-    engine = create_engine(config["env"]["STAINLESS_DATABASE__URL"])
-    with engine.connect() as connection:
-        per_cell = connection.execute(
-            text(
-                "SELECT count(*) AS n FROM prediction JOIN cell ON cell.id = prediction.cell_id"
-                " WHERE cell.slide_id = :slide GROUP BY prediction.cell_id"
-            ),
-            {"slide": slide_id},
-        ).all()
-    engine.dispose()
+    per_cell = Counter(row.cell_id for row in _predictions(config, slide_id))
     check(
-        len(per_cell) == len(cells) and all(row.n == 1 for row in per_cell),
+        len(per_cell) == len(cells) and set(per_cell.values()) == {1},
         "every cell has exactly one prediction",
     )
     report = results.get(f"/v1/slides/{slide_id}/fhir")

@@ -303,15 +303,17 @@ def start_triton(
     models: tuple[str, ...] | None = None,
     state: Path = DEFAULT_STATE,
     name: str = "inference",
-    seed: int = 0,
+    seed: int | None = None,
     timeout_s: float = 120.0,
 ) -> InferenceServer:
     """Serve ``models`` (default: every model) of ``repository`` with the real Triton server,
     CPU only, python backend, ``--model-control-mode explicit``; wait until all are ready.
 
     The python backend's stub runs ``model.py`` with .venv-triton's ``python3`` (first on
-    PATH) and needs that Python's shared library (LD_LIBRARY_PATH); ``seed`` seeds the noise
-    of every request (``STAINLESS_NOISE_SEED``), as the in-process adapter does. Raises:
+    PATH) and needs that Python's shared library (LD_LIBRARY_PATH). ``seed`` seeds the noise
+    of every request (``STAINLESS_NOISE_SEED``), as the in-process adapter does, for tests
+    that compare the two; the confidence head then runs each request alone. Without it
+    (``make up``) requests are batched as a production server batches them. Raises:
         InfraError: a port is taken, the server is not installed, or it did not start
             (the message ends with its log).
     """
@@ -328,7 +330,7 @@ def start_triton(
         text=True,
     ).stdout.strip()
     env = {
-        "STAINLESS_NOISE_SEED": str(seed),  # model.py: seeded noise, as the local adapter
+        **({} if seed is None else {"STAINLESS_NOISE_SEED": str(seed)}),  # see model.py
         "PATH": os.pathsep.join((str(python.parent), os.environ.get("PATH", ""))),
         "LD_LIBRARY_PATH": os.pathsep.join((libdir, str(home.parents[1] / "nvidia_pytriton.libs"))),
     }

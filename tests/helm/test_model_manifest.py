@@ -1,14 +1,16 @@
-"""The inference pod's init container, run for real against an S3 server (moto).
+"""The inference service reads the served manifest where Triton reads its repository.
 
-The Triton adapter needs the served repository's ``stainless.json`` locally; the chart's
-init container fetches it from the bucket Triton reads. Its script runs here with the
-environment the pod would get (the rendered ConfigMap, Secret and container env).
+The chart points the inference service at ``<triton.modelRepository.prefix>/stainless.json``
+in the object store; the service's manifest reader runs here with the settings the pod
+would get (the rendered ConfigMap and the inference workload's Secret) against an S3
+server (moto), and reads a promoted version's manifest at the next refresh: no init
+container, no restart. The inference workload's policy grants reading that one object.
 """
 
 from __future__ import annotations
 
-import io
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Callable
@@ -16,53 +18,85 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from minio import Minio
+
+from stainless.core.config import Settings
+from stainless.core.storage import create_store
+from stainless.domain.served import ManifestError, ServedManifest
+from stainless.stages.inference.service import manifest_reader
 
 pytestmark = pytest.mark.integration
 
+VALUES = {
+    "objectStore.aws": "false",
+    "objectStore.secure": "false",
+    "objectStore.bucket": "stainless-helm",
+    "objectStore.accessKey": "helm-access",
+    "objectStore.secretKey": "helm-secret-key",
+    "triton.modelRepository.prefix": "served/models",
+}
 
-def test_init_container_fetches_the_manifest_triton_serves(
-    render: Callable[..., list[dict[str, Any]]], s3_endpoint: str, tmp_path: Path
+
+def _args(values: dict[str, str]) -> list[str]:
+    return [a for k, v in values.items() for a in ("--set", f"{k}={v}")]
+
+
+def test_the_inference_service_reads_the_manifest_triton_serves(
+    render: Callable[..., list[dict[str, Any]]],
+    s3_endpoint: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    values = {
-        "objectStore.endpoint": s3_endpoint,
-        "objectStore.aws": "false",
-        "objectStore.secure": "false",
-        "objectStore.bucket": "stainless-helm",
-        "objectStore.accessKey": "helm-access",
-        "objectStore.secretKey": "helm-secret-key",
-        "triton.modelRepository.prefix": "served/models",
-    }
-    docs = render(*[a for k, v in values.items() for a in ("--set", f"{k}={v}")])
+    docs = render(*_args({**VALUES, "objectStore.endpoint": s3_endpoint}))
 
     def find(kind: str, name: str) -> dict[str, Any]:
         return next(d for d in docs if (d["kind"], d["metadata"]["name"]) == (kind, name))
 
     config = find("ConfigMap", "stainless-settings")["data"]
-    secret = find("Secret", "stainless-triton-secrets")["stringData"]  # the store keys only
-    inference = find("Deployment", "stainless-inference")
-    (init,) = inference["spec"]["template"]["spec"]["initContainers"]
-    triton = find("Deployment", "stainless-triton")
-    repository = next(
-        a for a in triton["spec"]["template"]["spec"]["containers"][0]["args"] if "s3://" in a
+    secret = find("Secret", "stainless-inference-secrets")["stringData"]
+    pod = find("Deployment", "stainless-inference")["spec"]["template"]["spec"]
+    assert "initContainers" not in pod
+    assert config["STAINLESS_INFERENCE__MANIFEST_KEY"] == "served/models/stainless.json"
+    for name, value in {**config, **secret}.items():
+        monkeypatch.setenv(name, str(value))
+    settings = Settings()  # as the pod reads them
+    store = create_store(settings.store.model_copy(update={"create_bucket": True}))
+    read = manifest_reader(settings.inference, store)
+    with pytest.raises(ManifestError, match=r"served/models/stainless\.json is missing"):
+        read()
+    first = ServedManifest(
+        name="mtmd-v",
+        version=7,
+        image_size=64,
+        classes=("NEU", "LYM"),
+        k=4,
+        alpha=3.0,
+        review_threshold=0.5,
     )
-    assert repository.endswith(f"s3://http://{s3_endpoint}/stainless-helm/served/models")
+    store.put("served/models/stainless.json", first.model_dump_json().encode())
+    assert read() == first
+    promoted = first.model_copy(update={"version": 8})
+    store.put("served/models/stainless.json", promoted.model_dump_json().encode())
+    assert read() == promoted
 
-    manifest = {"model_version": "mtmd-v7", "classes": ["NEU", "LYM"]}
-    client = Minio(s3_endpoint, access_key="helm-access", secret_key="x", secure=False)
-    client.make_bucket("stainless-helm")
-    body = json.dumps(manifest).encode()
-    client.put_object("stainless-helm", "served/models/stainless.json", io.BytesIO(body), len(body))
-
-    env = {**config, **secret, **{e["name"]: e["value"] for e in init["env"] if "value" in e}}
-    env["STAINLESS_INFERENCE__MODEL_REPOSITORY"] = str(tmp_path)  # /models in the pod
     done = subprocess.run(
-        [sys.executable, "-c", init["args"][0]],
-        env=env,
+        [str(Path(sys.executable).parent / "stainless"), "store", "policies"],
+        env={**os.environ},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    statements = json.loads(done.stdout)["inference"]["Statement"]
+    readable = {r for s in statements if "s3:GetObject" in s["Action"] for r in s["Resource"]}
+    assert "arn:aws:s3:::stainless-helm/served/models/stainless.json" in readable
+
+
+def test_a_model_repository_in_another_bucket_is_refused(helm: Path) -> None:
+    chart = Path(__file__).parents[2] / "helm" / "stainless"
+    values = {**VALUES, "triton.modelRepository.bucket": "elsewhere"}
+    done = subprocess.run(
+        [str(helm), "template", "s", str(chart), *_args(values)],
         capture_output=True,
         text=True,
         check=False,
-        timeout=60,
     )
-    assert done.returncode == 0, done.stderr
-    assert json.loads((tmp_path / "stainless.json").read_text()) == manifest
+    assert done.returncode != 0
+    assert "must be objectStore.bucket (stainless-helm) or empty" in done.stderr

@@ -191,13 +191,30 @@ def test_a_service_does_not_start_against_a_server_serving_another_model(
     )
     with pytest.raises(ServedModelMismatch, match="STAINLESS_INFERENCE__MAX_BATCH"):
         create_inference(settings)
-    # A server that does not answer yet is checked by nobody: the service starts and waits.
+    # A server that does not answer yet is checked when it first does: the service starts
+    # and waits; a mismatch found then keeps it not ready, its requests unavailable.
     down = settings.model_copy(update={"url": f"127.0.0.1:{_closed_port()}", "timeout_s": 1.0})
     adapter = create_inference(down)
     try:
         assert not adapter.ready()
     finally:
         adapter.close()
+    triton_server.stop()
+    try:
+        late = create_inference(settings.model_copy(update={"timeout_s": 2.0}))
+        fits = create_inference(settings.model_copy(update={"max_batch": 8, "timeout_s": 2.0}))
+    finally:
+        triton_server.start()
+    try:
+        deadline = time.monotonic() + 10  # gRPC reconnects within its 2 s backoff
+        while not fits.ready() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert fits.ready() and not late.ready()
+        with pytest.raises(InferenceUnavailable, match="STAINLESS_INFERENCE__MAX_BATCH"):
+            late.infer(_batch(1, late.manifest.image_size))
+    finally:
+        late.close()
+        fits.close()
 
 
 def _closed_port() -> int:

@@ -192,6 +192,46 @@ def bench_confidence(
     emit("confidence", result, as_json)
 
 
+@bench_app.command("triton")
+def bench_triton(
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    cells: Annotated[int, typer.Option(min=1, help="Cells in each phase.")] = 64,
+    clients: Annotated[int, typer.Option(min=2, help="Concurrent clients.")] = 8,
+    model: Annotated[str | None, typer.Option(help="Served model (default: the setting).")] = None,
+    url: Annotated[
+        str | None, typer.Option(help="Triton gRPC host:port (default: the setting).")
+    ] = None,
+) -> None:
+    """Triton's dynamic batching: concurrent clients beside the same cells one by one."""
+    from stainless.bench.triton import BenchSetupError, run_triton_bench
+    from stainless.core.inference.manifest import read_manifest
+    from stainless.core.inference.port import InferenceRejected, InferenceUnavailable
+    from stainless.core.inference.triton import TritonClient
+    from stainless.domain.served import ManifestError
+
+    settings = _settings().inference
+    name, repository = model or settings.model_name, Path(settings.model_repository)
+    try:
+        version = str(read_manifest(repository).version)
+        client = TritonClient(url or settings.url, timeout_s=settings.timeout_s)
+    except (ManifestError, ValueError) as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    if not (repository / name / version).is_dir():
+        version = ""  # not one of the manifest's models: the server's latest version
+    try:
+        with progress(f"{name}: cells one by one, then {clients} clients", 2 * cells) as step:
+            result = run_triton_bench(
+                client, model=name, version=version, cells=cells, clients=clients, on_step=step
+            )
+    except (BenchSetupError, InferenceUnavailable, InferenceRejected) as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    finally:
+        client.close()
+    emit("triton", result, as_json)
+
+
 @bench_app.command("pipeline")
 def bench_pipeline(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,

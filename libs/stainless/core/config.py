@@ -200,6 +200,15 @@ class InferenceSettings(ModelServerSettings):
         pattern=r"^[a-z0-9-]+$",
         description="Object-store prefix of stained crops and heat maps.",
     )
+    manifest_key: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9._\-=+/]+/stainless\.json$",
+        description=(
+            "Object key of the served repository's stainless.json where Triton reads its "
+            "repository from the object store (e.g. models/stainless.json): the inference "
+            "service then reads the manifest there, at start and at every refresh."
+        ),
+    )
     max_batch: int = Field(default=16, ge=1, description="Most cells in one inference request.")
     max_events: int = Field(
         default=16, ge=1, description="Most cells.cropped events gathered into one round."

@@ -12,6 +12,10 @@ Before serving, :meth:`TritonInference.verify` reads the model's configuration f
 server (Triton's model-configuration extension) and compares it with the repository's
 manifest and the stage's micro-batch: a server serving another model shape is refused
 with every difference named (:class:`ServedModelMismatch`), not discovered cell by cell.
+A server that does not answer yet is checked when it first does (:meth:`verify_later`):
+until the mismatch is fixed the adapter is not ready and every request is unavailable,
+so the stage waits and loses nothing. A promoted version is checked the same way before
+the adapter switches to it.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+import structlog
 
 from stainless.core.config import TritonProtocol
 from stainless.core.inference.port import (
@@ -36,6 +41,8 @@ from stainless.core.inference.port import (
     unpack_outputs,
 )
 from stainless.domain.served import ServedManifest
+
+log = structlog.get_logger(__name__)
 
 # Statuses that say the request is wrong (retrying it will not help).
 _REJECTED_GRPC = frozenset(
@@ -351,12 +358,18 @@ class TritonInference:
         self._model = model_name
         self._version = str(manifest.version)
         self._lock = threading.Lock()
+        self._max_batch: int | None = None  # the micro-batch checked against, once known
+        self._pending = False  # a check waits for the server to answer
+        self._problem: str | None = None  # the mismatch found by a late check
 
     @property
     def manifest(self) -> ServedManifest:
         return self._manifest
 
     def infer(self, batch: F32, manifest: ServedManifest | None = None) -> list[CellOutput]:
+        self._check_late()
+        if self._problem is not None:
+            raise InferenceUnavailable(self._problem)
         manifest = manifest or self._manifest
         x = pack_input(batch, manifest)
         outputs = self._server.infer(self._model, str(manifest.version), x, OUTPUT_NAMES)
@@ -365,23 +378,46 @@ class TritonInference:
     def ready(self, manifest: ServedManifest | None = None) -> bool:
         """Whether the server is live and serves the model's current version (or
         ``manifest``'s) now; False when it cannot be reached."""
+        self._check_late()
+        if self._problem is not None:
+            return False
         version = self._version if manifest is None else str(manifest.version)
         return self._server.ready(self._model, version)
 
-    def verify(self, max_batch: int) -> None:
-        """Compare the served model's configuration with the manifest and ``max_batch``.
+    def verify(self, max_batch: int, manifest: ServedManifest | None = None) -> None:
+        """Compare the served model's configuration (of ``manifest``'s version, default the
+        current one) with the manifest and ``max_batch``.
 
         Raises:
             ServedModelMismatch: they differ; the message names every difference.
             InferenceUnavailable: the server cannot be asked now.
         """
-        config = self._server.model_config(self._model, self._version)
-        problems = config_problems(config, self._manifest, max_batch=max_batch)
+        self._max_batch = max_batch
+        manifest = manifest or self._manifest
+        version = str(manifest.version)
+        config = self._server.model_config(self._model, version)
+        problems = config_problems(config, manifest, max_batch=max_batch)
         if problems:
             raise ServedModelMismatch(
-                f"{self._server.where(self._model, self._version)} does not serve what "
-                f"{self._manifest.name}/{self._manifest.version} needs: " + "; ".join(problems)
+                f"{self._server.where(self._model, version)} does not serve what "
+                f"{manifest.model_version} needs: " + "; ".join(problems)
             )
+
+    def verify_later(self, max_batch: int) -> None:
+        """:meth:`verify` once the server answers (it does not yet)."""
+        self._max_batch, self._pending = max_batch, True
+
+    def _check_late(self) -> None:
+        if not self._pending or self._max_batch is None:
+            return
+        try:
+            self.verify(self._max_batch)
+        except InferenceUnavailable:
+            return  # still not answering: checked at the next call
+        except ServedModelMismatch as exc:
+            self._problem = str(exc)
+            log.error("inference.served_model_mismatch", reason=self._problem)
+        self._pending = False
 
     def statistics(self) -> dict[str, Any]:
         """The server's statistics of the served model, every version loaded."""
@@ -394,6 +430,11 @@ class TritonInference:
         """
         version = str(manifest.version)
         self._server.load(self._model, version)
+        if self._max_batch is not None:
+            try:
+                self.verify(self._max_batch, manifest)
+            except ServedModelMismatch as exc:
+                raise InferenceUnavailable(f"not switching: {exc}") from exc
         with self._lock:
             self._manifest, self._version = manifest, version
 

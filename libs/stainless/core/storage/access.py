@@ -6,7 +6,8 @@ policies follow a configured ``raw_prefix`` or ``crops_prefix``:
 ==============  =====================================================================
 ingestion       reads, writes and deletes uploads (``raw/``)
 registration    reads uploads, writes crops (``cells/``); the Celery worker alike
-inference       reads crops, writes stained crops and heat maps (``stained/``)
+inference       reads crops, writes stained crops and heat maps (``stained/``); reads
+                the served manifest where Triton's repository is in the store
 results         reads crops, stained crops and dataset snapshots (``datasets/``)
 training        reads crops and snapshots; reads and writes ``models/`` and Ray's
                 checkpoints; the trainer alike (it may run jobs on a Ray cluster)
@@ -38,6 +39,11 @@ class Access(Flag):
 class Grant:
     prefix: str  # without a trailing slash
     access: Access
+    exact: bool = False  # the one object named ``prefix``, not the keys under it
+
+    @property
+    def resource(self) -> str:
+        return self.prefix if self.exact else f"{self.prefix}/*"
 
 
 _ACTIONS = {
@@ -52,6 +58,7 @@ def grants(settings: Settings) -> dict[str, tuple[Grant, ...]]:
     raw = settings.ingestion.raw_prefix
     cells = settings.registration.crops_prefix
     stained = settings.inference.stained_prefix
+    manifest = settings.inference.manifest_key
     checkpoints = validate_prefix(settings.ray.storage.strip("/"))
     read, write = Access.READ, Access.WRITE
     registration = (Grant(raw, read), Grant(cells, write))
@@ -65,7 +72,11 @@ def grants(settings: Settings) -> dict[str, tuple[Grant, ...]]:
         "ingestion": (Grant(raw, read | write | Access.DELETE),),
         "registration": registration,
         "worker": registration,
-        "inference": (Grant(cells, read), Grant(stained, write)),
+        "inference": (
+            Grant(cells, read),
+            Grant(stained, write),
+            *([Grant(manifest, read, exact=True)] if manifest else []),
+        ),
         "results": (Grant(cells, read), Grant(stained, read), Grant(DATASETS_PREFIX, read)),
         "trainer": training,
         "training": training,
@@ -86,15 +97,17 @@ def policy_document(bucket: str, workload_grants: tuple[Grant, ...]) -> dict[str
             "Condition": {
                 "StringLike": {
                     "s3:prefix": [
-                        f"{g.prefix}/*" for g in workload_grants if Access.READ in g.access
+                        g.resource
+                        for g in workload_grants
+                        if Access.READ in g.access and not g.exact
                     ]
                 }
             },
         },
     ]
     for access, actions in _ACTIONS.items():
-        prefixes = [g.prefix for g in workload_grants if access in g.access]
-        if prefixes:
-            resources = [f"{bucket_arn}/{prefix}/*" for prefix in prefixes]
+        granted = [g.resource for g in workload_grants if access in g.access]
+        if granted:
+            resources = [f"{bucket_arn}/{resource}" for resource in granted]
             statements.append({"Effect": "Allow", "Action": actions, "Resource": resources})
     return {"Version": "2012-10-17", "Statement": statements}

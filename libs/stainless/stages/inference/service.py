@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from prometheus_client import REGISTRY
@@ -24,10 +25,11 @@ from stainless.core.inference.statistics import TritonStatisticsCollector
 from stainless.core.inference.triton import TritonInference
 from stainless.core.observability import HealthServer, create_health_app
 from stainless.core.runners import Service, connect
-from stainless.core.storage import create_store
+from stainless.core.storage import ObjectStore, create_store
+from stainless.domain.served import ManifestError, ServedManifest, parse_manifest
 from stainless.stages.inference.stage import CellStainer, inference_consumer
 
-__all__ = ["InferenceServiceSettings", "build"]
+__all__ = ["InferenceServiceSettings", "build", "manifest_reader"]
 
 
 class InferenceServiceSettings(ProcessSettings):
@@ -38,6 +40,32 @@ class InferenceServiceSettings(ProcessSettings):
     bus: BusSettings = BusSettings()
     inference: InferenceSettings = InferenceSettings()
     clinical: ClinicalSettings = ClinicalSettings()
+
+
+def manifest_reader(
+    settings: InferenceSettings, store: ObjectStore
+) -> Callable[[], ServedManifest]:
+    """Reads the served manifest: from the object store at ``manifest_key`` (where Triton
+    reads its repository), else from the local ``model_repository``.
+
+    The reader raises :class:`ManifestError` when the manifest is missing or invalid."""
+    key = settings.manifest_key
+    if key is None:
+        repository = Path(settings.model_repository)
+        return lambda: read_manifest(repository)
+
+    def read() -> ServedManifest:
+        try:
+            data = store.get(key)
+        except KeyError:
+            raise ManifestError(
+                f"{key} is missing in the object store: promote a model with --mirror"
+            ) from None
+        except Exception as exc:  # a store outage: the stage keeps the current model
+            raise ManifestError(f"{key} cannot be read from the object store: {exc}") from exc
+        return parse_manifest(data, source=key)
+
+    return read
 
 
 def build(
@@ -52,15 +80,18 @@ def build(
     ports = connect(
         settings.database, settings.bus, client_id="stainless-inference", engine=engine, bus=bus
     )
-    inference = create_inference(settings.inference)
-    repository = Path(settings.inference.model_repository)
+    store = create_store(settings.store)
+    manifest = manifest_reader(settings.inference, store)
+    inference = create_inference(
+        settings.inference, manifest() if settings.inference.manifest_key else None
+    )
     stainer = CellStainer(
-        store=create_store(settings.store),
+        store=store,
         inference=inference,
         settings=settings.inference,
         pathological_classes=settings.clinical.pathological_classes,
         stop=stop,
-        repository=lambda: read_manifest(repository),
+        repository=manifest,
     )
     consumer = inference_consumer(ports.bus, ports.engine, stainer)
     collector = None

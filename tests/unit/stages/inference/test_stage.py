@@ -372,11 +372,17 @@ def _versions(engine: Engine, slide_id: str) -> list[str]:
     return sorted(rows)
 
 
+@pytest.fixture
+def repo(tmp_path: Path, exported_repo: Path) -> Path:
+    """A copy of the exported repository, to promote versions into."""
+    copy = tmp_path / "models"
+    shutil.copytree(exported_repo, copy)
+    return copy
+
+
 def test_a_slide_begun_before_a_promotion_finishes_on_its_version(
-    tmp_path: Path, sqlite_url: str, exported_repo: Path
+    tmp_path: Path, sqlite_url: str, repo: Path
 ) -> None:
-    repo = tmp_path / "models"
-    shutil.copytree(exported_repo, repo)
     world = _world(tmp_path, sqlite_url)
     bus = InMemoryBus()
     stainer = CellStainer(
@@ -408,10 +414,8 @@ def test_a_slide_begun_before_a_promotion_finishes_on_its_version(
 
 
 def test_a_slide_whose_version_is_no_longer_served_is_stained_again_whole(
-    tmp_path: Path, sqlite_url: str, exported_repo: Path
+    tmp_path: Path, sqlite_url: str, repo: Path
 ) -> None:
-    repo = tmp_path / "models"
-    shutil.copytree(exported_repo, repo)
     world = _world(tmp_path, sqlite_url)
     bus = InMemoryBus()
 
