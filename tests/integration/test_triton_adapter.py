@@ -72,7 +72,7 @@ def client(
 
 def test_same_outputs_as_the_local_adapter(client: TritonInference, local: LocalInference) -> None:
     assert client.ready()
-    batch = _batch(5, client.manifest.image_size)
+    batch = _batch(7, client.manifest.image_size)
     _assert_same(client.infer(batch), local.infer(batch))
     # The noise is seeded per request: the same batch gives the same δ again.
     _assert_same(client.infer(batch), local.infer(batch))
