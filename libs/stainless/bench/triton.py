@@ -30,6 +30,7 @@ from stainless.core.inference.statistics import ModelStatistics, parse_statistic
 from stainless.core.inference.triton import TritonClient
 
 WARM_UP = 4  # requests before the measured ones (the model's first calls are slower)
+STATISTICS_WAIT_S = 2.0  # for the server's statistics to count the last requests
 
 
 class BenchSetupError(ValueError):
@@ -61,6 +62,10 @@ def _formed(before: ModelStatistics | None, after: ModelStatistics | None) -> di
     return {str(size): n for size, n in sorted(formed.items()) if n > 0}
 
 
+def _cells(formed: dict[str, int]) -> int:
+    return sum(int(size) * n for size, n in formed.items())
+
+
 def _phase(
     client: TritonClient,
     model: str,
@@ -88,6 +93,10 @@ def _phase(
             list(pool.map(send, cells))
     seconds = time.perf_counter() - started
     formed = _formed(before, _statistics(client, model, version))
+    deadline = time.monotonic() + STATISTICS_WAIT_S
+    while _cells(formed) < len(cells) and time.monotonic() < deadline:
+        time.sleep(0.05)  # the server counts a request just after answering it
+        formed = _formed(before, _statistics(client, model, version))
     executions = sum(formed.values())
     p50, p95 = np.percentile(np.array(latencies) * 1000, [50, 95])
     return {
