@@ -81,11 +81,11 @@ def bench_detection(
 
 def _robustness_table(result: dict[str, Any], detector: str) -> Table:
     """One row per grid cell of one detector; missed targets in red."""
-    from stainless.bench.robustness import TABLE_COLUMNS, TARGETS
+    from stainless.bench.robustness import TABLE_COLUMNS, TARGETS, robustness_verdict
 
     targets = {t.metric: t for t in TARGETS}
     report = result["detectors"][detector]
-    verdict = "all targets met" if report["all_targets_met"] else "targets missed"
+    verdict = robustness_verdict(report)
     table = Table(
         title=f"robustness ({detector}, seed {result['seed']}, "
         f"{result['fields_per_cell']} field(s) per cell): {verdict}"

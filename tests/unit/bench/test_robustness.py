@@ -109,12 +109,19 @@ def test_result_structure_and_metric_ranges(result: dict[str, Any]) -> None:
 def test_summary_lists_exactly_the_cells_that_miss_a_target(result: dict[str, Any]) -> None:
     report = result["detectors"]["classical"]
     cells = report["cells"]
+    targets = {t.metric: t for t in TARGETS}
     assert result["failing"] == report["failing"]
     assert set(report["failing"]) == {t.metric for t in TARGETS}
     for target in TARGETS:
         missed = [c["name"] for c in cells if not target.met(c[target.metric])]
         assert report["failing"][target.metric] == missed, target.metric
     assert result["all_targets_met"] is (not any(report["failing"].values()))
+    surely = report["failing_beyond_doubt"]
+    assert set(surely) == {t.metric for t in TARGETS if t.op == ">="}
+    for metric, names in surely.items():
+        assert set(names) <= set(report["failing"][metric]), metric
+        lows = [c["name"] for c in cells if c[f"{metric}_ci"][1] < targets[metric].threshold]
+        assert names == lows, metric
 
 
 def test_reference_acquisition_meets_the_detection_targets(result: dict[str, Any]) -> None:
@@ -134,6 +141,8 @@ def test_blind_detector_fails_recall() -> None:
     assert cell["bf_precision"] == 1.0  # no detections, nothing false
     assert found["failing"]["bf_recall"] == ["reference"]
     assert found["failing"]["dic_recall"] == ["reference"]
+    assert found["failing_beyond_doubt"]["dic_recall"] == ["reference"]  # 0 of n found
+    assert cell["dic_recall_ci"][1] < 0.9
     assert found["all_targets_met"] is False
     png = render_robustness_table(found)
     image = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR)
