@@ -1,8 +1,9 @@
 """Triton adapter: one KServe v2 request per micro-batch, over gRPC (default) or HTTP.
 
-Only the calls every v2 server implements are used (server live, model ready and infer);
-the tests run it against the real Triton server. Over HTTP the tensors travel as JSON
-(``binary_data=False``), which every v2 server reads.
+Inference uses the calls every v2 server implements (server live, model ready and
+infer); configuration, statistics and repository control are Triton's own extensions.
+The tests run it against the real Triton server. Over HTTP the tensors travel in
+Triton's binary tensor extension (``binary_data=True``), not as JSON numbers.
 
 Errors are mapped onto the port: a server that is down, slow, not ready or without the
 model raises :class:`InferenceUnavailable` (retry later); a request the server refuses
@@ -182,12 +183,12 @@ class TritonClient:
         import tritonclient.http as httpclient
 
         tensor = httpclient.InferInput(INPUT_NAME, list(x.shape), "FP32")
-        tensor.set_data_from_numpy(x, binary_data=False)
+        tensor.set_data_from_numpy(x, binary_data=True)
         return client.infer(
             model,
             [tensor],
             model_version=version,
-            outputs=[httpclient.InferRequestedOutput(name, binary_data=False) for name in outputs],
+            outputs=[httpclient.InferRequestedOutput(name, binary_data=True) for name in outputs],
         )
 
     def ready(self, model: str, version: str) -> bool:

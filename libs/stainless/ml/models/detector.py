@@ -736,7 +736,7 @@ class LearnedDetector:
         )
         scale = image_scale(image.shape, prepared.shape)
         padded = pad_to_multiple(prepared)
-        out = np.asarray(self.run(padded[None]), np.float32)
+        out = np.array(self.run(padded[None]), np.float32)  # a writable copy (gRPC: read-only)
         height, width = (side // self.config.stride for side in padded.shape[1:])
         if out.shape != (1, SERVED_MAPS, height, width):
             raise ValueError(
