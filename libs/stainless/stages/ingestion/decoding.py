@@ -35,13 +35,29 @@ _WORKING_COPIES = 4  # decoded pixels, the decoder's buffers, the re-encoding
 _SLACK = 64 * 2**20
 
 
-def _single_threaded() -> None:
-    """Worker initializer: one thread per library (each thread reserves address space)."""
+def _prepare_worker() -> None:
+    """Worker initializer: one thread per library (each thread reserves address space),
+    then one small decode of each format outside the cap, so that what the decoders set up
+    on first use (lazily loaded codec libraries, the strip-decoding threads and their
+    malloc arenas) is part of what the worker holds at the start, not of an image's budget."""
     for variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[variable] = "1"
+    import io
+
     import cv2
+    import numpy as np
+    import tifffile
+
+    from stainless.imaging.codecs import canonical, decode, encode_png, probe
 
     cv2.setNumThreads(1)
+    tiff = io.BytesIO()
+    tile = np.zeros((64, 64), np.uint16)
+    tifffile.imwrite(tiff, tile, photometric="minisblack", compression="zlib", rowsperstrip=8)
+    for data in (tiff.getvalue(), encode_png(np.zeros((8, 8, 3), np.uint8))):
+        stream = io.BytesIO(data)
+        info = probe(stream)
+        canonical(decode(stream, info), info)
 
 
 def budget(info: ImageInfo, max_bytes: int) -> int:
@@ -88,7 +104,7 @@ class CappedDecoder:
         return ProcessPoolExecutor(
             max_workers=self._workers,
             mp_context=get_context("spawn"),  # never fork a threaded server
-            initializer=_single_threaded,
+            initializer=_prepare_worker,
         )
 
     def canonical(self, data: bytes, info: ImageInfo) -> bytes:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import struct
+import subprocess
+import sys
 import zlib
 
 import numpy as np
@@ -125,3 +127,38 @@ def test_a_png_whose_stream_runs_past_its_image_is_stored_as_its_pixels(
     except ImageRejected:
         return  # refused is as good as bounded
     assert pixels.shape == (height, width)
+
+
+GROWTH = """
+import io, sys
+import numpy as np, tifffile
+from stainless.imaging.codecs import canonical, decode, probe
+from stainless.stages.ingestion import decoding
+if sys.argv[1] == "prepared":
+    decoding._prepare_worker()
+field = (np.random.default_rng(0).random((1544, 2064)) * 30000).astype(np.uint16)
+buffer = io.BytesIO()
+tifffile.imwrite(buffer, field, compression="zlib", rowsperstrip=64)
+stream = io.BytesIO(buffer.getvalue())
+info = probe(stream)
+before = decoding._virtual_bytes()
+canonical(decode(stream, info), info)
+print(decoding._virtual_bytes() - before, decoding.budget(info, 2**40))
+"""
+
+
+def test_a_prepared_worker_decodes_its_first_field_within_the_budget() -> None:
+    # A fresh process grows its address space by far more than a field's budget on its
+    # first decode (codec libraries loaded lazily, the strip threads' malloc arenas): the
+    # worker does that once, outside the cap, so that the first upload is not refused.
+    def growth(mode: str) -> tuple[int, int]:
+        done = subprocess.run(
+            [sys.executable, "-c", GROWTH, mode], capture_output=True, text=True, check=True
+        )
+        grown, allowed = map(int, done.stdout.split())
+        return grown, allowed
+
+    grown, allowed = growth("prepared")
+    assert grown < allowed / 2
+    cold, _ = growth("cold")  # what the cap met before (about 150 MiB against 88)
+    assert cold > grown
