@@ -6,9 +6,12 @@ No lab's constants are assumed; each is estimated from the field:
   (a spatially varying flat field: lamp colour, exposure, vignetting, uneven light). The
   field is cut into blocks; in each block the bright end of every channel (the median of
   the pixels above the block's 80th percentile of brightness) is background wherever at
-  least a fifth of the block is free of cells. Blocks covered by cells read darker than a
-  smooth surface through the others (a polynomial of degree up to 4, refitted without
-  them): they take the surface's value; the grid is smoothed and interpolated back.
+  least a fifth of the block is free of cells. Blocks covered by cells read darker than
+  their neighbours predict (a local quadratic through the trusted blocks around each, in
+  log level, refitted without them): they take that prediction; the grid of block levels
+  is interpolated bilinearly and extrapolated linearly to the edges. A local surface
+  follows a steep fall-off into a corner (vignetting), where one polynomial over the
+  field swung by tens of percent.
 * ``optical_density``: ``OD = ln(background / I)`` per channel.
 * ``dominant_direction``: the unit OD direction that most stained pixels share. In a smear
   these are red cells (a monolayer covers 10-60% of the field, white cells a few %), so
@@ -69,62 +72,110 @@ def estimate_background(
     )
     small = np.asarray(resized, np.float32).reshape(resized.shape[0], resized.shape[1], channels)
     block = max(block_px // 4, 4)
-    first = _background_pass(small, block, relief)
+    first = _surface(_block_levels(small, block, relief), relief, shape=small.shape[:2])
+    # The second pass measures each block again on the field flattened by the first, brought
+    # back to the field's units by the first's mean over the block: an error of the first
+    # surface (where it had to be extrapolated) is not carried into the second.
     flattened = np.asarray(small / np.maximum(first, np.float32(1e-6)), np.float32)
-    coarse = np.asarray(first * _background_pass(flattened, block, relief), np.float32)
+    levels = _block_levels(flattened, block, relief) * _blocks(first, block).mean(axis=2)
+    coarse = _surface(levels, relief, shape=small.shape[:2])
     full = cv2.resize(coarse, (width, height), interpolation=cv2.INTER_LINEAR)
     return np.asarray(full, np.float32).reshape(height, width, channels)
 
 
-def _background_pass(values: F32, block_px: int, relief: bool) -> F32:
-    """One estimate of the flat field of an HxWxC float image (see ``estimate_background``)."""
+def _blocks(values: F32, block_px: int) -> F32:
+    """The field cut into blocks: ``rows x cols x pixels x C`` (the remainder at the bottom
+    and right edges left out)."""
     height, width, channels = values.shape
     rows, cols = max(height // block_px, 1), max(width // block_px, 1)
     bh, bw = height // rows, width // cols
-    blocks = (
+    return np.asarray(
         values[: rows * bh, : cols * bw]
         .reshape(rows, bh, cols, bw, channels)
         .transpose(0, 2, 1, 3, 4)
         .reshape(rows, cols, bh * bw, channels)
     )
+
+
+def _block_levels(values: F32, block_px: int, relief: bool) -> npt.NDArray[np.float64]:
+    """Each block's background level per channel: its median (relief), else the median of
+    its brightest fifth by mean over the channels."""
+    blocks = _blocks(values, block_px)
     if relief:
-        grid = np.median(blocks, axis=2).astype(np.float64)
-    else:  # the brightest fifth of each block, by mean over the channels
-        n = bh * bw
-        first = n - max(n // 5, 1)
-        brightest = np.argpartition(blocks.mean(axis=3), first, axis=2)[..., first:]
-        chosen = np.take_along_axis(blocks, brightest[..., None], axis=2)
-        grid = np.median(chosen, axis=2).astype(np.float64)
+        return np.median(blocks, axis=2).astype(np.float64)
+    n = blocks.shape[2]
+    first = n - max(n // 5, 1)
+    brightest = np.argpartition(blocks.mean(axis=3), first, axis=2)[..., first:]
+    chosen = np.take_along_axis(blocks, brightest[..., None], axis=2)
+    return np.median(chosen, axis=2).astype(np.float64)
+
+
+def _surface(grid: npt.NDArray[np.float64], relief: bool, *, shape: tuple[int, int]) -> F32:
+    """The flat field (``shape``, HxWxC) through the block levels ``grid`` (rows x cols x C).
+
+    Blocks covered by cells (``_uncovered_blocks``) take the level their trusted neighbours
+    predict (the global surface where none is near); the grid of block levels is then
+    interpolated, and extrapolated linearly from the outer block centres to the edges.
+    """
+    rows, cols, channels = grid.shape
+    height, width = shape
+    bh, bw = height // rows, width // cols
     centres_y = (np.arange(rows) + 0.5) * bh
     centres_x = (np.arange(cols) + 0.5) * bw
     trusted = _uncovered_blocks(
         grid.mean(axis=2), centres_y, centres_x, (height, width), two_sided=relief
     )
-    # The surface carries the shape to the field's edges (beyond the outer block centres);
-    # the trusted blocks' own ratio to it carries what the polynomial cannot follow.
-    step = 2
-    fine_y = np.arange(0, height, step, dtype=np.float64) + step / 2
-    fine_x = np.arange(0, width, step, dtype=np.float64) + step / 2
     planes = []
     for c in range(channels):
-        coef = _fit(grid[..., c], trusted, centres_y, centres_x, (height, width))
-        at_blocks = _evaluate(coef, centres_y, centres_x, (height, width))
-        ratio = np.where(trusted, grid[..., c] / np.maximum(at_blocks, 1e-6), 1.0)
-        ratio = (
-            cv2.GaussianBlur(ratio.astype(np.float32), (3, 3), 0.7)
-            if min(rows, cols) >= 3
-            else ratio
+        log_level = np.log(np.maximum(grid[..., c], 1e-6))
+        predicted, support = _local_fit(log_level, trusted, leave_out=False)
+        surface = _evaluate(
+            _fit(log_level, trusted, centres_y, centres_x, (height, width)),
+            centres_y,
+            centres_x,
+            (height, width),
         )
-        ratio_fine = cv2.resize(
-            np.asarray(ratio, np.float32),
-            (fine_x.size, fine_y.size),
+        fill = np.where(support > _MIN_SUPPORT, predicted, surface)
+        planes.append(np.exp(np.where(trusted, log_level, fill)))
+    levels = np.stack(planes, -1).astype(np.float32)
+    return _interpolate_blocks(levels, bh, bw, height, width)
+
+
+def _interpolate_blocks(levels: F32, bh: int, bw: int, height: int, width: int) -> F32:
+    """Bilinear interpolation of per-block levels (block centres at ``(i + 0.5) * bh``) to
+    every pixel, extrapolated linearly beyond the outer centres."""
+    padded = levels
+    if levels.shape[0] >= 2:
+        padded = np.concatenate(
+            [2 * padded[:1] - padded[1:2], padded, 2 * padded[-1:] - padded[-2:-1]], axis=0
+        )
+    else:
+        padded = np.concatenate([padded, padded, padded], axis=0)
+    if levels.shape[1] >= 2:
+        padded = np.concatenate(
+            [2 * padded[:, :1] - padded[:, 1:2], padded, 2 * padded[:, -1:] - padded[:, -2:-1]],
+            axis=1,
+        )
+    else:
+        padded = np.concatenate([padded, padded, padded], axis=1)
+    floor = np.float32(max(float(levels.min()), 1e-6) * 0.5)  # extrapolation stays positive
+    padded = np.maximum(padded, floor)
+    # pixel ``y`` (centre ``y + 0.5``) lies at grid index ``(y + 0.5) / bh - 0.5``, plus the pad
+    map_y = (np.arange(height, dtype=np.float32) + np.float32(0.5)) / np.float32(bh) + 0.5
+    map_x = (np.arange(width, dtype=np.float32) + np.float32(0.5)) / np.float32(bw) + 0.5
+    grid_x, grid_y = np.meshgrid(map_x, map_y)
+    channels = levels.shape[2]
+    planes = [
+        cv2.remap(
+            np.ascontiguousarray(padded[..., c]),
+            grid_x,
+            grid_y,
             interpolation=cv2.INTER_LINEAR,
+            borderMode=cv2.BORDER_REPLICATE,
         )
-        surface = _evaluate(coef, fine_y, fine_x, (height, width)).astype(np.float32)
-        planes.append(surface * ratio_fine)
-    coarse = np.stack(planes, -1)
-    full = cv2.resize(coarse, (width, height), interpolation=cv2.INTER_LINEAR)
-    return np.asarray(full, np.float32).reshape(height, width, channels)
+        for c in range(channels)
+    ]
+    return np.stack(planes, -1).astype(np.float32)
 
 
 def _terms(
@@ -188,24 +239,71 @@ def _uncovered_blocks(
     *,
     two_sided: bool = False,
 ) -> npt.NDArray[np.bool_]:
-    """Blocks whose level is background: not clearly off a robust surface.
+    """Blocks whose level is background: not clearly off what their neighbours predict.
 
     Blocks covered by cells read darker than the flat field (or, ``two_sided``, off it
-    either way); a polynomial surface is refitted without the blocks more than 2.5 robust
-    deviations off it until stable.
+    either way). Each block's log level is compared with a local quadratic surface through
+    its trusted neighbours (``_local_fit``, the block itself left out; the global polynomial
+    surface where too few neighbours are trusted); blocks more than 2.5 robust deviations
+    off it are distrusted, until stable. A local surface follows a steep fall-off
+    (vignetting at a corner) that one polynomial over the field cannot.
     """
     trusted = np.ones(brightness.shape, bool)
     if brightness.size < 4:
         return trusted
+    log_level = np.log(np.maximum(brightness, 1e-6))
     for _ in range(6):
-        fit = _evaluate(_fit(brightness, trusted, ys, xs, shape), ys, xs, shape)
-        relative = (brightness - fit) / np.maximum(fit, 1e-6)
-        spread = max(1.4826 * float(np.median(np.abs(relative[trusted]))), 0.004)
-        updated = (np.abs(relative) if two_sided else -relative) < 2.5 * spread
+        local, support = _local_fit(log_level, trusted)
+        surface = _evaluate(_fit(log_level, trusted, ys, xs, shape), ys, xs, shape)
+        deviation = log_level - np.where(support > _MIN_SUPPORT, local, surface)
+        spread = max(1.4826 * float(np.median(np.abs(deviation[trusted]))), 0.004)
+        updated = (np.abs(deviation) if two_sided else -deviation) < 2.5 * spread
         if updated.sum() < max(4, brightness.size // 4) or np.array_equal(updated, trusted):
             break
         trusted = updated
     return trusted
+
+
+_MIN_SUPPORT = 2.0
+"""Gaussian weight of trusted neighbours a local fit needs (a trusted neighbour at a
+distance of one block weighs 0.8, at two blocks 0.41)."""
+
+
+def _local_fit(
+    values: npt.NDArray[np.float64],
+    trusted: npt.NDArray[np.bool_],
+    *,
+    radius: int = 2,
+    sigma: float = 1.5,
+    leave_out: bool = True,
+    ridge: float = 0.05,
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """Each block's value predicted by a weighted quadratic through the trusted blocks of its
+    ``(2 radius + 1)^2`` neighbourhood (Gaussian weights, ``sigma`` in blocks; the block
+    itself left out with ``leave_out``), and the total weight of those blocks (its support).
+    The curvature terms carry a small ridge, so that a one-sided neighbourhood (a corner)
+    stays solvable."""
+    rows, cols = values.shape
+    offsets = np.arange(-radius, radius + 1, dtype=np.float64)
+    dy, dx = (a.ravel() for a in np.meshgrid(offsets, offsets, indexing="ij"))
+    design = np.stack([np.ones_like(dx), dx, dy, dx * dx, dx * dy, dy * dy], axis=1)
+    kernel = np.exp(-(dx**2 + dy**2) / (2 * sigma**2))
+    if leave_out:
+        kernel[dx.size // 2] = 0.0
+    size = 2 * radius + 1
+
+    def windows(array: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        padded = np.pad(array, radius)
+        view = np.lib.stride_tricks.sliding_window_view(padded, (size, size))
+        return view.reshape(rows, cols, size * size)
+
+    weight = windows(trusted.astype(np.float64)) * kernel
+    value = windows(np.where(trusted, values, 0.0))
+    normal = np.einsum("rck,ki,kj->rcij", weight, design, design)
+    normal += np.diag([1e-6, 1e-6, 1e-6, ridge, ridge, ridge])
+    rhs = np.einsum("rck,ki,rck->rci", weight, design, value)
+    coef = np.linalg.solve(normal, rhs[..., None])[..., 0]
+    return coef[..., 0], weight.sum(axis=2)
 
 
 def uneven_background(

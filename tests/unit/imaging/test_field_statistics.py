@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from stainless.domain.cells import MaskClass
-from stainless.imaging.acquisition import STAIN_SETS, StainProtocol
+from stainless.imaging.acquisition import STAIN_SETS, IlluminationConfig, StainProtocol
 from stainless.imaging.field_statistics import (
     FieldStatistics,
     UnreliableFieldError,
@@ -36,6 +36,24 @@ def test_background_follows_the_flat_field(acquisition: str) -> None:
     error = np.abs(np.log(field.bf[free].astype(np.float64) / background[free]))
     # Noise alone is ~1%; a constant background level would be off by up to 35% here.
     assert float(np.median(error)) < 0.03, acquisition
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_background_follows_steep_vignetting_into_the_corners(seed: int) -> None:
+    """Both modalities lit by a strong fall-off with uneven light: the estimate holds to
+    the corners, where one polynomial over the field swung by up to 90%."""
+    config = phantom_config(width=1024, height=768)
+    field = generate_field(config, field_rng(seed, 0, 0))
+    lamp = IlluminationConfig(vignetting=0.35, unevenness=0.05)
+    flat = lamp.flat_field(768, 1024, np.random.default_rng(seed))
+    for image, relief in ((field.bf, False), (field.dic, True)):
+        lit = image.astype(np.float32) * (flat if image.ndim == 2 else flat[..., None])
+        even = estimate_background(image, 64, relief=relief).mean(axis=2)
+        ratio = estimate_background(lit, 64, relief=relief).mean(axis=2) / (even * flat)
+        error = np.abs(np.log(ratio / np.median(ratio)))
+        modality = "DIC" if relief else "BF"
+        assert float(np.percentile(error, 99)) < 0.02, (modality, seed)
+        assert float(error.max()) < 0.1, (modality, seed)
 
 
 def test_grey_images_get_one_channel() -> None:

@@ -249,3 +249,18 @@ def test_other_labs_register_without_their_constants(acquisition: str) -> None:
         assert result.accepted, (acquisition, result.reason)
         error = corner_error_px(result.affine_bf_to_dic, field.affine_bf_to_dic, 1024, 768)
         assert error < 0.5, (acquisition, error)
+
+
+def test_strong_vignetting_registers_at_full_size() -> None:
+    """Full-size fields lit with strong vignetting (three that were rejected when the flat
+    field was one polynomial over the field): accepted, within the 0.3 px target."""
+    config = phantom_config(acquisition="vignetted")
+    registrar = Registrar(shear_angle_deg=config.shear_angle_deg)
+    for index in (2, 3, 4):
+        field = generate_field(config, field_rng(99, 0, index))
+        result = registrar.register(field.dic, field.bf)
+        assert result.accepted, (index, result.reason)
+        error = corner_error_px(
+            result.affine_bf_to_dic, field.affine_bf_to_dic, config.width, config.height
+        )
+        assert error < 0.3, (index, error)
