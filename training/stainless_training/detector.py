@@ -20,7 +20,10 @@ The detector is CenterNet's "objects as points" (Zhou et al. 2019, arXiv:1904.07
   sliver is no cell to find). Smear objects (platelets, clumps, debris, precipitate) are
   never targets: they are the negatives, and ``negative_crop_fraction`` of the crops of
   fields that hold any are centred on one (hard negatives: a platelet clump is the size
-  of a small lymphocyte and stains purple).
+  of a small lymphocyte and stains purple). The kind is drawn first, each kind in the
+  field as often as the others, then an object of it: a field holds up to a hundred
+  grains of precipitate and a few dozen platelets, but one or two clumps, which an object
+  drawn at random would almost never be.
 
 A step (``DetectorWorkload.step``) sets the AdamW rate (a warm-up and a cosine decay, a
 function of the step), takes one batch of crops through ``detection_loss`` and steps.
@@ -251,6 +254,7 @@ class PreparedField:
     image: F32  # C x H x W, as ``prepare`` gives it
     boxes: tuple[Box, ...]  # white cells in working pixels (continuous edges)
     negatives: tuple[Box, ...] = ()  # smear objects (platelets, clumps, debris): no targets
+    negative_kinds: tuple[str, ...] = ()  # the kind of each negative (empty: unknown)
 
 
 def prepare_image(
@@ -259,6 +263,7 @@ def prepare_image(
     boxes: Sequence[Box],
     config: DetectorConfig,
     negatives: Sequence[Box] = (),
+    negative_kinds: Sequence[str] = (),
 ) -> PreparedField:
     """``prepare`` a field's image and carry its boxes (in its pixels) to the working pixels."""
     prepared, _ = prepare(
@@ -269,26 +274,36 @@ def prepare_image(
     def scaled(items: Sequence[Box]) -> tuple[Box, ...]:
         return tuple((b[0] * sx, b[1] * sy, b[2] * sx, b[3] * sy) for b in items)
 
-    return PreparedField(prepared, scaled(boxes), scaled(negatives))
+    return PreparedField(prepared, scaled(boxes), scaled(negatives), tuple(negative_kinds))
 
 
 def prepare_field(field: PhantomField, pixel_um: float, config: DetectorConfig) -> PreparedField:
     """``prepare`` a phantom field with its white cells and its smear objects (negatives)."""
-    negatives = [
-        b
-        for b in (
-            o.box_bf if config.modality is Modality.BRIGHTFIELD else o.box_dic
-            for o in field.smear_objects
-        )
-        if b[2] > b[0] and b[3] > b[1]
+    shown = [
+        (o.box_bf if config.modality is Modality.BRIGHTFIELD else o.box_dic, str(o.kind))
+        for o in field.smear_objects
     ]
+    shown = [(b, kind) for b, kind in shown if b[2] > b[0] and b[3] > b[1]]
     return prepare_image(
         field_image(field, config.modality),
         pixel_um,
         truth_boxes(field, config.modality),
         config,
-        negatives=negatives,
+        negatives=[b for b, _ in shown],
+        negative_kinds=[kind for _, kind in shown],
     )
+
+
+def pick_negative(field: PreparedField, rng: np.random.Generator) -> Box:
+    """A smear object of the field to centre a crop on: a kind drawn uniformly among the
+    kinds the field holds, then an object of that kind (uniformly among all objects when
+    the kinds are unknown)."""
+    if not field.negative_kinds:
+        return field.negatives[int(rng.integers(len(field.negatives)))]
+    kinds = sorted(set(field.negative_kinds))
+    kind = kinds[int(rng.integers(len(kinds)))]
+    of_kind = [b for b, k in zip(field.negatives, field.negative_kinds, strict=True) if k == kind]
+    return of_kind[int(rng.integers(len(of_kind)))]
 
 
 def annotated_fields(config: DetectorTrainConfig, store: ObjectStore | None) -> list[PreparedField]:
@@ -378,7 +393,7 @@ class FieldPool:
             field = self.fields[int(rng.integers(len(self.fields)))]
             centre = None
             if field.negatives and rng.random() < self.config.negative_crop_fraction:
-                x0, y0, x1, y1 = field.negatives[int(rng.integers(len(field.negatives)))]
+                x0, y0, x1, y1 = pick_negative(field, rng)
                 centre = ((x0 + x1) / 2, (y0 + y1) / 2)
             crop, boxes = random_crop(
                 field, side, rng, min_visible=self.config.min_visible, centre=centre

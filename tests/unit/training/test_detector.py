@@ -34,6 +34,7 @@ from stainless_training.detector import (
     evaluate_detector,
     learning_rate,
     load_detector_config,
+    pick_negative,
     prepare_field,
     random_crop,
     random_dihedral,
@@ -185,6 +186,21 @@ def test_smear_objects_are_no_targets() -> None:
         assert box == pytest.approx(tuple(v * 0.25 for v in cell))
     shown = [b for b in (o.box_bf for o in field.smear_objects) if b[2] > b[0] and b[3] > b[1]]
     assert len(prepared.negatives) == len(shown) > 0  # kept apart, for hard-negative crops
+    kinds = [str(o.kind) for o in field.smear_objects if o.box_bf in shown]
+    assert list(prepared.negative_kinds) == kinds
+
+
+def test_each_kind_of_smear_object_is_centred_on_as_often() -> None:
+    """One clump among 99 grains of precipitate: drawn about half the time, not 1%."""
+    boxes = tuple((float(i), 0.0, i + 1.0, 1.0) for i in range(100))
+    kinds = ("platelet_clump",) + ("precipitate",) * 99
+    field = PreparedField(np.zeros((1, 8, 8), np.float32), (), boxes, kinds)
+    rng = np.random.default_rng(0)
+    picks = [pick_negative(field, rng) for _ in range(2000)]
+    clumps = sum(p == boxes[0] for p in picks)
+    assert 900 < clumps < 1100
+    unknown = PreparedField(field.image, (), boxes)  # kinds unknown: every object alike
+    assert sum(pick_negative(unknown, rng) == boxes[0] for _ in range(2000)) < 60
 
 
 def test_crops_clip_cells_and_drop_slivers() -> None:
