@@ -5,7 +5,11 @@ Image quality (MSE/RMSE, SSIM, LPIPS, FID) is measured against the registered
 brightfield crop and compared with a baseline that keeps the DIC image and transfers
 colour: each brightfield channel as a linear function of DIC intensity, fitted by least
 squares on the training cells. Dice/IoU score the segmentation head against the cells'
-masks; δ ↔ LPIPS Pearson r and the calibrated review threshold score the confidence.
+masks. The confidence (the chapter-7 whole-latent variant, model 1's) is scored by
+``confidence_correlations``: for δ (raw MI), δ normalised and γ against each quality
+measure (LPIPS, MSE, SSIM against the ground truth), n, Pearson and Spearman r with
+bootstrap 95% intervals and the partial r controlling for the white cell's area (δ tracks
+it); and by the calibrated review threshold.
 """
 
 from __future__ import annotations
@@ -20,8 +24,9 @@ import torch
 
 from stainless.domain.cells import MaskClass
 from stainless.ml.confidence.adapters import StainingLatentModel, predicted_foreground
-from stainless.ml.confidence.noise import whole_latent_confidence
-from stainless.ml.metrics.classification import classification_report, pearson_r
+from stainless.ml.confidence.noise import WHOLE_LATENT, whole_latent_confidence
+from stainless.ml.metrics.classification import classification_report
+from stainless.ml.metrics.correlation import correlation_summary, pearson_r
 from stainless.ml.metrics.fid import FidMetric
 from stainless.ml.metrics.image import mse, ssim
 from stainless.ml.metrics.perceptual import PerceptualMetric
@@ -31,6 +36,8 @@ from stainless_training.phantom_data import CLASSES, CellSample
 
 F32 = npt.NDArray[np.float32]
 MASK_CLASSES: tuple[str, ...] = tuple(m.name.lower() for m in MaskClass)
+CONFIDENCE_SCORES = ("delta", "delta_normalised", "gamma")
+QUALITY_MEASURES = ("lpips", "mse", "ssim")
 
 
 @dataclass(frozen=True)
@@ -122,7 +129,9 @@ def evaluate(
                     "baseline_ssim": ssim(plain, sample.bf),
                     "lpips": perceptual.distance(stained, sample.bf),
                     "delta": confidence.delta,
+                    "delta_normalised": confidence.delta_normalised,
                     "gamma": confidence.gamma,
+                    "area": float(np.mean(sample.mask >= MaskClass.CYTOPLASM)),
                     "dice": {MASK_CLASSES[c]: d for c, (d, _) in overlap.items()},
                     "iou": {MASK_CLASSES[c]: i for c, (_, i) in overlap.items()},
                 }
@@ -135,7 +144,16 @@ def evaluate(
     lpips_values = [r["lpips"] for r in rows]
     means = {
         key: float(np.mean([r[key] for r in rows]))
-        for key in ("mse", "ssim", "baseline_mse", "baseline_ssim", "lpips", "delta", "gamma")
+        for key in (
+            "mse",
+            "ssim",
+            "baseline_mse",
+            "baseline_ssim",
+            "lpips",
+            "delta",
+            "delta_normalised",
+            "gamma",
+        )
     }
     dice_per_class = _overlap_means(rows, "dice")
     iou_per_class = _overlap_means(rows, "iou")
@@ -164,6 +182,9 @@ def evaluate(
         "dice_mean": _mean_present(dice_per_class),
         "iou_per_class": iou_per_class,
         "iou_mean": _mean_present(iou_per_class),
+        "confidence_variant": WHOLE_LATENT,
+        "delta_channels": "per-channel",
+        "confidence_correlations": confidence_correlations(rows, seed=seed),
         "delta_lpips_pearson_r": _pearson_or_none(deltas, lpips_values),
         "gamma_lpips_pearson_r": _pearson_or_none([r["gamma"] for r in rows], lpips_values),
         "review_threshold": float(np.quantile(deltas, review_fraction)),
@@ -174,6 +195,27 @@ def evaluate(
     if per_cell:
         result["per_cell"] = rows
     return result
+
+
+def confidence_correlations(
+    rows: list[dict[str, Any]], *, seed: int = 0, resamples: int = 2000
+) -> dict[str, dict[str, dict[str, Any]]]:
+    """score -> quality measure -> ``correlation_summary`` (partial r controlling for the
+    white cell's share of the crop, ``area``), for every confidence score of the rows."""
+    area = [r["area"] for r in rows]
+    return {
+        score: {
+            measure: correlation_summary(
+                [r[score] for r in rows],
+                [r[measure] for r in rows],
+                area,
+                resamples=resamples,
+                seed=seed,
+            )
+            for measure in QUALITY_MEASURES
+        }
+        for score in CONFIDENCE_SCORES
+    }
 
 
 def _pearson_or_none(x: list[float], y: list[float]) -> float | None:

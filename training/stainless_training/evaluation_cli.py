@@ -104,6 +104,7 @@ def main(
         out / "delta_lpips.png",
         review_threshold=metrics["review_threshold"],
         pearson_r=metrics["delta_lpips_pearson_r"],
+        interval=metrics["confidence_correlations"]["delta"]["lpips"]["pearson_ci"],
         classes=[r["class"] for r in rows],
         lpips_label="LPIPS" + (" (random backbone)" if lpips_backbone is None else ""),
     )
@@ -131,6 +132,14 @@ def main(
     typer.echo(
         json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in summary.items()})
     )
+    for score, by_measure in metrics["confidence_correlations"].items():
+        lpips_row = by_measure["lpips"]
+        err.print(
+            f"{score} ↔ LPIPS ({metrics['confidence_variant']}, n {lpips_row['n']}): "
+            f"Pearson {_fmt(lpips_row['pearson'])} {_interval(lpips_row['pearson_ci'])}, "
+            f"Spearman {_fmt(lpips_row['spearman'])} {_interval(lpips_row['spearman_ci'])}, "
+            f"partial for area {_fmt(lpips_row['partial'])} {_interval(lpips_row['partial_ci'])}"
+        )
     err.print(f"FID {_fmt(metrics['fid'])} ({metrics['fid_provenance']})")
     err.print(f"LPIPS {_fmt(metrics['lpips'])} ({metrics['lpips_provenance']})")
     err.print(f"wrote {', '.join(FILES)} to {out} in {time.perf_counter() - started:.0f} s")
@@ -138,6 +147,10 @@ def main(
 
 def _fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.4g}"
+
+
+def _interval(bounds: list[float] | tuple[float, float] | None) -> str:
+    return "" if bounds is None else f"[{bounds[0]:.2f}, {bounds[1]:.2f}]"
 
 
 def run() -> None:

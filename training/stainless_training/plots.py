@@ -70,10 +70,12 @@ def delta_lpips_plot(
     *,
     review_threshold: float,
     pearson_r: float | None,
+    interval: Sequence[float] | None = None,
     classes: Sequence[str] | None = None,
     lpips_label: str = "LPIPS",
 ) -> None:
-    """Per-cell δ against LPIPS, the review threshold as a vertical line, r in the title."""
+    """Per-cell δ against LPIPS, the review threshold as a vertical line, r with n and its
+    95% interval in the title."""
     x = np.asarray(deltas, dtype=np.float64)
     y = np.asarray(lpips, dtype=np.float64)
     if x.shape != y.shape:
@@ -106,8 +108,12 @@ def delta_lpips_plot(
         color="crimson",
     )
     r_text = "undefined" if pearson_r is None else f"{pearson_r:+.2f}"
-    axis.set_title(f"confidence δ against {lpips_label}: Pearson r = {r_text}", fontsize=10)
-    axis.set_xlabel("δ (mean mutual information with the clean output)")
+    if pearson_r is not None and interval is not None:
+        r_text += f" (95% CI {interval[0]:+.2f} to {interval[1]:+.2f})"
+    axis.set_title(
+        f"confidence δ against {lpips_label}\nPearson r = {r_text}, n = {x.size}", fontsize=9
+    )
+    axis.set_xlabel("δ (raw mutual information per channel with the clean output, nats)")
     axis.set_ylabel(lpips_label + " to the registered brightfield")
     figure.tight_layout()
     _save(figure, path)

@@ -73,6 +73,18 @@ def test_evaluation_reports_quality_classification_and_confidence() -> None:
     for name in ("delta", "gamma"):
         expected = np.corrcoef([r[name] for r in rows], [r["lpips"] for r in rows])[0, 1]
         assert metrics[f"{name}_lpips_pearson_r"] == pytest.approx(expected)
+    assert metrics["confidence_variant"] == "whole-latent"
+    assert all(0 < r["delta_normalised"] <= 1 and 0 < r["area"] < 1 for r in rows)
+    table = metrics["confidence_correlations"]
+    assert set(table) == {"delta", "delta_normalised", "gamma"}
+    for score, by_measure in table.items():
+        assert set(by_measure) == {"lpips", "mse", "ssim"}
+        lpips = by_measure["lpips"]
+        assert lpips["n"] == len(samples)
+        assert lpips["pearson"] == pytest.approx(
+            np.corrcoef([r[score] for r in rows], [r["lpips"] for r in rows])[0, 1]
+        )
+        assert {"pearson_ci", "spearman", "spearman_ci", "partial", "partial_ci"} <= set(lpips)
 
 
 def test_dice_per_class_is_averaged_over_cells_that_have_the_class() -> None:

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from stainless.ml.confidence.mutual_information import (
+    ChannelMode,
     bin_labels,
     default_bins,
+    image_delta,
     mutual_information,
     mutual_information_batch,
 )
 from stainless.ml.confidence.noise import (
+    DISENTANGLED,
+    WHOLE_LATENT,
     ConfidenceResult,
     DisentangledModel,
     LatentModel,
@@ -18,12 +22,16 @@ from stainless.ml.confidence.noise import (
 )
 
 __all__ = [
+    "DISENTANGLED",
+    "WHOLE_LATENT",
+    "ChannelMode",
     "ConfidenceResult",
     "DisentangledModel",
     "LatentModel",
     "bin_labels",
     "default_bins",
     "disentangled_confidence",
+    "image_delta",
     "mutual_information",
     "mutual_information_batch",
     "naive_whole_latent_confidence",

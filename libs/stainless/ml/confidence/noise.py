@@ -5,10 +5,12 @@ spread, decode the k corrupted codes as one batch and compare them with the clea
 output:
 
 * δ (confidence) = mean mutual information between the clean output and each corrupted
-  output (Eq. 6.7, 7.5), over every value of the images: a colour output is compared
-  channel for channel (R with R, G with G, B with B) in one joint histogram, so a change
-  of stain colour counts as much as a change of brightness; ⌊√(n/5)⌋ bins for the n
-  values compared;
+  output (Eq. 6.7, 7.5), raw MI in nats: by default each channel with the same channel,
+  ⌊√(n/5)⌋ bins for its n pixels (the thesis' rule), averaged over the channels, so a
+  change of stain colour counts as much as a change of brightness
+  (``mutual_information.ChannelMode``; ``POOLED`` is the one-histogram option);
+* δ normalised = the same with each channel's MI divided by the entropy of the clean
+  channel (bounded by 1): reported beside δ, never instead of it;
 * γ (uncertainty) = per-pixel variance over the k outputs (population variance, Eq.
   7.4), averaged over channels and pixels;
 * the heat map = that per-pixel variance averaged over channels, ``float32 [H, W]``.
@@ -31,7 +33,7 @@ import numpy.typing as npt
 import torch
 from torch import Tensor
 
-from stainless.ml.confidence.mutual_information import mutual_information_batch
+from stainless.ml.confidence.mutual_information import ChannelMode, image_delta
 
 F32 = npt.NDArray[np.float32]
 Foreground = Tensor | Callable[[Tensor], Tensor] | None
@@ -57,9 +59,16 @@ class DisentangledModel(Protocol):
     def decode(self, t: Tensor, s: Tensor, bg: Tensor) -> Tensor: ...
 
 
+WHOLE_LATENT = "whole-latent"
+"""The chapter-7 variant (noise on the whole latent code, models 1 and 3)."""
+DISENTANGLED = "disentangled"
+"""The chapter-6 variant (Algorithm 2: structure and style noise, model 2)."""
+
+
 @dataclass(frozen=True, eq=False)
 class ConfidenceResult:
-    """δ (confidence, nats), γ (uncertainty), heat map ``float32 [H, W]``, clean output.
+    """δ (confidence, raw MI in nats), δ normalised, γ (uncertainty), heat map
+    ``float32 [H, W]``, clean output, and the name of the variant that computed them.
 
     ``latent`` is the clean code, detached: h of the whole-latent variant (for the
     classifier and segmenter heads without encoding again), the structure code t of the
@@ -71,6 +80,9 @@ class ConfidenceResult:
     heatmap: F32
     clean: Tensor  # the clean decode, [1, C, H, W], detached
     latent: Tensor
+    delta_normalised: float
+    variant: str
+    channels: ChannelMode = ChannelMode.PER_CHANNEL
 
 
 # ----------------------------------------------------------------------------- checks
@@ -119,40 +131,57 @@ def _whole_latent_noise(
     foreground: Tensor | None,
     generator: torch.Generator | None,
 ) -> Tensor:
-    """k noise tensors ``[k, C, ...]``: std α·(channel-wise std of h), masked (Eq. 7.1-7.2)."""
+    """k noise tensors ``[k, C, ...]``, masked (Eq. 7.1-7.2): std α times h's channel-wise
+    std over the positions the noise reaches (inside the mask; everywhere without one), so
+    that the noise's scale does not depend on how much of the crop the cell covers."""
     spatial = tuple(range(2, h.dim()))
-    sigma = alpha * h.std(dim=spatial, correction=0, keepdim=True)  # [1, C, 1, ...]
-    noise = _randn((k, *h.shape[1:]), h, generator) * sigma
-    if foreground is not None:
-        if foreground.dim() != h.dim() or foreground.shape[:2] != (1, 1):
-            raise ValueError(
-                f"foreground must be [1, 1, ...] with the latent's {h.dim()} dims, "
-                f"got {tuple(foreground.shape)}"
-            )
-        mask = torch.nn.functional.interpolate(
-            foreground.to(device=h.device, dtype=torch.float32),
-            size=tuple(h.shape[2:]),
-            mode="nearest",
+    if foreground is None:
+        sigma = alpha * h.std(dim=spatial, correction=0, keepdim=True)  # [1, C, 1, ...]
+        return _randn((k, *h.shape[1:]), h, generator) * sigma
+    if foreground.dim() != h.dim() or foreground.shape[:2] != (1, 1):
+        raise ValueError(
+            f"foreground must be [1, 1, ...] with the latent's {h.dim()} dims, "
+            f"got {tuple(foreground.shape)}"
         )
-        noise = noise * (mask > 0).to(h.dtype)
-    return noise
+    mask = torch.nn.functional.interpolate(
+        foreground.to(device=h.device, dtype=torch.float32),
+        size=tuple(h.shape[2:]),
+        mode="nearest",
+    )
+    inside = (mask > 0).to(h.dtype)
+    sigma = alpha * masked_std(h, inside)
+    return _randn((k, *h.shape[1:]), h, generator) * sigma * inside
 
 
-def _summarise(clean: Tensor, outputs: Tensor, latent: Tensor) -> ConfidenceResult:
+def masked_std(h: Tensor, inside: Tensor) -> Tensor:
+    """Channel-wise population std ``[B, C, 1, ...]`` of ``h`` over the positions where
+    ``inside`` (``[B, 1, ...]``, 0 or 1) is 1; 0 where none is (TorchScript)."""
+    spatial = list(range(2, h.dim()))
+    count = inside.sum(dim=spatial, keepdim=True).clamp_min(1.0)
+    mean = (h * inside).sum(dim=spatial, keepdim=True) / count
+    variance = (((h - mean) * inside) ** 2).sum(dim=spatial, keepdim=True) / count
+    return variance.sqrt()
+
+
+def _summarise(
+    clean: Tensor, outputs: Tensor, latent: Tensor, variant: str, channels: ChannelMode
+) -> ConfidenceResult:
     """δ, γ and the heat map from the clean ``[1, C, H, W]`` and k outputs ``[k, C, H, W]``."""
     if outputs.shape[1:] != clean.shape[1:]:
         raise ValueError(
             f"corrupted outputs {tuple(outputs.shape)} do not match clean {tuple(clean.shape)}"
         )
-    delta = float(mutual_information_batch(clean[0], outputs).mean())
     variance = outputs.to(torch.float64).var(dim=0, correction=0)  # [C, H, W]
     heat = variance.mean(dim=0)
     return ConfidenceResult(
-        delta=delta,
+        delta=image_delta(clean[0], outputs, channels=channels),
         gamma=float(heat.mean()),
         heatmap=heat.to(device="cpu", dtype=torch.float32).numpy(),
         clean=clean.detach(),
         latent=latent.detach(),
+        delta_normalised=image_delta(clean[0], outputs, channels=channels, normalised=True),
+        variant=variant,
+        channels=ChannelMode(channels),
     )
 
 
@@ -187,6 +216,7 @@ def whole_latent_confidence(
     k: int = 10,
     foreground: Foreground = None,
     generator: torch.Generator | None = None,
+    channels: ChannelMode = ChannelMode.PER_CHANNEL,
 ) -> ConfidenceResult:
     """δ, γ and heat map by noise on the whole latent code (thesis ch. 7.1).
 
@@ -201,6 +231,7 @@ def whole_latent_confidence(
             latent's spatial size (nearest); the noise is zero outside it (the bin() of
             Eq. 7.2).
         generator: torch generator for the noise; the same seed gives the same result.
+        channels: δ's channel handling (per channel, the default, or pooled).
 
     Returns:
         ConfidenceResult with δ (Eq. 7.5), γ (Eq. 7.4), the per-pixel variance map and h.
@@ -213,7 +244,7 @@ def whole_latent_confidence(
         _check_output(clean, 1, "the clean code")
         outputs = model.decode(h + noise)
         _check_output(outputs, k, "the corrupted batch")
-        return _summarise(clean, outputs, h)
+        return _summarise(clean, outputs, h, WHOLE_LATENT, channels)
 
 
 def naive_whole_latent_confidence(
@@ -224,6 +255,7 @@ def naive_whole_latent_confidence(
     k: int = 10,
     foreground: Foreground = None,
     generator: torch.Generator | None = None,
+    channels: ChannelMode = ChannelMode.PER_CHANNEL,
 ) -> ConfidenceResult:
     """Reference for the benchmark: as ``whole_latent_confidence``, one full pass per output.
 
@@ -238,6 +270,7 @@ def naive_whole_latent_confidence(
         k: number of corrupted codes (Eq. 7.3).
         foreground: optional latent mask, or a function of h giving it (Eq. 7.2).
         generator: torch generator for the noise.
+        channels: δ's channel handling.
     """
     with torch.no_grad():
         h, noise = _encode_whole(
@@ -250,7 +283,7 @@ def naive_whole_latent_confidence(
             out = model.decode(model.encode(x) + noise[i : i + 1])
             _check_output(out, 1, f"corrupted code {i}")
             singles.append(out)
-        return _summarise(clean, torch.cat(singles, dim=0), h)
+        return _summarise(clean, torch.cat(singles, dim=0), h, WHOLE_LATENT, channels)
 
 
 def disentangled_confidence(
@@ -261,6 +294,7 @@ def disentangled_confidence(
     beta: float = 7.0,
     k: int = 20,
     generator: torch.Generator | None = None,
+    channels: ChannelMode = ChannelMode.PER_CHANNEL,
 ) -> ConfidenceResult:
     """δ, γ and heat map by noise on the structure and style codes (thesis ch. 6.2).
 
@@ -278,6 +312,7 @@ def disentangled_confidence(
         beta: style noise scale (σ_s = β Ω(s), Eq. 6.6; default 7).
         k: number of corrupted outputs (default 20, thesis ch. 6.3).
         generator: torch generator for the noise; the same seed gives the same result.
+        channels: δ's channel handling (per channel, the default, or pooled).
 
     Returns:
         ConfidenceResult with δ (Eq. 6.7 / Algorithm 2), γ and the per-pixel variance map.
@@ -301,4 +336,4 @@ def disentangled_confidence(
         _check_output(clean, 1, "the clean codes")
         outputs = model.decode(ts.contiguous(), ss.contiguous(), bgs)
         _check_output(outputs, k, "the corrupted batch")
-        return _summarise(clean, outputs, t)
+        return _summarise(clean, outputs, t, DISENTANGLED, channels)

@@ -4,9 +4,9 @@
 ``stain_confidence`` runs the whole noise-injection loop of thesis ch. 7.1 inside the
 served model (latents never cross the network): encode once, classify, find the white
 cell with the segmentation head, k corrupted codes per cell (noise masked to that
-foreground) decoded together with the clean one, and per cell δ (mean mutual information
-over every channel value, ⌊√(n/5)⌋ bins for the n values), γ (mean per-pixel variance),
-the heat map and the class probabilities.
+foreground) decoded together with the clean one, and per cell δ (raw mutual information
+per channel, ⌊√(n/5)⌋ bins for the n pixels, averaged over channels and outputs), γ (mean
+per-pixel variance), the heat map and the class probabilities.
 The networks are traced; the loop around them is scripted so the batch size stays free.
 :func:`eager_models` are the same computations as plain modules, what the ONNX exporter
 and the parity checks start from.
@@ -20,7 +20,8 @@ import torch
 from torch import Tensor, nn
 
 from stainless.domain.cells import MaskClass
-from stainless.ml.confidence.mutual_information import default_bins, mutual_information_rows
+from stainless.ml.confidence.mutual_information import channel_mutual_information, default_bins
+from stainless.ml.confidence.noise import masked_std
 from stainless.ml.models.blocks import domain_onehot
 from stainless.ml.models.mtmd import Domain, MultiTaskTranslator
 
@@ -82,8 +83,9 @@ class Chain(nn.Module):
 class StainConfidence(nn.Module):
     """Stained image, δ, γ, heat map and class probabilities per cell (thesis ch. 7.1).
 
-    The noise has std α·(channel std of h) and is zero outside the white cell (cytoplasm
-    or nucleus) as the segmentation head sees it, resized to the latent (nearest).
+    The noise is zero outside the white cell (cytoplasm or nucleus) as the segmentation
+    head sees it, resized to the latent (nearest), and has std α times h's channel std
+    inside it (as ``whole_latent_confidence``).
 
     It stays TorchScript: ONNX can express the graph (``randn_like`` becomes
     ``RandomNormalLike``, the histogram ``ScatterElements`` with ``reduction="add"``), but
@@ -103,12 +105,12 @@ class StainConfidence(nn.Module):
         *,
         k: int,
         alpha: float,
-        values: int,
+        pixels: int,
     ) -> None:
         super().__init__()
-        if k < 1 or alpha < 0 or values < 5:
+        if k < 1 or alpha < 0 or pixels < 5:
             raise ValueError(
-                f"need k ≥ 1, alpha ≥ 0 and at least 5 values per image, got {k}, {alpha}, {values}"
+                f"need k ≥ 1, alpha ≥ 0 and at least 5 pixels per image, got {k}, {alpha}, {pixels}"
             )
         self.encode = encode
         self.decode = decode
@@ -116,7 +118,7 @@ class StainConfidence(nn.Module):
         self.probabilities = probabilities
         self.k = k
         self.alpha = alpha
-        self.bins = default_bins(values)
+        self.bins = default_bins(pixels)
         self.foreground_from = int(MaskClass.CYTOPLASM)
 
     def forward(self, dic: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
@@ -124,17 +126,18 @@ class StainConfidence(nn.Module):
         labels = self.segment(h).argmax(dim=1, keepdim=True)
         foreground = (labels >= self.foreground_from).to(torch.float32)
         mask = torch.nn.functional.interpolate(foreground, size=[h.shape[2], h.shape[3]])
-        sigma = self.alpha * h.std(dim=(2, 3), correction=0, keepdim=True)
+        inside = (mask > 0).to(h.dtype)
+        sigma = self.alpha * masked_std(h, inside)
         base = h.unsqueeze(1).expand(-1, self.k, -1, -1, -1)
-        noise = torch.randn_like(base) * sigma.unsqueeze(1) * (mask > 0).to(h.dtype).unsqueeze(1)
+        noise = torch.randn_like(base) * sigma.unsqueeze(1) * inside.unsqueeze(1)
         codes = torch.cat([h.unsqueeze(1), base + noise], dim=1).flatten(0, 1)
         out = self.decode(codes)
         out = out.reshape(h.shape[0], self.k + 1, out.shape[1], out.shape[2], out.shape[3])
         clean = out[:, 0]
         corrupted = out[:, 1:]
         heat = corrupted.to(torch.float64).var(dim=1, correction=0).mean(dim=1)
-        delta = mutual_information_rows(
-            clean.flatten(1).to(torch.float64), corrupted.flatten(2).to(torch.float64), self.bins
+        delta = channel_mutual_information(
+            clean.flatten(2).to(torch.float64), corrupted.flatten(3).to(torch.float64), self.bins
         ).mean(dim=1)
         return (
             clean,
@@ -154,7 +157,6 @@ def eager_models(
 ) -> dict[str, nn.Module]:
     """The four served computations as eval-mode eager modules, keyed by Triton model name."""
     translator = translator.eval()
-    values = translator.out_channels * image_size**2  # per stained image, for δ's bins
     encode = _Encode(translator)
     segment = _Segment(translator)
     probabilities = _Probabilities(translator)
@@ -164,7 +166,7 @@ def eager_models(
         "classify": Chain(encode, probabilities),
         "segment": Chain(encode, segment),
         "stain_confidence": StainConfidence(
-            encode, decode, segment, probabilities, k=k, alpha=alpha, values=values
+            encode, decode, segment, probabilities, k=k, alpha=alpha, pixels=image_size**2
         ),
     }
     return {name: model.eval() for name, model in models.items()}
@@ -179,7 +181,6 @@ def served_models(
 ) -> dict[str, torch.jit.ScriptModule]:
     """The four TorchScript modules of a trained model 1, keyed by Triton model name."""
     translator = translator.eval()
-    values = translator.out_channels * image_size**2  # per stained image, for δ's bins
     example = torch.zeros(2, 1, image_size, image_size)
     # The networks check their input shapes in Python; traced at a fixed size that is fine.
     # TorchScript is deprecated in favour of torch.export, but it is what Triton's libtorch
@@ -193,7 +194,7 @@ def served_models(
         probabilities = torch.jit.trace(_Probabilities(translator), h)
         segment = torch.jit.trace(_Segment(translator), h)
         confidence = StainConfidence(
-            encode, decode, segment, probabilities, k=k, alpha=alpha, values=values
+            encode, decode, segment, probabilities, k=k, alpha=alpha, pixels=image_size**2
         )
         return {
             "stain": torch.jit.script(Chain(encode, decode)),

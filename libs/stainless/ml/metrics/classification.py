@@ -55,14 +55,3 @@ def classification_report(
         confusion=confusion_matrix(y, predicted, labels=indices).tolist(),
         per_class_f1={name: float(v) for name, v in zip(class_names, per_class, strict=True)},
     )
-
-
-def pearson_r(x: npt.ArrayLike, y: npt.ArrayLike) -> float:
-    """Pearson correlation of two equally long samples (e.g. δ against per-cell LPIPS)."""
-    a = np.asarray(x, dtype=np.float64).ravel()
-    b = np.asarray(y, dtype=np.float64).ravel()
-    if a.size != b.size or a.size < 2:
-        raise ValueError(f"need two samples of equal length ≥ 2, got {a.size} and {b.size}")
-    if a.std() == 0 or b.std() == 0:
-        raise ValueError("Pearson r is undefined for a constant sample")
-    return float(np.corrcoef(a, b)[0, 1])

@@ -8,8 +8,12 @@ import torch
 from torch import Tensor, nn
 
 from stainless.ml.confidence import (
+    DISENTANGLED,
+    WHOLE_LATENT,
+    ChannelMode,
     ConfidenceResult,
     disentangled_confidence,
+    image_delta,
     mutual_information,
     naive_whole_latent_confidence,
     whole_latent_confidence,
@@ -121,9 +125,48 @@ def test_whole_latent_gamma_is_the_mean_per_pixel_variance() -> None:
     var = ((outputs - outputs.mean(dim=0)) ** 2).mean(dim=0).mean(dim=0)
     np.testing.assert_allclose(result.heatmap, var.float().numpy(), rtol=1e-5, atol=1e-9)
     assert result.gamma == pytest.approx(float(var.mean()), rel=1e-6)
-    # δ: MI over every channel value (n = C·H·W values, ⌊√(n/5)⌋ bins)
+    # δ: per channel MI (n = H·W pixels, ⌊√(n/5)⌋ bins), over channels and outputs
+    per_channel = [
+        mutual_information(clean[0, c], outputs[i, c]) for i in range(k) for c in range(3)
+    ]
+    assert result.delta == pytest.approx(float(np.mean(per_channel)), abs=1e-9)
+    assert result.variant == WHOLE_LATENT and result.channels is ChannelMode.PER_CHANNEL
+    # normalised: each channel's MI over its clean entropy, MI(X; X)
+    ratios = [
+        mutual_information(clean[0, c], outputs[i, c])
+        / mutual_information(clean[0, c], clean[0, c])
+        for i in range(k)
+        for c in range(3)
+    ]
+    assert result.delta_normalised == pytest.approx(float(np.mean(ratios)), abs=1e-9)
+    assert 0 < result.delta_normalised <= 1
+    # the pooled option: every channel value in one histogram (n = C·H·W values)
+    pooled = whole_latent_confidence(
+        model, x, alpha=2.0, k=k, generator=_gen(3), channels=ChannelMode.POOLED
+    )
     mis = [mutual_information(clean[0], outputs[i]) for i in range(k)]
-    assert result.delta == pytest.approx(float(np.mean(mis)), abs=1e-9)
+    assert pooled.delta == pytest.approx(float(np.mean(mis)), abs=1e-9)
+    assert pooled.channels is ChannelMode.POOLED
+
+
+def test_noise_is_scaled_by_the_latent_inside_the_mask() -> None:
+    """The same cell in a bigger crop: the noise inside it keeps its scale."""
+    model = ToyAutoencoder()
+    x = _cell_image()
+    fg = torch.zeros(1, 1, SIZE, SIZE)
+    fg[..., 8:24, 8:24] = 1
+    k = 4
+    result = whole_latent_confidence(model, x, alpha=2.0, k=k, foreground=fg, generator=_gen(3))
+    with torch.no_grad():
+        h = model.encode(x)
+        inside = torch.zeros(1, 1, 16, 16)
+        inside[..., 4:12, 4:12] = 1
+        cell = h[..., 4:12, 4:12]
+        sigma = 2.0 * cell.std(dim=(2, 3), correction=0, keepdim=True)
+        noise = torch.randn((k, *h.shape[1:]), generator=_gen(3)) * sigma * inside
+        outputs = model.decode(h + noise).double()
+    var = ((outputs - outputs.mean(dim=0)) ** 2).mean(dim=0).mean(dim=0)
+    np.testing.assert_allclose(result.heatmap, var.float().numpy(), rtol=1e-5, atol=1e-9)
 
 
 def test_same_seed_same_result_and_different_seed_differs() -> None:
@@ -224,7 +267,8 @@ def test_all_zero_foreground_means_no_noise() -> None:
     assert result.gamma == pytest.approx(0.0, abs=1e-12)
     assert float(np.abs(result.heatmap).max()) < 1e-12
     clean = result.clean[0]
-    assert result.delta == pytest.approx(mutual_information(clean, clean), abs=1e-9)
+    assert result.delta == pytest.approx(image_delta(clean, clean[None]), abs=1e-9)
+    assert result.delta_normalised == pytest.approx(1.0, abs=1e-9)
     # alpha = 0 is the same thing
     still = whole_latent_confidence(model, x, alpha=0.0, generator=_gen())
     assert still.gamma == pytest.approx(0.0, abs=1e-12)
@@ -259,7 +303,8 @@ def test_disentangled_confidence() -> None:
     assert low.gamma < result.gamma < high.gamma
     none = disentangled_confidence(model, x, alpha=0.0, beta=0.0, k=3, generator=_gen())
     assert none.gamma == pytest.approx(0.0, abs=1e-12)
-    assert none.delta == pytest.approx(mutual_information(none.clean, none.clean), abs=1e-9)
+    assert none.delta == pytest.approx(image_delta(none.clean[0], none.clean), abs=1e-9)
+    assert none.variant == DISENTANGLED
     # k = 1: a single structure-corrupted sample, no variance
     one = disentangled_confidence(model, x, k=1, generator=_gen())
     assert one.gamma == 0.0

@@ -7,7 +7,8 @@ import pytest
 import torch
 from sklearn.metrics import f1_score
 
-from stainless.ml.metrics.classification import classification_report, pearson_r
+from stainless.ml.metrics.classification import classification_report
+from stainless.ml.metrics.correlation import pearson_r
 from stainless.ml.metrics.image import mse, rmse, ssim
 from stainless.ml.metrics.perceptual import PerceptualMetric
 from stainless.ml.metrics.segmentation import dice_iou
