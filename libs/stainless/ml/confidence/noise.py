@@ -303,7 +303,9 @@ def disentangled_confidence(
     (s + ψ, ψ ~ N(0, (β·std(s))²)), the other codes and the background code kept;
     ``ceil(k/2)`` structure samples come first, then ``floor(k/2)`` style samples, all
     decoded as one batch. δ is the mean MI over the k outputs (Algorithm 2, line 12).
-    The std is over the whole code of the (single) sample.
+    The std is over the whole code of the (single) sample. The style is the one
+    ``model.encode`` gives: Algorithm 2 samples it from the mapping network
+    (``adapters.SampledStyleModel`` does so for model 2).
 
     Args:
         model: structure/style/background encoder and generator, in eval mode.

@@ -134,18 +134,18 @@ class StainConfidence(nn.Module):
         out = self.decode(codes)
         out = out.reshape(h.shape[0], self.k + 1, out.shape[1], out.shape[2], out.shape[3])
         clean = out[:, 0]
-        corrupted = out[:, 1:]
-        heat = corrupted.to(torch.float64).var(dim=1, correction=0).mean(dim=1)
-        delta = channel_mutual_information(
-            clean.flatten(2).to(torch.float64), corrupted.flatten(3).to(torch.float64), self.bins
-        ).mean(dim=1)
-        return (
-            clean,
-            delta.float(),
-            heat.mean(dim=(1, 2)).float(),
-            heat.float(),
-            self.probabilities(h),
-        )
+        delta, gamma, heat = summarise(clean, out[:, 1:], self.bins)
+        return clean, delta, gamma, heat, self.probabilities(h)
+
+
+def summarise(clean: Tensor, corrupted: Tensor, bins: int) -> tuple[Tensor, Tensor, Tensor]:
+    """δ ``[B]``, γ ``[B]`` and the heat map ``[B, H, W]`` (float32) of clean outputs
+    ``[B, C, H, W]`` and their corrupted ones ``[B, k, C, H, W]`` (TorchScript)."""
+    heat = corrupted.to(torch.float64).var(dim=1, correction=0).mean(dim=1)
+    delta = channel_mutual_information(
+        clean.flatten(2).to(torch.float64), corrupted.flatten(3).to(torch.float64), bins
+    ).mean(dim=1)
+    return delta.float(), heat.mean(dim=(1, 2)).float(), heat.float()
 
 
 def eager_models(

@@ -489,6 +489,7 @@ class DisentangledTranslator(nn.Module):
         super().__init__()
         if not 0 <= target_domain < n_domains:
             raise ValueError(f"target_domain must lie in [0, {n_domains}), got {target_domain}")
+        self.image_channels = image_channels
         self.n_domains = n_domains
         self.target_domain = target_domain
         self.style_mapping = StyleMapping(
