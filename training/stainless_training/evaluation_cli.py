@@ -18,14 +18,16 @@ import torch
 import typer
 from rich.console import Console
 
-from stainless.ml.metrics.fid import FidMetric
-from stainless.ml.metrics.perceptual import PerceptualMetric
+from stainless.core.config import SettingsError, load_settings
+from stainless.core.storage.factory import create_store
 from stainless.ml.models.mtmd import build_multitask
+from stainless_training.backbones import STORE_PREFIX, quality_metrics
 from stainless_training.config import ConfigError, load_config
 from stainless_training.evaluate import ColourTransfer, evaluate
 from stainless_training.mtmd import model_config
 from stainless_training.phantom_data import phantom_samples
 from stainless_training.plots import confusion_plot, delta_lpips_plot, sample_grid
+from stainless_training.settings import TrainingSettings
 
 app = typer.Typer(pretty_exceptions_enable=False, add_completion=False)
 err = Console(stderr=True)
@@ -46,13 +48,26 @@ def main(
     seed: Annotated[
         int, typer.Option(help="Held-out phantom seed (not the training seed).")
     ] = 1000,
-    lpips_backbone: Annotated[Path | None, typer.Option(help="LPIPS backbone weights.")] = None,
+    lpips_backbone: Annotated[
+        str | None,
+        typer.Option(
+            help="LPIPS backbone weights: a path or store:<key> "
+            "(default STAINLESS_EVALUATION__LPIPS_BACKBONE; none: random)."
+        ),
+    ] = None,
     fid_net: Annotated[
-        FidNet, typer.Option(help="FID feature network (inception_v3 is slow on a CPU).")
-    ] = FidNet.ALEXNET,
+        FidNet | None,
+        typer.Option(
+            help="FID feature network, inception_v3 is slow on a CPU "
+            "(default STAINLESS_EVALUATION__FID_NET)."
+        ),
+    ] = None,
     fid_weights: Annotated[
-        Path | None,
-        typer.Option(help="torchvision state dict of the FID network; default: random."),
+        str | None,
+        typer.Option(
+            help="torchvision state dict of the FID network: a path or store:<key> "
+            "(default STAINLESS_EVALUATION__FID_WEIGHTS; none: random)."
+        ),
     ] = None,
 ) -> None:
     """Evaluate on cells from phantom fields the model never saw."""
@@ -66,9 +81,16 @@ def main(
         err.print("[red]error:[/red] the held-out seed must differ from the training seed")
         raise typer.Exit(2)
     try:
-        perceptual = PerceptualMetric(backbone_weights=lpips_backbone)
-        fid = FidMetric(net=fid_net.value, weights=fid_weights)
-    except (FileNotFoundError, ValueError) as exc:
+        settings = load_settings(TrainingSettings)
+        given = {"lpips_backbone": lpips_backbone, "fid_weights": fid_weights, "fid_net": fid_net}
+        evaluation = settings.evaluation.model_copy(
+            update={k: (v.value if isinstance(v, FidNet) else v) for k, v in given.items() if v}
+        )
+        references = (evaluation.lpips_backbone, evaluation.fid_weights)
+        in_store = any(r and r.startswith(STORE_PREFIX) for r in references)
+        store = create_store(settings.store) if in_store else None
+        perceptual, fid = quality_metrics(evaluation, store)
+    except (FileNotFoundError, ValueError, SettingsError) as exc:
         err.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None
     torch.manual_seed(0)
@@ -106,7 +128,7 @@ def main(
         pearson_r=metrics["delta_lpips_pearson_r"],
         interval=metrics["confidence_correlations"]["delta"]["lpips"]["pearson_ci"],
         classes=[r["class"] for r in rows],
-        lpips_label="LPIPS" + (" (random backbone)" if lpips_backbone is None else ""),
+        lpips_label="LPIPS" + (" (random backbone)" if evaluation.lpips_backbone is None else ""),
     )
     sample_grid(translator, held_out, out / "samples.png")
     summary = {

@@ -79,9 +79,11 @@ def _cell_samples(samples: SnapshotSamples, limit: int | None = None) -> list[Ce
 def evaluate_checkpoint(
     settings: TrainingSettings, config: TrainingConfig, checkpoint: Path
 ) -> dict[str, Any]:
-    """Model-1 metrics on the snapshot's held-out cells (against a colour-transfer baseline)."""
-    from stainless.ml.metrics.perceptual import PerceptualMetric
+    """Model-1 metrics on the snapshot's held-out cells (against a colour-transfer baseline),
+    LPIPS and FID on the backbones of ``settings.evaluation`` (random where none is set,
+    which their provenance in the metrics says)."""
     from stainless.ml.models.mtmd import build_multitask
+    from stainless_training.backbones import quality_metrics
     from stainless_training.evaluate import ColourTransfer, evaluate
     from stainless_training.mtmd import model_config
 
@@ -95,11 +97,13 @@ def evaluate_checkpoint(
     training = _cell_samples(snapshot_samples(settings.store, key, net.image_size), limit=200)
     if not held_out or not training:
         return {"cells": 0, "note": "no held-out cells with a pair and a label"}
+    perceptual, fid = quality_metrics(settings.evaluation, create_store(settings.store))
     return evaluate(
         translator,
         held_out,
         baseline=ColourTransfer.fit(training),
-        perceptual=PerceptualMetric(),
+        perceptual=perceptual,
+        fid=fid,
     )
 
 

@@ -19,7 +19,7 @@ import os
 from collections.abc import Iterator
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, TypeVar, overload
+from typing import Any, Literal, TypeVar, overload
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
@@ -264,6 +264,25 @@ class RaySettings(_Block):
     )
 
 
+class EvaluationSettings(_Block):
+    """Pretrained backbones of the image-quality metrics. Nothing is downloaded: without
+    them LPIPS and FID run on a random (seeded) backbone and every figure says so."""
+
+    lpips_backbone: str | None = Field(
+        default=None,
+        description="torchvision state dict of LPIPS' AlexNet (ImageNet): a local path, or "
+        "`store:<key>` for an object in the object store.",
+    )
+    fid_weights: str | None = Field(
+        default=None,
+        description="torchvision state dict of the FID network (`fid_net`): a local path or "
+        "`store:<key>`.",
+    )
+    fid_net: Literal["alexnet", "inception_v3"] = Field(
+        default="alexnet", description="Feature network of FID."
+    )
+
+
 class RelaySettings(_Block):
     """Outbox relay service."""
 
@@ -480,6 +499,7 @@ class Settings(ProcessSettings):
     inference: InferenceSettings = InferenceSettings()
     clinical: ClinicalSettings = ClinicalSettings()
     ray: RaySettings = RaySettings()
+    evaluation: EvaluationSettings = EvaluationSettings()
     ingestion: IngestionSettings = IngestionSettings()
     registration: RegistrationSettings = RegistrationSettings()
     relay: RelaySettings = RelaySettings()

@@ -103,7 +103,10 @@ class FidMetric:
         weights: Path | None = None,
         seed: int = 0,
         batch_size: int = 16,
+        source: str | None = None,
     ) -> None:
+        """``source`` names where ``weights`` came from in the provenance (default: the
+        path)."""
         if net not in NETWORKS:
             raise ValueError(f"net must be one of {sorted(NETWORKS)}, got {net!r}")
         self.net = net
@@ -125,7 +128,7 @@ class FidMetric:
             if missing:
                 raise ValueError(f"the weights in {weights} lack {len(missing)} layers of {net}")
             self.provenance = (
-                f"FID on torchvision {net} features with the weights from {weights} "
+                f"FID on torchvision {net} features with the weights from {source or weights} "
                 "(not the TensorFlow FID Inception: close to, not equal to, published FID)"
             )
         self._model.eval()

@@ -18,13 +18,19 @@ import torch
 
 class PerceptualMetric:
     def __init__(
-        self, *, net: str = "alex", backbone_weights: Path | None = None, seed: int = 0
+        self,
+        *,
+        net: str = "alex",
+        backbone_weights: Path | None = None,
+        seed: int = 0,
+        source: str | None = None,
     ) -> None:
         """Args:
         net: ``alex``, ``vgg`` or ``squeeze`` (the LPIPS backbones).
         backbone_weights: a torchvision state dict of that backbone (e.g. ``alexnet`` ImageNet
             weights); ``None`` = random backbone, seeded for repeatable numbers.
         seed: seed of the random backbone.
+        source: where the weights came from, for the provenance (default: their path).
         """
         if net not in ("alex", "vgg", "squeeze"):
             raise ValueError(f"net must be alex, vgg or squeeze, got {net!r}")
@@ -40,7 +46,7 @@ class PerceptualMetric:
         if not backbone_weights.is_file():
             raise FileNotFoundError(f"LPIPS backbone weights not found at {backbone_weights}")
         _load_backbone(self._model.net, torch.load(backbone_weights, map_location="cpu"))
-        self.provenance = f"LPIPS-{net} with the backbone weights from {backbone_weights}"
+        self.provenance = f"LPIPS-{net} with the backbone weights from {source or backbone_weights}"
 
     def distance(self, a: npt.ArrayLike, b: npt.ArrayLike) -> float:
         """LPIPS between two RGB (or grey) images with values in [0, 1], HxWxC or HxW."""
