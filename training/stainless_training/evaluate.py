@@ -25,6 +25,7 @@ import torch
 from stainless.domain.cells import MaskClass
 from stainless.ml.confidence.adapters import StainingLatentModel, predicted_foreground
 from stainless.ml.confidence.noise import WHOLE_LATENT, whole_latent_confidence
+from stainless.ml.metrics.calibration import fit_calibration, reliability, review_threshold_for
 from stainless.ml.metrics.classification import classification_report
 from stainless.ml.metrics.correlation import correlation_summary, pearson_r
 from stainless.ml.metrics.fid import FidMetric
@@ -78,13 +79,19 @@ def evaluate(
     alpha: float = 3.0,
     seed: int = 0,
     review_fraction: float = 0.2,
+    acceptable_ssim: float = 0.75,
+    review_sensitivity: float = 0.9,
     fid: FidMetric | None = None,
     per_cell: bool = False,
 ) -> dict[str, Any]:
     """Metrics of ``translator`` on held-out ``samples`` (a dict ready for metrics.json).
 
-    ``review_threshold`` is calibrated as the δ quantile ``review_fraction``: that share of
-    held-out cells, the least confident, would go to expert review. ``fid`` is the FID
+    A stained cell is acceptable when its SSIM against the registered brightfield reaches
+    ``acceptable_ssim``. ``calibration`` maps δ to the probability that a cell is acceptable
+    (isotonic regression on these cells, with its reliability table), and
+    ``review_threshold`` sends ``review_sensitivity`` of the unacceptable cells to review
+    (``review`` says what share of all cells that costs); when every cell is acceptable it
+    falls back to the δ quantile ``review_fraction``. ``fid`` is the FID
     feature network (default: a random-initialised AlexNet, said so in ``fid_provenance``).
     ``per_cell`` adds a row per cell (class, prediction, δ, γ, LPIPS, MSE, SSIM, Dice).
     ``rmse`` is the root of the mean squared error over every pixel of every cell.
@@ -187,14 +194,53 @@ def evaluate(
         "confidence_correlations": confidence_correlations(rows, seed=seed),
         "delta_lpips_pearson_r": _pearson_or_none(deltas, lpips_values),
         "gamma_lpips_pearson_r": _pearson_or_none([r["gamma"] for r in rows], lpips_values),
-        "review_threshold": float(np.quantile(deltas, review_fraction)),
-        "review_fraction": review_fraction,
+        **review_calibration(
+            deltas,
+            [r["ssim"] >= acceptable_ssim for r in rows],
+            sensitivity=review_sensitivity,
+            fallback_fraction=review_fraction,
+        ),
+        "acceptable": f"SSIM against the registered brightfield ≥ {acceptable_ssim:g}",
         "lpips_provenance": perceptual.provenance,
         "per_class": _per_class(rows, np.asarray(report.confusion), names),
     }
     if per_cell:
         result["per_cell"] = rows
     return result
+
+
+def review_calibration(
+    deltas: list[float],
+    acceptable: list[bool],
+    *,
+    sensitivity: float,
+    fallback_fraction: float,
+) -> dict[str, Any]:
+    """``calibration`` (δ -> P(acceptable), None unless both kinds of cell are present, with
+    its ``reliability`` table), ``review`` (the threshold for ``sensitivity`` and what it
+    costs), ``review_threshold``, ``review_rule`` and ``review_fraction`` (the share of
+    cells below the threshold)."""
+    review = review_threshold_for(deltas, acceptable, sensitivity)
+    calibration = None
+    if 0 < sum(acceptable) < len(acceptable):
+        fitted = fit_calibration(deltas, acceptable)
+        calibration = {
+            **fitted.as_dict(),
+            "reliability": reliability(fitted.probability(deltas), acceptable),
+        }
+    if review["threshold"] is not None:
+        threshold = float(review["threshold"])
+        rule = f"sensitivity {sensitivity:g} on the unacceptable cells"
+    else:
+        threshold = float(np.quantile(deltas, fallback_fraction))
+        rule = f"δ quantile {fallback_fraction:g} (no unacceptable cell)"
+    return {
+        "calibration": calibration,
+        "review": review,
+        "review_threshold": threshold,
+        "review_rule": rule,
+        "review_fraction": float(np.mean(np.asarray(deltas) < threshold)),
+    }
 
 
 def confidence_correlations(

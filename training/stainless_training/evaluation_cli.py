@@ -26,13 +26,18 @@ from stainless_training.config import ConfigError, load_config
 from stainless_training.evaluate import ColourTransfer, evaluate
 from stainless_training.mtmd import model_config
 from stainless_training.phantom_data import phantom_samples
-from stainless_training.plots import confusion_plot, delta_lpips_plot, sample_grid
+from stainless_training.plots import (
+    confusion_plot,
+    delta_lpips_plot,
+    reliability_plot,
+    sample_grid,
+)
 from stainless_training.settings import TrainingSettings
 
 app = typer.Typer(pretty_exceptions_enable=False, add_completion=False)
 err = Console(stderr=True)
 
-FILES = ("metrics.json", "confusion.png", "delta_lpips.png", "samples.png")
+FILES = ("metrics.json", "confusion.png", "delta_lpips.png", "reliability.png", "samples.png")
 
 
 class FidNet(StrEnum):
@@ -108,6 +113,8 @@ def main(
         perceptual=perceptual,
         fid=fid,
         per_cell=True,
+        acceptable_ssim=evaluation.acceptable_ssim,
+        review_sensitivity=evaluation.review_sensitivity,
     )
     metrics["held_out"] = {"fields": fields, "seed": seed, "image_size": net.image_size}
     out.mkdir(parents=True, exist_ok=True)
@@ -129,6 +136,12 @@ def main(
         interval=metrics["confidence_correlations"]["delta"]["lpips"]["pearson_ci"],
         classes=[r["class"] for r in rows],
         lpips_label="LPIPS" + (" (random backbone)" if evaluation.lpips_backbone is None else ""),
+    )
+    reliability_plot(
+        metrics["calibration"],
+        out / "reliability.png",
+        acceptable=metrics["acceptable"],
+        review=metrics["review"],
     )
     sample_grid(translator, held_out, out / "samples.png")
     summary = {

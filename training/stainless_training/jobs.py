@@ -104,6 +104,8 @@ def evaluate_checkpoint(
         baseline=ColourTransfer.fit(training),
         perceptual=perceptual,
         fid=fid,
+        acceptable_ssim=settings.evaluation.acceptable_ssim,
+        review_sensitivity=settings.evaluation.review_sensitivity,
     )
 
 

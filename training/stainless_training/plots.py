@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -59,6 +60,69 @@ def confusion_plot(
     axis.set_xlabel("predicted")
     axis.set_ylabel("true")
     axis.set_title(title, fontsize=10)
+    figure.tight_layout()
+    _save(figure, path)
+
+
+def reliability_plot(
+    calibration: dict[str, Any] | None,
+    path: Path,
+    *,
+    acceptable: str,
+    review: dict[str, Any],
+) -> None:
+    """The calibration of δ: P(acceptable | δ) (left) and the reliability diagram (right:
+    mean calibrated probability against the observed share of acceptable cells per bin).
+    Without a calibration (every cell acceptable, or none) the figure says so."""
+    if calibration is None:
+        figure = Figure(figsize=(6, 2), dpi=100)
+        figure.text(
+            0.5,
+            0.5,
+            f"no calibration: {review['unacceptable']} of {review['cells']} held-out cells "
+            f"unacceptable\n(acceptable: {acceptable}); both kinds are needed",
+            ha="center",
+            va="center",
+            fontsize=9,
+        )
+        _save(figure, path)
+        return
+    knots = np.asarray(calibration["delta"], np.float64)
+    values = np.asarray(calibration["p_acceptable"], np.float64)
+    rows = list(calibration["reliability"])
+    figure = Figure(figsize=(9, 4), dpi=100)
+    left, right = figure.add_subplot(1, 2, 1), figure.add_subplot(1, 2, 2)
+    left.plot(knots, values, drawstyle="default", marker=".", color="tab:blue")
+    threshold = review.get("threshold")
+    if isinstance(threshold, float):
+        left.axvline(threshold, color="crimson", linestyle="--")
+        left.text(
+            threshold,
+            0.02,
+            f" review below δ={threshold:.3f}\n sensitivity {review['sensitivity']:.2f},"
+            f" {review['review_fraction']:.0%} of cells",
+            fontsize=7,
+            color="crimson",
+        )
+    left.set_ylim(-0.02, 1.02)
+    left.set_xlabel("δ (raw MI per channel, nats)")
+    left.set_ylabel("P(acceptable)")
+    left.set_title(f"isotonic calibration, acceptable: {acceptable}", fontsize=8)
+    predicted = [float(r["predicted"]) for r in rows]
+    observed = [float(r["observed"]) for r in rows]
+    right.plot([0, 1], [0, 1], color="grey", linestyle=":")
+    right.plot(predicted, observed, marker="o", color="tab:blue")
+    for p, o, r in zip(predicted, observed, rows, strict=True):
+        right.annotate(
+            f"n={int(r['cells'])}", (p, o), fontsize=7, xytext=(3, -9), textcoords="offset points"
+        )
+    right.set_xlim(-0.02, 1.02)
+    right.set_ylim(-0.02, 1.02)
+    right.set_xlabel("calibrated P(acceptable)")
+    right.set_ylabel("observed share acceptable")
+    right.set_title(
+        f"reliability on the {int(review['cells'])} held-out cells it was fitted on", fontsize=8
+    )
     figure.tight_layout()
     _save(figure, path)
 

@@ -281,6 +281,20 @@ class EvaluationSettings(_Block):
     fid_net: Literal["alexnet", "inception_v3"] = Field(
         default="alexnet", description="Feature network of FID."
     )
+    acceptable_ssim: float = Field(
+        default=0.75,
+        gt=0,
+        le=1,
+        description="A stained cell is acceptable when its SSIM against the registered "
+        "brightfield reaches this (the calibration's definition).",
+    )
+    review_sensitivity: float = Field(
+        default=0.9,
+        gt=0,
+        le=1,
+        description="Share of the unacceptable held-out cells the review threshold must "
+        "send to review.",
+    )
 
 
 class RelaySettings(_Block):

@@ -9,7 +9,13 @@ from stainless.ml.metrics.fid import FidMetric
 from stainless.ml.metrics.perceptual import PerceptualMetric
 from stainless.ml.models.configs import MultiTaskConfig
 from stainless.ml.models.mtmd import build_multitask
-from stainless_training.evaluate import MASK_CLASSES, ColourTransfer, _overlap_means, evaluate
+from stainless_training.evaluate import (
+    MASK_CLASSES,
+    ColourTransfer,
+    _overlap_means,
+    evaluate,
+    review_calibration,
+)
 from stainless_training.phantom_data import phantom_samples
 
 
@@ -54,8 +60,13 @@ def test_evaluation_reports_quality_classification_and_confidence() -> None:
         assert np.isfinite(metrics[key]), key
     assert "RANDOM backbone" in metrics["lpips_provenance"]
     assert sum(row["cells"] for row in metrics["per_class"].values()) == len(samples)
-    assert metrics["review_fraction"] == 0.2
-    assert 0 < metrics["review_threshold"] <= metrics["delta"]  # a low quantile of δ
+    deltas = np.array([r["delta"] for r in metrics["per_cell"]])
+    assert metrics["review_fraction"] == pytest.approx(
+        np.mean(deltas < metrics["review_threshold"])
+    )
+    if metrics["review"]["unacceptable"]:  # the untrained model's cells: mostly unacceptable
+        assert metrics["review_rule"].startswith("sensitivity 0.9")
+        assert metrics["review"]["sensitivity"] >= 0.9
     for key in ("rmse", "baseline_rmse", "fid", "baseline_fid", "macro_f1", "dice_mean"):
         assert np.isfinite(metrics[key]), key
     assert metrics["rmse"] == pytest.approx(np.sqrt(metrics["mse"]))
@@ -85,6 +96,21 @@ def test_evaluation_reports_quality_classification_and_confidence() -> None:
             np.corrcoef([r[score] for r in rows], [r["lpips"] for r in rows])[0, 1]
         )
         assert {"pearson_ci", "spearman", "spearman_ci", "partial", "partial_ci"} <= set(lpips)
+
+
+def test_review_calibration_from_delta_and_acceptability() -> None:
+    """δ separates the acceptable cells: the calibration rises with δ, the threshold sends
+    the asked share of unacceptable cells to review; with none it is a δ quantile."""
+    deltas = [0.4, 0.5, 0.55, 0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.2]
+    acceptable = [False, False, True, False, True, True, True, True, True, True]
+    result = review_calibration(deltas, acceptable, sensitivity=1.0, fallback_fraction=0.2)
+    assert 0.6 < result["review_threshold"] < 0.7 and result["review_fraction"] == 0.4
+    probability = result["calibration"]["p_acceptable"]
+    assert probability == sorted(probability) and probability[0] < probability[-1]
+    assert sum(r["cells"] for r in result["calibration"]["reliability"]) == 10
+    fallback = review_calibration(deltas, [True] * 10, sensitivity=0.9, fallback_fraction=0.2)
+    assert fallback["calibration"] is None and fallback["review_rule"].startswith("δ quantile")
+    assert fallback["review_threshold"] == pytest.approx(np.quantile(deltas, 0.2))
 
 
 def test_dice_per_class_is_averaged_over_cells_that_have_the_class() -> None:

@@ -28,7 +28,7 @@ def _checkpoint(folder: Path) -> Path:
     return path
 
 
-def test_writes_metrics_and_three_plots(tmp_path: Path) -> None:
+def test_writes_metrics_and_four_plots(tmp_path: Path) -> None:
     checkpoint = _checkpoint(tmp_path / "model")
     out = tmp_path / "eval"
     args = ["--checkpoint", str(checkpoint), "--out", str(out), "--fields", "2", "--seed", "7"]
