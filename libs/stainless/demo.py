@@ -17,6 +17,7 @@ that ran, elapsed seconds), ``report.html`` and ``phantom.png``.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
 import time
@@ -176,12 +177,40 @@ def _registration_report(engine: Engine, slide_id: str, entry: dict[str, Any]) -
     }
 
 
+EXPORT_STAMP = ".demo-export"
+"""Beside the manifest of a repository the demo exported: what it was exported from."""
+
+
+def export_fingerprint(checkpoint: Path) -> str:
+    """SHA-256 of what the demo's served model is made of: the checkpoint, its config and
+    metrics (the review threshold) and the code that exports it and computes δ."""
+    import stainless.ml.confidence as confidence
+    import stainless.ml.export as export
+
+    files = [checkpoint, checkpoint.parent / "config.yaml", checkpoint.parent / "metrics.json"]
+    for package in (export, confidence):
+        files += sorted(Path(package.__file__).parent.glob("*.py"))  # type: ignore[arg-type]
+    digest = hashlib.sha256()
+    for path in files:
+        if path.is_file():
+            digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
 def _export_model(settings: Settings, checkpoint: Path) -> None:
-    """Export ``checkpoint`` into the inference model repository if it is empty."""
+    """Export ``checkpoint`` into the inference model repository when it is empty, or when
+    the demo exported it from another checkpoint, metrics or code (a repository the demo
+    did not write, e.g. a promoted model, is left as it is)."""
     repo = Path(settings.inference.model_repository)
-    if not (repo / MANIFEST).is_file():
-        log.info("exporting the demo model", checkpoint=str(checkpoint), repo=str(repo))
-        export_checkpoint(checkpoint, repo, instance=InstanceKind.CPU)
+    stamp = repo / EXPORT_STAMP
+    fingerprint = export_fingerprint(checkpoint)
+    if (repo / MANIFEST).is_file():
+        if not stamp.is_file() or stamp.read_text() == fingerprint:
+            return
+        log.info("the demo model changed since its export", repo=str(repo))
+    log.info("exporting the demo model", checkpoint=str(checkpoint), repo=str(repo))
+    export_checkpoint(checkpoint, repo, instance=InstanceKind.CPU)
+    stamp.write_text(fingerprint)
 
 
 def _stages(settings: Settings, engine: Engine, bus: EventBus) -> dict[str, Service]:
