@@ -24,6 +24,7 @@ import torch
 
 from stainless.domain.cells import MaskClass
 from stainless.ml.confidence.adapters import StainingLatentModel, predicted_foreground
+from stainless.ml.confidence.mutual_information import ChannelMode
 from stainless.ml.confidence.noise import WHOLE_LATENT, whole_latent_confidence
 from stainless.ml.metrics.calibration import fit_calibration, reliability, review_threshold_for
 from stainless.ml.metrics.classification import classification_report
@@ -190,7 +191,7 @@ def evaluate(
         "iou_per_class": iou_per_class,
         "iou_mean": _mean_present(iou_per_class),
         "confidence_variant": WHOLE_LATENT,
-        "delta_channels": "per-channel",
+        "delta_channels": ChannelMode.PER_CHANNEL.value,
         "confidence_correlations": confidence_correlations(rows, seed=seed),
         "delta_lpips_pearson_r": _pearson_or_none(deltas, lpips_values),
         "gamma_lpips_pearson_r": _pearson_or_none([r["gamma"] for r in rows], lpips_values),
