@@ -8,7 +8,6 @@ from stainless.ml.confidence.mutual_information import (
     default_bins,
     image_delta,
     mutual_information,
-    mutual_information_batch,
 )
 from stainless.ml.confidence.noise import (
     DISENTANGLED,
@@ -33,7 +32,6 @@ __all__ = [
     "disentangled_confidence",
     "image_delta",
     "mutual_information",
-    "mutual_information_batch",
     "naive_whole_latent_confidence",
     "whole_latent_confidence",
 ]

@@ -133,8 +133,8 @@ def mutual_information_rows(clean: Tensor, corrupted: Tensor, bins: int) -> Tens
     """MI ``[B, k]`` between each clean row ``[B, n]`` and its ``k`` outputs ``[B, k, n]``.
 
     The one implementation of Eq. 7.5 on tensors (float64 in, no checks): the eager
-    ``mutual_information_batch`` and the served ``stain_confidence`` (TorchScript) both
-    call it.
+    ``image_delta`` and the served ``stain_confidence`` heads (TorchScript) both call it
+    through ``channel_mutual_information``.
     """
     n = clean.shape[-1]
     reference = histogram_labels(clean, bins).unsqueeze(1)
@@ -157,42 +157,6 @@ def mutual_information_rows(clean: Tensor, corrupted: Tensor, bins: int) -> Tens
         torch.zeros_like(joint),
     )
     return terms.sum(dim=(1, 2)).clamp_min(0.0).reshape(clean.shape[0], -1)
-
-
-def mutual_information_batch(
-    clean: Tensor, corrupted: Tensor, *, bins: int | None = None
-) -> Tensor:
-    """MI between one clean image and each of K corrupted images, vectorised.
-
-    Args:
-        clean: the reference image, e.g. ``[C, H, W]`` or ``[H, W]`` (flattened).
-        corrupted: ``[K, ...]`` with ``clean``'s number of elements per sample.
-        bins: bins per image; default ``floor(sqrt(n / 5))`` (thesis ch. 7.1, Eq. 7.5).
-
-    Returns:
-        float64 tensor ``[K]`` (on ``corrupted``'s device), equal to
-        ``mutual_information(clean, corrupted[i])`` for every i.
-    """
-    if corrupted.dim() < 1 or corrupted.shape[0] < 1:
-        raise ValueError(f"corrupted must be [K, ...] with K >= 1, got {tuple(corrupted.shape)}")
-    n = clean.numel()
-    if n == 0:
-        raise ValueError("clean is empty")
-    k = corrupted.shape[0]
-    if corrupted.numel() != k * n:
-        raise ValueError(
-            f"each corrupted sample must have {n} elements like clean {tuple(clean.shape)}, "
-            f"got corrupted {tuple(corrupted.shape)}"
-        )
-    nbins = default_bins(n) if bins is None else bins
-    if nbins < 1:
-        raise ValueError(f"bins must be at least 1, got {nbins}")
-    device = corrupted.device
-    ref = clean.detach().to(device=device, dtype=torch.float64).reshape(1, n)
-    others = corrupted.detach().to(dtype=torch.float64).reshape(k, n)
-    if not (torch.isfinite(ref).all() and torch.isfinite(others).all()):
-        raise ValueError("images contain NaN or infinite values")
-    return mutual_information_rows(ref, others.unsqueeze(0), nbins)[0]
 
 
 class ChannelMode(StrEnum):

@@ -10,10 +10,11 @@ import torch
 from sklearn.metrics import mutual_info_score  # type: ignore[import-untyped]
 
 from stainless.ml.confidence import (
+    ChannelMode,
     bin_labels,
     default_bins,
+    image_delta,
     mutual_information,
-    mutual_information_batch,
 )
 
 
@@ -112,28 +113,25 @@ def test_mi_is_symmetric_and_increases_with_correlation() -> None:
     assert values == sorted(values)
 
 
-@pytest.mark.parametrize("clean_shape", [(48, 40), (3, 24, 20)])
-def test_batched_mi_equals_per_pair_mi(clean_shape: tuple[int, ...]) -> None:
+def test_image_delta_is_the_mean_per_channel_or_pooled_mi() -> None:
     gen = torch.Generator().manual_seed(0)
-    clean = torch.randn(clean_shape, generator=gen)
+    clean = torch.randn((3, 24, 20), generator=gen)
     k = 6
-    corrupted = clean + torch.randn((k, *clean_shape), generator=gen) * torch.linspace(
-        0.0, 3.0, k
-    ).view(-1, *([1] * len(clean_shape)))
+    scale = torch.linspace(0.0, 3.0, k).view(-1, 1, 1, 1)
+    corrupted = clean + torch.randn((k, 3, 24, 20), generator=gen) * scale
     corrupted[-1] = 1.5  # a constant image: MI 0
-    batch = mutual_information_batch(clean, corrupted)
-    assert batch.shape == (k,)
-    assert batch.dtype == torch.float64
-    for i in range(k):
-        assert float(batch[i]) == pytest.approx(mutual_information(clean, corrupted[i]), abs=1e-9)
-    assert float(batch[0]) == pytest.approx(mutual_information(clean, clean), abs=1e-9)
-    assert float(batch[-1]) == 0.0
-    # explicit bins and flattened corrupted samples
-    flat = mutual_information_batch(clean, corrupted.reshape(k, -1), bins=9)
-    for i in range(k):
-        assert float(flat[i]) == pytest.approx(
-            mutual_information(clean, corrupted[i], bins=9), abs=1e-9
-        )
+    per_channel = [
+        mutual_information(clean[c], corrupted[i, c]) for i in range(k) for c in range(3)
+    ]
+    assert image_delta(clean, corrupted) == pytest.approx(np.mean(per_channel), abs=1e-9)
+    pooled = [mutual_information(clean, corrupted[i]) for i in range(k)]  # n = C·H·W values
+    delta = image_delta(clean, corrupted, channels=ChannelMode.POOLED)
+    assert delta == pytest.approx(np.mean(pooled), abs=1e-9)
+    assert image_delta(clean, clean[None]) == pytest.approx(
+        np.mean([mutual_information(clean[c], clean[c]) for c in range(3)]), abs=1e-9
+    )
+    assert image_delta(clean, clean[None], normalised=True) == pytest.approx(1.0)
+    assert image_delta(clean, corrupted[-1:], normalised=True) == 0.0
 
 
 def test_bad_inputs_raise_value_error() -> None:
@@ -146,9 +144,9 @@ def test_bad_inputs_raise_value_error() -> None:
         mutual_information(np.full((4, 4), np.nan), a[:4, :4])
     with pytest.raises(ValueError, match="bins"):
         mutual_information(a, a, bins=0)
-    with pytest.raises(ValueError, match="elements"):
-        mutual_information_batch(torch.zeros(8, 8), torch.zeros(3, 8, 9))
-    with pytest.raises(ValueError, match="K >= 1"):
-        mutual_information_batch(torch.zeros(8, 8), torch.zeros(0, 8, 8))
+    with pytest.raises(ValueError, match="of its size"):
+        image_delta(torch.zeros(1, 8, 8), torch.zeros(3, 1, 8, 9))
+    with pytest.raises(ValueError, match="empty"):
+        image_delta(torch.zeros(1, 8, 8), torch.zeros(0, 1, 8, 8))
     with pytest.raises(ValueError, match="NaN"):
-        mutual_information_batch(torch.zeros(2, 2), torch.full((1, 2, 2), float("inf")))
+        image_delta(torch.zeros(1, 2, 2), torch.full((1, 1, 2, 2), float("inf")))
