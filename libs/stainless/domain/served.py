@@ -10,9 +10,18 @@ settings baked into ``stain_confidence`` and the calibrated δ review threshold.
 
 from __future__ import annotations
 
+from enum import StrEnum
+
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 MANIFEST = "stainless.json"
+
+
+class ConfidenceVariant(StrEnum):
+    """Which δ a model computes (every δ carries its variant's name)."""
+
+    WHOLE_LATENT = "whole-latent"  # thesis ch. 7: noise on the whole latent (models 1, 3)
+    DISENTANGLED = "disentangled"  # thesis ch. 6, Algorithm 2: structure and style noise
 
 
 class ManifestError(ValueError):
@@ -29,6 +38,10 @@ class ServedManifest(BaseModel):
     k: int = Field(ge=1)
     alpha: float = Field(ge=0)
     review_threshold: float = Field(ge=0, description="Cells with δ below it need review.")
+    confidence_variant: ConfidenceVariant = Field(
+        default=ConfidenceVariant.WHOLE_LATENT,
+        description="Which δ the served stain_confidence computes.",
+    )
     model_version_id: str | None = Field(
         default=None, description="The registry's model version served (after a promotion)."
     )

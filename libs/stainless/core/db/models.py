@@ -187,6 +187,7 @@ class Prediction(SQLModel, table=True):
     stain_key: str | None = Field(default=None, max_length=512)
     heatmap_key: str | None = Field(default=None, max_length=512)
     confidence: float | None = None
+    confidence_variant: str | None = Field(default=None, max_length=32)  # which δ it is
     uncertainty: float | None = None
     review_status: ReviewStatus = _enum(ReviewStatus, ReviewStatus.PENDING)
     created_at: datetime = _ts()

@@ -33,6 +33,7 @@ import numpy.typing as npt
 import torch
 from torch import Tensor
 
+from stainless.domain.served import ConfidenceVariant
 from stainless.ml.confidence.mutual_information import ChannelMode, image_delta
 
 F32 = npt.NDArray[np.float32]
@@ -59,9 +60,9 @@ class DisentangledModel(Protocol):
     def decode(self, t: Tensor, s: Tensor, bg: Tensor) -> Tensor: ...
 
 
-WHOLE_LATENT = "whole-latent"
+WHOLE_LATENT = ConfidenceVariant.WHOLE_LATENT
 """The chapter-7 variant (noise on the whole latent code, models 1 and 3)."""
-DISENTANGLED = "disentangled"
+DISENTANGLED = ConfidenceVariant.DISENTANGLED
 """The chapter-6 variant (Algorithm 2: structure and style noise, model 2)."""
 
 
@@ -81,7 +82,7 @@ class ConfidenceResult:
     clean: Tensor  # the clean decode, [1, C, H, W], detached
     latent: Tensor
     delta_normalised: float
-    variant: str
+    variant: ConfidenceVariant
     channels: ChannelMode = ChannelMode.PER_CHANNEL
 
 
@@ -164,7 +165,11 @@ def masked_std(h: Tensor, inside: Tensor) -> Tensor:
 
 
 def _summarise(
-    clean: Tensor, outputs: Tensor, latent: Tensor, variant: str, channels: ChannelMode
+    clean: Tensor,
+    outputs: Tensor,
+    latent: Tensor,
+    variant: ConfidenceVariant,
+    channels: ChannelMode,
 ) -> ConfidenceResult:
     """δ, γ and the heat map from the clean ``[1, C, H, W]`` and k outputs ``[k, C, H, W]``."""
     if outputs.shape[1:] != clean.shape[1:]:

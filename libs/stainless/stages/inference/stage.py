@@ -342,6 +342,7 @@ class CellStainer:
             stain_key=stain_key,
             heatmap_key=heat_key,
             confidence=output.delta,
+            confidence_variant=manifest.confidence_variant,
             uncertainty=output.gamma,
             review_status=status,
         )

@@ -78,6 +78,10 @@ def write_report(
         )
     deltas = [v.prediction.confidence for v in views if v.prediction and v.prediction.confidence]
     histogram = _data_uri(delta_histogram(deltas, threshold)) if deltas else ""
+    variants = sorted(
+        {v.prediction.confidence_variant or "unnamed" for v in views if v.prediction is not None}
+    )
+    variant = html.escape(", ".join(variants) or "none")
     slide = summary.slide
     path.write_text(
         f"""<!doctype html>
@@ -99,7 +103,10 @@ table {{ border-collapse: collapse; }} td, th {{ border: 1px solid #ccc; padding
 not a clinical result.</p>
 <h2>Differential</h2>
 <table><tr><th>class</th><th>count</th><th>% of leukocytes</th></tr>{rows}</table>
-<h2>Confidence</h2><img src="{histogram}" alt="δ histogram">
+<h2>Confidence</h2>
+<p class="note">δ: the {variant} variant (raw mutual information per channel, nats; cells
+below {threshold:.3f} need review).</p>
+<img src="{histogram}" alt="δ histogram">
 <h2>Stained cells by class</h2>{"".join(sections)}
 </body></html>
 """

@@ -202,6 +202,9 @@ class CellOut(BaseModel):
     cell_class: str | None = Field(alias="class", description="The effective class.")
     predicted_class: str | None
     confidence: float | None = Field(description="δ of the stained image.")
+    confidence_variant: str | None = Field(
+        description="Which δ: whole-latent (thesis ch. 7) or disentangled (ch. 6)."
+    )
     uncertainty: float | None = Field(description="γ of the stained image.")
     review_status: str
     images: dict[str, str] = Field(description="Image kind → URL of the PNG.")
@@ -217,6 +220,7 @@ class CellOut(BaseModel):
             "class": view.effective_class,
             "predicted_class": prediction.predicted_class if prediction else None,
             "confidence": prediction.confidence if prediction else None,
+            "confidence_variant": prediction.confidence_variant if prediction else None,
             "uncertainty": prediction.uncertainty if prediction else None,
             "review_status": view.review_status.value,
             "images": images,

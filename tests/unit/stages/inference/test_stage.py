@@ -200,6 +200,7 @@ def test_a_slide_is_stained_and_completed_once(
         assert world.store.get(p.heatmap_key or "").startswith(b"\x89PNG")
         assert sum(p.probabilities.values()) == pytest.approx(1, abs=1e-4)
         assert p.confidence is not None and p.confidence > 0
+        assert p.confidence_variant == "whole-latent"  # the manifest's variant, recorded
     stained = _events(world.engine, Topic.CELLS_STAINED)
     assert sorted(len(e.payload["cell_ids"]) for e in stained) == [3, 3]
     (completed,) = _events(world.engine, Topic.SLIDES_COMPLETED)

@@ -129,6 +129,7 @@ class World:
                 stain_key=f"stained/{slide_id}/{index}.png",
                 heatmap_key=f"heatmaps/{slide_id}/{index}.png",
                 confidence=spec.confidence,
+                confidence_variant="whole-latent",
                 uncertainty=1 - spec.confidence,
                 review_status=spec.status,
                 created_at=utcnow() - timedelta(minutes=5),

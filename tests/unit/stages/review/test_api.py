@@ -65,6 +65,7 @@ def test_cells_are_listed_filtered_and_detailed(client: TestClient, world: World
         pytest.approx(0.6),
     )
     assert cell["probabilities"] == {"LY": 0.4} and cell["review_status"] == "needs_review"
+    assert cell["confidence_variant"] == "whole-latent"  # every δ names its variant
     assert set(cell["images"]) == {"stained", "dic", "heatmap"}
 
 
