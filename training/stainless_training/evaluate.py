@@ -15,17 +15,24 @@ it); and by the calibrated review threshold.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import torch
+from torch import Tensor
 
 from stainless.domain.cells import MaskClass
+from stainless.domain.served import ConfidenceVariant
 from stainless.ml.confidence.adapters import StainingLatentModel, predicted_foreground
 from stainless.ml.confidence.mutual_information import ChannelMode
-from stainless.ml.confidence.noise import WHOLE_LATENT, whole_latent_confidence
+from stainless.ml.confidence.noise import (
+    WHOLE_LATENT,
+    ConfidenceResult,
+    whole_latent_confidence,
+)
 from stainless.ml.metrics.calibration import fit_calibration, reliability, review_threshold_for
 from stainless.ml.metrics.classification import classification_report
 from stainless.ml.metrics.correlation import correlation_summary, pearson_r
@@ -33,13 +40,23 @@ from stainless.ml.metrics.fid import FidMetric
 from stainless.ml.metrics.image import mse, ssim
 from stainless.ml.metrics.perceptual import PerceptualMetric
 from stainless.ml.metrics.segmentation import dice_iou
-from stainless.ml.models.mtmd import Domain, MultiTaskTranslator
+from stainless.ml.models.mtmd import MultiTaskTranslator
 from stainless_training.phantom_data import CLASSES, CellSample
 
 F32 = npt.NDArray[np.float32]
 MASK_CLASSES: tuple[str, ...] = tuple(m.name.lower() for m in MaskClass)
 CONFIDENCE_SCORES = ("delta", "delta_normalised", "gamma")
 QUALITY_MEASURES = ("lpips", "mse", "ssim")
+MEANS = (
+    "mse",
+    "ssim",
+    "baseline_mse",
+    "baseline_ssim",
+    "lpips",
+    "delta",
+    "delta_normalised",
+    "gamma",
+)
 
 
 @dataclass(frozen=True)
@@ -64,10 +81,32 @@ class ColourTransfer:
         return np.clip(image, 0, 1).astype(np.float32)
 
 
-def _stain(translator: MultiTaskTranslator, dic: F32) -> F32:
-    x = torch.from_numpy(dic[None, None] * 2 - 1).repeat(1, translator.in_channels, 1, 1)
-    out = translator.translate(x, Domain.BF)[0]
-    return ((out.permute(1, 2, 0).numpy() + 1) / 2).clip(0, 1).astype(np.float32)
+Confidence = Callable[[Tensor, int], ConfidenceResult]
+"""One DIC cell ``[1, 1, S, S]`` in [-1, 1] and a seed in, its confidence result out: the
+clean stained output and its δ, γ and heat map by one variant on one translator."""
+
+
+def whole_latent(translator: MultiTaskTranslator, *, k: int = 10, alpha: float = 3.0) -> Confidence:
+    """Model 1's chapter-7 confidence: noise on the whole latent, masked to the white cell
+    as the model's own segmenter sees it, drawn from a generator seeded per call."""
+    model = StainingLatentModel(translator.eval())
+
+    def run(x: Tensor, seed: int) -> ConfidenceResult:
+        return whole_latent_confidence(
+            model,
+            x,
+            k=k,
+            alpha=alpha,
+            foreground=lambda h: predicted_foreground(translator, h),
+            generator=torch.Generator().manual_seed(seed),
+        )
+
+    return run
+
+
+def stained_image(result: ConfidenceResult) -> F32:
+    """The clean stained output as an ``[S, S, 3]`` image in [0, 1]."""
+    return ((result.clean[0].permute(1, 2, 0).numpy() + 1) / 2).clip(0, 1).astype(np.float32)
 
 
 def evaluate(
@@ -102,26 +141,19 @@ def evaluate(
     if not 0 < review_fraction < 1:
         raise ValueError(f"review_fraction must be in (0, 1), got {review_fraction}")
     translator = translator.eval()
-    model = StainingLatentModel(translator)
+    confidence_of = whole_latent(translator, k=k, alpha=alpha)
     rows: list[dict[str, Any]] = []
     probabilities = []
     stained_images: list[F32] = []
     baseline_images: list[F32] = []
     with torch.no_grad():
         for index, sample in enumerate(samples):
-            stained = _stain(translator, sample.dic)
-            plain = baseline(sample.dic)
+            confidence = confidence_of(
+                torch.from_numpy(sample.dic[None, None] * 2 - 1), seed + index
+            )
+            stained, plain = stained_image(confidence), baseline(sample.dic)
             stained_images.append(stained)
             baseline_images.append(plain)
-            x = torch.from_numpy(sample.dic[None, None] * 2 - 1)
-            confidence = whole_latent_confidence(
-                model,
-                x,
-                k=k,
-                alpha=alpha,
-                foreground=lambda h: predicted_foreground(translator, h),
-                generator=torch.Generator().manual_seed(seed + index),
-            )
             h = confidence.latent
             p = torch.softmax(translator.classify(h), dim=1)[0].numpy()
             probabilities.append(p)
@@ -131,15 +163,7 @@ def evaluate(
                 {
                     "class": str(CLASSES[sample.label]),
                     "predicted": str(CLASSES[int(p.argmax())]),
-                    "mse": mse(stained, sample.bf),
-                    "ssim": ssim(stained, sample.bf),
-                    "baseline_mse": mse(plain, sample.bf),
-                    "baseline_ssim": ssim(plain, sample.bf),
-                    "lpips": perceptual.distance(stained, sample.bf),
-                    "delta": confidence.delta,
-                    "delta_normalised": confidence.delta_normalised,
-                    "gamma": confidence.gamma,
-                    "area": float(np.mean(sample.mask >= MaskClass.CYTOPLASM)),
+                    **staining_row(sample, stained, plain, confidence, perceptual),
                     "dice": {MASK_CLASSES[c]: d for c, (d, _) in overlap.items()},
                     "iou": {MASK_CLASSES[c]: i for c, (_, i) in overlap.items()},
                 }
@@ -148,38 +172,22 @@ def evaluate(
     report = classification_report(
         [s.label for s in samples], np.stack(probabilities), class_names=names
     )
-    deltas = [r["delta"] for r in rows]
-    lpips_values = [r["lpips"] for r in rows]
-    means = {
-        key: float(np.mean([r[key] for r in rows]))
-        for key in (
-            "mse",
-            "ssim",
-            "baseline_mse",
-            "baseline_ssim",
-            "lpips",
-            "delta",
-            "delta_normalised",
-            "gamma",
-        )
-    }
     dice_per_class = _overlap_means(rows, "dice")
     iou_per_class = _overlap_means(rows, "iou")
-    fid = fid or FidMetric(net="alexnet")
-    truth = np.stack([s.bf for s in samples])
-    image_fid: dict[str, Any] = {"fid": None, "baseline_fid": None}
-    if len(samples) >= 2:
-        image_fid = {
-            "fid": fid.distance(truth, np.stack(stained_images)),
-            "baseline_fid": fid.distance(truth, np.stack(baseline_images)),
-        }
     result: dict[str, Any] = {
-        "cells": len(rows),
-        **means,
-        "rmse": float(np.sqrt(means["mse"])),
-        "baseline_rmse": float(np.sqrt(means["baseline_mse"])),
-        **image_fid,
-        "fid_provenance": fid.provenance,
+        **staining_summary(
+            rows,
+            samples,
+            stained_images,
+            baseline_images,
+            perceptual=perceptual,
+            fid=fid,
+            variant=WHOLE_LATENT,
+            seed=seed,
+            review_fraction=review_fraction,
+            acceptable_ssim=acceptable_ssim,
+            review_sensitivity=review_sensitivity,
+        ),
         "accuracy": report.accuracy,
         "macro_f1": report.macro_f1,
         "auc_ovr": report.auc_ovr,
@@ -190,7 +198,73 @@ def evaluate(
         "dice_mean": _mean_present(dice_per_class),
         "iou_per_class": iou_per_class,
         "iou_mean": _mean_present(iou_per_class),
-        "confidence_variant": WHOLE_LATENT,
+        "per_class": _per_class(rows, np.asarray(report.confusion), names),
+    }
+    if per_cell:
+        result["per_cell"] = rows
+    return result
+
+
+def staining_row(
+    sample: CellSample,
+    stained: F32,
+    baseline: F32,
+    confidence: ConfidenceResult,
+    perceptual: PerceptualMetric,
+) -> dict[str, Any]:
+    """One cell's staining against its brightfield truth (and the baseline's), its δ and γ,
+    and the white cell's share of the crop (``area``, which δ tracks)."""
+    return {
+        "mse": mse(stained, sample.bf),
+        "ssim": ssim(stained, sample.bf),
+        "baseline_mse": mse(baseline, sample.bf),
+        "baseline_ssim": ssim(baseline, sample.bf),
+        "lpips": perceptual.distance(stained, sample.bf),
+        "delta": confidence.delta,
+        "delta_normalised": confidence.delta_normalised,
+        "gamma": confidence.gamma,
+        "area": float(np.mean(sample.mask >= MaskClass.CYTOPLASM)),
+    }
+
+
+def staining_summary(
+    rows: list[dict[str, Any]],
+    samples: list[CellSample],
+    stained_images: list[F32],
+    baseline_images: list[F32],
+    *,
+    perceptual: PerceptualMetric,
+    fid: FidMetric | None,
+    variant: ConfidenceVariant,
+    seed: int,
+    review_fraction: float,
+    acceptable_ssim: float,
+    review_sensitivity: float,
+) -> dict[str, Any]:
+    """What every translator's evaluation reports about its staining and its δ, from one
+    row per cell (``mse``, ``ssim``, ``baseline_mse``, ``baseline_ssim``, ``lpips``,
+    ``delta``, ``delta_normalised``, ``gamma``, ``area``): the means, RMSE, FID against the
+    brightfield truth (with the backbones' provenance), the correlations of every
+    confidence score with every quality measure and the calibrated review threshold."""
+    means = {key: float(np.mean([r[key] for r in rows])) for key in MEANS}
+    fid = fid or FidMetric(net="alexnet")
+    truth = np.stack([s.bf for s in samples])
+    image_fid: dict[str, Any] = {"fid": None, "baseline_fid": None}
+    if len(samples) >= 2:
+        image_fid = {
+            "fid": fid.distance(truth, np.stack(stained_images)),
+            "baseline_fid": fid.distance(truth, np.stack(baseline_images)),
+        }
+    deltas = [r["delta"] for r in rows]
+    lpips_values = [r["lpips"] for r in rows]
+    return {
+        "cells": len(rows),
+        **means,
+        "rmse": float(np.sqrt(means["mse"])),
+        "baseline_rmse": float(np.sqrt(means["baseline_mse"])),
+        **image_fid,
+        "fid_provenance": fid.provenance,
+        "confidence_variant": variant.value,
         "delta_channels": ChannelMode.PER_CHANNEL.value,
         "confidence_correlations": confidence_correlations(rows, seed=seed),
         "delta_lpips_pearson_r": _pearson_or_none(deltas, lpips_values),
@@ -203,11 +277,7 @@ def evaluate(
         ),
         "acceptable": f"SSIM against the registered brightfield ≥ {acceptable_ssim:g}",
         "lpips_provenance": perceptual.provenance,
-        "per_class": _per_class(rows, np.asarray(report.confusion), names),
     }
-    if per_cell:
-        result["per_cell"] = rows
-    return result
 
 
 def review_calibration(

@@ -1,18 +1,23 @@
-"""``stainless-evaluate``: held-out phantom evaluation of a model-1 checkpoint.
+"""``stainless-evaluate``: held-out phantom evaluation of a model-1 or model-2 checkpoint.
 
 Writes into the output folder ``metrics.json`` (with a row per cell), ``confusion.png``
-(cell classes), ``delta_lpips.png`` (δ against LPIPS with the review threshold) and
-``samples.png`` (DIC, brightfield truth, stained, heat map). Seeded: the same checkpoint
-and options give the same files.
+(cell classes; model 1 only, model 2 does not classify), ``delta_lpips.png`` (δ against
+LPIPS with the review threshold), ``reliability.png`` (the calibration of δ) and
+``samples.png`` (DIC, brightfield truth, stained, heat map). Each model's δ is its own
+variant: the chapter-7 whole-latent δ for model 1, the chapter-6 Algorithm-2 δ for
+model 2. Seeded: the same checkpoint and options give the same files.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import torch
 import typer
@@ -20,11 +25,14 @@ from rich.console import Console
 
 from stainless.core.config import SettingsError, load_settings
 from stainless.core.storage.factory import create_store
+from stainless.ml.models.disentangled import build_disentangled
 from stainless.ml.models.mtmd import build_multitask
 from stainless_training.backbones import STORE_PREFIX, quality_metrics
-from stainless_training.config import ConfigError, load_config
-from stainless_training.evaluate import ColourTransfer, evaluate
-from stainless_training.mtmd import model_config
+from stainless_training.config import ConfigError, ModelKind, TrainingConfig, load_config
+from stainless_training.disentangled import model_config as disentangled_config
+from stainless_training.evaluate import ColourTransfer, Confidence, evaluate, whole_latent
+from stainless_training.evaluate_disentangled import algorithm2, evaluate_disentangled
+from stainless_training.mtmd import model_config as mtmd_config
 from stainless_training.phantom_data import phantom_samples
 from stainless_training.plots import (
     confusion_plot,
@@ -38,6 +46,7 @@ app = typer.Typer(pretty_exceptions_enable=False, add_completion=False)
 err = Console(stderr=True)
 
 FILES = ("metrics.json", "confusion.png", "delta_lpips.png", "reliability.png", "samples.png")
+"""What a model-1 evaluation writes (model 2: all but confusion.png)."""
 
 
 class FidNet(StrEnum):
@@ -99,33 +108,42 @@ def main(
         err.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None
     torch.manual_seed(0)
-    net = model_config(config)
-    translator = build_multitask(net)
-    translator.load_state_dict(torch.load(checkpoint, weights_only=False)["translator"])
+    try:
+        evaluation_run = _model_evaluation(config, checkpoint)
+    except ValueError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    image_size = evaluation_run.image_size
     training = phantom_samples(
-        fields=config.data.phantom_fields, seed=config.data.phantom_seed, image_size=net.image_size
+        fields=config.data.phantom_fields, seed=config.data.phantom_seed, image_size=image_size
     )
-    held_out = phantom_samples(fields=fields, seed=seed, image_size=net.image_size)
-    metrics = evaluate(
-        translator,
-        held_out,
-        baseline=ColourTransfer.fit(training),
-        perceptual=perceptual,
-        fid=fid,
-        per_cell=True,
-        acceptable_ssim=evaluation.acceptable_ssim,
-        review_sensitivity=evaluation.review_sensitivity,
-    )
-    metrics["held_out"] = {"fields": fields, "seed": seed, "image_size": net.image_size}
+    held_out = phantom_samples(fields=fields, seed=seed, image_size=image_size)
+    try:
+        metrics = evaluation_run.evaluate(
+            held_out,
+            baseline=ColourTransfer.fit(training),
+            perceptual=perceptual,
+            fid=fid,
+            per_cell=True,
+            acceptable_ssim=evaluation.acceptable_ssim,
+            review_sensitivity=evaluation.review_sensitivity,
+        )
+    except ValueError as exc:  # too few held-out cells for a correlation
+        err.print(f"[red]error:[/red] {len(held_out)} held-out cells: {exc}; take more --fields")
+        raise typer.Exit(2) from None
+    metrics["held_out"] = {"fields": fields, "seed": seed, "image_size": image_size}
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    confusion_plot(
-        metrics["confusion"],
-        metrics["class_names"],
-        out / "confusion.png",
-        title=f"held-out phantom cells: accuracy {metrics['accuracy']:.2f}, "
-        f"macro-F1 {metrics['macro_f1']:.2f}",
-    )
+    written = ["metrics.json"]
+    if "confusion" in metrics:
+        confusion_plot(
+            metrics["confusion"],
+            metrics["class_names"],
+            out / "confusion.png",
+            title=f"held-out phantom cells: accuracy {metrics['accuracy']:.2f}, "
+            f"macro-F1 {metrics['macro_f1']:.2f}",
+        )
+        written.append("confusion.png")
     rows = metrics["per_cell"]
     delta_lpips_plot(
         [r["delta"] for r in rows],
@@ -136,6 +154,7 @@ def main(
         interval=metrics["confidence_correlations"]["delta"]["lpips"]["pearson_ci"],
         classes=[r["class"] for r in rows],
         lpips_label="LPIPS" + (" (random backbone)" if evaluation.lpips_backbone is None else ""),
+        variant=metrics["confidence_variant"],
     )
     reliability_plot(
         metrics["calibration"],
@@ -143,7 +162,8 @@ def main(
         acceptable=metrics["acceptable"],
         review=metrics["review"],
     )
-    sample_grid(translator, held_out, out / "samples.png")
+    sample_grid(evaluation_run.confidence, held_out, out / "samples.png")
+    written += ["delta_lpips.png", "reliability.png", "samples.png"]
     summary = {
         k: metrics[k]
         for k in (
@@ -162,7 +182,10 @@ def main(
             "delta_lpips_pearson_r",
             "gamma_lpips_pearson_r",
             "review_threshold",
+            "review_fraction",
+            "blackout",
         )
+        if k in metrics
     }
     typer.echo(
         json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in summary.items()})
@@ -177,7 +200,43 @@ def main(
         )
     err.print(f"FID {_fmt(metrics['fid'])} ({metrics['fid_provenance']})")
     err.print(f"LPIPS {_fmt(metrics['lpips'])} ({metrics['lpips_provenance']})")
-    err.print(f"wrote {', '.join(FILES)} to {out} in {time.perf_counter() - started:.0f} s")
+    err.print(f"wrote {', '.join(written)} to {out} in {time.perf_counter() - started:.0f} s")
+
+
+@dataclass(frozen=True)
+class _Run:
+    """What the evaluation of one kind of model needs: the size of its cells, its
+    evaluation over held-out cells and its confidence for the sample grid."""
+
+    image_size: int
+    evaluate: Callable[..., dict[str, Any]]
+    confidence: Confidence
+
+
+def _model_evaluation(config: TrainingConfig, checkpoint: Path) -> _Run:
+    """Model 1 with its chapter-7 δ or model 2 with its chapter-6 δ, loaded from ``checkpoint``.
+
+    Raises:
+        ValueError: model 3, which has no evaluation yet.
+    """
+    state = torch.load(checkpoint, weights_only=False)["translator"]
+    if config.model is ModelKind.MTMD:
+        net = mtmd_config(config)
+        translator = build_multitask(net)
+        translator.load_state_dict(state)
+        return _Run(
+            net.image_size, functools.partial(evaluate, translator), whole_latent(translator)
+        )
+    if config.model is ModelKind.DISENTANGLED:
+        net2 = disentangled_config(config)
+        model2 = build_disentangled(net2)
+        model2.load_state_dict(state)
+        return _Run(
+            net2.image_size,
+            functools.partial(evaluate_disentangled, model2),
+            algorithm2(model2),
+        )
+    raise ValueError(f"no evaluation of {config.model} yet (models 1 and 2 evaluate)")
 
 
 def _fmt(value: float | None) -> str:

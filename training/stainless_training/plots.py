@@ -17,9 +17,7 @@ import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from stainless.ml.confidence.adapters import StainingLatentModel, predicted_foreground
-from stainless.ml.confidence.noise import whole_latent_confidence
-from stainless.ml.models.mtmd import MultiTaskTranslator
+from stainless_training.evaluate import Confidence, stained_image
 from stainless_training.phantom_data import CLASSES, CellSample
 
 
@@ -137,9 +135,10 @@ def delta_lpips_plot(
     interval: Sequence[float] | None = None,
     classes: Sequence[str] | None = None,
     lpips_label: str = "LPIPS",
+    variant: str = "whole-latent",
 ) -> None:
-    """Per-cell δ against LPIPS, the review threshold as a vertical line, r with n and its
-    95% interval in the title."""
+    """Per-cell δ (of confidence ``variant``) against LPIPS, the review threshold as a
+    vertical line, r with n and its 95% interval in the title."""
     x = np.asarray(deltas, dtype=np.float64)
     y = np.asarray(lpips, dtype=np.float64)
     if x.shape != y.shape:
@@ -175,7 +174,7 @@ def delta_lpips_plot(
     if pearson_r is not None and interval is not None:
         r_text += f" (95% CI {interval[0]:+.2f} to {interval[1]:+.2f})"
     axis.set_title(
-        f"confidence δ against {lpips_label}\nPearson r = {r_text}, n = {x.size}", fontsize=9
+        f"{variant} δ against {lpips_label}\nPearson r = {r_text}, n = {x.size}", fontsize=9
     )
     axis.set_xlabel("δ (raw mutual information per channel with the clean output, nats)")
     axis.set_ylabel(lpips_label + " to the registered brightfield")
@@ -184,24 +183,18 @@ def delta_lpips_plot(
 
 
 def sample_grid(
-    translator: MultiTaskTranslator, samples: list[CellSample], path: Path, *, cells: int = 8
+    confidence: Confidence, samples: list[CellSample], path: Path, *, cells: int = 8
 ) -> None:
-    """A PNG of up to ``cells`` cells: DIC, brightfield truth, stained output, uncertainty map."""
+    """A PNG of up to ``cells`` cells: DIC, brightfield truth, stained output, uncertainty map
+    (``confidence`` stains a cell and gives its δ and heat map)."""
     chosen = samples[:cells]
     if not chosen:
         raise ValueError("no cells to draw")
     figure = Figure(figsize=(8, 2 * len(chosen)), dpi=100)
-    model = StainingLatentModel(translator)
     for row, sample in enumerate(chosen):
-        x = torch.from_numpy(sample.dic[None, None] * 2 - 1)
         with torch.no_grad():
-            result = whole_latent_confidence(
-                model,
-                x,
-                foreground=lambda h: predicted_foreground(translator, h),
-                generator=torch.Generator().manual_seed(row),
-            )
-        stained = ((result.clean[0].permute(1, 2, 0).numpy() + 1) / 2).clip(0, 1)
+            result = confidence(torch.from_numpy(sample.dic[None, None] * 2 - 1), row)
+        stained = stained_image(result)
         panels = [
             (sample.dic, "gray", "DIC"),
             (sample.bf, None, "brightfield"),

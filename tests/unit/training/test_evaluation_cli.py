@@ -7,22 +7,30 @@ import torch
 import yaml
 from typer.testing import CliRunner
 
+from stainless.ml.models.disentangled import build_disentangled
 from stainless.ml.models.mtmd import build_multitask
 from stainless_training.config import load_config
+from stainless_training.disentangled import model_config as disentangled_config
 from stainless_training.evaluation_cli import FILES, app
 from stainless_training.mtmd import model_config
 
 ROOT = Path(__file__).resolve().parents[3]
 
 
-def _checkpoint(folder: Path) -> Path:
-    """A random tiny model 1 with a config trained on one phantom field (seed 5)."""
-    config = yaml.safe_load((ROOT / "training" / "configs" / "mtmd-tiny.yaml").read_text())
+def _checkpoint(folder: Path, model: str = "mtmd") -> Path:
+    """A random tiny model 1 (or 2) with a config trained on one phantom field (seed 5)."""
+    name = {"mtmd": "mtmd-tiny.yaml", "disentangled": "disentangled-tiny.yaml"}[model]
+    config = yaml.safe_load((ROOT / "training" / "configs" / name).read_text())
     config["data"] = {"phantom_seed": 5, "phantom_fields": 1}
     folder.mkdir()
     (folder / "config.yaml").write_text(yaml.safe_dump(config))
     torch.manual_seed(0)
-    translator = build_multitask(model_config(load_config(folder / "config.yaml")))
+    loaded = load_config(folder / "config.yaml")
+    translator = (
+        build_multitask(model_config(loaded))
+        if model == "mtmd"
+        else build_disentangled(disentangled_config(loaded))
+    )
     path = folder / "checkpoint.pt"
     torch.save({"translator": translator.state_dict()}, path)
     return path
@@ -44,6 +52,21 @@ def test_writes_metrics_and_four_plots(tmp_path: Path) -> None:
     assert "RANDOM backbone" in metrics["fid_provenance"]
     assert "RANDOM backbone" in result.output  # the provenance printed next to the number
     assert metrics["held_out"] == {"fields": 2, "seed": 7, "image_size": 64}
+
+
+def test_model_2_is_evaluated_with_its_chapter6_delta(tmp_path: Path) -> None:
+    checkpoint = _checkpoint(tmp_path / "model", "disentangled")
+    out = tmp_path / "eval"
+    args = ["--checkpoint", str(checkpoint), "--out", str(out), "--seed", "7", "--fields"]
+    one_cell = CliRunner().invoke(app, [*args, "1"])
+    assert one_cell.exit_code == 2 and "1 held-out cells" in one_cell.output
+    result = CliRunner().invoke(app, [*args, "2"])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in out.iterdir()) == sorted(set(FILES) - {"confusion.png"})
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["confidence_variant"] == "disentangled"
+    assert metrics["noise"]["k"] == 20 and "blackout" in metrics
+    assert "delta ↔ LPIPS (disentangled" in result.output
 
 
 def test_refuses_the_training_seed_and_missing_weights(tmp_path: Path) -> None:
