@@ -164,6 +164,47 @@ def export_tiny(repo: Path, instance: str) -> Path:
     return repo
 
 
+def export_tiny_disentangled(repo: Path, instance: str) -> Path:
+    """A random tiny model 2 (seed 0) served with a random tiny model 1 (seed 1) as its
+    classifier, exported into ``repo`` for ``instance`` (k = 6 to keep tests quick)."""
+    import torch
+
+    from stainless.domain.cells import CellClass
+    from stainless.ml.export.disentangled_heads import write_disentangled_repository
+    from stainless.ml.export.triton import InstanceKind
+    from stainless.ml.models.configs import DisentangledConfig, MultiTaskConfig
+    from stainless.ml.models.disentangled import build_disentangled
+    from stainless.ml.models.mtmd import build_multitask
+
+    config = DisentangledConfig.tiny()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model_2 = build_disentangled(config).eval()
+        torch.manual_seed(1)
+        model_1 = build_multitask(MultiTaskConfig.tiny()).eval()
+    write_disentangled_repository(
+        model_2,
+        model_1,
+        repo,
+        name="disentangled-tiny",
+        classifier_name="mtmd-tiny",
+        image_size=config.image_size,
+        classes=[c.value for c in CellClass],
+        review_threshold=0.5,
+        k=6,
+        instance=InstanceKind(instance),
+    )
+    return repo
+
+
+@pytest.fixture(scope="session")
+def disentangled_python_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Model 2 with its classifier for Triton's python backend."""
+    return export_tiny_disentangled(
+        tmp_path_factory.mktemp("disentangled-repository"), "cpu-python"
+    )
+
+
 @pytest.fixture(scope="session")
 def tiny_export() -> Callable[[Path, str], Path]:
     """:func:`export_tiny`, for tests that export for several instance kinds."""
@@ -255,6 +296,16 @@ def own_triton(tmp_path: Path) -> Iterator[Callable[[Path], TritonServer]]:
 def triton_server(exported_python_repo: Path, infra_state: Path) -> Iterator[TritonServer]:
     """The real Triton server (python backend, CPU) serving ``exported_python_repo``."""
     server = _serve_with_triton(exported_python_repo, infra_state)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def disentangled_triton(
+    disentangled_python_repo: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[TritonServer]:
+    """A second real Triton server, serving model 2 (``disentangled_python_repo``)."""
+    server = _serve_with_triton(disentangled_python_repo, tmp_path_factory.mktemp("triton-m2"))
     yield server
     server.stop()
 

@@ -340,19 +340,30 @@ def rollback(
 
 @app.command("export")
 def export_command(
-    checkpoint: Annotated[Path, typer.Option(help="Model-1 training checkpoint (checkpoint.pt).")],
+    checkpoint: Annotated[
+        Path, typer.Option(help="Model-1 or model-2 training checkpoint (checkpoint.pt).")
+    ],
     repo: Annotated[Path, typer.Option(help="Triton model repository to write into.")],
     version: Annotated[int, typer.Option(min=1, help="Version folder to write.")] = 1,
     instance: Annotated[str, typer.Option(help=INSTANCE_HELP)] = "gpu",
-    k: Annotated[int, typer.Option(min=1, help="Corrupted latents per cell.")] = 10,
+    k: Annotated[
+        int | None,
+        typer.Option(min=1, help="Corrupted outputs per cell; default 10 (model 1), 20 (model 2)."),
+    ] = None,
     review_threshold: Annotated[
         float | None,
         typer.Option(
             min=0, help="δ review threshold; default: metrics.json beside the checkpoint."
         ),
     ] = None,
+    classifier: Annotated[
+        Path | None,
+        typer.Option(help="Model 2 only: the model-1 checkpoint that classifies its cells."),
+    ] = None,
 ) -> None:
-    """Write stain, classify, segment and stain_confidence as a Triton model repository."""
+    """Write a checkpoint's served models as a Triton model repository: model 1's stain,
+    classify, segment and stain_confidence (chapter-7 δ), or model 2's stain_confidence
+    (chapter-6 δ, Algorithm 2) with the classify of the model-1 ``--classifier``."""
     from stainless.ml.export.checkpoint import ExportError, export_checkpoint
     from stainless.ml.export.triton import InstanceKind
 
@@ -364,6 +375,7 @@ def export_command(
             instance=InstanceKind(instance),
             k=k,
             review_threshold=review_threshold,
+            classifier=classifier,
         )
     except ExportError as exc:
         err.print(f"[red]error:[/red] {exc}")

@@ -5,7 +5,8 @@ every client that serves from it (``stainless.core.inference.manifest`` reads it
 
 Triton serves tensors; the manifest says what they mean: the model version recorded
 with every prediction, the input side, the class names of the probabilities, the noise
-settings baked into ``stain_confidence`` and the calibrated δ review threshold.
+settings baked into ``stain_confidence``, which δ it computes, whose classifier gives the
+probabilities and the calibrated δ review threshold.
 """
 
 from __future__ import annotations
@@ -36,11 +37,19 @@ class ServedManifest(BaseModel):
     image_size: int = Field(ge=8)
     classes: tuple[str, ...] = Field(min_length=2)
     k: int = Field(ge=1)
-    alpha: float = Field(ge=0)
+    alpha: float = Field(ge=0, description="Noise scale on the latent (model 1) or structure.")
+    beta: float | None = Field(
+        default=None, ge=0, description="Noise scale on the style code (model 2 only)."
+    )
     review_threshold: float = Field(ge=0, description="Cells with δ below it need review.")
     confidence_variant: ConfidenceVariant = Field(
         default=ConfidenceVariant.WHOLE_LATENT,
         description="Which δ the served stain_confidence computes.",
+    )
+    classifier: str | None = Field(
+        default=None,
+        description="The model whose classifier gives the probabilities, when this model "
+        "has none (model 2 serves model 1's).",
     )
     model_version_id: str | None = Field(
         default=None, description="The registry's model version served (after a promotion)."

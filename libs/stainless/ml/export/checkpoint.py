@@ -1,21 +1,74 @@
-"""Export a model-1 training checkpoint (with its config.yaml and metrics.json) as a repository."""
+"""Export a training checkpoint (with its config.yaml and metrics.json) as a repository.
+
+Model 1 exports alone (stain, classify, segment and its chapter-7 ``stain_confidence``).
+Model 2 has no classifier: it exports with a model-1 checkpoint of the same size as its
+classifier (its chapter-6 ``stain_confidence`` and that model's ``classify``).
+"""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import torch
 import yaml
 
 from stainless.domain.cells import CellClass
+from stainless.ml.export.disentangled_heads import write_disentangled_repository
 from stainless.ml.export.triton import InstanceKind, write_repository
-from stainless.ml.models.configs import MultiTaskConfig
-from stainless.ml.models.mtmd import build_multitask
+from stainless.ml.models.configs import DisentangledConfig, MultiTaskConfig
+from stainless.ml.models.disentangled import build_disentangled
+from stainless.ml.models.mtmd import MultiTaskTranslator, build_multitask
+
+MODEL_1, MODEL_2 = "mtmd", "disentangled"
+DEFAULT_K = {MODEL_1: 10, MODEL_2: 20}  # thesis ch. 7.1 / Algorithm 2
 
 
 class ExportError(ValueError):
     """The checkpoint cannot be exported (missing files, unsupported model)."""
+
+
+def _training_config(checkpoint: Path) -> dict[str, Any]:
+    config_path = checkpoint.parent / "config.yaml"
+    if not checkpoint.is_file() or not config_path.is_file():
+        raise ExportError(f"need {checkpoint} and the config.yaml beside it")
+    config: dict[str, Any] = yaml.safe_load(config_path.read_text())
+    return config
+
+
+def _size(training: dict[str, Any]) -> str:
+    return "thesis" if training.get("size") == "thesis" else "tiny"
+
+
+def _translator_state(checkpoint: Path) -> dict[str, torch.Tensor]:
+    state: dict[str, torch.Tensor] = torch.load(checkpoint, weights_only=False)["translator"]
+    return state
+
+
+def _model_1(checkpoint: Path) -> tuple[MultiTaskTranslator, MultiTaskConfig, str]:
+    """Model 1 of ``checkpoint`` with its network config and its size name."""
+    training = _training_config(checkpoint)
+    if training.get("model") != MODEL_1:
+        raise ExportError(f"{checkpoint} is not model 1 (mtmd) but {training.get('model')}")
+    size = _size(training)
+    net = MultiTaskConfig.thesis() if size == "thesis" else MultiTaskConfig.tiny()
+    translator = build_multitask(net)
+    translator.load_state_dict(_translator_state(checkpoint))
+    return translator, net, size
+
+
+def _review_threshold(checkpoint: Path, given: float | None) -> float:
+    if given is not None:
+        return given
+    metrics_path = checkpoint.parent / "metrics.json"
+    metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
+    if metrics.get("review_threshold") is None:
+        raise ExportError(
+            f"no review_threshold in {metrics_path}: run stainless-evaluate "
+            "or pass --review-threshold"
+        )
+    return float(metrics["review_threshold"])
 
 
 def export_checkpoint(
@@ -24,44 +77,66 @@ def export_checkpoint(
     *,
     version: int = 1,
     instance: InstanceKind = InstanceKind.GPU,
-    k: int = 10,
+    k: int | None = None,
     review_threshold: float | None = None,
+    classifier: Path | None = None,
 ) -> list[Path]:
     """Write the served models of ``checkpoint`` into ``repo``; return their folders.
 
     The review threshold defaults to the calibrated one in ``metrics.json`` beside the
-    checkpoint (written by ``stainless-evaluate``).
+    checkpoint (written by ``stainless-evaluate``), k to the variant's (10 for model 1's
+    whole-latent δ, 20 for model 2's Algorithm 2). ``classifier`` is the model-1
+    checkpoint whose classifier model 2 serves.
 
     Raises:
-        ExportError: a file is missing, the model is not model 1, or no threshold is known.
+        ExportError: a file is missing, the model does not export (model 3), model 2 without
+            a model-1 classifier of its size, or no threshold is known.
     """
-    config_path = checkpoint.parent / "config.yaml"
-    metrics_path = checkpoint.parent / "metrics.json"
-    if not checkpoint.is_file() or not config_path.is_file():
-        raise ExportError(f"need {checkpoint} and the config.yaml beside it")
-    training = yaml.safe_load(config_path.read_text())
-    if training.get("model") != "mtmd":
-        raise ExportError(f"only model 1 (mtmd) exports yet, not {training.get('model')}")
-    if review_threshold is None:
-        metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
-        if metrics.get("review_threshold") is None:
-            raise ExportError(
-                f"no review_threshold in {metrics_path}: run stainless-evaluate "
-                "or pass --review-threshold"
-            )
-        review_threshold = float(metrics["review_threshold"])
-    size = "thesis" if training.get("size") == "thesis" else "tiny"
-    net = MultiTaskConfig.thesis() if size == "thesis" else MultiTaskConfig.tiny()
-    translator = build_multitask(net)
-    translator.load_state_dict(torch.load(checkpoint, weights_only=False)["translator"])
-    return write_repository(
-        translator,
+    training = _training_config(checkpoint)
+    model = training.get("model")
+    if model not in DEFAULT_K:
+        raise ExportError(f"models 1 (mtmd) and 2 (disentangled) export, not {model}")
+    threshold = _review_threshold(checkpoint, review_threshold)
+    k = DEFAULT_K[model] if k is None else k
+    classes = [c.value for c in CellClass]
+    if model == MODEL_1:
+        translator, net, size = _model_1(checkpoint)
+        return write_repository(
+            translator,
+            repo,
+            name=f"mtmd-{size}",
+            image_size=net.image_size,
+            classes=classes,
+            n_mask_classes=net.n_segmentation_classes,
+            review_threshold=threshold,
+            version=version,
+            instance=instance,
+            k=k,
+        )
+    if classifier is None:
+        raise ExportError(
+            "model 2 has no classifier: name a model-1 checkpoint of the same size "
+            "to classify its cells (--classifier)"
+        )
+    model_1, net_1, size_1 = _model_1(classifier)
+    size = _size(training)
+    net_2 = DisentangledConfig.thesis() if size == "thesis" else DisentangledConfig.tiny()
+    if net_2.image_size != net_1.image_size:
+        raise ExportError(
+            f"model 2 stains {net_2.image_size} px cells, its classifier takes "
+            f"{net_1.image_size} px: take a classifier of the same size"
+        )
+    model_2 = build_disentangled(net_2)
+    model_2.load_state_dict(_translator_state(checkpoint))
+    return write_disentangled_repository(
+        model_2,
+        model_1,
         repo,
-        name=f"mtmd-{size}",
-        image_size=net.image_size,
-        classes=[c.value for c in CellClass],
-        n_mask_classes=net.n_segmentation_classes,
-        review_threshold=review_threshold,
+        name=f"disentangled-{size}",
+        classifier_name=f"mtmd-{size_1}",
+        image_size=net_2.image_size,
+        classes=classes,
+        review_threshold=threshold,
         version=version,
         instance=instance,
         k=k,

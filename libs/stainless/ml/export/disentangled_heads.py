@@ -9,7 +9,8 @@ background from the input, ``x_trg = G(b, s~, t)``; ``ceil(k/2)`` outputs with t
 corrupted (``t + η``, std α·Ω(t)) and ``floor(k/2)`` with the style corrupted (``s~ + ψ``,
 std β·Ω(s~)), decoded with the clean one as one batch; δ (raw MI per channel, averaged), γ
 and the heat map as model 1's head computes them. It returns ``(stained, delta, gamma,
-heatmap)``: model 2 has no classifier. For one cell the draws (``z_s``, then η, then ψ)
+heatmap)``: model 2 has no classifier (:class:`WithProbabilities` adds model 1's for
+serving, :func:`write_disentangled_repository`). For one cell the draws (``z_s``, then η, then ψ)
 are those of ``disentangled_confidence`` on ``SampledStyleModel`` with a generator seeded
 as the global one, so the served δ can be checked against the eager one.
 """
@@ -17,13 +18,23 @@ as the global one, so the served δ can be checked against the eager one.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
+from stainless.domain.served import ConfidenceVariant, ServedManifest
 from stainless.ml.confidence.mutual_information import default_bins
-from stainless.ml.export.heads import summarise
+from stainless.ml.export.heads import eager_models, served_models, summarise
+from stainless.ml.export.triton import (
+    InstanceKind,
+    served_outputs,
+    write_manifest,
+    write_served_model,
+)
 from stainless.ml.models.disentangled import STAINED, DisentangledTranslator
+from stainless.ml.models.mtmd import MultiTaskTranslator
 
 
 class _Replicated(nn.Module):
@@ -167,3 +178,89 @@ def served_disentangled_models(
             pixels=image_size**2,
         )
         return {"stain_confidence": torch.jit.script(confidence)}
+
+
+class WithProbabilities(nn.Module):
+    """Model 2's ``stain_confidence`` with another model's class probabilities appended, so
+    it answers the served contract (stained, δ, γ, heat map, probabilities) of every
+    production stain model. The classifier draws no noise: the head's draws are unchanged."""
+
+    def __init__(self, confidence: nn.Module, classify: nn.Module) -> None:
+        super().__init__()
+        self.confidence = confidence
+        self.classify = classify
+
+    def forward(self, dic: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        stained, delta, gamma, heat = self.confidence(dic)
+        return stained, delta, gamma, heat, self.classify(dic)
+
+
+def write_disentangled_repository(
+    translator: DisentangledTranslator,
+    classifier: MultiTaskTranslator,
+    repo: Path,
+    *,
+    name: str,
+    classifier_name: str,
+    image_size: int,
+    classes: Sequence[str],
+    review_threshold: float,
+    version: int = 1,
+    instance: InstanceKind = InstanceKind.GPU,
+    max_batch_size: int = 32,
+    k: int = 20,
+    alpha: float = 3.0,
+    beta: float = 7.0,
+) -> list[Path]:
+    """Export model 2 as the production stain model under ``repo``; return the folders.
+
+    ``stain_confidence`` runs Algorithm 2 (the chapter-6 δ) and takes the class
+    probabilities from ``classifier`` (a model 1 of the same ``image_size``, named
+    ``classifier_name`` in the manifest); ``classify`` is that classifier alone. The
+    manifest says ``confidence_variant`` disentangled, k, α and β.
+    """
+    stain = served_disentangled_models(
+        translator, image_size=image_size, k=k, alpha=alpha, beta=beta
+    )["stain_confidence"]
+    classify = served_models(classifier, image_size=image_size)["classify"]
+    with warnings.catch_warnings():  # deprecated, but what Triton's libtorch backend loads
+        warnings.simplefilter("ignore", FutureWarning)
+        served = torch.jit.script(WithProbabilities(stain, classify))
+    folders = [
+        # It draws noise: TorchScript (see heads.StainConfidence), ONNX is not tried.
+        write_served_model(
+            repo / "stain_confidence",
+            eager=stain,
+            scripted=served,
+            outputs=served_outputs("stain_confidence", image_size, len(classes), 0),
+            version=version,
+            image_size=image_size,
+            instance=instance,
+            max_batch_size=max_batch_size,
+            onnx=False,
+        ),
+        write_served_model(
+            repo / "classify",
+            eager=eager_models(classifier, image_size=image_size)["classify"],
+            scripted=classify,
+            outputs=served_outputs("classify", image_size, len(classes), 0),
+            version=version,
+            image_size=image_size,
+            instance=instance,
+            max_batch_size=max_batch_size,
+        ),
+    ]
+    manifest = ServedManifest(
+        name=name,
+        version=version,
+        image_size=image_size,
+        classes=tuple(classes),
+        k=k,
+        alpha=alpha,
+        beta=beta,
+        review_threshold=review_threshold,
+        confidence_variant=ConfidenceVariant.DISENTANGLED,
+        classifier=classifier_name,
+    )
+    write_manifest(repo, manifest)
+    return folders

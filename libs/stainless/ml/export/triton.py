@@ -61,7 +61,7 @@ class Tensor:
     dims: tuple[int, ...]  # without the batch dimension; () is one value per cell; -1 any
 
 
-def _outputs(model: str, size: int, classes: int, mask_classes: int) -> tuple[Tensor, ...]:
+def served_outputs(model: str, size: int, classes: int, mask_classes: int) -> tuple[Tensor, ...]:
     stained = Tensor("OUTPUT__0", (3, size, size))
     return {
         "stain": (stained,),
@@ -181,41 +181,68 @@ def write_repository(
     )
     eager = eager_models(translator, image_size=image_size, k=k, alpha=alpha)
     scripted = served_models(translator, image_size=image_size, k=k, alpha=alpha)
-    folders = []
-    for served, module in scripted.items():
-        folder = repo / served
-        version_folder = folder / str(version)
-        version_folder.mkdir(parents=True, exist_ok=True)
-        outputs = _outputs(served, image_size, len(classes), n_mask_classes)
-        platform, note = Platform.TORCHSCRIPT, "TorchScript: ONNX not tried (onnx=False)"
-        if onnx:
-            try:
-                worst = export_onnx(
-                    eager[served],
-                    version_folder / Platform.ONNX.filename,
-                    input_shape=(1, image_size, image_size),
-                    n_outputs=len(outputs),
-                )
-                platform = Platform.ONNX
-                note = f"ONNX: onnxruntime matches eager PyTorch within {worst:.2g}"
-            except OnnxRejected as exc:
-                note = f"TorchScript, not ONNX: {exc}"
-        if platform is Platform.TORCHSCRIPT:
-            module.save(str(version_folder / Platform.TORCHSCRIPT.filename))
-        log.info("export.model", model=served, platform=platform.value, reason=note)
-        config = model_config(
-            served,
-            inputs=(Tensor("INPUT__0", (1, image_size, image_size)),),
-            outputs=outputs,
-            max_batch_size=max_batch_size,
+    folders = [
+        write_served_model(
+            repo / served,
+            eager=eager[served],
+            scripted=module,
+            outputs=served_outputs(served, image_size, len(classes), n_mask_classes),
+            version=version,
+            image_size=image_size,
             instance=instance,
-            platform=platform,
-            note=note,
+            max_batch_size=max_batch_size,
+            onnx=onnx,
         )
-        write_model(folder, version=version, platform=platform, instance=instance, config=config)
-        folders.append(folder)
+        for served, module in scripted.items()
+    ]
     write_manifest(repo, manifest)
     return folders
+
+
+def write_served_model(
+    folder: Path,
+    *,
+    eager: torch.nn.Module,
+    scripted: torch.jit.ScriptModule,
+    outputs: tuple[Tensor, ...],
+    version: int,
+    image_size: int,
+    instance: InstanceKind,
+    max_batch_size: int,
+    onnx: bool = True,
+) -> Path:
+    """One served model of a DIC batch in ``folder``: ONNX when the exporter handles
+    ``eager`` and onnxruntime matches it (unless ``onnx`` is False), else ``scripted`` as
+    TorchScript; the choice and its reason end ``config.pbtxt``. Returns ``folder``."""
+    version_folder = folder / str(version)
+    version_folder.mkdir(parents=True, exist_ok=True)
+    platform, note = Platform.TORCHSCRIPT, "TorchScript: ONNX not tried (onnx=False)"
+    if onnx:
+        try:
+            worst = export_onnx(
+                eager,
+                version_folder / Platform.ONNX.filename,
+                input_shape=(1, image_size, image_size),
+                n_outputs=len(outputs),
+            )
+            platform = Platform.ONNX
+            note = f"ONNX: onnxruntime matches eager PyTorch within {worst:.2g}"
+        except OnnxRejected as exc:
+            note = f"TorchScript, not ONNX: {exc}"
+    if platform is Platform.TORCHSCRIPT:
+        scripted.save(str(version_folder / Platform.TORCHSCRIPT.filename))
+    log.info("export.model", model=folder.name, platform=platform.value, reason=note)
+    config = model_config(
+        folder.name,
+        inputs=(Tensor("INPUT__0", (1, image_size, image_size)),),
+        outputs=outputs,
+        max_batch_size=max_batch_size,
+        instance=instance,
+        platform=platform,
+        note=note,
+    )
+    write_model(folder, version=version, platform=platform, instance=instance, config=config)
+    return folder
 
 
 _PLATFORM = re.compile(r'^platform:\s*"(?P<platform>[^"]+)"', re.MULTILINE)

@@ -5,12 +5,16 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 
 from stainless.core.inference.manifest import read_manifest
 from stainless.ml.export.checkpoint import ExportError, export_checkpoint
 from stainless.ml.export.triton import InstanceKind
+from stainless.ml.models.configs import DisentangledConfig
+from stainless.ml.models.disentangled import build_disentangled
 
-DEMO = Path(__file__).parents[4] / "training" / "demo_model"
+ROOT = Path(__file__).parents[4]
+DEMO = ROOT / "training" / "demo_model"
 
 
 def test_the_demo_model_exports_with_its_calibrated_threshold(tmp_path: Path) -> None:
@@ -32,5 +36,35 @@ def test_what_cannot_be_exported_says_why(tmp_path: Path) -> None:
     with pytest.raises(ExportError, match="no review_threshold"):
         export_checkpoint(copy / "checkpoint.pt", tmp_path / "repo")
     (copy / "config.yaml").write_text("model: paired\n")
-    with pytest.raises(ExportError, match="only model 1"):
+    with pytest.raises(ExportError, match=r"models 1 \(mtmd\) and 2 \(disentangled\) export"):
         export_checkpoint(copy / "checkpoint.pt", tmp_path / "repo", review_threshold=0.5)
+
+
+def _model_2(folder: Path) -> Path:
+    """A random tiny model-2 checkpoint with its config and a calibrated threshold."""
+    folder.mkdir()
+    shutil.copy(ROOT / "training" / "configs" / "disentangled-tiny.yaml", folder / "config.yaml")
+    (folder / "metrics.json").write_text(json.dumps({"review_threshold": 1.25}))
+    torch.manual_seed(0)
+    translator = build_disentangled(DisentangledConfig.tiny())
+    torch.save({"translator": translator.state_dict()}, folder / "checkpoint.pt")
+    return folder / "checkpoint.pt"
+
+
+def test_model_2_exports_with_a_model_1_classifier(tmp_path: Path) -> None:
+    checkpoint = _model_2(tmp_path / "model-2")
+    with pytest.raises(ExportError, match="model 2 has no classifier"):
+        export_checkpoint(checkpoint, tmp_path / "repo")
+    with pytest.raises(ExportError, match="is not model 1"):
+        export_checkpoint(checkpoint, tmp_path / "repo", classifier=checkpoint)
+    repo = tmp_path / "repo"
+    folders = export_checkpoint(
+        checkpoint, repo, instance=InstanceKind.CPU, classifier=DEMO / "checkpoint.pt"
+    )
+    assert [f.name for f in folders] == ["stain_confidence", "classify"]
+    manifest = read_manifest(repo)
+    assert manifest.model_version == "disentangled-tiny/1"
+    assert manifest.confidence_variant == "disentangled" and manifest.classifier == "mtmd-tiny"
+    assert (manifest.k, manifest.alpha, manifest.beta) == (20, 3.0, 7.0)
+    assert manifest.review_threshold == 1.25
+    assert (repo / "stain_confidence" / "1" / "model.pt").is_file()
