@@ -10,14 +10,11 @@ model 2. Seeded: the same checkpoint and options give the same files.
 
 from __future__ import annotations
 
-import functools
 import json
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import torch
 import typer
@@ -25,14 +22,10 @@ from rich.console import Console
 
 from stainless.core.config import SettingsError, load_settings
 from stainless.core.storage.factory import create_store
-from stainless.ml.models.disentangled import build_disentangled
-from stainless.ml.models.mtmd import build_multitask
 from stainless_training.backbones import STORE_PREFIX, quality_metrics
-from stainless_training.config import ConfigError, ModelKind, TrainingConfig, load_config
-from stainless_training.disentangled import model_config as disentangled_config
-from stainless_training.evaluate import ColourTransfer, Confidence, evaluate, whole_latent
-from stainless_training.evaluate_disentangled import algorithm2, evaluate_disentangled
-from stainless_training.mtmd import model_config as mtmd_config
+from stainless_training.config import ConfigError, load_config
+from stainless_training.evaluate import ColourTransfer
+from stainless_training.evaluation_models import model_evaluation
 from stainless_training.phantom_data import phantom_samples
 from stainless_training.plots import (
     confusion_plot,
@@ -109,7 +102,7 @@ def main(
         raise typer.Exit(2) from None
     torch.manual_seed(0)
     try:
-        evaluation_run = _model_evaluation(config, checkpoint)
+        evaluation_run = model_evaluation(config, checkpoint)
     except ValueError as exc:
         err.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None
@@ -201,42 +194,6 @@ def main(
     err.print(f"FID {_fmt(metrics['fid'])} ({metrics['fid_provenance']})")
     err.print(f"LPIPS {_fmt(metrics['lpips'])} ({metrics['lpips_provenance']})")
     err.print(f"wrote {', '.join(written)} to {out} in {time.perf_counter() - started:.0f} s")
-
-
-@dataclass(frozen=True)
-class _Run:
-    """What the evaluation of one kind of model needs: the size of its cells, its
-    evaluation over held-out cells and its confidence for the sample grid."""
-
-    image_size: int
-    evaluate: Callable[..., dict[str, Any]]
-    confidence: Confidence
-
-
-def _model_evaluation(config: TrainingConfig, checkpoint: Path) -> _Run:
-    """Model 1 with its chapter-7 δ or model 2 with its chapter-6 δ, loaded from ``checkpoint``.
-
-    Raises:
-        ValueError: model 3, which has no evaluation yet.
-    """
-    state = torch.load(checkpoint, weights_only=False)["translator"]
-    if config.model is ModelKind.MTMD:
-        net = mtmd_config(config)
-        translator = build_multitask(net)
-        translator.load_state_dict(state)
-        return _Run(
-            net.image_size, functools.partial(evaluate, translator), whole_latent(translator)
-        )
-    if config.model is ModelKind.DISENTANGLED:
-        net2 = disentangled_config(config)
-        model2 = build_disentangled(net2)
-        model2.load_state_dict(state)
-        return _Run(
-            net2.image_size,
-            functools.partial(evaluate_disentangled, model2),
-            algorithm2(model2),
-        )
-    raise ValueError(f"no evaluation of {config.model} yet (models 1 and 2 evaluate)")
 
 
 def _fmt(value: float | None) -> str:

@@ -17,7 +17,6 @@ from typing import Any
 
 import numpy as np
 import structlog
-import torch
 
 from stainless.core.db.engine import create_db_engine, session_scope
 from stainless.core.registry import register_model
@@ -79,27 +78,27 @@ def _cell_samples(samples: SnapshotSamples, limit: int | None = None) -> list[Ce
 def evaluate_checkpoint(
     settings: TrainingSettings, config: TrainingConfig, checkpoint: Path
 ) -> dict[str, Any]:
-    """Model-1 metrics on the snapshot's held-out cells (against a colour-transfer baseline),
-    LPIPS and FID on the backbones of ``settings.evaluation`` (random where none is set,
-    which their provenance in the metrics says)."""
-    from stainless.ml.models.mtmd import build_multitask
+    """Metrics of model 1 (chapter-7 δ) or model 2 (chapter-6 δ) on the snapshot's held-out
+    cells (against a colour-transfer baseline), LPIPS and FID on the backbones of
+    ``settings.evaluation`` (random where none is set, which their provenance in the metrics
+    says); nothing for model 3, which has no evaluation yet."""
     from stainless_training.backbones import quality_metrics
-    from stainless_training.evaluate import ColourTransfer, evaluate
-    from stainless_training.mtmd import model_config
+    from stainless_training.evaluate import ColourTransfer
+    from stainless_training.evaluation_models import model_evaluation
 
-    if config.model is not ModelKind.MTMD or config.data.manifest is None:
+    if config.model is ModelKind.PAIRED or config.data.manifest is None:
         return {}
-    net = model_config(config)
-    translator = build_multitask(net)
-    translator.load_state_dict(torch.load(checkpoint, weights_only=False)["translator"])
+    run = model_evaluation(config, checkpoint)
     key = config.data.manifest
-    held_out = _cell_samples(snapshot_samples(settings.store, key, net.image_size, held_out=True))
-    training = _cell_samples(snapshot_samples(settings.store, key, net.image_size), limit=200)
-    if not held_out or not training:
-        return {"cells": 0, "note": "no held-out cells with a pair and a label"}
+    held_out = _cell_samples(snapshot_samples(settings.store, key, run.image_size, held_out=True))
+    training = _cell_samples(snapshot_samples(settings.store, key, run.image_size), limit=200)
+    if len(held_out) < 3 or not training:
+        return {
+            "cells": len(held_out),
+            "note": "fewer than 3 held-out cells with a pair and a label",
+        }
     perceptual, fid = quality_metrics(settings.evaluation, create_store(settings.store))
-    return evaluate(
-        translator,
+    return run.evaluate(
         held_out,
         baseline=ColourTransfer.fit(training),
         perceptual=perceptual,

@@ -270,6 +270,7 @@ def _promotion(
     instance: str,
     mirror: str | None,
     review_threshold: float | None = None,
+    classifier: str | None = None,
 ) -> None:
     from stainless.core.audit import command_line_actor, record_audit
     from stainless.core.db.engine import create_db_engine
@@ -294,6 +295,7 @@ def _promotion(
                 instance=kind,
                 mirror_prefix=mirror,
                 review_threshold=review_threshold,
+                classifier=classifier,
             )
     except (RegistryError, ExportError) as exc:
         err.print(f"[red]error:[/red] {exc}")
@@ -322,9 +324,17 @@ def promote(
     review_threshold: Annotated[
         float | None, typer.Option(min=0, help="δ review threshold; default: the calibrated one.")
     ] = None,
+    classifier: Annotated[
+        str | None,
+        typer.Option(
+            help="Model 2 only: the model-1 version (id or NAME/VERSION) that classifies its "
+            "cells; default: the classifier served now."
+        ),
+    ] = None,
 ) -> None:
-    """Serve a registered model version: export it into the model repository (admin)."""
-    _promotion("promoted", version, instance, mirror, review_threshold)
+    """Serve a registered model version: export it into the model repository (admin).
+    Model 1 serves its chapter-7 δ, model 2 its chapter-6 δ with a model-1 classifier."""
+    _promotion("promoted", version, instance, mirror, review_threshold, classifier)
 
 
 @app.command()

@@ -31,6 +31,9 @@ from stainless.domain.served import MANIFEST, ManifestError
 from stainless.ml.export.checkpoint import export_checkpoint
 from stainless.ml.export.triton import InstanceKind, write_manifest
 
+SERVED_KINDS = ("mtmd", "disentangled")
+"""Registered model kinds that promote to the production stain model."""
+
 
 @dataclass(frozen=True)
 class Promotion:
@@ -58,11 +61,37 @@ def _next_folder(repository: Path) -> int:
 
 def _download(store: ObjectStore, version: ModelVersion, folder: Path) -> Path:
     """The version's checkpoint and its config.yaml, from the object store into ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
     prefix = version.checkpoint_key.rpartition("/")[0]
     checkpoint = folder / "checkpoint.pt"
     checkpoint.write_bytes(store.get(version.checkpoint_key))
     (folder / "config.yaml").write_bytes(store.get(f"{prefix}/config.yaml"))
     return checkpoint
+
+
+def _classifier(engine: Engine, repository: Path, reference: str | None) -> ModelVersion:
+    """The model-1 version that classifies model 2's cells: ``reference``, else the one the
+    repository serves now (model 1 itself, or the classifier a model 2 was served with)."""
+    if reference is None:
+        try:
+            served = read_manifest(repository)
+        except ManifestError:
+            served = None
+        if served is not None and served.classifier is not None and "/" in served.classifier:
+            reference = served.classifier
+        elif served is not None and served.classifier is None:
+            reference = served.model_version_id
+    if reference is None:
+        raise RegistryError(
+            "model 2 has no classifier and no registered model 1 is served: "
+            "name one (--classifier NAME/VERSION)"
+        )
+    version = find_version(engine, reference)
+    if version.kind != "mtmd":
+        raise RegistryError(
+            f"{version.name}/{version.version} is {version.kind}: the classifier must be model 1"
+        )
+    return version
 
 
 def _mirror(store: ObjectStore, repository: Path, prefix: str, folder_number: int) -> None:
@@ -82,18 +111,28 @@ def promote(
     instance: InstanceKind = InstanceKind.GPU,
     mirror_prefix: str | None = None,
     review_threshold: float | None = None,
+    classifier: str | None = None,
 ) -> Promotion:
     """Serve model version ``reference`` (an id or ``name/version``).
 
     The δ review threshold is ``review_threshold`` when given, else the version's
-    calibrated one (its evaluation), else the one served now.
+    calibrated one (its evaluation), else the one served now. Model 2 is served with the
+    classifier of the model-1 version ``classifier``; by default the one served now (model 1
+    itself, or the classifier of a model 2), which the manifest then names.
 
     Raises:
-        RegistryError: unknown version, a model that does not export, or no review threshold.
+        RegistryError: unknown version, a model that is not served (model 3), model 2
+            without a model-1 classifier, or no review threshold.
     """
     version = find_version(engine, reference)
-    if version.kind != "mtmd":
-        raise RegistryError(f"{version.name}/{version.version}: only model 1 (mtmd) exports yet")
+    if version.kind not in SERVED_KINDS:
+        raise RegistryError(
+            f"{version.name}/{version.version}: models 1 (mtmd) and 2 (disentangled) are "
+            f"served, not {version.kind} yet"
+        )
+    classifier_version = (
+        _classifier(engine, repository, classifier) if version.kind == "disentangled" else None
+    )
     previous_manifest = (
         (repository / MANIFEST).read_text() if (repository / MANIFEST).is_file() else None
     )
@@ -109,15 +148,23 @@ def promote(
         )
     folder_number = _next_folder(repository)
     with tempfile.TemporaryDirectory() as tmp:
-        checkpoint = _download(store, version, Path(tmp))
+        checkpoint = _download(store, version, Path(tmp) / "model")
         export_checkpoint(
             checkpoint,
             repository,
             version=folder_number,
             instance=instance,
             review_threshold=float(threshold),
+            classifier=(
+                None
+                if classifier_version is None
+                else _download(store, classifier_version, Path(tmp) / "classifier")
+            ),
         )
-    manifest = read_manifest(repository).model_copy(update={"model_version_id": version.id})
+    update: dict[str, str] = {"model_version_id": version.id}
+    if classifier_version is not None:
+        update["classifier"] = f"{classifier_version.name}/{classifier_version.version}"
+    manifest = read_manifest(repository).model_copy(update=update)
     write_manifest(repository, manifest)
     try:
         previous = _record(engine, version.id)

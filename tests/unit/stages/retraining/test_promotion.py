@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 from sqlalchemy import Engine
 from sqlmodel import Session, select
 
@@ -17,6 +20,8 @@ from stainless.core.inference.manifest import read_manifest
 from stainless.core.registry import RegistryError, find_version, registered
 from stainless.core.storage.local import LocalObjectStore
 from stainless.ml.export.triton import InstanceKind
+from stainless.ml.models.configs import DisentangledConfig
+from stainless.ml.models.disentangled import build_disentangled
 from stainless.stages.inference.stage import CellStainer
 from stainless.stages.retraining.promotion import promote, rollback
 
@@ -82,7 +87,7 @@ def test_what_cannot_be_promoted_says_why(tmp_path: Path, sqlite_url: str) -> No
     with pytest.raises(RegistryError, match="no model version mtmd-tiny/9"):
         promote(engine, store, repo, "mtmd-tiny/9")
     paired = _register(engine, store, "p", kind="paired", name="paired-tiny")
-    with pytest.raises(RegistryError, match="only model 1"):
+    with pytest.raises(RegistryError, match="not paired yet"):
         promote(engine, store, repo, paired.id)
     bare = _register(engine, store, "c", metrics={})
     with pytest.raises(RegistryError, match="no calibrated review threshold"):
@@ -90,3 +95,52 @@ def test_what_cannot_be_promoted_says_why(tmp_path: Path, sqlite_url: str) -> No
     with pytest.raises(RegistryError, match="nothing is served"):
         rollback(engine, store, repo)
     assert not repo.exists()
+
+
+def _register_model_2(engine: Engine, store: LocalObjectStore, folder: Path) -> ModelVersion:
+    """A random tiny model 2 registered with a calibrated threshold."""
+    torch.manual_seed(0)
+    translator = build_disentangled(DisentangledConfig.tiny())
+    buffer = io.BytesIO()
+    torch.save({"translator": translator.state_dict()}, buffer)
+    prefix = "models/disentangled/m2"
+    store.put(f"{prefix}/checkpoint.pt", buffer.getvalue())
+    config = Path(__file__).parents[4] / "training" / "configs" / "disentangled-tiny.yaml"
+    store.put(f"{prefix}/config.yaml", config.read_bytes())
+    return registered(
+        engine,
+        name="disentangled-tiny",
+        kind="disentangled",
+        checkpoint_key=f"{prefix}/checkpoint.pt",
+        metrics={"review_threshold": 1.5},
+    )
+
+
+def test_model_2_is_served_with_a_model_1_classifier(tmp_path: Path, sqlite_url: str) -> None:
+    engine = create_db_engine(DatabaseSettings(url=sqlite_url))
+    store = LocalObjectStore(tmp_path / "store")
+    repo = tmp_path / "models"
+    model_2 = _register_model_2(engine, store, tmp_path)
+    with pytest.raises(RegistryError, match="model 2 has no classifier"):
+        promote(engine, store, repo, model_2.id, instance=InstanceKind.CPU)
+    with pytest.raises(RegistryError, match="the classifier must be model 1"):
+        promote(engine, store, repo, model_2.id, classifier=model_2.id)
+    model_1 = _register(engine, store, "a")
+    promote(engine, store, repo, model_1.id, instance=InstanceKind.CPU)
+
+    promote(engine, store, repo, "disentangled-tiny/1", instance=InstanceKind.CPU)
+    manifest = read_manifest(repo)
+    assert (manifest.name, manifest.model_version_id, manifest.k) == (
+        "disentangled-tiny",
+        model_2.id,
+        20,
+    )
+    assert (manifest.confidence_variant, manifest.classifier) == ("disentangled", "mtmd-tiny/1")
+    assert manifest.review_threshold == 1.5
+    [cell] = LocalInference(repo).infer(np.full((1, 64, 64), 0.5, np.float32))
+    assert set(cell.probabilities) == set(manifest.classes) and np.isfinite(cell.delta)
+    # Promoted again, model 2 keeps the classifier it was served with.
+    done = promote(engine, store, repo, model_2.id, instance=InstanceKind.CPU)
+    assert done.repository_version == 3 and read_manifest(repo).classifier == "mtmd-tiny/1"
+    done = rollback(engine, store, repo, instance=InstanceKind.CPU)
+    assert read_manifest(repo).model_version_id == model_1.id
