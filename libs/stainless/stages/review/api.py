@@ -177,7 +177,9 @@ def _slides_router(engine: Engine, pathological: tuple[str, ...]) -> APIRouter:
             headers = {"ETag": f'"{signed.sha256}"'}
             return Response(fhir.canonical_json(signed.body), media_type=FHIR_JSON, headers=headers)
         found = queries.slide_summary(engine, slide_id=slide_id, pathological_classes=pathological)
-        report = fhir.diagnostic_report(found.slide, found.differential, found.flags)
+        report = fhir.diagnostic_report(
+            found.slide, found.differential, found.flags, staining=found.staining
+        )
         return Response(fhir.canonical_json(report), media_type=FHIR_JSON)
 
     return router

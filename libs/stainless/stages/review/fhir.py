@@ -9,6 +9,12 @@ digital morphology). Leukocyte observations carry the percentage (UCUM ``%``);
 every observation carries the number of cells in a component (UCUM ``{cells}``).
 Artifacts (ART) and smudge cells (SMU) have no percentage: they are not in the
 denominator. The report's code is text only; no LOINC panel code is claimed.
+
+The confidence of the digital staining is one more contained Observation per δ variant
+(``#obs-delta-<variant>``, code ``staining-confidence`` in ``urn:stainless:measure``): the
+median δ of the slide's cells, with the variant and the model versions in its method
+and note, and the number of cells and the lowest δ as components. δ is raw mutual
+information in nats (no UCUM unit), comparable only within its variant.
 """
 
 from __future__ import annotations
@@ -20,6 +26,8 @@ from typing import Any
 from stainless.core.db.models import Slide, SlideStatus
 from stainless.domain.cells import CLASS_ORDER
 from stainless.domain.differential import Differential, Flags
+from stainless.domain.served import ConfidenceVariant
+from stainless.stages.review.staining import StainingConfidence
 
 CELL_CLASS_SYSTEM = "urn:stainless:cell-class"
 MEASURE_SYSTEM = "urn:stainless:measure"
@@ -90,20 +98,7 @@ def _observation(
         "category": [_LABORATORY],
         "code": {"coding": codings, "text": name},
         "subject": subject,
-        "component": [
-            {
-                "code": {
-                    "coding": [{"system": MEASURE_SYSTEM, "code": "cell-count"}],
-                    "text": f"{name}s counted",
-                },
-                "valueQuantity": {
-                    "value": count,
-                    "unit": "cells",
-                    "system": UCUM,
-                    "code": "{cells}",
-                },
-            }
-        ],
+        "component": [_measure("cell-count", f"{name}s counted", count, "cells", "{cells}")],
     }
     if percent is not None:
         observation["valueQuantity"] = {
@@ -115,14 +110,59 @@ def _observation(
     return observation
 
 
+VARIANT_METHODS: dict[str, str] = {
+    ConfidenceVariant.DISENTANGLED: (
+        "chapter-6 δ: noise on the structure and style codes (Algorithm 2)"
+    ),
+    ConfidenceVariant.WHOLE_LATENT: "chapter-7 δ: noise on the whole latent code",
+}
+
+
+def _measure(code: str, text: str, value: float, unit: str, ucum: str | None) -> dict[str, Any]:
+    """A component in ``urn:stainless:measure``; ``ucum`` None for a unit UCUM lacks."""
+    quantity: dict[str, Any] = {"value": value, "unit": unit}
+    if ucum is not None:
+        quantity |= {"system": UCUM, "code": ucum}
+    return {
+        "code": {"coding": [{"system": MEASURE_SYSTEM, "code": code}], "text": text},
+        "valueQuantity": quantity,
+    }
+
+
+def _confidence_observation(
+    staining: StainingConfidence, *, status: str, subject: dict[str, Any]
+) -> dict[str, Any]:
+    method = VARIANT_METHODS.get(staining.variant, "variant not recorded")
+    return {
+        "resourceType": "Observation",
+        "id": f"obs-delta-{staining.variant}",
+        "status": status,
+        "category": [_LABORATORY],
+        "code": {
+            "coding": [{"system": MEASURE_SYSTEM, "code": "staining-confidence"}],
+            "text": f"Digital staining confidence δ ({staining.variant} variant), median",
+        },
+        "subject": subject,
+        "method": {"text": f"{staining.variant}: {method}; raw mutual information in nats"},
+        "note": [{"text": "Models: " + ", ".join(staining.model_versions)}],
+        "valueQuantity": {"value": round(staining.median_delta, 4), "unit": "nat"},
+        "component": [
+            _measure("cell-count", "cells with a δ", staining.cells, "cells", "{cells}"),
+            _measure("lowest-delta", "lowest δ", round(staining.lowest_delta, 4), "nat", None),
+        ],
+    }
+
+
 def diagnostic_report(
     slide: Slide,
     differential: Differential,
     flags: Flags | None = None,
     *,
+    staining: tuple[StainingConfidence, ...] = (),
     issued: datetime | None = None,
 ) -> dict[str, Any]:
-    """The slide's report as FHIR R4 JSON: ``final`` once signed, else ``preliminary``."""
+    """The slide's report as FHIR R4 JSON: ``final`` once signed, else ``preliminary``;
+    with the staining confidence of each δ variant in ``staining``."""
     signed = slide.status == SlideStatus.SIGNED
     status = "final" if signed else "preliminary"
     subject = {
@@ -139,7 +179,7 @@ def diagnostic_report(
             subject=subject,
         )
         for code in codes
-    ]
+    ] + [_confidence_observation(each, status=status, subject=subject) for each in staining]
     report: dict[str, Any] = {
         "resourceType": "DiagnosticReport",
         "id": slide.id,

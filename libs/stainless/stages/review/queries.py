@@ -17,6 +17,7 @@ from stainless.core.db.models import Cell, Prediction, Review, SignedReport, Sli
 from stainless.core.http.errors import NotFound
 from stainless.domain.differential import Differential, Flags, differential, flags
 from stainless.domain.review import ReviewStatus
+from stainless.stages.review.staining import StainingConfidence, staining_confidence
 
 
 @dataclass(frozen=True)
@@ -24,6 +25,7 @@ class SlideSummary:
     slide: Slide
     differential: Differential
     flags: Flags
+    staining: tuple[StainingConfidence, ...] = ()
 
 
 def get_slide(session: Session, slide_id: str) -> Slide:
@@ -39,8 +41,14 @@ def slide_summary(
     """The slide, its differential and its flags; :class:`NotFound` for an unknown id."""
     with Session(engine) as session:
         slide = get_slide(session, slide_id)
-        diff = differential(cell_views(session, slide_id=slide_id))
-    return SlideSummary(slide, diff, flags(diff, pathological_classes=pathological_classes))
+        views = cell_views(session, slide_id=slide_id)
+    diff = differential(views)
+    return SlideSummary(
+        slide,
+        diff,
+        flags(diff, pathological_classes=pathological_classes),
+        staining_confidence(views),
+    )
 
 
 def signed_report(engine: Engine, *, slide_id: str) -> SignedReport | None:

@@ -18,6 +18,7 @@ from stainless.core.db.cells import CellView
 from stainless.core.storage import ObjectStore
 from stainless.domain.cells import CLASS_ORDER
 from stainless.stages.review.queries import SlideSummary
+from stainless.stages.review.staining import staining_confidence
 
 
 def _data_uri(png: bytes) -> str:
@@ -78,10 +79,7 @@ def write_report(
         )
     deltas = [v.prediction.confidence for v in views if v.prediction and v.prediction.confidence]
     histogram = _data_uri(delta_histogram(deltas, threshold)) if deltas else ""
-    variants = sorted(
-        {v.prediction.confidence_variant or "unnamed" for v in views if v.prediction is not None}
-    )
-    variant = html.escape(", ".join(variants) or "none")
+    variant = html.escape(", ".join(s.variant for s in staining_confidence(views)) or "none")
     slide = summary.slide
     path.write_text(
         f"""<!doctype html>

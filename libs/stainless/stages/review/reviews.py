@@ -29,6 +29,7 @@ from stainless.domain.differential import differential, flags
 from stainless.domain.review import ReviewAction, ReviewStatus, status_of
 from stainless.stages.review.fhir import canonical_json, diagnostic_report
 from stainless.stages.review.queries import load_cell_view
+from stainless.stages.review.staining import staining_confidence
 
 REVIEWS = Counter("stainless_results_reviews_total", "Cell reviews recorded", ["action"])
 SIGNED = Counter("stainless_results_slides_signed_total", "Slides signed")
@@ -157,7 +158,10 @@ def sign_slide(
         session.add(slide)
         diff = differential(views)
         body = diagnostic_report(
-            slide, diff, flags(diff, pathological_classes=pathological_classes)
+            slide,
+            diff,
+            flags(diff, pathological_classes=pathological_classes),
+            staining=staining_confidence(views),
         )
         body["meta"] = {"versionId": "1"}
         report = SignedReport(

@@ -42,7 +42,7 @@ def test_the_report_is_valid_preliminary_and_holds_one_observation_per_class(
     report = _report(client, built.slide_id)
     assert report["status"] == "preliminary" and "resultsInterpreter" not in report
     assert [r["reference"] for r in report["result"]] == [
-        f"#obs-{c}" for c in ("ART", "BA", "EO", "LY", "MO", "SNE", "SMU")
+        f"#obs-{c}" for c in ("ART", "BA", "EO", "LY", "MO", "SNE", "SMU", "delta-whole-latent")
     ]
     sne = _observation(report, "SNE")
     assert _codes(sne) == {"http://loinc.org": "770-8", "urn:stainless:cell-class": "SNE"}
@@ -89,3 +89,21 @@ def test_a_reclassification_shows_and_signing_makes_the_report_final(
     assert final["resultsInterpreter"] == [{"display": "rita"}]
     detail = client.get(f"/v1/slides/{built.slide_id}", headers=SCIENTIST).json()
     assert final["issued"] == detail["signed_at"]
+
+
+def test_the_staining_confidence_is_reported_with_its_variant(
+    client: TestClient, world: World
+) -> None:
+    built = world.slide(
+        [CellSpec("SNE", confidence=0.5), CellSpec("LY", confidence=0.9), CellSpec(None)]
+    )  # two cells with a δ, one pending without
+    world.slide([CellSpec("MO", confidence=0.1)])  # another slide's cell is not counted
+    report = _report(client, built.slide_id)
+    delta = _observation(report, "delta-whole-latent")
+    assert f"#{delta['id']}" in [r["reference"] for r in report["result"]]
+    assert _codes(delta) == {"urn:stainless:measure": "staining-confidence"}
+    assert "whole-latent" in delta["code"]["text"] and "chapter-7" in delta["method"]["text"]
+    assert delta["valueQuantity"] == {"value": 0.7, "unit": "nat"}
+    components = {c["code"]["coding"][0]["code"]: c["valueQuantity"] for c in delta["component"]}
+    assert components["cell-count"]["value"] == 2 and components["lowest-delta"]["value"] == 0.5
+    assert delta["note"] == [{"text": "Models: m1"}]
