@@ -15,7 +15,7 @@ it); and by the calibrated review threshold.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -123,6 +123,7 @@ def evaluate(
     review_sensitivity: float = 0.9,
     fid: FidMetric | None = None,
     per_cell: bool = False,
+    other_domains: Mapping[str, list[CellSample]] | None = None,
 ) -> dict[str, Any]:
     """Metrics of ``translator`` on held-out ``samples`` (a dict ready for metrics.json).
 
@@ -135,6 +136,8 @@ def evaluate(
     feature network (default: a random-initialised AlexNet, said so in ``fid_provenance``).
     ``per_cell`` adds a row per cell (class, prediction, δ, γ, LPIPS, MSE, SSIM, Dice).
     ``rmse`` is the root of the mean squared error over every pixel of every cell.
+    ``domain_accuracy`` classifies the cells from each input domain (:func:`domain_accuracy`,
+    with the brightfield cells of ``other_domains``).
     """
     if not samples:
         raise ValueError("nothing to evaluate")
@@ -199,9 +202,52 @@ def evaluate(
         "iou_per_class": iou_per_class,
         "iou_mean": _mean_present(iou_per_class),
         "per_class": _per_class(rows, np.asarray(report.confusion), names),
+        "domain_accuracy": domain_accuracy(translator, samples, other_domains),
     }
     if per_cell:
         result["per_cell"] = rows
+    return result
+
+
+def _classify(translator: MultiTaskTranslator, images: Tensor, batch: int = 64) -> npt.NDArray[Any]:
+    """Class probabilities of ``images`` ``[N, C, S, S]`` in [-1, 1] (C replicated to the
+    translator's channels when 1), from the domain-agnostic classifier on the latent."""
+    if images.shape[1] == 1:
+        images = images.expand(-1, translator.in_channels, -1, -1)
+    with torch.no_grad():
+        chunks = [
+            torch.softmax(translator.classify(translator.encode(images[i : i + batch])), dim=1)
+            for i in range(0, images.shape[0], batch)
+        ]
+    return torch.cat(chunks).numpy()
+
+
+def domain_accuracy(
+    translator: MultiTaskTranslator,
+    samples: list[CellSample],
+    others: Mapping[str, list[CellSample]] | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Classification of the same cells from each input domain (thesis Table 5.x): the DIC
+    crops (``DIC``), their registered brightfield crops (``BF``), and the brightfield crops
+    of each further domain in ``others`` (e.g. another stain protocol, a domain the model
+    may never have seen). Per domain: cells, accuracy and macro-F1."""
+    names = [str(c) for c in CLASSES]
+
+    def scored(images: Tensor, chosen: list[CellSample]) -> dict[str, Any]:
+        report = classification_report(
+            [s.label for s in chosen], _classify(translator, images), class_names=names
+        )
+        return {"cells": len(chosen), "accuracy": report.accuracy, "macro_f1": report.macro_f1}
+
+    def brightfield(chosen: list[CellSample]) -> Tensor:
+        return torch.from_numpy(np.stack([s.bf for s in chosen]).transpose(0, 3, 1, 2) * 2 - 1)
+
+    translator = translator.eval()
+    dic = torch.from_numpy(np.stack([s.dic for s in samples])[:, None] * 2 - 1)
+    result = {"DIC": scored(dic, samples), "BF": scored(brightfield(samples), samples)}
+    for name, chosen in (others or {}).items():
+        if chosen:
+            result[name] = scored(brightfield(chosen), chosen)
     return result
 
 

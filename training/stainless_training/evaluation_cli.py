@@ -14,7 +14,7 @@ import json
 import time
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import torch
 import typer
@@ -22,8 +22,9 @@ from rich.console import Console
 
 from stainless.core.config import SettingsError, load_settings
 from stainless.core.storage.factory import create_store
+from stainless.imaging.phantom_set import phantom_config
 from stainless_training.backbones import STORE_PREFIX, quality_metrics
-from stainless_training.config import ConfigError, load_config
+from stainless_training.config import ConfigError, ModelKind, load_config
 from stainless_training.evaluate import ColourTransfer
 from stainless_training.evaluation_models import model_evaluation
 from stainless_training.phantom_data import phantom_samples
@@ -76,6 +77,13 @@ def main(
             "(default STAINLESS_EVALUATION__FID_WEIGHTS; none: random)."
         ),
     ] = None,
+    other_domain: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Model 1: also classify the held-out cells' brightfield under this "
+            "acquisition preset or YAML (repeatable; default: wright)."
+        ),
+    ] = None,
 ) -> None:
     """Evaluate on cells from phantom fields the model never saw."""
     started = time.perf_counter()
@@ -111,6 +119,21 @@ def main(
         fields=config.data.phantom_fields, seed=config.data.phantom_seed, image_size=image_size
     )
     held_out = phantom_samples(fields=fields, seed=seed, image_size=image_size)
+    extra: dict[str, Any] = {}
+    if config.model is ModelKind.MTMD:
+        try:
+            extra["other_domains"] = {
+                f"BF {name}": phantom_samples(
+                    fields=fields,
+                    seed=seed,
+                    image_size=image_size,
+                    config=phantom_config(acquisition=name),
+                )
+                for name in other_domain or ["wright"]
+            }
+        except ValueError as exc:
+            err.print(f"[red]error:[/red] --other-domain: {exc}")
+            raise typer.Exit(2) from None
     try:
         metrics = evaluation_run.evaluate(
             held_out,
@@ -120,6 +143,7 @@ def main(
             per_cell=True,
             acceptable_ssim=evaluation.acceptable_ssim,
             review_sensitivity=evaluation.review_sensitivity,
+            **extra,
         )
     except ValueError as exc:  # too few held-out cells for a correlation
         err.print(f"[red]error:[/red] {len(held_out)} held-out cells: {exc}; take more --fields")
@@ -190,6 +214,11 @@ def main(
             f"Pearson {_fmt(lpips_row['pearson'])} {_interval(lpips_row['pearson_ci'])}, "
             f"Spearman {_fmt(lpips_row['spearman'])} {_interval(lpips_row['spearman_ci'])}, "
             f"partial for area {_fmt(lpips_row['partial'])} {_interval(lpips_row['partial_ci'])}"
+        )
+    for domain, scores in metrics.get("domain_accuracy", {}).items():
+        err.print(
+            f"classified from {domain}: accuracy {_fmt(scores['accuracy'])}, "
+            f"macro-F1 {_fmt(scores['macro_f1'])} (n {scores['cells']})"
         )
     err.print(f"FID {_fmt(metrics['fid'])} ({metrics['fid_provenance']})")
     err.print(f"LPIPS {_fmt(metrics['lpips'])} ({metrics['lpips_provenance']})")

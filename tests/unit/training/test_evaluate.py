@@ -85,6 +85,10 @@ def test_evaluation_reports_quality_classification_and_confidence() -> None:
         expected = np.corrcoef([r[name] for r in rows], [r["lpips"] for r in rows])[0, 1]
         assert metrics[f"{name}_lpips_pearson_r"] == pytest.approx(expected)
     assert metrics["confidence_variant"] == "whole-latent"
+    domains = metrics["domain_accuracy"]
+    assert set(domains) == {"DIC", "BF"}  # no other domain asked for
+    assert domains["DIC"]["accuracy"] == pytest.approx(metrics["accuracy"])  # the same cells
+    assert domains["BF"]["cells"] == len(samples) and 0 <= domains["BF"]["accuracy"] <= 1
     assert all(0 < r["delta_normalised"] <= 1 and 0 < r["area"] < 1 for r in rows)
     table = metrics["confidence_correlations"]
     assert set(table) == {"delta", "delta_normalised", "gamma"}

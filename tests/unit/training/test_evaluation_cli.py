@@ -52,6 +52,8 @@ def test_writes_metrics_and_four_plots(tmp_path: Path) -> None:
     assert "RANDOM backbone" in metrics["fid_provenance"]
     assert "RANDOM backbone" in result.output  # the provenance printed next to the number
     assert metrics["held_out"] == {"fields": 2, "seed": 7, "image_size": 64}
+    assert set(metrics["domain_accuracy"]) == {"DIC", "BF", "BF wright"}
+    assert "classified from BF wright" in result.output
 
 
 def test_model_2_is_evaluated_with_its_chapter6_delta(tmp_path: Path) -> None:
@@ -77,4 +79,6 @@ def test_refuses_the_training_seed_and_missing_weights(tmp_path: Path) -> None:
     assert same.exit_code == 2 and "must differ" in same.output
     missing = runner.invoke(app, [*base, "--fid-weights", str(tmp_path / "none.pt")])
     assert missing.exit_code == 2 and "not found" in missing.output
+    unknown = runner.invoke(app, [*base, "--other-domain", "purple"])
+    assert unknown.exit_code == 2 and "--other-domain" in unknown.output
     assert not (tmp_path / "eval").exists()
