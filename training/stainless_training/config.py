@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
+from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from stainless.stages.retraining.jobs import ModelKind
 from stainless_training.schedules import PhasedSchedule
@@ -18,6 +19,7 @@ __all__ = [
     "ModelKind",
     "ModelSize",
     "SegmenterConfig",
+    "ThirdDomain",
     "TrainingConfig",
     "dump_config",
     "load_config",
@@ -39,11 +41,37 @@ class LossWeights(BaseModel):
     reconstruction: float = Field(default=10.0, ge=0, description="Pair-wise reconstruction.")
     classification: float = Field(default=1.0, ge=0, description="Latent classifier CE.")
     segmentation: float = Field(default=1.0, ge=0, description="Latent segmentor CE.")
+    translated_classification: float = Field(
+        default=0.0,
+        ge=0,
+        description="Model 1, supervised phase: class CE on the latent of each labelled "
+        "cell's translation, carrying its label into the target domain (not in the thesis; "
+        "0 = off).",
+    )
     style: float = Field(default=1.0, ge=0, description="Style reconstruction (model 2).")
     structure: float = Field(default=1.0, ge=0, description="Structure CE (model 2).")
     diversity: float = Field(default=3.0, ge=0, description="Diversity, λ = 3 (ch. 6).")
     feature_matching: float = Field(
         default=10.0, ge=0, description="Discriminator feature matching (model 3, Pix2PixHD)."
+    )
+
+
+DomainName = Literal["DIC", "BF", "CV"]
+
+
+class ThirdDomain(BaseModel):
+    """Model 1's third domain ``CV`` (thesis ch. 4.4: a second stained scanner): brightfield
+    crops of phantom fields of its own under another acquisition, never paired with DIC."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    acquisition: str | dict[str, Any] = Field(
+        default="wright-giemsa",
+        description="A phantom acquisition preset, a YAML file, or the overrides themselves.",
+    )
+    fields: int = Field(default=40, ge=1, description="Phantom fields to crop from.")
+    seed: int = Field(
+        default=1, ge=0, description="Seed of its fields; not data.phantom_seed (no shared cell)."
     )
 
 
@@ -55,6 +83,25 @@ class DataConfig(BaseModel):
     )
     phantom_seed: int = Field(default=0, ge=0, description="Seed of phantom training data.")
     phantom_fields: int = Field(default=40, ge=1, description="Phantom fields to crop from.")
+    cv: ThirdDomain | None = Field(
+        default=None, description="Model 1's third domain; none = DIC and BF only."
+    )
+    labelled: tuple[DomainName, ...] = Field(
+        default=("DIC", "BF", "CV"),
+        min_length=1,
+        description="Domains whose class labels model 1's classifier sees; the others train "
+        "only the translation terms (label transfer, thesis ch. 5.2).",
+    )
+
+    @model_validator(mode="after")
+    def _domains(self) -> DataConfig:
+        if self.cv is not None and self.cv.seed == self.phantom_seed:
+            raise ValueError(
+                "cv.seed must differ from phantom_seed: CV cells come from other fields"
+            )
+        if self.cv is None and set(self.labelled) == {"CV"}:
+            raise ValueError("labelled names only CV, but there is no cv domain")
+        return self
 
 
 class SegmenterConfig(BaseModel):
@@ -94,6 +141,17 @@ class TrainingConfig(BaseModel):
         default=SegmenterConfig(), description="Frozen structure critic (model 2 only)."
     )
     checkpoint_every: int = Field(default=100, ge=1)
+
+    @model_validator(mode="after")
+    def _third_domain_for_model_1(self) -> TrainingConfig:
+        if self.model is not ModelKind.MTMD and (
+            self.data.cv is not None or set(self.data.labelled) != {"DIC", "BF", "CV"}
+        ):
+            raise ValueError(
+                f"data.cv and data.labelled are model 1's (mtmd); model {self.model} "
+                "trains on DIC and BF with their labels"
+            )
+        return self
 
     def phased_schedule(self) -> PhasedSchedule:
         return self.schedule or PhasedSchedule.scaled(self.steps)

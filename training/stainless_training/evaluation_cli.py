@@ -27,7 +27,7 @@ from stainless_training.backbones import STORE_PREFIX, quality_metrics
 from stainless_training.config import ConfigError, ModelKind, load_config
 from stainless_training.evaluate import ColourTransfer
 from stainless_training.evaluation_models import model_evaluation
-from stainless_training.phantom_data import phantom_samples
+from stainless_training.phantom_data import CellSample, phantom_samples
 from stainless_training.plots import (
     confusion_plot,
     delta_lpips_plot,
@@ -81,7 +81,8 @@ def main(
         list[str] | None,
         typer.Option(
             help="Model 1: also classify the held-out cells' brightfield under this "
-            "acquisition preset or YAML (repeatable; default: wright)."
+            "acquisition preset or YAML (repeatable; default: wright). A model with a "
+            "third domain is classified on CV cells under its own acquisition too."
         ),
     ] = None,
 ) -> None:
@@ -121,19 +122,23 @@ def main(
     held_out = phantom_samples(fields=fields, seed=seed, image_size=image_size)
     extra: dict[str, Any] = {}
     if config.model is ModelKind.MTMD:
+
+        def under(acquisition: str | dict[str, Any]) -> list[CellSample]:
+            return phantom_samples(
+                fields=fields,
+                seed=seed,
+                image_size=image_size,
+                config=phantom_config(acquisition=acquisition),
+            )
+
+        cv = config.data.cv
         try:
-            extra["other_domains"] = {
-                f"BF {name}": phantom_samples(
-                    fields=fields,
-                    seed=seed,
-                    image_size=image_size,
-                    config=phantom_config(acquisition=name),
-                )
-                for name in other_domain or ["wright"]
-            }
+            others = {f"BF {name}": under(name) for name in other_domain or ["wright"]}
         except ValueError as exc:
             err.print(f"[red]error:[/red] --other-domain: {exc}")
             raise typer.Exit(2) from None
+        extra["other_domains"] = ({"CV": under(cv.acquisition)} if cv else {}) | others
+        extra["labelled"] = config.data.labelled
     try:
         metrics = evaluation_run.evaluate(
             held_out,
@@ -219,6 +224,12 @@ def main(
         err.print(
             f"classified from {domain}: accuracy {_fmt(scores['accuracy'])}, "
             f"macro-F1 {_fmt(scores['macro_f1'])} (n {scores['cells']})"
+        )
+    if transfer := metrics.get("label_transfer"):
+        below = ", ".join(f"{d} {p:.1f}" for d, p in transfer["points_below"].items())
+        err.print(
+            f"labels from {'+'.join(transfer['labelled'])} (accuracy "
+            f"{_fmt(transfer['labelled_accuracy'])}); points below it: {below}"
         )
     err.print(f"FID {_fmt(metrics['fid'])} ({metrics['fid_provenance']})")
     err.print(f"LPIPS {_fmt(metrics['lpips'])} ({metrics['lpips_provenance']})")

@@ -5,19 +5,27 @@ critic every step; every ``critic_steps``-th step also the domain-agnostic
 classifier and the segmentor (supervised phase only) and then encoder+generator.
 DIC crops are fed as replicated RGB so cycles through every domain work; a batch
 holds the DIC crops and their brightfield pairs, each translated to the other
-domain.
+domain, and, when the run has a third domain (``data.cv``), as many CV crops of
+other cells, translated to DIC without a pair.
+
+Labels come only from the domains ``data.labelled`` names (label transfer, thesis
+ch. 5.2): the rows of the other domains carry :data:`IGNORE` and train the
+adversarial, cycle and reconstruction terms alone. The class-balanced batches are
+drawn over the labelled cells; the cells of the other domains are drawn at random.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.data import default_collate
 
+from stainless.imaging.phantom_set import phantom_config
 from stainless.ml.losses.adversarial import gradient_penalty, wgan_critic_loss, wgan_generator_loss
 from stainless.ml.losses.classification import (
     classification_loss,
@@ -53,29 +61,47 @@ IGNORE = -1  # mask label of pixels without annotation (segmentation_loss's igno
 
 @dataclass(frozen=True)
 class Batch:
-    """Both domains of a batch of cells: ``images[:B]`` DIC, ``images[B:]`` brightfield."""
+    """A batch of cells from every domain: DIC crops, their brightfield pairs, CV crops."""
 
-    images: Tensor  # (2B, 3, H, W) in [-1, 1]
-    source: Tensor  # (2B,) domain index of each image
-    target: Tensor  # (2B,) domain each image is translated to
-    pairs: Tensor  # (2B, 3, H, W): the real image of the target domain (the pair)
-    labels: Tensor  # (2B,) cell classes
-    masks: Tensor  # (2B, H, W) segmentation masks
+    images: Tensor  # (N, 3, H, W) in [-1, 1]
+    source: Tensor  # (N,) domain index of each image
+    target: Tensor  # (N,) domain each image is translated to
+    paired: Tensor  # (N,) bool: the row has a real image of its target domain
+    pairs: Tensor  # (P, 3, H, W): those real images, for the P paired rows in order
+    labels: Tensor  # (N,) cell classes; IGNORE for rows of unlabelled domains
+    masks: Tensor  # (N, H, W) segmentation masks
 
     @classmethod
-    def from_items(cls, items: dict[str, Tensor]) -> Batch:
+    def from_items(
+        cls,
+        items: dict[str, Tensor],
+        third: dict[str, Tensor] | None = None,
+        labelled: Collection[Domain] = tuple(Domain),
+    ) -> Batch:
+        """``items``: DIC crops with their registered brightfield (``dic``, ``bf``, ``label``,
+        ``mask``); ``third``: CV crops of other cells (``bf`` holds the image)."""
         dic = items["dic"].repeat(1, 3, 1, 1)
         bf = items["bf"]
-        size = dic.shape[0]
-        dic_index = torch.full((size,), Domain.DIC.position)
-        bf_index = torch.full((size,), Domain.BF.position)
+        rows = [(Domain.DIC, dic, Domain.BF, items), (Domain.BF, bf, Domain.DIC, items)]
+        if third is not None:
+            rows.append((Domain.CV, third["bf"], Domain.DIC, third))
+        size = [image.shape[0] for _, image, _, _ in rows]
+
+        def per_row(values: list[int]) -> Tensor:
+            return torch.cat([torch.full((n,), v) for n, v in zip(size, values, strict=True)])
+
+        labels = [
+            data["label"] if domain in labelled else torch.full_like(data["label"], IGNORE)
+            for domain, _, _, data in rows
+        ]
         return cls(
-            images=torch.cat([dic, bf]),
-            source=torch.cat([dic_index, bf_index]),
-            target=torch.cat([bf_index, dic_index]),
+            images=torch.cat([image for _, image, _, _ in rows]),
+            source=per_row([domain.position for domain, _, _, _ in rows]),
+            target=per_row([target.position for _, _, target, _ in rows]),
+            paired=per_row([domain is not Domain.CV for domain, _, _, _ in rows]).bool(),
             pairs=torch.cat([bf, dic]),
-            labels=items["label"].repeat(2),
-            masks=items["mask"].repeat(2, 1, 1),
+            labels=torch.cat(labels),
+            masks=torch.cat([data["mask"] for _, _, _, data in rows]),
         )
 
 
@@ -126,7 +152,9 @@ class MultiTaskTrainer:
             elif kind is Pass.CLASSIFIER:
                 logs |= self._update(
                     classification_loss(
-                        self.translator.classify(self.translator.encode(batch.images)), batch.labels
+                        self.translator.classify(self.translator.encode(batch.images)),
+                        batch.labels,
+                        ignore_index=IGNORE,
                     ),
                     self.weights.classification,
                 )
@@ -176,14 +204,23 @@ class MultiTaskTrainer:
         scores, domains = self.critic(fake)
         adversarial, logs = wgan_generator_loss(scores)
         domain, domain_logs = domain_classification_loss(domains, batch.target)
-        back = self.translator.decode(self.translator.encode(fake), self._onehot(batch.source))
+        h_fake = self.translator.encode(fake)
+        back = self.translator.decode(h_fake, self._onehot(batch.source))
         cycle, cycle_logs = cycle_loss(batch.images, back)
         loss = adversarial + self.weights.domain * domain + self.weights.cycle * cycle
         logs |= domain_logs | cycle_logs
         if supervised:  # phase 3 adds the pair-wise reconstruction (thesis Eq. 5.6)
-            reconstruction, reconstruction_logs = pairwise_reconstruction_loss(fake, batch.pairs)
+            reconstruction, reconstruction_logs = pairwise_reconstruction_loss(
+                fake[batch.paired], batch.pairs
+            )
             loss = loss + self.weights.reconstruction * reconstruction
             logs |= reconstruction_logs
+            if self.weights.translated_classification > 0:
+                carried, carried_logs = classification_loss(
+                    self.translator.classify(h_fake), batch.labels, ignore_index=IGNORE
+                )
+                loss = loss + self.weights.translated_classification * carried
+                logs |= {f"translated_{k}": v for k, v in carried_logs.items()}
         self.translator_optimiser.zero_grad(set_to_none=True)
         loss.backward()  # type: ignore[no-untyped-call]
         self.translator_optimiser.step()
@@ -213,15 +250,36 @@ class MultiTaskWorkload(TrainerWorkload):
     """Model 1 as a :class:`~stainless_training.distributed.Workload`: trainer and samples.
 
     Samples without a brightfield pair cannot be translated both ways and are left out;
-    pixels of samples without a mask do not count in the segmentation loss.
+    pixels of samples without a mask do not count in the segmentation loss. ``third``
+    holds the CV cells; ``labelled`` the domains whose labels the classifier sees. The
+    class-balanced plan runs over the paired cells when DIC or BF is labelled, else over
+    the CV cells; the other side's cells of a step are drawn at random (seeded by the
+    step and its cells), so no unlabelled domain's class shapes a batch.
     """
 
     trainer: MultiTaskTrainer
 
-    def __init__(self, trainer: MultiTaskTrainer, dataset: Samples, batch_size: int) -> None:
+    def __init__(
+        self,
+        trainer: MultiTaskTrainer,
+        dataset: Samples,
+        batch_size: int,
+        *,
+        third: Samples | None = None,
+        labelled: Collection[Domain] = tuple(Domain),
+        seed: int = 0,
+    ) -> None:
         self._indices, labels = paired_cells(dataset, "model 1")
+        self.labelled = frozenset(labelled)
+        self.third = third
+        self._plan_on_third = not self.labelled & {Domain.DIC, Domain.BF}
+        if self._plan_on_third:
+            if third is None:
+                raise ValueError("labels only from CV, but the run has no CV cells")
+            labels = third.labels
         super().__init__(trainer, dataset, labels)
         self.batch_size = min(batch_size, len(set(labels)))
+        self.seed = seed
 
     @property
     def modules(self) -> list[torch.nn.Module]:
@@ -232,18 +290,33 @@ class MultiTaskWorkload(TrainerWorkload):
         return [self.trainer.translator_optimiser, self.trainer.critic_optimiser]
 
     def step(self, indices: list[int], step: int) -> Logs:
-        items = default_collate([self.dataset[self._indices[i]] for i in indices])
+        random = np.random.default_rng([self.seed, step, *indices])
+
+        def draw(n: int) -> list[int]:
+            return [int(i) for i in random.choice(n, size=len(indices), replace=n < len(indices))]
+
+        if self._plan_on_third:
+            paired, third = [self._indices[i] for i in draw(len(self._indices))], indices
+        else:
+            paired = [self._indices[i] for i in indices]
+            third = draw(len(self.third)) if self.third is not None else []
+        items = self._collate(self.dataset, paired)
+        cv = self._collate(self.third, third) if self.third is not None else None
+        return self.trainer.step(Batch.from_items(items, cv, self.labelled), step)
+
+    def _collate(self, dataset: Samples, indices: list[int]) -> dict[str, Tensor]:
+        items: dict[str, Tensor] = default_collate([dataset[i] for i in indices])
         if "has_mask" in items:
             items["mask"][~items["has_mask"]] = IGNORE
-        batch = Batch.from_items({k: v.to(self.device) for k, v in items.items()})
-        return self.trainer.step(batch, step)
+        return {k: v.to(self.device) for k, v in items.items()}
 
 
 def workload(config: TrainingConfig, samples: SampleSource | None = None) -> MultiTaskWorkload:
     """Networks, optimisers and training cells of a model-1 run (seeded by the caller).
 
     ``samples`` gives the training cells for an image size (a dataset snapshot); without
-    it the run crops phantom cells as its config says.
+    it the run crops phantom cells as its config says. The third domain (``data.cv``) is
+    always cropped from phantom fields under its acquisition.
     """
     net_config = model_config(config)
     trainer = MultiTaskTrainer(
@@ -253,18 +326,36 @@ def workload(config: TrainingConfig, samples: SampleSource | None = None) -> Mul
         weights=config.losses,
         seed=config.seed,
     )
+    data = config.data
     dataset: Samples = (
         samples(net_config.image_size)
         if samples is not None
         else CellDataset(
             phantom_samples(
-                fields=config.data.phantom_fields,
-                seed=config.data.phantom_seed,
-                image_size=net_config.image_size,
+                fields=data.phantom_fields, seed=data.phantom_seed, image_size=net_config.image_size
             )
         )
     )
-    return MultiTaskWorkload(trainer, dataset, config.batch_size)
+    third = (
+        CellDataset(
+            phantom_samples(
+                fields=data.cv.fields,
+                seed=data.cv.seed,
+                image_size=net_config.image_size,
+                config=phantom_config(acquisition=data.cv.acquisition),
+            )
+        )
+        if data.cv is not None
+        else None
+    )
+    return MultiTaskWorkload(
+        trainer,
+        dataset,
+        config.batch_size,
+        third=third,
+        labelled=[Domain(name) for name in data.labelled],
+        seed=config.seed,
+    )
 
 
 def train(

@@ -58,12 +58,12 @@ def test_each_kind_trains_two_steps(tmp_path: Path, model: str) -> None:
     assert (tmp_path / "run" / "config.yaml").read_text().startswith(f"model: {model}")
 
 
-@pytest.mark.parametrize("name", ["mtmd-tiny", "disentangled-tiny", "paired-tiny"])
+@pytest.mark.parametrize("name", ["mtmd-tiny", "disentangled-tiny", "paired-tiny", "mtmd-transfer"])
 def test_the_shipped_tiny_configs_load(name: str) -> None:
     from stainless_training.config import load_config
 
     config = load_config(ROOT / "training" / "configs" / f"{name}.yaml")
-    assert config.model.value == name.removesuffix("-tiny")
+    assert config.model.value == name.split("-")[0]
     assert config.phased_schedule().total_steps == config.steps
 
 

@@ -14,6 +14,7 @@ from stainless_training.evaluate import (
     ColourTransfer,
     _overlap_means,
     evaluate,
+    label_transfer,
     review_calibration,
 )
 from stainless_training.phantom_data import phantom_samples
@@ -100,6 +101,21 @@ def test_evaluation_reports_quality_classification_and_confidence() -> None:
             np.corrcoef([r[score] for r in rows], [r["lpips"] for r in rows])[0, 1]
         )
         assert {"pearson_ci", "spearman", "spearman_ci", "partial", "partial_ci"} <= set(lpips)
+
+
+def test_label_transfer_measures_the_unlabelled_trained_domains_against_the_labelled() -> None:
+    by_domain = {
+        d: {"accuracy": a} for d, a in {"DIC": 0.8, "BF": 0.9, "CV": 0.95, "BF wright": 0.1}.items()
+    }
+    transfer = label_transfer(by_domain, ["CV"])
+    assert transfer is not None
+    assert transfer["labelled"] == ["CV"] and transfer["labelled_accuracy"] == 0.95
+    assert transfer["points_below"] == {"DIC": pytest.approx(15), "BF": pytest.approx(5)}
+    assert transfer["worst_points_below"] == pytest.approx(15)  # BF wright: never trained
+    both = label_transfer(by_domain, ["BF", "CV"])
+    assert both is not None and both["points_below"] == {"DIC": pytest.approx(12.5)}
+    assert label_transfer(by_domain, ["DIC", "BF", "CV"]) is None
+    assert label_transfer({"DIC": {"accuracy": 0.5}}, ["CV"]) is None  # CV not evaluated
 
 
 def test_review_calibration_from_delta_and_acceptability() -> None:

@@ -17,11 +17,11 @@ from stainless_training.mtmd import model_config
 ROOT = Path(__file__).resolve().parents[3]
 
 
-def _checkpoint(folder: Path, model: str = "mtmd") -> Path:
+def _checkpoint(folder: Path, model: str = "mtmd", **data: object) -> Path:
     """A random tiny model 1 (or 2) with a config trained on one phantom field (seed 5)."""
     name = {"mtmd": "mtmd-tiny.yaml", "disentangled": "disentangled-tiny.yaml"}[model]
     config = yaml.safe_load((ROOT / "training" / "configs" / name).read_text())
-    config["data"] = {"phantom_seed": 5, "phantom_fields": 1}
+    config["data"] = {"phantom_seed": 5, "phantom_fields": 1, **data}
     folder.mkdir()
     (folder / "config.yaml").write_text(yaml.safe_dump(config))
     torch.manual_seed(0)
@@ -54,6 +54,21 @@ def test_writes_metrics_and_four_plots(tmp_path: Path) -> None:
     assert metrics["held_out"] == {"fields": 2, "seed": 7, "image_size": 64}
     assert set(metrics["domain_accuracy"]) == {"DIC", "BF", "BF wright"}
     assert "classified from BF wright" in result.output
+    assert metrics["label_transfer"] is None  # every trained domain had its labels
+
+
+def test_a_label_transfer_model_is_classified_on_its_third_domain_too(tmp_path: Path) -> None:
+    cv = {"acquisition": "giemsa", "fields": 1, "seed": 6}
+    checkpoint = _checkpoint(tmp_path / "model", cv=cv, labelled=["CV"])
+    out = tmp_path / "eval"
+    args = ["--checkpoint", str(checkpoint), "--out", str(out), "--fields", "2", "--seed", "7"]
+    result = CliRunner().invoke(app, [*args, "--other-domain", "leishman"])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics["domain_accuracy"]) == {"DIC", "BF", "CV", "BF leishman"}
+    transfer = metrics["label_transfer"]
+    assert transfer["labelled"] == ["CV"] and set(transfer["points_below"]) == {"DIC", "BF"}
+    assert "labels from CV" in result.output
 
 
 def test_model_2_is_evaluated_with_its_chapter6_delta(tmp_path: Path) -> None:

@@ -5,10 +5,19 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import torch
+from pydantic import ValidationError
 
-from stainless_training.config import DataConfig, ModelKind, TrainingConfig
-from stainless_training.mtmd import train
+from stainless.ml.models.mtmd import Domain
+from stainless_training.config import (
+    DataConfig,
+    LossWeights,
+    ModelKind,
+    ThirdDomain,
+    TrainingConfig,
+)
+from stainless_training.mtmd import IGNORE, Batch, train, workload
 from stainless_training.runs import CHECKPOINT
 
 
@@ -38,3 +47,64 @@ def test_a_short_run_logs_every_pass_and_resumes(tmp_path: Path) -> None:
     train(longer, tmp_path, on_step=lambda step, _: seen.append(step))
     assert seen[6:] == [7, 8]
     assert torch.load(checkpoint, weights_only=False)["step"] == 8
+
+
+def _transfer_config(**data: object) -> TrainingConfig:
+    return TrainingConfig(
+        model=ModelKind.MTMD,
+        steps=6,
+        checkpoint_every=6,
+        batch_size=3,
+        data=DataConfig(
+            phantom_fields=2,
+            phantom_seed=1,
+            cv=ThirdDomain(acquisition="wright-giemsa", fields=2, seed=2),
+            **data,  # type: ignore[arg-type]
+        ),
+    )
+
+
+def test_a_third_domain_joins_every_batch_translated_to_dic_without_a_pair() -> None:
+    work = workload(_transfer_config())
+    seen: list[Batch] = []
+    work.trainer.step = lambda batch, step: seen.append(batch) or {}  # type: ignore[method-assign,func-returns-value]
+    work.step([0, 1, 2], 0)
+    (batch,) = seen
+    dic, bf, cv = Domain.DIC.position, Domain.BF.position, Domain.CV.position
+    assert batch.source.tolist() == [dic] * 3 + [bf] * 3 + [cv] * 3
+    assert batch.target.tolist() == [bf] * 3 + [dic] * 3 + [dic] * 3
+    assert batch.paired.tolist() == [True] * 6 + [False] * 3
+    assert batch.pairs.shape[0] == 6 and batch.images.shape[0] == 9
+    assert (batch.labels >= 0).all()  # every domain labelled by default
+
+
+def test_labels_from_cv_alone_leave_dic_and_bf_unlabelled_and_plan_over_cv() -> None:
+    work = workload(_transfer_config(labelled=("CV",)))
+    assert work.third is not None and list(work.labels) == work.third.labels
+    seen: list[Batch] = []
+    work.trainer.step = lambda batch, step: seen.append(batch) or {}  # type: ignore[method-assign,func-returns-value]
+    work.step([0, 1, 2], 7)
+    work.step([0, 1, 2], 7)
+    first, again = seen
+    assert (first.labels[:6] == IGNORE).all()
+    assert first.labels[6:].tolist() == [work.third.labels[i] for i in (0, 1, 2)]
+    assert torch.equal(first.images, again.images)  # the random side is seeded by the step
+
+
+def test_a_run_with_labels_from_cv_alone_trains(tmp_path: Path) -> None:
+    config = _transfer_config(labelled=("CV",))
+    carried = config.model_copy(update={"losses": LossWeights(translated_classification=1.0)})
+    for run, folder in ((config, tmp_path / "plain"), (carried, tmp_path / "carried")):
+        lines: list[dict[str, float]] = []
+        train(run, folder, on_step=lambda _, logs, seen=lines: seen.append(logs))
+        assert lines[4]["classification"] > 0 and lines[4]["generator_reconstruction"] > 0
+        assert ("generator_translated_classification" in lines[4]) is (run is carried)
+
+
+def test_the_third_domain_is_model_1s_and_needs_fields_of_its_own() -> None:
+    with pytest.raises(ValidationError, match=r"cv\.seed must differ"):
+        DataConfig(phantom_seed=1, cv=ThirdDomain(seed=1))
+    with pytest.raises(ValidationError, match="no cv domain"):
+        DataConfig(labelled=("CV",))
+    with pytest.raises(ValidationError, match="model 1's"):
+        TrainingConfig(model=ModelKind.DISENTANGLED, data=DataConfig(cv=ThirdDomain()))

@@ -29,13 +29,15 @@ def _check_labels(name: str, labels: Tensor, classes: int, ignore_index: int | N
         )
 
 
-def _check_logits_2d(logits: Tensor, labels: Tensor, labels_name: str) -> None:
+def _check_logits_2d(
+    logits: Tensor, labels: Tensor, labels_name: str, ignore_index: int | None = None
+) -> None:
     check_tensor("logits", logits)
     if logits.dim() != 2:
         raise ValueError(f"logits must be [B, classes], got {shape(logits)}")
     if labels.shape != logits.shape[:1]:
         raise ValueError(f"{labels_name} must be [B] = [{logits.shape[0]}], got {shape(labels)}")
-    _check_labels(labels_name, labels, logits.shape[1], None)
+    _check_labels(labels_name, labels, logits.shape[1], ignore_index)
 
 
 def _accuracy(logits: Tensor, labels: Tensor, ignore_index: int | None = None) -> float:
@@ -78,7 +80,11 @@ def domain_classification_loss(logits: Tensor, domain_index: Tensor | int) -> tu
 
 
 def classification_loss(
-    logits: Tensor, labels: Tensor, *, class_weights: Tensor | None = None
+    logits: Tensor,
+    labels: Tensor,
+    *,
+    class_weights: Tensor | None = None,
+    ignore_index: int | None = None,
 ) -> tuple[Tensor, Logs]:
     """Cell classification CE (domain-agnostic classifier Eq. 5.5; AC-GAN head ch. 8.2).
 
@@ -87,11 +93,14 @@ def classification_loss(
         labels: class indices ``[B]``.
         class_weights: optional per-class weights ``[classes]`` (weighted mean, as
             ``torch.nn.functional.cross_entropy``), for imbalanced classes.
+        ignore_index: label of unlabelled samples (a domain without labels, thesis
+            ch. 5.2); they do not count. None: every sample must be labelled.
 
     Returns:
-        The loss and logs ``classification`` and ``accuracy``.
+        The mean CE over the labelled samples (0, in the graph, when there are none) and
+        logs ``classification`` and ``accuracy`` (NaN without labelled samples).
     """
-    _check_logits_2d(logits, labels, "labels")
+    _check_logits_2d(logits, labels, "labels", ignore_index)
     if class_weights is not None:
         check_tensor("class_weights", class_weights)
         if class_weights.shape != (logits.shape[1],):
@@ -101,8 +110,15 @@ def classification_loss(
         if bool((class_weights < 0).any()):
             raise ValueError("class_weights must be non-negative")
         class_weights = class_weights.to(device=logits.device, dtype=logits.dtype)
-    loss = F.cross_entropy(logits, labels.long(), weight=class_weights)
-    return loss, {"classification": float(loss.detach()), "accuracy": _accuracy(logits, labels)}
+    labels = labels.long()
+    if ignore_index is not None and not bool((labels != ignore_index).any()):
+        return logits.sum() * 0.0, {"classification": 0.0, "accuracy": float("nan")}
+    ignored = -100 if ignore_index is None else ignore_index  # -100: cross_entropy's default
+    loss = F.cross_entropy(logits, labels, weight=class_weights, ignore_index=ignored)
+    return loss, {
+        "classification": float(loss.detach()),
+        "accuracy": _accuracy(logits, labels, ignore_index),
+    }
 
 
 def _pixel_ce(

@@ -45,6 +45,19 @@ def test_classification_loss_known_value_and_class_weights() -> None:
     assert logs["classification"] == pytest.approx(sum(ce) / 3, rel=1e-6)
 
 
+def test_classification_loss_ignores_unlabelled_samples() -> None:
+    loss, logs = classification_loss(LOGITS, torch.tensor([1, -1, 0]), ignore_index=-1)
+    assert loss.item() == pytest.approx((-math.log(0.75) - math.log(0.9)) / 2, rel=1e-6)
+    assert logs["accuracy"] == 1.0
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, 2\)"):
+        classification_loss(LOGITS, torch.tensor([1, -1, 0]))  # no ignore index: -1 is wrong
+    logits = LOGITS.clone().requires_grad_(True)
+    none, logs = classification_loss(logits, torch.full((3,), -1), ignore_index=-1)
+    assert none.item() == 0.0 and math.isnan(logs["accuracy"])
+    torch.autograd.backward(none)
+    assert logits.grad is not None and float(logits.grad.abs().sum()) == 0.0
+
+
 def test_classification_losses_reject_bad_input() -> None:
     with pytest.raises(ValueError, match=r"labels must be \[B\] = \[3\]"):
         classification_loss(LOGITS, torch.tensor([0, 1]))
