@@ -300,9 +300,7 @@ def run_demo(
 
     (out / "phantom.png").write_bytes(store.get(f"{prefix}/slide_000/phantom.png"))
     classes = Counter(cell["class"] for field in entry["fields"] for cell in field["cells"])
-    results = slide_summary(
-        engine, slide_id=slide_id, pathological_classes=settings.clinical.pathological_classes
-    )
+    results = slide_summary(engine, slide_id=slide_id, rules=settings.clinical.rules())
     with Session(engine) as session:
         views = cell_views(session, slide_id=slide_id)
     write_report(
@@ -322,6 +320,11 @@ def run_demo(
             for code, count in results.differential.counts.items()
         },
         "needs_review": results.differential.needs_review,
+        "flags": {
+            "pathological": results.flags.pathological,
+            "abnormal": [str(abnormal) for abnormal in results.flags.abnormal],
+            "proportions_assessed": results.flags.proportions_assessed,
+        },
         **_confidence_report(views),
         "model_version": stained["model_version"],
         "external_id": run_id,

@@ -42,7 +42,10 @@ def test_demo_writes_its_summary_and_figure(tmp_path: Path) -> None:
     assert sum(c["count"] for c in summary["differential"].values()) == summary["cell_count"]
     assert 0 <= summary["needs_review"] <= summary["cell_count"]
     assert summary["mean_delta"] > 0
+    flags = summary["flags"]  # a few dozen cells: too few for the proportions of a differential
+    assert flags["proportions_assessed"] is False and flags["abnormal"] == []
     report = (tmp_path / "out/demo/report.html").read_text()
+    assert "<h2>Flags</h2>" in report and "proportions not assessed" in report
     assert (
         "Differential" in report and report.count("data:image/png;base64,") > summary["cell_count"]
     )

@@ -15,6 +15,7 @@ process at start with a :class:`SettingsError` that names the variable.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 from enum import StrEnum
@@ -22,8 +23,19 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar, overload
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    TypeAdapter,
+    ValidationError,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from stainless.domain.differential import ClinicalRules, ProportionRule
+from stainless.domain.vocabulary import HEALTHY
 
 ENV_PREFIX = "STAINLESS_"
 ENV_NESTED_DELIMITER = "__"
@@ -235,13 +247,59 @@ class InferenceSettings(ModelServerSettings):
     )
 
 
+class ProportionRuleSettings(_Block):
+    """An abnormal proportion: a class's percentage of the leukocytes outside its limits."""
+
+    code: str = Field(description="Clinical class code (NE also covers SNE).")
+    low: float | None = Field(default=None, ge=0, le=100, description="Lowest normal percent.")
+    high: float | None = Field(default=None, ge=0, le=100, description="Highest normal percent.")
+
+    @model_validator(mode="after")
+    def _valid(self) -> ProportionRuleSettings:
+        self.rule()  # a known class, and at least one limit, the low one below the high one
+        return self
+
+    def rule(self) -> ProportionRule:
+        return ProportionRule(self.code, self.low, self.high)
+
+
+def _adult_proportions() -> tuple[ProportionRuleSettings, ...]:
+    # Common adult textbook intervals, not a laboratory's own: each site sets its own
+    # (children's intervals differ widely).
+    limits = {"NE": (40, 75), "LY": (20, 45), "MO": (None, 10), "EO": (None, 6), "BA": (None, 2)}
+    return tuple(
+        ProportionRuleSettings(code=code, low=low, high=high)
+        for code, (low, high) in limits.items()
+    )
+
+
 class ClinicalSettings(_Block):
     """The laboratory's clinical rules, shared by inference (review) and results (flags)."""
 
     pathological_classes: tuple[str, ...] = Field(
-        default=("SMU",),
+        default=HEALTHY.pathological,
         description="Classes that always go to expert review and are flagged when present.",
     )
+    proportion_rules: tuple[ProportionRuleSettings, ...] = Field(
+        default_factory=_adult_proportions,
+        description="Abnormal proportions of the normal classes to flag (percent of the "
+        "leukocytes); the default is common adult intervals, not this laboratory's.",
+    )
+    differential_count: int = Field(
+        default=100,
+        ge=50,
+        le=1000,
+        description="Leukocytes of a differential (100 or 200 in routine use, ICSH): "
+        "proportions are flagged only once this many were differentiated.",
+    )
+
+    def rules(self) -> ClinicalRules:
+        """The rules as the domain's :class:`ClinicalRules`."""
+        return ClinicalRules(
+            pathological=self.pathological_classes,
+            proportions=tuple(rule.rule() for rule in self.proportion_rules),
+            count=self.differential_count,
+        )
 
 
 class RaySettings(_Block):
@@ -540,9 +598,12 @@ def iter_setting_fields(
         if isinstance(annotation, type) and issubclass(annotation, BaseModel):
             yield from iter_setting_fields(annotation, env + ENV_NESTED_DELIMITER)
         else:
-            default = info.default
+            default = info.get_default(call_default_factory=True)
             if isinstance(default, SecretStr):
                 default = "(secret)"
+            elif isinstance(default, tuple) and any(isinstance(v, BaseModel) for v in default):
+                assert annotation is not None
+                default = json.dumps(TypeAdapter(annotation).dump_python(default, mode="json"))
             yield env, default, info.description or ""
 
 

@@ -121,3 +121,19 @@ def test_the_issuer_is_https_but_on_loopback_and_openid_is_asked_for(
     else:
         with pytest.raises(ValidationError, match=refusal):
             build()
+
+
+def test_clinical_rules_come_from_settings_and_bad_ones_name_the_variable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    rules = load_settings().clinical.rules()
+    assert rules.count == 100 and rules.pathological == ("SMU",)
+    assert {rule.code for rule in rules.proportions} == {"NE", "LY", "MO", "EO", "BA"}
+    monkeypatch.setenv("STAINLESS_CLINICAL__PROPORTION_RULES", '[{"code": "LY", "high": 50}]')
+    monkeypatch.setenv("STAINLESS_CLINICAL__DIFFERENTIAL_COUNT", "200")
+    rules = load_settings().clinical.rules()
+    assert [(r.code, r.low, r.high) for r in rules.proportions] == [("LY", None, 50.0)]
+    assert rules.count == 200
+    monkeypatch.setenv("STAINLESS_CLINICAL__PROPORTION_RULES", '[{"code": "XX", "high": 5}]')
+    with pytest.raises(SettingsError, match=r"STAINLESS_CLINICAL.*unknown cell class 'XX'"):
+        load_settings()

@@ -2,9 +2,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import pytest
+
 from stainless.domain.cells import CLASS_ORDER, LEUKOCYTES, CellClass
-from stainless.domain.differential import differential, flags
+from stainless.domain.differential import (
+    ClinicalRules,
+    ProportionRule,
+    differential,
+    flags,
+    wilson_interval,
+)
 from stainless.domain.review import ReviewAction, ReviewStatus, status_of
+from stainless.domain.vocabulary import CLINICAL
 
 
 @dataclass(frozen=True)
@@ -39,8 +48,55 @@ def test_no_leukocyte_means_no_percentage() -> None:
 
 def test_a_flag_per_pathological_class_present() -> None:
     diff = differential([Seen("SMU"), Seen("LY", ReviewStatus.NEEDS_REVIEW)])
-    found = flags(diff, pathological_classes=["SMU", "BA"])
+    found = flags(diff, ClinicalRules(pathological=("SMU", "BA")))
     assert found.pathological == ["SMU"] and found.needs_review == 1 and found.pending == 0
+    assert not found.proportions_assessed and found.abnormal == []
+
+
+def test_the_clinical_differential_counts_erythroblasts_per_100_leukocytes() -> None:
+    cells = [Seen("NE")] * 6 + [Seen("BL")] * 2 + [Seen("LY")] * 2 + [Seen("ERB")] * 3
+    cells += [Seen("SMU"), Seen("ART")]
+    diff = differential(cells, CLINICAL)
+    assert diff.vocabulary == "clinical" and diff.leukocytes == 10 and diff.counted == 15
+    assert diff.percent["NE"] == 60.0 and diff.percent["BL"] == 20.0
+    assert "ERB" not in diff.percent and diff.per_100_leukocytes == {"ERB": 30.0}
+    assert set(diff.percent) == set(CLINICAL.leukocytes)
+    assert diff.counts["SMU"] == 1 and diff.counts["ART"] == 1
+    low, high = diff.percent_interval["NE"] or (0, 0)
+    assert low < 60.0 < high
+
+
+def test_wilson_interval_known_values() -> None:
+    # 50 of 100: 40.4-59.6%; 0 of 100: 0-3.7% (a 100-cell count cannot exclude 3%)
+    assert wilson_interval(50, 100) == (40.4, 59.6)
+    assert wilson_interval(0, 100) == (0.0, 3.7)
+    assert wilson_interval(100, 100) == (96.3, 100.0)
+    with pytest.raises(ValueError, match="0 <= k <= n"):
+        wilson_interval(3, 2)
+
+
+def test_proportions_are_flagged_only_once_the_count_is_reached() -> None:
+    rules = ClinicalRules(
+        proportions=(ProportionRule("NE", low=40, high=75), ProportionRule("LY", high=45)),
+        count=100,
+    )
+    cells = [Seen("SNE")] * 30 + [Seen("LY")] * 60 + [Seen("MO")] * 10
+    found = flags(differential(cells), rules)  # SNE counts as the clinical NE
+    assert found.proportions_assessed
+    assert [str(a) for a in found.abnormal] == ["NE low (30.0% < 40%)", "LY high (60.0% > 45%)"]
+    few = flags(differential(cells[:99]), rules)
+    assert not few.proportions_assessed and few.abnormal == []
+    normal = [Seen("SNE")] * 60 + [Seen("LY")] * 30 + [Seen("MO")] * 10
+    assert flags(differential(normal), rules).abnormal == []
+
+
+def test_a_proportion_rule_is_checked() -> None:
+    with pytest.raises(ValueError, match="unknown cell class 'XX'"):
+        ProportionRule("XX", high=3)
+    with pytest.raises(ValueError, match="needs a low or a high"):
+        ProportionRule("LY")
+    with pytest.raises(ValueError, match="above high"):
+        ProportionRule("LY", low=50, high=20)
 
 
 def test_vocabulary() -> None:

@@ -34,6 +34,7 @@ from stainless.core.http.params import CellId, SlideId
 from stainless.core.observability import add_health_routes
 from stainless.core.storage import ObjectStore
 from stainless.core.storage.base import ObjectNotFoundError
+from stainless.domain.differential import ClinicalRules
 from stainless.domain.review import ReviewAction, ReviewStatus
 from stainless.imaging.codecs import encode_png
 from stainless.stages.review import fhir, queries, reviews
@@ -112,11 +113,11 @@ def display_png(data: bytes) -> bytes:
     return encode_png(stretched.astype(np.uint8))
 
 
-def _slides_router(engine: Engine, pathological: tuple[str, ...]) -> APIRouter:
+def _slides_router(engine: Engine, rules: ClinicalRules) -> APIRouter:
     router = APIRouter(prefix="/v1/slides", tags=["slides"], responses=_ERRORS)
 
     def summary(slide_id: str) -> SlideSummaryOut:
-        found = queries.slide_summary(engine, slide_id=slide_id, pathological_classes=pathological)
+        found = queries.slide_summary(engine, slide_id=slide_id, rules=rules)
         return SlideSummaryOut.of(found)
 
     @router.get("")
@@ -158,7 +159,7 @@ def _slides_router(engine: Engine, pathological: tuple[str, ...]) -> APIRouter:
             engine,
             slide_id=slide_id,
             signer=who.name,
-            pathological_classes=pathological,
+            rules=rules,
             actor=actor(request, who),
         )
         return summary(slide_id)
@@ -176,7 +177,7 @@ def _slides_router(engine: Engine, pathological: tuple[str, ...]) -> APIRouter:
         if signed is not None:
             headers = {"ETag": f'"{signed.sha256}"'}
             return Response(fhir.canonical_json(signed.body), media_type=FHIR_JSON, headers=headers)
-        found = queries.slide_summary(engine, slide_id=slide_id, pathological_classes=pathological)
+        found = queries.slide_summary(engine, slide_id=slide_id, rules=rules)
         report = fhir.diagnostic_report(
             found.slide, found.differential, found.flags, staining=found.staining
         )
@@ -306,7 +307,7 @@ def create_app(
         """The name and roles of the caller (a key's holder or a signed-in user)."""
         return MeOut(name=who.name, role=who.role)
 
-    app.include_router(_slides_router(engine, tuple(clinical.pathological_classes)))
+    app.include_router(_slides_router(engine, clinical.rules()))
     app.include_router(_cells_router(engine, store))
     app.include_router(_audit_router(engine))
     app.include_router(_pages_router())

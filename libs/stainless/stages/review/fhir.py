@@ -218,6 +218,8 @@ def _conclusion(differential: Differential, flags: Flags | None) -> str:
     ]
     if flags and flags.pathological:
         parts.append(f"Present: {', '.join(flags.pathological)}.")
+    if flags and flags.abnormal:
+        parts.append(f"Abnormal proportions: {', '.join(map(str, flags.abnormal))}.")
     if flags and flags.needs_review:
         parts.append(f"{flags.needs_review} cells still need review.")
     return " ".join(parts)

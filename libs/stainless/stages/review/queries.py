@@ -6,7 +6,6 @@ differential and its flags follow ``stainless.domain.differential``.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
 
 from sqlalchemy import Engine
@@ -15,7 +14,13 @@ from sqlmodel import Session, col, select
 from stainless.core.db.cells import CellView, cell_views, resolve, sorted_rows
 from stainless.core.db.models import Cell, Prediction, Review, SignedReport, Slide
 from stainless.core.http.errors import NotFound
-from stainless.domain.differential import Differential, Flags, differential, flags
+from stainless.domain.differential import (
+    ClinicalRules,
+    Differential,
+    Flags,
+    differential,
+    flags,
+)
 from stainless.domain.review import ReviewStatus
 from stainless.stages.review.staining import StainingConfidence, staining_confidence
 
@@ -35,9 +40,7 @@ def get_slide(session: Session, slide_id: str) -> Slide:
     return slide
 
 
-def slide_summary(
-    engine: Engine, *, slide_id: str, pathological_classes: Iterable[str]
-) -> SlideSummary:
+def slide_summary(engine: Engine, *, slide_id: str, rules: ClinicalRules) -> SlideSummary:
     """The slide, its differential and its flags; :class:`NotFound` for an unknown id."""
     with Session(engine) as session:
         slide = get_slide(session, slide_id)
@@ -46,7 +49,7 @@ def slide_summary(
     return SlideSummary(
         slide,
         diff,
-        flags(diff, pathological_classes=pathological_classes),
+        flags(diff, rules),
         staining_confidence(views),
     )
 

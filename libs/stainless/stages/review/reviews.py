@@ -10,7 +10,6 @@ report as signed, with its SHA-256: from then on that is the slide's report.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
 from dataclasses import dataclass
 
 from prometheus_client import Counter
@@ -25,7 +24,7 @@ from stainless.core.events.contracts import Envelope, ReviewRecorded
 from stainless.core.events.outbox import add_event
 from stainless.core.http.errors import Conflict, Invalid, NotFound
 from stainless.domain.cells import CellClass
-from stainless.domain.differential import differential, flags
+from stainless.domain.differential import ClinicalRules, differential, flags
 from stainless.domain.review import ReviewAction, ReviewStatus, status_of
 from stainless.stages.review.fhir import canonical_json, diagnostic_report
 from stainless.stages.review.queries import load_cell_view
@@ -130,7 +129,7 @@ def sign_slide(
     *,
     slide_id: str,
     signer: str,
-    pathological_classes: Iterable[str],
+    rules: ClinicalRules,
     actor: Actor | None = None,
 ) -> SignedReport:
     """Sign a completed slide whose cells are all reviewed; store its final report.
@@ -160,7 +159,7 @@ def sign_slide(
         body = diagnostic_report(
             slide,
             diff,
-            flags(diff, pathological_classes=pathological_classes),
+            flags(diff, rules),
             staining=staining_confidence(views),
         )
         body["meta"] = {"versionId": "1"}

@@ -5,15 +5,17 @@ A cell's class is ``class`` in JSON (``cell_class`` in Python).
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from stainless.core.config import ResultsSettings
 from stainless.core.db.cells import CellView
 from stainless.core.db.models import AuditEvent, Slide
-from stainless.domain.cells import CLASS_ORDER, LEUKOCYTES
 from stainless.domain.review import ReviewAction
+from stainless.domain.vocabulary import vocabulary_of
 from stainless.stages.review.queries import SlideRow, SlideSummary
 
 __all__ = [
@@ -141,16 +143,37 @@ class SlideRowOut(SlideOut):
 class DifferentialOut(BaseModel):
     counts: dict[str, int] = Field(description="Cells per class, every class included.")
     percent: dict[str, float | None] = Field(description="Percent of leukocytes per class.")
+    percent_interval: dict[str, tuple[float, float] | None] = Field(
+        description="95% interval of each percentage (Wilson), for the count's size."
+    )
+    per_100_leukocytes: dict[str, float | None] = Field(
+        description="Classes counted per 100 leukocytes (erythroblasts), not in the percent."
+    )
     leukocytes: int
     counted: int
     poor_quality: int
     pending: int
 
 
+class AbnormalOut(BaseModel):
+    code: str = Field(description="Clinical class.")
+    percent: float
+    direction: Literal["high", "low"]
+    limit: float = Field(description="The rule's limit that was crossed, in percent.")
+    text: str = Field(description="For people, e.g. 'LY high (52.0% > 45%)'.")
+
+
 class FlagsOut(BaseModel):
     pathological: list[str] = Field(description="Pathological classes present.")
     needs_review: int
     pending: int
+    abnormal: list[AbnormalOut] = Field(
+        description="Proportions outside the laboratory's rules (only once assessed)."
+    )
+    proportions_assessed: bool = Field(
+        description="Whether enough leukocytes (100 or 200, per settings) were differentiated "
+        "to flag proportions."
+    )
 
 
 class SlideSummaryOut(SlideOut):
@@ -158,7 +181,9 @@ class SlideSummaryOut(SlideOut):
 
     cells: int
     needs_review: int
+    vocabulary: str = Field(description="The class vocabulary: healthy or clinical.")
     classes: list[str]
+    class_names: dict[str, str] = Field(description="What each class code means.")
     leukocyte_classes: list[str]
     differential: DifferentialOut
     flags: FlagsOut
@@ -166,16 +191,21 @@ class SlideSummaryOut(SlideOut):
     @classmethod
     def of(cls, summary: SlideSummary) -> SlideSummaryOut:
         diff, flags = summary.differential, summary.flags
+        vocabulary = vocabulary_of(diff.vocabulary)
         return cls.model_validate(
             {
                 **cls.slide_fields(summary.slide),
                 "cells": diff.total,
                 "needs_review": diff.needs_review,
-                "classes": list(CLASS_ORDER),
-                "leukocyte_classes": list(LEUKOCYTES),
+                "vocabulary": vocabulary.name,
+                "classes": list(vocabulary.classes),
+                "class_names": dict(vocabulary.names),
+                "leukocyte_classes": list(vocabulary.leukocytes),
                 "differential": {
                     "counts": diff.counts,
                     "percent": diff.percent,
+                    "percent_interval": diff.percent_interval,
+                    "per_100_leukocytes": diff.per_100_leukocytes,
                     "leukocytes": diff.leukocytes,
                     "counted": diff.counted,
                     "poor_quality": diff.poor_quality,
@@ -185,6 +215,11 @@ class SlideSummaryOut(SlideOut):
                     "pathological": flags.pathological,
                     "needs_review": flags.needs_review,
                     "pending": flags.pending,
+                    "abnormal": [
+                        {**dataclasses.asdict(found), "text": str(found)}
+                        for found in flags.abnormal
+                    ],
+                    "proportions_assessed": flags.proportions_assessed,
                 },
             }
         )

@@ -41,8 +41,18 @@ def test_slides_are_listed_and_detailed(client: TestClient, world: World) -> Non
         "MO": 0.0,
         "SNE": 50.0,
     }
-    assert detail["flags"] == {"pathological": ["SMU"], "needs_review": 1, "pending": 0}
+    assert detail["differential"]["percent_interval"]["LY"] == [9.5, 90.5]  # 1 of 2
+    assert detail["differential"]["per_100_leukocytes"] == {}
+    assert detail["flags"] == {
+        "pathological": ["SMU"],
+        "needs_review": 1,
+        "pending": 0,
+        "abnormal": [],
+        "proportions_assessed": False,  # 2 leukocytes, not the 100 of a differential
+    }
+    assert detail["vocabulary"] == "healthy"
     assert detail["classes"] == ["ART", "BA", "EO", "LY", "MO", "SNE", "SMU"]
+    assert detail["class_names"]["SMU"] == "smudge cell"
     assert (detail["signed_by"], detail["signed_at"]) == (None, None)
 
 

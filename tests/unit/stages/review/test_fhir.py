@@ -107,3 +107,13 @@ def test_the_staining_confidence_is_reported_with_its_variant(
     components = {c["code"]["coding"][0]["code"]: c["valueQuantity"] for c in delta["component"]}
     assert components["cell-count"]["value"] == 2 and components["lowest-delta"]["value"] == 0.5
     assert delta["note"] == [{"text": "Models: m1"}]
+
+
+def test_abnormal_proportions_of_a_full_differential_are_concluded(
+    client: TestClient, world: World
+) -> None:
+    built = world.slide([CellSpec("LY")] * 70 + [CellSpec("SNE")] * 30)
+    conclusion = _report(client, built.slide_id)["conclusion"]
+    assert "Abnormal proportions: NE low (30.0% < 40%), LY high (70.0% > 45%)." in conclusion
+    few = world.slide([CellSpec("LY")] * 7 + [CellSpec("SNE")] * 3)
+    assert "Abnormal" not in _report(client, few.slide_id)["conclusion"]

@@ -6,6 +6,7 @@ import pytest
 from sqlmodel import Session
 
 from stainless.core.http.errors import NotFound
+from stainless.domain.differential import ClinicalRules
 from stainless.domain.review import ReviewAction, ReviewStatus
 from stainless.stages.review import queries
 from stainless.stages.review.reviews import review_cell
@@ -16,7 +17,7 @@ NEEDS = ReviewStatus.NEEDS_REVIEW
 
 
 def _summary(world: World, slide_id: str) -> queries.SlideSummary:
-    return queries.slide_summary(world.engine, slide_id=slide_id, pathological_classes=("SMU",))
+    return queries.slide_summary(world.engine, slide_id=slide_id, rules=ClinicalRules())
 
 
 def test_reviews_override_predictions_and_poor_quality_is_left_out(world: World) -> None:
