@@ -62,6 +62,21 @@ def test_another_seed_gives_other_files(tmp_path: Path) -> None:
     assert a["slide_000/field_000_dic.tif"] != b["slide_000/field_000_dic.tif"]
 
 
+def test_a_clinical_slide_holds_the_clinical_classes(tmp_path: Path) -> None:
+    size = ["--fields", "4", "--width", "768", "--height", "576", "--slide", "left-shift"]
+    done = _run("phantom", *size, "--out", str(tmp_path / "a"))
+    assert done.returncode == 0, done.stderr
+    manifest = json.loads((tmp_path / "a" / "manifest.json").read_text())
+    classes = {c["class"] for f in manifest["slides"][0]["fields"] for c in f["cells"]}
+    assert classes and classes <= {"NE", "IG", "MO", "LY", "EO", "BA", "ERB", "ART"}
+    unknown = _run("phantom", "--slide", "healthyish", "--out", str(tmp_path / "b"))
+    assert unknown.returncode == 2 and "unknown slide preset 'healthyish'" in unknown.stderr
+    assert not (tmp_path / "b").exists()
+    figure = tmp_path / "classes.png"
+    assert _run("phantom-classes", str(figure)).returncode == 0
+    assert figure.read_bytes().startswith(b"\x89PNG")
+
+
 def test_bad_arguments_get_a_message_and_write_nothing(tmp_path: Path) -> None:
     done = _run("phantom", "--slides", "0", "--out", str(tmp_path / "x"))
     assert done.returncode != 0

@@ -48,6 +48,13 @@ class LossWeights(BaseModel):
         "cell's translation, carrying its label into the target domain (not in the thesis; "
         "0 = off).",
     )
+    latent_alignment: float = Field(
+        default=0.0,
+        ge=0,
+        description="Model 1, supervised phase: L1 between the latents of each registered "
+        "DIC/brightfield pair, so labels carry across domains through the shared latent (not "
+        "in the thesis; 0 = off).",
+    )
     style: float = Field(default=1.0, ge=0, description="Style reconstruction (model 2).")
     structure: float = Field(default=1.0, ge=0, description="Structure CE (model 2).")
     diversity: float = Field(default=3.0, ge=0, description="Diversity, λ = 3 (ch. 6).")

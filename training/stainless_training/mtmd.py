@@ -32,7 +32,11 @@ from stainless.ml.losses.classification import (
     domain_classification_loss,
     segmentation_loss,
 )
-from stainless.ml.losses.reconstruction import cycle_loss, pairwise_reconstruction_loss
+from stainless.ml.losses.reconstruction import (
+    cycle_loss,
+    latent_alignment_loss,
+    pairwise_reconstruction_loss,
+)
 from stainless.ml.models.blocks import domain_onehot
 from stainless.ml.models.configs import MultiTaskConfig
 from stainless.ml.models.mtmd import (
@@ -70,6 +74,11 @@ class Batch:
     pairs: Tensor  # (P, 3, H, W): those real images, for the P paired rows in order
     labels: Tensor  # (N,) cell classes; IGNORE for rows of unlabelled domains
     masks: Tensor  # (N, H, W) segmentation masks
+
+    @property
+    def cells(self) -> int:
+        """Registered cells: rows ``[:cells]`` are their DIC, ``[cells:2 * cells]`` their BF."""
+        return self.pairs.shape[0] // 2
 
     @classmethod
     def from_items(
@@ -221,6 +230,11 @@ class MultiTaskTrainer:
                 )
                 loss = loss + self.weights.translated_classification * carried
                 logs |= {f"translated_{k}": v for k, v in carried_logs.items()}
+            if self.weights.latent_alignment > 0:
+                n = batch.cells
+                alignment, alignment_logs = latent_alignment_loss(h[:n], h[n : 2 * n])
+                loss = loss + self.weights.latent_alignment * alignment
+                logs |= alignment_logs
         self.translator_optimiser.zero_grad(set_to_none=True)
         loss.backward()  # type: ignore[no-untyped-call]
         self.translator_optimiser.step()

@@ -10,12 +10,12 @@ brightfield score only.
 
 from __future__ import annotations
 
-import math
 import time
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
+from stainless.domain.statistics import wilson_interval
 from stainless.imaging.detection import (
     BrightfieldDetector,
     Detection,
@@ -31,19 +31,6 @@ Progress = Callable[[], None]
 
 def _ratio(numerator: int, denominator: int) -> float:
     return numerator / denominator if denominator else 1.0
-
-
-def wilson_interval(successes: int, trials: int, z: float = 1.96) -> tuple[float, float]:
-    """The Wilson score interval of a proportion (95% for ``z`` = 1.96); (0, 1) with no
-    trials. Unlike the normal approximation it stays inside [0, 1] and is honest for the
-    few cells of one benchmark cell: 6 of 6 found gives (0.61, 1.00)."""
-    if trials == 0:
-        return 0.0, 1.0
-    p = successes / trials
-    denominator = 1 + z * z / trials
-    centre = (p + z * z / (2 * trials)) / denominator
-    half = z * math.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials)) / denominator
-    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def detection_metrics(bf: Counter[str], dic: Counter[str]) -> dict[str, Any]:

@@ -73,6 +73,13 @@ def phantom(
             "platelets, …; see docs/acquisition.md) or a YAML file of phantom settings."
         ),
     ] = None,
+    slide: Annotated[
+        str | None,
+        typer.Option(
+            help="Which cells the smear holds: healthy (default), clinical-mix, blast-rich, "
+            "left-shift, lymphoproliferative, reactive (see docs/clinical-classes.md)."
+        ),
+    ] = None,
 ) -> None:
     """Write synthetic paired DIC / brightfield slides with ground truth and a manifest."""
     from stainless.core.storage.local import LocalObjectStore
@@ -80,7 +87,7 @@ def phantom(
     from stainless.imaging.phantom_set import phantom_config
 
     try:
-        config = phantom_config(width=width, height=height, acquisition=acquisition)
+        config = phantom_config(width=width, height=height, acquisition=acquisition, slide=slide)
     except ValueError as exc:
         err.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None
@@ -126,6 +133,32 @@ def phantom_grid(
             items.append((name, generate_field(config, field_rng(seed, 0, 0)), config.pixel_um))
             step()
     out.write_bytes(render_acquisition_grid(items))
+    err.print(f"wrote {out}")
+
+
+@app.command("phantom-classes")
+def phantom_classes(
+    out: Annotated[Path, typer.Argument(help="PNG to write.")],
+    seed: Annotated[int, typer.Option(min=0, help="Seed of the cells shown.")] = 0,
+) -> None:
+    """A picture of one phantom cell of every class it renders (DIC beside MGG)."""
+    from stainless.imaging.phantom import PHANTOM_CLASSES, PhantomConfig, generate_field
+    from stainless.imaging.phantom_figure import render_overview
+    from stainless.imaging.phantom_set import field_rng
+
+    fields = []
+    with progress("classes", len(PHANTOM_CLASSES)) as step:
+        for index, code in enumerate(PHANTOM_CLASSES):
+            config = PhantomConfig(
+                width=640,
+                height=480,
+                class_frequencies={code: 1.0},
+                wbc_per_field=(1, 1),
+                border_cell_probability=0.0,
+            )
+            fields.append(generate_field(config, field_rng(seed, 0, index)))
+            step()
+    out.write_bytes(render_overview(fields, pairs_per_row=4, panel_inches=2.0))
     err.print(f"wrote {out}")
 
 

@@ -35,7 +35,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from stainless.domain.differential import ClinicalRules, ProportionRule
-from stainless.domain.vocabulary import HEALTHY
+from stainless.domain.vocabulary import PATHOLOGICAL
 
 ENV_PREFIX = "STAINLESS_"
 ENV_NESTED_DELIMITER = "__"
@@ -277,7 +277,7 @@ class ClinicalSettings(_Block):
     """The laboratory's clinical rules, shared by inference (review) and results (flags)."""
 
     pathological_classes: tuple[str, ...] = Field(
-        default=HEALTHY.pathological,
+        default=PATHOLOGICAL,
         description="Classes that always go to expert review and are flagged when present.",
     )
     proportion_rules: tuple[ProportionRuleSettings, ...] = Field(

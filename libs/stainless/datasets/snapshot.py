@@ -21,6 +21,7 @@ from stainless.core.db.cells import CellView, cell_views
 from stainless.core.db.models import Slide, utcnow
 from stainless.core.storage import ObjectStore
 from stainless.datasets.manifest import (
+    CLASSES,
     DatasetError,
     DatasetItem,
     DatasetManifest,
@@ -77,7 +78,7 @@ def build_snapshot(
         source = _source(view, include_unreviewed=include_unreviewed)
         if source is None:
             continue
-        reason = _missing(store, view)
+        reason = _missing(store, view) or _unknown_class(view)
         if reason is not None:
             skipped += 1
             log.warning("snapshot %s: cell %s left out: %s", name, view.cell.id, reason)
@@ -116,6 +117,12 @@ def _source(view: CellView, *, include_unreviewed: bool) -> str | None:
             return SOURCE_REVIEW
         return None
     return SOURCE_PREDICTION if include_unreviewed else None
+
+
+def _unknown_class(view: CellView) -> str | None:
+    if view.effective_class not in CLASSES:
+        return f"its class {view.effective_class} is not one of the model's ({', '.join(CLASSES)})"
+    return None
 
 
 def _missing(store: ObjectStore, view: CellView) -> str | None:

@@ -13,14 +13,14 @@ the imprecision H20-A2 tabulates after Rümke for a count of that size.
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 from stainless.domain.review import ReviewStatus
-from stainless.domain.vocabulary import HEALTHY, Vocabulary, clinical_class
+from stainless.domain.statistics import wilson_interval
+from stainless.domain.vocabulary import HEALTHY, PATHOLOGICAL, Vocabulary, clinical_class
 
 __all__ = [
     "Abnormal",
@@ -31,7 +31,6 @@ __all__ = [
     "ReviewedCell",
     "differential",
     "flags",
-    "wilson_interval",
 ]
 
 
@@ -97,7 +96,7 @@ class ClinicalRules:
     """What a laboratory flags: pathological classes present, abnormal proportions once at
     least ``count`` leukocytes were differentiated (100 or 200)."""
 
-    pathological: tuple[str, ...] = HEALTHY.pathological
+    pathological: tuple[str, ...] = PATHOLOGICAL
     proportions: tuple[ProportionRule, ...] = ()
     count: int = 100
 
@@ -125,14 +124,9 @@ class Flags:
     proportions_assessed: bool = False
 
 
-def wilson_interval(k: int, n: int, z: float = 1.959964) -> tuple[float, float]:
-    """The 95% Wilson interval of the proportion ``k / n``, in percent."""
-    if n <= 0 or not 0 <= k <= n:
-        raise ValueError(f"need 0 <= k <= n and n > 0, got k={k}, n={n}")
-    p = k / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return (round(100 * max(0.0, centre - half), 1), round(100 * min(1.0, centre + half), 1))
+def _percent_interval(k: int, n: int) -> tuple[float, float]:
+    low, high = wilson_interval(k, n)
+    return round(100 * low, 1), round(100 * high, 1)
 
 
 def differential(cells: Iterable[ReviewedCell], vocabulary: Vocabulary = HEALTHY) -> Differential:
@@ -147,7 +141,7 @@ def differential(cells: Iterable[ReviewedCell], vocabulary: Vocabulary = HEALTHY
         elif cell.review_status is ReviewStatus.POOR_QUALITY:
             poor += 1
         else:
-            counts[cell.effective_class] += 1
+            counts[vocabulary.fold.get(cell.effective_class, cell.effective_class)] += 1
             counted += 1
     leukocytes = sum(counts[code] for code in vocabulary.leukocytes)
 
@@ -167,7 +161,7 @@ def differential(cells: Iterable[ReviewedCell], vocabulary: Vocabulary = HEALTHY
         needs_review=needs_review,
         vocabulary=vocabulary.name,
         percent_interval={
-            code: (wilson_interval(counts[code], leukocytes) if leukocytes else None)
+            code: (_percent_interval(counts[code], leukocytes) if leukocytes else None)
             for code in vocabulary.leukocytes
         },
         per_100_leukocytes=per(vocabulary.per_100_leukocytes, 100.0),

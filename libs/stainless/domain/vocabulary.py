@@ -10,8 +10,8 @@ ICSH) and which are pathological.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from enum import StrEnum
 from types import MappingProxyType
 
@@ -21,11 +21,14 @@ __all__ = [
     "CLINICAL",
     "HEALTHY",
     "IMMATURE_GRANULOCYTE_FORMS",
+    "PATHOLOGICAL",
+    "REVIEW_CLASSES",
     "TO_CLINICAL",
     "VOCABULARIES",
     "ClinicalClass",
     "Vocabulary",
     "clinical_class",
+    "vocabulary_for",
     "vocabulary_of",
 ]
 
@@ -61,6 +64,7 @@ class Vocabulary:
         leukocytes: the classes whose sum is the denominator of the percentages.
         per_100_leukocytes: classes reported per 100 leukocytes, outside the percentages.
         pathological: classes flagged when present (a site may set its own).
+        fold: codes of another vocabulary counted as one of this one's (SNE as NE).
     """
 
     name: str
@@ -68,6 +72,7 @@ class Vocabulary:
     leukocytes: tuple[str, ...]
     per_100_leukocytes: tuple[str, ...]
     pathological: tuple[str, ...]
+    fold: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         unknown = set(self.leukocytes + self.per_100_leukocytes + self.pathological) - set(
@@ -113,6 +118,12 @@ HEALTHY = Vocabulary(
     pathological=("SMU",),
 )
 
+TO_CLINICAL: Mapping[str, str] = MappingProxyType(
+    {code: code for code in ClinicalClass} | {"SNE": "NE", "BNE": "NE"}
+)
+"""Every known class code → its clinical class (the healthy seven, band neutrophils, and
+the clinical codes themselves): segmented and band neutrophils fold into neutrophil."""
+
 CLINICAL = Vocabulary(
     name="clinical",
     names=MappingProxyType(
@@ -134,18 +145,21 @@ CLINICAL = Vocabulary(
     leukocytes=("NE", "EO", "BA", "MO", "LY", "RLY", "IG", "BL", "ALC"),
     per_100_leukocytes=("ERB",),
     pathological=("RLY", "IG", "BL", "ALC", "ERB", "SMU"),
+    fold=TO_CLINICAL,
 )
 
 VOCABULARIES: Mapping[str, Vocabulary] = MappingProxyType(
     {vocabulary.name: vocabulary for vocabulary in (HEALTHY, CLINICAL)}
 )
 
-TO_CLINICAL: Mapping[str, str] = MappingProxyType(
-    {code: code for code in CLINICAL.names}
-    | {"SNE": "NE", "BNE": "NE"}  # segmented and band neutrophils fold into neutrophil
+PATHOLOGICAL: tuple[str, ...] = tuple(
+    dict.fromkeys((*HEALTHY.pathological, *CLINICAL.pathological))
 )
-"""Every known class code → its clinical class (the healthy seven, band neutrophils, and
-the clinical codes themselves)."""
+"""The pathological classes of both vocabularies: flagged and reviewed by default."""
+
+REVIEW_CLASSES: tuple[str, ...] = tuple(dict.fromkeys((*HEALTHY.classes, *CLINICAL.classes)))
+"""Every class a reviewer may give a cell: a blast on a slide the healthy model classified
+is still a blast."""
 
 
 def clinical_class(code: str) -> str:
@@ -156,6 +170,12 @@ def clinical_class(code: str) -> str:
         raise ValueError(
             f"unknown cell class {code!r}: expected one of {', '.join(TO_CLINICAL)}"
         ) from None
+
+
+def vocabulary_for(codes: Iterable[str | None]) -> Vocabulary:
+    """The vocabulary of a slide's classes: healthy while every class is a healthy one,
+    else clinical (its healthy classes folded in)."""
+    return HEALTHY if set(codes) - {None} <= set(HEALTHY.classes) else CLINICAL
 
 
 def vocabulary_of(name: str) -> Vocabulary:

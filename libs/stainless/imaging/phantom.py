@@ -24,13 +24,18 @@ Platelets, debris and precipitate are not cells: they stay background in the mas
 
 Mask of the non-cells: an artifact (ART) is CYTOPLASM with its dense core NUCLEUS; a smudge
 (SMU) is NUCLEUS where its smeared chromatin is dense and CYTOPLASM in the fringe.
+
+Besides the seven healthy classes the phantom renders the clinical ones
+(``stainless.domain.vocabulary.CLINICAL``) from their morphology in thesis ch. 3.2: NE (a
+segmented or, one in seven, a band neutrophil), RLY, IG (promyelocyte, myelocyte or
+metamyelocyte), BL, ALC and ERB; ``class_frequencies`` chooses among all of them.
 """
 
 from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from types import MappingProxyType
@@ -41,7 +46,8 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from stainless.domain.cells import CellClass, MaskClass
+from stainless.domain.cells import CLASS_ORDER, CellClass, MaskClass
+from stainless.domain.vocabulary import CLINICAL
 from stainless.imaging.acquisition import (
     CameraConfig,
     IlluminationConfig,
@@ -56,16 +62,29 @@ U8 = npt.NDArray[np.uint8]
 U16 = npt.NDArray[np.uint16]
 
 
-_CLASSES = tuple(CellClass)
+PHANTOM_CLASSES: tuple[str, ...] = (
+    *CLASS_ORDER,
+    *(code for code in CLINICAL.classes if code not in CLASS_ORDER),
+)
+"""Every class the phantom renders: the healthy seven, then the clinical classes."""
+_CLASSES = PHANTOM_CLASSES
 _COUNTS = {"ART": 609, "BA": 40, "EO": 136, "LY": 2051, "MO": 310, "SNE": 3239, "SMU": 566}
-DEFAULT_CLASS_FREQUENCIES: Mapping[CellClass, float] = MappingProxyType(
+DEFAULT_CLASS_FREQUENCIES: Mapping[str, float] = MappingProxyType(
     {CellClass(k): v / sum(_COUNTS.values()) for k, v in _COUNTS.items()}
 )
 """Class frequencies of the thesis' Table 4.1 (CellaVision column), normalised."""
 
 # Range of the largest extent (µm) of each class; tight boxes measure about 0.95 of it.
-_DIAMETER_UM: Mapping[CellClass, tuple[float, float]] = MappingProxyType(
+# Clinical classes after thesis ch. 3.2, the largest reactive lymphocytes (to 30 µm) left
+# out so that a cell fits the 360 px clinical crop.
+_DIAMETER_UM: Mapping[str, tuple[float, float]] = MappingProxyType(
     {
+        "NE": (10.3, 15.5),
+        "RLY": (14.0, 21.0),
+        "IG": (12.0, 20.0),
+        "BL": (11.0, 18.0),
+        "ALC": (9.0, 14.0),
+        "ERB": (8.0, 10.0),
         CellClass.LY: (7.4, 8.6),
         CellClass.SNE: (10.3, 15.5),
         CellClass.EO: (10.3, 15.5),
@@ -93,8 +112,8 @@ class PhantomConfig(BaseModel):
     width: int = Field(2064, ge=256)  # field width
     height: int = Field(1544, ge=256)  # field height
     pixel_um: float = Field(0.075, gt=0.02, le=0.5)  # pixel size in the specimen
-    # Relative frequency of each WBC class; a missing class counts as 0.
-    class_frequencies: dict[CellClass, float] = Field(
+    # Relative frequency of each WBC class (any of PHANTOM_CLASSES); a missing class counts 0.
+    class_frequencies: dict[str, float] = Field(
         default_factory=lambda: dict(DEFAULT_CLASS_FREQUENCIES)
     )
     wbc_per_field: tuple[int, int] = (1, 4)  # inclusive range of WBCs per field
@@ -127,7 +146,11 @@ class PhantomConfig(BaseModel):
 
     @field_validator("class_frequencies")
     @classmethod
-    def _check_frequencies(cls, value: dict[CellClass, float]) -> dict[CellClass, float]:
+    def _check_frequencies(cls, value: dict[str, float]) -> dict[str, float]:
+        unknown = sorted(set(value) - set(PHANTOM_CLASSES))
+        if unknown:
+            known = ", ".join(PHANTOM_CLASSES)
+            raise ValueError(f"class_frequencies: unknown class(es) {unknown}; known: {known}")
         if any(not math.isfinite(v) or v < 0 for v in value.values()):
             raise ValueError(f"class_frequencies must be finite and non-negative, got {value}")
         if sum(value.values()) <= 0:
@@ -149,7 +172,7 @@ class PhantomConfig(BaseModel):
         return value
 
     def class_probabilities(self) -> F64:
-        """Probabilities in ``CellClass`` order, summing to 1."""
+        """Probabilities in ``PHANTOM_CLASSES`` order, summing to 1."""
         weights = np.array([self.class_frequencies.get(c, 0.0) for c in _CLASSES], np.float64)
         return np.asarray(weights / weights.sum(), dtype=np.float64)
 
@@ -179,7 +202,7 @@ class SmearObject:
 class PhantomCell:
     """Truth of one WBC (or ART/SMU); boxes are ``(x0, y0, x1, y1)`` with x1, y1 exclusive."""
 
-    cell_class: CellClass
+    cell_class: str  # one of PHANTOM_CLASSES
     box_dic: tuple[int, int, int, int]
     box_bf: tuple[int, int, int, int]
     at_border: bool  # cut by the DIC field edge
@@ -321,16 +344,17 @@ def _granules(rng: np.random.Generator, support: F32, sigma_px: float, fill: flo
 # ----------------------------------------------------------------------------- nuclei
 
 # Lobed nuclei: (fewest lobes, most lobes, lobe size / cell radius, arc in radians).
-_LOBES: Mapping[CellClass, tuple[int, int, float, float]] = MappingProxyType(
+_LOBES: Mapping[str, tuple[int, int, float, float]] = MappingProxyType(
     {
         CellClass.SNE: (3, 5, 0.31, 4.0),
         CellClass.EO: (2, 2, 0.36, 2.0),
         CellClass.BA: (2, 3, 0.36, 1.6),
     }
 )
+_NucleusShape = Callable[[np.random.Generator, "_Grid", float], F32]
 
 
-def _nucleus_lobed(rng: np.random.Generator, g: _Grid, r: float, cls: CellClass) -> F32:
+def _nucleus_lobed(rng: np.random.Generator, g: _Grid, r: float, cls: str) -> F32:
     """Lobes along an arc, joined by thin chromatin strands (SNE, EO, BA)."""
     fewest, most, lobe, arc = _LOBES[cls]
     ring, base = r * rng.uniform(0.3, 0.42), rng.uniform(0, 2 * np.pi)
@@ -350,21 +374,65 @@ def _nucleus_lobed(rng: np.random.Generator, g: _Grid, r: float, cls: CellClass)
     return sdf
 
 
-def _nucleus_round(rng: np.random.Generator, g: _Grid, r: float) -> F32:
-    """Lymphocyte: a large round/oval nucleus leaving a thin cytoplasm rim."""
-    a, off, ang = r * rng.uniform(0.76, 0.86), r * rng.uniform(0.0, 0.08), rng.uniform(0, 6.3)
+def _nucleus_band(rng: np.random.Generator, g: _Grid, r: float) -> F32:
+    """Band neutrophil: one unsegmented, evenly thick C-shaped band."""
+    ring, base = r * rng.uniform(0.36, 0.46), rng.uniform(0, 2 * np.pi)
+    angles = base + rng.uniform(2.6, 3.6) * np.linspace(-0.5, 0.5, 7)
+    thick = r * rng.uniform(0.15, 0.2)
+    points = [(ring * math.cos(a), ring * math.sin(a)) for a in angles]
+    sdf = np.full(g.shape, np.inf, np.float32)
+    for p0, p1 in itertools.pairwise(points):
+        sdf = np.minimum(sdf, _capsule_sdf(g, p0, p1, thick))
+    return sdf
+
+
+def _nucleus_round(
+    rng: np.random.Generator,
+    g: _Grid,
+    r: float,
+    size: tuple[float, float] = (0.76, 0.86),
+    offset: tuple[float, float] = (0.0, 0.08),
+) -> F32:
+    """A round/oval nucleus of ``size`` x r, off-centre by ``offset`` x r (lymphocyte:
+    large, leaving a thin cytoplasm rim)."""
+    a, off, ang = r * rng.uniform(*size), r * rng.uniform(*offset), rng.uniform(0, 6.3)
     centre, axes = (off * math.cos(ang), off * math.sin(ang)), (a, a * rng.uniform(0.85, 1.0))
     return _blob_sdf(g, centre, axes, rng.uniform(0, np.pi), _harmonics(rng, 0.04))
 
 
-def _nucleus_kidney(rng: np.random.Generator, g: _Grid, r: float) -> F32:
+def _nucleus_kidney(
+    rng: np.random.Generator, g: _Grid, r: float, size: tuple[float, float] = (0.5, 0.62)
+) -> F32:
     """Monocyte: a bean-shaped nucleus, an ellipse with a notch in one long side."""
-    a, ang, off = r * rng.uniform(0.5, 0.62), rng.uniform(0, 6.3), r * rng.uniform(0.05, 0.15)
+    a, ang, off = r * rng.uniform(*size), rng.uniform(0, 6.3), r * rng.uniform(0.05, 0.15)
     b, normal = a * rng.uniform(0.62, 0.78), (-math.sin(ang), math.cos(ang))
     body = _blob_sdf(g, (off * normal[0], off * normal[1]), (a, b), ang, _harmonics(rng, 0.05))
     depth = off + b * rng.uniform(0.95, 1.2)
     notch = _blob_sdf(g, (depth * normal[0], depth * normal[1]), (0.9 * b, 0.65 * b), ang, _ROUND)
     return _f32(np.maximum(body, -notch))
+
+
+def _nucleus_cleaved(rng: np.random.Generator, g: _Grid, r: float) -> F32:
+    """Abnormal lymphoid cell: a large round nucleus with a narrow cleft into it."""
+    body = _nucleus_round(rng, g, r, size=(0.68, 0.8), offset=(0.0, 0.1))
+    ang, depth = rng.uniform(0, 6.3), r * rng.uniform(0.6, 0.75)
+    centre = (depth * math.cos(ang), depth * math.sin(ang))
+    cleft = _blob_sdf(g, centre, (0.4 * r, 0.07 * r), ang, _ROUND)
+    return _f32(np.maximum(body, -cleft))
+
+
+def _nucleoli(rng: np.random.Generator, g: _Grid, nucleus: F32, r: float, count: int) -> F32:
+    """``count`` small round nucleoli (0..1) inside the nucleus."""
+    inside = np.flatnonzero(nucleus.ravel() > 0.95)
+    if count == 0 or inside.size == 0:
+        return np.zeros_like(nucleus)
+    sdf = np.full(g.shape, np.inf, np.float32)
+    for pick in rng.choice(inside, size=count):
+        y, x = divmod(int(pick), g.shape[1])
+        size = r * rng.uniform(0.07, 0.11)
+        centre = (float(g.xx[0, x]), float(g.yy[y, 0]))
+        sdf = np.minimum(sdf, _blob_sdf(g, centre, (size, size * 0.85), 0.0, _ROUND))
+    return _f32(_coverage(sdf, 1.0) * nucleus)
 
 
 @dataclass(frozen=True)
@@ -386,25 +454,28 @@ class _Style:
     granules: _GranuleStyle | None = None
     nucleus_edge_px: float = 1.0  # wide: poorly defined nucleus
     vacuoles: int = 0
+    nucleoli: tuple[int, int] = (0, 0)  # inclusive range of their count
+    halo: float = 0.0  # perinuclear clear zone: share of the cytoplasm stain it lacks
+    rim: float = 0.0  # peripheral basophilia: extra cytoplasm stain at the edge
 
 
-def _style(cls: CellClass, s: StainSet) -> _Style:
-    """The look of a nucleated white cell of ``cls`` under the stains ``s``."""
-    if cls is CellClass.SNE:
+def _style(cls: str, s: StainSet) -> _Style:
+    """The look of a nucleated white cell of a healthy class under the stains ``s``."""
+    if cls in (CellClass.SNE, "NE"):
         return _Style(
             0.21 * s.eosin,
             1.24,
             (0.2, 0.2),
             _GranuleStyle(0.05 * (s.complex + s.eosin), 0.07, 0.6, 0.0, 0.004),
         )
-    if cls is CellClass.EO:
+    if cls == CellClass.EO:
         return _Style(
             0.06 * (s.azure + s.eosin),
             1.1,
             (0.2, 0.15),
             _GranuleStyle(0.85 * s.eosin_granule, 0.17, 1.3, 0.25, 0.02),
         )
-    if cls is CellClass.BA:
+    if cls == CellClass.BA:
         return _Style(
             0.08 * s.eosin + 0.06 * s.azure,
             0.75,
@@ -412,9 +483,9 @@ def _style(cls: CellClass, s: StainSet) -> _Style:
             _GranuleStyle(2.2 * s.complex + 0.3 * s.azure, 0.2, 0.5, 1.0, 0.0005),
             nucleus_edge_px=6.0,
         )
-    if cls is CellClass.LY:
+    if cls == CellClass.LY:
         return _Style(0.32 * s.azure, 1.35, (0.3, 0.25))
-    if cls is CellClass.MO:
+    if cls == CellClass.MO:
         return _Style(
             0.2 * s.azure + 0.06 * s.eosin,
             0.85,
@@ -423,6 +494,56 @@ def _style(cls: CellClass, s: StainSet) -> _Style:
             vacuoles=8,
         )
     raise ValueError(f"{cls} is not a nucleated white cell")  # fmt: skip
+
+
+def _clinical_look(cls: str, s: StainSet, rng: np.random.Generator) -> tuple[_Style, _NucleusShape]:
+    """Style and nucleus of a clinical class (thesis ch. 3.2)."""
+    fine = _GranuleStyle(0.07 * (s.complex + s.eosin), 0.07, 0.7, 0.0, 0.004)
+    if cls == "RLY":  # large; grey-blue cytoplasm darker at the edge; round/oval nucleus
+        style = _Style(0.2 * s.azure, 1.05, (0.25, 0.2), nucleoli=(0, 2), rim=1.3)
+        return style, lambda rng, g, r: _nucleus_round(rng, g, r, (0.38, 0.5), (0.1, 0.3))
+    if cls == "BL":  # large nucleus, fine even chromatin, nucleoli; a little blue cytoplasm
+        style = _Style(0.3 * s.azure, 0.85, (0.1, 0.08), nucleoli=(1, 4), halo=0.6)
+        return style, lambda rng, g, r: _nucleus_round(rng, g, r, (0.72, 0.82), (0.0, 0.1))
+    if cls == "ALC":  # cleaved nucleus, looser chromatin; scant light-blue cytoplasm
+        style = _Style(
+            0.18 * s.azure,
+            1.15,
+            (0.35, 0.3),
+            _GranuleStyle(0.3 * s.complex, 0.08, 0.04, 0.0, 0.002),
+        )
+        return style, _nucleus_cleaved
+    if cls == "ERB":  # small, very dense round nucleus; pink cytoplasm like a red cell's
+        style = _Style(0.9 * s.red_cell + 0.04 * s.azure, 2.3, (0.3, 0.2), nucleus_edge_px=0.7)
+        return style, lambda rng, g, r: _nucleus_round(rng, g, r, (0.42, 0.55), (0.0, 0.15))
+    if cls == "IG":  # promyelocyte, myelocyte or metamyelocyte
+        form = int(rng.integers(3))
+        if form == 0:  # eccentric oval nucleus, nucleoli; pale blue with coarse violet granules
+            azurophil = _GranuleStyle(0.5 * s.complex + 0.1 * s.azure, 0.12, 0.6, 0.4, 0.004)
+            style = _Style(
+                0.2 * s.azure + 0.04 * s.eosin, 0.95, (0.2, 0.15), azurophil, nucleoli=(2, 4)
+            )
+            return style, lambda rng, g, r: _nucleus_round(rng, g, r, (0.5, 0.62), (0.18, 0.3))
+        if form == 1:  # eccentric round nucleus; pinkish to bluish with fine granules
+            style = _Style(0.15 * s.eosin + 0.08 * s.azure, 1.15, (0.2, 0.2), fine)
+            return style, lambda rng, g, r: _nucleus_round(rng, g, r, (0.48, 0.6), (0.15, 0.28))
+        style = _Style(0.2 * s.eosin, 1.2, (0.2, 0.2), fine)  # indented nucleus
+        return style, lambda rng, g, r: _nucleus_kidney(rng, g, r, (0.5, 0.6))
+    if cls == "NE":  # segmented or, one in seven, band
+        if rng.random() < 1 / 7:
+            return _style(cls, s), _nucleus_band
+        return _style(cls, s), lambda rng, g, r: _nucleus_lobed(rng, g, r, CellClass.SNE)
+    raise ValueError(f"{cls} is not a clinical nucleated cell")
+
+
+def _look(cls: str, s: StainSet, rng: np.random.Generator) -> tuple[_Style, _NucleusShape]:
+    if cls in _LOBES:
+        return _style(cls, s), lambda rng, g, r: _nucleus_lobed(rng, g, r, cls)
+    if cls == CellClass.LY:
+        return _style(cls, s), _nucleus_round
+    if cls == CellClass.MO:
+        return _style(cls, s), _nucleus_kidney
+    return _clinical_look(cls, s, rng)
 
 
 # ----------------------------------------------------------------------------- cells
@@ -451,15 +572,13 @@ def _vacuoles(rng: np.random.Generator, g: _Grid, r: float, n: int) -> F32:
 
 
 def _render_leukocyte(
-    rng: np.random.Generator, cls: CellClass, g: _Grid, r: float, px_um: float, s: StainSet
+    rng: np.random.Generator, cls: str, g: _Grid, r: float, px_um: float, s: StainSet
 ) -> CellLayers:
-    """A nucleated white cell (LY, MO, SNE, EO, BA): dome-shaped body, nucleus, granules."""
-    style, axes = _style(cls, s), (r, r * rng.uniform(0.88, 1.0))
+    """A nucleated cell (every class but ART and SMU): dome-shaped body, nucleus, granules."""
+    style, shape = _look(cls, s, rng)
+    axes = (r, r * rng.uniform(0.88, 1.0))
     body = _blob_sdf(g, (0.0, 0.0), axes, rng.uniform(0, np.pi), _harmonics(rng, 0.03))
-    if cls in _LOBES:
-        nuc_sdf = _nucleus_lobed(rng, g, r, cls)
-    else:
-        nuc_sdf = (_nucleus_round if cls is CellClass.LY else _nucleus_kidney)(rng, g, r)
+    nuc_sdf = shape(rng, g, r)
     cyto = _coverage(body)
     nucleus = _coverage(nuc_sdf, style.nucleus_edge_px) * cyto
     texture = _smooth_noise(rng, g.shape, style.chromatin[0] / px_um)
@@ -467,10 +586,21 @@ def _render_leukocyte(
     vac = _vacuoles(rng, g, r, style.vacuoles) * (1.0 - nucleus)
     plain = cyto * (1.0 - nucleus) * (1.0 - 0.85 * vac) * (0.55 + 0.45 * _dome(body, 0.1 * r))
     chroma = nucleus * style.nucleus_density * chromatin * (0.8 + 0.2 * _dome(nuc_sdf, 0.08 * r))
-    od = plain[..., None] * style.cytoplasm_od + chroma[..., None] * s.complex
-    h_cyto = 1.6 * _dome(body, 0.08 * r) * (1.0 - 0.6 * vac)  # µm
     h_nuc = 0.9 * _dome(nuc_sdf, max(0.06 * r, 2 * style.nucleus_edge_px)) * nucleus
     h_nuc *= 0.7 + 0.3 * chromatin  # denser chromatin, higher index
+    od_extra = np.zeros((*g.shape, 3), np.float32)
+    if style.halo:  # a paler zone around the nucleus
+        plain *= 1.0 - style.halo * _coverage(nuc_sdf - np.float32(0.12 * r), 3.0) * (1 - nucleus)
+    if style.rim:  # darker towards the cell's edge
+        plain *= 1.0 + style.rim * (1.0 - _dome(body, 0.3 * r))
+    if (most := style.nucleoli[1]) > 0:
+        count = int(rng.integers(style.nucleoli[0], most + 1))
+        spots = _nucleoli(rng, g, nucleus, r, count)
+        chroma *= 1.0 - 0.6 * spots  # paler than the chromatin, a little blue
+        od_extra += spots[..., None] * (0.25 * s.azure)
+        h_nuc += 0.35 * spots  # refractile: visible in DIC
+    od = plain[..., None] * style.cytoplasm_od + chroma[..., None] * s.complex + od_extra
+    h_cyto = 1.6 * _dome(body, 0.08 * r) * (1.0 - 0.6 * vac)  # µm
     opl = _f32(h_cyto * (_N_CYTOPLASM - _N_MEDIUM) + h_nuc * (_N_NUCLEUS - _N_CYTOPLASM))
     label = _labels(cyto, nucleus)
     if (gs := style.granules) is None:
@@ -518,19 +648,17 @@ def _render_smudge(
 
 
 def _render_wbc(
-    rng: np.random.Generator, cls: CellClass, disc: _Disc, px_um: float, s: StainSet
+    rng: np.random.Generator, cls: str, disc: _Disc, px_um: float, s: StainSet
 ) -> tuple[_Grid, CellLayers]:
     g, r = _grid(disc.x, disc.y, disc.radius + 6), disc.radius
-    if cls is CellClass.ART:
+    if cls == CellClass.ART:
         return g, _render_artifact(rng, g, r, px_um, s)
-    if cls is CellClass.SMU:
+    if cls == CellClass.SMU:
         return g, _render_smudge(rng, g, r, px_um, s)
     return g, _render_leukocyte(rng, cls, g, r, px_um, s)
 
 
-def render_cell(
-    cell_class: CellClass, config: PhantomConfig, rng: np.random.Generator
-) -> CellLayers:
+def render_cell(cell_class: str, config: PhantomConfig, rng: np.random.Generator) -> CellLayers:
     """Render one WBC (or ART/SMU) of a random size of its class, centred on its own patch."""
     d = _draw_diameter(cell_class, config, rng)
     disc = _Disc(d / 2 + 8, d / 2 + 8, d)
@@ -571,11 +699,11 @@ class _Disc:
 @dataclass(frozen=True)
 class _Wbc:
     disc: _Disc
-    cell_class: CellClass
+    cell_class: str
     touch: bool  # placed to touch a neighbour
 
 
-def _draw_diameter(cls: CellClass, config: PhantomConfig, rng: np.random.Generator) -> float:
+def _draw_diameter(cls: str, config: PhantomConfig, rng: np.random.Generator) -> float:
     lo, hi = _DIAMETER_UM[cls]
     return float(rng.uniform(lo, hi)) / config.pixel_um
 
@@ -653,7 +781,7 @@ def _place_rbcs(
                 d, ang = _rbc_diameter(config, rng), rng.uniform(0, 6.3)
                 dist = wbc.disc.radius + 0.55 * d + 6 + rng.uniform(0, 2 * d)
                 if touch:  # overlap a little: the drawn contour lies inside the disc
-                    dist = (0.6 if wbc.cell_class is CellClass.ART else 0.88) * wbc.disc.radius
+                    dist = (0.6 if wbc.cell_class == CellClass.ART else 0.88) * wbc.disc.radius
                     dist += 0.45 * d
                 x, y = wbc.disc.x + dist * math.cos(ang), wbc.disc.y + dist * math.sin(ang)
                 if add(_Disc(x, y, d), wbc.disc if touch else None):

@@ -10,25 +10,24 @@ import numpy.typing as npt
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from stainless.domain.cells import CellClass
-from stainless.imaging.phantom import PhantomCell, PhantomField
+from stainless.imaging.phantom import PHANTOM_CLASSES, PhantomCell, PhantomField
 
 Box = tuple[int, int, int, int]
 
 
-def select_examples(fields: Sequence[PhantomField]) -> dict[CellClass, tuple[int, PhantomCell]]:
-    """One (field index, cell) per class present, in ``CellClass`` order.
+def select_examples(fields: Sequence[PhantomField]) -> dict[str, tuple[int, PhantomCell]]:
+    """One (field index, cell) per class present, in ``PHANTOM_CLASSES`` order.
 
     The first cell of a class wins, but a cell cut by the field border is replaced by
     the first whole one found later.
     """
-    chosen: dict[CellClass, tuple[int, PhantomCell]] = {}
+    chosen: dict[str, tuple[int, PhantomCell]] = {}
     for index, field in enumerate(fields):
         for cell in field.cells:
             known = chosen.get(cell.cell_class)
             if known is None or (known[1].at_border and not cell.at_border):
                 chosen[cell.cell_class] = (index, cell)
-    return {cls: chosen[cls] for cls in CellClass if cls in chosen}
+    return {cls: chosen[cls] for cls in PHANTOM_CLASSES if cls in chosen}
 
 
 def _crop(image: npt.NDArray[np.generic], box: Box, pad: int) -> npt.NDArray[np.generic]:
@@ -147,8 +146,8 @@ def render_overview(
         dic_crop = _crop(field.dic, cell.box_dic, crop_padding)
         dic_axis.imshow(_stretch(dic_crop, field.dic), cmap="gray", vmin=0.0, vmax=1.0)
         bf_axis.imshow(display_rgb(_crop(field.bf, cell.box_bf, crop_padding)))
-        dic_axis.set_title(f"{cls.value}  DIC", fontsize=10)
-        bf_axis.set_title(f"{cls.value}  MGG", fontsize=10)
+        dic_axis.set_title(f"{cls}  DIC", fontsize=10)
+        bf_axis.set_title(f"{cls}  MGG", fontsize=10)
     figure.tight_layout(pad=0.4)
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=dpi, metadata={"Software": None})

@@ -15,6 +15,7 @@ from pydantic import ValidationError
 
 from stainless.imaging.acquisition import load_acquisition, merge
 from stainless.imaging.phantom import PhantomConfig
+from stainless.imaging.slides import slide_frequencies
 
 __all__ = ["field_rng", "phantom_config"]
 
@@ -24,6 +25,7 @@ def phantom_config(
     width: int | None = None,
     height: int | None = None,
     acquisition: str | Mapping[str, Any] | None = None,
+    slide: str | None = None,
 ) -> PhantomConfig:
     """The default configuration under an acquisition, with the field size overridden.
 
@@ -31,6 +33,8 @@ def phantom_config(
         width: field width, if not the default.
         height: field height, if not the default.
         acquisition: a preset name or YAML path (``load_acquisition``), or overrides.
+        slide: a slide preset (``stainless.imaging.slides.SLIDES``): the cells it holds,
+            in place of any class frequencies of the acquisition.
 
     Raises:
         ValueError: an unknown acquisition or a value out of range (a plain error, so it
@@ -39,8 +43,11 @@ def phantom_config(
     if isinstance(acquisition, str):
         acquisition = load_acquisition(acquisition)
     size = {k: v for k, v in {"width": width, "height": height}.items() if v is not None}
+    values = merge(acquisition or {}, size)
+    if slide is not None:
+        values["class_frequencies"] = slide_frequencies(slide)
     try:
-        return PhantomConfig(**merge(acquisition or {}, size))
+        return PhantomConfig(**values)
     except ValidationError as exc:
         reasons = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         raise ValueError(f"invalid phantom configuration: {reasons}") from None

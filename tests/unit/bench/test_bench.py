@@ -7,7 +7,7 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from stainless.bench.detection import run_detection_bench, wilson_interval
+from stainless.bench.detection import run_detection_bench
 from stainless.bench.registration import is_number, run_registration_bench
 from stainless.cli.main import app
 
@@ -100,12 +100,3 @@ def test_pipeline_bench_prints_its_json() -> None:
         result["pipeline_cells_per_s"] / result["inference_cells_per_s"]
     )
     assert set(result["seconds"]) == {"upload", "relay", "registration", "inference", "pipeline"}
-
-
-def test_wilson_interval_brackets_the_proportion() -> None:
-    assert wilson_interval(0, 0) == (0.0, 1.0)
-    low, high = wilson_interval(6, 6)
-    assert low == pytest.approx(0.6097, abs=1e-4) and high == pytest.approx(1.0)
-    low, high = wilson_interval(20, 22)
-    assert low == pytest.approx(0.7218, abs=1e-4) and high == pytest.approx(0.9747, abs=1e-4)
-    assert wilson_interval(0, 3)[0] == 0.0 and wilson_interval(0, 3)[1] < 0.6

@@ -127,7 +127,7 @@ def test_clinical_rules_come_from_settings_and_bad_ones_name_the_variable(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     rules = load_settings().clinical.rules()
-    assert rules.count == 100 and rules.pathological == ("SMU",)
+    assert rules.count == 100 and rules.pathological == ("SMU", "RLY", "IG", "BL", "ALC", "ERB")
     assert {rule.code for rule in rules.proportions} == {"NE", "LY", "MO", "EO", "BA"}
     monkeypatch.setenv("STAINLESS_CLINICAL__PROPORTION_RULES", '[{"code": "LY", "high": 50}]')
     monkeypatch.setenv("STAINLESS_CLINICAL__DIFFERENTIAL_COUNT", "200")

@@ -70,6 +70,17 @@ def test_pairs_and_missing_objects(world: WorldFactory) -> None:
         assert w.store.exists(item.dic) and (item.bf is None or w.store.exists(item.bf))
 
 
+def test_a_class_the_model_does_not_know_is_left_out_with_the_reason(world: WorldFactory) -> None:
+    w = world([[Spec(predicted=("LY",), reviews=(("reclassify", "BL"),)), Spec(predicted=("LY",))]])
+    skipped: list[SkippedCell] = []
+    _, manifest = build_snapshot(
+        w.engine, w.store, name="b", include_unreviewed=True, on_skip=skipped.append
+    )
+    assert [item.id for item in manifest.items] == [w.cells[1]]
+    assert [s.cell_id for s in skipped] == [w.cells[0]]
+    assert "its class BL is not one of the model's" in skipped[0].reason
+
+
 def test_same_cells_same_key_and_slide_filter(world: WorldFactory) -> None:
     confirmed = (("confirm", None),)
     w = world([[Spec(reviews=confirmed)], [Spec(predicted=("MO",), reviews=confirmed)]])

@@ -10,7 +10,6 @@ from stainless.domain.differential import (
     ProportionRule,
     differential,
     flags,
-    wilson_interval,
 )
 from stainless.domain.review import ReviewAction, ReviewStatus, status_of
 from stainless.domain.vocabulary import CLINICAL
@@ -64,15 +63,6 @@ def test_the_clinical_differential_counts_erythroblasts_per_100_leukocytes() -> 
     assert diff.counts["SMU"] == 1 and diff.counts["ART"] == 1
     low, high = diff.percent_interval["NE"] or (0, 0)
     assert low < 60.0 < high
-
-
-def test_wilson_interval_known_values() -> None:
-    # 50 of 100: 40.4-59.6%; 0 of 100: 0-3.7% (a 100-cell count cannot exclude 3%)
-    assert wilson_interval(50, 100) == (40.4, 59.6)
-    assert wilson_interval(0, 100) == (0.0, 3.7)
-    assert wilson_interval(100, 100) == (96.3, 100.0)
-    with pytest.raises(ValueError, match="0 <= k <= n"):
-        wilson_interval(3, 2)
 
 
 def test_proportions_are_flagged_only_once_the_count_is_reached() -> None:

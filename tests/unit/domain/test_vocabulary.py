@@ -9,6 +9,7 @@ from stainless.domain.vocabulary import (
     ClinicalClass,
     Vocabulary,
     clinical_class,
+    vocabulary_for,
     vocabulary_of,
 )
 
@@ -49,3 +50,10 @@ def test_every_code_has_a_name_and_vocabularies_are_checked() -> None:
         Vocabulary("bad", {"A": "a"}, leukocytes=("B",), per_100_leukocytes=(), pathological=())
     with pytest.raises(ValueError, match="both a leukocyte and per 100"):
         Vocabulary("bad", {"A": "a"}, leukocytes=("A",), per_100_leukocytes=("A",), pathological=())
+
+
+def test_a_slide_is_clinical_once_a_class_outside_the_healthy_seven_appears() -> None:
+    assert vocabulary_for(["SNE", "LY", None]) is HEALTHY
+    assert vocabulary_for([]) is HEALTHY
+    assert vocabulary_for(["SNE", "BL"]) is CLINICAL
+    assert CLINICAL.fold["SNE"] == "NE" and HEALTHY.fold == {}

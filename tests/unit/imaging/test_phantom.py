@@ -335,7 +335,7 @@ def test_dic_shows_relief_along_the_shear() -> None:
 
 def test_only_lymphocytes_when_only_their_frequency_is_set() -> None:
     cells = [c for s in range(5) for c in field_of(s, class_frequencies={"LY": 1.0}).cells]
-    assert cells and all(c.cell_class is CellClass.LY for c in cells)
+    assert cells and all(c.cell_class == CellClass.LY for c in cells)
 
 
 def test_default_frequencies_follow_the_cellavision_counts() -> None:

@@ -49,7 +49,7 @@ def test_one_example_per_class_in_class_order(fields: list[PhantomField]) -> Non
     examples = select_examples(fields)
     assert list(examples) == list(CellClass)
     for cls, (index, cell) in examples.items():
-        assert cell.cell_class is cls
+        assert cell.cell_class == cls
         assert cell in fields[index].cells
 
 

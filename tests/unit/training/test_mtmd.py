@@ -74,7 +74,7 @@ def test_a_third_domain_joins_every_batch_translated_to_dic_without_a_pair() -> 
     assert batch.source.tolist() == [dic] * 3 + [bf] * 3 + [cv] * 3
     assert batch.target.tolist() == [bf] * 3 + [dic] * 3 + [dic] * 3
     assert batch.paired.tolist() == [True] * 6 + [False] * 3
-    assert batch.pairs.shape[0] == 6 and batch.images.shape[0] == 9
+    assert batch.pairs.shape[0] == 6 and batch.images.shape[0] == 9 and batch.cells == 3
     assert (batch.labels >= 0).all()  # every domain labelled by default
 
 
@@ -93,12 +93,16 @@ def test_labels_from_cv_alone_leave_dic_and_bf_unlabelled_and_plan_over_cv() -> 
 
 def test_a_run_with_labels_from_cv_alone_trains(tmp_path: Path) -> None:
     config = _transfer_config(labelled=("CV",))
-    carried = config.model_copy(update={"losses": LossWeights(translated_classification=1.0)})
+    weights = LossWeights(translated_classification=1.0, latent_alignment=1.0)
+    carried = config.model_copy(update={"losses": weights})
     for run, folder in ((config, tmp_path / "plain"), (carried, tmp_path / "carried")):
         lines: list[dict[str, float]] = []
         train(run, folder, on_step=lambda _, logs, seen=lines: seen.append(logs))
         assert lines[4]["classification"] > 0 and lines[4]["generator_reconstruction"] > 0
         assert ("generator_translated_classification" in lines[4]) is (run is carried)
+        assert ("generator_latent_alignment" in lines[4]) is (run is carried)
+        if run is carried:
+            assert lines[4]["generator_latent_alignment"] > 0
 
 
 def test_the_third_domain_is_model_1s_and_needs_fields_of_its_own() -> None:

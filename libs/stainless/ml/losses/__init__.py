@@ -20,6 +20,7 @@ from stainless.ml.losses.classification import (
 from stainless.ml.losses.reconstruction import (
     cycle_loss,
     diversity_loss,
+    latent_alignment_loss,
     pairwise_reconstruction_loss,
     style_reconstruction_loss,
 )
@@ -31,6 +32,7 @@ __all__ = [
     "domain_classification_loss",
     "feature_matching_loss",
     "gradient_penalty",
+    "latent_alignment_loss",
     "pairwise_reconstruction_loss",
     "segmentation_loss",
     "structure_loss",

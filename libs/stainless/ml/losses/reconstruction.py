@@ -46,6 +46,24 @@ def pairwise_reconstruction_loss(generated: Tensor, target: Tensor) -> tuple[Ten
     return loss, {"reconstruction": float(loss.detach())}
 
 
+def latent_alignment_loss(latent_a: Tensor, latent_b: Tensor) -> tuple[Tensor, Logs]:
+    """Latent alignment ``mean|En(x_A) - En(x_B)|`` of the same cells seen in two domains.
+
+    Not in the thesis: a term for the label-transfer setting that pulls the shared latent
+    of each registered DIC/brightfield pair together, so that a classifier trained on one
+    domain's latents reads the other's.
+
+    Args:
+        latent_a: latents of cells in one domain ``[B, ...]``.
+        latent_b: latents of the same cells, in the same order, in another domain.
+
+    Returns:
+        The loss and logs ``latent_alignment``.
+    """
+    loss = _l1("latent_a", latent_a, "latent_b", latent_b)
+    return loss, {"latent_alignment": float(loss.detach())}
+
+
 def style_reconstruction_loss(s_pred: Tensor, s_target: Tensor) -> tuple[Tensor, Logs]:
     """Style reconstruction ``mean|s̃ - En_s(G(x, s̃, ·))|`` (thesis Eq. 6.2).
 

@@ -1,14 +1,19 @@
 """The WBC differential of a slide as a FHIR R4 DiagnosticReport.
 
-One Observation per cell class is contained in the report and referenced from
+One Observation per cell class of the slide's vocabulary (healthy or clinical,
+``stainless.domain.vocabulary``) is contained in the report and referenced from
 ``result`` as ``#obs-<CLASS>``. Each carries the class in the local code system
-``urn:stainless:cell-class`` and, for the five leukocyte classes, the LOINC code
-of "<cells>/100 leukocytes in Blood by Automated count" (the report is the
+``urn:stainless:cell-class`` and, for the five normal leukocyte classes, the LOINC
+code of "<cells>/100 leukocytes in Blood by Automated count" (the report is the
 count of an automated classifier checked by an expert; LOINC has no method for
-digital morphology). Leukocyte observations carry the percentage (UCUM ``%``);
-every observation carries the number of cells in a component (UCUM ``{cells}``).
-Artifacts (ART) and smudge cells (SMU) have no percentage: they are not in the
-denominator. The report's code is text only; no LOINC panel code is claimed.
+digital morphology; no LOINC code is claimed for the pathological classes).
+Leukocyte observations carry the percentage (UCUM ``%``), erythroblasts their
+number per 100 leukocytes (UCUM ``/100{WBCs}``); every observation carries the
+number of cells in a component (UCUM ``{cells}``). Artefacts (ART) and smudge
+cells (SMU) have neither: they are not in the denominator. A flagged class carries
+an HL7 interpretation: ``A`` (abnormal) for a pathological class present, ``H`` or
+``L`` for a proportion above or below the laboratory's rule. The report's code is
+text only; no LOINC panel code is claimed.
 
 The confidence of the digital staining is one more contained Observation per δ variant
 (``#obs-delta-<variant>``, code ``staining-confidence`` in ``urn:stainless:measure``): the
@@ -24,9 +29,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from stainless.core.db.models import Slide, SlideStatus
-from stainless.domain.cells import CLASS_ORDER
 from stainless.domain.differential import Differential, Flags
 from stainless.domain.served import ConfidenceVariant
+from stainless.domain.vocabulary import TO_CLINICAL, vocabulary_of
 from stainless.stages.review.staining import StainingConfidence
 
 CELL_CLASS_SYSTEM = "urn:stainless:cell-class"
@@ -36,24 +41,18 @@ PATIENT_SYSTEM = "urn:stainless:patient-pseudonym"
 LOINC = "http://loinc.org"
 UCUM = "http://unitsofmeasure.org"
 
-CLASS_NAMES: dict[str, str] = {
-    "ART": "Artifact",
-    "BA": "Basophil",
-    "EO": "Eosinophil",
-    "LY": "Lymphocyte",
-    "MO": "Monocyte",
-    "SNE": "Segmented neutrophil",
-    "SMU": "Smudge cell",
-}
-
 LOINC_PER_100_LEUKOCYTES: dict[str, tuple[str, str]] = {
     "BA": ("706-2", "Basophils/100 leukocytes in Blood by Automated count"),
     "EO": ("713-8", "Eosinophils/100 leukocytes in Blood by Automated count"),
     "LY": ("736-9", "Lymphocytes/100 leukocytes in Blood by Automated count"),
     "MO": ("5905-5", "Monocytes/100 leukocytes in Blood by Automated count"),
     "SNE": ("770-8", "Neutrophils/100 leukocytes in Blood by Automated count"),
+    "NE": ("770-8", "Neutrophils/100 leukocytes in Blood by Automated count"),
 }
-"""The classifier has no band class, so every neutrophil it counts is segmented."""
+"""SNE: the healthy classifier has no band class, so every neutrophil it counts is
+segmented; NE: every neutrophil, segmented or band."""
+INTERPRETATION = "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation"
+_INTERPRETATIONS = {"A": "Abnormal", "H": "High", "L": "Low"}
 
 _HEMATOLOGY = {
     "coding": [
@@ -82,10 +81,25 @@ def _instant(moment: datetime) -> str:
     return moment.isoformat()
 
 
+def _interpretation(code: str, flags: Flags | None) -> str | None:
+    if flags is None:
+        return None
+    for found in flags.abnormal:  # rules name clinical classes: NE covers SNE
+        if found.code == TO_CLINICAL.get(code, code):
+            return "H" if found.direction == "high" else "L"
+    return "A" if code in flags.pathological else None
+
+
 def _observation(
-    code: str, count: int, percent: float | None, *, status: str, subject: dict[str, Any]
+    code: str,
+    differential: Differential,
+    flags: Flags | None,
+    *,
+    status: str,
+    subject: dict[str, Any],
 ) -> dict[str, Any]:
-    name = CLASS_NAMES.get(code, code)
+    known = vocabulary_of(differential.vocabulary).names.get(code, code)
+    name = known[:1].upper() + known[1:]
     codings: list[dict[str, str]] = []
     if code in LOINC_PER_100_LEUKOCYTES:
         loinc, display = LOINC_PER_100_LEUKOCYTES[code]
@@ -98,15 +112,30 @@ def _observation(
         "category": [_LABORATORY],
         "code": {"coding": codings, "text": name},
         "subject": subject,
-        "component": [_measure("cell-count", f"{name}s counted", count, "cells", "{cells}")],
+        "component": [
+            _measure(
+                "cell-count",
+                f"{name}s counted",
+                differential.counts.get(code, 0),
+                "cells",
+                "{cells}",
+            )
+        ],
     }
+    percent = differential.percent.get(code)
+    per_100 = differential.per_100_leukocytes.get(code)
     if percent is not None:
+        observation["valueQuantity"] = {"value": percent, "unit": "%", "system": UCUM, "code": "%"}
+    elif per_100 is not None:
         observation["valueQuantity"] = {
-            "value": percent,
-            "unit": "%",
+            "value": per_100,
+            "unit": "/100 leukocytes",
             "system": UCUM,
-            "code": "%",
+            "code": "/100{WBCs}",
         }
+    if (flag := _interpretation(code, flags)) is not None:
+        coding = {"system": INTERPRETATION, "code": flag, "display": _INTERPRETATIONS[flag]}
+        observation["interpretation"] = [{"coding": [coding]}]
     return observation
 
 
@@ -169,16 +198,10 @@ def diagnostic_report(
         "identifier": {"system": PATIENT_SYSTEM, "value": slide.patient_pseudonym},
         "display": slide.patient_pseudonym,
     }
-    codes = list(CLASS_ORDER) + sorted(set(differential.counts) - set(CLASS_ORDER))
+    classes = vocabulary_of(differential.vocabulary).classes
+    codes = list(classes) + sorted(set(differential.counts) - set(classes))
     observations = [
-        _observation(
-            code,
-            differential.counts.get(code, 0),
-            differential.percent.get(code),
-            status=status,
-            subject=subject,
-        )
-        for code in codes
+        _observation(code, differential, flags, status=status, subject=subject) for code in codes
     ] + [_confidence_observation(each, status=status, subject=subject) for each in staining]
     report: dict[str, Any] = {
         "resourceType": "DiagnosticReport",

@@ -22,6 +22,7 @@ from stainless.domain.differential import (
     flags,
 )
 from stainless.domain.review import ReviewStatus
+from stainless.domain.vocabulary import vocabulary_for
 from stainless.stages.review.staining import StainingConfidence, staining_confidence
 
 
@@ -45,7 +46,7 @@ def slide_summary(engine: Engine, *, slide_id: str, rules: ClinicalRules) -> Sli
     with Session(engine) as session:
         slide = get_slide(session, slide_id)
         views = cell_views(session, slide_id=slide_id)
-    diff = differential(views)
+    diff = differential(views, vocabulary_for(view.effective_class for view in views))
     return SlideSummary(
         slide,
         diff,

@@ -23,9 +23,9 @@ from stainless.core.db.models import Review, SignedReport, Slide, SlideStatus, u
 from stainless.core.events.contracts import Envelope, ReviewRecorded
 from stainless.core.events.outbox import add_event
 from stainless.core.http.errors import Conflict, Invalid, NotFound
-from stainless.domain.cells import CellClass
 from stainless.domain.differential import ClinicalRules, differential, flags
 from stainless.domain.review import ReviewAction, ReviewStatus, status_of
+from stainless.domain.vocabulary import REVIEW_CLASSES, vocabulary_for
 from stainless.stages.review.fhir import canonical_json, diagnostic_report
 from stainless.stages.review.queries import load_cell_view
 from stainless.stages.review.staining import staining_confidence
@@ -53,8 +53,8 @@ def _checked_class(action: ReviewAction, new_class: str | None) -> str | None:
     if action is ReviewAction.RECLASSIFY:
         if not new_class:
             raise Invalid("reclassify needs new_class")
-        if new_class not in {c.value for c in CellClass}:
-            known = ", ".join(c.value for c in CellClass)
+        if new_class not in REVIEW_CLASSES:
+            known = ", ".join(REVIEW_CLASSES)
             raise Invalid(f"unknown class {new_class!r}; expected one of {known}")
         return new_class
     if new_class is not None:
@@ -74,7 +74,8 @@ def review_cell(
     """Record one review, update the latest prediction's status and emit ``reviews.recorded``.
 
     Raises:
-        Invalid: ``new_class`` missing, not a :class:`CellClass` code, or given without reclassify.
+        Invalid: ``new_class`` missing, not one of ``REVIEW_CLASSES``, or given without
+            reclassify.
         NotFound: no such cell.
         Conflict: the cell has no prediction yet, or its slide is signed.
     """
@@ -155,7 +156,7 @@ def sign_slide(
         slide.signed_by = signer
         slide.signed_at = utcnow()
         session.add(slide)
-        diff = differential(views)
+        diff = differential(views, vocabulary_for(view.effective_class for view in views))
         body = diagnostic_report(
             slide,
             diff,

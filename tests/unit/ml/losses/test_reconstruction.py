@@ -11,6 +11,7 @@ from torch import Tensor
 from stainless.ml.losses import (
     cycle_loss,
     diversity_loss,
+    latent_alignment_loss,
     pairwise_reconstruction_loss,
     style_reconstruction_loss,
 )
@@ -22,6 +23,7 @@ L1_LOSSES: list[tuple[Callable[[Tensor, Tensor], tuple[Tensor, dict[str, float]]
     (cycle_loss, "cycle"),
     (pairwise_reconstruction_loss, "reconstruction"),
     (style_reconstruction_loss, "style"),
+    (latent_alignment_loss, "latent_alignment"),
 ]
 
 

@@ -283,3 +283,20 @@ def test_openapi_documents_every_review_body(client: TestClient) -> None:
     assert documented >= 7
     cell = spec["components"]["schemas"]["CellDetailOut"]["properties"]
     assert {"class", "probabilities", "confidence", "latest_review"} <= set(cell)
+
+
+def test_a_blast_found_on_a_healthy_slide_turns_its_differential_clinical(
+    client: TestClient, world: World
+) -> None:
+    built = world.slide([CellSpec("SNE"), CellSpec("SNE"), CellSpec("LY", NEEDS), CellSpec("SMU")])
+    healthy = client.get(f"/v1/slides/{built.slide_id}", headers=SCIENTIST).json()
+    assert healthy["vocabulary"] == "healthy"
+    answer = _review(client, built.cell_ids[2], action="reclassify", new_class="BL")
+    assert answer.status_code == 201, answer.text
+    detail = client.get(f"/v1/slides/{built.slide_id}", headers=SCIENTIST).json()
+    assert detail["vocabulary"] == "clinical" and len(detail["classes"]) == 12
+    assert detail["class_names"]["BL"] == "blast"
+    counts = detail["differential"]["counts"]
+    assert (counts["NE"], counts["BL"], counts["SMU"]) == (2, 1, 1) and "SNE" not in counts
+    assert detail["differential"]["percent"]["BL"] == pytest.approx(33.3)
+    assert detail["flags"]["pathological"] == ["SMU", "BL"]

@@ -117,3 +117,21 @@ def test_abnormal_proportions_of_a_full_differential_are_concluded(
     assert "Abnormal proportions: NE low (30.0% < 40%), LY high (70.0% > 45%)." in conclusion
     few = world.slide([CellSpec("LY")] * 7 + [CellSpec("SNE")] * 3)
     assert "Abnormal" not in _report(client, few.slide_id)["conclusion"]
+
+
+def test_flagged_classes_carry_an_interpretation(client: TestClient, world: World) -> None:
+    built = world.slide([CellSpec("LY")] * 70 + [CellSpec("SNE")] * 30)
+    report = _report(client, built.slide_id)
+
+    def flag(code: str) -> str | None:
+        found = _observation(report, code).get("interpretation")
+        return None if found is None else str(found[0]["coding"][0]["code"])
+
+    assert (flag("LY"), flag("SNE"), flag("MO")) == ("H", "L", None)
+    clinical = world.slide([CellSpec("NE"), CellSpec("BL"), CellSpec("ERB"), CellSpec("ERB")])
+    report = _report(client, clinical.slide_id)
+    assert (flag("BL"), flag("ERB"), flag("NE")) == ("A", "A", None)
+    assert _codes(_observation(report, "NE"))["http://loinc.org"] == "770-8"
+    assert "http://loinc.org" not in _codes(_observation(report, "BL"))
+    erythroblasts = _observation(report, "ERB")["valueQuantity"]
+    assert (erythroblasts["value"], erythroblasts["code"]) == (100.0, "/100{WBCs}")

@@ -47,6 +47,7 @@ const KEY_STORAGE = "stainless.apiKey";
 const LOGIN_STORAGE = "stainless.oidcLogin";
 const auth = { oidc: null }; // {issuer, client_id, scopes} from /v1/auth/config, or null
 const VIEWS = ["stained", "dic", "heatmap"];
+const CLASS_KEYS = ["1", "2", "3", "4", "5", "6", "7", "8", "9", "0", "-", "="]; // the twelve clinical classes
 const state = {
   slideId: null,
   slide: null,
@@ -341,29 +342,50 @@ function renderSummary(slide) {
 
   const rows = document.getElementById("diff-rows");
   const diff = slide.differential;
+  const share = (code) => {
+    const percent = diff.percent[code];
+    if (percent !== null && percent !== undefined) {
+      const [low, high] = diff.percent_interval[code] || [];
+      return `${percent.toFixed(1)} (${low}–${high})`;
+    }
+    const per100 = diff.per_100_leukocytes[code];
+    return per100 === null || per100 === undefined ? "—" : `${per100.toFixed(1)} /100 WBC`;
+  };
   rows.replaceChildren(
     ...slide.classes.map((code) => {
       const percent = diff.percent[code];
       return el(
         "tr",
         { "data-testid": `diff-${code}`, "data-count": diff.counts[code] ?? 0, "data-percent": percent ?? "" },
-        el("td", { text: code }),
+        el("td", { text: code, title: slide.class_names[code] || code }),
+        el("td", { text: slide.class_names[code] || "" }),
         el("td", { class: "num", text: diff.counts[code] ?? 0 }),
-        el("td", { class: "num", text: percent === null || percent === undefined ? "—" : percent.toFixed(1) }),
+        el("td", { class: "num", text: share(code) }),
       );
     }),
   );
+  const counted = new Set([...slide.leukocyte_classes, ...Object.keys(diff.per_100_leukocytes)]);
+  const apart = slide.classes.filter((code) => !counted.has(code));
+  const found = slide.flags;
+  const flagged = [
+    ...found.pathological.map((code) => `${code} present`),
+    ...found.abnormal.map((each) => each.text),
+  ];
   document.getElementById("diff-note").textContent =
-    `${diff.leukocytes} leukocytes (${slide.leukocyte_classes.join(", ")}) are the denominator; ` +
-    `ART and SMU are counted apart. ${diff.poor_quality} poor quality, ${diff.pending} pending.`;
+    `${diff.leukocytes} leukocytes (${slide.leukocyte_classes.join(", ")}) are the denominator, ` +
+    `each percentage with its 95% interval; ${apart.join(" and ")} are counted apart. ` +
+    `${diff.poor_quality} poor quality, ${diff.pending} pending. ` +
+    (flagged.length ? `Flags: ${flagged.join("; ")}.` : "No flags.") +
+    (found.proportions_assessed ? "" : ` Proportions are not flagged below a full differential.`);
   document.getElementById("queue-count").textContent = `(${slide.needs_review})`;
 }
 
 function renderReviewButtons(slide) {
   const container = document.getElementById("review-buttons");
   const buttons = slide.classes.map((code, i) =>
-    el("button", { type: "button", "data-testid": `reclass-${code}`, onclick: () => act("reclassify", code) },
-      el("kbd", { text: String(i + 1) }), ` ${code}`),
+    el("button", { type: "button", "data-testid": `reclass-${code}`, title: slide.class_names[code] || code,
+      onclick: () => act("reclassify", code) },
+      el("kbd", { text: CLASS_KEYS[i] || "" }), ` ${code}`),
   );
   container.replaceChildren(
     el("button", { type: "button", "data-testid": "action-confirm", onclick: () => act("confirm") },
@@ -373,7 +395,7 @@ function renderReviewButtons(slide) {
     ...buttons,
   );
   document.getElementById("hotkeys").textContent =
-    "Keys: " + slide.classes.map((code, i) => `${i + 1} ${code}`).join(", ") +
+    "Keys: " + slide.classes.map((code, i) => `${CLASS_KEYS[i] || ""} ${code} (${slide.class_names[code] || code})`).join(", ") +
     "; c confirm; p poor quality; ←/→, ↑/↓ or j/k move.";
 }
 
@@ -450,7 +472,8 @@ function select(index) {
 
 function renderGallery(cells) {
   const groups = new Map();
-  const order = [...state.slide.classes, "poor_quality", "pending"];
+  const pathological = state.slide.flags.pathological;  // pathological cells first
+  const order = [...pathological, ...state.slide.classes.filter((c) => !pathological.includes(c)), "poor_quality", "pending"];
   for (const cell of cells) {
     const group = cell.review_status === "poor_quality" ? "poor_quality" : cell.class || "pending";
     if (!groups.has(group)) groups.set(group, []);
@@ -553,7 +576,8 @@ function onKey(event) {
   const classes = state.slide ? state.slide.classes : [];
   const key = event.key;
   let handled = true;
-  if (/^[1-9]$/.test(key) && Number(key) <= classes.length) act("reclassify", classes[Number(key) - 1]);
+  const slot = CLASS_KEYS.indexOf(key);
+  if (slot >= 0 && slot < classes.length) act("reclassify", classes[slot]);
   else if (key === "c") act("confirm");
   else if (key === "p") act("poor_quality");
   else if (key === "ArrowRight" || key === "ArrowDown" || key === "j") select(state.selected + 1);
