@@ -20,7 +20,6 @@ from stainless.domain.cells import CLASS_ORDER, LEUKOCYTES
 __all__ = [
     "CLINICAL",
     "HEALTHY",
-    "IMMATURE_GRANULOCYTE_FORMS",
     "PATHOLOGICAL",
     "REVIEW_CLASSES",
     "TO_CLINICAL",
@@ -48,10 +47,6 @@ class ClinicalClass(StrEnum):
     ERB = "ERB"  # erythroblast (nucleated red cell)
     SMU = "SMU"  # smudge cell
     ART = "ART"  # artefact: not a cell
-
-
-IMMATURE_GRANULOCYTE_FORMS = ("promyelocyte", "myelocyte", "metamyelocyte")
-"""The maturation stages the class IG holds (thesis ch. 8.1)."""
 
 
 @dataclass(frozen=True)
