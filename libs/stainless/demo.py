@@ -46,7 +46,7 @@ from stainless.core.storage import ObjectStore, create_store
 from stainless.core.tasks import create_celery
 from stainless.datasets.phantom import register_phantom_task
 from stainless.domain.served import MANIFEST
-from stainless.imaging.detection import Detection, match_boxes
+from stainless.imaging.detection import Detection, match_boxes, matched_pairs
 from stainless.imaging.registration import corner_error_px
 from stainless.ml.export.checkpoint import export_checkpoint
 from stainless.ml.export.detector import DETECTOR_MANIFEST, DETECTOR_MODELS, write_detector
@@ -127,6 +127,23 @@ def _process(
         ).all()
     published = {topic: int(count) for topic, count in sorted(rows)}
     return published, {name: round(value, 3) for name, value in seconds.items()}
+
+
+def _record_phantom_truth(engine: Engine, slide_id: str, entry: dict[str, Any]) -> int:
+    """Give each cropped cell the class of the phantom cell its box matches (IoU ≥ 0.5) as
+    its ground truth, the reference of a validation study; the number of cells given one."""
+    truth = {f["index"]: f["cells"] for f in entry["fields"]}
+    given = 0
+    with session_scope(engine) as session:
+        cells = session.exec(select(Cell).where(Cell.slide_id == slide_id)).all()
+        for index, expected in truth.items():
+            found = [c for c in cells if c.field_index == index]
+            boxes = [(c.x0, c.y0, c.x1, c.y1) for c in found]
+            for i, j in matched_pairs(boxes, [tuple(c["box_dic"]) for c in expected]):
+                found[i].true_class = expected[j]["class"]
+                session.add(found[i])
+                given += 1
+    return given
 
 
 def _registration_report(engine: Engine, slide_id: str, entry: dict[str, Any]) -> dict[str, Any]:
@@ -297,6 +314,7 @@ def run_demo(
     upload_s = time.perf_counter() - pipeline_started
     published, stage_seconds = _process(services, engine, slide_id)
     pipeline_s = time.perf_counter() - pipeline_started
+    with_truth = _record_phantom_truth(engine, slide_id, entry)
 
     (out / "phantom.png").write_bytes(store.get(f"{prefix}/slide_000/phantom.png"))
     classes = Counter(cell["class"] for field in entry["fields"] for cell in field["cells"])
@@ -332,6 +350,7 @@ def run_demo(
         "images_uploaded": 2 * len(entry["fields"]),
         "white_cells_ground_truth": sum(classes.values()),
         "ground_truth_classes": dict(sorted(classes.items())),
+        "cells_with_ground_truth": with_truth,
         **_registration_report(engine, slide_id, entry),
         "detectors": describe_detectors(settings.registration.detector),
         "events_published": published,

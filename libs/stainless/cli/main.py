@@ -15,6 +15,7 @@ from stainless.cli.keys import keys_app
 from stainless.cli.output import emit, err, progress
 from stainless.cli.scanners import scanner_app
 from stainless.cli.store import store_app
+from stainless.cli.study import study_app
 from stainless.core.config import (
     Settings,
     SettingsError,
@@ -39,6 +40,7 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(store_app, name="store")
 app.add_typer(bench_app, name="bench")
 app.add_typer(dataset_app, name="dataset")
+app.add_typer(study_app, name="study")
 app.command("register")(register_command)
 
 

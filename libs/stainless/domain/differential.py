@@ -141,7 +141,7 @@ def differential(cells: Iterable[ReviewedCell], vocabulary: Vocabulary = HEALTHY
         elif cell.review_status is ReviewStatus.POOR_QUALITY:
             poor += 1
         else:
-            counts[vocabulary.fold.get(cell.effective_class, cell.effective_class)] += 1
+            counts[vocabulary.code_of(cell.effective_class)] += 1
             counted += 1
     leukocytes = sum(counts[code] for code in vocabulary.leukocytes)
 

@@ -88,6 +88,10 @@ class Vocabulary:
         counted = set(self.leukocytes) | set(self.per_100_leukocytes)
         return tuple(code for code in self.names if code not in counted)
 
+    def code_of(self, code: str) -> str:
+        """The class of this vocabulary that ``code`` counts as (SNE as NE in the clinical)."""
+        return self.fold.get(code, code)
+
 
 HEALTHY = Vocabulary(
     name="healthy",

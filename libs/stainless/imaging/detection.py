@@ -57,6 +57,7 @@ __all__ = [
     "box_iou",
     "boxes_to_dic",
     "match_boxes",
+    "matched_pairs",
 ]
 
 
@@ -829,12 +830,12 @@ def box_iou(a: Sequence[int], b: Sequence[int]) -> float:
     return inter / union
 
 
-def match_boxes(
+def matched_pairs(
     predicted: Sequence[Detection | Sequence[int]],
     truth: Sequence[Detection | Sequence[int]],
     iou: float = 0.5,
-) -> tuple[int, int, int]:
-    """(true positives, false positives, false negatives), matching greedily by IoU.
+) -> list[tuple[int, int]]:
+    """Pairs ``(predicted index, truth index)`` matched greedily by IoU.
 
     Pairs are taken in decreasing IoU; each box matches at most once and a pair needs an
     IoU of at least ``iou``. Boxes may be given as ``Detection`` or as ``(x0, y0, x1, y1)``.
@@ -849,6 +850,7 @@ def match_boxes(
     )
     used_p: set[int] = set()
     used_t: set[int] = set()
+    matched: list[tuple[int, int]] = []
     for value, i, j in pairs:
         if value < iou:
             break
@@ -856,5 +858,15 @@ def match_boxes(
             continue
         used_p.add(i)
         used_t.add(j)
-    tp = len(used_p)
-    return tp, len(pred) - tp, len(true) - tp
+        matched.append((i, j))
+    return matched
+
+
+def match_boxes(
+    predicted: Sequence[Detection | Sequence[int]],
+    truth: Sequence[Detection | Sequence[int]],
+    iou: float = 0.5,
+) -> tuple[int, int, int]:
+    """(true positives, false positives, false negatives) of :func:`matched_pairs`."""
+    tp = len(matched_pairs(predicted, truth, iou))
+    return tp, len(predicted) - tp, len(truth) - tp

@@ -203,6 +203,54 @@ class Review(SQLModel, table=True):
     created_at: datetime = _ts()
 
 
+class Study(SQLModel, table=True):
+    """A blinded validation study: experts classify stained cells drawn from slides.
+
+    ``classes`` are the codes the experts choose from (besides ``PQ``), in the order of
+    its vocabulary; ``reference`` says where the reference classes come from.
+    """
+
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=36)
+    name: str = Field(unique=True, max_length=128)
+    vocabulary: str = Field(max_length=16)
+    classes: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    reference: str = Field(max_length=256)
+    slide_ids: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    seed: int = Field(ge=0)
+    created_by: str = Field(max_length=128)
+    created_at: datetime = _ts()
+
+
+class StudyItem(SQLModel, table=True):
+    """One cell of a study, fixed when the study is drawn: the stained image the experts
+    see, the reference class and the automatic classifier's class (in the study's
+    vocabulary). Experts see only its own id and the image, never the cell's."""
+
+    __tablename__ = "study_item"
+    __table_args__ = (UniqueConstraint("study_id", "cell_id"),)
+
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=36)
+    study_id: str = Field(foreign_key="study.id", index=True, max_length=36)
+    cell_id: str = Field(foreign_key="cell.id", max_length=36)
+    stain_key: str = Field(max_length=512)
+    reference_class: str = Field(max_length=16)
+    automatic_class: str | None = Field(default=None, max_length=16)
+    model_version: str | None = Field(default=None, max_length=64)
+
+
+class StudyLabel(SQLModel, table=True):
+    """An expert's current label of a study item (a class code or ``PQ``); changing it
+    replaces it."""
+
+    __tablename__ = "study_label"
+
+    item_id: str = Field(foreign_key="study_item.id", primary_key=True, max_length=36)
+    expert: str = Field(primary_key=True, max_length=128)
+    study_id: str = Field(foreign_key="study.id", index=True, max_length=36)
+    label: str = Field(max_length=16)
+    labelled_at: datetime = _ts()
+
+
 class ModelVersion(SQLModel, table=True):
     __table_args__ = (UniqueConstraint("name", "version"),)
 

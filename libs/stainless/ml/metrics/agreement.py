@@ -17,6 +17,8 @@ from sklearn.metrics import (  # type: ignore[import-untyped]
     f1_score,
 )
 
+from stainless.domain.study import POOR_QUALITY
+
 __all__ = [
     "POOR_QUALITY",
     "RaterSummary",
@@ -24,8 +26,6 @@ __all__ = [
     "confusion_matrix",
     "rater_summary",
 ]
-
-POOR_QUALITY = "PQ"
 
 
 def _paired(first: Sequence[str], second: Sequence[str]) -> None:

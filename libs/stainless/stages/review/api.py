@@ -48,6 +48,7 @@ from stainless.stages.review.schemas import (
     SlideRowOut,
     SlideSummaryOut,
 )
+from stainless.stages.review.study_routes import studies_router, study_page_router
 
 WEB = Path(__file__).parent / "web"
 FHIR_JSON = "application/fhir+json"
@@ -281,7 +282,8 @@ def create_app(
     app = FastAPI(
         title="Stainless results",
         version="1",
-        description="WBC differentials, expert review, signing and FHIR reports; the review page.",
+        description="WBC differentials, expert review, signing and FHIR reports, blinded "
+        "validation studies; the review and study pages.",
         # The document at /openapi.json only: the interactive pages load their scripts from
         # a CDN, which the Content-Security-Policy (and an air-gapped hospital) refuses.
         docs_url=None,
@@ -310,7 +312,9 @@ def create_app(
     app.include_router(_slides_router(engine, clinical.rules()))
     app.include_router(_cells_router(engine, store))
     app.include_router(_audit_router(engine))
+    app.include_router(studies_router(engine, store))
     app.include_router(_pages_router())
+    app.include_router(study_page_router(WEB))
     app.mount("/static", StaticFiles(directory=WEB), name="static")
     add_health_routes(app, lambda: ping(engine), metrics=False)  # /metrics: its own port
     return app

@@ -71,6 +71,7 @@ class CellSpec:
     status: ReviewStatus = ReviewStatus.CONFIRMED
     confidence: float = 0.9
     bf: bool = False
+    truth: str | None = None  # the phantom's ground truth
 
 
 @dataclass
@@ -109,6 +110,7 @@ class World:
     def _cell(self, session: Session, slide_id: str, index: int, spec: CellSpec) -> str:
         rng = np.random.default_rng(index)
         cell = Cell(slide_id=slide_id, field_index=0, index=index, x0=0, y0=0, x1=32, y1=32)
+        cell.true_class = spec.truth
         cell.dic_crop_key = f"crops/{slide_id}/{index}/dic.png"
         self.store.put(
             cell.dic_crop_key, encode_png(rng.integers(9000, 12000, (32, 32), np.uint16))
