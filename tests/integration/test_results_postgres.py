@@ -9,6 +9,7 @@ from fastapi.testclient import TestClient
 from fhir.resources.R4B.diagnosticreport import DiagnosticReport
 from sqlmodel import Session, col, select
 
+from stainless.core.audit import Actor
 from stainless.core.config import DatabaseSettings, Settings, StoreSettings
 from stainless.core.db.engine import create_db_engine, session_scope
 from stainless.core.db.migrate import upgrade
@@ -19,6 +20,8 @@ from stainless.core.http.auth import Role, create_key
 from stainless.core.storage.local import LocalObjectStore
 from stainless.domain.review import ReviewStatus
 from stainless.stages.review.api import create_app
+from stainless.stages.review.study import create_study, label_item, study_labels, study_row
+from stainless.stages.review.study_report import study_report
 
 pytestmark = pytest.mark.integration
 
@@ -88,4 +91,47 @@ def test_review_sign_and_report_on_postgres(postgres_url: str, tmp_path: Path) -
     with Session(engine) as session:
         topics = session.exec(select(OutboxEvent.topic).order_by(col(OutboxEvent.id))).all()
     assert list(topics) == [Topic.REVIEWS_RECORDED]
+    engine.dispose()
+
+
+def test_a_validation_study_on_postgres(postgres_url: str, tmp_path: Path) -> None:
+    upgrade(postgres_url)
+    engine = create_db_engine(DatabaseSettings(url=postgres_url))
+    truths = ["LY", "LY", "MO", "SNE", "BL"]
+    with session_scope(engine) as session:
+        scanner = get_or_create_scanner(session, name="pg-study", key_prefix="k", key_hash="h")
+        slide = create_slide(
+            session, scanner_id=scanner.id, external_id="PG-S1", patient_pseudonym="P"
+        )
+        cells = [
+            Cell(slide_id=slide.id, field_index=0, index=i, x0=0, y0=0, x1=8, y1=8, true_class=t)
+            for i, t in enumerate(truths)
+        ]
+        session.add_all(cells)
+        session.flush()
+        session.add_all(
+            Prediction(cell_id=c.id, model_version="m1", predicted_class="LY", stain_key=f"s/{i}")
+            for i, c in enumerate(cells)
+        )
+    lead = Actor("sam", "scientist")
+    drawn = create_study(engine, name="pg", slide_ids=[slide.id], cells=5, seed=1, actor=lead)
+    assert drawn.study.vocabulary == "clinical"  # a blast: the clinical classes
+    found = study_labels(engine, study_id=drawn.study.id)
+    for expert in ("rita", "erin"):
+        for item in found.items:
+            for label in ("PQ", item.reference_class):  # a second label replaces the first
+                label_item(
+                    engine,
+                    study_id=drawn.study.id,
+                    item_id=item.id,
+                    expert=expert,
+                    label=label,
+                    actor=Actor(expert, "reviewer"),
+                )
+    assert study_row(engine, study_id=drawn.study.id).labelled == {"erin": 5, "rita": 5}
+    report = study_report(study_labels(engine, study_id=drawn.study.id))
+    accuracy = {rater.name: rater.summary.accuracy for rater in report.raters}
+    assert accuracy == {"erin": 1.0, "rita": 1.0, "automatic classifier": 0.4}
+    first = report.agreements[0]
+    assert (first.first, first.second, first.kappa) == ("erin", "rita", 1.0)
     engine.dispose()
