@@ -42,7 +42,7 @@ $(TRITON_STAMP): infra/triton/requirements.txt $(STAMP)
 venv-triton: $(TRITON_STAMP)  ## Create .venv-triton: the real Triton Inference Server for tests, make up and make e2e
 
 demo: venv  ## Run one phantom slide through the pipeline on embedded defaults (out/demo)
-	$(VENV)/bin/stainless demo --out out/demo --fields 6
+	$(VENV)/bin/stainless demo --out out/demo --fields 6 --clinical-fields 6
 
 browser:  ## Install Debian's chromium for the browser test (Playwright drives it)
 	command -v chromium >/dev/null || { apt-get update -q && apt-get install -y -q chromium; }

@@ -23,6 +23,7 @@ import threading
 import time
 import uuid
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +46,10 @@ from stainless.core.runners import Service
 from stainless.core.storage import ObjectStore, create_store
 from stainless.core.tasks import create_celery
 from stainless.datasets.phantom import register_phantom_task
+from stainless.domain.differential import ClinicalRules, differential, flags
+from stainless.domain.review import ReviewStatus
 from stainless.domain.served import MANIFEST
+from stainless.domain.vocabulary import clinical_class, vocabulary_for
 from stainless.imaging.detection import Detection, match_boxes, matched_pairs
 from stainless.imaging.registration import corner_error_px
 from stainless.ml.export.checkpoint import export_checkpoint
@@ -66,6 +70,8 @@ from stainless.stages.review.report import write_report
 log = structlog.get_logger(__name__)
 
 DEMO_SCANNER = "demo-scanner"
+CLINICAL_SLIDE = "clinical-mix"
+"""The slide preset of the demo's clinical slide (thesis Table 8.1's proportions)."""
 DEMO_DETECTORS = {"brightfield": DetectorKind.LEARNED, "dic": DetectorKind.LEARNED}
 """The detector of each modality with more grid cells on target in ``bench robustness``
 (README, "Slides from any lab", ``docs/robustness.json``)."""
@@ -268,6 +274,37 @@ def _demo_detectors(settings: Settings, checkpoints: Path) -> Settings:
     return settings.model_copy(update={"registration": registration})
 
 
+@dataclass(frozen=True)
+class _TrueCell:
+    effective_class: str
+    review_status: ReviewStatus = ReviewStatus.CONFIRMED
+
+
+def _truth_report(
+    entry: dict[str, Any], views: list[CellView], rules: ClinicalRules
+) -> dict[str, Any]:
+    """The phantom's classes, the pathological flags a perfect classifier would raise, and
+    the classes the served model cannot give (it never predicts a class it was not trained
+    on: a blast is called something else)."""
+    truth = [_TrueCell(cell["class"]) for field in entry["fields"] for cell in field["cells"]]
+    classes = Counter(cell.effective_class for cell in truth)
+    vocabulary = vocabulary_for(classes)
+    known = {
+        clinical_class(code)
+        for view in views
+        if view.prediction is not None
+        for code in view.prediction.probabilities
+    }
+    return {
+        "white_cells_ground_truth": sum(classes.values()),
+        "ground_truth_classes": dict(sorted(classes.items())),
+        "ground_truth_flags": flags(differential(truth, vocabulary), rules).pathological,
+        "classes_the_model_does_not_know": sorted(
+            {code for code in classes if clinical_class(code) not in known}
+        ),
+    }
+
+
 def _confidence_report(views: list[CellView]) -> dict[str, Any]:
     deltas = [v.prediction.confidence for v in views if v.prediction and v.prediction.confidence]
     return {"mean_delta": round(float(np.mean(deltas)), 4) if deltas else None}
@@ -281,11 +318,15 @@ def run_demo(
     seed: int,
     checkpoint: Path,
     detector_checkpoints: Path = DETECTOR_CHECKPOINTS,
+    clinical_fields: int = 0,
 ) -> tuple[Path, str]:
-    """Run the demo; return the path of ``summary.json`` and the slide id.
+    """Run the demo; return the path of ``summary.json`` and the (healthy) slide's id.
 
     ``checkpoint`` is exported when the model repository is empty; ``detector_checkpoints``
     holds the learned detectors (``bf.pt``, ``dic.pt``) exported when selected and missing.
+    With ``clinical_fields``, a second slide of that many fields holds the twelve clinical
+    classes (``CLINICAL_SLIDE``); its summary is ``clinical_slide`` in ``summary.json``
+    and its report ``clinical/report.html``.
     """
     started = time.perf_counter()
     settings = _demo_detectors(settings, detector_checkpoints)
@@ -299,70 +340,97 @@ def run_demo(
     services = _stages(settings, engine, bus)
     stained = services["inference"].details
 
-    run_id = f"demo-{seed}-{uuid.uuid4().hex[:8]}"
-    prefix = f"phantom/{run_id}"
-    entry: dict[str, Any] = (
-        register_phantom_task(create_celery(settings.tasks), settings.store)
-        .delay(prefix=prefix, slide_index=0, fields=fields, seed=seed)
-        .get(timeout=settings.tasks.task_time_limit_s)
-    )
-
+    task = register_phantom_task(create_celery(settings.tasks), settings.store)
     api = ingestion.build(part(settings, IngestionServiceSettings), engine=engine)
-    pipeline_started = time.perf_counter()
-    with TestClient(api, headers={"X-API-Key": _scanner_key(engine)}) as client:
-        slide_id = _upload_slide(client, store, entry, run_id)
-    upload_s = time.perf_counter() - pipeline_started
-    published, stage_seconds = _process(services, engine, slide_id)
-    pipeline_s = time.perf_counter() - pipeline_started
-    with_truth = _record_phantom_truth(engine, slide_id, entry)
+    scanner_key = _scanner_key(engine)
 
-    (out / "phantom.png").write_bytes(store.get(f"{prefix}/slide_000/phantom.png"))
-    classes = Counter(cell["class"] for field in entry["fields"] for cell in field["cells"])
-    results = slide_summary(engine, slide_id=slide_id, rules=settings.clinical.rules())
-    with Session(engine) as session:
-        views = cell_views(session, slide_id=slide_id)
-    write_report(
-        out / "report.html",
-        summary=results,
-        views=views,
-        store=store,
-        threshold=float(stained["review_threshold"]),  # type: ignore[arg-type]
-        model_version=str(stained["model_version"]),
-    )
-    summary = {
-        "slide_id": slide_id,
-        "status": results.slide.status.value,
-        "cell_count": results.differential.total,
-        "differential": {
-            code: {"count": count, "percent": results.differential.percent.get(code)}
-            for code, count in results.differential.counts.items()
-        },
-        "needs_review": results.differential.needs_review,
-        "flags": {
-            "pathological": results.flags.pathological,
-            "abnormal": [str(abnormal) for abnormal in results.flags.abnormal],
-            "proportions_assessed": results.flags.proportions_assessed,
-        },
-        **_confidence_report(views),
-        "model_version": stained["model_version"],
-        "external_id": run_id,
-        "fields": len(entry["fields"]),
-        "images_uploaded": 2 * len(entry["fields"]),
-        "white_cells_ground_truth": sum(classes.values()),
-        "ground_truth_classes": dict(sorted(classes.items())),
-        "cells_with_ground_truth": with_truth,
-        **_registration_report(engine, slide_id, entry),
+    def run_slide(index: int, count: int, preset: str | None, folder: Path) -> dict[str, Any]:
+        """Render, upload and process one phantom slide; its report in ``folder``."""
+        run_id = f"demo-{seed}-{uuid.uuid4().hex[:8]}"
+        prefix = f"phantom/{run_id}"
+        entry: dict[str, Any] = task.delay(
+            prefix=prefix, slide_index=index, fields=count, seed=seed, slide=preset
+        ).get(timeout=settings.tasks.task_time_limit_s)
+        pipeline_started = time.perf_counter()
+        with TestClient(api, headers={"X-API-Key": scanner_key}) as client:
+            slide_id = _upload_slide(client, store, entry, run_id)
+        upload_s = time.perf_counter() - pipeline_started
+        published, stage_seconds = _process(services, engine, slide_id)
+        pipeline_s = time.perf_counter() - pipeline_started
+        with_truth = _record_phantom_truth(engine, slide_id, entry)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "phantom.png").write_bytes(store.get(f"{prefix}/{entry['slide']}/phantom.png"))
+        results = slide_summary(engine, slide_id=slide_id, rules=settings.clinical.rules())
+        with Session(engine) as session:
+            views = cell_views(session, slide_id=slide_id)
+        write_report(
+            folder / "report.html",
+            summary=results,
+            views=views,
+            store=store,
+            threshold=float(stained["review_threshold"]),  # type: ignore[arg-type]
+            model_version=str(stained["model_version"]),
+        )
+        return {
+            "slide_id": slide_id,
+            "slide_preset": preset or "healthy",
+            "status": results.slide.status.value,
+            "cell_count": results.differential.total,
+            "vocabulary": results.differential.vocabulary,
+            "differential": {
+                code: {"count": count, "percent": results.differential.percent.get(code)}
+                for code, count in results.differential.counts.items()
+            },
+            "needs_review": results.differential.needs_review,
+            "flags": {
+                "pathological": results.flags.pathological,
+                "abnormal": [str(abnormal) for abnormal in results.flags.abnormal],
+                "proportions_assessed": results.flags.proportions_assessed,
+            },
+            **_confidence_report(views),
+            "model_version": stained["model_version"],
+            "external_id": run_id,
+            "fields": len(entry["fields"]),
+            "images_uploaded": 2 * len(entry["fields"]),
+            **_truth_report(entry, views, settings.clinical.rules()),
+            "cells_with_ground_truth": with_truth,
+            **_registration_report(engine, slide_id, entry),
+            "events_published": published,
+            "seconds": {
+                "upload": round(upload_s, 3),
+                **stage_seconds,
+                "pipeline": round(pipeline_s, 3),
+            },
+        }
+
+    summary = run_slide(0, fields, None, out)
+    slide_id = summary["slide_id"]
+    if clinical_fields:
+        clinical = run_slide(1, clinical_fields, CLINICAL_SLIDE, out / "clinical")
+        summary["clinical_slide"] = {
+            key: clinical[key]
+            for key in (
+                "slide_id",
+                "slide_preset",
+                "cell_count",
+                "vocabulary",
+                "differential",
+                "needs_review",
+                "flags",
+                "fields",
+                "white_cells_ground_truth",
+                "ground_truth_classes",
+                "ground_truth_flags",
+                "classes_the_model_does_not_know",
+                "detection",
+            )
+        } | {"report": str(out / "clinical" / "report.html")}
+    summary |= {
         "detectors": describe_detectors(settings.registration.detector),
-        "events_published": published,
         "database": make_url(settings.database.url).get_backend_name(),
         "store": settings.store.backend.value,
         "bus": settings.bus.backend.value,
         "tasks": "eager" if settings.tasks.eager else "celery",
-        "seconds": {
-            "upload": round(upload_s, 3),
-            **stage_seconds,
-            "pipeline": round(pipeline_s, 3),
-        },
         "elapsed_s": round(time.perf_counter() - started, 2),
     }
     path = out / "summary.json"

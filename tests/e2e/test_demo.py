@@ -15,7 +15,16 @@ import pytest
 def test_demo_writes_its_summary_and_figure(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("STAINLESS_")}
     done = subprocess.run(
-        [sys.executable, "-m", "stainless.cli", "demo", "--out", "out/demo"],
+        [
+            sys.executable,
+            "-m",
+            "stainless.cli",
+            "demo",
+            "--out",
+            "out/demo",
+            "--clinical-fields",
+            "3",
+        ],
         cwd=tmp_path,
         env=env,
         capture_output=True,
@@ -65,4 +74,17 @@ def test_demo_writes_its_summary_and_figure(tmp_path: Path) -> None:
         "eager",
     )
     assert (tmp_path / "out/demo/phantom.png").read_bytes().startswith(b"\x89PNG")
+    clinical = summary["clinical_slide"]  # thesis Table 8.1's classes, seen by the 7-class model
+    assert clinical["slide_preset"] == "clinical-mix" and clinical["fields"] == 3
+    assert sum(c["count"] for c in clinical["differential"].values()) == clinical["cell_count"] > 0
+    assert set(clinical["flags"]) == {"pathological", "abnormal", "proportions_assessed"}
+    truth = set(clinical["ground_truth_classes"])
+    assert "NE" in truth and "SNE" not in truth  # clinical classes: SNE folds into NE
+    assert set(clinical["classes_the_model_does_not_know"]) == truth - {
+        "NE", "EO", "BA", "MO", "LY", "SMU", "ART"
+    }  # fmt: skip
+    assert set(clinical["ground_truth_flags"]) == truth & {"RLY", "IG", "BL", "ALC", "ERB", "SMU"}
+    clinical_report = (tmp_path / "out/demo/clinical/report.html").read_text()
+    assert "<h2>Flags</h2>" in clinical_report
+    assert "clinical slide: out/demo/clinical/report.html" in " ".join(done.stderr.split())
     assert (tmp_path / "out/stainless.db").is_file()

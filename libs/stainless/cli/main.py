@@ -470,6 +470,13 @@ def _demo_checkpoint() -> Path:
 def demo(
     out: Annotated[Path, typer.Option(help="Output folder.")] = Path("out/demo"),
     fields: Annotated[int, typer.Option(min=1, help="Fields of the phantom slide.")] = 3,
+    clinical_fields: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="Fields of a second slide holding the twelve clinical classes (0: none).",
+        ),
+    ] = 0,
     seed: Annotated[int, typer.Option(min=0)] = 7,
     model: Annotated[
         Path | None,
@@ -479,7 +486,7 @@ def demo(
         bool, typer.Option("--serve", help="Then serve the review page (no key needed).")
     ] = False,
 ) -> None:
-    """Run the pipeline on one phantom slide with embedded defaults."""
+    """Run the pipeline on a phantom slide (and a clinical one) with embedded defaults."""
     from stainless.demo import run_demo
     from stainless.ml.export.checkpoint import ExportError
     from stainless.ml.export.detector import DetectorExportError
@@ -488,7 +495,12 @@ def demo(
     checkpoint = model or _demo_checkpoint()
     try:
         summary_path, slide_id = run_demo(
-            settings, out=out, fields=fields, seed=seed, checkpoint=checkpoint
+            settings,
+            out=out,
+            fields=fields,
+            seed=seed,
+            checkpoint=checkpoint,
+            clinical_fields=clinical_fields,
         )
     except ExportError as exc:
         err.print(f"[red]error:[/red] {exc} (pass --model CHECKPOINT)")
@@ -500,6 +512,15 @@ def demo(
     err.print(f"detectors: {detectors} (STAINLESS_REGISTRATION__DETECTOR__* to choose)")
     err.print(f"summary: {summary_path}")
     err.print(f"report:  {summary_path.parent / 'report.html'}")
+    clinical = json.loads(summary_path.read_text()).get("clinical_slide")
+    if clinical:
+        flags = ", ".join(clinical["flags"]["pathological"]) or "none"
+        truth = ", ".join(clinical["ground_truth_flags"]) or "none"
+        unknown = ", ".join(clinical["classes_the_model_does_not_know"]) or "none"
+        err.print(
+            f"clinical slide: {clinical['report']} (flags: {flags}; from the phantom's truth: "
+            f"{truth}; classes the demo model cannot give: {unknown})"
+        )
     port = settings.results.http_port
     if not serve:
         err.print("review page: run `stainless demo --serve`")

@@ -191,15 +191,17 @@ def register_phantom_task(app: Celery, settings: StoreSettings) -> Task:
         seed: int,
         width: int | None = None,
         height: int | None = None,
+        slide: str | None = None,
     ) -> dict[str, Any]:
-        """Render one phantom slide into the object store; return its manifest entry."""
+        """Render one phantom slide into the object store (``slide``: a slide preset, the
+        healthy one by default); return its manifest entry."""
         return write_slide(
             store(),
             prefix=prefix,
             slide_index=slide_index,
             fields=fields,
             seed=seed,
-            config=phantom_config(width=width, height=height),
+            config=phantom_config(width=width, height=height, slide=slide),
         )
 
     task: Task = generate_phantom_slide
