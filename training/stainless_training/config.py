@@ -9,6 +9,10 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from stainless.domain.vocabulary import Vocabulary, vocabulary_of
+from stainless.imaging.phantom import PhantomConfig
+from stainless.imaging.phantom_set import phantom_config
+from stainless.imaging.slides import SLIDES
 from stainless.stages.retraining.jobs import ModelKind
 from stainless_training.schedules import PhasedSchedule
 
@@ -64,6 +68,7 @@ class LossWeights(BaseModel):
 
 
 DomainName = Literal["DIC", "BF", "CV"]
+VocabularyName = Literal["healthy", "clinical"]
 
 
 class ThirdDomain(BaseModel):
@@ -99,6 +104,66 @@ class DataConfig(BaseModel):
         description="Domains whose class labels model 1's classifier sees; the others train "
         "only the translation terms (label transfer, thesis ch. 5.2).",
     )
+    slide: str | None = Field(
+        default=None,
+        description="Phantom slide preset of the training and held-out cells (stainless "
+        "phantom --slide): healthy by default; clinical-balanced for twelve classes.",
+    )
+    classes: VocabularyName = Field(
+        default="healthy",
+        description="The class vocabulary the model learns: healthy (seven) or clinical "
+        "(twelve, model 3 only; SNE counts as NE).",
+    )
+    crop_size: int = Field(
+        default=256,
+        ge=32,
+        le=1024,
+        description="Side of a cell crop before it is resized to the model: 256 px as in "
+        "thesis ch. 4.4, 360 px for the clinical study (ch. 8.1.1).",
+    )
+    random_crop: float = Field(
+        default=0.0,
+        ge=0,
+        le=0.25,
+        description="Model 3: shift each crop by up to this fraction of its side "
+        "(thesis ch. 8.2's random cropping; never a flip or rotation).",
+    )
+    random_resize: float = Field(
+        default=0.0,
+        ge=0,
+        le=0.25,
+        description="Model 3: rescale each crop by up to this fraction (thesis ch. 8.2's "
+        "image resizing).",
+    )
+
+    @model_validator(mode="after")
+    def _slide_and_classes(self) -> DataConfig:
+        if self.slide is None:
+            return self
+        if self.slide not in SLIDES:
+            raise ValueError(
+                f"unknown slide preset {self.slide!r}: expected one of {', '.join(SLIDES)}"
+            )
+        vocabulary = vocabulary_of(self.classes)
+        codes = {
+            vocabulary.code_of(code)
+            for code, share in SLIDES[self.slide].class_frequencies.items()
+            if share > 0
+        }
+        if codes - set(vocabulary.classes):
+            raise ValueError(
+                f"slide {self.slide!r} holds classes the {self.classes} vocabulary lacks "
+                f"({', '.join(sorted(codes - set(vocabulary.classes)))}): set classes: clinical"
+            )
+        return self
+
+    def vocabulary(self) -> Vocabulary:
+        """The classes the model's class indices stand for."""
+        return vocabulary_of(self.classes)
+
+    def phantom(self, **overrides: Any) -> PhantomConfig:
+        """The phantom configuration of the training cells (``overrides``: an acquisition)."""
+        return phantom_config(slide=self.slide, **overrides)
 
     @model_validator(mode="after")
     def _domains(self) -> DataConfig:
@@ -157,6 +222,22 @@ class TrainingConfig(BaseModel):
             raise ValueError(
                 f"data.cv and data.labelled are model 1's (mtmd); model {self.model} "
                 "trains on DIC and BF with their labels"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _clinical_for_model_3(self) -> TrainingConfig:
+        data = self.data
+        if self.model is not ModelKind.PAIRED and (
+            data.classes != "healthy"
+            or data.slide is not None
+            or data.crop_size != DataConfig().crop_size
+            or data.random_crop
+            or data.random_resize
+        ):
+            raise ValueError(
+                "data.slide, classes, crop_size, random_crop and random_resize are model 3's "
+                f"(paired); model {self.model} learns the healthy classes from 256 px crops"
             )
         return self
 

@@ -1,4 +1,9 @@
-"""``stainless-evaluate``: held-out phantom evaluation of a model-1 or model-2 checkpoint.
+"""``stainless-evaluate``: held-out phantom evaluation of a model-1, 2 or 3 checkpoint.
+
+Model 3 writes ``metrics.json`` (image quality and the automatic classification per class,
+beside thesis Table 8.3, with the class pairs the stained cells confuse), ``confusion.png``
+and ``samples.png`` (one cell per class: DIC, brightfield truth, stained); the rest of this
+text is about models 1 and 2.
 
 Writes into the output folder ``metrics.json`` (with a row per cell), ``confusion.png``
 (cell classes; model 1 only, model 2 does not classify), ``delta_lpips.png`` (δ against
@@ -23,14 +28,18 @@ from rich.console import Console
 from stainless.core.config import SettingsError, load_settings
 from stainless.core.storage.factory import create_store
 from stainless.imaging.phantom_set import phantom_config
+from stainless.ml.models.paired import build_paired_discriminator, build_paired_generator
 from stainless_training.backbones import STORE_PREFIX, quality_metrics
-from stainless_training.config import ConfigError, ModelKind, load_config
+from stainless_training.config import ConfigError, ModelKind, TrainingConfig, load_config
 from stainless_training.evaluate import ColourTransfer
+from stainless_training.evaluate_paired import evaluate_paired
 from stainless_training.evaluation_models import model_evaluation
+from stainless_training.paired import model_config as paired_config
 from stainless_training.phantom_data import CellSample, phantom_samples
 from stainless_training.plots import (
     confusion_plot,
     delta_lpips_plot,
+    paired_sample_grid,
     reliability_plot,
     sample_grid,
 )
@@ -96,6 +105,9 @@ def main(
     if seed == config.data.phantom_seed:
         err.print("[red]error:[/red] the held-out seed must differ from the training seed")
         raise typer.Exit(2)
+    if config.model is ModelKind.PAIRED:
+        _evaluate_paired(config, checkpoint, out, fields=fields, seed=seed)
+        return
     try:
         settings = load_settings(TrainingSettings)
         given = {"lpips_backbone": lpips_backbone, "fid_weights": fid_weights, "fid_net": fid_net}
@@ -234,6 +246,69 @@ def main(
     err.print(f"FID {_fmt(metrics['fid'])} ({metrics['fid_provenance']})")
     err.print(f"LPIPS {_fmt(metrics['lpips'])} ({metrics['lpips_provenance']})")
     err.print(f"wrote {', '.join(written)} to {out} in {time.perf_counter() - started:.0f} s")
+
+
+def _evaluate_paired(
+    config: TrainingConfig, checkpoint: Path, out: Path, *, fields: int, seed: int
+) -> None:
+    """Model 3: image quality and the automatic classification per class (thesis Tables
+    8.2–8.4) on held-out cells of the run's slide preset and crop size."""
+    net = paired_config(config)
+    state = torch.load(checkpoint, weights_only=False)
+    generator, critic = build_paired_generator(net), build_paired_discriminator(net)
+    generator.load_state_dict(state["generator"])
+    critic.load_state_dict(state["critic"])
+    data = config.data
+    held_out = phantom_samples(
+        fields=fields,
+        seed=seed,
+        crop_size=data.crop_size,
+        image_size=net.image_size,
+        config=data.phantom(),
+        vocabulary=data.vocabulary(),
+    )
+    metrics = evaluate_paired(
+        generator, critic, held_out, vocabulary=data.vocabulary(), per_cell=True
+    )
+    metrics["held_out"] = {
+        "fields": fields,
+        "seed": seed,
+        "slide": data.slide or "healthy",
+        "crop_size": data.crop_size,
+        "image_size": net.image_size,
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    confusion_plot(
+        metrics["confusion"],
+        metrics["class_names"],
+        out / "confusion.png",
+        title=f"held-out phantom cells, stained: accuracy {metrics['accuracy']:.2f}, "
+        f"macro-F1 {metrics['macro_f1']:.2f}",
+    )
+    paired_sample_grid(generator, held_out, metrics["class_names"], out / "samples.png")
+    typer.echo(
+        json.dumps(
+            {
+                k: round(metrics[k], 4) if isinstance(metrics[k], float) else metrics[k]
+                for k in ("cells", "accuracy", "macro_f1", "brightfield_accuracy", "ssim", "mse")
+            }
+        )
+    )
+    err.print(
+        f"{'class':>5} {'cells':>5} {'recall':>7} {'precision':>9} {'on BF':>6} {'thesis':>6}"
+    )
+    for row in metrics["per_class"]:
+        err.print(
+            f"{row['class']:>5} {row['cells']:>5} {_fmt(row['recall']):>7} "
+            f"{_fmt(row['precision']):>9} {_fmt(row['recall_brightfield']):>6} "
+            f"{_fmt(row['thesis_automatic_recall']):>6}"
+        )
+    for pair in metrics["confused_on_stained"]:
+        a, b = pair["classes"]
+        where = "also on brightfield" if pair["also_on_brightfield"] else "lost from DIC"
+        err.print(f"confused: {a}/{b} ({pair['shares'][0]:.0%} / {pair['shares'][1]:.0%}; {where})")
+    err.print(f"thesis: {metrics['thesis_comparison']}")
 
 
 def _fmt(value: float | None) -> str:

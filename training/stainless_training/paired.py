@@ -15,13 +15,15 @@ generator every ``critic_steps``-th step — and the phases set the learning rat
 Batches hold one cell of each of ``batch_size`` different classes; in the last
 ``balanced_fraction`` of the epochs the class CE is weighted by inverse class frequency
 (thesis ch. 8.2: the first 80 of 100 epochs without, the last 20 with). No flips or
-rotations (they would reverse the DIC shear). :class:`PairedWorkload` is the step
+rotations (they would reverse the DIC shear): ``data.random_crop`` and ``data.random_resize``
+shift and rescale each pair alike. :class:`PairedWorkload` is the step
 function of both the single-process :func:`train` and the Ray workers
 (``stainless_training.distributed``); cells without a brightfield pair are left out.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -47,6 +49,7 @@ from stainless.ml.models.paired import (
     build_paired_discriminator,
     build_paired_generator,
 )
+from stainless_training.augment import paired_jitter
 from stainless_training.config import LossWeights, ModelSize, TrainingConfig
 from stainless_training.phantom_data import CellDataset, phantom_samples
 from stainless_training.plumbing import (
@@ -207,7 +210,9 @@ class PairedTrainer:
 
 
 def model_config(config: TrainingConfig) -> PairedConfig:
-    return PairedConfig.tiny() if config.size is ModelSize.TINY else PairedConfig.thesis()
+    """The network of the run's size, with a class head for the data's vocabulary."""
+    net = PairedConfig.tiny() if config.size is ModelSize.TINY else PairedConfig.thesis()
+    return dataclasses.replace(net, n_classes=len(config.data.vocabulary().classes))
 
 
 class PairedWorkload(TrainerWorkload):
@@ -232,6 +237,7 @@ class PairedWorkload(TrainerWorkload):
         self.per_epoch = batches_per_epoch(self._labels, batch_size=self.batch_size)
         self.epochs = math.ceil(config.steps / self.per_epoch)
         self.balanced_fraction = config.balanced_fraction
+        self.jitter = (config.data.random_crop, config.data.random_resize)
 
     @property
     def modules(self) -> list[torch.nn.Module]:
@@ -251,6 +257,10 @@ class PairedWorkload(TrainerWorkload):
 
     def step(self, indices: list[int], step: int) -> Logs:
         items = default_collate([self.dataset[self._indices[i]] for i in indices])
+        shift, scale = self.jitter
+        items["dic"], items["bf"] = paired_jitter(
+            items["dic"], items["bf"], shift=shift, scale=scale, generator=self.trainer.random
+        )
         batch = PairedBatch.from_items({k: v.to(self.device) for k, v in items.items()})
         balanced = use_frequency_balancing(
             self.epoch(step), epochs=self.epochs, balanced_fraction=self.balanced_fraction
@@ -262,18 +272,28 @@ def workload(config: TrainingConfig, samples: SampleSource | None = None) -> Pai
     """Networks, optimisers and training cells of a model-3 run (seeded by the caller).
 
     ``samples`` gives the training cells for an image size (a dataset snapshot); without
-    it the run crops phantom cells as its config says. The class weights of frequency
-    balancing are those of the cells with a pair.
+    it the run crops phantom cells as its config says (``data.slide``, ``data.crop_size``,
+    labelled in ``data.classes``). The class weights of frequency balancing are those of
+    the cells with a pair.
+
+    Raises:
+        ValueError: a snapshot for a clinical run (snapshots carry the healthy classes).
     """
     net_config = model_config(config)
+    data = config.data
+    if samples is not None and data.classes != "healthy":
+        raise ValueError("a dataset snapshot trains the healthy classes; this run's are clinical")
     dataset: Samples = (
         samples(net_config.image_size)
         if samples is not None
         else CellDataset(
             phantom_samples(
-                fields=config.data.phantom_fields,
-                seed=config.data.phantom_seed,
+                fields=data.phantom_fields,
+                seed=data.phantom_seed,
+                crop_size=data.crop_size,
                 image_size=net_config.image_size,
+                config=data.phantom(),
+                vocabulary=data.vocabulary(),
             )
         )
     )

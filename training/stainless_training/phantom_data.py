@@ -18,6 +18,7 @@ import torch
 from torch.utils.data import Dataset
 
 from stainless.domain.cells import CellClass
+from stainless.domain.vocabulary import HEALTHY, Vocabulary
 from stainless.imaging.cropping import Cropper, box_centre
 from stainless.imaging.inputs import dic_unit
 from stainless.imaging.phantom import PhantomConfig, PhantomField, generate_field
@@ -31,8 +32,18 @@ class CellSample:
     dic: F32  # H x W in [0, 1]
     bf: F32  # H x W x 3 in [0, 1], aligned with dic
     mask: npt.NDArray[np.int64]  # H x W, 0 background, 1 red cell, 2 cytoplasm, 3 nucleus
-    label: int  # index into CLASSES
+    label: int  # index into the run's vocabulary (CLASSES, the healthy seven, by default)
     field: int  # which phantom field the cell comes from (for held-out splits)
+
+
+def label_of(code: str, vocabulary: Vocabulary) -> int:
+    """The index of a cell's class in ``vocabulary`` (SNE counts as NE in the clinical)."""
+    folded = vocabulary.code_of(code)
+    if folded not in vocabulary.classes:
+        raise ValueError(
+            f"a {code} cell, but the run's classes are {', '.join(vocabulary.classes)}"
+        )
+    return vocabulary.classes.index(folded)
 
 
 def field_samples(
@@ -42,8 +53,10 @@ def field_samples(
     crop_size: int = 256,
     image_size: int = 256,
     include_border: bool = False,
+    vocabulary: Vocabulary = HEALTHY,
 ) -> list[CellSample]:
-    """Every white cell of one phantom field as a training sample."""
+    """Every white cell of one phantom field as a training sample, labelled by its index
+    in ``vocabulary`` (the healthy seven: the order of ``CLASSES``)."""
     cropper = Cropper(sizes=(crop_size,))
     samples = []
     for cell in field.cells:
@@ -61,7 +74,7 @@ def field_samples(
                 dic=dic_unit(dic, image_size),
                 bf=(bf.astype(np.float32) / 255.0),
                 mask=mask.astype(np.int64),
-                label=CLASSES.index(cell.cell_class),
+                label=label_of(str(cell.cell_class), vocabulary),
                 field=field_index,
             )
         )
@@ -76,6 +89,7 @@ def phantom_samples(
     image_size: int = 256,
     config: PhantomConfig | None = None,
     on_field: Callable[[], None] | None = None,
+    vocabulary: Vocabulary = HEALTHY,
 ) -> list[CellSample]:
     """Samples from ``fields`` phantom fields; field ``i`` is drawn from seed ``(seed, i)``."""
     if fields < 1:
@@ -85,7 +99,11 @@ def phantom_samples(
     for index in range(fields):
         field = generate_field(config, np.random.default_rng([seed, index]))
         samples += field_samples(
-            field, field_index=index, crop_size=crop_size, image_size=image_size
+            field,
+            field_index=index,
+            crop_size=crop_size,
+            image_size=image_size,
+            vocabulary=vocabulary,
         )
         if on_field is not None:
             on_field()

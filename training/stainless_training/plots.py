@@ -7,7 +7,7 @@ the same bytes.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +16,7 @@ import numpy.typing as npt
 import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from torch import Tensor
 
 from stainless_training.evaluate import Confidence, stained_image
 from stainless_training.phantom_data import CLASSES, CellSample
@@ -205,6 +206,40 @@ def sample_grid(
             axis = figure.add_subplot(len(chosen), 4, row * 4 + column + 1)
             axis.imshow(image, cmap=cmap)
             axis.set_title(f"{CLASSES[sample.label]} {title}" if column == 0 else title, fontsize=8)
+            axis.axis("off")
+    figure.tight_layout()
+    _save(figure, path)
+
+
+def paired_sample_grid(
+    stain: Callable[[Tensor], Tensor],
+    samples: list[CellSample],
+    class_names: Sequence[str],
+    path: Path,
+) -> None:
+    """A PNG of one held-out cell of each class present: DIC, brightfield truth, stained
+    (``stain`` maps DIC crops ``(B, 1, S, S)`` in [-1, 1] to stained ``(B, 3, S, S)``)."""
+    chosen: dict[int, CellSample] = {}
+    for sample in samples:
+        chosen.setdefault(sample.label, sample)
+    if not chosen:
+        raise ValueError("no cells to draw")
+    cells = [chosen[label] for label in sorted(chosen)]
+    with torch.no_grad():
+        dic = torch.from_numpy(np.stack([s.dic[None] for s in cells]) * 2 - 1)
+        stained = ((stain(dic).permute(0, 2, 3, 1).numpy() + 1) / 2).clip(0, 1)
+    figure = Figure(figsize=(6, 2 * len(cells)), dpi=100)
+    for row, (sample, image) in enumerate(zip(cells, stained, strict=True)):
+        panels = [
+            (sample.dic, "gray", "DIC"),
+            (sample.bf, None, "brightfield"),
+            (image, None, "stained"),
+        ]
+        for column, (picture, cmap, title) in enumerate(panels):
+            axis = figure.add_subplot(len(cells), 3, row * 3 + column + 1)
+            axis.imshow(picture, cmap=cmap)
+            label = f"{class_names[sample.label]} {title}" if column == 0 else title
+            axis.set_title(label, fontsize=8)
             axis.axis("off")
     figure.tight_layout()
     _save(figure, path)

@@ -78,8 +78,9 @@ def phantom(
     slide: Annotated[
         str | None,
         typer.Option(
-            help="Which cells the smear holds: healthy (default), clinical-mix, blast-rich, "
-            "left-shift, lymphoproliferative, reactive (see docs/clinical-classes.md)."
+            help="Which cells the smear holds: healthy (default), clinical-mix, "
+            "clinical-balanced, blast-rich, left-shift, lymphoproliferative, reactive (see "
+            "docs/clinical-classes.md)."
         ),
     ] = None,
 ) -> None:

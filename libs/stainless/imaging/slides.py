@@ -54,6 +54,11 @@ SLIDES: Mapping[str, SlidePreset] = MappingProxyType(
             "the twelve clinical classes as in thesis Table 8.1 (healthy donors and patients)",
             _normalised(_CLINICAL_COUNTS),
         ),
+        "clinical-balanced": SlidePreset(
+            "the twelve clinical classes equally often: training and evaluation cells for a "
+            "twelve-class model (a data set, not a patient's smear)",
+            _normalised(dict.fromkeys(_CLINICAL_COUNTS, 1.0)),
+        ),
         "blast-rich": SlidePreset(
             "acute leukaemia: half the leukocytes blasts",
             _normalised({"BL": 50, "NE": 20, "LY": 14, "MO": 5, "ERB": 2, "SMU": 6, "ART": 3}),

@@ -12,6 +12,8 @@ from stainless_training.config import (
     load_config,
 )
 
+ROOT = Path(__file__).resolve().parents[3]
+
 
 def test_yaml_round_trip(tmp_path: Path) -> None:
     config = TrainingConfig(model=ModelKind.MTMD, steps=60, seed=4)
@@ -28,6 +30,11 @@ def test_yaml_round_trip(tmp_path: Path) -> None:
         ("model: mtmd\nbatch_size: 0\n", "batch_size"),
         ("model: mtmd\nlr: 3\n", "lr"),
         ("model: [unclosed\n", "cannot read"),
+        ("model: mtmd\ndata: {classes: clinical}\n", "model 3's"),
+        ("model: disentangled\ndata: {crop_size: 360}\n", "model 3's"),
+        ("model: paired\ndata: {slide: nowhere}\n", "unknown slide preset 'nowhere'"),
+        ("model: paired\ndata: {slide: blast-rich}\n", "set classes: clinical"),
+        ("model: paired\ndata: {random_crop: 0.5}\n", "random_crop"),
     ],
 )
 def test_bad_configs_name_the_problem(tmp_path: Path, text: str, message: str) -> None:
@@ -41,3 +48,10 @@ def test_config_is_frozen() -> None:
     config = TrainingConfig(model=ModelKind.PAIRED)
     with pytest.raises(ValueError, match="frozen"):
         config.seed = 3  # type: ignore[misc]
+
+
+def test_the_clinical_model_3_config_names_twelve_classes_and_360_px_crops() -> None:
+    config = load_config(ROOT / "training/configs/paired-clinical.yaml")
+    assert config.data.vocabulary().classes[:2] == ("NE", "EO")
+    assert len(config.data.vocabulary().classes) == 12 and config.data.crop_size == 360
+    assert config.data.phantom().class_frequencies.keys() == set(config.data.vocabulary().classes)

@@ -9,10 +9,12 @@ from typer.testing import CliRunner
 
 from stainless.ml.models.disentangled import build_disentangled
 from stainless.ml.models.mtmd import build_multitask
+from stainless.ml.models.paired import build_paired_discriminator, build_paired_generator
 from stainless_training.config import load_config
 from stainless_training.disentangled import model_config as disentangled_config
 from stainless_training.evaluation_cli import FILES, app
 from stainless_training.mtmd import model_config
+from stainless_training.paired import model_config as paired_config
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -97,3 +99,42 @@ def test_refuses_the_training_seed_and_missing_weights(tmp_path: Path) -> None:
     unknown = runner.invoke(app, [*base, "--other-domain", "purple"])
     assert unknown.exit_code == 2 and "--other-domain" in unknown.output
     assert not (tmp_path / "eval").exists()
+
+
+def test_model_3_is_evaluated_per_clinical_class(tmp_path: Path) -> None:
+    config = yaml.safe_load((ROOT / "training/configs/paired-clinical.yaml").read_text())
+    config["data"] |= {"phantom_seed": 5, "phantom_fields": 1}
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "config.yaml").write_text(yaml.safe_dump(config))
+    torch.manual_seed(0)
+    net = paired_config(load_config(folder / "config.yaml"))
+    torch.save(
+        {
+            "generator": build_paired_generator(net).state_dict(),
+            "critic": build_paired_discriminator(net).state_dict(),
+        },
+        folder / "checkpoint.pt",
+    )
+    out = tmp_path / "eval"
+    result = CliRunner().invoke(
+        app,
+        ["--checkpoint", str(folder / "checkpoint.pt"), "--out", str(out), "--fields", "4"],
+    )
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["held_out"]["seed"] == 1000  # the default held-out seed
+    assert metrics["vocabulary"] == "clinical" and len(metrics["class_names"]) == 12
+    assert metrics["held_out"]["crop_size"] == 360 and metrics["held_out"]["slide"] == (
+        "clinical-balanced"
+    )
+    table = {row["class"]: row for row in metrics["per_class"]}
+    assert sum(row["cells"] for row in table.values()) == metrics["cells"] > 0
+    assert (
+        table["BL"]["thesis_automatic_recall"] == 0.815
+        and table["RLY"]["thesis_automatic_recall"] is None
+    )
+    assert len(metrics["confusion"]) == 12 and "lost_from_dic" in metrics
+    assert (out / "confusion.png").read_bytes().startswith(b"\x89PNG")
+    assert (out / "samples.png").read_bytes().startswith(b"\x89PNG")
+    assert "recall" in result.stderr and "not like for like" in result.stderr

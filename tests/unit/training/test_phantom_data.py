@@ -5,8 +5,10 @@ import pytest
 import torch
 
 from stainless.domain.cells import CellClass
+from stainless.domain.vocabulary import CLINICAL, HEALTHY
 from stainless.imaging.phantom import PhantomConfig
-from stainless_training.phantom_data import CLASSES, CellDataset, phantom_samples
+from stainless.imaging.phantom_set import phantom_config
+from stainless_training.phantom_data import CLASSES, CellDataset, label_of, phantom_samples
 
 CONFIG = PhantomConfig(width=768, height=576)
 
@@ -56,3 +58,15 @@ def test_bad_arguments() -> None:
         phantom_samples(fields=0, seed=0)
     with pytest.raises(ValueError, match="at least one sample"):
         CellDataset([])
+
+
+def test_clinical_cells_are_labelled_in_the_clinical_vocabulary() -> None:
+    config = phantom_config(width=768, height=576, slide="clinical-balanced")
+    samples = phantom_samples(
+        fields=6, seed=1, crop_size=360, image_size=48, config=config, vocabulary=CLINICAL
+    )
+    assert samples and all(0 <= s.label < len(CLINICAL.classes) for s in samples)
+    assert len({s.label for s in samples}) >= 4 and samples[0].dic.shape == (48, 48)
+    assert label_of("SNE", CLINICAL) == CLINICAL.classes.index("NE")  # folded
+    with pytest.raises(ValueError, match="the run's classes are ART"):
+        label_of("BL", HEALTHY)
