@@ -185,6 +185,9 @@ class SlideSummaryOut(SlideOut):
     classes: list[str]
     class_names: dict[str, str] = Field(description="What each class code means.")
     leukocyte_classes: list[str]
+    apart_classes: list[str] = Field(
+        description="Classes counted but in neither the percentages nor per 100 leukocytes."
+    )
     differential: DifferentialOut
     flags: FlagsOut
 
@@ -201,6 +204,7 @@ class SlideSummaryOut(SlideOut):
                 "classes": list(vocabulary.classes),
                 "class_names": dict(vocabulary.names),
                 "leukocyte_classes": list(vocabulary.leukocytes),
+                "apart_classes": list(vocabulary.apart),
                 "differential": {
                     "counts": diff.counts,
                     "percent": diff.percent,

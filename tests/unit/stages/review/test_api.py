@@ -53,6 +53,7 @@ def test_slides_are_listed_and_detailed(client: TestClient, world: World) -> Non
     assert detail["vocabulary"] == "healthy"
     assert detail["classes"] == ["ART", "BA", "EO", "LY", "MO", "SNE", "SMU"]
     assert detail["class_names"]["SMU"] == "smudge cell"
+    assert detail["apart_classes"] == ["ART", "SMU"]
     assert (detail["signed_by"], detail["signed_at"]) == (None, None)
 
 

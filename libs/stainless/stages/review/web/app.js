@@ -139,8 +139,7 @@ function renderSummary(slide) {
       );
     }),
   );
-  const counted = new Set([...slide.leukocyte_classes, ...Object.keys(diff.per_100_leukocytes)]);
-  const apart = slide.classes.filter((code) => !counted.has(code));
+  const apart = slide.apart_classes;
   const found = slide.flags;
   const flagged = [
     ...found.pathological.map((code) => `${code} present`),
