@@ -21,7 +21,9 @@ MANIFEST = "stainless.json"
 class ConfidenceVariant(StrEnum):
     """Which δ a model computes (every δ carries its variant's name)."""
 
-    WHOLE_LATENT = "whole-latent"  # thesis ch. 7: noise on the whole latent (models 1, 3)
+    WHOLE_LATENT = "whole-latent"  # thesis ch. 7: noise on the latent, masked to the cell (model 1)
+    # thesis ch. 7 as written: noise on the whole latent, no mask (model 3 has no segmenter)
+    WHOLE_LATENT_UNMASKED = "whole-latent-unmasked"
     DISENTANGLED = "disentangled"  # thesis ch. 6, Algorithm 2: structure and style noise
 
 
@@ -35,6 +37,12 @@ class ServedManifest(BaseModel):
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$", max_length=48)
     version: int = Field(ge=1)
     image_size: int = Field(ge=8)
+    crop_size: int = Field(
+        default=256,
+        ge=32,
+        description="Side of the DIC crop the model takes, resized to image_size: 256 px "
+        "(thesis ch. 4.4) or 360 px (the clinical study, ch. 8.1.1).",
+    )
     classes: tuple[str, ...] = Field(min_length=2)
     k: int = Field(ge=1)
     alpha: float = Field(ge=0, description="Noise scale on the latent (model 1) or structure.")

@@ -10,6 +10,7 @@ DATASETS_PREFIX = "datasets"
 MODELS_PREFIX = "models"
 """Trained checkpoints and the model repository served by Triton."""
 _ALLOWED = re.compile(r"^[A-Za-z0-9._\-=+/]+$")
+_CROP = re.compile(r"_(?:dic|bf)_(?P<size>[1-9][0-9]*)\.png$")
 
 
 class InvalidKeyError(ValueError):
@@ -47,3 +48,14 @@ def validate_prefix(prefix: str) -> str:
         return prefix
     validate_key(prefix.removesuffix("/"))
     return prefix
+
+
+def crop_key(stem: str, modality: str, size: int) -> str:
+    """The key of a cell's ``size`` px crop in ``modality`` (``dic`` or ``bf``)."""
+    return validate_key(f"{stem}_{modality}_{size}.png")
+
+
+def crop_size_of(key: str) -> int | None:
+    """The side of the crop a :func:`crop_key` names; None for any other key."""
+    match = _CROP.search(key)
+    return int(match["size"]) if match else None

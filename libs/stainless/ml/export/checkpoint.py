@@ -2,11 +2,15 @@
 
 Model 1 exports alone (stain, classify, segment and its chapter-7 ``stain_confidence``).
 Model 2 has no classifier: it exports with a model-1 checkpoint of the same size as its
-classifier (its chapter-6 ``stain_confidence`` and that model's ``classify``).
+classifier (its chapter-6 ``stain_confidence`` and that model's ``classify``). Model 3
+exports alone (stain, classify by its critic's AC-GAN head, the unmasked chapter-7
+``stain_confidence``) with the classes and crop size it was trained on (``data.classes``,
+``data.crop_size``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -15,14 +19,17 @@ import torch
 import yaml
 
 from stainless.domain.cells import CellClass
+from stainless.domain.vocabulary import HEALTHY, vocabulary_of
 from stainless.ml.export.disentangled_heads import write_disentangled_repository
+from stainless.ml.export.paired_heads import write_paired_repository
 from stainless.ml.export.triton import InstanceKind, write_repository
-from stainless.ml.models.configs import DisentangledConfig, MultiTaskConfig
+from stainless.ml.models.configs import DisentangledConfig, MultiTaskConfig, PairedConfig
 from stainless.ml.models.disentangled import build_disentangled
 from stainless.ml.models.mtmd import MultiTaskTranslator, build_multitask
+from stainless.ml.models.paired import build_paired_discriminator, build_paired_generator
 
-MODEL_1, MODEL_2 = "mtmd", "disentangled"
-DEFAULT_K = {MODEL_1: 10, MODEL_2: 20}  # thesis ch. 7.1 / Algorithm 2
+MODEL_1, MODEL_2, MODEL_3 = "mtmd", "disentangled", "paired"
+DEFAULT_K = {MODEL_1: 10, MODEL_2: 20, MODEL_3: 10}  # thesis ch. 7.1 / Algorithm 2
 
 
 class ExportError(ValueError):
@@ -71,6 +78,48 @@ def _review_threshold(checkpoint: Path, given: float | None) -> float:
     return float(metrics["review_threshold"])
 
 
+def _export_model_3(
+    checkpoint: Path,
+    training: dict[str, Any],
+    repo: Path,
+    *,
+    threshold: float,
+    version: int,
+    instance: InstanceKind,
+    k: int,
+) -> list[Path]:
+    data = training.get("data") or {}
+    try:
+        vocabulary = vocabulary_of(str(data.get("classes", "healthy")))
+    except ValueError as exc:
+        raise ExportError(f"{checkpoint.parent / 'config.yaml'}: {exc}") from None
+    size = _size(training)
+    net = dataclasses.replace(
+        PairedConfig.thesis() if size == "thesis" else PairedConfig.tiny(),
+        n_classes=len(vocabulary.classes),
+    )
+    state = torch.load(checkpoint, weights_only=False)
+    if "generator" not in state or "critic" not in state:
+        raise ExportError(f"{checkpoint} holds no model-3 generator and critic")
+    generator, critic = build_paired_generator(net), build_paired_discriminator(net)
+    generator.load_state_dict(state["generator"])
+    critic.load_state_dict(state["critic"])
+    suffix = "" if vocabulary is HEALTHY else f"-{vocabulary.name}"
+    return write_paired_repository(
+        generator,
+        critic,
+        repo,
+        name=f"paired-{size}{suffix}",
+        image_size=net.image_size,
+        crop_size=int(data.get("crop_size", 256)),
+        classes=vocabulary.classes,
+        review_threshold=threshold,
+        version=version,
+        instance=instance,
+        k=k,
+    )
+
+
 def export_checkpoint(
     checkpoint: Path,
     repo: Path,
@@ -89,15 +138,19 @@ def export_checkpoint(
     checkpoint whose classifier model 2 serves.
 
     Raises:
-        ExportError: a file is missing, the model does not export (model 3), model 2 without
-            a model-1 classifier of its size, or no threshold is known.
+        ExportError: a file is missing, model 2 without a model-1 classifier of its size,
+            or no threshold is known (model 3's evaluation sets none: pass it).
     """
     training = _training_config(checkpoint)
     model = training.get("model")
     if model not in DEFAULT_K:
-        raise ExportError(f"models 1 (mtmd) and 2 (disentangled) export, not {model}")
+        raise ExportError(f"models 1 (mtmd), 2 (disentangled) and 3 (paired) export, not {model}")
     threshold = _review_threshold(checkpoint, review_threshold)
     k = DEFAULT_K[model] if k is None else k
+    if model == MODEL_3:
+        return _export_model_3(
+            checkpoint, training, repo, threshold=threshold, version=version, instance=instance, k=k
+        )
     classes = [c.value for c in CellClass]
     if model == MODEL_1:
         translator, net, size = _model_1(checkpoint)

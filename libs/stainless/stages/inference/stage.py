@@ -64,6 +64,7 @@ from stainless.core.events.idempotency import IdempotentBatchHandler
 from stainless.core.events.outbox import add_event
 from stainless.core.inference.port import CellOutput, InferencePort, InferenceUnavailable
 from stainless.core.storage import ObjectStore
+from stainless.core.storage.keys import crop_size_of
 from stainless.domain.review import ReviewStatus
 from stainless.domain.served import ManifestError, ServedManifest
 from stainless.imaging.codecs import decode, encode_png, probe
@@ -275,7 +276,9 @@ class CellStainer:
         stained: dict[str, list[str]] = {}
         for start in range(0, len(todo), self._settings.max_batch):
             chunk = todo[start : start + self._settings.max_batch]
-            batch = np.stack([dic_unit(self._crop(c), manifest.image_size) for c in chunk])
+            batch = np.stack(
+                [dic_unit(self._crop(c, manifest.crop_size), manifest.image_size) for c in chunk]
+            )
             outputs = self._infer(batch, manifest)
             for cell, output in zip(chunk, outputs, strict=True):
                 session.add(self._record(cell, output, manifest))
@@ -290,15 +293,22 @@ class CellStainer:
             raise MissingCrop(f"slide {slide_id} has no cell(s) {', '.join(missing)}")
         return [found[i] for i in cell_ids]
 
-    def _crop(self, cell: Cell) -> np.ndarray:
-        if cell.dic_crop_key is None:
+    def _crop(self, cell: Cell, size: int) -> np.ndarray:
+        """The cell's ``size`` px DIC crop (the cropping stage cuts two sizes)."""
+        keys = [k for k in (cell.dic_crop_key, cell.review_crop_key) if k]
+        if not keys:
             raise MissingCrop(f"cell {cell.id} has no DIC crop")
-        try:
-            data = self._store.get(cell.dic_crop_key)
-        except KeyError as exc:
+        key = next((k for k in keys if crop_size_of(k) == size), None)
+        if key is None:
+            sizes = ", ".join(str(crop_size_of(k)) for k in keys)
             raise MissingCrop(
-                f"the DIC crop {cell.dic_crop_key} of cell {cell.id} is missing"
-            ) from exc
+                f"the served model takes {size} px crops; cell {cell.id} was cropped at "
+                f"{sizes} px (STAINLESS_REGISTRATION__CROP_SIZES)"
+            )
+        try:
+            data = self._store.get(key)
+        except KeyError as exc:
+            raise MissingCrop(f"the DIC crop {key} of cell {cell.id} is missing") from exc
         stream = io.BytesIO(data)
         image = decode(stream, probe(stream))
         return image if image.ndim == 2 else image[..., 0]

@@ -33,6 +33,7 @@ from stainless.core.db.models import (
 from stainless.core.events.contracts import CellsCropped, Envelope
 from stainless.core.events.outbox import add_event
 from stainless.core.storage import ObjectStore
+from stainless.core.storage.keys import crop_key
 from stainless.imaging.codecs import decode, encode_png, probe
 from stainless.imaging.cropping import Cropper, box_centre
 from stainless.imaging.detection import (
@@ -268,14 +269,14 @@ class FieldProcessor:
         for size, name in ((self._train_size, ""), (self._review_size, "review_")):
             crop = self._cropper.crop(dic, centre, size)
             at_border |= crop.at_border
-            keys[f"{name}dic"] = key = f"{stem}_dic_{size}.png"
+            keys[f"{name}dic"] = key = crop_key(stem, "dic", size)
             self._store.put(key, encode_png(crop.image), content_type="image/png")
             keys[f"{name}bf"] = None
             if bf is not None and registration is not None:
                 bf_crop = self._cropper.crop_registered(
                     bf, registration.affine_bf_to_dic, centre, size
                 )
-                keys[f"{name}bf"] = key = f"{stem}_bf_{size}.png"
+                keys[f"{name}bf"] = key = crop_key(stem, "bf", size)
                 self._store.put(key, encode_png(bf_crop.image), content_type="image/png")
         return _Crops(
             dic=str(keys["dic"]),

@@ -143,7 +143,12 @@ VARIANT_METHODS: dict[str, str] = {
     ConfidenceVariant.DISENTANGLED: (
         "chapter-6 δ: noise on the structure and style codes (Algorithm 2)"
     ),
-    ConfidenceVariant.WHOLE_LATENT: "chapter-7 δ: noise on the whole latent code",
+    ConfidenceVariant.WHOLE_LATENT: (
+        "chapter-7 δ: noise on the latent code, masked to the white cell"
+    ),
+    ConfidenceVariant.WHOLE_LATENT_UNMASKED: (
+        "chapter-7 δ: noise on the whole latent code, no mask (model 3)"
+    ),
 }
 
 

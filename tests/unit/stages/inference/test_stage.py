@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import threading
 import uuid
@@ -11,6 +12,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
 from sqlalchemy import Engine
 from sqlmodel import Session, col, select
 
@@ -40,10 +42,16 @@ from stainless.core.events.bus import HandlerInterrupted
 from stainless.core.inference.local import LocalInference
 from stainless.core.inference.manifest import read_manifest
 from stainless.core.inference.port import F32, CellOutput, InferenceUnavailable
+from stainless.core.storage.keys import crop_key
 from stainless.core.storage.local import LocalObjectStore
 from stainless.domain.review import ReviewStatus
 from stainless.domain.served import ServedManifest
+from stainless.domain.vocabulary import CLINICAL
 from stainless.imaging.codecs import encode_png
+from stainless.ml.export.paired_heads import write_paired_repository
+from stainless.ml.export.triton import InstanceKind
+from stainless.ml.models.configs import PairedConfig
+from stainless.ml.models.paired import build_paired_discriminator, build_paired_generator
 from stainless.stages.inference.stage import CellStainer, inference_consumer
 
 from ....support.repository import add_version
@@ -119,7 +127,7 @@ def _another_slide(world: World, fields: int = 2, cells: int = 3) -> World:
             )
             ids[index] = []
             for c in range(cells):
-                key = f"cells/{slide.id}/{index}/{c}/dic.png"
+                key = crop_key(f"cells/{slide.id}/{index:04d}/{c:03d}", "dic", 256)
                 world.store.put(
                     key, encode_png(rng.integers(0, 30000, (256, 256), dtype=np.uint16))
                 )
@@ -438,3 +446,63 @@ def test_a_slide_whose_version_is_no_longer_served_is_stained_again_whole(
     assert _versions(world.engine, world.slide_id) == ["mtmd-tiny/1"] * 3 + ["mtmd-tiny/2"] * 6
     (completed,) = _events(world.engine, Topic.SLIDES_COMPLETED)
     assert completed.payload["cell_count"] == 6
+
+
+@pytest.fixture(scope="module")
+def clinical_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random tiny model 3 of the twelve clinical classes that takes 360 px crops."""
+    net = dataclasses.replace(PairedConfig.tiny(), n_classes=len(CLINICAL.classes))
+    torch.manual_seed(0)
+    repo = tmp_path_factory.mktemp("clinical-repository")
+    write_paired_repository(
+        build_paired_generator(net),
+        build_paired_discriminator(net),
+        repo,
+        name="paired-tiny-clinical",
+        image_size=net.image_size,
+        crop_size=360,
+        classes=CLINICAL.classes,
+        review_threshold=0.5,
+        instance=InstanceKind.CPU,
+    )
+    return repo
+
+
+def test_a_model_of_360_px_crops_stains_the_review_crops(
+    tmp_path: Path, sqlite_url: str, clinical_repo: Path
+) -> None:
+    world = _world(tmp_path, sqlite_url, fields=2, cells=2)
+    rng = np.random.default_rng(1)
+    with session_scope(world.engine) as session:  # field 1's cells are cropped at 360 px too
+        for cell_id in world.cell_ids[1]:
+            cell = session.get(Cell, cell_id)
+            assert cell is not None and cell.dic_crop_key is not None
+            cell.review_crop_key = crop_key(f"review/{cell.id}", "dic", 360)
+            world.store.put(
+                cell.review_crop_key, encode_png(rng.integers(0, 30000, (360, 360), np.uint16))
+            )
+            session.add(cell)
+    bus = InMemoryBus()
+    stainer = CellStainer(
+        store=world.store,
+        inference=LocalInference(clinical_repo),
+        settings=FAST,
+        pathological_classes=PATHOLOGICAL,
+    )
+    consumer = inference_consumer(bus, world.engine, stainer)
+    _crop_field(world, 0, bus)
+    _crop_field(world, 1, bus)
+    consumer.poll_once()
+    errors = [
+        decode_envelope(raw, topic=Topic.CELLS_CROPPED.dlq).payload["error"]
+        for _, raw in bus.messages(Topic.CELLS_CROPPED.dlq)
+    ]
+    assert len(errors) == 1 and "takes 360 px crops" in errors[0] and "at 256 px" in errors[0]
+    with Session(world.engine) as session:
+        predictions = session.exec(select(Prediction)).all()
+    assert sorted(p.cell_id for p in predictions) == sorted(world.cell_ids[1])
+    for prediction in predictions:
+        assert list(prediction.probabilities) == list(CLINICAL.classes)
+        assert prediction.predicted_class in CLINICAL.classes
+        assert prediction.confidence_variant == "whole-latent-unmasked"
+        assert prediction.model_version == "paired-tiny-clinical/1"

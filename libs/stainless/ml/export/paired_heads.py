@@ -1,0 +1,207 @@
+"""Served forms of model 3 (thesis ch. 8): stain, classify and stain_confidence.
+
+``stain`` is the generator (global generator plus local enhancer). ``classify`` is the
+critic's AC-GAN head on the (stained, DIC) pair: the probabilities of the cell classes the
+model was trained on (the twelve clinical classes for a clinical model). ``stain_confidence``
+is the chapter-7 δ as the thesis wrote it for a model without a segmenter: noise of std α
+times the latent's own std on the *whole* latent (no foreground mask: model 3 has no
+segmentation head), k corrupted codes decoded with the clean one in one batch, then δ, γ
+and the heat map as for model 1 (:func:`~stainless.ml.export.heads.summarise`) and the
+probabilities of the clean stained cell. Its variant is ``whole-latent-unmasked``.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from stainless.domain.served import ConfidenceVariant, ServedManifest
+from stainless.ml.confidence.mutual_information import default_bins
+from stainless.ml.confidence.noise import masked_std
+from stainless.ml.export.heads import Chain, summarise
+from stainless.ml.export.triton import (
+    InstanceKind,
+    served_outputs,
+    write_manifest,
+    write_served_model,
+)
+from stainless.ml.models.paired import MultiScaleDiscriminator, PairedGenerator
+
+__all__ = ["PairedStainConfidence", "paired_models", "write_paired_repository"]
+
+
+class _Encode(nn.Module):
+    def __init__(self, generator: PairedGenerator) -> None:
+        super().__init__()
+        self.generator = generator
+
+    def forward(self, dic: Tensor) -> Tensor:
+        return self.generator.encode(dic)
+
+
+class _Decode(nn.Module):
+    def __init__(self, generator: PairedGenerator) -> None:
+        super().__init__()
+        self.generator = generator
+
+    def forward(self, h: Tensor) -> Tensor:
+        return self.generator.decode(h)
+
+
+class _Judge(nn.Module):
+    """Class probabilities of a stained cell given its DIC crop (the AC-GAN head)."""
+
+    def __init__(self, critic: MultiScaleDiscriminator) -> None:
+        super().__init__()
+        self.critic = critic
+
+    def forward(self, stained: Tensor, dic: Tensor) -> Tensor:
+        logits = MultiScaleDiscriminator.class_logits(self.critic(stained, dic))
+        return torch.softmax(logits, dim=1)
+
+
+class _Classify(nn.Module):
+    def __init__(self, stain: nn.Module, judge: nn.Module) -> None:
+        super().__init__()
+        self.stain = stain
+        self.judge = judge
+
+    def forward(self, dic: Tensor) -> Tensor:
+        result: Tensor = self.judge(self.stain(dic), dic)
+        return result
+
+
+class PairedStainConfidence(nn.Module):
+    """Stained image, δ, γ, heat map and class probabilities per cell: the whole latent
+    corrupted (no mask), one batched decode. TorchScript only: it draws noise (see
+    :class:`~stainless.ml.export.heads.StainConfidence`)."""
+
+    def __init__(
+        self,
+        encode: nn.Module,
+        decode: nn.Module,
+        judge: nn.Module,
+        *,
+        k: int,
+        alpha: float,
+        pixels: int,
+    ) -> None:
+        super().__init__()
+        if k < 1 or alpha < 0 or pixels < 5:
+            raise ValueError(
+                f"need k ≥ 1, alpha ≥ 0 and at least 5 pixels per image, got {k}, {alpha}, {pixels}"
+            )
+        self.encode = encode
+        self.decode = decode
+        self.judge = judge
+        self.k = k
+        self.alpha = alpha
+        self.bins = default_bins(pixels)
+
+    def forward(self, dic: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        h = self.encode(dic)
+        everywhere = torch.ones_like(h[:, :1])
+        sigma = self.alpha * masked_std(h, everywhere)
+        base = h.unsqueeze(1).expand(-1, self.k, -1, -1, -1)
+        noise = torch.randn_like(base) * sigma.unsqueeze(1)
+        codes = torch.cat([h.unsqueeze(1), base + noise], dim=1).flatten(0, 1)
+        out = self.decode(codes)
+        out = out.reshape(h.shape[0], self.k + 1, out.shape[1], out.shape[2], out.shape[3])
+        clean = out[:, 0]
+        delta, gamma, heat = summarise(clean, out[:, 1:], self.bins)
+        return clean, delta, gamma, heat, self.judge(clean, dic)
+
+
+def paired_models(
+    generator: PairedGenerator,
+    critic: MultiScaleDiscriminator,
+    *,
+    image_size: int,
+    k: int = 10,
+    alpha: float = 3.0,
+    scripted: bool = True,
+) -> dict[str, nn.Module]:
+    """The three served computations, keyed by Triton model name: eval-mode eager modules,
+    or (``scripted``) their TorchScript forms, networks traced at ``image_size``."""
+    generator, critic = generator.eval(), critic.eval()
+    encode: nn.Module = _Encode(generator)
+    decode: nn.Module = _Decode(generator)
+    judge: nn.Module = _Judge(critic)
+    if scripted:
+        example = torch.zeros(2, 1, image_size, image_size)
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", torch.jit._trace.TracerWarning)
+            warnings.simplefilter("ignore", FutureWarning)
+            encode = torch.jit.trace(encode, example)
+            h = encode(example)
+            decode = torch.jit.trace(decode, h)
+            judge = torch.jit.trace(judge, (decode(h), example))
+    stain = Chain(encode, decode)
+    models: dict[str, nn.Module] = {
+        "stain": stain,
+        "classify": _Classify(stain, judge),
+        "stain_confidence": PairedStainConfidence(
+            encode, decode, judge, k=k, alpha=alpha, pixels=image_size**2
+        ),
+    }
+    if not scripted:
+        return {name: model.eval() for name, model in models.items()}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        return {name: torch.jit.script(model) for name, model in models.items()}
+
+
+def write_paired_repository(
+    generator: PairedGenerator,
+    critic: MultiScaleDiscriminator,
+    repo: Path,
+    *,
+    name: str,
+    image_size: int,
+    crop_size: int,
+    classes: Sequence[str],
+    review_threshold: float,
+    version: int = 1,
+    instance: InstanceKind = InstanceKind.GPU,
+    max_batch_size: int = 32,
+    k: int = 10,
+    alpha: float = 3.0,
+) -> list[Path]:
+    """Export model 3 under ``repo``; return the folders. The manifest says the crop size
+    the model takes (``crop_size`` px crops resized to ``image_size``), its classes and the
+    ``whole-latent-unmasked`` variant of its δ."""
+    eager = paired_models(
+        generator, critic, image_size=image_size, k=k, alpha=alpha, scripted=False
+    )
+    served = paired_models(generator, critic, image_size=image_size, k=k, alpha=alpha)
+    folders = [
+        write_served_model(
+            repo / model,
+            eager=eager[model],
+            scripted=module,  # type: ignore[arg-type]
+            outputs=served_outputs(model, image_size, len(classes), 0),
+            version=version,
+            image_size=image_size,
+            instance=instance,
+            max_batch_size=max_batch_size,
+            onnx=model != "stain_confidence",  # it draws noise: TorchScript
+        )
+        for model, module in served.items()
+    ]
+    manifest = ServedManifest(
+        name=name,
+        version=version,
+        image_size=image_size,
+        crop_size=crop_size,
+        classes=tuple(classes),
+        k=k,
+        alpha=alpha,
+        review_threshold=review_threshold,
+        confidence_variant=ConfidenceVariant.WHOLE_LATENT_UNMASKED,
+    )
+    write_manifest(repo, manifest)
+    return folders
