@@ -31,7 +31,7 @@ from stainless.domain.served import MANIFEST, ManifestError
 from stainless.ml.export.checkpoint import export_checkpoint
 from stainless.ml.export.triton import InstanceKind, write_manifest
 
-SERVED_KINDS = ("mtmd", "disentangled")
+SERVED_KINDS = ("mtmd", "disentangled", "paired")
 """Registered model kinds that promote to the production stain model."""
 
 
@@ -121,14 +121,14 @@ def promote(
     itself, or the classifier of a model 2), which the manifest then names.
 
     Raises:
-        RegistryError: unknown version, a model that is not served (model 3), model 2
-            without a model-1 classifier, or no review threshold.
+        RegistryError: unknown version, a kind that is not served, model 2 without a
+            model-1 classifier, or no review threshold.
     """
     version = find_version(engine, reference)
     if version.kind not in SERVED_KINDS:
         raise RegistryError(
-            f"{version.name}/{version.version}: models 1 (mtmd) and 2 (disentangled) are "
-            f"served, not {version.kind} yet"
+            f"{version.name}/{version.version}: models 1 (mtmd), 2 (disentangled) and "
+            f"3 (paired) are served, not {version.kind}"
         )
     classifier_version = (
         _classifier(engine, repository, classifier) if version.kind == "disentangled" else None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 from pathlib import Path
 
@@ -20,12 +21,14 @@ from stainless.core.inference.manifest import read_manifest
 from stainless.core.registry import RegistryError, find_version, registered
 from stainless.core.storage.local import LocalObjectStore
 from stainless.ml.export.triton import InstanceKind
-from stainless.ml.models.configs import DisentangledConfig
+from stainless.ml.models.configs import DisentangledConfig, PairedConfig
 from stainless.ml.models.disentangled import build_disentangled
+from stainless.ml.models.paired import build_paired_discriminator, build_paired_generator
 from stainless.stages.inference.stage import CellStainer
 from stainless.stages.retraining.promotion import promote, rollback
 
-DEMO = Path(__file__).parents[4] / "training" / "demo_model"
+ROOT = Path(__file__).parents[4]
+DEMO = ROOT / "training" / "demo_model"
 
 
 def _register(engine: Engine, store: LocalObjectStore, run: str, **extra: object) -> ModelVersion:
@@ -86,9 +89,9 @@ def test_what_cannot_be_promoted_says_why(tmp_path: Path, sqlite_url: str) -> No
     repo = tmp_path / "models"
     with pytest.raises(RegistryError, match="no model version mtmd-tiny/9"):
         promote(engine, store, repo, "mtmd-tiny/9")
-    paired = _register(engine, store, "p", kind="paired", name="paired-tiny")
-    with pytest.raises(RegistryError, match="not paired yet"):
-        promote(engine, store, repo, paired.id)
+    other = _register(engine, store, "p", kind="segmenter", name="unet-tiny")
+    with pytest.raises(RegistryError, match="are served, not segmenter"):
+        promote(engine, store, repo, other.id)
     bare = _register(engine, store, "c", metrics={})
     with pytest.raises(RegistryError, match="no calibrated review threshold"):
         promote(engine, store, repo, bare.id)
@@ -144,3 +147,33 @@ def test_model_2_is_served_with_a_model_1_classifier(tmp_path: Path, sqlite_url:
     assert done.repository_version == 3 and read_manifest(repo).classifier == "mtmd-tiny/1"
     done = rollback(engine, store, repo, instance=InstanceKind.CPU)
     assert read_manifest(repo).model_version_id == model_1.id
+
+
+def test_a_clinical_model_3_is_promoted_with_its_crop_size(tmp_path: Path, sqlite_url: str) -> None:
+    engine = create_db_engine(DatabaseSettings(url=sqlite_url))
+    store = LocalObjectStore(tmp_path / "store")
+    net = dataclasses.replace(PairedConfig.tiny(), n_classes=12)
+    torch.manual_seed(0)
+    state = {
+        "generator": build_paired_generator(net).state_dict(),
+        "critic": build_paired_discriminator(net).state_dict(),
+    }
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    prefix = "models/paired/run"
+    store.put(f"{prefix}/checkpoint.pt", buffer.getvalue())
+    store.put(
+        f"{prefix}/config.yaml", (ROOT / "training/configs/paired-clinical.yaml").read_bytes()
+    )
+    version = registered(
+        engine,
+        name="paired-tiny-clinical",
+        kind="paired",
+        checkpoint_key=f"{prefix}/checkpoint.pt",
+        metrics={"review_threshold": 0.4},
+    )
+    repo = tmp_path / "models"
+    promote(engine, store, repo, version.id, instance=InstanceKind.CPU)
+    manifest = read_manifest(repo)
+    assert (manifest.crop_size, len(manifest.classes), manifest.review_threshold) == (360, 12, 0.4)
+    assert manifest.model_version_id == version.id
