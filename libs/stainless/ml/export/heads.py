@@ -108,10 +108,7 @@ class StainConfidence(nn.Module):
         pixels: int,
     ) -> None:
         super().__init__()
-        if k < 1 or alpha < 0 or pixels < 5:
-            raise ValueError(
-                f"need k ≥ 1, alpha ≥ 0 and at least 5 pixels per image, got {k}, {alpha}, {pixels}"
-            )
+        check_noise(k=k, alpha=alpha, pixels=pixels)
         self.encode = encode
         self.decode = decode
         self.segment = segment
@@ -127,15 +124,35 @@ class StainConfidence(nn.Module):
         foreground = (labels >= self.foreground_from).to(torch.float32)
         mask = torch.nn.functional.interpolate(foreground, size=[h.shape[2], h.shape[3]])
         inside = (mask > 0).to(h.dtype)
-        sigma = self.alpha * masked_std(h, inside)
-        base = h.unsqueeze(1).expand(-1, self.k, -1, -1, -1)
-        noise = torch.randn_like(base) * sigma.unsqueeze(1) * inside.unsqueeze(1)
-        codes = torch.cat([h.unsqueeze(1), base + noise], dim=1).flatten(0, 1)
-        out = self.decode(codes)
-        out = out.reshape(h.shape[0], self.k + 1, out.shape[1], out.shape[2], out.shape[3])
-        clean = out[:, 0]
-        delta, gamma, heat = summarise(clean, out[:, 1:], self.bins)
+        out = self.decode(noised_codes(h, inside, self.k, self.alpha))
+        clean, corrupted = split_decodes(out, self.k)
+        delta, gamma, heat = summarise(clean, corrupted, self.bins)
         return clean, delta, gamma, heat, self.probabilities(h)
+
+
+def check_noise(*, k: int, alpha: float, pixels: int) -> None:
+    """k corrupted codes (≥ 1), noise scale α (≥ 0), at least 5 pixels per image."""
+    if k < 1 or alpha < 0 or pixels < 5:
+        raise ValueError(
+            f"need k ≥ 1, alpha ≥ 0 and at least 5 pixels per image, got {k}, {alpha}, {pixels}"
+        )
+
+
+def noised_codes(h: Tensor, inside: Tensor, k: int, alpha: float) -> Tensor:
+    """Each latent ``[B, C, H', W']`` followed by k copies with noise of std α times its
+    channel std inside ``inside`` (``[B, 1, H', W']``, 0 outside), flattened to
+    ``[B·(k + 1), C, H', W']`` for one decode (TorchScript)."""
+    sigma = alpha * masked_std(h, inside)
+    base = h.unsqueeze(1).expand(-1, k, -1, -1, -1)
+    noise = torch.randn_like(base) * sigma.unsqueeze(1) * inside.unsqueeze(1)
+    return torch.cat([h.unsqueeze(1), base + noise], dim=1).flatten(0, 1)
+
+
+def split_decodes(out: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """The clean outputs ``[B, C, H, W]`` and the corrupted ones ``[B, k, C, H, W]`` of a
+    decode of :func:`noised_codes` (TorchScript)."""
+    out = out.reshape(-1, k + 1, out.shape[1], out.shape[2], out.shape[3])
+    return out[:, 0], out[:, 1:]
 
 
 def summarise(clean: Tensor, corrupted: Tensor, bins: int) -> tuple[Tensor, Tensor, Tensor]:

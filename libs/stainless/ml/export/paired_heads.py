@@ -21,8 +21,7 @@ from torch import Tensor, nn
 
 from stainless.domain.served import ConfidenceVariant, ServedManifest
 from stainless.ml.confidence.mutual_information import default_bins
-from stainless.ml.confidence.noise import masked_std
-from stainless.ml.export.heads import Chain, summarise
+from stainless.ml.export.heads import Chain, check_noise, noised_codes, split_decodes, summarise
 from stainless.ml.export.triton import (
     InstanceKind,
     served_outputs,
@@ -91,10 +90,7 @@ class PairedStainConfidence(nn.Module):
         pixels: int,
     ) -> None:
         super().__init__()
-        if k < 1 or alpha < 0 or pixels < 5:
-            raise ValueError(
-                f"need k ≥ 1, alpha ≥ 0 and at least 5 pixels per image, got {k}, {alpha}, {pixels}"
-            )
+        check_noise(k=k, alpha=alpha, pixels=pixels)
         self.encode = encode
         self.decode = decode
         self.judge = judge
@@ -104,15 +100,9 @@ class PairedStainConfidence(nn.Module):
 
     def forward(self, dic: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
         h = self.encode(dic)
-        everywhere = torch.ones_like(h[:, :1])
-        sigma = self.alpha * masked_std(h, everywhere)
-        base = h.unsqueeze(1).expand(-1, self.k, -1, -1, -1)
-        noise = torch.randn_like(base) * sigma.unsqueeze(1)
-        codes = torch.cat([h.unsqueeze(1), base + noise], dim=1).flatten(0, 1)
-        out = self.decode(codes)
-        out = out.reshape(h.shape[0], self.k + 1, out.shape[1], out.shape[2], out.shape[3])
-        clean = out[:, 0]
-        delta, gamma, heat = summarise(clean, out[:, 1:], self.bins)
+        out = self.decode(noised_codes(h, torch.ones_like(h[:, :1]), self.k, self.alpha))
+        clean, corrupted = split_decodes(out, self.k)
+        delta, gamma, heat = summarise(clean, corrupted, self.bins)
         return clean, delta, gamma, heat, self.judge(clean, dic)
 
 

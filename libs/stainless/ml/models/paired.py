@@ -244,8 +244,16 @@ class PatchDiscriminator(nn.Module):
         )
         self.layers = nn.ModuleList(layers)
         self.patch = nn.Conv2d(width, 1, 3, padding=1)
+        # A convolution before the pooling: the last features are instance-normalised, so
+        # their spatial mean is all but constant and a head on it alone cannot tell the
+        # classes apart (on 12 phantom classes: 0.18 accuracy against 0.68 with it, 600
+        # steps on real pairs).
         self.classifier = nn.Sequential(
-            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(width, n_classes)
+            nn.Conv2d(width, width, 3, padding=1),
+            nn.LeakyReLU(0.2),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+            nn.Linear(width, n_classes),
         )
 
     def forward(self, x: Tensor) -> DiscriminatorOutput:
