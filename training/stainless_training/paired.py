@@ -7,7 +7,9 @@ auxiliary heads, classify the cell. Each step runs the passes of
 generator every ``critic_steps``-th step — and the phases set the learning rate.
 
 * critic: WGAN-GP on the patch scores (mean over scales) plus the cell-class CE of its
-  auxiliary heads on the real pairs;
+  auxiliary heads on the real pairs and on the generated ones (AC-GAN as Odena et al.
+  define it, the thesis' ref. [81]: the critic learns the class of every image it judges,
+  so the served head classifies stained cells it has learned to read, not only brightfield);
 * generator: adversarial + pair-wise L1 reconstruction + feature matching on the critics'
   intermediate features + the class CE of the critics' heads on the generated pair (the
   generator is pushed to keep the class-specific features, ch. 8.2).
@@ -142,9 +144,8 @@ class PairedTrainer:
         with torch.no_grad():
             fake = self.generator(batch.dic)
         real_outputs = self.critic(batch.bf, batch.dic)
-        adversarial, logs = wgan_critic_loss(
-            patch_scores(real_outputs), patch_scores(self.critic(fake, batch.dic))
-        )
+        fake_outputs = self.critic(fake, batch.dic)
+        adversarial, logs = wgan_critic_loss(patch_scores(real_outputs), patch_scores(fake_outputs))
         penalty, penalty_logs = gradient_penalty(
             lambda mixed: patch_scores(self.critic(mixed, batch.dic)),
             batch.bf,
@@ -157,11 +158,17 @@ class PairedTrainer:
             batch.labels,
             class_weights=class_weights,
         )
-        loss = adversarial + penalty + self.weights.classification * classification
+        generated, generated_logs = classification_loss(
+            MultiScaleDiscriminator.class_logits(fake_outputs),
+            batch.labels,
+            class_weights=class_weights,
+        )
+        loss = adversarial + penalty + self.weights.classification * (classification + generated)
         self.critic_optimiser.zero_grad(set_to_none=True)
         loss.backward()  # type: ignore[no-untyped-call]
         self.critic_optimiser.step()
-        return {f"critic_{k}": v for k, v in (logs | penalty_logs | class_logs).items()}
+        logs |= penalty_logs | class_logs | {f"{k}_generated": v for k, v in generated_logs.items()}
+        return {f"critic_{k}": v for k, v in logs.items()}
 
     def _generator(self, batch: PairedBatch, class_weights: Tensor | None) -> Logs:
         w = self.weights

@@ -75,6 +75,7 @@ def test_a_crashed_run_resumes_to_the_uninterrupted_result(
         "generator_reconstruction",
         "generator_classification",
         "critic_classification",
+        "critic_classification_generated",
         "critic_gradient_penalty",
         "critic_wasserstein",
     ):
@@ -123,6 +124,29 @@ def test_balancing_without_class_weights_is_refused() -> None:
     )
     with pytest.raises(ValueError, match="class_weights"):
         trainer.step(batch, 0, balanced=True)
+
+
+def test_the_critic_learns_the_class_of_generated_cells_too() -> None:
+    """AC-GAN (Odena et al.): the head's class CE on the generated pairs falls as the critic trains."""
+    from stainless.ml.models.configs import PairedConfig
+    from stainless.ml.models.paired import build_paired_discriminator, build_paired_generator
+    from stainless_training.config import LossWeights
+
+    torch.manual_seed(0)
+    config = PairedConfig.tiny()
+    trainer = PairedTrainer(
+        generator=build_paired_generator(config),
+        critic=build_paired_discriminator(config),
+        schedule=PhasedSchedule(
+            critic_steps=1000, phases=(Phase(name="critic", steps=1000, learning_rate=1e-3),)
+        ),
+        weights=LossWeights(),
+    )
+    batch = PairedBatch(
+        dic=torch.rand(3, 1, 64, 64), bf=torch.rand(3, 3, 64, 64), labels=torch.tensor([0, 1, 2])
+    )
+    losses = [trainer.step(batch, step)["critic_classification_generated"] for step in range(1, 41)]
+    assert losses[-1] < 0.5 * losses[0]
 
 
 class _HalfPaired:
