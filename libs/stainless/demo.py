@@ -57,6 +57,7 @@ from stainless.ml.export.detector import DETECTOR_MANIFEST, DETECTOR_MODELS, wri
 from stainless.ml.export.triton import InstanceKind
 from stainless.ml.models.detector import Modality
 from stainless.stages.inference import service as inference
+from stainless.stages.inference.profile import StageProfile
 from stainless.stages.inference.service import InferenceServiceSettings
 from stainless.stages.ingestion import api as ingestion
 from stainless.stages.ingestion.api import IngestionServiceSettings
@@ -236,10 +237,18 @@ def _export_model(settings: Settings, checkpoint: Path) -> None:
     stamp.write_text(fingerprint)
 
 
-def _stages(settings: Settings, engine: Engine, bus: EventBus) -> dict[str, Service]:
+def _stages(
+    settings: Settings, engine: Engine, bus: EventBus, profile: StageProfile
+) -> dict[str, Service]:
     """The relay and the two consumer stages, from the builds their services run, on one
-    engine and one bus."""
+    engine and one bus; the inference stage's phases go to ``profile``.
+
+    The stages take turns in one thread (:func:`_process`), so no event can arrive while
+    one of them waits: the inference stage gathers what is there and does not wait for
+    more (``max_wait_s`` = 0; a deployed consumer waits, as its settings say)."""
     stop = threading.Event()
+    turns = settings.inference.model_copy(update={"max_wait_s": 0.0})
+    settings = settings.model_copy(update={"inference": turns})
     return {
         "relay": relay.build(part(settings, RelayServiceSettings), stop, engine=engine, bus=bus),
         "registration": registration.build(
@@ -250,7 +259,11 @@ def _stages(settings: Settings, engine: Engine, bus: EventBus) -> dict[str, Serv
             wait_for_fields=True,
         ),
         "inference": inference.build(
-            part(settings, InferenceServiceSettings), stop, engine=engine, bus=bus
+            part(settings, InferenceServiceSettings),
+            stop,
+            engine=engine,
+            bus=bus,
+            profile=profile,
         ),
     }
 
@@ -337,7 +350,8 @@ def run_demo(
     _export_model(settings, checkpoint)
     bus = create_bus(settings.bus, client_id="stainless-demo")
     bus.ensure_topics(ALL_TOPICS)
-    services = _stages(settings, engine, bus)
+    profile = StageProfile()
+    services = _stages(settings, engine, bus, profile)
     stained = services["inference"].details
 
     task = register_phantom_task(create_celery(settings.tasks), settings.store)
@@ -355,6 +369,7 @@ def run_demo(
         with TestClient(api, headers={"X-API-Key": scanner_key}) as client:
             slide_id = _upload_slide(client, store, entry, run_id)
         upload_s = time.perf_counter() - pipeline_started
+        profile.clear()
         published, stage_seconds = _process(services, engine, slide_id)
         pipeline_s = time.perf_counter() - pipeline_started
         with_truth = _record_phantom_truth(engine, slide_id, entry)
@@ -401,6 +416,7 @@ def run_demo(
                 **stage_seconds,
                 "pipeline": round(pipeline_s, 3),
             },
+            "inference_profile": profile.as_dict(),
         }
 
     summary = run_slide(0, fields, None, out)

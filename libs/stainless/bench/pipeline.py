@@ -3,27 +3,29 @@
 One phantom slide goes through the demo's pipeline (upload through the ingestion API,
 registration and cropping, the inference consumer, completion) in a temporary folder.
 Then the same cells' DIC crops go through the inference port alone, in micro-batches of
-the same size, in the same process:
+the sizes the stage sent (its profile records them), in the same process:
 
 * ``pipeline_cells_per_s``: cells over the seconds from the first upload to completion;
 * ``inference_stage_cells_per_s``: cells over the seconds the inference consumer spent
   (crops read, port called, PNGs stored, rows and events written);
 * ``inference_cells_per_s``: cells over the seconds of the port calls alone, in the
-  consumer's micro-batches (warmed up, median of three passes; the pipeline's figure
-  includes the model's first calls);
+  consumer's micro-batches (warmed up, median of three passes);
 * ``overhead_ratio`` = inference stage / inference alone (what the service wiring costs);
 * ``end_to_end_ratio`` = pipeline / inference alone (registration and cropping included);
+* ``stage_profile``: where the stage's seconds went, per phase (``stages.inference.profile``)
+  in total and per micro-batch, with ``other`` the rest of the consumer's time (the
+  commit, the bus, the gathering of events);
 * ``peak_rss_mb``: peak resident memory of this process.
 """
 
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import resource
 import tempfile
 import time
-from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -58,17 +60,14 @@ def run_pipeline_bench(*, checkpoint: Path, fields: int = 12, seed: int = 11) ->
             cells = session.exec(select(Cell).where(Cell.slide_id == slide_id)).all()
         engine.dispose()
         inference = LocalInference(root / "models")
-        size, batch = inference.manifest.image_size, settings.inference.max_batch
-        by_field: dict[int, list[np.ndarray]] = defaultdict(list)
-        for cell in cells:
+        size = inference.manifest.image_size
+        crops = []
+        for cell in sorted(cells, key=lambda c: c.field_index):
             stream = io.BytesIO(store.get(cell.dic_crop_key or ""))
-            by_field[cell.field_index].append(dic_unit(decode(stream, probe(stream)), size))
-        # The consumer's micro-batches: one event per field, at most max_batch cells each.
-        batches = [
-            np.stack(crops[i : i + batch])
-            for crops in by_field.values()
-            for i in range(0, len(crops), batch)
-        ]
+            crops.append(dic_unit(decode(stream, probe(stream)), size))
+        profile = summary["inference_profile"]
+        starts = np.cumsum([0, *profile["batch_sizes"]])
+        batches = [np.stack(crops[a:b]) for a, b in itertools.pairwise(starts)]
         inference.infer(batches[0])  # TorchScript optimises on its first calls
         inference.infer(batches[0])
         repeats = []
@@ -82,6 +81,8 @@ def run_pipeline_bench(*, checkpoint: Path, fields: int = 12, seed: int = 11) ->
     if count == 0:
         raise RuntimeError("the phantom slide gave no cells: try more fields")
     seconds = summary["seconds"]
+    phases = profile["seconds"]
+    other = seconds["inference"] - sum(phases.values())
     pipeline = count / seconds["pipeline"]
     stage = count / seconds["inference"]
     alone = count / inference_s
@@ -95,5 +96,13 @@ def run_pipeline_bench(*, checkpoint: Path, fields: int = 12, seed: int = 11) ->
         "overhead_ratio": stage / alone,
         "end_to_end_ratio": pipeline / alone,
         "seconds": seconds,
+        "stage_profile": {
+            "batch_sizes": profile["batch_sizes"],
+            "seconds": {**phases, "other": round(other, 4)},
+            "ms_per_batch": {
+                **profile["ms_per_batch"],
+                "other": round(1000 * other / len(batches), 2),
+            },
+        },
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }

@@ -100,3 +100,10 @@ def test_pipeline_bench_prints_its_json() -> None:
         result["pipeline_cells_per_s"] / result["inference_cells_per_s"]
     )
     assert set(result["seconds"]) == {"upload", "relay", "registration", "inference", "pipeline"}
+    profile = result["stage_profile"]
+    assert sum(profile["batch_sizes"]) == result["cells"]
+    assert profile["seconds"]["infer"] > 0
+    # the phases and the rest add up to the stage's seconds
+    assert sum(profile["seconds"].values()) == pytest.approx(
+        result["seconds"]["inference"], abs=0.01
+    )

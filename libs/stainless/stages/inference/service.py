@@ -27,6 +27,7 @@ from stainless.core.observability import HealthServer, create_health_app
 from stainless.core.runners import Service, connect
 from stainless.core.storage import ObjectStore, create_store
 from stainless.domain.served import ManifestError, ServedManifest, parse_manifest
+from stainless.stages.inference.profile import StageProfile
 from stainless.stages.inference.stage import CellStainer, inference_consumer
 
 __all__ = ["InferenceServiceSettings", "build", "manifest_reader"]
@@ -74,9 +75,11 @@ def build(
     *,
     engine: Engine | None = None,
     bus: EventBus | None = None,
+    profile: StageProfile | None = None,
 ) -> Service:
     """The consumer, its inference port, its stainer and its health server; a process that
-    runs several stages (the embedded demo) passes its one engine and bus."""
+    runs several stages (the embedded demo) passes its one engine and bus, and a
+    ``profile`` to read where the stage's time went."""
     ports = connect(
         settings.database, settings.bus, client_id="stainless-inference", engine=engine, bus=bus
     )
@@ -92,6 +95,7 @@ def build(
         pathological_classes=settings.clinical.pathological_classes,
         stop=stop,
         repository=manifest,
+        profile=profile,
     )
     consumer = inference_consumer(ports.bus, ports.engine, stainer)
     collector = None

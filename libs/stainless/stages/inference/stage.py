@@ -69,6 +69,7 @@ from stainless.domain.review import ReviewStatus
 from stainless.domain.served import ManifestError, ServedManifest
 from stainless.imaging.codecs import decode, encode_png, probe
 from stainless.imaging.inputs import dic_unit
+from stainless.stages.inference.profile import Phase, StageProfile
 
 log = structlog.get_logger(__name__)
 
@@ -121,15 +122,18 @@ class CellStainer:
         pathological_classes: Iterable[str],
         stop: threading.Event | None = None,
         repository: Callable[[], ServedManifest] | None = None,
+        profile: StageProfile | None = None,
     ) -> None:
         """``repository`` reads the model repository's manifest: when it names another
-        version (``stainless promote``), the port switches to it between two rounds."""
+        version (``stainless promote``), the port switches to it between two rounds;
+        ``profile`` accumulates the seconds of each phase."""
         self._store = store
         self._inference = inference
         self._settings = settings
         self._pathological = frozenset(pathological_classes)
         self._stop = stop or threading.Event()
         self._repository = repository
+        self.profile = profile or StageProfile()
         self._checked = time.monotonic()
         self._manifest = inference.manifest
         # The version switched from stays served for the slides begun with it.
@@ -207,16 +211,17 @@ class CellStainer:
         if time.monotonic() - self._checked >= self._settings.refresh_interval_s:
             self.refresh()
         cells: dict[str, Cell] = {}
-        signed = _signed(session, {slide_id for slide_id, _ in requests})
-        for slide_id, cell_ids in requests:
-            if slide_id in signed:  # a signed slide is frozen: its report may not change
-                log.warning(
-                    "cells of a signed slide skipped", slide_id=slide_id, cells=len(cell_ids)
-                )
-                FROZEN.inc(len(cell_ids))
-                continue
-            cells.update((c.id, c) for c in self._cells(session, slide_id, cell_ids))
-        versions = self.slide_versions(session, {c.slide_id for c in cells.values()})
+        with self.profile.phase(Phase.QUERY):
+            signed = _signed(session, {slide_id for slide_id, _ in requests})
+            for slide_id, cell_ids in requests:
+                if slide_id in signed:  # a signed slide is frozen: its report may not change
+                    log.warning(
+                        "cells of a signed slide skipped", slide_id=slide_id, cells=len(cell_ids)
+                    )
+                    FROZEN.inc(len(cell_ids))
+                    continue
+                cells.update((c.id, c) for c in self._cells(session, slide_id, cell_ids))
+            versions = self.slide_versions(session, {c.slide_id for c in cells.values()})
         groups: dict[str, list[Cell]] = {}
         for cell in cells.values():
             groups.setdefault(versions[cell.slide_id], []).append(cell)
@@ -264,22 +269,28 @@ class CellStainer:
     ) -> dict[str, list[str]]:
         """Predict the ``cells`` not yet predicted by ``manifest``'s version; their ids
         per slide."""
-        done = set(
-            session.exec(
-                select(Prediction.cell_id).where(
-                    col(Prediction.cell_id).in_([c.id for c in cells]),
-                    Prediction.model_version == manifest.model_version,
-                )
-            ).all()
-        )
+        with self.profile.phase(Phase.QUERY):
+            done = set(
+                session.exec(
+                    select(Prediction.cell_id).where(
+                        col(Prediction.cell_id).in_([c.id for c in cells]),
+                        Prediction.model_version == manifest.model_version,
+                    )
+                ).all()
+            )
         todo = [c for c in cells if c.id not in done]
         stained: dict[str, list[str]] = {}
         for start in range(0, len(todo), self._settings.max_batch):
             chunk = todo[start : start + self._settings.max_batch]
-            batch = np.stack(
-                [dic_unit(self._crop(c, manifest.crop_size), manifest.image_size) for c in chunk]
-            )
+            with self.profile.phase(Phase.READ):
+                batch = np.stack(
+                    [
+                        dic_unit(self._crop(c, manifest.crop_size), manifest.image_size)
+                        for c in chunk
+                    ]
+                )
             outputs = self._infer(batch, manifest)
+            self.profile.batch(len(chunk))
             for cell, output in zip(chunk, outputs, strict=True):
                 session.add(self._record(cell, output, manifest))
                 stained.setdefault(cell.slide_id, []).append(cell.id)
@@ -330,16 +341,21 @@ class CellStainer:
                     ) from exc
                 wait = min(wait * 2, self._settings.retry_max_backoff_s)
                 continue
-            BATCH_SECONDS.observe(time.perf_counter() - started)
+            seconds = time.perf_counter() - started
+            BATCH_SECONDS.observe(seconds)
+            self.profile.add(Phase.INFER, seconds)
             return outputs
 
     def _record(self, cell: Cell, output: CellOutput, manifest: ServedManifest) -> Prediction:
         version = manifest.model_version.replace("/", "-")
         base = f"{self._settings.stained_prefix}/{cell.slide_id}/{cell.id}/{version}"
         stain_key, heat_key = f"{base}/stained.png", f"{base}/heatmap.png"
-        image = (output.stained * 255 + 0.5).astype(np.uint8)
-        self._store.put(stain_key, encode_png(image), content_type="image/png")
-        self._store.put(heat_key, heatmap_png(output.heatmap), content_type="image/png")
+        with self.profile.phase(Phase.ENCODE):
+            stained = encode_png((output.stained * 255 + 0.5).astype(np.uint8))
+            heatmap = heatmap_png(output.heatmap)
+        with self.profile.phase(Phase.STORE):
+            self._store.put(stain_key, stained, content_type="image/png")
+            self._store.put(heat_key, heatmap, content_type="image/png")
         predicted = output.predicted_class
         flagged = output.delta < self.threshold(manifest) or predicted in self._pathological
         status = ReviewStatus.NEEDS_REVIEW if flagged else ReviewStatus.PENDING
@@ -444,10 +460,13 @@ class InferenceHandler:
             events=len(envelopes),
             cells={slide: len(ids) for slide, ids in stained.items()},
         )
-        session.flush()
-        versions = self._stainer.slide_versions(session, slides)
-        for slide_id in slides:
-            complete_if_done(session, slide_id, versions[slide_id])
+        profile = self._stainer.profile
+        with profile.phase(Phase.RECORD):
+            session.flush()  # the prediction rows and the events
+        with profile.phase(Phase.COMPLETE):
+            versions = self._stainer.slide_versions(session, slides)
+            for slide_id in slides:
+                complete_if_done(session, slide_id, versions[slide_id])
 
 
 def inference_consumer(bus: EventBus, engine: Engine, stainer: CellStainer) -> Consumer:

@@ -52,6 +52,7 @@ from stainless.ml.export.paired_heads import write_paired_repository
 from stainless.ml.export.triton import InstanceKind
 from stainless.ml.models.configs import PairedConfig
 from stainless.ml.models.paired import build_paired_discriminator, build_paired_generator
+from stainless.stages.inference.profile import StageProfile
 from stainless.stages.inference.stage import CellStainer, inference_consumer
 
 from ....support.repository import add_version
@@ -184,11 +185,16 @@ def test_a_slide_is_stained_and_completed_once(
     world = _world(tmp_path, sqlite_url)
     local = LocalInference(exported_repo)
     bus = InMemoryBus()
+    profile = StageProfile()
     consumer = inference_consumer(
         bus,
         world.engine,
         CellStainer(
-            store=world.store, inference=local, settings=FAST, pathological_classes=PATHOLOGICAL
+            store=world.store,
+            inference=local,
+            settings=FAST,
+            pathological_classes=PATHOLOGICAL,
+            profile=profile,
         ),
     )
     _upload_complete(world, bus)
@@ -214,6 +220,9 @@ def test_a_slide_is_stained_and_completed_once(
     (completed,) = _events(world.engine, Topic.SLIDES_COMPLETED)
     assert completed.payload["cell_count"] == 6
     assert sum(completed.payload["differential"].values()) == 6
+    # two rounds of 3 cells in micro-batches of at most 2; every phase took its time
+    assert profile.batch_sizes == [2, 1, 2, 1]
+    assert all(seconds > 0 for seconds in profile.seconds.values()), profile.seconds
 
 
 def test_a_signed_slide_is_frozen(tmp_path: Path, sqlite_url: str, exported_repo: Path) -> None:
