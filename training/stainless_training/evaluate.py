@@ -34,6 +34,7 @@ from stainless.ml.confidence.noise import (
     whole_latent_confidence,
 )
 from stainless.ml.metrics.calibration import fit_calibration, reliability, review_threshold_for
+from stainless.ml.metrics.class_calibration import calibrate_classifier, softmax
 from stainless.ml.metrics.classification import classification_report
 from stainless.ml.metrics.correlation import correlation_summary, pearson_r
 from stainless.ml.metrics.fid import FidMetric
@@ -129,6 +130,7 @@ def evaluate(
     per_cell: bool = False,
     other_domains: Mapping[str, list[CellSample]] | None = None,
     labelled: Collection[str] = TRAINED_DOMAINS,
+    calibration_cells: list[CellSample] | None = None,
 ) -> dict[str, Any]:
     """Metrics of ``translator`` on held-out ``samples`` (a dict ready for metrics.json).
 
@@ -142,7 +144,9 @@ def evaluate(
     ``per_cell`` adds a row per cell (class, prediction, δ, γ, LPIPS, MSE, SSIM, Dice).
     ``rmse`` is the root of the mean squared error over every pixel of every cell.
     ``domain_accuracy`` classifies the cells from each input domain (:func:`domain_accuracy`,
-    with the brightfield cells of ``other_domains``).
+    with the brightfield cells of ``other_domains``). ``calibration_cells``, held out from
+    these, calibrate the class probabilities (``probability_calibration``); the exporter
+    serves that calibration.
     """
     if not samples:
         raise ValueError("nothing to evaluate")
@@ -211,6 +215,8 @@ def evaluate(
         "domain_accuracy": by_domain,
         "label_transfer": label_transfer(by_domain, labelled),
     }
+    if calibration_cells:
+        result["probability_calibration"] = probability_calibration(translator, calibration_cells)
     if per_cell:
         result["per_cell"] = rows
     return result
@@ -238,17 +244,27 @@ def label_transfer(
     }
 
 
-def _classify(translator: MultiTaskTranslator, images: Tensor, batch: int = 64) -> npt.NDArray[Any]:
-    """Class probabilities of ``images`` ``[N, C, S, S]`` in [-1, 1] (C replicated to the
+def _logits(translator: MultiTaskTranslator, images: Tensor, batch: int = 64) -> npt.NDArray[Any]:
+    """Class logits of ``images`` ``[N, C, S, S]`` in [-1, 1] (C replicated to the
     translator's channels when 1), from the domain-agnostic classifier on the latent."""
     if images.shape[1] == 1:
         images = images.expand(-1, translator.in_channels, -1, -1)
     with torch.no_grad():
         chunks = [
-            torch.softmax(translator.classify(translator.encode(images[i : i + batch])), dim=1)
+            translator.classify(translator.encode(images[i : i + batch]))
             for i in range(0, images.shape[0], batch)
         ]
     return torch.cat(chunks).numpy()
+
+
+def probability_calibration(
+    translator: MultiTaskTranslator, samples: list[CellSample]
+) -> dict[str, Any]:
+    """The calibration of the class probabilities served from the DIC crops of
+    ``samples`` (:func:`~stainless.ml.metrics.class_calibration.calibrate_classifier`)."""
+    dic = torch.from_numpy(np.stack([s.dic for s in samples])[:, None] * 2 - 1)
+    logits = _logits(translator.eval(), dic)
+    return calibrate_classifier(logits, [s.label for s in samples]).as_dict()
 
 
 def domain_accuracy(
@@ -264,7 +280,7 @@ def domain_accuracy(
 
     def scored(images: Tensor, chosen: list[CellSample]) -> dict[str, Any]:
         report = classification_report(
-            [s.label for s in chosen], _classify(translator, images), class_names=names
+            [s.label for s in chosen], softmax(_logits(translator, images)), class_names=names
         )
         return {"cells": len(chosen), "accuracy": report.accuracy, "macro_f1": report.macro_f1}
 

@@ -8,7 +8,9 @@ text is about models 1 and 2.
 Writes into the output folder ``metrics.json`` (with a row per cell), ``confusion.png``
 (cell classes; model 1 only, model 2 does not classify), ``delta_lpips.png`` (δ against
 LPIPS with the review threshold), ``reliability.png`` (the calibration of δ) and
-``samples.png`` (DIC, brightfield truth, stained, heat map). Each model's δ is its own
+``samples.png`` (DIC, brightfield truth, stained, heat map) and, for model 1,
+``probabilities.png`` (the reliability of the class probabilities before and after their
+calibration on ``--calibration-fields`` more fields). Each model's δ is its own
 variant: the chapter-7 whole-latent δ for model 1, the chapter-6 Algorithm-2 δ for
 model 2. Seeded: the same checkpoint and options give the same files.
 """
@@ -40,6 +42,7 @@ from stainless_training.plots import (
     confusion_plot,
     delta_lpips_plot,
     paired_sample_grid,
+    probability_reliability_plot,
     reliability_plot,
     sample_grid,
 )
@@ -86,6 +89,14 @@ def main(
             "(default STAINLESS_EVALUATION__FID_WEIGHTS; none: random)."
         ),
     ] = None,
+    calibration_fields: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Model 1: phantom fields (seed: the held-out seed + 1) whose cells calibrate "
+            "the class probabilities; the export serves that calibration.",
+        ),
+    ] = 200,
     other_domain: Annotated[
         list[str] | None,
         typer.Option(
@@ -151,6 +162,12 @@ def main(
             raise typer.Exit(2) from None
         extra["other_domains"] = ({"CV": under(cv.acquisition)} if cv else {}) | others
         extra["labelled"] = config.data.labelled
+        if seed + 1 == config.data.phantom_seed:
+            err.print("[red]error:[/red] the calibration seed (held-out + 1) is the training seed")
+            raise typer.Exit(2)
+        extra["calibration_cells"] = phantom_samples(
+            fields=calibration_fields, seed=seed + 1, image_size=image_size
+        )
     try:
         metrics = evaluation_run.evaluate(
             held_out,
@@ -198,6 +215,15 @@ def main(
     )
     sample_grid(evaluation_run.confidence, held_out, out / "samples.png")
     written += ["delta_lpips.png", "reliability.png", "samples.png"]
+    if calibration := metrics.get("probability_calibration"):
+        probability_reliability_plot(calibration, out / "probabilities.png")
+        written.append("probabilities.png")
+        ece = calibration["ece_calibrated"]
+        err.print(
+            f"class probabilities on {calibration['cells']} calibration cells: ECE "
+            f"{_fmt(calibration['ece_raw'])} raw, {_fmt(ece)} calibrated (cross-fitted)"
+            + (f"; {calibration['note']}" if calibration["note"] else "")
+        )
     summary = {
         k: metrics[k]
         for k in (

@@ -126,6 +126,36 @@ def reliability_plot(
     _save(figure, path)
 
 
+def probability_reliability_plot(calibration: dict[str, Any], path: Path) -> None:
+    """The reliability diagram of the top class probability: mean top probability against
+    accuracy per bin, raw and after the calibration (cross-fitted), with each ECE."""
+    figure = Figure(figsize=(5, 4.5), dpi=100)
+    axes = figure.add_subplot(1, 1, 1)
+    axes.plot([0, 1], [0, 1], color="grey", linestyle=":", label="perfect")
+    for key, ece_key, colour, name in (
+        ("reliability_raw", "ece_raw", "tab:red", "raw"),
+        ("reliability_calibrated", "ece_calibrated", "tab:blue", "calibrated"),
+    ):
+        rows = calibration.get(key) or []
+        if rows:
+            axes.plot(
+                [r["confidence"] for r in rows],
+                [r["accuracy"] for r in rows],
+                marker="o",
+                color=colour,
+                label=f"{name}: ECE {calibration[ece_key]:.3f}",
+            )
+    axes.set_xlim(-0.02, 1.02)
+    axes.set_ylim(-0.02, 1.02)
+    axes.set_xlabel("mean top class probability in the bin")
+    axes.set_ylabel("accuracy in the bin")
+    title = f"class probabilities, {calibration['cells']} calibration cells"
+    axes.set_title(title + (f"\n{calibration['note']}" if calibration["note"] else ""), fontsize=8)
+    axes.legend(fontsize=8, loc="upper left")
+    figure.tight_layout()
+    _save(figure, path)
+
+
 def delta_lpips_plot(
     deltas: Sequence[float],
     lpips: Sequence[float],

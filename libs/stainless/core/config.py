@@ -233,6 +233,13 @@ class InferenceSettings(ModelServerSettings):
         ge=0,
         description="Cells with δ below it need review; none = the exported model's calibration.",
     )
+    review_below_probability: float | None = Field(
+        default=0.5,
+        ge=0,
+        le=1,
+        description="Cells whose top class probability is below it need review (a model with "
+        "calibrated probabilities only: raw ones say too little); none = no such rule.",
+    )
     retry_backoff_s: float = Field(
         default=1.0, gt=0, description="First wait when the inference server is unavailable."
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-__all__ = ["ReviewAction", "ReviewStatus", "status_of"]
+__all__ = ["ReviewAction", "ReviewReason", "ReviewStatus", "review_reasons", "status_of"]
 
 
 class ReviewStatus(StrEnum):
@@ -19,6 +19,39 @@ class ReviewAction(StrEnum):
     CONFIRM = "confirm"
     RECLASSIFY = "reclassify"
     POOR_QUALITY = "poor_quality"
+
+
+class ReviewReason(StrEnum):
+    """Why a cell was sent to expert review (a cell may have several reasons)."""
+
+    LOW_DELTA = "low-delta"  # δ under the model's review threshold: the stain may be wrong
+    UNCERTAIN_CLASS = "uncertain-class"  # the calibrated top class probability is low
+    PATHOLOGICAL = "pathological"  # a pathological class is always checked by an expert
+
+
+def review_reasons(
+    *,
+    delta: float,
+    delta_threshold: float,
+    top_probability: float | None,
+    probability_threshold: float | None,
+    predicted_class: str,
+    pathological: frozenset[str],
+) -> list[ReviewReason]:
+    """The reasons a prediction needs review; empty when it needs none. The probability
+    rule applies only where a threshold is given (calibrated probabilities)."""
+    reasons = []
+    if delta < delta_threshold:
+        reasons.append(ReviewReason.LOW_DELTA)
+    if (
+        probability_threshold is not None
+        and top_probability is not None
+        and top_probability < probability_threshold
+    ):
+        reasons.append(ReviewReason.UNCERTAIN_CLASS)
+    if predicted_class in pathological:
+        reasons.append(ReviewReason.PATHOLOGICAL)
+    return reasons
 
 
 _STATUS_OF_ACTION = {

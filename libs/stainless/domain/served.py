@@ -54,6 +54,11 @@ class ServedManifest(BaseModel):
         default=ConfidenceVariant.WHOLE_LATENT,
         description="Which δ the served stain_confidence computes.",
     )
+    calibrated_probabilities: bool = Field(
+        default=False,
+        description="The class probabilities are calibrated on held-out cells (a scale and "
+        "a bias per class on the logits); false: the classifier's raw softmax.",
+    )
     classifier: str | None = Field(
         default=None,
         description="The model whose classifier gives the probabilities, when this model "

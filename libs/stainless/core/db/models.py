@@ -190,6 +190,8 @@ class Prediction(SQLModel, table=True):
     confidence_variant: str | None = Field(default=None, max_length=32)  # which δ it is
     uncertainty: float | None = None
     review_status: ReviewStatus = _enum(ReviewStatus, ReviewStatus.PENDING)
+    # why it needs review (ReviewReason values); None on rows from before reasons were kept
+    review_reasons: list[str] | None = Field(default=None, sa_column=Column(JSON))
     created_at: datetime = _ts()
 
 

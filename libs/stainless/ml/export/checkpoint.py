@@ -15,6 +15,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import structlog
 import torch
 import yaml
 
@@ -23,6 +24,7 @@ from stainless.domain.vocabulary import HEALTHY, vocabulary_of
 from stainless.ml.export.disentangled_heads import write_disentangled_repository
 from stainless.ml.export.paired_heads import write_paired_repository
 from stainless.ml.export.triton import InstanceKind, write_repository
+from stainless.ml.metrics.class_calibration import Scaling
 from stainless.ml.models.configs import DisentangledConfig, MultiTaskConfig, PairedConfig
 from stainless.ml.models.disentangled import build_disentangled
 from stainless.ml.models.mtmd import MultiTaskTranslator, build_multitask
@@ -30,6 +32,8 @@ from stainless.ml.models.paired import build_paired_discriminator, build_paired_
 
 MODEL_1, MODEL_2, MODEL_3 = "mtmd", "disentangled", "paired"
 DEFAULT_K = {MODEL_1: 10, MODEL_2: 20, MODEL_3: 10}  # thesis ch. 7.1 / Algorithm 2
+
+log = structlog.get_logger(__name__)
 
 
 class ExportError(ValueError):
@@ -65,11 +69,31 @@ def _model_1(checkpoint: Path) -> tuple[MultiTaskTranslator, MultiTaskConfig, st
     return translator, net, size
 
 
+def _metrics(checkpoint: Path) -> dict[str, Any]:
+    """``metrics.json`` beside ``checkpoint`` (written by ``stainless-evaluate``), or {}."""
+    path = checkpoint.parent / "metrics.json"
+    metrics: dict[str, Any] = json.loads(path.read_text()) if path.is_file() else {}
+    return metrics
+
+
+def _calibration(checkpoint: Path) -> Scaling | None:
+    """The class-probability calibration the evaluation of ``checkpoint`` fitted, if any."""
+    scaling = (_metrics(checkpoint).get("probability_calibration") or {}).get("scaling")
+    if scaling is None:
+        log.warning(
+            "no probability calibration beside the checkpoint: the raw softmax is served "
+            "(run stainless-evaluate)",
+            checkpoint=str(checkpoint),
+        )
+        return None
+    return Scaling(float(scaling["scale"]), tuple(float(b) for b in scaling["bias"]))
+
+
 def _review_threshold(checkpoint: Path, given: float | None) -> float:
     if given is not None:
         return given
     metrics_path = checkpoint.parent / "metrics.json"
-    metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
+    metrics = _metrics(checkpoint)
     if metrics.get("review_threshold") is None:
         raise ExportError(
             f"no review_threshold in {metrics_path}: run stainless-evaluate "
@@ -165,6 +189,7 @@ def export_checkpoint(
             version=version,
             instance=instance,
             k=k,
+            calibration=_calibration(checkpoint),
         )
     if classifier is None:
         raise ExportError(
@@ -193,4 +218,5 @@ def export_checkpoint(
         version=version,
         instance=instance,
         k=k,
+        calibration=_calibration(classifier),
     )

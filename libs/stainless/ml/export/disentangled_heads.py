@@ -33,6 +33,7 @@ from stainless.ml.export.triton import (
     write_manifest,
     write_served_model,
 )
+from stainless.ml.metrics.class_calibration import Scaling
 from stainless.ml.models.disentangled import STAINED, DisentangledTranslator
 from stainless.ml.models.mtmd import MultiTaskTranslator
 
@@ -211,18 +212,20 @@ def write_disentangled_repository(
     k: int = 20,
     alpha: float = 3.0,
     beta: float = 7.0,
+    calibration: Scaling | None = None,
 ) -> list[Path]:
     """Export model 2 as the production stain model under ``repo``; return the folders.
 
     ``stain_confidence`` runs Algorithm 2 (the chapter-6 δ) and takes the class
     probabilities from ``classifier`` (a model 1 of the same ``image_size``, named
     ``classifier_name`` in the manifest); ``classify`` is that classifier alone. The
-    manifest says ``confidence_variant`` disentangled, k, α and β.
+    manifest says ``confidence_variant`` disentangled, k, α and β. ``calibration`` is the
+    classifier's (its class logits scaled before the softmax).
     """
     stain = served_disentangled_models(
         translator, image_size=image_size, k=k, alpha=alpha, beta=beta
     )["stain_confidence"]
-    classify = served_models(classifier, image_size=image_size)["classify"]
+    classify = served_models(classifier, image_size=image_size, calibration=calibration)["classify"]
     with warnings.catch_warnings():  # deprecated, but what Triton's libtorch backend loads
         warnings.simplefilter("ignore", FutureWarning)
         served = torch.jit.script(WithProbabilities(stain, classify))
@@ -241,7 +244,9 @@ def write_disentangled_repository(
         ),
         write_served_model(
             repo / "classify",
-            eager=eager_models(classifier, image_size=image_size)["classify"],
+            eager=eager_models(classifier, image_size=image_size, calibration=calibration)[
+                "classify"
+            ],
             scripted=classify,
             outputs=served_outputs("classify", image_size, len(classes), 0),
             version=version,
@@ -261,6 +266,7 @@ def write_disentangled_repository(
         review_threshold=review_threshold,
         confidence_variant=ConfidenceVariant.DISENTANGLED,
         classifier=classifier_name,
+        calibrated_probabilities=calibration is not None,
     )
     write_manifest(repo, manifest)
     return folders

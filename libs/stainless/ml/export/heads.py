@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from stainless.domain.cells import MaskClass
 from stainless.ml.confidence.mutual_information import channel_mutual_information, default_bins
 from stainless.ml.confidence.noise import masked_std
+from stainless.ml.metrics.class_calibration import Scaling
 from stainless.ml.models.blocks import domain_onehot
 from stainless.ml.models.mtmd import Domain, MultiTaskTranslator
 
@@ -50,12 +51,23 @@ class _Decode(nn.Module):
 
 
 class _Probabilities(nn.Module):
-    def __init__(self, translator: MultiTaskTranslator) -> None:
+    """``softmax(scale * logits + bias)``: the classifier's probabilities, calibrated on
+    held-out cells when a :class:`Scaling` is given (identity otherwise)."""
+
+    def __init__(self, translator: MultiTaskTranslator, calibration: Scaling | None) -> None:
         super().__init__()
         self.translator = translator
+        classes = translator.classifier.n_classes
+        scaling = calibration or Scaling(1.0, (0.0,) * classes)
+        if len(scaling.bias) != classes:
+            raise ValueError(f"the calibration has {len(scaling.bias)} classes, not {classes}")
+        self.scale: Tensor
+        self.bias: Tensor
+        self.register_buffer("scale", torch.tensor(scaling.scale, dtype=torch.float32))
+        self.register_buffer("bias", torch.tensor(scaling.bias, dtype=torch.float32))
 
     def forward(self, h: Tensor) -> Tensor:
-        return torch.softmax(self.translator.classify(h), dim=1)
+        return torch.softmax(self.scale * self.translator.classify(h) + self.bias, dim=1)
 
 
 class _Segment(nn.Module):
@@ -171,12 +183,14 @@ def eager_models(
     image_size: int,
     k: int = 10,
     alpha: float = 3.0,
+    calibration: Scaling | None = None,
 ) -> dict[str, nn.Module]:
-    """The four served computations as eval-mode eager modules, keyed by Triton model name."""
+    """The four served computations as eval-mode eager modules, keyed by Triton model name;
+    ``calibration`` scales the class logits before their softmax."""
     translator = translator.eval()
     encode = _Encode(translator)
     segment = _Segment(translator)
-    probabilities = _Probabilities(translator)
+    probabilities = _Probabilities(translator, calibration)
     decode = _Decode(translator, Domain.BF)
     models: dict[str, nn.Module] = {
         "stain": Chain(encode, decode),
@@ -195,6 +209,7 @@ def served_models(
     image_size: int,
     k: int = 10,
     alpha: float = 3.0,
+    calibration: Scaling | None = None,
 ) -> dict[str, torch.jit.ScriptModule]:
     """The four TorchScript modules of a trained model 1, keyed by Triton model name."""
     translator = translator.eval()
@@ -208,7 +223,7 @@ def served_models(
         encode = torch.jit.trace(_Encode(translator), example)
         h = encode(example)
         decode = torch.jit.trace(_Decode(translator, Domain.BF), h)
-        probabilities = torch.jit.trace(_Probabilities(translator), h)
+        probabilities = torch.jit.trace(_Probabilities(translator, calibration), h)
         segment = torch.jit.trace(_Segment(translator), h)
         confidence = StainConfidence(
             encode, decode, segment, probabilities, k=k, alpha=alpha, pixels=image_size**2

@@ -25,6 +25,7 @@ import torch
 from stainless.domain.served import MANIFEST, ServedManifest
 from stainless.ml.export.heads import eager_models, served_models
 from stainless.ml.export.onnx import OnnxModel, OnnxRejected, export_onnx
+from stainless.ml.metrics.class_calibration import Scaling
 from stainless.ml.models.mtmd import MultiTaskTranslator
 
 log = structlog.get_logger(__name__)
@@ -161,6 +162,7 @@ def write_repository(
     k: int = 10,
     alpha: float = 3.0,
     onnx: bool = True,
+    calibration: Scaling | None = None,
 ) -> list[Path]:
     """Export ``translator`` as the four served models under ``repo``; return their folders.
 
@@ -168,7 +170,8 @@ def write_repository(
     when the ONNX export or its onnxruntime parity check fails (see
     :mod:`stainless.ml.export.onnx`). ``repo/stainless.json`` (the manifest) names the model
     ``name/version`` and lists the class names of the probabilities and the calibrated δ
-    review threshold.
+    review threshold. ``calibration`` scales the class logits before their softmax (the
+    manifest says whether the probabilities are calibrated).
     """
     manifest = ServedManifest(
         name=name,
@@ -178,9 +181,14 @@ def write_repository(
         k=k,
         alpha=alpha,
         review_threshold=review_threshold,
+        calibrated_probabilities=calibration is not None,
     )
-    eager = eager_models(translator, image_size=image_size, k=k, alpha=alpha)
-    scripted = served_models(translator, image_size=image_size, k=k, alpha=alpha)
+    eager = eager_models(
+        translator, image_size=image_size, k=k, alpha=alpha, calibration=calibration
+    )
+    scripted = served_models(
+        translator, image_size=image_size, k=k, alpha=alpha, calibration=calibration
+    )
     folders = [
         write_served_model(
             repo / served,

@@ -205,6 +205,7 @@ class LatentClassifier(nn.Module):
             hidden_channels=hidden_channels,
             n_classes=n_classes,
         )
+        self.n_classes = n_classes
         self.net = nn.Sequential(
             ConvNormAct(
                 in_channels=latent_channels,

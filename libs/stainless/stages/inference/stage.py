@@ -4,8 +4,9 @@ One event carries the cells of one field. The consumer gathers events (at most
 ``max_events``, waiting at most ``max_wait_s`` for more) and the stainer loads their
 cells' DIC crops, asks the inference port in micro-batches of at most ``max_batch``
 cells (one round trip each), stores the stained crop and the heat map as PNG, writes one
-prediction row per cell and model version, flags cells for expert review (δ under the
-calibrated threshold, or a pathological class) and announces ``cells.stained`` per
+prediction row per cell and model version, flags cells for expert review with their
+reasons (δ under the calibrated threshold, a calibrated top class probability under
+``review_below_probability``, a pathological class) and announces ``cells.stained`` per
 slide; all rows and events commit in one transaction with the processed-event markers.
 A cell that already has a prediction of this model version is skipped, so a
 redelivery changes nothing.
@@ -65,7 +66,7 @@ from stainless.core.events.outbox import add_event
 from stainless.core.inference.port import CellOutput, InferencePort, InferenceUnavailable
 from stainless.core.storage import ObjectStore
 from stainless.core.storage.keys import crop_size_of
-from stainless.domain.review import ReviewStatus
+from stainless.domain.review import ReviewStatus, review_reasons
 from stainless.domain.served import ManifestError, ServedManifest
 from stainless.imaging.codecs import decode, encode_png, probe
 from stainless.imaging.inputs import dic_unit
@@ -357,8 +358,16 @@ class CellStainer:
             self._store.put(stain_key, stained, content_type="image/png")
             self._store.put(heat_key, heatmap, content_type="image/png")
         predicted = output.predicted_class
-        flagged = output.delta < self.threshold(manifest) or predicted in self._pathological
-        status = ReviewStatus.NEEDS_REVIEW if flagged else ReviewStatus.PENDING
+        below = self._settings.review_below_probability
+        reasons = review_reasons(
+            delta=output.delta,
+            delta_threshold=self.threshold(manifest),
+            top_probability=max(output.probabilities.values(), default=None),
+            probability_threshold=below if manifest.calibrated_probabilities else None,
+            predicted_class=predicted,
+            pathological=self._pathological,
+        )
+        status = ReviewStatus.NEEDS_REVIEW if reasons else ReviewStatus.PENDING
         CELLS.labels(status.value).inc()
         return Prediction(
             cell_id=cell.id,
@@ -371,6 +380,7 @@ class CellStainer:
             confidence_variant=manifest.confidence_variant,
             uncertainty=output.gamma,
             review_status=status,
+            review_reasons=[reason.value for reason in reasons],
         )
 
 

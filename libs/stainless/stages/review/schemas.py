@@ -246,6 +246,11 @@ class CellOut(BaseModel):
     )
     uncertainty: float | None = Field(description="γ of the stained image.")
     review_status: str
+    review_reasons: list[str] = Field(
+        description="Why the cell was sent to review: low-delta (δ under the model's "
+        "threshold), uncertain-class (calibrated top probability under the setting), "
+        "pathological; empty when it was not."
+    )
     images: dict[str, str] = Field(description="Image kind → URL of the PNG.")
 
     @staticmethod
@@ -262,6 +267,7 @@ class CellOut(BaseModel):
             "confidence_variant": prediction.confidence_variant if prediction else None,
             "uncertainty": prediction.uncertainty if prediction else None,
             "review_status": view.review_status.value,
+            "review_reasons": (prediction.review_reasons or []) if prediction else [],
             "images": images,
         }
 

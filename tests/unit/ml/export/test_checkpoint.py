@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from stainless.core.inference.manifest import read_manifest
-from stainless.ml.export.checkpoint import ExportError, export_checkpoint
-from stainless.ml.export.triton import InstanceKind
+from stainless.ml.export.checkpoint import ExportError, _model_1, export_checkpoint
+from stainless.ml.export.triton import InstanceKind, load_served
 from stainless.ml.models.configs import DisentangledConfig
 from stainless.ml.models.disentangled import build_disentangled
 
@@ -24,6 +24,21 @@ def test_the_demo_model_exports_with_its_calibrated_threshold(tmp_path: Path) ->
     assert manifest.model_version == "mtmd-tiny/1"
     assert manifest.review_threshold == pytest.approx(calibrated)
     assert "KIND_CPU" in (tmp_path / "stain_confidence" / "config.pbtxt").read_text()
+
+
+def test_the_demo_model_serves_its_calibrated_probabilities(tmp_path: Path) -> None:
+    export_checkpoint(DEMO / "checkpoint.pt", tmp_path, instance=InstanceKind.CPU)
+    assert read_manifest(tmp_path).calibrated_probabilities
+    fitted = json.loads((DEMO / "metrics.json").read_text())["probability_calibration"]
+    assert fitted["ece_calibrated"] <= 0.1 < fitted["ece_raw"]
+    translator = _model_1(DEMO / "checkpoint.pt")[0].eval()
+    dic = torch.rand(3, 1, 64, 64) * 2 - 1
+    with torch.no_grad():
+        logits = translator.classify(translator.encode(dic.expand(-1, 3, -1, -1)))
+        scale, bias = fitted["scaling"]["scale"], torch.tensor(fitted["scaling"]["bias"])
+        expected = torch.softmax(scale * logits + bias, dim=1)
+        served = load_served(tmp_path, "stain_confidence", 1)(dic)[-1]
+    assert torch.allclose(served, expected, atol=1e-5)
 
 
 def test_what_cannot_be_exported_says_why(tmp_path: Path) -> None:

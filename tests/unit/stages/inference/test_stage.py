@@ -272,8 +272,56 @@ def test_low_confidence_and_pathological_cells_need_review(
             store=world.store, inference=local, settings=lenient, pathological_classes=()
         )
         assert stainer.stain(session, world.slide_id, world.cell_ids[0]) == []  # all done
-        statuses = [p.review_status for p in session.exec(select(Prediction)).all()]
-    assert statuses == [ReviewStatus.NEEDS_REVIEW] * 3
+        predictions = session.exec(select(Prediction)).all()
+    assert [p.review_status for p in predictions] == [ReviewStatus.NEEDS_REVIEW] * 3
+    assert [p.review_reasons for p in predictions] == [["low-delta"]] * 2 + [["pathological"]]
+
+
+class CalibratedClaim(Flaky):
+    """The same model, its manifest saying that its probabilities are calibrated."""
+
+    def __init__(self, inner: LocalInference) -> None:
+        super().__init__(inner, failures=0)
+
+    @property
+    def manifest(self) -> ServedManifest:
+        return self.inner.manifest.model_copy(update={"calibrated_probabilities": True})
+
+    def infer(self, batch: F32, manifest: ServedManifest | None = None) -> list[CellOutput]:
+        return self.inner.infer(batch)
+
+
+@pytest.mark.parametrize(
+    ("calibrated", "below", "reasons"),
+    [
+        (True, 1.0, ["uncertain-class"]),  # every top probability is under 1
+        (True, 0.0, []),
+        (True, None, []),
+        (False, 1.0, []),  # raw probabilities: the rule does not apply
+    ],
+)
+def test_an_uncertain_class_sends_a_cell_to_review_with_its_reason(
+    tmp_path: Path,
+    sqlite_url: str,
+    exported_repo: Path,
+    calibrated: bool,
+    below: float | None,
+    reasons: list[str],
+) -> None:
+    world = _world(tmp_path, sqlite_url, fields=1)
+    local = LocalInference(exported_repo)
+    settings = InferenceSettings(review_threshold=0.0, review_below_probability=below)
+    with session_scope(world.engine) as session:
+        CellStainer(
+            store=world.store,
+            inference=CalibratedClaim(local) if calibrated else local,
+            settings=settings,
+            pathological_classes=(),
+        ).stain(session, world.slide_id, world.cell_ids[0])
+        predictions = session.exec(select(Prediction)).all()
+    assert [p.review_reasons for p in predictions] == [reasons] * 3
+    status = ReviewStatus.NEEDS_REVIEW if reasons else ReviewStatus.PENDING
+    assert {p.review_status for p in predictions} == {status}
 
 
 def test_an_unavailable_server_is_waited_for(

@@ -224,7 +224,8 @@ async function renderSelected() {
     const rows = [
       ["class", full.class],
       ["predicted", full.predicted_class],
-      ["δ confidence", full.confidence?.toFixed(3) ?? "—"],
+      ["why in review", reasonsText(full.review_reasons)],
+      ["δ confidence", full.confidence?.toFixed(2) ?? "—"],
       ["γ uncertainty", full.uncertainty?.toFixed(3) ?? "—"],
       ["probabilities", top || "—"],
     ];
@@ -232,6 +233,16 @@ async function renderSelected() {
   } catch (error) {
     say(error.message, true);
   }
+}
+
+const REASONS = {
+  "low-delta": "the stain may be unreliable (δ under the model's review threshold)",
+  "uncertain-class": "the class is uncertain (top probability under the review setting)",
+  pathological: "a pathological class is always checked",
+};
+
+function reasonsText(reasons) {
+  return (reasons || []).map((r) => REASONS[r] || r).join("; ") || "—";
 }
 
 function select(index) {
@@ -278,7 +289,8 @@ function galleryCell(cell) {
       "data-cell-id": cell.id,
       "data-class": cell.class || "",
       "data-review-status": cell.review_status,
-      title: `${cell.class || "pending"} · δ ${cell.confidence ?? "—"} · γ ${cell.uncertainty ?? "—"}`,
+      title: `${cell.class || "pending"} · δ ${cell.confidence?.toFixed(2) ?? "—"} · γ ${cell.uncertainty?.toFixed(3) ?? "—"}` +
+        (cell.review_reasons?.length ? ` · in review: ${reasonsText(cell.review_reasons)}` : ""),
       onmouseenter: () => showImage(img, cell.images.dic || current()),
       onmouseleave: () => showImage(img, current()),
     },
