@@ -127,7 +127,7 @@ def test_balancing_without_class_weights_is_refused() -> None:
 
 
 def test_the_critic_learns_the_class_of_generated_cells_too() -> None:
-    """AC-GAN (Odena et al.): the head's class CE on the generated pairs falls as the critic trains."""
+    """AC-GAN (Odena et al.): the class CE on generated pairs falls as the critic trains."""
     from stainless.ml.models.configs import PairedConfig
     from stainless.ml.models.paired import build_paired_discriminator, build_paired_generator
     from stainless_training.config import LossWeights
