@@ -12,8 +12,11 @@ re-encoding.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import resource
+import signal
+import sys
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from functools import cache
@@ -31,15 +34,28 @@ log = structlog.get_logger(__name__)
 _DECODE_TIMEOUT_S = 120.0
 
 
+_PR_SET_PDEATHSIG = 1  # prctl(2)
 _WORKING_COPIES = 4  # decoded pixels, the decoder's buffers, the re-encoding
 _SLACK = 64 * 2**20
 
 
+def _die_with_parent() -> None:
+    """Ask Linux to end this worker when the process that started it dies (a service
+    stopped by SIGTERM or SIGKILL leaves no decoding worker behind holding its pipes)."""
+    if sys.platform != "linux":
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL) != 0:
+        log.warning("the decoding worker cannot follow its parent", errno=ctypes.get_errno())
+
+
 def _prepare_worker() -> None:
-    """Worker initializer: one thread per library (each thread reserves address space),
-    then one small decode of each format outside the cap, so that what the decoders set up
-    on first use (lazily loaded codec libraries, the strip-decoding threads and their
-    malloc arenas) is part of what the worker holds at the start, not of an image's budget."""
+    """Worker initializer: die with the service, one thread per library (each thread
+    reserves address space), then one small decode of each format outside the cap, so that
+    what the decoders set up on first use (lazily loaded codec libraries, the strip-decoding
+    threads and their malloc arenas) is part of what the worker holds at the start, not of
+    an image's budget."""
+    _die_with_parent()
     for variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[variable] = "1"
     import io

@@ -6,6 +6,7 @@ import io
 import struct
 import subprocess
 import sys
+import time
 import zlib
 
 import numpy as np
@@ -162,3 +163,41 @@ def test_a_prepared_worker_decodes_its_first_field_within_the_budget() -> None:
     assert grown < allowed / 2
     cold, _ = growth("cold")  # what the cap met before (about 150 MiB against 88)
     assert cold > grown
+
+
+_SERVICE = """
+import io, time
+import numpy as np
+from stainless.imaging.codecs import encode_png, probe
+from stainless.stages.ingestion.decoding import CappedDecoder
+decoder = CappedDecoder(2**28)
+data = encode_png(np.zeros((8, 8), np.uint8))
+decoder.canonical(data, probe(io.BytesIO(data)))
+print(*[worker.pid for worker in decoder._pool._processes.values()], flush=True)
+time.sleep(120)
+"""
+
+
+def _running(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie waiting for its reaper does not)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="prctl(PR_SET_PDEATHSIG) is Linux's")
+def test_the_decoding_worker_dies_with_a_killed_service() -> None:
+    service = subprocess.Popen([sys.executable, "-c", _SERVICE], stdout=subprocess.PIPE, text=True)
+    try:
+        assert service.stdout is not None
+        workers = [int(pid) for pid in service.stdout.readline().split()]
+        assert workers and all(_running(pid) for pid in workers)
+    finally:
+        service.kill()
+        service.wait()
+    deadline = time.monotonic() + 10
+    while any(_running(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(_running(pid) for pid in workers)
