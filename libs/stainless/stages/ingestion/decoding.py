@@ -12,16 +12,14 @@ re-encoding.
 
 from __future__ import annotations
 
-import ctypes
 import os
 import resource
-import signal
-import sys
+import threading
+import time
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from functools import cache
 from multiprocessing import get_context
-from threading import Lock
 
 import structlog
 
@@ -34,19 +32,23 @@ log = structlog.get_logger(__name__)
 _DECODE_TIMEOUT_S = 120.0
 
 
-_PR_SET_PDEATHSIG = 1  # prctl(2)
 _WORKING_COPIES = 4  # decoded pixels, the decoder's buffers, the re-encoding
 _SLACK = 64 * 2**20
 
 
-def _die_with_parent() -> None:
-    """Ask Linux to end this worker when the process that started it dies (a service
-    stopped by SIGTERM or SIGKILL leaves no decoding worker behind holding its pipes)."""
-    if sys.platform != "linux":
-        return
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL) != 0:
-        log.warning("the decoding worker cannot follow its parent", errno=ctypes.get_errno())
+def _die_with_parent(interval_s: float = 1.0) -> None:
+    """End this worker once the service that started it is gone (stopped by SIGTERM or
+    SIGKILL before it could shut its pool down): a daemon thread watches the parent pid.
+    (``prctl(PR_SET_PDEATHSIG)`` would not do: it follows the parent's *thread*, and the
+    request thread that started the worker may end while the service lives on.)"""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(interval_s)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
 def _prepare_worker() -> None:
@@ -113,7 +115,7 @@ class CappedDecoder:
     def __init__(self, max_bytes: int, *, workers: int = 1) -> None:
         self._max_bytes = max_bytes
         self._workers = workers
-        self._lock = Lock()
+        self._lock = threading.Lock()
         self._pool = self._start()
 
     def _start(self) -> ProcessPoolExecutor:
