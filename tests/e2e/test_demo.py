@@ -59,6 +59,11 @@ def test_demo_writes_its_summary_and_figure(tmp_path: Path) -> None:
         "Differential" in report and report.count("data:image/png;base64,") > summary["cell_count"]
     )
     assert "stainless demo --serve" in done.stderr
+    # a quiet console: a few lines for people, the service logs in a file
+    assert len(done.stderr.splitlines()) <= 15, done.stderr
+    assert not done.stdout.strip() and '"event"' not in done.stderr
+    logs = (tmp_path / "out/demo/demo.log").read_text().splitlines()
+    assert any(json.loads(line)["event"] == "slide completed" for line in logs)
     assert summary["white_cells_ground_truth"] == sum(summary["ground_truth_classes"].values()) > 0
     assert (
         summary["cells_cropped"] == summary["detection"]["matched"] + summary["detection"]["extra"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import warnings
 from pathlib import Path
 from typing import Annotated
 
@@ -484,37 +485,73 @@ def demo(
         typer.Option(help="Checkpoint exported when the model repository is empty."),
     ] = None,
     serve: Annotated[
-        bool, typer.Option("--serve", help="Then serve the review page (no key needed).")
+        bool,
+        typer.Option(
+            "--serve",
+            help="Serve the review page (no key needed) of the demo in --out, running it "
+            "first only when --out holds none.",
+        ),
     ] = False,
 ) -> None:
-    """Run the pipeline on a phantom slide (and a clinical one) with embedded defaults."""
+    """Run the pipeline on a phantom slide (and a clinical one) with embedded defaults.
+
+    The service logs go to ``<out>/demo.log``; the console shows progress and where the
+    results are."""
+    summary_path = out / "summary.json"
+    if serve and summary_path.is_file():
+        slide_id = json.loads(summary_path.read_text())["slide_id"]
+        err.print(f"serving the demo in {out} (run without --serve to run it again)")
+    else:
+        slide_id = _run_demo(out, fields, clinical_fields, seed, model)
+        _print_demo(summary_path)
+    if not serve:
+        err.print("review page: run `stainless demo --serve`")
+        return
+    _serve_demo(slide_id)
+
+
+def _run_demo(out: Path, fields: int, clinical_fields: int, seed: int, model: Path | None) -> str:
+    """The demo with its logs in ``out/demo.log`` and a spinner meanwhile; its slide id."""
+    warnings.filterwarnings("ignore", message=r"Using `httpx` with `starlette\.testclient`")
     from stainless.demo import run_demo
     from stainless.ml.export.checkpoint import ExportError
     from stainless.ml.export.detector import DetectorExportError
 
     settings = _settings()
-    checkpoint = model or _demo_checkpoint()
+    out.mkdir(parents=True, exist_ok=True)
+    logs = out / "demo.log"
+    configure_logging(settings.log, path=logs)
+    err.print(f"logs: {logs}")
     try:
-        summary_path, slide_id = run_demo(
-            settings,
-            out=out,
-            fields=fields,
-            seed=seed,
-            checkpoint=checkpoint,
-            clinical_fields=clinical_fields,
-        )
+        with err.status("phantom slides → upload → registration and cropping → staining"):
+            _, slide_id = run_demo(
+                settings,
+                out=out,
+                fields=fields,
+                seed=seed,
+                checkpoint=model or _demo_checkpoint(),
+                clinical_fields=clinical_fields,
+            )
     except ExportError as exc:
         err.print(f"[red]error:[/red] {exc} (pass --model CHECKPOINT)")
         raise typer.Exit(2) from None
     except DetectorExportError as exc:
         err.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None
-    detectors = json.loads(summary_path.read_text())["detectors"]
-    err.print(f"detectors: {detectors} (STAINLESS_REGISTRATION__DETECTOR__* to choose)")
+    return slide_id
+
+
+def _print_demo(summary_path: Path) -> None:
+    """Where the demo's results are and what its slides show."""
+    summary = json.loads(summary_path.read_text())
+    err.print(
+        f"slide: {summary['cell_count']} cells, {summary['needs_review']} to review; "
+        f"{summary['elapsed_s']} s"
+    )
+    err.print(f"detectors: {summary['detectors']} (STAINLESS_REGISTRATION__DETECTOR__* to choose)")
     err.print(f"summary: {summary_path}")
     err.print(f"report:  {summary_path.parent / 'report.html'}")
-    clinical = json.loads(summary_path.read_text()).get("clinical_slide")
-    if clinical:
+    if clinical := summary.get("clinical_slide"):
         flags = ", ".join(clinical["flags"]["pathological"]) or "none"
         truth = ", ".join(clinical["ground_truth_flags"]) or "none"
         unknown = ", ".join(clinical["classes_the_model_does_not_know"]) or "none"
@@ -522,16 +559,18 @@ def demo(
             f"clinical slide: {clinical['report']} (flags: {flags}; from the phantom's truth: "
             f"{truth}; classes the demo model cannot give: {unknown})"
         )
-    port = settings.results.http_port
-    if not serve:
-        err.print("review page: run `stainless demo --serve`")
-        return
+
+
+def _serve_demo(slide_id: str) -> None:
+    """The results API and review page over the demo's database and store, keyless."""
     import uvicorn
 
     from stainless.core.db.engine import create_db_engine
     from stainless.core.storage import create_store
     from stainless.stages.review.api import create_app
 
+    settings = _settings()
+    port = settings.results.http_port
     results = create_app(
         settings.results.model_copy(update={"anonymous_role": "reviewer"}),  # may sign
         settings.clinical,

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import logging
 import sys
+from pathlib import Path
 
 import structlog
 
 from stainless.core.config import LogFormat, LogSettings
 
 
-def configure_logging(settings: LogSettings) -> None:
-    """Route structlog and the standard library through one structured renderer."""
+def configure_logging(settings: LogSettings, *, path: Path | None = None) -> None:
+    """Route structlog and the standard library through one structured renderer, to
+    stderr or, with ``path``, to that file (appended; the console stays for people)."""
     renderer: structlog.typing.Processor
     if settings.format is LogFormat.JSON:
         renderer = structlog.processors.JSONRenderer()
@@ -32,7 +34,9 @@ def configure_logging(settings: LogSettings) -> None:
         foreign_pre_chain=shared,
         processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
     )
-    handler = logging.StreamHandler(sys.stderr)
+    handler: logging.Handler = (
+        logging.StreamHandler(sys.stderr) if path is None else logging.FileHandler(path)
+    )
     handler.setFormatter(formatter)
     root = logging.getLogger()
     root.handlers[:] = [handler]
