@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from pydantic import ValidationError
 
 from stainless.cli.datasets import dataset_app
 from stainless.cli.imaging import bench_app, register_command
@@ -26,6 +27,7 @@ from stainless.core.config import (
     load_settings,
 )
 from stainless.core.logs import configure_logging
+from stainless.domain.served import InstanceKind
 
 app = typer.Typer(
     pretty_exceptions_enable=False,
@@ -203,7 +205,15 @@ def bench_ingest(
 
     store = _settings().store
     if endpoint is not None:
-        store = StoreSettings(backend=StoreBackend.S3, endpoint=endpoint, bucket="stainless-bench")
+        try:
+            store = StoreSettings(
+                backend=StoreBackend.S3, endpoint=endpoint, bucket="stainless-bench"
+            )
+        except ValidationError:
+            raise typer.BadParameter(
+                f"{endpoint!r} is not host:port (no scheme, no path), e.g. 127.0.0.1:9000",
+                param_hint="--endpoint",
+            ) from None
     elif store.backend is not StoreBackend.S3:
         err.print(
             "[red]error:[/red] needs an S3 server: pass --endpoint or set "
@@ -304,7 +314,7 @@ def models() -> None:
 def _promotion(
     action: str,
     reference: str | None,
-    instance: str,
+    instance: InstanceKind,
     mirror: str | None,
     review_threshold: float | None = None,
     classifier: str | None = None,
@@ -314,22 +324,21 @@ def _promotion(
     from stainless.core.registry import RegistryError
     from stainless.core.storage import create_store
     from stainless.ml.export.checkpoint import ExportError
-    from stainless.ml.export.triton import InstanceKind
     from stainless.stages.retraining.promotion import promote, rollback
 
     settings = _settings()
     engine, store = create_db_engine(settings.database), create_store(settings.store)
-    kind, repository = InstanceKind(instance), _repository(settings)
+    repository = _repository(settings)
     try:
         if reference is None:
-            done = rollback(engine, store, repository, instance=kind, mirror_prefix=mirror)
+            done = rollback(engine, store, repository, instance=instance, mirror_prefix=mirror)
         else:
             done = promote(
                 engine,
                 store,
                 repository,
                 reference,
-                instance=kind,
+                instance=instance,
                 mirror_prefix=mirror,
                 review_threshold=review_threshold,
                 classifier=classifier,
@@ -354,7 +363,7 @@ def _promotion(
 @app.command()
 def promote(
     version: Annotated[str, typer.Argument(help="Model version id or NAME/VERSION.")],
-    instance: Annotated[str, typer.Option(help=INSTANCE_HELP)] = "gpu",
+    instance: Annotated[InstanceKind, typer.Option(help=INSTANCE_HELP)] = InstanceKind.GPU,
     mirror: Annotated[
         str | None, typer.Option(help="Also write the repository to this object-store prefix.")
     ] = None,
@@ -376,7 +385,7 @@ def promote(
 
 @app.command()
 def rollback(
-    instance: Annotated[str, typer.Option(help=INSTANCE_HELP)] = "gpu",
+    instance: Annotated[InstanceKind, typer.Option(help=INSTANCE_HELP)] = InstanceKind.GPU,
     mirror: Annotated[
         str | None, typer.Option(help="Also write the repository to this object-store prefix.")
     ] = None,
@@ -392,7 +401,7 @@ def export_command(
     ],
     repo: Annotated[Path, typer.Option(help="Triton model repository to write into.")],
     version: Annotated[int, typer.Option(min=1, help="Version folder to write.")] = 1,
-    instance: Annotated[str, typer.Option(help=INSTANCE_HELP)] = "gpu",
+    instance: Annotated[InstanceKind, typer.Option(help=INSTANCE_HELP)] = InstanceKind.GPU,
     k: Annotated[
         int | None,
         typer.Option(min=1, help="Corrupted outputs per cell; default 10 (model 1), 20 (model 2)."),
@@ -412,14 +421,13 @@ def export_command(
     classify, segment and stain_confidence (chapter-7 δ), or model 2's stain_confidence
     (chapter-6 δ, Algorithm 2) with the classify of the model-1 ``--classifier``."""
     from stainless.ml.export.checkpoint import ExportError, export_checkpoint
-    from stainless.ml.export.triton import InstanceKind
 
     try:
         folders = export_checkpoint(
             checkpoint,
             repo,
             version=version,
-            instance=InstanceKind(instance),
+            instance=instance,
             k=k,
             review_threshold=review_threshold,
             classifier=classifier,
@@ -435,7 +443,7 @@ def export_detector_command(
     checkpoint: Annotated[Path, typer.Option(help="Learned detector checkpoint (detector.pt).")],
     repo: Annotated[Path, typer.Option(help="Triton model repository to write into.")],
     version: Annotated[int, typer.Option(min=1, help="Version folder to write.")] = 1,
-    instance: Annotated[str, typer.Option(help=INSTANCE_HELP)] = "gpu",
+    instance: Annotated[InstanceKind, typer.Option(help=INSTANCE_HELP)] = InstanceKind.GPU,
     threshold: Annotated[
         float | None,
         typer.Option(
@@ -445,14 +453,13 @@ def export_detector_command(
 ) -> None:
     """Write a learned white-cell detector (wbc_detector_bf or _dic) into a model repository."""
     from stainless.ml.export.detector import DetectorExportError, write_detector
-    from stainless.ml.export.triton import InstanceKind
 
     try:
         served = write_detector(
             checkpoint,
             repo,
             version=version,
-            instance=InstanceKind(instance),
+            instance=instance,
             threshold=threshold,
         )
     except DetectorExportError as exc:
@@ -581,9 +588,40 @@ def _serve_demo(slide_id: str) -> None:
     uvicorn.run(results, host="127.0.0.1", port=port, log_level="warning")
 
 
+DEBUG_FLAG = "--debug"
+
+
 def run() -> None:
+    """The ``stainless`` command: a mistake or an unreachable server ends in one line
+    (exit 1) unless ``--debug`` (anywhere on the command line) asks for the traceback."""
+    debug = DEBUG_FLAG in sys.argv
+    if debug:
+        sys.argv.remove(DEBUG_FLAG)
     try:
         app()
     except SettingsError as exc:  # pragma: no cover - _settings() handles the usual path
         err.print(f"[red]error:[/red] {exc}")
         sys.exit(2)
+    except Exception as exc:
+        if debug:
+            raise
+        err.print(f"[red]error:[/red] {one_line(exc)} ({DEBUG_FLAG} shows the traceback)")
+        sys.exit(1)
+
+
+def one_line(exc: BaseException) -> str:
+    """What went wrong in one line, with a hint where the usual cause is known."""
+    from sqlalchemy.exc import OperationalError
+    from urllib3.exceptions import MaxRetryError
+
+    first = next((line.strip() for line in str(exc).splitlines() if line.strip()), "")
+    if isinstance(exc, OperationalError):
+        reason = str(exc.orig).splitlines()[0] if exc.orig else first
+        return (
+            f"the database cannot be reached: {reason} (STAINLESS_DATABASE__URL; the stack "
+            "started by make up names its settings in out/stack/stack.json)"
+        )
+    if isinstance(exc, MaxRetryError) and exc.pool is not None:
+        cause = type(exc.reason).__name__ if exc.reason else "no answer"
+        return f"nothing answers at {exc.pool.host}:{exc.pool.port} ({cause}): is the server up?"
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__

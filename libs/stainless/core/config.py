@@ -103,7 +103,11 @@ class StoreSettings(_Block):
 
     backend: StoreBackend = Field(default=StoreBackend.LOCAL, description="local or s3.")
     root: Path = Field(default=Path("out/store"), description="Directory of the local store.")
-    endpoint: str = Field(default="127.0.0.1:9000", description="S3 endpoint host:port.")
+    endpoint: str = Field(
+        default="127.0.0.1:9000",
+        pattern=r"^[^:/\s]+(:\d{1,5})?$",
+        description="S3 endpoint host:port (no scheme: secure says whether TLS is used).",
+    )
     bucket: str = Field(default="stainless", min_length=3, description="S3 bucket name.")
     access_key: str = Field(default="stainless", description="S3 access key.")
     secret_key: SecretStr = Field(default=SecretStr("stainless-secret"), description="S3 secret.")

@@ -31,6 +31,17 @@ class ManifestError(ValueError):
     """The repository has no readable manifest."""
 
 
+class InstanceKind(StrEnum):
+    """Where Triton runs a model: GPU or CPU instances of its native backend (onnxruntime,
+    libtorch), or CPU instances of its python backend, whose ``model.py`` runs the same
+    ``model.onnx`` / ``model.pt`` (a Triton built without the native backends, as the one
+    the tests run)."""
+
+    GPU = "gpu"
+    CPU = "cpu"
+    CPU_PYTHON = "cpu-python"
+
+
 class ServedManifest(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 

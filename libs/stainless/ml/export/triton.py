@@ -23,6 +23,7 @@ import structlog
 import torch
 
 from stainless.domain.served import MANIFEST, ServedManifest
+from stainless.domain.served import InstanceKind as InstanceKind  # where export callers find it
 from stainless.ml.export.heads import eager_models, served_models
 from stainless.ml.export.onnx import OnnxModel, OnnxRejected, export_onnx
 from stainless.ml.metrics.class_calibration import Scaling
@@ -32,17 +33,6 @@ log = structlog.get_logger(__name__)
 
 ServedModel = Callable[[torch.Tensor], torch.Tensor | tuple[torch.Tensor, ...]]
 """A served model loaded back: a DIC batch in, one tensor or a tuple of them out."""
-
-
-class InstanceKind(StrEnum):
-    """Where Triton runs a model: GPU or CPU instances of its native backend (onnxruntime,
-    libtorch), or CPU instances of its python backend, whose ``model.py`` runs the same
-    ``model.onnx`` / ``model.pt`` (a Triton built without the native backends, as the one
-    the tests run)."""
-
-    GPU = "gpu"
-    CPU = "cpu"
-    CPU_PYTHON = "cpu-python"
 
 
 class Platform(StrEnum):
