@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import httpx
 import jwt
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Locator, Page, expect
 
 from ..support.oidc_provider import CLIENT_ID, Provider
 from .conftest import Served
@@ -33,6 +33,7 @@ def test_a_reviewer_reclassifies_by_keyboard_and_signs(served: Served, page: Pag
         page.keyboard.press("c")  # confirm every other cell
     page.wait_for_selector("[data-testid='queue-empty']")
     page.wait_for_selector("body:not([data-busy='true'])")
+    page.once("dialog", lambda dialog: dialog.accept())  # Sign asks first
     page.get_by_test_id("sign").click()
     expect(page.get_by_test_id("slide-status")).to_contain_text("signed")  # no eval: CSP
     assert page.get_by_test_id(f"diff-{target}").get_attribute("data-count") != "0"
@@ -52,6 +53,69 @@ def test_a_reviewer_reclassifies_by_keyboard_and_signs(served: Served, page: Pag
     observation = next(o for o in report["contained"] if o["id"] == f"obs-{target}")
     counts = [c["valueQuantity"]["value"] for c in observation["component"]]
     assert counts[0] >= 1
+
+
+def test_a_gallery_cell_is_reclassified_undone_and_the_slide_signed_after_confirming(
+    served: Served, page: Page
+) -> None:
+    page.goto(f"{served.url}/slides/{served.slide_id}")
+    page.get_by_test_id("api-key").fill(served.key)
+    page.get_by_test_id("api-key-save").click()
+    page.wait_for_selector("body[data-ready='true']")
+    page.wait_for_selector("[data-testid='gallery-cell']")
+    queued = {c.get_attribute("data-cell-id") for c in page.get_by_test_id("queue-cell").all()}
+    gallery = page.get_by_test_id("gallery-cell").all()
+    # a cell the queue does not hold, where there is one (a small slide may queue all)
+    chosen = next((c for c in gallery if c.get_attribute("data-cell-id") not in queued), gallery[0])
+    cell_id = chosen.get_attribute("data-cell-id")
+    predicted = chosen.get_attribute("data-class")
+    target = "EO" if predicted != "EO" else "MO"
+    expect(page.get_by_test_id("action-undo")).to_be_disabled()
+
+    def gallery_cell() -> Locator:
+        return page.locator(f"[data-testid='gallery-cell'][data-cell-id='{cell_id}']")
+
+    gallery_cell().click()
+    expect(page.get_by_test_id("selected-cell")).to_contain_text("why in review")
+    page.get_by_test_id(f"reclass-{target}").click()
+    expect(gallery_cell()).to_have_attribute("data-class", target)
+    expect(gallery_cell()).to_have_attribute("data-review-status", "reclassified")
+    page.get_by_test_id("action-undo").click()
+    expect(gallery_cell()).to_have_attribute("data-class", predicted or "")
+    expect(page.get_by_test_id("action-undo")).to_be_disabled()
+    cell = _api(served, f"/v1/cells/{cell_id}").json()
+    assert cell["class"] == predicted and cell["review_status"] != "reclassified"
+
+    gallery_cell().click()
+    page.get_by_test_id(f"reclass-{target}").click()  # this one stays
+    expect(gallery_cell()).to_have_attribute("data-class", target)
+    while page.get_by_test_id("queue-cell").count():
+        page.get_by_test_id("queue-cell").first.click()  # back to the queue
+        page.keyboard.press("c")
+        page.wait_for_selector("body:not([data-busy='true'])")
+    page.wait_for_selector("[data-testid='queue-empty']")
+    page.wait_for_selector("body:not([data-busy='true'])")
+    expected = _api(served, f"/v1/slides/{served.slide_id}").json()["differential"]["counts"]
+
+    shown: list[str] = []
+    page.once("dialog", lambda dialog: (shown.append(dialog.message), dialog.dismiss()))
+    page.get_by_test_id("sign").click()
+    expect(page.get_by_test_id("message")).to_have_text("Not signed.")
+    assert "It will report" in shown[0] and f"{target} — " in shown[0]
+    assert _api(served, f"/v1/slides/{served.slide_id}").json()["status"] == "completed"
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.get_by_test_id("sign").click()
+    expect(page.get_by_test_id("slide-status")).to_contain_text("signed")
+
+    report = _api(served, f"/v1/slides/{served.slide_id}/fhir").json()
+    assert report["status"] == "final"
+    reported = {
+        o["id"].removeprefix("obs-"): o["component"][0]["valueQuantity"]["value"]
+        for o in report["contained"]
+        if o["id"].startswith("obs-") and "component" in o
+    }
+    assert reported[target] == expected[target] >= 1
+    assert _api(served, f"/v1/cells/{cell_id}").json()["class"] == target
 
 
 def _stored(page: Page) -> list[object]:

@@ -3,8 +3,24 @@
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Protocol, TypeVar
 
-__all__ = ["ReviewAction", "ReviewReason", "ReviewStatus", "review_reasons", "status_of"]
+__all__ = [
+    "ReviewAction",
+    "ReviewReason",
+    "ReviewStatus",
+    "review_reasons",
+    "standing_reviews",
+    "status_of",
+]
+
+
+class _Acted(Protocol):
+    @property
+    def action(self) -> str: ...
+
+
+_R = TypeVar("_R", bound=_Acted)
 
 
 class ReviewStatus(StrEnum):
@@ -19,6 +35,20 @@ class ReviewAction(StrEnum):
     CONFIRM = "confirm"
     RECLASSIFY = "reclassify"
     POOR_QUALITY = "poor_quality"
+    UNDO = "undo"  # withdraws the cell's latest review that still stands
+
+
+def standing_reviews(actions: list[_R]) -> list[_R]:
+    """The reviews that still stand, oldest first: each undo withdraws the latest one
+    before it that still stands (an undo with nothing to withdraw changes nothing)."""
+    standing: list[_R] = []
+    for review in actions:
+        if ReviewAction(review.action) is ReviewAction.UNDO:
+            if standing:
+                standing.pop()
+        else:
+            standing.append(review)
+    return standing
 
 
 class ReviewReason(StrEnum):

@@ -3,7 +3,7 @@
 The effective class of a cell is the ``new_class`` of its latest ``reclassify`` review if
 it has one, else the ``predicted_class`` of its latest prediction. A cell without a
 prediction is *pending*; its review status is that of its latest review, else its
-prediction's.
+prediction's. Reviews withdrawn by an ``undo`` count as never made.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import TypeVar
 from sqlmodel import Session, col, select
 
 from stainless.core.db.models import Cell, Prediction, Review
-from stainless.domain.review import ReviewAction, ReviewStatus, status_of
+from stainless.domain.review import ReviewAction, ReviewStatus, standing_reviews, status_of
 
 __all__ = ["CellView", "cell_views", "resolve", "sorted_rows"]
 
@@ -68,11 +68,13 @@ def cell_views(session: Session, *, slide_id: str | None = None) -> list[CellVie
 
 
 def resolve(cell: Cell, prediction: Prediction | None, reviews: list[Review]) -> CellView:
-    """The cell's view from its latest prediction and its reviews, oldest first."""
-    latest = reviews[-1] if reviews else None
+    """The cell's view from its latest prediction and its reviews, oldest first (an undo
+    withdraws the latest review still standing)."""
+    standing = standing_reviews(reviews)
+    latest = standing[-1] if standing else None
     if prediction is None:
         return CellView(cell, None, latest, None, ReviewStatus.PENDING)
-    reclassified = [r for r in reviews if r.action == ReviewAction.RECLASSIFY and r.new_class]
+    reclassified = [r for r in standing if r.action == ReviewAction.RECLASSIFY and r.new_class]
     effective = reclassified[-1].new_class if reclassified else prediction.predicted_class
     status = status_of(latest.action) if latest else ReviewStatus(prediction.review_status)
     return CellView(cell, prediction, latest, effective, status)

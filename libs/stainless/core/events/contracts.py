@@ -109,7 +109,7 @@ class ReviewRecorded(Payload):
     slide_id: str
     cell_id: str
     review_id: str
-    action: Literal["confirm", "reclassify", "poor_quality"]
+    action: Literal["confirm", "reclassify", "poor_quality", "undo"]
     new_class: str | None = None
     reviewer: str
 

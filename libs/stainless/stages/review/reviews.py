@@ -17,14 +17,14 @@ from sqlalchemy import Engine
 from sqlmodel import Session, select
 
 from stainless.core.audit import Actor, add_audit
-from stainless.core.db.cells import cell_views
+from stainless.core.db.cells import cell_views, resolve, sorted_rows
 from stainless.core.db.engine import session_scope
-from stainless.core.db.models import Review, SignedReport, Slide, SlideStatus, utcnow
+from stainless.core.db.models import Prediction, Review, SignedReport, Slide, SlideStatus, utcnow
 from stainless.core.events.contracts import Envelope, ReviewRecorded
 from stainless.core.events.outbox import add_event
 from stainless.core.http.errors import Conflict, Invalid, NotFound
 from stainless.domain.differential import ClinicalRules, differential, flags
-from stainless.domain.review import ReviewAction, ReviewStatus, status_of
+from stainless.domain.review import ReviewAction, ReviewStatus
 from stainless.domain.vocabulary import REVIEW_CLASSES, vocabulary_for
 from stainless.stages.review.fhir import canonical_json, diagnostic_report
 from stainless.stages.review.queries import load_cell_view
@@ -62,6 +62,14 @@ def _checked_class(action: ReviewAction, new_class: str | None) -> str | None:
     return None
 
 
+def _unreviewed(prediction: Prediction) -> ReviewStatus:
+    """The status a prediction had before any review: needs review when it gave a reason
+    (or, from before reasons were kept, may have), else pending."""
+    if prediction.review_reasons is None or prediction.review_reasons:
+        return ReviewStatus.NEEDS_REVIEW
+    return ReviewStatus.PENDING
+
+
 def review_cell(
     engine: Engine,
     *,
@@ -73,11 +81,15 @@ def review_cell(
 ) -> RecordedReview:
     """Record one review, update the latest prediction's status and emit ``reviews.recorded``.
 
+    ``undo`` withdraws the cell's latest review that still stands: the cell is back in the
+    state before it (its prediction's own status when no review is left).
+
     Raises:
         Invalid: ``new_class`` missing, not one of ``REVIEW_CLASSES``, or given without
             reclassify.
         NotFound: no such cell.
-        Conflict: the cell has no prediction yet, or its slide is signed.
+        Conflict: the cell has no prediction yet, its slide is signed, or an undo finds no
+            review to withdraw.
     """
     action = ReviewAction(action)
     checked_class = _checked_class(action, new_class)
@@ -89,6 +101,9 @@ def review_cell(
         prediction = view.prediction
         if prediction is None:
             raise Conflict(f"cell {cell_id} has no prediction yet; nothing to review")
+        if action is ReviewAction.UNDO and view.latest_review is None:
+            raise Conflict(f"cell {cell_id} has no review to undo")
+        earlier = session.exec(select(Review).where(Review.cell_id == cell_id)).all()
         review = Review(
             cell_id=cell_id,
             prediction_id=prediction.id,
@@ -96,8 +111,10 @@ def review_cell(
             action=action,
             new_class=checked_class,
         )
-        status = status_of(action)
-        prediction.review_status = status
+        after = resolve(view.cell, prediction, [*sorted_rows(earlier), review])
+        prediction.review_status = (
+            after.review_status if after.latest_review else _unreviewed(prediction)
+        )
         session.add(review)
         session.add(prediction)
         session.flush()
@@ -118,9 +135,8 @@ def review_cell(
         if actor is not None:
             detail = {"action": action.value, "new_class": checked_class}
             add_audit(session, actor, "review", f"cell:{cell_id}", detail)
-        effective = checked_class or (
-            view.effective_class if view.effective_class else prediction.predicted_class
-        )
+        status = ReviewStatus(prediction.review_status)
+        effective = after.effective_class or prediction.predicted_class
     REVIEWS.labels(action=action.value).inc()
     return RecordedReview(review, slide.id, status, effective)
 

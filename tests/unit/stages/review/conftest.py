@@ -134,6 +134,7 @@ class World:
                 confidence_variant="whole-latent",
                 uncertainty=1 - spec.confidence,
                 review_status=spec.status,
+                review_reasons=["low-delta"] if spec.status is ReviewStatus.NEEDS_REVIEW else [],
                 created_at=utcnow() - timedelta(minutes=5),
             )
             self.store.put(

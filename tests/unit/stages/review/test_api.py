@@ -156,6 +156,42 @@ def test_a_review_writes_one_row_updates_the_prediction_and_emits_one_event(
     assert detail["differential"]["counts"]["EO"] == 1 and detail["needs_review"] == 0
 
 
+def test_undo_withdraws_the_latest_review_until_none_is_left(
+    client: TestClient, world: World
+) -> None:
+    built = world.slide([CellSpec("SNE", NEEDS, 0.3), CellSpec("LY", ReviewStatus.PENDING)])
+    queued, gallery = built.cell_ids
+
+    def state(cell: str) -> tuple[str, str]:
+        body = client.get(f"/v1/cells/{cell}", headers=SCIENTIST).json()
+        return body["class"], body["review_status"]
+
+    assert _review(client, queued, action="reclassify", new_class="EO").status_code == 201
+    assert _review(client, queued, action="confirm").status_code == 201
+    undone = _review(client, queued, action="undo")
+    assert undone.status_code == 201, undone.text
+    assert (undone.json()["class"], undone.json()["review_status"]) == ("EO", "reclassified")
+    assert state(queued) == ("EO", "reclassified")
+    _review(client, queued, action="undo")
+    assert state(queued) == ("SNE", "needs_review")  # back in the queue
+    detail = client.get(f"/v1/slides/{built.slide_id}", headers=SCIENTIST).json()
+    assert detail["needs_review"] == 1 and detail["differential"]["counts"]["EO"] == 0
+    before = world.snapshot()
+    nothing = _review(client, queued, action="undo")
+    assert nothing.status_code == 409 and "no review to undo" in nothing.json()["detail"]
+    assert world.snapshot() == before
+    # a gallery cell (not in the queue) reclassified and undone is pending again
+    _review(client, gallery, action="reclassify", new_class="MO")
+    assert state(gallery) == ("MO", "reclassified")
+    _review(client, gallery, action="undo")
+    assert state(gallery) == ("LY", "pending")
+    actions = [
+        Envelope.model_validate_json(e.payload).parsed(ReviewRecorded).action
+        for e in world.events(Topic.REVIEWS_RECORDED)
+    ]
+    assert actions == ["reclassify", "confirm", "undo", "undo", "reclassify", "undo"]
+
+
 def _prediction_id(world: World, cell_id: str) -> str:
     from sqlmodel import select
 

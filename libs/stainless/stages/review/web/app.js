@@ -12,7 +12,7 @@
  *                diff-SNE, with data-count and data-percent), needs-review-count,
  *                queue, queue-cell (data-cell-id, data-class, aria-selected),
  *                queue-empty, selected-cell, review-buttons, action-confirm,
- *                action-poor, reclass-<CLASS>, hotkeys, view-toggle, gallery,
+ *                action-poor, action-undo, reclass-<CLASS>, hotkeys, view-toggle, gallery,
  *                gallery-group-<CLASS> (also gallery-group-pending and
  *                gallery-group-poor_quality), gallery-cell (data-cell-id,
  *                data-class, data-review-status)
@@ -23,9 +23,13 @@
  *                        the API: healthy 1 ART … 7 SMU, clinical 1 NE … = ART)
  *   c                    confirm the selected cell's class
  *   p                    mark the selected cell poor quality
+ *   u                    undo the last review made on this page (one by one)
  *   ArrowRight/ArrowDown/j   select the next queue cell
  *   ArrowLeft/ArrowUp/k      select the previous queue cell
- * A reviewed cell leaves the queue; the selection moves to the cell after it.
+ * A reviewed cell leaves the queue; the selection moves to the cell after it. A click on
+ * a gallery cell selects it instead (every cell can be reviewed, not only the queue's);
+ * a click on a queue cell or a move returns to the queue. Sign asks for confirmation and
+ * shows what the report will say.
  * Keys pressed while a review is in flight are applied in order afterwards.
  *
  * <body> attributes for tests: data-ready="true" once the page has loaded
@@ -39,6 +43,9 @@ const state = {
   slide: null,
   queue: [],
   selected: 0,
+  cells: [],
+  focusId: null, // a gallery cell chosen for review, instead of the queue's selection
+  undo: [], // ids of the cells reviewed on this page, latest last
   view: "stained",
   chain: Promise.resolve(),
 };
@@ -154,6 +161,16 @@ function renderSummary(slide) {
   document.getElementById("queue-count").textContent = `(${slide.needs_review})`;
 }
 
+function className(code) {
+  const name = state.slide && state.slide.class_names[code];
+  return name ? `${code} — ${name}` : code || "—";
+}
+
+function selectedCell() {
+  if (state.focusId) return state.cells.find((cell) => cell.id === state.focusId) || null;
+  return state.queue[state.selected] || null;
+}
+
 function renderReviewButtons(slide) {
   const container = document.getElementById("review-buttons");
   const buttons = slide.classes.map((code, i) =>
@@ -166,11 +183,14 @@ function renderReviewButtons(slide) {
       el("kbd", { text: "c" }), " confirm"),
     el("button", { type: "button", "data-testid": "action-poor", onclick: () => act("poor_quality") },
       el("kbd", { text: "p" }), " poor quality"),
+    el("button", { type: "button", "data-testid": "action-undo", onclick: () => undo(),
+      disabled: state.undo.length === 0 ? "" : null, title: "undo the last review made on this page" },
+      el("kbd", { text: "u" }), " undo"),
     ...buttons,
   );
   document.getElementById("hotkeys").textContent =
     "Keys: " + slide.classes.map((code, i) => `${CLASS_KEYS[i] || ""} ${code} (${slide.class_names[code] || code})`).join(", ") +
-    "; c confirm; p poor quality; ←/→, ↑/↓ or j/k move.";
+    "; c confirm; p poor quality; u undo; ←/→, ↑/↓ or j/k move. Click a gallery cell to review it.";
 }
 
 function renderQueue() {
@@ -200,7 +220,7 @@ function renderQueue() {
 
 async function renderSelected() {
   const target = document.getElementById("selected");
-  const cell = state.queue[state.selected];
+  const cell = selectedCell();
   if (!cell) {
     target.replaceChildren();
     return;
@@ -209,7 +229,14 @@ async function renderSelected() {
   const figures = VIEWS.map((kind) => {
     const img = el("img", { alt: kind });
     showImage(img, cell.images[kind]);
-    return el("figure", {}, img, el("figcaption", { text: kind }));
+    const caption = el("figcaption", { text: kind === "heatmap" ? "uncertainty heat map" : kind });
+    if (kind === "heatmap") {
+      caption.append(
+        el("div", { class: "magma-scale", "data-testid": "heatmap-scale", title: "colour scale of the heat map" }),
+        el("div", { class: "scale-labels" }, el("span", { text: "0" }), el("span", { text: "this cell's largest variance" })),
+      );
+    }
+    return el("figure", {}, img, caption);
   });
   const details = el("dl", {});
   target.replaceChildren(...figures, details);
@@ -222,8 +249,8 @@ async function renderSelected() {
       .map(([code, p]) => `${code} ${(100 * p).toFixed(0)}%`)
       .join(", ");
     const rows = [
-      ["class", full.class],
-      ["predicted", full.predicted_class],
+      ["class", className(full.class)],
+      ["predicted", className(full.predicted_class)],
       ["why in review", reasonsText(full.review_reasons)],
       ["δ confidence", full.confidence?.toFixed(2) ?? "—"],
       ["γ uncertainty", full.uncertainty?.toFixed(3) ?? "—"],
@@ -246,6 +273,8 @@ function reasonsText(reasons) {
 }
 
 function select(index) {
+  state.focusId = null;
+  markFocus();
   if (!state.queue.length) return;
   state.selected = Math.min(Math.max(index, 0), state.queue.length - 1);
   for (const [i, node] of document.querySelectorAll('[data-testid="queue-cell"]').entries()) {
@@ -277,6 +306,19 @@ function renderGallery(cells) {
   );
 }
 
+function focus(cell) {
+  state.focusId = cell.id;
+  markFocus();
+  for (const node of document.querySelectorAll('[data-testid="queue-cell"]')) node.setAttribute("aria-selected", "false");
+  renderSelected();
+}
+
+function markFocus() {
+  for (const node of document.querySelectorAll('[data-testid="gallery-cell"]')) {
+    node.setAttribute("aria-selected", node.dataset.cellId === state.focusId ? "true" : "false");
+  }
+}
+
 function galleryCell(cell) {
   const img = el("img", { alt: cell.class || "pending", "data-view": state.view });
   const current = () => cell.images[state.view] || cell.images.stained || cell.images.dic;
@@ -289,7 +331,9 @@ function galleryCell(cell) {
       "data-cell-id": cell.id,
       "data-class": cell.class || "",
       "data-review-status": cell.review_status,
-      title: `${cell.class || "pending"} · δ ${cell.confidence?.toFixed(2) ?? "—"} · γ ${cell.uncertainty?.toFixed(3) ?? "—"}` +
+      "aria-selected": cell.id === state.focusId ? "true" : "false",
+      onclick: () => focus(cell),
+      title: `${className(cell.class)} · δ ${cell.confidence?.toFixed(2) ?? "—"} · γ ${cell.uncertainty?.toFixed(3) ?? "—"}` +
         (cell.review_reasons?.length ? ` · in review: ${reasonsText(cell.review_reasons)}` : ""),
       onmouseenter: () => showImage(img, cell.images.dic || current()),
       onmouseleave: () => showImage(img, current()),
@@ -309,6 +353,7 @@ async function loadSlide() {
     ]);
     state.slide = slide;
     state.queue = queue;
+    state.cells = cells;
     renderSummary(slide);
     renderReviewButtons(slide);
     renderQueue();
@@ -328,7 +373,7 @@ function act(action, newClass = null) {
 }
 
 async function runAction(action, newClass) {
-  const cell = state.queue[state.selected];
+  const cell = selectedCell();
   if (!cell) return;
   document.body.dataset.busy = "true";
   try {
@@ -338,8 +383,10 @@ async function runAction(action, newClass) {
       headers: { "Content-Type": "application/json" },
       body: JSON.stringify(body),
     });
+    if (action === "undo") state.undo.pop();
+    else state.undo.push(cell.id);
     await loadSlide();
-    say(`Cell ${cell.id.slice(0, 8)}: ${result.review_status} as ${result.class}.`);
+    say(`Cell ${cell.id.slice(0, 8)}: ${result.review_status.replace("_", " ")} as ${className(result.class)}.`);
   } catch (error) {
     say(error.message, true);
   } finally {
@@ -347,7 +394,40 @@ async function runAction(action, newClass) {
   }
 }
 
+/* Undo the last review made on this page: the cell is back in the state before it. */
+function undo() {
+  state.chain = state.chain.then(async () => {
+    const cellId = state.undo[state.undo.length - 1];
+    if (!cellId) return;
+    const focused = state.focusId;
+    state.focusId = cellId;
+    try {
+      await runAction("undo", null);
+    } finally {
+      state.focusId = focused;
+    }
+  });
+  return state.chain;
+}
+
+function reportPreview(slide) {
+  const diff = slide.differential;
+  const counted = slide.classes
+    .filter((code) => (diff.counts[code] || 0) > 0)
+    .map((code) => `${className(code)}: ${diff.counts[code]}` + (diff.percent[code] != null ? ` (${diff.percent[code].toFixed(1)}%)` : ""));
+  const found = [...slide.flags.pathological.map((code) => `${code} present`), ...slide.flags.abnormal.map((each) => each.text)];
+  return (
+    `Sign the report of ${slide.external_id}? It will report, final and unchangeable:\n` +
+    `${counted.join("\n")}\n` +
+    `${diff.poor_quality} poor quality; flags: ${found.join("; ") || "none"}.`
+  );
+}
+
 async function sign() {
+  if (!window.confirm(reportPreview(state.slide))) {
+    say("Not signed.");
+    return;
+  }
   try {
     const slide = await api(`/v1/slides/${state.slideId}/sign`, { method: "POST" });
     await loadSlide();
@@ -366,6 +446,7 @@ function onKey(event) {
   if (slot >= 0 && slot < classes.length) act("reclassify", classes[slot]);
   else if (key === "c") act("confirm");
   else if (key === "p") act("poor_quality");
+  else if (key === "u") undo();
   else if (key === "ArrowRight" || key === "ArrowDown" || key === "j") select(state.selected + 1);
   else if (key === "ArrowLeft" || key === "ArrowUp" || key === "k") select(state.selected - 1);
   else handled = false;
