@@ -330,12 +330,10 @@ def _promote(config: dict[str, Any]) -> str:
         metrics={"review_threshold": read_manifest(stack.REPOSITORY).review_threshold},
     )
     engine.dispose()
-    operator = {
-        **env,
-        "STAINLESS_STORE__ACCESS_KEY": admin["AccessKeyId"],
-        "STAINLESS_STORE__SECRET_KEY": admin["SecretAccessKey"],
-    }
+    operator = stack.operator_env(env)
+    # The same checkpoint again: its training compared it with nothing, so it is forced.
     command = [str(stack.BIN / "stainless"), "promote", version.id, "--instance", "cpu-python"]
+    command.append("--force")
     stack.run_command(command, operator)
     return f"{version.name}/{version.version}"
 

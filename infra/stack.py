@@ -125,6 +125,28 @@ def _store_identities(env: dict[str, str]) -> dict[str, dict[str, str]]:
     return {name: keys[workload] for name, workload in workloads.items()}
 
 
+def operator_env(env: dict[str, str]) -> dict[str, str]:
+    """``env`` with the S3 server's admin key, as an operator runs the model commands."""
+    admin = json.loads((INFRA_STATE / servers.S3_ADMIN).read_text())
+    return {
+        **env,
+        "STAINLESS_STORE__ACCESS_KEY": admin["AccessKeyId"],
+        "STAINLESS_STORE__SECRET_KEY": admin["SecretAccessKey"],
+    }
+
+
+def _register_demo_model(env: dict[str, str]) -> None:
+    """Register the exported demo model as the version served (``stainless models register
+    --served``), so that promotions are compared with it and a rollback returns to it."""
+    if json.loads((REPOSITORY / "stainless.json").read_text()).get("model_version_id"):
+        return
+    name = run_command(
+        [str(BIN / "stainless"), "models", "register", str(DEMO_CHECKPOINT), "--served"],
+        operator_env(env),
+    )
+    print(f"the demo model is registered as {name}")
+
+
 def run_command(command: list[str], env: dict[str, str]) -> str:
     done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
     if done.returncode != 0:
@@ -199,9 +221,12 @@ def up() -> dict[str, str]:
     scanner_key = run_command(
         [str(BIN / "stainless"), "scanner", "add", f"stack-{time.time_ns()}"], env
     )
+    identities = _store_identities(env)
+    _register_demo_model(env)
     config: dict[str, Any] = {
         "env": environment(),
-        "store_identities": _store_identities(env),
+        "cli_env": operator_env(environment()),  # what `stainless …` run here uses
+        "store_identities": identities,
         "scanner_key": scanner_key,
         "results_key": results_key,
         "urls": {name: f"http://127.0.0.1:{PORTS[name]}" for name in ("ingestion", "results")},

@@ -41,6 +41,8 @@ from stainless.core.db.engine import create_db_engine, session_scope
 from stainless.core.db.migrate import upgrade
 from stainless.core.db.models import Cell, OutboxEvent, Registration, Scanner
 from stainless.core.events import ALL_TOPICS, EventBus, create_bus
+from stainless.core.inference.manifest import read_manifest
+from stainless.core.registry import RegistryError
 from stainless.core.relay import RelayServiceSettings
 from stainless.core.runners import Service
 from stainless.core.storage import ObjectStore, create_store
@@ -65,6 +67,7 @@ from stainless.stages.ingestion.scanners import register_scanner, rotate_key
 from stainless.stages.registration import service as registration
 from stainless.stages.registration.detectors import describe_detectors
 from stainless.stages.registration.service import RegistrationServiceSettings
+from stainless.stages.retraining.promotion import adopt_served
 from stainless.stages.review.queries import slide_summary
 from stainless.stages.review.report import write_report
 
@@ -237,6 +240,19 @@ def _export_model(settings: Settings, checkpoint: Path) -> None:
     stamp.write_text(fingerprint)
 
 
+def _register_model(engine: Engine, store: ObjectStore, repo: Path, checkpoint: Path) -> None:
+    """Register the exported demo model as the version served, so that a rollback can
+    return to it (a repository that serves a registered version is left as it is)."""
+    if read_manifest(repo).model_version_id is not None:
+        return
+    try:
+        adopted = adopt_served(engine, store, repo, checkpoint)
+    except RegistryError as exc:
+        log.warning("the served model is not registered", reason=str(exc))
+        return
+    log.info("the demo model is registered", model=f"{adopted.name}/{adopted.version}")
+
+
 def _stages(
     settings: Settings, engine: Engine, bus: EventBus, profile: StageProfile
 ) -> dict[str, Service]:
@@ -348,6 +364,7 @@ def run_demo(
     engine = create_db_engine(settings.database)
     store = create_store(settings.store)
     _export_model(settings, checkpoint)
+    _register_model(engine, store, Path(settings.inference.model_repository), checkpoint)
     bus = create_bus(settings.bus, client_id="stainless-demo")
     bus.ensure_topics(ALL_TOPICS)
     profile = StageProfile()

@@ -43,7 +43,7 @@ from stainless.ml.export.checkpoint import export_checkpoint
 from stainless.ml.export.triton import InstanceKind
 from stainless.stages.inference.stage import CellStainer
 from stainless.stages.retraining.jobs import request_training
-from stainless.stages.retraining.promotion import promote
+from stainless.stages.retraining.promotion import PromotionRefused, adopt_served, promote
 from stainless_training.distributed import Storage, run_distributed, store_payload
 from stainless_training.jobs import job_config
 
@@ -94,6 +94,10 @@ def test_a_snapshot_trains_on_two_workers_into_a_served_model(
 ) -> None:
     engine = create_db_engine(settings.database)
     store = create_store(settings.store)
+    # The inference service serves the demo model, registered as the version served.
+    repo = tmp_path / "models"
+    export_checkpoint(DEMO, repo, instance=InstanceKind.CPU)
+    demo = adopt_served(engine, store, repo, DEMO)
     job = request_training(
         engine, store, model="mtmd", dataset_key=snapshot, workers=2, config=TINY_RUN
     )
@@ -127,17 +131,23 @@ def test_a_snapshot_trains_on_two_workers_into_a_served_model(
     assert row.status is JobStatus.SUCCEEDED and row.ray_job_id == "retrain-test"
     assert f"model version {version_id}" in done.stdout
     assert row.progress["step"] == 6 and row.progress["workers"] == 2 and row.progress["done"]
-    assert version is not None and (version.name, version.version) == ("mtmd-tiny", 1)
+    assert version is not None and (version.name, version.version) == ("mtmd-tiny", 2)
     assert store.get(version.checkpoint_key)[:2] == b"PK"  # a torch zip archive
     assert version.metrics["training"]["workers"] == 2
-    # evaluated on the snapshot's held-out cells (10 % of the cells, by the hash of their id)
-    assert version.metrics["cells"] >= 1 and 0 <= version.metrics["ssim"] <= 1
-    assert "review_threshold" in version.metrics and "fid_provenance" in version.metrics
-    assert topics == [Topic.TRAINING_REQUESTED, Topic.MODELS_REGISTERED]
+    # evaluated on the snapshot's held-out cells (10 % of the cells, by the hash of their
+    # id), too few to set a review threshold, and the demo model on the same cells
+    metrics = version.metrics
+    assert 3 <= metrics["cells"] < 30 and 0 <= metrics["ssim"] <= 1
+    assert "review_threshold" not in metrics and "no review threshold" in metrics["note"]
+    assert "fid_provenance" in metrics
+    assert metrics["comparison"]["model"] == "mtmd-tiny/1"
+    assert metrics["comparison"]["cells"] == metrics["cells"]
+    assert topics == [
+        *(Topic.MODELS_REGISTERED, Topic.MODELS_PROMOTED),  # the demo model, served
+        *(Topic.TRAINING_REQUESTED, Topic.MODELS_REGISTERED),
+    ]
 
-    # The inference service serves the demo model; the trained version is promoted.
-    repo = tmp_path / "models"
-    export_checkpoint(DEMO, repo, instance=InstanceKind.CPU)
+    # The trained version is promoted: too few held-out cells decide nothing, so it is forced.
     stainer = CellStainer(
         store=store,
         inference=LocalInference(repo),
@@ -146,9 +156,13 @@ def test_a_snapshot_trains_on_two_workers_into_a_served_model(
         repository=lambda: read_manifest(repo),
     )
     assert stainer.model_version == "mtmd-tiny/1"
-    done = promote(engine, store, repo, version_id, instance=InstanceKind.CPU, review_threshold=0.5)
+    with pytest.raises(PromotionRefused, match=r"on [0-9]+ held-out cells: at least 30"):
+        promote(engine, store, repo, version_id, instance=InstanceKind.CPU)
+    done = promote(
+        engine, store, repo, version_id, instance=InstanceKind.CPU, review_threshold=0.5, force=True
+    )
     assert done.repository_version == 2 and stainer.refresh()
-    assert stainer.model_version == "mtmd-tiny/2"
+    assert stainer.model_version == "mtmd-tiny/2" and done.previous_version == demo.version
     assert read_manifest(repo).model_version_id == version_id
     cells = LocalInference(repo).infer(np.zeros((2, 64, 64), np.float32))
     assert len(cells) == 2 and sum(cells[0].probabilities.values()) == pytest.approx(1, abs=1e-4)

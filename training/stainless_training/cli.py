@@ -10,6 +10,7 @@ are the evaluation, the Ray job's entry point and the training service.)
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
@@ -18,6 +19,7 @@ import typer
 from rich.table import Table
 
 from stainless.cli.output import emit, err, progress
+from stainless.cli.stack import announce_running_stack
 from stainless.core.config import SettingsError, load_settings
 from stainless.core.logs import configure_logging
 from stainless_training.config import ConfigError, ModelKind, load_config
@@ -129,7 +131,25 @@ def ray_command(
     except (JobError, OSError) as exc:
         err.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None
-    err.print(f"registered model version {version}")
+    _announce(settings, version)
+
+
+def _announce(settings: TrainingSettings, version_id: str) -> None:
+    """The registered version's name on stdout; how it compares and how to promote it."""
+    from stainless.core.db.engine import create_db_engine
+    from stainless.core.registry import find_version, promoted_version
+    from stainless.stages.retraining.comparison import judge
+
+    engine = create_db_engine(settings.database)
+    version = find_version(engine, version_id)
+    name = f"{version.name}/{version.version}"
+    err.print(f"registered {name} (model version {version.id})")
+    served = promoted_version(engine)
+    if served is not None and served.id != version.id:
+        verdict = judge(name, version.metrics, served.id, f"{served.name}/{served.version}")
+        err.print(("" if verdict.allowed else "[yellow]not promotable:[/yellow] ") + verdict.reason)
+    err.print(f"serve it with: stainless promote {name}")
+    typer.echo(name)
 
 
 @app.command("detector")
@@ -216,4 +236,5 @@ def calibrate_detector_command(
 
 
 def run() -> None:
+    announce_running_stack(sys.argv[1:])
     app()

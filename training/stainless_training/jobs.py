@@ -4,14 +4,18 @@
 model on its dataset snapshot with :func:`~stainless_training.distributed.run_distributed`
 (progress written to the job row by rank 0), copies the final checkpoint and its config into the
 object store under ``models/<kind>/<job id>/``, evaluates the model on the snapshot's
-held-out cells, registers the next model version with the metrics (``models.registered``)
-and marks the job succeeded; any failure marks it failed with the reason.
+held-out cells and, when a registered version is served, that version on the same cells
+(its figures go under ``comparison``, which promotion judges), registers the next model
+version with the metrics (``models.registered``) and marks the job succeeded; any failure
+marks it failed with the reason. Under ``MIN_HELD_OUT_CELLS`` held-out cells the metrics
+say so and set no review threshold.
 """
 
 from __future__ import annotations
 
 import json
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +23,13 @@ import numpy as np
 import structlog
 
 from stainless.core.db.engine import create_db_engine, session_scope
-from stainless.core.registry import register_model
-from stainless.core.storage import MODELS_PREFIX, create_store
+from stainless.core.db.models import ModelVersion
+from stainless.core.registry import model_name, promoted_version, register_model
+from stainless.core.storage import MODELS_PREFIX, ObjectStore, create_store
+from stainless.domain.served import file_sha256
+from stainless.stages.retraining.comparison import MIN_HELD_OUT_CELLS, comparison_of
 from stainless.stages.retraining.jobs import JobError, finish_job, start_job
-from stainless_training.config import ModelKind, TrainingConfig, dump_config
+from stainless_training.config import ModelKind, TrainingConfig, dump_config, load_config
 from stainless_training.distributed import (
     Storage,
     absolute_database_url,
@@ -76,36 +83,75 @@ def _cell_samples(samples: SnapshotSamples, limit: int | None = None) -> list[Ce
 
 
 def evaluate_checkpoint(
-    settings: TrainingSettings, config: TrainingConfig, checkpoint: Path
+    settings: TrainingSettings,
+    config: TrainingConfig,
+    checkpoint: Path,
+    served: ModelVersion | None = None,
 ) -> dict[str, Any]:
     """Metrics of model 1 (chapter-7 δ) or model 2 (chapter-6 δ) on the snapshot's held-out
     cells (against a colour-transfer baseline), LPIPS and FID on the backbones of
     ``settings.evaluation`` (random where none is set, which their provenance in the metrics
-    says); nothing for model 3, which has no evaluation yet."""
+    says), and the ``served`` version's figures on the same cells; nothing for model 3,
+    which has no evaluation yet."""
     from stainless_training.backbones import quality_metrics
     from stainless_training.evaluate import ColourTransfer
-    from stainless_training.evaluation_models import model_evaluation
 
     if config.model is ModelKind.PAIRED or config.data.manifest is None:
         return {}
-    run = model_evaluation(config, checkpoint)
     key = config.data.manifest
-    held_out = _cell_samples(snapshot_samples(settings.store, key, run.image_size, held_out=True))
-    training = _cell_samples(snapshot_samples(settings.store, key, run.image_size), limit=200)
-    if len(held_out) < 3 or not training:
-        return {
-            "cells": len(held_out),
-            "note": "fewer than 3 held-out cells with a pair and a label",
-        }
-    perceptual, fid = quality_metrics(settings.evaluation, create_store(settings.store))
-    return run.evaluate(
-        held_out,
-        baseline=ColourTransfer.fit(training),
-        perceptual=perceptual,
-        fid=fid,
-        acceptable_ssim=settings.evaluation.acceptable_ssim,
-        review_sensitivity=settings.evaluation.review_sensitivity,
-    )
+    store = create_store(settings.store)
+    perceptual, fid = quality_metrics(settings.evaluation, store)
+
+    def evaluated(run_config: TrainingConfig, run_checkpoint: Path) -> dict[str, Any]:
+        from stainless_training.evaluation_models import model_evaluation
+
+        run = model_evaluation(run_config, run_checkpoint)
+        samples = snapshot_samples(settings.store, key, run.image_size, held_out=True)
+        held_out = _cell_samples(samples)
+        training = _cell_samples(snapshot_samples(settings.store, key, run.image_size), limit=200)
+        if len(held_out) < 3 or not training:
+            return {
+                "cells": len(held_out),
+                "note": "fewer than 3 held-out cells with a pair and a label",
+            }
+        return run.evaluate(
+            held_out,
+            baseline=ColourTransfer.fit(training),
+            perceptual=perceptual,
+            fid=fid,
+            acceptable_ssim=settings.evaluation.acceptable_ssim,
+            review_sensitivity=settings.evaluation.review_sensitivity,
+        )
+
+    metrics = evaluated(config, checkpoint)
+    cells = int(metrics.get("cells", 0))
+    if 3 <= cells < MIN_HELD_OUT_CELLS:
+        metrics.pop("review_threshold", None)
+        metrics["note"] = (
+            f"only {cells} held-out cells (fewer than {MIN_HELD_OUT_CELLS}): no review "
+            "threshold is set, and no comparison can decide a promotion"
+        )
+    if served is not None:
+        metrics["comparison"] = _compare(store, served, evaluated)
+    return metrics
+
+
+def _compare(
+    store: ObjectStore,
+    served: ModelVersion,
+    evaluated: Callable[[TrainingConfig, Path], dict[str, Any]],
+) -> dict[str, Any]:
+    """The served version's figures on the candidate's held-out cells."""
+    name = f"{served.name}/{served.version}"
+    if served.kind not in (ModelKind.MTMD, ModelKind.DISENTANGLED):
+        return {**comparison_of(served.id, name, {}, 0), "note": f"{served.kind} has no evaluation"}
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        prefix = served.checkpoint_key.rpartition("/")[0]
+        (folder / CHECKPOINT).write_bytes(store.get(served.checkpoint_key))
+        (folder / "config.yaml").write_bytes(store.get(f"{prefix}/config.yaml"))
+        figures = evaluated(load_config(folder / "config.yaml"), folder / CHECKPOINT)
+    return comparison_of(served.id, name, figures, int(figures.get("cells", 0)))
 
 
 def run_job(
@@ -145,15 +191,18 @@ def run_job(
             checkpoint_key = f"{prefix}/{CHECKPOINT}"
             store.put(checkpoint_key, (folder / CHECKPOINT).read_bytes())
             store.put(f"{prefix}/config.yaml", dump_config(config).encode())
-            metrics = evaluate_checkpoint(settings, config, folder / CHECKPOINT)
+            served = promoted_version(engine)
+            metrics = evaluate_checkpoint(settings, config, folder / CHECKPOINT, served)
+            digest = file_sha256(folder / CHECKPOINT)
         metrics = {**metrics, "training": {"seconds": round(result.seconds, 1), **result.metrics}}
         store.put(f"{prefix}/metrics.json", json.dumps(metrics, indent=2).encode())
         with session_scope(engine) as session:
             version = register_model(
                 session,
-                name=f"{config.model.value}-{config.size.value}",
+                name=model_name({"model": config.model.value, "size": config.size.value}),
                 kind=config.model.value,
                 checkpoint_key=checkpoint_key,
+                checkpoint_sha256=digest,
                 metrics=metrics,
             )
             version_id = version.id

@@ -14,17 +14,17 @@ from pydantic import ValidationError
 from stainless.cli.datasets import dataset_app
 from stainless.cli.imaging import bench_app, register_command
 from stainless.cli.keys import keys_app
-from stainless.cli.output import emit, err, progress
+from stainless.cli.models import INSTANCE_HELP, models_app, promote, rollback
+from stainless.cli.output import cli_settings, emit, err, progress
 from stainless.cli.scanners import scanner_app
+from stainless.cli.stack import announce_running_stack
 from stainless.cli.store import store_app
 from stainless.cli.study import study_app
 from stainless.core.config import (
-    Settings,
     SettingsError,
     StoreBackend,
     StoreSettings,
     iter_setting_fields,
-    load_settings,
 )
 from stainless.core.logs import configure_logging
 from stainless.domain.served import InstanceKind
@@ -44,23 +44,10 @@ app.add_typer(store_app, name="store")
 app.add_typer(bench_app, name="bench")
 app.add_typer(dataset_app, name="dataset")
 app.add_typer(study_app, name="study")
+app.add_typer(models_app, name="models")
+app.command("promote")(promote)
+app.command("rollback")(rollback)
 app.command("register")(register_command)
-
-
-INSTANCE_HELP = (
-    "gpu (default) or cpu instances of Triton's native backends, or cpu-python: the python "
-    "backend runs the same model files (a Triton without the native backends)."
-)
-
-
-def _settings() -> Settings:
-    try:
-        settings = load_settings()
-    except SettingsError as exc:
-        err.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from None
-    configure_logging(settings.log)
-    return settings
 
 
 @app.command()
@@ -173,7 +160,7 @@ def db_upgrade(revision: Annotated[str, typer.Argument()] = "head") -> None:
     """Migrate the configured database up to REVISION."""
     from stainless.core.db.migrate import upgrade
 
-    upgrade(_settings().database.url, revision)
+    upgrade(cli_settings().database.url, revision)
 
 
 @app.command("settings")
@@ -181,7 +168,7 @@ def settings_table(
     markdown: Annotated[bool, typer.Option(help="Print a Markdown table.")] = False,
 ) -> None:
     """List every setting with its environment variable and default."""
-    _settings()
+    cli_settings()
     rows = [(env, "" if d is None else str(d), doc) for env, d, doc in iter_setting_fields()]
     if markdown:
         typer.echo("| variable | default | meaning |\n| --- | --- | --- |")
@@ -203,7 +190,7 @@ def bench_ingest(
     """Field uploads through the HTTP API into S3 beside plain minio puts of the same bytes."""
     from stainless.bench.ingest import run_ingest_bench
 
-    store = _settings().store
+    store = cli_settings().store
     if endpoint is not None:
         try:
             store = StoreSettings(
@@ -256,7 +243,7 @@ def bench_triton(
     from stainless.core.inference.triton import TritonClient
     from stainless.domain.served import ManifestError
 
-    settings = _settings().inference
+    settings = cli_settings().inference
     name, repository = model or settings.model_name, Path(settings.model_repository)
     try:
         version = str(read_manifest(repository).version)
@@ -291,107 +278,6 @@ def bench_pipeline(
     err.print(f"one phantom slide of {fields} fields through the pipeline, then inference alone")
     result = run_pipeline_bench(checkpoint=model or _demo_checkpoint(), fields=fields)
     emit("pipeline", result, as_json)
-
-
-def _repository(settings: Settings) -> Path:
-    return Path(settings.inference.model_repository)
-
-
-@app.command()
-def models() -> None:
-    """List the registered model versions (promoted ones marked)."""
-    from stainless.core.db.engine import create_db_engine
-    from stainless.core.registry import list_versions
-
-    settings = _settings()
-    for row in list_versions(create_db_engine(settings.database)):
-        marker = "*" if row.status.value == "promoted" else " "
-        accuracy = row.metrics.get("accuracy")
-        shown = "" if accuracy is None else f" accuracy {accuracy:.3f}"
-        typer.echo(f"{marker} {row.name}/{row.version} {row.id} {row.status.value}{shown}")
-
-
-def _promotion(
-    action: str,
-    reference: str | None,
-    instance: InstanceKind,
-    mirror: str | None,
-    review_threshold: float | None = None,
-    classifier: str | None = None,
-) -> None:
-    from stainless.core.audit import command_line_actor, record_audit
-    from stainless.core.db.engine import create_db_engine
-    from stainless.core.registry import RegistryError
-    from stainless.core.storage import create_store
-    from stainless.ml.export.checkpoint import ExportError
-    from stainless.stages.retraining.promotion import promote, rollback
-
-    settings = _settings()
-    engine, store = create_db_engine(settings.database), create_store(settings.store)
-    repository = _repository(settings)
-    try:
-        if reference is None:
-            done = rollback(engine, store, repository, instance=instance, mirror_prefix=mirror)
-        else:
-            done = promote(
-                engine,
-                store,
-                repository,
-                reference,
-                instance=instance,
-                mirror_prefix=mirror,
-                review_threshold=review_threshold,
-                classifier=classifier,
-            )
-    except (RegistryError, ExportError) as exc:
-        err.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from None
-    record_audit(
-        engine,
-        command_line_actor(),
-        "promote" if reference is not None else "rollback",
-        f"model:{done.name}/{done.version}",
-        {"repository_version": done.repository_version, "previous": done.previous_version},
-    )
-    err.print(
-        f"{action}: {done.name}/{done.version} is served as version {done.repository_version} "
-        f"of {_repository(settings)}"
-        + ("" if done.previous_version is None else f" (was {done.name}/{done.previous_version})")
-    )
-
-
-@app.command()
-def promote(
-    version: Annotated[str, typer.Argument(help="Model version id or NAME/VERSION.")],
-    instance: Annotated[InstanceKind, typer.Option(help=INSTANCE_HELP)] = InstanceKind.GPU,
-    mirror: Annotated[
-        str | None, typer.Option(help="Also write the repository to this object-store prefix.")
-    ] = None,
-    review_threshold: Annotated[
-        float | None, typer.Option(min=0, help="δ review threshold; default: the calibrated one.")
-    ] = None,
-    classifier: Annotated[
-        str | None,
-        typer.Option(
-            help="Model 2 only: the model-1 version (id or NAME/VERSION) that classifies its "
-            "cells; default: the classifier served now."
-        ),
-    ] = None,
-) -> None:
-    """Serve a registered model version: export it into the model repository (admin).
-    Model 1 serves its chapter-7 δ, model 2 its chapter-6 δ with a model-1 classifier."""
-    _promotion("promoted", version, instance, mirror, review_threshold, classifier)
-
-
-@app.command()
-def rollback(
-    instance: Annotated[InstanceKind, typer.Option(help=INSTANCE_HELP)] = InstanceKind.GPU,
-    mirror: Annotated[
-        str | None, typer.Option(help="Also write the repository to this object-store prefix.")
-    ] = None,
-) -> None:
-    """Serve again the version promoted before the current one (admin)."""
-    _promotion("rolled back", None, instance, mirror)
 
 
 @app.command("export")
@@ -524,7 +410,7 @@ def _run_demo(out: Path, fields: int, clinical_fields: int, seed: int, model: Pa
     from stainless.ml.export.checkpoint import ExportError
     from stainless.ml.export.detector import DetectorExportError
 
-    settings = _settings()
+    settings = cli_settings()
     out.mkdir(parents=True, exist_ok=True)
     logs = out / "demo.log"
     configure_logging(settings.log, path=logs)
@@ -576,7 +462,7 @@ def _serve_demo(slide_id: str) -> None:
     from stainless.core.storage import create_store
     from stainless.stages.review.api import create_app
 
-    settings = _settings()
+    settings = cli_settings()
     port = settings.results.http_port
     results = create_app(
         settings.results.model_copy(update={"anonymous_role": "reviewer"}),  # may sign
@@ -597,9 +483,10 @@ def run() -> None:
     debug = DEBUG_FLAG in sys.argv
     if debug:
         sys.argv.remove(DEBUG_FLAG)
+    announce_running_stack(sys.argv[1:])
     try:
         app()
-    except SettingsError as exc:  # pragma: no cover - _settings() handles the usual path
+    except SettingsError as exc:  # pragma: no cover - cli_settings() handles the usual path
         err.print(f"[red]error:[/red] {exc}")
         sys.exit(2)
     except Exception as exc:

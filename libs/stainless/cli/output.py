@@ -12,10 +12,24 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-__all__ = ["emit", "err", "out", "progress"]
+from stainless.core.config import Settings, SettingsError, load_settings
+from stainless.core.logs import configure_logging
+
+__all__ = ["cli_settings", "emit", "err", "out", "progress"]
 
 err = Console(stderr=True)
 out = Console()
+
+
+def cli_settings() -> Settings:
+    """The platform settings with logging configured, or exit 2 with the reason."""
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    configure_logging(settings.log)
+    return settings
 
 
 @contextmanager

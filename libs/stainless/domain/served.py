@@ -11,7 +11,9 @@ probabilities and the calibrated δ review threshold.
 
 from __future__ import annotations
 
+import hashlib
 from enum import StrEnum
+from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -78,11 +80,21 @@ class ServedManifest(BaseModel):
     model_version_id: str | None = Field(
         default=None, description="The registry's model version served (after a promotion)."
     )
+    registered_as: str | None = Field(
+        default=None,
+        max_length=64,
+        description="The registry's NAME/VERSION of the model served; unset for an export "
+        "that is not registered.",
+    )
+    checkpoint_sha256: str | None = Field(
+        default=None, description="SHA-256 of the training checkpoint this was exported from."
+    )
 
     @property
     def model_version(self) -> str:
-        """What prediction rows record, e.g. ``mtmd-tiny/1``."""
-        return f"{self.name}/{self.version}"
+        """What prediction rows record: the registry's name (e.g. ``mtmd-tiny/3``), or for an
+        unregistered export its name and repository version folder."""
+        return self.registered_as or f"{self.name}/{self.version}"
 
 
 def parse_manifest(text: str | bytes, *, source: str) -> ServedManifest:
@@ -90,3 +102,12 @@ def parse_manifest(text: str | bytes, *, source: str) -> ServedManifest:
         return ServedManifest.model_validate_json(text)
     except ValidationError as exc:
         raise ManifestError(f"{source} is not a valid model manifest: {exc}") from None
+
+
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a file (a checkpoint), in hex: how the registry and a manifest name it."""
+    digest = hashlib.sha256()
+    with path.open("rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

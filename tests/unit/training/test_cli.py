@@ -73,3 +73,37 @@ def test_a_training_job_that_is_not_queued_is_refused_before_ray_starts(
     monkeypatch.setenv("STAINLESS_DATABASE__URL", sqlite_url)
     missing = CliRunner().invoke(job_app, ["no-such-job"])
     assert missing.exit_code == 2 and "no training job no-such-job" in missing.output
+
+
+def test_a_registered_version_is_announced_by_the_name_to_promote(
+    tmp_path: Path, sqlite_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from sqlmodel import Session
+
+    from stainless.core.config import DatabaseSettings
+    from stainless.core.db.engine import create_db_engine
+    from stainless.core.db.migrate import upgrade
+    from stainless.core.db.models import ModelStatus, ModelVersion
+    from stainless.core.registry import registered
+    from stainless_training.cli import _announce
+    from stainless_training.settings import TrainingSettings
+
+    upgrade(sqlite_url)
+    settings = TrainingSettings(database=DatabaseSettings(url=sqlite_url))
+    engine = create_db_engine(settings.database)
+    served = registered(engine, name="mtmd-tiny", kind="mtmd", checkpoint_key="a", metrics={})
+    with Session(engine) as session:
+        row = session.get(ModelVersion, served.id)
+        assert row is not None
+        row.status = ModelStatus.PROMOTED
+        session.add(row)
+        session.commit()
+    comparison = {"model_version_id": served.id, "model": "mtmd-tiny/1", "cells": 40}
+    metrics = {"accuracy": 0.1, "comparison": {**comparison, "accuracy": 0.8}}
+    new = registered(engine, name="mtmd-tiny", kind="mtmd", checkpoint_key="b", metrics=metrics)
+    _announce(settings, new.id)
+    captured = capsys.readouterr()
+    assert captured.out == "mtmd-tiny/2\n"
+    said = " ".join(captured.err.split())
+    assert "registered mtmd-tiny/2" in said and "stainless promote mtmd-tiny/2" in said
+    assert "not promotable: mtmd-tiny/2 is worse than the served mtmd-tiny/1" in said

@@ -25,7 +25,7 @@ TEMPLATE = (
 
 def _snapshot(store: LocalObjectStore) -> str:
     item = DatasetItem(
-        id="c", dic="d.png", bf=None, mask=None, label="LY", source="review", slide_id=None
+        id="c", dic="d.png", bf="b.png", mask=None, label="LY", source="review", slide_id=None
     )
     return write_manifest(
         store,

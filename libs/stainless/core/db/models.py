@@ -261,6 +261,9 @@ class ModelVersion(SQLModel, table=True):
     version: int = Field(ge=1)
     kind: str = Field(max_length=32)
     checkpoint_key: str = Field(max_length=512)
+    checkpoint_sha256: str | None = Field(
+        default=None, max_length=64, index=True, description="SHA-256 of the checkpoint file."
+    )
     metrics: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
     status: ModelStatus = _enum(ModelStatus, ModelStatus.REGISTERED)
     created_at: datetime = _ts()

@@ -20,10 +20,11 @@ import torch
 import yaml
 
 from stainless.domain.cells import CellClass
+from stainless.domain.served import MANIFEST, file_sha256, parse_manifest
 from stainless.domain.vocabulary import HEALTHY, vocabulary_of
 from stainless.ml.export.disentangled_heads import write_disentangled_repository
 from stainless.ml.export.paired_heads import write_paired_repository
-from stainless.ml.export.triton import InstanceKind, write_repository
+from stainless.ml.export.triton import InstanceKind, write_manifest, write_repository
 from stainless.ml.metrics.class_calibration import Scaling
 from stainless.ml.models.configs import DisentangledConfig, MultiTaskConfig, PairedConfig
 from stainless.ml.models.disentangled import build_disentangled
@@ -161,10 +162,29 @@ def export_checkpoint(
     whole-latent δ, 20 for model 2's Algorithm 2). ``classifier`` is the model-1
     checkpoint whose classifier model 2 serves.
 
+    The manifest records the SHA-256 of ``checkpoint``, so the registry can tell which
+    version a repository serves.
+
     Raises:
         ExportError: a file is missing, model 2 without a model-1 classifier of its size,
             or no threshold is known (model 3's evaluation sets none: pass it).
     """
+    folders = _export(checkpoint, repo, version, instance, k, review_threshold, classifier)
+    manifest = parse_manifest((repo / MANIFEST).read_bytes(), source=str(repo / MANIFEST))
+    digest = file_sha256(checkpoint)
+    write_manifest(repo, manifest.model_copy(update={"checkpoint_sha256": digest}))
+    return folders
+
+
+def _export(
+    checkpoint: Path,
+    repo: Path,
+    version: int,
+    instance: InstanceKind,
+    k: int | None,
+    review_threshold: float | None,
+    classifier: Path | None,
+) -> list[Path]:
     training = _training_config(checkpoint)
     model = training.get("model")
     if model not in DEFAULT_K:

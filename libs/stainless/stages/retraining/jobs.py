@@ -21,7 +21,7 @@ from stainless.core.db.models import JobStatus, TrainingJob
 from stainless.core.events.contracts import Envelope, TrainingRequested
 from stainless.core.events.outbox import add_event
 from stainless.core.storage import ObjectStore
-from stainless.datasets.manifest import DatasetError, read_manifest
+from stainless.datasets.manifest import DatasetError, DatasetManifest, read_manifest
 
 
 class ModelKind(StrEnum):
@@ -45,6 +45,36 @@ def model_kind(model: str) -> ModelKind:
         raise JobError(f"unknown model {model!r}: choose one of {known}") from None
 
 
+NEEDS = {
+    ModelKind.MTMD: "DIC crops with their registered brightfield pairs",
+    ModelKind.DISENTANGLED: "DIC crops and brightfield (stained) crops, paired or not",
+    ModelKind.PAIRED: "DIC crops with their registered brightfield pairs and class labels",
+}
+"""What each model kind trains on (the README's table says the same)."""
+
+
+def check_trainable(kind: ModelKind, manifest: DatasetManifest) -> None:
+    """Refuse a snapshot that lacks what ``kind`` trains on, before anything runs.
+
+    Raises:
+        JobError: naming what is missing and what the snapshot holds.
+    """
+    pairs = [item for item in manifest.items if item.bf is not None]
+    labelled = [item for item in pairs if item.label is not None]
+    enough = {
+        ModelKind.MTMD: bool(pairs),
+        ModelKind.DISENTANGLED: bool(pairs),
+        ModelKind.PAIRED: bool(labelled),
+    }[kind]
+    if not enough:
+        raise JobError(
+            f"model {kind.value} trains on {NEEDS[kind]}; this snapshot has "
+            f"{len(manifest.items)} cells, {len(pairs)} with a brightfield crop, "
+            f"{len(labelled)} of them labelled (a folder import holds DIC crops only: "
+            "import paired crops or snapshot reviewed slides)"
+        )
+
+
 def request_training(
     engine: Engine,
     store: ObjectStore,
@@ -60,16 +90,17 @@ def request_training(
     the runner validates them against its typed training configuration.
 
     Raises:
-        JobError: unknown model, workers < 1, or a missing, empty or altered snapshot;
-            nothing is written then.
+        JobError: unknown model, workers < 1, a missing, empty or altered snapshot, or one
+            without what the model trains on (:data:`NEEDS`); nothing is written then.
     """
     kind = model_kind(model)
     if workers < 1:
         raise JobError(f"workers must be at least 1, got {workers}")
     try:
-        read_manifest(store, dataset_key)
+        manifest = read_manifest(store, dataset_key)
     except DatasetError as exc:
         raise JobError(f"dataset {dataset_key!r}: {exc}") from None
+    check_trainable(kind, manifest)
     with session_scope(engine) as session:
         job = TrainingJob(
             model_kind=kind.value, dataset_key=dataset_key, workers=workers, config=config

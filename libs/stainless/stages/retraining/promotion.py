@@ -6,8 +6,14 @@ marks the version promoted and the one before it registered, and announces
 ``models.promoted`` in the same transaction. When the database refuses, the previous
 manifest is put back, so the repository keeps serving what the registry says. With a
 mirror prefix the repository's new files are also written to the object store, where a
-Triton server reads its repository (``s3://…``). ``rollback`` promotes again the version
-promoted before the current one.
+Triton server reads its repository (``s3://…``).
+
+A candidate replaces the served version only when its training compared the two on the
+same held-out cells and it is not worse (:mod:`.comparison`); ``force`` overrides that,
+and the reason is reported either way. ``rollback`` serves an earlier version (the one
+promoted before the current one, or any named one) without that check. ``adopt_served``
+registers the checkpoint a repository was exported from (``stainless export``, the
+demo) as the version it serves, so that a rollback can always return to it.
 """
 
 from __future__ import annotations
@@ -25,14 +31,24 @@ from stainless.core.db.models import ModelStatus, ModelVersion
 from stainless.core.events.contracts import Envelope, ModelPromoted
 from stainless.core.events.outbox import add_event
 from stainless.core.inference.manifest import read_manifest
-from stainless.core.registry import RegistryError, find_version
+from stainless.core.registry import (
+    RegistryError,
+    find_version,
+    promoted_version,
+    register_checkpoint,
+)
 from stainless.core.storage import ObjectStore
-from stainless.domain.served import MANIFEST, ManifestError
+from stainless.domain.served import MANIFEST, ManifestError, file_sha256
 from stainless.ml.export.checkpoint import export_checkpoint
 from stainless.ml.export.triton import InstanceKind, write_manifest
+from stainless.stages.retraining.comparison import Verdict, judge
 
 SERVED_KINDS = ("mtmd", "disentangled", "paired")
 """Registered model kinds that promote to the production stain model."""
+
+
+class PromotionRefused(RegistryError):
+    """The candidate is not shown to be at least as good as the version served."""
 
 
 @dataclass(frozen=True)
@@ -42,6 +58,7 @@ class Promotion:
     version: int
     repository_version: int  # the version folder the inference service now serves
     previous_version: int | None
+    verdict: str = ""  # how the candidate compared with the version served before it
 
 
 def _next_folder(repository: Path) -> int:
@@ -112,6 +129,7 @@ def promote(
     mirror_prefix: str | None = None,
     review_threshold: float | None = None,
     classifier: str | None = None,
+    force: bool = False,
 ) -> Promotion:
     """Serve model version ``reference`` (an id or ``name/version``).
 
@@ -121,6 +139,8 @@ def promote(
     itself, or the classifier of a model 2), which the manifest then names.
 
     Raises:
+        PromotionRefused: the candidate is not shown to be as good as the version served
+            (unless ``force``); nothing is written then.
         RegistryError: unknown version, a kind that is not served, model 2 without a
             model-1 classifier, or no review threshold.
     """
@@ -130,6 +150,49 @@ def promote(
             f"{version.name}/{version.version}: models 1 (mtmd), 2 (disentangled) and "
             f"3 (paired) are served, not {version.kind}"
         )
+    verdict = _verdict(engine, version)
+    if not verdict.allowed and not force:
+        raise PromotionRefused(f"{verdict.reason}; --force promotes it anyway")
+    return _serve(
+        engine,
+        store,
+        repository,
+        version,
+        instance=instance,
+        mirror_prefix=mirror_prefix,
+        review_threshold=review_threshold,
+        classifier=classifier,
+        verdict=verdict.reason,
+    )
+
+
+def _verdict(engine: Engine, candidate: ModelVersion) -> Verdict:
+    served = promoted_version(engine)
+    if served is None:
+        return Verdict(True, "no registered version was served")
+    if served.id == candidate.id:
+        return Verdict(True, f"{served.name}/{served.version} is served already")
+    return judge(
+        f"{candidate.name}/{candidate.version}",
+        candidate.metrics,
+        served.id,
+        f"{served.name}/{served.version}",
+    )
+
+
+def _serve(
+    engine: Engine,
+    store: ObjectStore,
+    repository: Path,
+    version: ModelVersion,
+    *,
+    instance: InstanceKind,
+    mirror_prefix: str | None,
+    review_threshold: float | None,
+    classifier: str | None,
+    verdict: str,
+) -> Promotion:
+    """Export ``version`` into a new version folder, serve it and record it."""
     classifier_version = (
         _classifier(engine, repository, classifier) if version.kind == "disentangled" else None
     )
@@ -161,7 +224,7 @@ def promote(
                 else _download(store, classifier_version, Path(tmp) / "classifier")
             ),
         )
-    update: dict[str, str] = {"model_version_id": version.id}
+    update = {"model_version_id": version.id, "registered_as": f"{version.name}/{version.version}"}
     if classifier_version is not None:
         update["classifier"] = f"{classifier_version.name}/{classifier_version.version}"
     manifest = read_manifest(repository).model_copy(update=update)
@@ -174,7 +237,7 @@ def promote(
         raise
     if mirror_prefix:
         _mirror(store, repository, mirror_prefix, folder_number)
-    return Promotion(version.id, version.name, version.version, folder_number, previous)
+    return Promotion(version.id, version.name, version.version, folder_number, previous, verdict)
 
 
 def _record(engine: Engine, version_id: str) -> int | None:
@@ -210,26 +273,76 @@ def rollback(
     store: ObjectStore,
     repository: Path,
     *,
+    to: str | None = None,
     instance: InstanceKind = InstanceKind.GPU,
     mirror_prefix: str | None = None,
 ) -> Promotion:
-    """Promote again the version promoted before the one served now.
+    """Serve an earlier version again: ``to`` (an id or ``name/version``), by default the
+    version promoted before the one served now. A rollback is not compared: it returns to
+    a version that was served, or that an operator names.
 
     Raises:
-        RegistryError: nothing was promoted before the current version.
+        RegistryError: an unknown ``to``, or nothing promoted before the current version.
+    """
+    if to is not None:
+        target = find_version(engine, to)
+    else:
+        try:
+            serving = read_manifest(repository).model_version_id
+        except ManifestError as exc:
+            raise RegistryError(f"nothing is served: {exc}") from None
+        with Session(engine) as session:
+            earlier = session.exec(
+                select(ModelVersion)
+                .where(col(ModelVersion.promoted_at).is_not(None), col(ModelVersion.id) != serving)
+                .order_by(col(ModelVersion.promoted_at).desc())
+            ).first()
+        if earlier is None:
+            raise RegistryError(
+                "no earlier promoted version to roll back to: name one with --to NAME/VERSION "
+                "(stainless models lists them)"
+            )
+        target = earlier
+    return _serve(
+        engine,
+        store,
+        repository,
+        target,
+        instance=instance,
+        mirror_prefix=mirror_prefix,
+        review_threshold=None,
+        classifier=None,
+        verdict="a rollback is not compared",
+    )
+
+
+def adopt_served(
+    engine: Engine, store: ObjectStore, repository: Path, checkpoint: Path
+) -> Promotion:
+    """Register ``checkpoint`` (:func:`register_checkpoint`) as the version ``repository``
+    serves, which was exported from it; nothing is exported again.
+
+    Raises:
+        RegistryError: the repository serves nothing, or was exported from another file.
     """
     try:
-        serving = read_manifest(repository).model_version_id
+        manifest = read_manifest(repository)
     except ManifestError as exc:
         raise RegistryError(f"nothing is served: {exc}") from None
-    with Session(engine) as session:
-        history = session.exec(
-            select(ModelVersion)
-            .where(col(ModelVersion.promoted_at).is_not(None), col(ModelVersion.id) != serving)
-            .order_by(col(ModelVersion.promoted_at).desc())
-        ).all()
-    if not history:
-        raise RegistryError("no earlier promoted version to roll back to")
-    return promote(
-        engine, store, repository, history[0].id, instance=instance, mirror_prefix=mirror_prefix
+    if not checkpoint.is_file() or manifest.checkpoint_sha256 != file_sha256(checkpoint):
+        raise RegistryError(
+            f"{repository} was not exported from {checkpoint}: register it "
+            "(stainless models register) and promote it instead"
+        )
+    version = register_checkpoint(engine, store, checkpoint)
+    name = f"{version.name}/{version.version}"
+    previous = None
+    if manifest.model_version_id != version.id or version.status is not ModelStatus.PROMOTED:
+        previous = _record(engine, version.id)
+        write_manifest(
+            repository,
+            manifest.model_copy(update={"model_version_id": version.id, "registered_as": name}),
+        )
+    return Promotion(
+        version.id, version.name, version.version, manifest.version, previous, "adopted as served"
     )

@@ -12,8 +12,9 @@ number per 100 leukocytes (UCUM ``/100{WBCs}``); every observation carries the
 number of cells in a component (UCUM ``{cells}``). Artefacts (ART) and smudge
 cells (SMU) have neither: they are not in the denominator. A flagged class carries
 an HL7 interpretation: ``A`` (abnormal) for a pathological class present, ``H`` or
-``L`` for a proportion above or below the laboratory's rule. The report's code is
-text only; no LOINC panel code is claimed.
+``L`` for a proportion above or below the laboratory's rule. The report's code is the
+LOINC panel 69738-3 "Differential panel, method unspecified - Blood" (LOINC has no
+digital-morphology method), with the text saying how the count was made.
 
 The confidence of the digital staining is one more contained Observation per δ variant
 (``#obs-delta-<variant>``, code ``staining-confidence`` in ``urn:stainless:measure``): the
@@ -51,6 +52,7 @@ LOINC_PER_100_LEUKOCYTES: dict[str, tuple[str, str]] = {
 }
 """SNE: the healthy classifier has no band class, so every neutrophil it counts is
 segmented; NE: every neutrophil, segmented or band."""
+DIFFERENTIAL_PANEL = ("69738-3", "Differential panel, method unspecified - Blood")
 INTERPRETATION = "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation"
 _INTERPRETATIONS = {"A": "Abnormal", "H": "High", "L": "Low"}
 
@@ -217,7 +219,12 @@ def diagnostic_report(
         ],
         "status": status,
         "category": [_HEMATOLOGY],
-        "code": {"text": "White blood cell differential (digital staining, expert reviewed)"},
+        "code": {
+            "coding": [
+                {"system": LOINC, "code": DIFFERENTIAL_PANEL[0], "display": DIFFERENTIAL_PANEL[1]}
+            ],
+            "text": "White blood cell differential (digital staining, expert reviewed)",
+        },
         "subject": subject,
         "effectiveDateTime": _instant(slide.created_at),
         "issued": _instant(slide.signed_at if signed and slide.signed_at else issued or _now()),

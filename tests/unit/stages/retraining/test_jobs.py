@@ -35,7 +35,7 @@ def world(tmp_path: Path, sqlite_url: str) -> tuple[object, LocalObjectStore, st
             DatasetItem(
                 id="c1",
                 dic="crops/c1.png",
-                bf=None,
+                bf="crops/c1-bf.png",
                 mask=None,
                 label="LY",
                 source="review",
@@ -112,3 +112,32 @@ def test_a_job_runs_once_and_ends_with_its_outcome(world) -> None:  # type: igno
     assert done.progress == {"step": 4, "steps": 10}
     with pytest.raises(JobError, match="no training job"):
         get_job(engine, "nope")
+
+
+def _snapshot(store: LocalObjectStore, *items: DatasetItem) -> str:
+    classes = ("ART", "BA", "EO", "LY", "MO", "SNE", "SMU")
+    manifest = DatasetManifest(
+        name="lacking", created_at=datetime.now(UTC), classes=classes, items=items, description=""
+    )
+    return write_manifest(store, manifest)
+
+
+@pytest.mark.parametrize("model", ["mtmd", "disentangled", "paired"])
+def test_a_snapshot_without_what_the_model_trains_on_is_refused_before_anything_runs(
+    tmp_path: Path, sqlite_url: str, model: str
+) -> None:
+    store = LocalObjectStore(tmp_path / "store")
+    engine = create_db_engine(DatabaseSettings(url=sqlite_url))
+    dic_only = DatasetItem(id="c1", dic="crops/c1.png", label="LY", source="folder")
+    unlabelled = DatasetItem(id="c2", dic="crops/c2.png", bf="crops/c2-bf.png", source="pairs")
+    with pytest.raises(JobError, match=f"model {model} trains on DIC crops .* 0 with a bright"):
+        request_training(engine, store, model=model, dataset_key=_snapshot(store, dic_only))
+    assert _rows(engine) == (0, 0)
+    key = _snapshot(store, dic_only, unlabelled)
+    if model == "paired":
+        with pytest.raises(JobError, match=r"and class labels; .* 1 with a brightfield crop, 0 of"):
+            request_training(engine, store, model=model, dataset_key=key)
+    else:
+        assert (
+            request_training(engine, store, model=model, dataset_key=key).status.value == "queued"
+        )

@@ -18,14 +18,15 @@ from stainless.core.db.models import ModelStatus, ModelVersion, OutboxEvent
 from stainless.core.events import Topic
 from stainless.core.inference.local import LocalInference
 from stainless.core.inference.manifest import read_manifest
-from stainless.core.registry import RegistryError, find_version, registered
+from stainless.core.registry import RegistryError, find_version, register_checkpoint, registered
 from stainless.core.storage.local import LocalObjectStore
+from stainless.ml.export.checkpoint import export_checkpoint
 from stainless.ml.export.triton import InstanceKind
 from stainless.ml.models.configs import DisentangledConfig, PairedConfig
 from stainless.ml.models.disentangled import build_disentangled
 from stainless.ml.models.paired import build_paired_discriminator, build_paired_generator
 from stainless.stages.inference.stage import CellStainer
-from stainless.stages.retraining.promotion import promote, rollback
+from stainless.stages.retraining.promotion import PromotionRefused, adopt_served, promote, rollback
 
 ROOT = Path(__file__).parents[4]
 DEMO = ROOT / "training" / "demo_model"
@@ -44,12 +45,24 @@ def _register(engine: Engine, store: LocalObjectStore, run: str, **extra: object
     return registered(engine, **{**fields, **extra})  # type: ignore[arg-type]
 
 
+def _compared(served: ModelVersion, threshold: float, accuracy: float = 0.9) -> dict[str, object]:
+    """Metrics of a candidate its training compared with ``served`` on 45 held-out cells."""
+    comparison = {"model_version_id": served.id, "model": f"{served.name}/{served.version}"}
+    return {
+        "review_threshold": threshold,
+        "cells": 45,
+        "accuracy": accuracy,
+        "ssim": 0.8,
+        "comparison": {**comparison, "cells": 45, "accuracy": 0.85, "ssim": 0.8},
+    }
+
+
 def test_versions_promote_switch_and_roll_back(tmp_path: Path, sqlite_url: str) -> None:
     engine = create_db_engine(DatabaseSettings(url=sqlite_url))
     store = LocalObjectStore(tmp_path / "store")
     repo = tmp_path / "models"
     first = _register(engine, store, "a")
-    second = _register(engine, store, "b", metrics={"review_threshold": 0.6})
+    second = _register(engine, store, "b", metrics=_compared(first, 0.6))
     assert (first.version, second.version) == (1, 2)
     assert find_version(engine, "mtmd-tiny/2").id == second.id
 
@@ -131,7 +144,9 @@ def test_model_2_is_served_with_a_model_1_classifier(tmp_path: Path, sqlite_url:
     model_1 = _register(engine, store, "a")
     promote(engine, store, repo, model_1.id, instance=InstanceKind.CPU)
 
-    promote(engine, store, repo, "disentangled-tiny/1", instance=InstanceKind.CPU)
+    with pytest.raises(PromotionRefused, match="not compared with the served mtmd-tiny/1"):
+        promote(engine, store, repo, "disentangled-tiny/1", instance=InstanceKind.CPU)
+    promote(engine, store, repo, "disentangled-tiny/1", instance=InstanceKind.CPU, force=True)
     manifest = read_manifest(repo)
     assert (manifest.name, manifest.model_version_id, manifest.k) == (
         "disentangled-tiny",
@@ -177,3 +192,72 @@ def test_a_clinical_model_3_is_promoted_with_its_crop_size(tmp_path: Path, sqlit
     manifest = read_manifest(repo)
     assert (manifest.crop_size, len(manifest.classes), manifest.review_threshold) == (360, 12, 0.4)
     assert manifest.model_version_id == version.id
+
+
+def test_a_worse_or_uncompared_candidate_is_refused_unless_forced(
+    tmp_path: Path, sqlite_url: str
+) -> None:
+    engine = create_db_engine(DatabaseSettings(url=sqlite_url))
+    store = LocalObjectStore(tmp_path / "store")
+    repo = tmp_path / "models"
+    served = _register(engine, store, "a")
+    promote(engine, store, repo, served.id, instance=InstanceKind.CPU)  # nothing served before
+    worse = _register(engine, store, "b", metrics=_compared(served, 0.5, accuracy=0.0))
+    with pytest.raises(PromotionRefused, match=r"worse .* accuracy 0.000 against 0.850"):
+        promote(engine, store, repo, worse.id, instance=InstanceKind.CPU)
+    few = {**_compared(served, 0.5), "comparison": {**_compared(served, 0.5)["comparison"]}}
+    few["comparison"]["cells"] = 9  # type: ignore[index]
+    small = _register(engine, store, "c", metrics=few)
+    with pytest.raises(PromotionRefused, match="on 9 held-out cells: at least 30"):
+        promote(engine, store, repo, small.id, instance=InstanceKind.CPU)
+    assert read_manifest(repo).model_version_id == served.id  # nothing written
+    assert sorted(p.name for p in (repo / "stain_confidence").iterdir()) == ["1", "config.pbtxt"]
+
+    done = promote(engine, store, repo, worse.id, instance=InstanceKind.CPU, force=True)
+    assert "worse" in done.verdict and read_manifest(repo).model_version == "mtmd-tiny/2"
+    better = _register(engine, store, "d", metrics=_compared(worse, 0.5))
+    with pytest.raises(PromotionRefused, match=r"compared with mtmd-tiny/2\)|served mtmd-tiny/2"):
+        promote(
+            engine, store, repo, _register(engine, store, "e", metrics=_compared(served, 0.5)).id
+        )
+    assert "accuracy 0.900 against 0.850" in promote(engine, store, repo, better.id).verdict
+    done = rollback(engine, store, repo, to="mtmd-tiny/1", instance=InstanceKind.CPU)
+    assert (done.verdict, read_manifest(repo).model_version) == (
+        "a rollback is not compared",
+        "mtmd-tiny/1",
+    )
+
+
+def test_the_exported_demo_model_is_adopted_so_a_rollback_reaches_it(
+    tmp_path: Path, sqlite_url: str
+) -> None:
+    engine = create_db_engine(DatabaseSettings(url=sqlite_url))
+    store = LocalObjectStore(tmp_path / "store")
+    repo = tmp_path / "models"
+    export_checkpoint(DEMO / "checkpoint.pt", repo, instance=InstanceKind.CPU)
+    assert read_manifest(repo).model_version == "mtmd-tiny/1"  # an unregistered export
+    with pytest.raises(RegistryError, match="no earlier promoted version"):
+        rollback(engine, store, repo)
+
+    adopted = adopt_served(engine, store, repo, DEMO / "checkpoint.pt")
+    assert (adopted.name, adopted.version, adopted.repository_version) == ("mtmd-tiny", 1, 1)
+    assert adopt_served(engine, store, repo, DEMO / "checkpoint.pt").model_version_id == (
+        adopted.model_version_id
+    )  # once per checkpoint file
+    demo = find_version(engine, "mtmd-tiny/1")
+    assert demo.status is ModelStatus.PROMOTED and demo.metrics["accuracy"] > 0.8
+    assert store.get(demo.checkpoint_key) == (DEMO / "checkpoint.pt").read_bytes()
+    assert read_manifest(repo).registered_as == "mtmd-tiny/1"
+
+    trained = _register(engine, store, "t", metrics=_compared(demo, 0.5, accuracy=0.0))
+    assert f"{trained.name}/{trained.version}" == "mtmd-tiny/2"  # never the demo's name
+    promote(engine, store, repo, trained.id, instance=InstanceKind.CPU, force=True)
+    done = rollback(engine, store, repo, instance=InstanceKind.CPU)
+    assert (done.name, done.version, read_manifest(repo).model_version) == (
+        "mtmd-tiny",
+        1,
+        "mtmd-tiny/1",
+    )
+    with pytest.raises(RegistryError, match="was not exported from"):
+        adopt_served(engine, store, repo, ROOT / "training/transfer_model/checkpoint.pt")
+    assert register_checkpoint(engine, store, DEMO / "checkpoint.pt").id == demo.id

@@ -41,6 +41,7 @@ def test_the_report_is_valid_preliminary_and_holds_one_observation_per_class(
     built = world.slide([CellSpec("SNE"), CellSpec("SNE"), CellSpec("LY"), CellSpec("SMU", NEEDS)])
     report = _report(client, built.slide_id)
     assert report["status"] == "preliminary" and "resultsInterpreter" not in report
+    assert _codes(report) == {"http://loinc.org": "69738-3"}  # the differential panel
     assert [r["reference"] for r in report["result"]] == [
         f"#obs-{c}" for c in ("ART", "BA", "EO", "LY", "MO", "SNE", "SMU", "delta-whole-latent")
     ]

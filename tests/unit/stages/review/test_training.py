@@ -18,7 +18,13 @@ from .conftest import ADMIN, REVIEWER, SCIENTIST, World
 @pytest.fixture
 def snapshot(world: World) -> str:
     item = DatasetItem(
-        id="c", dic="crops/c.png", bf=None, mask=None, label="LY", source="review", slide_id=None
+        id="c",
+        dic="crops/c.png",
+        bf="crops/c-bf.png",
+        mask=None,
+        label="LY",
+        source="review",
+        slide_id=None,
     )
     manifest = DatasetManifest(
         name="api",
