@@ -58,6 +58,7 @@ class SlideStatus(StrEnum):
     PROCESSING = "processing"
     COMPLETED = "completed"
     SIGNED = "signed"
+    CANCELLED = "cancelled"  # withdrawn by its scanner while open
 
 
 class RegistrationStatus(StrEnum):

@@ -25,6 +25,7 @@ class Topic(StrEnum):
 
     FIELDS_INGESTED = "fields.ingested"
     SLIDES_UPLOADED = "slides.uploaded"
+    SLIDES_CANCELLED = "slides.cancelled"
     CELLS_CROPPED = "cells.cropped"
     CELLS_STAINED = "cells.stained"
     SLIDES_COMPLETED = "slides.completed"
@@ -79,6 +80,14 @@ class SlideUploaded(Payload):
     TOPIC: ClassVar[str] = Topic.SLIDES_UPLOADED
     slide_id: str
     fields: int = Field(ge=1)
+
+
+class SlideCancelled(Payload):
+    """The scanner withdrew an open slide: it takes no more fields and is never reported."""
+
+    TOPIC: ClassVar[str] = Topic.SLIDES_CANCELLED
+    slide_id: str
+    fields: int = Field(ge=0, description="Fields uploaded before it was cancelled.")
 
 
 class CellsCropped(Payload):
@@ -159,6 +168,7 @@ PAYLOAD_TYPES: dict[tuple[str, int], type[Payload]] = {
     for cls in (
         FieldIngested,
         SlideUploaded,
+        SlideCancelled,
         CellsCropped,
         CellsStained,
         SlideCompleted,

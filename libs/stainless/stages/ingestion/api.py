@@ -1,4 +1,5 @@
-"""HTTP API for scanners: open a slide, upload fields, complete the slide, read its status.
+"""HTTP API for scanners: open a slide, upload fields, complete or cancel the slide, read its
+status.
 
 Every request carries the scanner's key in ``X-API-Key``; a key reaches only its
 own scanner's slides. Retries are safe with an ``Idempotency-Key`` header.
@@ -165,6 +166,12 @@ def create_app(settings: IngestionSettings, *, engine: Engine, ingestor: Ingesto
     def complete_slide(slide_id: SlideId, who: ScannerDep) -> JSONResponse:
         """Mark the slide fully uploaded (repeating it is harmless)."""
         return _answer(ingestor.complete_slide(who, slide_id))
+
+    @app.post("/v1/slides/{slide_id}/cancel", responses=_ERRORS, tags=["slides"])
+    def cancel_slide(slide_id: SlideId, who: ScannerDep) -> JSONResponse:
+        """Withdraw an open slide: no more fields, no report (repeating it is harmless;
+        a completed slide answers 409)."""
+        return _answer(ingestor.cancel_slide(who, slide_id))
 
     add_health_routes(app, lambda: ping(engine), metrics=False)  # /metrics: its own port
     return app

@@ -37,7 +37,7 @@ from stainless.core.db.models import (
     new_id,
 )
 from stainless.core.db.repository import create_slide
-from stainless.core.events.contracts import Envelope, SlideUploaded
+from stainless.core.events.contracts import Envelope, SlideCancelled, SlideUploaded
 from stainless.core.events.outbox import add_event
 from stainless.core.http.errors import Conflict, NotFound, ServiceError, TooLarge
 from stainless.core.storage import ObjectStore
@@ -137,6 +137,11 @@ class Ingestor:
                 )
             ).first()
             if existing is not None:
+                if existing.status == SlideStatus.CANCELLED:
+                    raise Conflict(
+                        f"slide {request.external_id!r} was cancelled as {existing.id}: "
+                        "open a new scan of it under another external id"
+                    )
                 raise Conflict(f"slide {request.external_id!r} is already open as {existing.id}")
             slide = create_slide(
                 session,
@@ -166,6 +171,8 @@ class Ingestor:
     def complete_slide(self, scanner: Scanner, slide_id: str) -> Answer:
         with session_scope(self._engine) as session:
             slide = self._owned_slide(session, scanner, slide_id, lock=True)
+            if slide.status == SlideStatus.CANCELLED:
+                raise Conflict(f"slide {slide.id} is cancelled: it cannot be completed")
             fields = session.exec(select(FieldImage).where(FieldImage.slide_id == slide.id)).all()
             if not fields:
                 raise Conflict(f"slide {slide.id} has no fields yet: upload them first")
@@ -178,6 +185,32 @@ class Ingestor:
                     Envelope.wrap(
                         SlideUploaded(slide_id=slide.id, fields=len(indices)), key=slide.id
                     ),
+                )
+            return Answer(200, _slide_body(slide, fields=list(fields)))
+
+    def cancel_slide(self, scanner: Scanner, slide_id: str) -> Answer:
+        """Withdraw an open slide: it takes no more fields, is never completed nor reported,
+        and what it holds stays for the audit (cancelling it again is harmless).
+
+        Raises:
+            Conflict: the slide was completed by its scanner already.
+        """
+        with session_scope(self._engine) as session:
+            slide = self._owned_slide(session, scanner, slide_id, lock=True)
+            fields = session.exec(select(FieldImage).where(FieldImage.slide_id == slide.id)).all()
+            if slide.status == SlideStatus.OPEN:
+                slide.status = SlideStatus.CANCELLED
+                session.add(slide)
+                indices = {f.index for f in fields}
+                add_event(
+                    session,
+                    Envelope.wrap(
+                        SlideCancelled(slide_id=slide.id, fields=len(indices)), key=slide.id
+                    ),
+                )
+            elif slide.status != SlideStatus.CANCELLED:
+                raise Conflict(
+                    f"slide {slide.id} is {slide.status}: only an open slide can be cancelled"
                 )
             return Answer(200, _slide_body(slide, fields=list(fields)))
 

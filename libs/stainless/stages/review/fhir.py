@@ -197,10 +197,13 @@ def diagnostic_report(
     staining: tuple[StainingConfidence, ...] = (),
     issued: datetime | None = None,
 ) -> dict[str, Any]:
-    """The slide's report as FHIR R4 JSON: ``final`` once signed, else ``preliminary``;
-    with the staining confidence of each δ variant in ``staining``."""
+    """The slide's report as FHIR R4 JSON: ``final`` once signed, ``cancelled`` when its
+    scanner withdrew it, else ``preliminary``; with the staining confidence of each δ
+    variant in ``staining``."""
     signed = slide.status == SlideStatus.SIGNED
-    status = "final" if signed else "preliminary"
+    status = {SlideStatus.SIGNED: "final", SlideStatus.CANCELLED: "cancelled"}.get(
+        slide.status, "preliminary"
+    )
     subject = {
         "identifier": {"system": PATIENT_SYSTEM, "value": slide.patient_pseudonym},
         "display": slide.patient_pseudonym,

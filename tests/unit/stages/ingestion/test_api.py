@@ -108,6 +108,43 @@ def api(sqlite_url: str, tmp_path: Path, request: pytest.FixtureRequest) -> Api:
     return Api(TestClient(app), store, engine, key, other)
 
 
+def test_an_open_slide_is_cancelled_once_and_takes_nothing_more(api: Api) -> None:
+    slide = api.open_slide()
+    assert api.upload(slide, _tiff()).status_code == 201
+    cancel = f"/v1/slides/{slide}/cancel"
+    done = api.client.post(cancel, headers=api.headers())
+    assert done.status_code == 200 and done.json()["status"] == "cancelled"
+    keys, fields, events = api.stored()
+    assert (len(keys), fields, events) == (1, 1, 2)  # the field stays; slides.cancelled
+    again = api.client.post(cancel, headers=api.headers())
+    assert again.status_code == 200 and api.stored()[2] == 2  # announced once
+    late = api.upload(slide, _tiff(), index=1)
+    assert (
+        late.status_code == 409 and "is cancelled: it takes no more fields" in late.json()["detail"]
+    )
+    completing = api.client.post(f"/v1/slides/{slide}/complete", headers=api.headers())
+    assert completing.status_code == 409 and "is cancelled" in completing.json()["detail"]
+    assert api.stored()[2] == 2
+    other = api.client.post(cancel, headers=api.headers(api.other_key))
+    assert other.status_code == 404
+
+    reopened = api.client.post(
+        "/v1/slides",
+        json={"external_id": "SLIDE-1", "patient_pseudonym": "P"},
+        headers=api.headers(),
+    )
+    assert reopened.status_code == 409 and "under another external id" in reopened.json()["detail"]
+    completed = api.open_slide("SLIDE-2")
+    assert api.upload(completed, _tiff()).status_code == 201
+    api.client.post(f"/v1/slides/{completed}/complete", headers=api.headers())
+    refused = api.client.post(f"/v1/slides/{completed}/cancel", headers=api.headers())
+    assert refused.status_code == 409
+    assert refused.json() == {
+        "error": "conflict",
+        "detail": f"slide {completed} is uploaded: only an open slide can be cancelled",
+    }
+
+
 def test_a_slide_is_opened_filled_and_completed(api: Api) -> None:
     slide = api.open_slide(acquisition={"objective": "100x"})
     dic, bf = _tiff(), _png()

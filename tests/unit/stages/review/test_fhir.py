@@ -136,3 +136,17 @@ def test_flagged_classes_carry_an_interpretation(client: TestClient, world: Worl
     assert "http://loinc.org" not in _codes(_observation(report, "BL"))
     erythroblasts = _observation(report, "ERB")["valueQuantity"]
     assert (erythroblasts["value"], erythroblasts["code"]) == (100.0, "/100{WBCs}")
+
+
+def test_a_cancelled_slide_reports_cancelled() -> None:
+    from stainless.core.db.models import Slide, SlideStatus
+    from stainless.domain.differential import differential
+    from stainless.stages.review.fhir import diagnostic_report
+
+    slide = Slide(
+        scanner_id="s", external_id="S-1", patient_pseudonym="P-1", status=SlideStatus.CANCELLED
+    )
+    report = diagnostic_report(slide, differential([]))
+    DiagnosticReport.model_validate(report)
+    assert report["status"] == "cancelled"
+    assert {obs["status"] for obs in report["contained"]} == {"cancelled"}
