@@ -30,6 +30,7 @@ class Topic(StrEnum):
     CELLS_STAINED = "cells.stained"
     SLIDES_COMPLETED = "slides.completed"
     REVIEWS_RECORDED = "reviews.recorded"
+    REPORTS_SIGNED = "reports.signed"
     TRAINING_REQUESTED = "training.requested"
     MODELS_REGISTERED = "models.registered"
     MODELS_PROMOTED = "models.promoted"
@@ -123,6 +124,18 @@ class ReviewRecorded(Payload):
     reviewer: str
 
 
+class ReportSigned(Payload):
+    """A slide's report is final: signed, stored and served unchanged from now on (the
+    FHIR DiagnosticReport at ``/v1/slides/{slide_id}/fhir``, whose SHA-256 this is).
+    ``slides.completed`` says its preliminary report is ready."""
+
+    TOPIC: ClassVar[str] = Topic.REPORTS_SIGNED
+    slide_id: str
+    version: int = Field(ge=1)
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    signed_by: str
+
+
 class TrainingRequested(Payload):
     TOPIC: ClassVar[str] = Topic.TRAINING_REQUESTED
     job_id: str
@@ -173,6 +186,7 @@ PAYLOAD_TYPES: dict[tuple[str, int], type[Payload]] = {
         CellsStained,
         SlideCompleted,
         ReviewRecorded,
+        ReportSigned,
         TrainingRequested,
         ModelRegistered,
         ModelPromoted,

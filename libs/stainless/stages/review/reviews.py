@@ -20,7 +20,7 @@ from stainless.core.audit import Actor, add_audit
 from stainless.core.db.cells import cell_views, resolve, sorted_rows
 from stainless.core.db.engine import session_scope
 from stainless.core.db.models import Prediction, Review, SignedReport, Slide, SlideStatus, utcnow
-from stainless.core.events.contracts import Envelope, ReviewRecorded
+from stainless.core.events.contracts import Envelope, ReportSigned, ReviewRecorded
 from stainless.core.events.outbox import add_event
 from stainless.core.http.errors import Conflict, Invalid, NotFound
 from stainless.domain.differential import ClinicalRules, differential, flags
@@ -189,6 +189,10 @@ def sign_slide(
             signed_at=slide.signed_at,
         )
         session.add(report)
+        signed = ReportSigned(
+            slide_id=slide_id, version=report.version, sha256=report.sha256, signed_by=signer
+        )
+        add_event(session, Envelope.wrap(signed, key=slide_id))
         if actor is not None:
             add_audit(session, actor, "sign", f"slide:{slide_id}", {"sha256": report.sha256})
     SIGNED.inc()

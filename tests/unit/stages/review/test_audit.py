@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 
 from fastapi.testclient import TestClient
 from sqlmodel import Session, select
@@ -74,6 +75,14 @@ def test_the_signed_report_is_stored_and_served_unchanged(client: TestClient, wo
     with session_scope(world.engine) as session:
         (stored,) = session.exec(select(SignedReport)).all()
         assert (stored.sha256, stored.signed_by, stored.version) == (digest, "rita", 1)
+    (event,) = world.events("reports.signed")
+    assert json.loads(event.payload)["payload"] == {
+        "slide_id": built.slide_id,
+        "version": 1,
+        "sha256": digest,
+        "signed_by": "rita",
+    }
+    with session_scope(world.engine) as session:
         # Whatever happens to the rows afterwards, the signed report stays as it was.
         for prediction in session.exec(select(Prediction)):
             prediction.predicted_class = "BA"
