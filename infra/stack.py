@@ -1,15 +1,16 @@
 """Every Stainless service as its own process against real servers: ``make up`` / ``make down``.
 
 ``up`` starts the local servers (``servers.py``: Postgres and Redis checked, the Kafka
-broker, the S3 server and the Triton server over ``out/models``, exported from the demo
-model (``--instance cpu-python``) when empty, with the learned detectors the registration
-stage runs on it), migrates a ``stainless`` database, registers a scanner and
-an admin key, then starts the ingestion API, the outbox relay, the registration
-consumer, a Celery worker, the inference consumer (Triton adapter, gRPC) and the results
-API, each with its log and PID under ``out/stack``. The S3 server checks IAM: each service
-has its own user holding only its workload's policy (``store_identities.py``). The settings
-and keys of the stack are written to ``out/stack/stack.json`` for ``infra/e2e.py`` and for
-people.
+broker, the S3 server and the Triton server over ``out/models``, exported afresh from the
+demo model (``--instance cpu-python``) with the learned detectors the registration stage
+runs on it), migrates a new ``stainless`` database (the S3 server and the broker keep
+nothing between runs, so neither does the stack), registers the demo model as the version
+served, a scanner and an admin key, then starts the ingestion API, the outbox relay, the
+registration consumer, a Celery worker, the inference consumer (Triton adapter, gRPC) and
+the results API, each with its log and PID under ``out/stack``. The S3 server checks IAM:
+each service has its own user holding only its workload's policy (``store_identities.py``).
+The settings and keys of the stack are written to ``out/stack/stack.json`` for ``infra/e2e.py``, for
+people, and for the ``stainless`` commands run here (``cli_env``).
 
 Usage: ``python infra/stack.py up | down | status`` with the project's virtual environment.
 """
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -154,11 +156,12 @@ def run_command(command: list[str], env: dict[str, str]) -> str:
     return done.stdout.strip()
 
 
-def _ensure_database() -> None:
-    query = f"SELECT 1 FROM pg_database WHERE datname = '{DATABASE}'"  # noqa: S608 - a constant
+def _fresh_database() -> None:
+    """An empty ``stainless`` database (the stack's S3 server and broker keep nothing
+    between runs, so a database kept would name models and images that are gone)."""
     psql = ["psql", "-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-tAc"]
-    if run_command([*psql, query], dict(os.environ)) != "1":
-        run_command([*psql, f"CREATE DATABASE {DATABASE}"], dict(os.environ))
+    run_command([*psql, f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)"], dict(os.environ))
+    run_command([*psql, f"CREATE DATABASE {DATABASE}"], dict(os.environ))
 
 
 def _live(port: int) -> bool:
@@ -182,6 +185,8 @@ def up() -> dict[str, str]:
         print(f"stack: already up ({config_path})")
         return dict(json.loads(config_path.read_text())["env"])
     base = {k: v for k, v in os.environ.items() if not k.startswith("STAINLESS_")}
+    # A stack starts from nothing: the model repository too is exported again.
+    shutil.rmtree(REPOSITORY, ignore_errors=True)
     if not ((REPOSITORY / "stainless.json").is_file() and _on_triton("stain_confidence")):
         print(f"exporting the demo model into {REPOSITORY}")
         run_command(
@@ -211,7 +216,7 @@ def up() -> dict[str, str]:
     infra = ["up", "--state", str(INFRA_STATE), "--model-repository", str(REPOSITORY), "--s3-iam"]
     if servers.main(infra):
         raise servers.InfraError("the local servers did not start (see above)")
-    _ensure_database()
+    _fresh_database()
     env = {**base, **environment()}
     run_command([str(BIN / "stainless"), "db", "upgrade"], env)
     admin = f"stack-admin-{time.time_ns()}"

@@ -25,7 +25,7 @@ import structlog
 from stainless.core.db.engine import create_db_engine, session_scope
 from stainless.core.db.models import ModelVersion
 from stainless.core.registry import model_name, promoted_version, register_model
-from stainless.core.storage import MODELS_PREFIX, ObjectStore, create_store
+from stainless.core.storage import MODELS_PREFIX, ObjectNotFoundError, ObjectStore, create_store
 from stainless.domain.served import file_sha256
 from stainless.stages.retraining.comparison import MIN_HELD_OUT_CELLS, comparison_of
 from stainless.stages.retraining.jobs import JobError, finish_job, start_job
@@ -148,8 +148,11 @@ def _compare(
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         prefix = served.checkpoint_key.rpartition("/")[0]
-        (folder / CHECKPOINT).write_bytes(store.get(served.checkpoint_key))
-        (folder / "config.yaml").write_bytes(store.get(f"{prefix}/config.yaml"))
+        try:
+            (folder / CHECKPOINT).write_bytes(store.get(served.checkpoint_key))
+            (folder / "config.yaml").write_bytes(store.get(f"{prefix}/config.yaml"))
+        except ObjectNotFoundError as exc:  # the candidate is registered all the same
+            return {**comparison_of(served.id, name, {}, 0), "note": f"not evaluated: {exc}"}
         figures = evaluated(load_config(folder / "config.yaml"), folder / CHECKPOINT)
     return comparison_of(served.id, name, figures, int(figures.get("cells", 0)))
 
