@@ -114,6 +114,9 @@ def evaluate_checkpoint(
                 "cells": len(held_out),
                 "note": "fewer than 3 held-out cells with a pair and a label",
             }
+        # Model 1's class probabilities are calibrated on the held-out cells (the figures
+        # cross-fitted over two halves; nothing is fitted under 100 cells, as it says).
+        classifier = {"calibration_cells": held_out} if run_config.model is ModelKind.MTMD else {}
         return run.evaluate(
             held_out,
             baseline=ColourTransfer.fit(training),
@@ -121,6 +124,7 @@ def evaluate_checkpoint(
             fid=fid,
             acceptable_ssim=settings.evaluation.acceptable_ssim,
             review_sensitivity=settings.evaluation.review_sensitivity,
+            **classifier,
         )
 
     metrics = evaluated(config, checkpoint)

@@ -18,6 +18,7 @@ demo) as the version it serves, so that a rollback can always return to it.
 
 from __future__ import annotations
 
+import json
 import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -77,12 +78,15 @@ def _next_folder(repository: Path) -> int:
 
 
 def _download(store: ObjectStore, version: ModelVersion, folder: Path) -> Path:
-    """The version's checkpoint and its config.yaml, from the object store into ``folder``."""
+    """The version's checkpoint and its config.yaml, from the object store into ``folder``,
+    with its registered metrics as metrics.json (the export reads the calibration of the
+    class probabilities there)."""
     folder.mkdir(parents=True, exist_ok=True)
     prefix = version.checkpoint_key.rpartition("/")[0]
     checkpoint = folder / "checkpoint.pt"
     checkpoint.write_bytes(store.get(version.checkpoint_key))
     (folder / "config.yaml").write_bytes(store.get(f"{prefix}/config.yaml"))
+    (folder / "metrics.json").write_text(json.dumps(version.metrics))
     return checkpoint
 
 

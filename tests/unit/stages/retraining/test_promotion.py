@@ -246,18 +246,21 @@ def test_the_exported_demo_model_is_adopted_so_a_rollback_reaches_it(
     )  # once per checkpoint file
     demo = find_version(engine, "mtmd-tiny/1")
     assert demo.status is ModelStatus.PROMOTED and demo.metrics["accuracy"] > 0.8
+    assert read_manifest(repo).calibrated_probabilities
     assert store.get(demo.checkpoint_key) == (DEMO / "checkpoint.pt").read_bytes()
     assert read_manifest(repo).registered_as == "mtmd-tiny/1"
 
     trained = _register(engine, store, "t", metrics=_compared(demo, 0.5, accuracy=0.0))
     assert f"{trained.name}/{trained.version}" == "mtmd-tiny/2"  # never the demo's name
     promote(engine, store, repo, trained.id, instance=InstanceKind.CPU, force=True)
+    assert not read_manifest(repo).calibrated_probabilities  # its metrics fitted none
     done = rollback(engine, store, repo, instance=InstanceKind.CPU)
     assert (done.name, done.version, read_manifest(repo).model_version) == (
         "mtmd-tiny",
         1,
         "mtmd-tiny/1",
     )
+    assert read_manifest(repo).calibrated_probabilities  # exported again with its calibration
     with pytest.raises(RegistryError, match="was not exported from"):
         adopt_served(engine, store, repo, ROOT / "training/transfer_model/checkpoint.pt")
     assert register_checkpoint(engine, store, DEMO / "checkpoint.pt").id == demo.id
