@@ -7,6 +7,7 @@ resources of KEDA, KubeRay, CloudNativePG, MinIO and Strimzi are skipped by name
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 from collections.abc import Callable, Iterator
@@ -743,3 +744,29 @@ def test_the_apis_serve_metrics_apart_from_their_clients(
         ports = {p["name"]: p["containerPort"] for p in pod["spec"]["containers"][0]["ports"]}
         assert ports == {"http": api, "metrics": metrics}
         assert settings[f"STAINLESS_{name.upper()}__METRICS_PORT"] == str(metrics)
+
+
+def test_the_notifier_runs_the_relay_image_with_its_webhook_and_its_own_secret(
+    render: Render,
+) -> None:
+    assert not [d for d in render() if d["metadata"]["name"].endswith("-notifier")]  # off
+    docs = render(
+        "--set", "notifier.enabled=true",
+        "--set", "notifier.webhookUrl=https://lis.example/stainless",
+        "--set", "notifier.authorization=Bearer Sentinel-hook",
+    )  # fmt: skip
+    deployment = _by_name(docs, "Deployment", "notifier")
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    assert container["command"] == ["stainless-notifier"]
+    assert "/stainless-relay:" in container["image"]
+    env = {e["name"]: e for e in container["env"]}
+    assert env["STAINLESS_NOTIFY__WEBHOOK_URL"]["value"] == "https://lis.example/stainless"
+    assert env["STAINLESS_NOTIFY__AUTHORIZATION"]["valueFrom"]["secretKeyRef"]["name"].endswith(
+        "-notifier-secrets"
+    )
+    secret = _by_name(docs, "Secret", "notifier-secrets")["stringData"]
+    assert set(secret) == {"STAINLESS_DATABASE__URL", "STAINLESS_NOTIFY__AUTHORIZATION"}
+    assert secret["STAINLESS_NOTIFY__AUTHORIZATION"] == "Bearer Sentinel-hook"
+    settings = _by_name(docs, "ConfigMap", "settings")["data"]
+    assert settings["STAINLESS_NOTIFY__HTTP_PORT"] == "8094"
+    assert "Sentinel-hook" not in json.dumps([d for d in docs if d["kind"] != "Secret"])

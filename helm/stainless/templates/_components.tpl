@@ -7,6 +7,7 @@ The trainer (training image) submits each requested training job as a KubeRay Ra
 ingestion: {portSetting: STAINLESS_INGESTION__HTTP_PORT, metricsPortSetting: STAINLESS_INGESTION__METRICS_PORT, api: true}
 registration: {portSetting: STAINLESS_REGISTRATION__HTTP_PORT, consumer: true}
 relay: {portSetting: STAINLESS_RELAY__HTTP_PORT}
+notifier: {portSetting: STAINLESS_NOTIFY__HTTP_PORT, command: stainless-notifier}
 worker: {portSetting: STAINLESS_WORKER__METRICS_PORT}
 inference: {portSetting: STAINLESS_INFERENCE__HTTP_PORT, consumer: true}
 results: {portSetting: STAINLESS_RESULTS__HTTP_PORT, metricsPortSetting: STAINLESS_RESULTS__METRICS_PORT, api: true}

@@ -140,6 +140,7 @@ queue's URLs only where tasks run on Redis.
 ingestion: {{ concat $db $store | toJson }}
 registration: {{ concat $db $store $tasks $bus | toJson }}
 relay: {{ concat $db $bus | toJson }}
+notifier: {{ concat $db $bus (ternary (list "STAINLESS_NOTIFY__AUTHORIZATION") (list) (ne .Values.notifier.authorization "")) | toJson }}
 worker: {{ concat $db $store $tasks | toJson }}
 inference: {{ concat $db $store $bus | toJson }}
 results: {{ concat $db $store | toJson }}
@@ -167,6 +168,7 @@ triton: {{ $store | toJson }}
 - STAINLESS_TASKS__BROKER_URL
 - STAINLESS_TASKS__RESULT_BACKEND
 - STAINLESS_BUS__SASL_PASSWORD
+- STAINLESS_NOTIFY__AUTHORIZATION
 {{- end }}
 
 {{- define "stainless.kafkaBootstrap" -}}

@@ -374,6 +374,22 @@ class RelaySettings(_Block):
     http_port: int = Field(default=8090, ge=1, le=65535, description="Health and metrics port.")
 
 
+class NotifySettings(_Block):
+    """Report notifications: a FHIR-style rest-hook the notifier posts each report to."""
+
+    webhook_url: str | None = Field(
+        default=None,
+        pattern=r"^https?://[^\s/]+(/\S*)?$",
+        description="Where the notifier POSTs each report (application/fhir+json) when it is "
+        "ready, signed or cancelled; unset: the notifier does not start.",
+    )
+    authorization: SecretStr | None = Field(
+        default=None, description="Sent as the Authorization header of each notification."
+    )
+    timeout_s: float = Field(default=10.0, gt=0, le=120, description="Timeout of one POST.")
+    http_port: int = Field(default=8094, ge=1, le=65535, description="Health and metrics port.")
+
+
 class WorkerSettings(_Block):
     """Celery worker service."""
 
@@ -586,6 +602,7 @@ class Settings(ProcessSettings):
     ingestion: IngestionSettings = IngestionSettings()
     registration: RegistrationSettings = RegistrationSettings()
     relay: RelaySettings = RelaySettings()
+    notify: NotifySettings = NotifySettings()
     worker: WorkerSettings = WorkerSettings()
     results: ResultsSettings = ResultsSettings()
 

@@ -50,6 +50,7 @@ class ConsumerGroup(StrEnum):
     INFERENCE = "stainless-inference"
     RESULTS = "stainless-results"
     TRAINING = "stainless-training"
+    NOTIFIER = "stainless-notifier"
 
 
 class EventDecodeError(ValueError):

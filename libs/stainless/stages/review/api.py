@@ -37,7 +37,7 @@ from stainless.core.storage.base import ObjectNotFoundError
 from stainless.domain.differential import ClinicalRules
 from stainless.domain.review import ReviewAction, ReviewStatus
 from stainless.imaging.codecs import encode_png
-from stainless.stages.review import fhir, queries, reviews
+from stainless.stages.review import queries, reviews
 from stainless.stages.review.schemas import (
     AuditEventOut,
     AuthConfigOut,
@@ -174,15 +174,9 @@ def _slides_router(engine: Engine, rules: ClinicalRules) -> APIRouter:
         """The differential as a FHIR R4 DiagnosticReport: ``preliminary`` until signed, then
         the report as signed, byte for byte, with its SHA-256 as the ``ETag``."""
         record_audit(engine, actor(request, who), "read", f"slide:{slide_id}:fhir")
-        signed = queries.signed_report(engine, slide_id=slide_id)
-        if signed is not None:
-            headers = {"ETag": f'"{signed.sha256}"'}
-            return Response(fhir.canonical_json(signed.body), media_type=FHIR_JSON, headers=headers)
-        found = queries.slide_summary(engine, slide_id=slide_id, rules=rules)
-        report = fhir.diagnostic_report(
-            found.slide, found.differential, found.flags, staining=found.staining
-        )
-        return Response(fhir.canonical_json(report), media_type=FHIR_JSON)
+        body, sha256 = queries.fhir_report(engine, slide_id=slide_id, rules=rules)
+        headers = {} if sha256 is None else {"ETag": f'"{sha256}"'}
+        return Response(body, media_type=FHIR_JSON, headers=headers)
 
     return router
 

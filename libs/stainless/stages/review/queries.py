@@ -23,6 +23,7 @@ from stainless.domain.differential import (
 )
 from stainless.domain.review import ReviewStatus
 from stainless.domain.vocabulary import vocabulary_for
+from stainless.stages.review import fhir
 from stainless.stages.review.staining import StainingConfidence, staining_confidence
 
 
@@ -63,6 +64,19 @@ def signed_report(engine: Engine, *, slide_id: str) -> SignedReport | None:
             .where(SignedReport.slide_id == slide_id)
             .order_by(col(SignedReport.version).desc())
         ).first()
+
+
+def fhir_report(engine: Engine, *, slide_id: str, rules: ClinicalRules) -> tuple[bytes, str | None]:
+    """The slide's FHIR DiagnosticReport as it is served: once signed, the report as
+    signed, byte for byte, with its SHA-256; before, the current one and None."""
+    signed = signed_report(engine, slide_id=slide_id)
+    if signed is not None:
+        return fhir.canonical_json(signed.body), signed.sha256
+    found = slide_summary(engine, slide_id=slide_id, rules=rules)
+    report = fhir.diagnostic_report(
+        found.slide, found.differential, found.flags, staining=found.staining
+    )
+    return fhir.canonical_json(report), None
 
 
 @dataclass(frozen=True)
