@@ -32,7 +32,7 @@ from stainless.ml.models.configs import MultiTaskConfig
 from stainless.ml.models.mtmd import build_multitask
 from stainless.stages.retraining.comparison import MIN_HELD_OUT_CELLS
 from stainless.stages.retraining.promotion import adopt_served, promote
-from stainless_training.jobs import evaluate_checkpoint, job_config
+from stainless_training.jobs import _plots, evaluate_checkpoint, job_config
 from stainless_training.settings import TrainingSettings
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -90,6 +90,9 @@ def test_a_worse_model_is_refused_and_a_rollback_returns_to_the_demo_model(
     assert comparison["model"] == "mtmd-tiny/1" and comparison["cells"] == metrics["cells"]
     assert metrics["cells"] >= MIN_HELD_OUT_CELLS
     assert metrics["accuracy"] < comparison["accuracy"] - 0.1
+    drawn = _plots(metrics, tmp_path)  # what the job stores beside the checkpoint
+    assert {p.name for p in drawn} == {"confusion.png", "reliability.png"}  # < 100: no ECE
+    assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in drawn)
     prefix = "models/mtmd/untrained"  # where a training job stores its model
     store.put(f"{prefix}/checkpoint.pt", (tmp_path / "c" / "c.pt").read_bytes())
     store.put(f"{prefix}/config.yaml", (DEMO / "config.yaml").read_bytes())

@@ -90,7 +90,7 @@ def test_review_sign_and_report_on_postgres(postgres_url: str, tmp_path: Path) -
     assert (percent["obs-SNE"], percent["obs-LY"], percent["obs-EO"]) == (33.3, 33.3, 33.3)
     with Session(engine) as session:
         topics = session.exec(select(OutboxEvent.topic).order_by(col(OutboxEvent.id))).all()
-    assert list(topics) == [Topic.REVIEWS_RECORDED]
+    assert list(topics) == [Topic.REVIEWS_RECORDED, Topic.REPORTS_SIGNED]
     engine.dispose()
 
 

@@ -161,6 +161,39 @@ def _compare(
     return comparison_of(served.id, name, figures, int(figures.get("cells", 0)))
 
 
+def _plots(metrics: dict[str, Any], folder: Path) -> list[Path]:
+    """The figures of an evaluation that its metrics hold, drawn into ``folder``: the
+    confusion matrix, the calibration of δ and that of the class probabilities."""
+    from stainless_training.plots import (
+        confusion_plot,
+        probability_reliability_plot,
+        reliability_plot,
+    )
+
+    drawn = []
+    if "confusion" in metrics:
+        confusion_plot(
+            metrics["confusion"],
+            metrics["class_names"],
+            folder / "confusion.png",
+            title=f"{metrics['cells']} held-out cells: accuracy {metrics['accuracy']:.2f}",
+        )
+        drawn.append(folder / "confusion.png")
+    if "review" in metrics and "acceptable" in metrics:
+        reliability_plot(
+            metrics.get("calibration"),
+            folder / "reliability.png",
+            acceptable=metrics["acceptable"],
+            review=metrics["review"],
+        )
+        drawn.append(folder / "reliability.png")
+    calibration = metrics.get("probability_calibration") or {}
+    if calibration.get("scaling") is not None:
+        probability_reliability_plot(calibration, folder / "probabilities.png")
+        drawn.append(folder / "probabilities.png")
+    return drawn
+
+
 def run_job(
     settings: TrainingSettings,
     job_id: str,
@@ -201,7 +234,12 @@ def run_job(
             served = promoted_version(engine)
             metrics = evaluate_checkpoint(settings, config, folder / CHECKPOINT, served)
             digest = file_sha256(folder / CHECKPOINT)
+            plots = _plots(metrics, folder)
+            for plot in plots:
+                store.put(f"{prefix}/{plot.name}", plot.read_bytes())
         metrics = {**metrics, "training": {"seconds": round(result.seconds, 1), **result.metrics}}
+        if plots:
+            metrics["plots"] = [f"{prefix}/{plot.name}" for plot in plots]
         store.put(f"{prefix}/metrics.json", json.dumps(metrics, indent=2).encode())
         with session_scope(engine) as session:
             version = register_model(

@@ -93,11 +93,16 @@ def models(ctx: typer.Context) -> None:
             highlight=False,
             soft_wrap=True,
         )
+        if metrics.get("plots"):
+            names = ",".join(
+                key.rpartition("/")[2].removesuffix(".png") for key in metrics["plots"]
+            )
+            out.print(f"    plots: {{{names}}}.png beside it", highlight=False, soft_wrap=True)
         if metrics.get("note"):
             out.print(f"    note: {metrics['note']}", highlight=False, soft_wrap=True)
     err.print(
-        "files: the checkpoint, config.yaml and metrics.json in the object store; "
-        "stainless-evaluate --checkpoint … --out DIR draws the plots"
+        "files: the checkpoint, config.yaml, metrics.json and a training job's plots in the "
+        "object store; stainless-evaluate --checkpoint … --out DIR draws them for any checkpoint"
     )
 
 
