@@ -140,6 +140,9 @@ def test_a_snapshot_trains_on_two_workers_into_a_served_model(
     assert 3 <= metrics["cells"] < 30 and 0 <= metrics["ssim"] <= 1
     assert "review_threshold" not in metrics and "no review threshold" in metrics["note"]
     assert "fid_provenance" in metrics
+    prefix = version.checkpoint_key.rpartition("/")[0]
+    assert metrics["plots"] == [f"{prefix}/confusion.png", f"{prefix}/reliability.png"]
+    assert all(store.get(key)[:4] == b"\x89PNG" for key in metrics["plots"])
     assert metrics["comparison"]["model"] == "mtmd-tiny/1"
     assert metrics["comparison"]["cells"] == metrics["cells"]
     assert topics == [
