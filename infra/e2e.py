@@ -25,6 +25,7 @@ check holds.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import signal
@@ -71,7 +72,8 @@ def upload(
     seed: int,
     between: Callable[[str, int], None] | None = None,
 ) -> tuple[str, int]:
-    """A phantom slide over HTTP; returns the slide id and its fields. ``between`` is
+    """A phantom slide over HTTP, each field as the raw body of ``PUT …/fields/{index}/{modality}``
+    (the form route is the demo's); returns the slide id and its fields. ``between`` is
     called with the slide id and the number of fields sent after each field but the last."""
     with tempfile.TemporaryDirectory() as tmp:
         phantom = LocalObjectStore(Path(tmp))
@@ -89,10 +91,11 @@ def upload(
         slide_id = str(opened.json()["id"])
         for sent, field in enumerate(entry["fields"], start=1):
             for modality, key in (("DIC", field["dic"]), ("BF", field["bf"])):
-                client.post(
-                    f"/v1/slides/{slide_id}/fields",
-                    files={"file": (key, phantom.get(key), "application/octet-stream")},
-                    data={"modality": modality, "index": str(field["index"])},
+                data = phantom.get(key)
+                client.put(
+                    f"/v1/slides/{slide_id}/fields/{field['index']}/{modality}",
+                    content=data,
+                    headers={"X-Content-SHA256": hashlib.sha256(data).hexdigest()},
                 ).raise_for_status()
             if between is not None and sent < len(entry["fields"]):
                 between(slide_id, sent)

@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import urllib.request
+from collections.abc import Iterator
 
 import pytest
 
 from stainless.core.config import StoreBackend, StoreSettings
-from stainless.core.storage import InvalidKeyError, ObjectNotFoundError, ObjectStore, create_store
+from stainless.core.storage import (
+    InvalidKeyError,
+    ObjectIntegrityError,
+    ObjectNotFoundError,
+    ObjectStore,
+    create_store,
+)
 from stainless.core.storage.s3 import S3ObjectStore
 
 pytestmark = pytest.mark.integration
@@ -72,3 +80,36 @@ def test_bad_keys_are_refused_before_any_request(store: S3ObjectStore) -> None:
         with pytest.raises(InvalidKeyError):
             call()
     assert list(store.list()) == []
+
+
+def test_a_stream_goes_to_the_server_while_it_arrives(store: S3ObjectStore) -> None:
+    data = bytes(range(256)) * 4096  # 1 MiB
+    digest = hashlib.sha256(data).hexdigest()
+    sent: list[int] = []
+
+    def arriving() -> Iterator[bytes]:
+        for start in range(0, len(data), 64 * 1024):
+            sent.append(start)
+            yield data[start : start + 64 * 1024]
+
+    info = store.put_stream(
+        "raw/s/f.received", arriving(), length=len(data), sha256=digest, content_type="image/tiff"
+    )
+    assert info.size == len(data) and len(sent) == 16
+    assert store.get("raw/s/f.received") == data
+    assert store.stat("raw/s/f.received").content_type == "image/tiff"
+
+
+@pytest.mark.parametrize(
+    ("length", "wrong_digest", "reason"),
+    [(4096, True, "SHA-256"), (5000, False, "4096 bytes arrived"), (4000, False, "more than")],
+)
+def test_a_stream_of_another_length_or_digest_leaves_nothing(
+    store: S3ObjectStore, length: int, wrong_digest: bool, reason: str
+) -> None:
+    data = b"\x01" * 4096
+    digest = "0" * 64 if wrong_digest else hashlib.sha256(data).hexdigest()
+    chunks = [data[i : i + 1000] for i in range(0, len(data), 1000)]
+    with pytest.raises(ObjectIntegrityError, match=reason):
+        store.put_stream("raw/s/bad.received", iter(chunks), length=length, sha256=digest)
+    assert not store.exists("raw/s/bad.received")

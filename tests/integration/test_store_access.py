@@ -30,8 +30,8 @@ PREFIXES = ("raw", "cells", "stained", "datasets", "models", "out/ray")
 # What each workload may do under each prefix (r read, w write, d delete): the README's table.
 EXPECTED = {
     "ingestion": {"raw": "rwd"},
-    "registration": {"raw": "r", "cells": "w"},
-    "worker": {"raw": "r", "cells": "w"},
+    "registration": {"raw": "rwd", "cells": "w"},
+    "worker": {"raw": "rwd", "cells": "w"},
     "inference": {"cells": "r", "stained": "w"},
     "results": {"cells": "r", "stained": "r", "datasets": "r"},
     "training": {"cells": "r", "datasets": "r", "models": "rw", "out/ray": "rwd"},

@@ -187,7 +187,8 @@ def bench_ingest(
         str | None, typer.Option(help="S3 endpoint host:port (default: the configured S3 store).")
     ] = None,
 ) -> None:
-    """Field uploads through the HTTP API into S3 beside plain minio puts of the same bytes."""
+    """Field uploads through the HTTP API (raw and form routes) into S3 beside plain minio puts
+    of the same bytes."""
     from stainless.bench.ingest import run_ingest_bench
 
     store = cli_settings().store
@@ -207,7 +208,7 @@ def bench_ingest(
             "STAINLESS_STORE__BACKEND=s3 (make infra-up starts one on 127.0.0.1:9000)"
         )
         raise typer.Exit(2)
-    with progress("uploads, then plain puts", 2 * fields) as step:
+    with progress("raw uploads, form uploads, then plain puts", 3 * fields) as step:
         result = run_ingest_bench(store, fields=fields, on_step=step)
     emit("ingest", result, as_json)
 

@@ -7,7 +7,7 @@ Only the first page of a TIFF is read, and only a single 2-D image (grey, or RGB
 interleaved samples) with every axis of its header counted. ``canonical`` re-encodes the
 decoded pixels without metadata or further pages: what the store keeps of an upload.
 A compressed strip can still inflate past its image: run ``decode`` where memory is
-capped (``stainless.stages.ingestion.decoding``).
+capped (``stainless.core.decoding``).
 """
 
 from __future__ import annotations

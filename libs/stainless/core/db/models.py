@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, Column, DateTime, Text, UniqueConstraint
+from sqlalchemy import JSON, Column, DateTime, Text, UniqueConstraint, true
 from sqlalchemy import Enum as SAEnum
 from sqlmodel import Field, SQLModel
 
@@ -131,6 +131,9 @@ class FieldImage(SQLModel, table=True):
     index: int = Field(ge=0)
     modality: Modality = _enum(Modality)
     object_key: str = Field(max_length=512)
+    # False while the object is the upload as received (raw route): its first reader decodes
+    # it within the memory cap and replaces it with the canonical re-encoding.
+    canonical: bool = Field(default=True, sa_column_kwargs={"server_default": true()})
     sha256: str = Field(max_length=64)
     size_bytes: int = Field(ge=0)
     width: int = Field(ge=1)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from stainless.core.storage.base import (
     InvalidKeyError,
     ObjectInfo,
+    ObjectIntegrityError,
     ObjectNotFoundError,
     ObjectStore,
 )
@@ -21,6 +22,7 @@ __all__ = [
     "MODELS_PREFIX",
     "InvalidKeyError",
     "ObjectInfo",
+    "ObjectIntegrityError",
     "ObjectNotFoundError",
     "ObjectStore",
     "create_store",

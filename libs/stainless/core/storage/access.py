@@ -5,7 +5,8 @@ policies follow a configured ``raw_prefix`` or ``crops_prefix``:
 
 ==============  =====================================================================
 ingestion       reads, writes and deletes uploads (``raw/``)
-registration    reads uploads, writes crops (``cells/``); the Celery worker alike
+registration    reads uploads, replaces one stored as received (the raw route) by its
+                canonical image; writes crops (``cells/``); the Celery worker alike
 inference       reads crops, writes stained crops and heat maps (``stained/``); reads
                 the served manifest where Triton's repository is in the store
 results         reads crops, stained crops and dataset snapshots (``datasets/``)
@@ -61,7 +62,7 @@ def grants(settings: Settings) -> dict[str, tuple[Grant, ...]]:
     manifest = settings.inference.manifest_key
     checkpoints = validate_prefix(settings.ray.storage.strip("/"))
     read, write = Access.READ, Access.WRITE
-    registration = (Grant(raw, read), Grant(cells, write))
+    registration = (Grant(raw, read | write | Access.DELETE), Grant(cells, write))
     training = (
         Grant(cells, read),
         Grant(DATASETS_PREFIX, read),

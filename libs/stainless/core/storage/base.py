@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import BinaryIO, Protocol, runtime_checkable
 
 from stainless.core.storage.keys import InvalidKeyError
 
-__all__ = ["InvalidKeyError", "ObjectInfo", "ObjectNotFoundError", "ObjectStore"]
+__all__ = [
+    "InvalidKeyError",
+    "ObjectInfo",
+    "ObjectIntegrityError",
+    "ObjectNotFoundError",
+    "ObjectStore",
+]
 
 DEFAULT_CHUNK = 1024 * 1024
 
@@ -19,6 +25,11 @@ class ObjectNotFoundError(KeyError):
 
     def __str__(self) -> str:
         return f"no object under key {self.args[0]!r}"
+
+
+class ObjectIntegrityError(ValueError):
+    """A streamed object is not the length or the SHA-256 it was declared with: nothing was
+    stored."""
 
 
 @dataclass(frozen=True)
@@ -41,6 +52,25 @@ class ObjectStore(Protocol):
         content_type: str = "application/octet-stream",
     ) -> ObjectInfo:
         """Store ``data`` (bytes or a readable stream of ``length`` bytes, -1/None = unknown)."""
+        ...
+
+    def put_stream(
+        self,
+        key: str,
+        chunks: Iterable[bytes],
+        *,
+        length: int,
+        sha256: str,
+        content_type: str = "application/octet-stream",
+    ) -> ObjectInfo:
+        """Store ``length`` bytes sent on to the store while ``chunks`` yields them (not read
+        whole first). The object exists afterwards only if they are exactly ``length`` bytes
+        whose SHA-256 is ``sha256`` (hex); write it under a key of its own (an S3 server that
+        does not check the digest itself stores first, and the object is then removed).
+
+        Raises:
+            ObjectIntegrityError: another length or digest; nothing is stored.
+        """
         ...
 
     def get(self, key: str) -> bytes: ...

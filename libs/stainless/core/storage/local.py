@@ -7,12 +7,13 @@ import mimetypes
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import BinaryIO
 
 from stainless.core.storage.base import DEFAULT_CHUNK, ObjectInfo, ObjectNotFoundError
+from stainless.core.storage.integrity import CheckedChunks
 from stainless.core.storage.keys import validate_key, validate_prefix
 
 _TMP_SUFFIX = ".partial"
@@ -47,6 +48,41 @@ class LocalObjectStore:
         length: int | None = None,
         content_type: str = "application/octet-stream",
     ) -> ObjectInfo:
+        def write(handle: BinaryIO) -> None:
+            if isinstance(data, bytes | bytearray | memoryview):
+                handle.write(data)
+            else:
+                _copy(data, handle, length)
+
+        return self._write(key, write, length=length, content_type=content_type)
+
+    def put_stream(
+        self,
+        key: str,
+        chunks: Iterable[bytes],
+        *,
+        length: int,
+        sha256: str,
+        content_type: str = "application/octet-stream",
+    ) -> ObjectInfo:
+        checked = CheckedChunks(chunks, key=key, length=length, sha256=sha256)
+
+        def write(handle: BinaryIO) -> None:
+            for chunk in checked:
+                handle.write(chunk)
+            checked.verify()
+
+        return self._write(key, write, length=length, content_type=content_type)
+
+    def _write(
+        self,
+        key: str,
+        write: Callable[[BinaryIO], None],
+        *,
+        length: int | None,
+        content_type: str,
+    ) -> ObjectInfo:
+        """``write`` fills a temporary file that replaces the object only once it is whole."""
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp_name = tempfile.mkstemp(
@@ -54,10 +90,7 @@ class LocalObjectStore:
         )
         try:
             with os.fdopen(fd, "wb") as handle:
-                if isinstance(data, bytes | bytearray | memoryview):
-                    handle.write(data)
-                else:
-                    _copy(data, handle, length)
+                write(handle)
                 handle.flush()
                 os.fsync(handle.fileno())
             size = os.path.getsize(tmp_name)

@@ -3,14 +3,23 @@ status.
 
 Every request carries the scanner's key in ``X-API-Key``; a key reaches only its
 own scanner's slides. Retries are safe with an ``Idempotency-Key`` header.
+
+A field is uploaded either as a form (``POST …/fields``: decoded and re-encoded before the
+answer) or as the raw body of ``PUT …/fields/{index}/{modality}`` with its SHA-256 in
+``X-Content-SHA256``: the bytes go on to the object store while they arrive, and the
+answer comes once their length, digest and header are checked (decoding follows, off the
+request path).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from queue import SimpleQueue
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, File, Form, Header, Request, UploadFile
+import anyio
+from fastapi import Depends, FastAPI, File, Form, Header, Query, Request, UploadFile
+from fastapi import Path as PathParam
 from fastapi.responses import JSONResponse
 from fastapi.security import APIKeyHeader
 from sqlalchemy import Engine
@@ -25,7 +34,12 @@ from stainless.core.config import (
 )
 from stainless.core.db.engine import create_db_engine, ping, wait_for_database
 from stainless.core.db.models import Modality, Scanner
-from stainless.core.http.errors import ErrorBody, Unauthorized, install_error_handlers
+from stainless.core.http.errors import (
+    ErrorBody,
+    ServiceError,
+    Unauthorized,
+    install_error_handlers,
+)
 from stainless.core.http.guard import BodyLimit, RequestGuard
 from stainless.core.http.headers import SecurityHeaders
 from stainless.core.http.params import SlideId
@@ -45,9 +59,23 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorBody, "description": "missing, unknown or revoked API key"},
     404: {"model": ErrorBody, "description": "no such slide for this scanner"},
     409: {"model": ErrorBody, "description": "already exists, or slide no longer open"},
+    411: {"model": ErrorBody, "description": "a raw upload without Content-Length"},
     413: {"model": ErrorBody, "description": "upload larger than the configured limit"},
+    415: {"model": ErrorBody, "description": "a raw upload that is not PNG or TIFF"},
     422: {"description": "invalid request, image, checksum or size"},
 }
+RAW_TYPES = frozenset({"image/tiff", "image/png", "application/octet-stream"})
+SHA256_HEX = r"^[0-9a-fA-F]{64}$"
+
+
+class LengthRequired(ServiceError):
+    status, code = 411, "length_required"
+
+
+class UnsupportedType(ServiceError):
+    status, code = 415, "unsupported_media_type"
+
+
 _MULTIPART_OVERHEAD = 64 * 1024
 STAGE_RANGE_UM = 1e6  # a metre of stage travel either way: far beyond any microscope
 _FORM_PARTS = 8  # file, modality, index, stage_x_um, stage_y_um, sha256, and slack
@@ -84,6 +112,17 @@ StageUm = Annotated[
     ),
 ]
 
+StageUmQuery = Annotated[
+    float | None,
+    Query(
+        allow_inf_nan=False,
+        ge=-STAGE_RANGE_UM,
+        le=STAGE_RANGE_UM,
+        description="Stage position of the field (µm), finite.",
+    ),
+]
+FieldIndex = Annotated[int, PathParam(ge=0, le=100_000, description="Field index on the slide.")]
+
 _api_key = APIKeyHeader(name="X-API-Key", auto_error=False, description="The scanner's key.")
 
 
@@ -104,6 +143,55 @@ def _answer(answer: Answer) -> JSONResponse:
     return JSONResponse(answer.body, status_code=answer.status)
 
 
+class _BodyPump:
+    """A request's body handed from the event loop to a worker thread as it arrives.
+
+    The loop reads the body only once the thread asks for its first chunk (a refusal before
+    that reads nothing) and then without waiting for the thread, which takes the chunks from
+    a queue: no round trip to the loop per chunk.
+    """
+
+    def __init__(self, request: Request) -> None:
+        self._request = request
+        self._wanted = anyio.Event()
+        self._chunks: SimpleQueue[bytes | BaseException | None] = SimpleQueue()
+
+    async def run(self) -> None:
+        """Read the body into the queue once it is wanted (cancelled when it is not); a
+        failure to read it (a refusal of the guard, a client gone) goes to the thread."""
+        await self._wanted.wait()
+        try:
+            async for chunk in self._request.stream():
+                if chunk:
+                    self._chunks.put(chunk)
+        except Exception as exc:  # noqa: BLE001 - handed on to the thread, raised there
+            self._chunks.put(exc)
+            return
+        self._chunks.put(None)
+
+    async def feed(self, consume: Callable[[Iterator[bytes]], Answer]) -> Answer:
+        """``consume(chunks)``'s answer, run in a worker thread while the body is read."""
+        failure: BaseException | None = None
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(self.run)
+            try:
+                answer = await anyio.to_thread.run_sync(consume, self.chunks())
+            except Exception as exc:  # noqa: BLE001 - raised below, not as an exception group
+                failure = exc
+            tasks.cancel_scope.cancel()  # a body never wanted (a refusal or a replay)
+        if failure is not None:
+            raise failure
+        return answer
+
+    def chunks(self) -> Iterator[bytes]:
+        """In the worker thread: the body's chunks, in order."""
+        anyio.from_thread.run_sync(self._wanted.set)
+        while (item := self._chunks.get()) is not None:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
+
 def create_app(settings: IngestionSettings, *, engine: Engine, ingestor: Ingestor) -> FastAPI:
     app = FastAPI(
         title="Stainless ingestion",
@@ -120,7 +208,8 @@ def create_app(settings: IngestionSettings, *, engine: Engine, ingestor: Ingesto
         settings.max_upload_bytes + _MULTIPART_OVERHEAD,
         max_parts=_FORM_PARTS,
     )
-    app.add_middleware(RequestGuard, authenticate=_scanner_key(engine), limits=[upload])
+    raw = BodyLimit("PUT", r"/v1/slides/[^/]+/fields/[^/]+/[^/]+", settings.max_upload_bytes)
+    app.add_middleware(RequestGuard, authenticate=_scanner_key(engine), limits=[upload, raw])
     app.add_middleware(SecurityHeaders)  # outermost: refusals of the guard carry them too
     app.state.engine = engine
 
@@ -155,12 +244,69 @@ def create_app(settings: IngestionSettings, *, engine: Engine, ingestor: Ingesto
             slide_id=slide_id,
             index=index,
             modality=modality,
-            stream=file.file,
             sha256=sha256,
             stage_x_um=stage_x_um,
             stage_y_um=stage_y_um,
         )
-        return _answer(ingestor.upload_field(who, upload, idempotency_key=idempotency_key))
+        return _answer(
+            ingestor.upload_field(who, upload, file.file, idempotency_key=idempotency_key)
+        )
+
+    @app.put(
+        "/v1/slides/{slide_id}/fields/{index}/{modality}",
+        status_code=201,
+        responses=_ERRORS,
+        tags=["fields"],
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {
+                    t: {"schema": {"type": "string", "format": "binary"}} for t in RAW_TYPES
+                },
+            }
+        },
+    )
+    async def receive_field(
+        request: Request,
+        slide_id: SlideId,
+        index: FieldIndex,
+        modality: Modality,
+        who: ScannerDep,
+        sha256: Annotated[
+            str,
+            Header(
+                alias="X-Content-SHA256",
+                pattern=SHA256_HEX,
+                description="SHA-256 of the body (hex); the store checks it too.",
+            ),
+        ],
+        stage_x_um: StageUmQuery = None,
+        stage_y_um: StageUmQuery = None,
+        idempotency_key: IdempotencyKey = None,
+    ) -> JSONResponse:
+        """Upload one field image as the raw body (PNG or TIFF; DIC 1 channel, BF RGB):
+        stored while it arrives, checked, and announced as ``fields.ingested``; it is
+        decoded within the memory cap by its first reader. A ``Content-Length`` is required."""
+        declared = request.headers.get("content-length")
+        if declared is None:
+            raise LengthRequired("a raw upload needs a Content-Length (chunked is not taken)")
+        media = request.headers.get("content-type", "application/octet-stream")
+        if media.split(";")[0].strip().lower() not in RAW_TYPES:
+            raise UnsupportedType(f"send image/tiff or image/png, not {media!r}")
+        upload = FieldUpload(
+            slide_id=slide_id,
+            index=index,
+            modality=modality,
+            sha256=sha256,
+            stage_x_um=stage_x_um,
+            stage_y_um=stage_y_um,
+        )
+        answer = await _BodyPump(request).feed(
+            lambda chunks: ingestor.receive_field(
+                who, upload, chunks, length=int(declared), idempotency_key=idempotency_key
+            )
+        )
+        return _answer(answer)
 
     @app.post("/v1/slides/{slide_id}/complete", responses=_ERRORS, tags=["slides"])
     def complete_slide(slide_id: SlideId, who: ScannerDep) -> JSONResponse:

@@ -1,10 +1,16 @@
 """The Ingestor: open slides, accept field uploads, complete slides — all-or-nothing.
 
-Every check runs before anything is stored. The image goes to the object store
+Every check runs before anything is recorded. The image goes to the object store
 under a key unique to the upload; the field row and its ``fields.ingested`` event
 then commit in one transaction, and if that fails the object is deleted again.
 A request sent with an ``Idempotency-Key`` stores its first answer in the same
 transaction, and a retry gets that answer back without storing anything twice.
+
+Two ways in: :meth:`Ingestor.upload_field` (a form) decodes the image within the memory
+cap and stores its canonical re-encoding before it answers; :meth:`Ingestor.receive_field`
+(a raw body) sends the bytes on to the store while they arrive, checks their length,
+digest and header, and answers — the field is stored as received (``canonical`` false)
+and its first reader decodes it within the same cap, off the request path.
 """
 
 from __future__ import annotations
@@ -12,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Annotated, Any, BinaryIO
 
@@ -37,12 +43,12 @@ from stainless.core.db.models import (
     new_id,
 )
 from stainless.core.db.repository import create_slide
+from stainless.core.decoding import CappedDecoder, shared_decoder
 from stainless.core.events.contracts import Envelope, SlideCancelled, SlideUploaded
 from stainless.core.events.outbox import add_event
 from stainless.core.http.errors import Conflict, NotFound, ServiceError, TooLarge
-from stainless.core.storage import ObjectStore
+from stainless.core.storage import ObjectIntegrityError, ObjectStore
 from stainless.imaging.codecs import ImageInfo, ImageRejected, probe
-from stainless.stages.ingestion.decoding import CappedDecoder, shared_decoder
 from stainless.stages.ingestion.records import record_field
 
 log = structlog.get_logger(__name__)
@@ -88,13 +94,25 @@ class SlideRequest(BaseModel):
 
 @dataclass(frozen=True)
 class FieldUpload:
+    """Where a field goes and what the scanner says of it (its bytes come apart)."""
+
     slide_id: str
     index: int
     modality: Modality
-    stream: BinaryIO
     sha256: str | None = None
     stage_x_um: float | None = None
     stage_y_um: float | None = None
+
+    def fingerprint(self, digest: str) -> str:
+        return _fingerprint(
+            "field",
+            self.slide_id,
+            self.index,
+            self.modality.value,
+            digest,
+            self.stage_x_um,
+            self.stage_y_um,
+        )
 
 
 @dataclass(frozen=True)
@@ -217,30 +235,42 @@ class Ingestor:
     # -- fields -------------------------------------------------------------------------
 
     def upload_field(
-        self, scanner: Scanner, upload: FieldUpload, *, idempotency_key: str | None = None
+        self,
+        scanner: Scanner,
+        upload: FieldUpload,
+        stream: BinaryIO,
+        *,
+        idempotency_key: str | None = None,
     ) -> Answer:
-        try:
-            answer = self._upload_field(scanner, upload, idempotency_key)
-        except ServiceError as exc:
-            UPLOADS.labels(exc.code).inc()
-            raise
-        UPLOADS.labels("accepted" if answer.status == 201 else "replayed").inc()
-        return answer
+        """Check, decode within the cap and store the canonical image, then record it."""
+        return _counted(lambda: self._upload_field(scanner, upload, stream, idempotency_key))
+
+    def receive_field(
+        self,
+        scanner: Scanner,
+        upload: FieldUpload,
+        chunks: Iterable[bytes],
+        *,
+        length: int,
+        idempotency_key: str | None = None,
+    ) -> Answer:
+        """Send ``length`` bytes on to the store as ``chunks`` yields them, check their
+        digest (``upload.sha256``, required) and header, then record the field as received.
+        The slide's own checks and a retry's replay come first, before any byte is read."""
+        return _counted(
+            lambda: self._receive_field(scanner, upload, chunks, length, idempotency_key)
+        )
 
     def _upload_field(
-        self, scanner: Scanner, upload: FieldUpload, idempotency_key: str | None
+        self,
+        scanner: Scanner,
+        upload: FieldUpload,
+        stream: BinaryIO,
+        idempotency_key: str | None,
     ) -> Answer:
-        data = self._read(upload.stream)
-        digest, size = hashlib.sha256(data).hexdigest(), len(data)
-        fingerprint = _fingerprint(
-            "field",
-            upload.slide_id,
-            upload.index,
-            upload.modality.value,
-            digest,
-            upload.stage_x_um,
-            upload.stage_y_um,
-        )
+        data = self._read(stream)
+        digest = hashlib.sha256(data).hexdigest()
+        fingerprint = upload.fingerprint(digest)
         if idempotency_key is not None:
             replay = self._replay(scanner, idempotency_key, fingerprint)
             if replay is not None:
@@ -253,23 +283,78 @@ class Ingestor:
         field_id = new_id()
         key = f"{self._settings.raw_prefix}/{slide.id}/{field_id}.{info.format.value}"
         self._store_canonical(key, data, info)
+        stored = _Stored(field_id, key, digest, len(data), info, canonical=True)
+        return self._record(scanner, upload, stored, fingerprint, idempotency_key)
+
+    def _receive_field(
+        self,
+        scanner: Scanner,
+        upload: FieldUpload,
+        chunks: Iterable[bytes],
+        length: int,
+        idempotency_key: str | None,
+    ) -> Answer:
+        if upload.sha256 is None:
+            raise InvalidUpload("a raw upload needs its SHA-256 (hex) in X-Content-SHA256")
+        if length > self._settings.max_upload_bytes:
+            raise TooLarge(f"the upload exceeds {self._settings.max_upload_bytes} bytes")
+        digest = upload.sha256.lower()
+        fingerprint = upload.fingerprint(digest)
+        if idempotency_key is not None:
+            replay = self._replay(scanner, idempotency_key, fingerprint)
+            if replay is not None:
+                return replay
+        with Session(self._engine) as session:
+            slide = self._owned_slide(session, scanner, upload.slide_id)
+            self._check_slide(session, slide, upload)
+        field_id = new_id()
+        key = f"{self._settings.raw_prefix}/{slide.id}/{field_id}{RECEIVED_SUFFIX}"
+
+        def check(info: ImageInfo) -> ImageInfo:
+            with Session(self._engine) as session:
+                return self._check_image(session, slide, upload, info)
+
+        inspected = _Inspected(chunks, check)
+        try:
+            try:
+                self._store.put_stream(key, inspected, length=length, sha256=digest)
+            except ObjectIntegrityError as exc:
+                raise ChecksumMismatch(str(exc)) from None
+            info = inspected.info()
+        except BaseException:
+            self._store.delete(key)  # a write cut short stored nothing; a whole one goes
+            raise
+        stored = _Stored(field_id, key, digest, length, info, canonical=False)
+        return self._record(scanner, upload, stored, fingerprint, idempotency_key)
+
+    def _record(
+        self,
+        scanner: Scanner,
+        upload: FieldUpload,
+        stored: _Stored,
+        fingerprint: str,
+        idempotency_key: str | None,
+    ) -> Answer:
+        """Record the stored field and announce it, or delete its objects again."""
+        slide_id = upload.slide_id
 
         def action(session: Session) -> Answer:
             # The slide row is locked until commit: completing it waits for this field, or
             # this field sees it completed (the check above ran before the image was stored).
-            locked = self._owned_slide(session, scanner, slide.id, lock=True)
+            locked = self._owned_slide(session, scanner, slide_id, lock=True)
             _require_open(locked)
             field = record_field(
                 session,
-                field_id=field_id,
-                slide_id=slide.id,
+                field_id=stored.field_id,
+                slide_id=slide_id,
                 index=upload.index,
                 modality=upload.modality,
-                object_key=key,
-                sha256=digest,
-                size_bytes=size,
-                width=info.width,
-                height=info.height,
+                object_key=stored.key,
+                canonical=stored.canonical,
+                sha256=stored.digest,
+                size_bytes=stored.size,
+                width=stored.info.width,
+                height=stored.info.height,
                 stage_x_um=upload.stage_x_um,
                 stage_y_um=upload.stage_y_um,
             )
@@ -278,18 +363,19 @@ class Ingestor:
         try:
             answer = self._once(scanner, idempotency_key, fingerprint, action)
         except BaseException:
-            self._delete_objects(key)
+            self._delete_objects(stored.key)
             raise
-        if answer.body.get("object_key") != key:  # a concurrent retry won: ours is surplus
-            self._delete_objects(key)
+        if answer.body.get("object_key") != stored.key:  # a concurrent retry won: ours is surplus
+            self._delete_objects(stored.key)
         else:
-            UPLOAD_BYTES.inc(size)
+            UPLOAD_BYTES.inc(stored.size)
             log.info(
                 "field ingested",
-                slide_id=slide.id,
+                slide_id=slide_id,
                 index=upload.index,
                 modality=upload.modality.value,
-                bytes=size,
+                bytes=stored.size,
+                canonical=stored.canonical,
             )
         return answer
 
@@ -322,16 +408,32 @@ class Ingestor:
                 self._store.delete(key)
                 raise
 
-    def _check_header(
-        self, session: Session, slide: Slide, upload: FieldUpload, data: bytes
-    ) -> ImageInfo:
+    def _check_slide(self, session: Session, slide: Slide, upload: FieldUpload) -> None:
+        """What the slide allows, before any of the image is read."""
         _require_open(slide)
         if slide.dic_only and upload.modality is Modality.BF:
             raise InvalidUpload(f"slide {slide.id} was opened as DIC-only")
-        try:
-            info = probe(io.BytesIO(data))
-        except ImageRejected as exc:
-            raise InvalidUpload(str(exc)) from None
+        taken = session.exec(
+            select(FieldImage.id).where(
+                FieldImage.slide_id == slide.id,
+                FieldImage.index == upload.index,
+                FieldImage.modality == upload.modality,
+            )
+        ).first()
+        if taken is not None:
+            raise Conflict(_taken(slide, upload, taken))
+
+    def _check_header(
+        self, session: Session, slide: Slide, upload: FieldUpload, data: bytes
+    ) -> ImageInfo:
+        self._check_slide(session, slide, upload)
+        return self._check_image(session, slide, upload, _probed(data))
+
+    def _check_image(
+        self, session: Session, slide: Slide, upload: FieldUpload, info: ImageInfo
+    ) -> ImageInfo:
+        """The header's image against the limits, the modality and the slide's fields (what
+        the slide allows is checked apart, :meth:`_check_slide`)."""
         if info.pixels > self._settings.max_pixels:
             raise InvalidUpload(
                 f"image of {info.width}x{info.height} pixels exceeds the limit of "
@@ -343,18 +445,16 @@ class Ingestor:
             raise InvalidUpload(f"a BF field must be RGB, got {info.channels} channels")
         if info.bit_depth not in (8, 16):
             raise InvalidUpload(f"only 8- or 16-bit images are accepted, got {info.bit_depth}")
-        others = session.exec(select(FieldImage).where(FieldImage.slide_id == slide.id)).all()
-        for other in others:
-            if (other.width, other.height) != (info.width, info.height):
-                raise InvalidUpload(
-                    f"field is {info.width}x{info.height} but this slide's fields are "
-                    f"{other.width}x{other.height}"
-                )
-            if other.index == upload.index and other.modality == upload.modality:
-                raise Conflict(
-                    f"field {upload.index} ({upload.modality.value}) of slide {slide.id} "
-                    f"is already uploaded as {other.id}"
-                )
+        size = session.exec(  # every field of a slide has the size of its first
+            select(FieldImage.width, FieldImage.height)
+            .where(FieldImage.slide_id == slide.id)
+            .limit(1)
+        ).first()
+        if size is not None and tuple(size) != (info.width, info.height):
+            raise InvalidUpload(
+                f"field is {info.width}x{info.height} but this slide's fields are "
+                f"{size[0]}x{size[1]}"
+            )
         return info
 
     # -- shared -------------------------------------------------------------------------
@@ -407,6 +507,90 @@ class Ingestor:
         return answer
 
 
+RECEIVED_SUFFIX = ".received"
+"""Key suffix of an upload stored as it arrived, until its first reader replaces it."""
+
+
+@dataclass(frozen=True)
+class _Stored:
+    """An upload's object in the store, before its row is recorded."""
+
+    field_id: str
+    key: str
+    digest: str
+    size: int
+    info: ImageInfo
+    canonical: bool
+
+
+def _counted(upload: Callable[[], Answer]) -> Answer:
+    """An upload's answer, counted by outcome."""
+    try:
+        answer = upload()
+    except ServiceError as exc:
+        UPLOADS.labels(exc.code).inc()
+        raise
+    UPLOADS.labels("accepted" if answer.status == 201 else "replayed").inc()
+    return answer
+
+
+class _Inspected:
+    """An upload's chunks passed on while its header is checked: as soon as the first
+    ``HEAD_BYTES`` have arrived (most headers lie there, and a refusal then cuts the write
+    short), else from the whole upload once it is in. Only what the check may still need is
+    kept (copying megabytes costs as much as sending them)."""
+
+    HEAD_BYTES = 64 * 1024
+
+    def __init__(self, chunks: Iterable[bytes], check: Callable[[ImageInfo], ImageInfo]) -> None:
+        self._chunks = chunks
+        self._check = check
+        self._kept: list[bytes] = []
+        self._kept_bytes = 0
+        self._info: ImageInfo | None = None
+
+    def __iter__(self) -> Iterator[bytes]:
+        for chunk in self._chunks:
+            if self._info is None:
+                self._keep(chunk)
+            yield chunk
+
+    def _keep(self, chunk: bytes) -> None:
+        self._kept.append(chunk)
+        self._kept_bytes += len(chunk)
+        if self._kept_bytes >= self.HEAD_BYTES:
+            try:
+                head = probe(io.BytesIO(b"".join(self._kept)))
+            except ImageRejected:
+                return  # the header may lie further in: probed again on the whole
+            self._info = self._check(head)  # a refusal cuts the write short
+            self._kept.clear()
+
+    def info(self) -> ImageInfo:
+        """The checked header (from the whole upload if its head did not do).
+
+        Raises:
+            InvalidUpload, Conflict: the check's refusal.
+        """
+        if self._info is None:
+            self._info = self._check(_probed(b"".join(self._kept)))
+        return self._info
+
+
+def _probed(data: bytes) -> ImageInfo:
+    try:
+        return probe(io.BytesIO(data))
+    except ImageRejected as exc:
+        raise InvalidUpload(str(exc)) from None
+
+
+def _taken(slide: Slide, upload: FieldUpload, field_id: str) -> str:
+    return (
+        f"field {upload.index} ({upload.modality.value}) of slide {slide.id} "
+        f"is already uploaded as {field_id}"
+    )
+
+
 def _original_key(key: str) -> str:
     """Where the upload as sent is kept beside its canonical image (``…/<id>.original``)."""
     return key.rsplit(".", 1)[0] + ".original"
@@ -444,6 +628,7 @@ def _field_body(field: FieldImage) -> dict[str, Any]:
         "index": field.index,
         "modality": str(field.modality),
         "object_key": field.object_key,
+        "canonical": field.canonical,
         "sha256": field.sha256,
         "size_bytes": field.size_bytes,
         "width": field.width,

@@ -26,6 +26,7 @@ def record_field(
     stage_x_um: float | None = None,
     stage_y_um: float | None = None,
     field_id: str | None = None,
+    canonical: bool = True,
 ) -> FieldImage:
     """Add a field row and its ``fields.ingested`` event to the session's transaction."""
     field = FieldImage(
@@ -34,6 +35,7 @@ def record_field(
         index=index,
         modality=modality,
         object_key=object_key,
+        canonical=canonical,
         sha256=sha256,
         size_bytes=size_bytes,
         width=width,

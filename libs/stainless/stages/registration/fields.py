@@ -8,7 +8,6 @@ the ``cells.cropped`` event commit in one transaction.
 
 from __future__ import annotations
 
-import io
 import time
 from dataclasses import dataclass
 from enum import StrEnum
@@ -20,7 +19,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
-from stainless.core.config import RegistrationSettings
+from stainless.core.config import IngestionSettings, RegistrationSettings
 from stainless.core.db.engine import session_scope
 from stainless.core.db.models import (
     Cell,
@@ -30,11 +29,12 @@ from stainless.core.db.models import (
     RegistrationStatus,
     Slide,
 )
+from stainless.core.decoding import shared_decoder
 from stainless.core.events.contracts import CellsCropped, Envelope
 from stainless.core.events.outbox import add_event
 from stainless.core.storage import ObjectStore
 from stainless.core.storage.keys import crop_key
-from stainless.imaging.codecs import decode, encode_png, probe
+from stainless.imaging.codecs import encode_png
 from stainless.imaging.cropping import Cropper, box_centre
 from stainless.imaging.detection import (
     Detection,
@@ -44,6 +44,7 @@ from stainless.imaging.detection import (
 )
 from stainless.imaging.registration import Registrar, RegistrationResult
 from stainless.stages.registration.detectors import build_detectors, describe_detectors
+from stainless.stages.registration.images import FieldImages, ImageRejected
 
 log = structlog.get_logger(__name__)
 
@@ -82,6 +83,7 @@ class FieldProcessor:
         *,
         engine: Engine,
         store: ObjectStore,
+        images: FieldImages,
         registrar: Registrar,
         bf_detector: WbcDetector,
         dic_detector: WbcDetector,
@@ -91,6 +93,7 @@ class FieldProcessor:
     ) -> None:
         self._engine = engine
         self._store = store
+        self._images = images
         self._registrar = registrar
         self._bf_detector = bf_detector
         self._dic_detector = dic_detector
@@ -123,31 +126,13 @@ class FieldProcessor:
         bf_field = fields.get(Modality.BF)
         if dic_field is None or (bf_field is None and not slide.dic_only):
             return FieldResult(Outcome.WAITING)
-        dic = self._load(dic_field.object_key)
-        if bf_field is None:
-            try:
-                found = self._dic_detector.detect(dic)
-            except UnreliableFieldError as exc:
-                result = self._reject(slide_id, field_index, f"detection unreliable: {exc}")
-            else:
-                result = self._record(slide_id, field_index, dic, None, None, found)
+        try:
+            dic = self._images.load(dic_field)
+            bf = None if bf_field is None else self._images.load(bf_field)
+        except ImageRejected as exc:
+            result = self._reject(slide_id, field_index, f"the upload does not decode: {exc}")
         else:
-            bf = self._load(bf_field.object_key)
-            registration = self._registrar.register(dic, bf)
-            if not registration.accepted:
-                result = self._reject(
-                    slide_id, field_index, registration.reason or "rejected", registration
-                )
-            else:
-                try:
-                    found = self._bf_detector.detect(bf)
-                except UnreliableFieldError as exc:
-                    reason = f"detection unreliable: {exc}"
-                    result = self._reject(slide_id, field_index, reason, registration)
-                else:
-                    height, width = dic.shape[:2]
-                    boxes = boxes_to_dic(found, registration.affine_bf_to_dic, width, height)
-                    result = self._record(slide_id, field_index, dic, bf, registration, boxes)
+            result = self._process(slide_id, field_index, dic, bf)
         FIELDS.labels(result.outcome.value).inc()
         SECONDS.observe(time.perf_counter() - started)
         log.info(
@@ -160,9 +145,28 @@ class FieldProcessor:
         )
         return result
 
-    def _load(self, key: str) -> np.ndarray:
-        stream = io.BytesIO(self._store.get(key))
-        return decode(stream, probe(stream))
+    def _process(
+        self, slide_id: str, field_index: int, dic: np.ndarray, bf: np.ndarray | None
+    ) -> FieldResult:
+        """Register (with a brightfield image), detect, crop and record one field."""
+        if bf is None:
+            try:
+                found = self._dic_detector.detect(dic)
+            except UnreliableFieldError as exc:
+                return self._reject(slide_id, field_index, f"detection unreliable: {exc}")
+            return self._record(slide_id, field_index, dic, None, None, found)
+        registration = self._registrar.register(dic, bf)
+        if not registration.accepted:
+            reason = registration.reason or "rejected"
+            return self._reject(slide_id, field_index, reason, registration)
+        try:
+            found = self._bf_detector.detect(bf)
+        except UnreliableFieldError as exc:
+            reason = f"detection unreliable: {exc}"
+            return self._reject(slide_id, field_index, reason, registration)
+        height, width = dic.shape[:2]
+        boxes = boxes_to_dic(found, registration.affine_bf_to_dic, width, height)
+        return self._record(slide_id, field_index, dic, bf, registration, boxes)
 
     def _reject(
         self,
@@ -288,18 +292,31 @@ class FieldProcessor:
 
 
 def build_field_processor(
-    settings: RegistrationSettings, *, engine: Engine, store: ObjectStore
+    settings: RegistrationSettings,
+    *,
+    engine: Engine,
+    store: ObjectStore,
+    uploads: IngestionSettings | None = None,
 ) -> FieldProcessor:
-    """The processor with the detectors the settings select, the scanner's optics and thresholds.
+    """The processor with the detectors the settings select, the scanner's optics and thresholds;
+    uploads stored as received are decoded within ``uploads``' memory cap.
 
     Raises:
         DetectorUnavailable: a learned detector is selected and none is exported.
     """
     detectors = build_detectors(settings)
     log.info("detectors selected", detectors=describe_detectors(settings.detector))
+    uploads = uploads or IngestionSettings()
+    images = FieldImages(
+        engine,
+        store,
+        shared_decoder(uploads.max_decode_bytes, uploads.decode_workers),
+        keep_received=uploads.keep_original,
+    )
     return FieldProcessor(
         engine=engine,
         store=store,
+        images=images,
         registrar=Registrar(
             min_ecc=settings.min_ecc, shear_angle_deg=settings.optics.shear_angle_deg
         ),

@@ -10,6 +10,7 @@ from sqlalchemy import Engine
 from stainless.core.config import (
     BusSettings,
     DatabaseSettings,
+    IngestionSettings,
     ProcessSettings,
     RegistrationSettings,
     StoreSettings,
@@ -37,6 +38,7 @@ class RegistrationServiceSettings(ProcessSettings):
     bus: BusSettings = BusSettings()
     tasks: TaskSettings = TaskSettings()
     registration: RegistrationSettings = RegistrationSettings()
+    ingestion: IngestionSettings = IngestionSettings()  # decoding limits of raw uploads
 
 
 class WorkerServiceSettings(ProcessSettings):
@@ -46,6 +48,7 @@ class WorkerServiceSettings(ProcessSettings):
     store: StoreSettings = StoreSettings()
     tasks: TaskSettings = TaskSettings()
     registration: RegistrationSettings = RegistrationSettings()
+    ingestion: IngestionSettings = IngestionSettings()  # decoding limits of raw uploads
     worker: WorkerSettings = WorkerSettings()
 
 
@@ -68,6 +71,7 @@ def build(
         database=settings.database,
         store=settings.store,
         settings=settings.registration,
+        uploads=settings.ingestion,
     )
 
     def queue(slide_id: str, index: int) -> None:
@@ -107,7 +111,11 @@ def build_worker(settings: WorkerServiceSettings) -> Worker:
     app = create_celery(settings.tasks)
     register_phantom_task(app, settings.store)
     register_field_task(
-        app, database=settings.database, store=settings.store, settings=settings.registration
+        app,
+        database=settings.database,
+        store=settings.store,
+        settings=settings.registration,
+        uploads=settings.ingestion,
     )
 
     def broker_ready() -> bool:

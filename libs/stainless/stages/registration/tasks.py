@@ -8,7 +8,12 @@ from typing import Any
 
 from celery import Celery, Task
 
-from stainless.core.config import DatabaseSettings, RegistrationSettings, StoreSettings
+from stainless.core.config import (
+    DatabaseSettings,
+    IngestionSettings,
+    RegistrationSettings,
+    StoreSettings,
+)
 from stainless.core.db.engine import create_db_engine
 from stainless.core.inference.port import InferenceUnavailable
 from stainless.core.storage import create_store
@@ -20,14 +25,22 @@ PROCESS_FIELD_TASK = "stainless.registration.process_field"
 
 
 def register_field_task(
-    app: Celery, *, database: DatabaseSettings, store: StoreSettings, settings: RegistrationSettings
+    app: Celery,
+    *,
+    database: DatabaseSettings,
+    store: StoreSettings,
+    settings: RegistrationSettings,
+    uploads: IngestionSettings,
 ) -> Task:
-    """Register the field task on ``app``; its processor is built once, on first use."""
+    """Register the field task on ``app``; its processor is built once, on first use
+    (``uploads``: the decoding limits of fields stored as received)."""
 
     @cache
     def field_processor() -> FieldProcessor:
         engine = create_db_engine(database)
-        return build_field_processor(settings, engine=engine, store=create_store(store))
+        return build_field_processor(
+            settings, engine=engine, store=create_store(store), uploads=uploads
+        )
 
     @app.task(  # type: ignore[untyped-decorator]
         name=PROCESS_FIELD_TASK,

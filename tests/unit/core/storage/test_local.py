@@ -1,12 +1,18 @@
 from __future__ import annotations
 
+import hashlib
 import io
 import urllib.request
 from pathlib import Path
 
 import pytest
 
-from stainless.core.storage import InvalidKeyError, ObjectNotFoundError, ObjectStore
+from stainless.core.storage import (
+    InvalidKeyError,
+    ObjectIntegrityError,
+    ObjectNotFoundError,
+    ObjectStore,
+)
 from stainless.core.storage.local import LocalObjectStore
 
 
@@ -103,3 +109,31 @@ def test_short_stream_is_refused(store: LocalObjectStore) -> None:
         store.put("k/short", io.BytesIO(b"12345"), length=10)
     assert not store.exists("k/short")
     assert list((store.root / "k").iterdir()) == []
+
+
+def _chunks(data: bytes, size: int = 3) -> list[bytes]:
+    return [data[i : i + size] for i in range(0, len(data), size)]
+
+
+def test_a_stream_is_stored_when_its_length_and_digest_hold(store: LocalObjectStore) -> None:
+    data = b"field bytes as they arrive"
+    digest = hashlib.sha256(data).hexdigest()
+    info = store.put_stream(
+        "raw/s/f.received", iter(_chunks(data)), length=len(data), sha256=digest.upper()
+    )
+    assert (info.size, store.get("raw/s/f.received")) == (len(data), data)
+
+
+@pytest.mark.parametrize(
+    ("length", "wrong_digest", "reason"),
+    [(26, True, "SHA-256"), (30, False, "26 bytes arrived"), (20, False, "more than the 20")],
+)
+def test_a_stream_of_another_length_or_digest_stores_nothing(
+    store: LocalObjectStore, length: int, wrong_digest: bool, reason: str
+) -> None:
+    data = b"field bytes as they arrive"
+    digest = "0" * 64 if wrong_digest else hashlib.sha256(data).hexdigest()
+    with pytest.raises(ObjectIntegrityError, match=reason):
+        store.put_stream("raw/s/f.received", iter(_chunks(data)), length=length, sha256=digest)
+    assert not store.exists("raw/s/f.received")
+    assert list((store.root / "raw/s").iterdir()) == []

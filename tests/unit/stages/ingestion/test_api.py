@@ -367,10 +367,14 @@ def test_openapi_documents_every_endpoint_and_error() -> None:
     spec = app.openapi()
     upload = spec["paths"]["/v1/slides/{slide_id}/fields"]["post"]
     assert {"401", "404", "409", "413", "422"} <= set(upload["responses"])
+    raw = spec["paths"]["/v1/slides/{slide_id}/fields/{index}/{modality}"]["put"]
+    assert {"401", "404", "409", "411", "413", "415", "422"} <= set(raw["responses"])
+    assert set(raw["requestBody"]["content"]) >= {"image/tiff", "image/png"}
     assert set(spec["paths"]) >= {
         "/v1/slides",
         "/v1/slides/{slide_id}",
         "/v1/slides/{slide_id}/fields",
+        "/v1/slides/{slide_id}/fields/{index}/{modality}",
         "/v1/slides/{slide_id}/complete",
         "/health/live",
         "/health/ready",

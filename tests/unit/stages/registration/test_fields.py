@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import hashlib
+import io
 from pathlib import Path
 
+import numpy as np
 import pytest
 from sqlalchemy import Engine
 from sqlmodel import Session, select
 
 from stainless.core.config import DatabaseSettings, RegistrationSettings
 from stainless.core.db.engine import create_db_engine, session_scope
-from stainless.core.db.models import Cell, Modality, OutboxEvent, Registration
+from stainless.core.db.models import Cell, FieldImage, Modality, OutboxEvent, Registration
 from stainless.core.db.repository import create_slide, get_or_create_scanner
 from stainless.core.events import CellsCropped, decode_envelope
 from stainless.core.storage.local import LocalObjectStore
 from stainless.datasets.phantom import write_slide
+from stainless.imaging.codecs import decode, probe
 from stainless.imaging.detection import UnreliableFieldError
 from stainless.imaging.phantom_set import phantom_config
 from stainless.stages.ingestion.records import record_field
@@ -58,7 +61,11 @@ def _ingest(
     dic_only: bool = False,  # type: ignore[no-untyped-def]
     swap_bf: bool = False,
     modalities: tuple[str, ...] = ("dic", "bf"),
+    received: bool = False,
+    truncated: str | None = None,
 ) -> str:
+    """A slide with field 0 recorded; ``received``: stored as a raw upload arrives (not yet
+    decoded), ``truncated``: that modality's bytes cut short (its header intact)."""
     source, entry = phantom
     with session_scope(engine) as session:
         scanner = get_or_create_scanner(session, name="s", key_prefix="p", key_hash="h")
@@ -73,13 +80,17 @@ def _ingest(
         for name in modalities:
             key = entry["fields"][1 if (swap_bf and name == "bf") else 0][name]
             data = source.get(key)
-            store.put(f"raw/{slide.id}/{name}", data)
+            if name == truncated:
+                data = data[: len(data) // 3]
+            object_key = f"raw/{slide.id}/{name}" + (".received" if received else "")
+            store.put(object_key, data)
             record_field(
                 session,
                 slide_id=slide.id,
                 index=0,
                 modality=Modality.DIC if name == "dic" else Modality.BF,
-                object_key=f"raw/{slide.id}/{name}",
+                object_key=object_key,
+                canonical=not received,
                 sha256=hashlib.sha256(data).hexdigest(),
                 size_bytes=len(data),
                 width=field["width"],
@@ -119,6 +130,44 @@ def test_a_registered_pair_becomes_cells_with_crops_and_one_event(engine, store,
     with Session(engine) as session:
         assert len(session.exec(select(Cell)).all()) == len(cells)
         assert len(session.exec(select(Registration)).all()) == 1
+
+
+def test_uploads_stored_as_received_are_decoded_and_replaced_by_their_pixels(  # type: ignore[no-untyped-def]
+    engine, store, phantom
+) -> None:
+    slide_id = _ingest(engine, store, phantom, received=True)
+    originals = {name: store.get(f"raw/{slide_id}/{name}.received") for name in ("dic", "bf")}
+    result = _processor(engine, store).process(slide_id, 0)
+    assert result.outcome is Outcome.CROPPED and result.cells > 0
+    with Session(engine) as session:
+        fields = {f.modality: f for f in session.exec(select(FieldImage))}
+    assert all(f.canonical for f in fields.values())
+    assert sorted(store.list(f"raw/{slide_id}/")) == sorted(  # the uploads as received: gone
+        f.object_key for f in fields.values()
+    )
+    for name, modality in (("dic", Modality.DIC), ("bf", Modality.BF)):
+        stored = _pixels(store.get(fields[modality].object_key))
+        assert np.array_equal(stored, _pixels(originals[name]))
+
+
+def test_an_upload_that_does_not_decode_rejects_its_field_with_the_reason(  # type: ignore[no-untyped-def]
+    engine, store, phantom
+) -> None:
+    slide_id = _ingest(engine, store, phantom, received=True, truncated="bf")
+    result = _processor(engine, store).process(slide_id, 0)
+    assert result.outcome is Outcome.REJECTED
+    assert result.reason is not None and "does not decode" in result.reason
+    with Session(engine) as session:
+        [registration] = session.exec(select(Registration)).all()
+        topics = [e.topic for e in session.exec(select(OutboxEvent))]
+    assert "does not decode" in (registration.reason or "")
+    assert topics.count("cells.cropped") == 1  # no cells, but the slide can complete
+    assert store.exists(f"raw/{slide_id}/bf.received")  # kept for whoever looks into it
+
+
+def _pixels(data: bytes) -> np.ndarray:
+    stream = io.BytesIO(data)
+    return decode(stream, probe(stream))
 
 
 def test_a_field_waits_for_its_other_modality(engine, store, phantom) -> None:  # type: ignore[no-untyped-def]

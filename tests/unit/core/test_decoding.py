@@ -14,8 +14,8 @@ import pytest
 import tifffile
 from PIL import Image
 
+from stainless.core.decoding import CappedDecoder, budget
 from stainless.imaging.codecs import ImageRejected, canonical, probe
-from stainless.stages.ingestion.decoding import CappedDecoder, budget
 
 MiB = 2**20
 
@@ -134,7 +134,7 @@ GROWTH = """
 import io, sys
 import numpy as np, tifffile
 from stainless.imaging.codecs import canonical, decode, probe
-from stainless.stages.ingestion import decoding
+from stainless.core import decoding
 if sys.argv[1] == "prepared":
     decoding._prepare_worker()
 field = (np.random.default_rng(0).random((1544, 2064)) * 30000).astype(np.uint16)
@@ -169,7 +169,7 @@ _SERVICE = """
 import io, time
 import numpy as np
 from stainless.imaging.codecs import encode_png, probe
-from stainless.stages.ingestion.decoding import CappedDecoder
+from stainless.core.decoding import CappedDecoder
 decoder = CappedDecoder(2**28)
 data = encode_png(np.zeros((8, 8), np.uint8))
 decoder.canonical(data, probe(io.BytesIO(data)))
