@@ -337,7 +337,8 @@ def dominant_direction(od: F32, min_norm: float, *, max_pixels: int = 200_000) -
     Raises:
         UnreliableFieldError: fewer than 500 such pixels (nothing stained to learn from).
     """
-    step = 2 if od.shape[0] * od.shape[1] > 4 * max_pixels else 1  # a colour needs no detail
+    # A colour needs no detail: a grid of about ``max_pixels`` samples the field.
+    step = max(1, round(math.sqrt(od.shape[0] * od.shape[1] / max_pixels)))
     vectors = od[::step, ::step].reshape(-1, od.shape[-1])
     norms = np.linalg.norm(vectors, axis=1)
     # Faint pixels carry noise and compression error, not the stain's colour.

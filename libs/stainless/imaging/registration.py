@@ -236,24 +236,29 @@ class Registrar:
         started = time.perf_counter()
         check_pair(dic, bf)
         height, width = dic.shape[:2]
-        dic_rep = dic_representation(dic)
         angle = self.shear_angle_deg
         levels = self._usable_levels(width, height)
         finest = min(self.finest_for(width, height), levels - 1)
-        dic_pyr = _pyramid(dic_rep, levels)
-        template = pseudo_dic(bf, angle, self.od_sigma_px, self.od_weights)
+        # Nothing finer than the finest refined level is ever used: both images are reduced
+        # to it first and their representations made there (a quarter of the work per level).
+        work_dic, work_bf = _reduced(dic, finest), _reduced(bf, finest)
+        dic_pyr = _pyramid(dic_representation(work_dic), levels - finest)  # [0]: ``finest``
+        template = pseudo_dic(work_bf, angle, self.od_sigma_px, self.od_weights)
         if self.mask_stained_cells:
-            template *= red_cell_weight(bf, self.stain_mask_threshold, self.red_cell_od)
-        bf_pyr = _pyramid(template, levels)
+            template *= red_cell_weight(
+                bf, self.stain_mask_threshold, self.red_cell_od, size=template.shape[::-1]
+            )
+        bf_pyr = _pyramid(template, levels - finest)
         warp = np.eye(2, 3, dtype=np.float32)
         level = levels - 1  # the level ``warp`` is expressed in
         try:
-            sign, warp, ecc = self._coarsest(dic_pyr[level], bf_pyr[level])
+            sign, warp, ecc = self._coarsest(dic_pyr[-1], bf_pyr[-1])
             while level > finest:
                 warp = warp.copy()
                 warp[:, 2] *= 2.0
                 level -= 1
-                warp, ecc = self._ecc(sign * bf_pyr[level], dic_pyr[level], warp)
+                index = level - finest
+                warp, ecc = self._ecc(sign * bf_pyr[index], dic_pyr[index], warp)
         except RegistrationError as exc:
             return RegistrationResult(
                 _scale_translation(warp, 2.0**level),
@@ -429,8 +434,11 @@ def red_cell_weight(
     bf: npt.NDArray[np.generic],
     threshold: float | None = None,
     red_cell_od: tuple[float, float, float] | None = None,
+    *,
+    size: tuple[int, int] | None = None,
 ) -> F32:
-    """Weight (0..1, full size) that is 0 on stained white cells and 1 elsewhere.
+    """Weight (0..1; ``size`` (width, height), by default the field's) that is 0 on stained
+    white cells and 1 elsewhere.
 
     Computed at quarter resolution: the OD against the field's own flat field, its
     residual orthogonal to the red-cell OD direction (estimated from the field unless
@@ -438,6 +446,7 @@ def red_cell_weight(
     A field with too little stain to estimate the direction is weighted 1 everywhere.
     """
     height, width = bf.shape[:2]
+    size = size or (width, height)
     small = cv2.resize(
         np.asarray(bf, np.float32),
         (max(width // 4, 1), max(height // 4, 1)),
@@ -448,7 +457,7 @@ def red_cell_weight(
         try:
             direction = dominant_direction(stats.od, 5 * stats.noise)
         except UnreliableFieldError:
-            return np.ones((height, width), np.float32)
+            return np.ones(size[::-1], np.float32)
     else:
         direction = np.asarray(red_cell_od, np.float32)
         direction /= np.float32(np.linalg.norm(direction))
@@ -458,14 +467,20 @@ def red_cell_weight(
     level = relative_threshold(stain) if threshold is None else threshold
     keep = cv2.erode((stain < np.float32(level)).astype(np.uint8), np.ones((5, 5), np.uint8))
     weight = cv2.GaussianBlur(keep.astype(np.float32), (0, 0), 1.0)
-    return np.asarray(
-        cv2.resize(weight, (width, height), interpolation=cv2.INTER_LINEAR), np.float32
-    )
+    return np.asarray(cv2.resize(weight, size, interpolation=cv2.INTER_LINEAR), np.float32)
 
 
 def _all_valid(image: np.ndarray) -> npt.NDArray[np.uint8]:
     """ECC's input mask when every pixel counts (needed to pass ``gaussFiltSize``)."""
     return np.full(image.shape[:2], 255, np.uint8)
+
+
+def _reduced(image: npt.NDArray[np.generic], levels: int) -> F32:
+    """``image`` (float32) reduced ``levels`` times by a Gaussian pyramid step."""
+    reduced = np.asarray(image, np.float32)
+    for _ in range(levels):
+        reduced = np.asarray(cv2.pyrDown(reduced), np.float32)
+    return reduced
 
 
 def _pyramid(image: F32, levels: int) -> list[F32]:
