@@ -328,22 +328,26 @@ def optical_density(image: npt.NDArray[np.generic], background: F32) -> F32:
     return np.asarray(np.log(background / np.maximum(values, floor)), np.float32)
 
 
-def dominant_direction(od: F32, min_norm: float, *, max_pixels: int = 200_000) -> F32:
+def dominant_direction(od: F32, min_norm: float, *, max_pixels: int = 50_000) -> F32:
     """The unit OD direction shared by most clearly stained pixels.
 
     Clearly stained: an OD norm above ``min_norm`` and above a fifth of the field's 95th
     percentile (faint pixels carry noise and compression error, not the stain's colour).
+    A colour needs no detail: a grid of about ``max_pixels`` samples the field, and every
+    pixel is used only where that grid holds too few stained ones.
 
     Raises:
         UnreliableFieldError: fewer than 500 such pixels (nothing stained to learn from).
     """
-    # A colour needs no detail: a grid of about ``max_pixels`` samples the field.
-    step = max(1, round(math.sqrt(od.shape[0] * od.shape[1] / max_pixels)))
+    pixels = od.shape[0] * od.shape[1]
+    step = max(1, round(math.sqrt(pixels / max_pixels)))
     vectors = od[::step, ::step].reshape(-1, od.shape[-1])
     norms = np.linalg.norm(vectors, axis=1)
     # Faint pixels carry noise and compression error, not the stain's colour.
     floor = max(min_norm, 0.2 * float(np.percentile(norms[:: max(norms.size // 100_000, 1)], 95)))
     stained = vectors[norms > floor]
+    if stained.shape[0] < 500 and step > 1:
+        return dominant_direction(od, min_norm, max_pixels=pixels)
     if stained.shape[0] < 500:
         raise UnreliableFieldError(
             f"only {stained.shape[0]} stained pixels: too few to estimate the stain direction"
