@@ -103,8 +103,9 @@ down: venv  ## Stop what make up started
 
 E2E_SCENARIOS := normal inference-outage kill pause-broker pause-store scanners promotion
 
-e2e: up  ## Phantom slides over HTTP to slides.completed: plainly, then through each fault scenario
+e2e: up  ## Phantom slides over HTTP to slides.completed: plainly, then through each fault scenario; a small fleet
 	for scenario in $(E2E_SCENARIOS); do $(PY) infra/e2e.py --scenario $$scenario || exit 1; done
+	$(VENV)/bin/stainless bench fleet --json --scanners 3 --slides 2 --fields 2 --timeout 300
 
 guides: up  ## Walk the user guides (docs/guides): every bash block runs as written
 	$(PY) infra/guides.py

@@ -281,6 +281,47 @@ def bench_pipeline(
     emit("pipeline", result, as_json)
 
 
+@bench_app.command("fleet")
+def bench_fleet(
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    scanners: Annotated[int, typer.Option(min=1, help="Scanners uploading at once.")] = 3,
+    slides: Annotated[int, typer.Option(min=1, help="Slides each scanner uploads.")] = 2,
+    fields: Annotated[int, typer.Option(min=1, help="Field pairs of each slide.")] = 2,
+    timeout: Annotated[float, typer.Option(min=1, help="Seconds to wait for the reports.")] = 600,
+    plot: Annotated[Path, typer.Option(help="PNG of the consumer lag over time.")] = Path(
+        "out/bench/fleet-lag.png"
+    ),
+    state: Annotated[Path, typer.Option(help="The stack's state folder.")] = Path("out/stack"),
+) -> None:
+    """Scanners uploading at once against the running stack (make up): slides per hour,
+    time from the last upload to the FHIR report, each service's CPU and memory, consumer
+    lag, and no lost or duplicated cell (exit 1 if any)."""
+    from stainless.bench.fleet import FleetError, Stack, run_fleet_bench
+
+    try:
+        stack = Stack.from_state(state)
+    except FleetError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    with progress("slides uploaded, then reported", 2 * scanners * slides) as step:
+        result = run_fleet_bench(
+            stack,
+            scanners=scanners,
+            slides=slides,
+            fields=fields,
+            timeout_s=timeout,
+            plot=plot,
+            on_step=step,
+        )
+    emit("fleet", result, as_json)
+    if result["lost"] or result["duplicated"]:
+        err.print(
+            f"[red]error:[/red] {result['lost']} lost and {result['duplicated']} duplicated "
+            f"records: {result['checks']}"
+        )
+        raise typer.Exit(1)
+
+
 @app.command("export")
 def export_command(
     checkpoint: Annotated[
