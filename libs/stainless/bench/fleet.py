@@ -170,9 +170,16 @@ class _Sampler(threading.Thread):
         self._interval = interval_s
         self._done = threading.Event()
         self.samples = _Samples()
+        self.failure: BaseException | None = None
         self._groups = [g.value for g in ConsumerGroup]
 
     def run(self) -> None:
+        try:
+            self._run()
+        except BaseException as exc:  # noqa: BLE001 - raised by stop(), in the caller's thread
+            self.failure = exc
+
+    def _run(self) -> None:
         from kafka import KafkaAdminClient, KafkaConsumer
 
         admin = KafkaAdminClient(bootstrap_servers=self._stack.bus.bootstrap_servers)
@@ -198,8 +205,11 @@ class _Sampler(threading.Thread):
             samples.lag.setdefault(group, []).append(_lag(admin, consumer, group))
 
     def stop(self) -> _Samples:
+        """The samples; raises FleetError if sampling failed (no figures without them)."""
         self._done.set()
         self.join(timeout=30)
+        if self.failure is not None:
+            raise FleetError(f"sampling the stack failed: {self.failure!r}") from self.failure
         return self.samples
 
 

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from stainless.bench.fleet import FleetError, Stack, _percentile, _tree, _usage
+from stainless.bench.fleet import FleetError, Stack, _percentile, _Sampler, _tree, _usage
+from stainless.core.config import BusSettings, DatabaseSettings
 
 
 def test_no_stack_is_a_clear_error(tmp_path: Path) -> None:
@@ -65,3 +66,22 @@ def test_percentiles_take_the_nearest_rank() -> None:
     assert _percentile(values, 0.5) == 11.0
     assert _percentile(values, 0.95) == 19.0
     assert _percentile([3.0], 0.95) == 3.0
+
+
+def test_a_sampler_that_fails_fails_the_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    def unreachable(self: _Sampler) -> None:
+        raise ConnectionError("no broker at 127.0.0.1:1")
+
+    monkeypatch.setattr(_Sampler, "_run", unreachable)
+    stack = Stack(
+        ingestion_url="http://127.0.0.1:1",
+        results_url="http://127.0.0.1:1",
+        results_key="rk",
+        database=DatabaseSettings(url="sqlite://"),
+        bus=BusSettings(bootstrap_servers="127.0.0.1:1"),
+        pids={"me": os.getpid()},
+    )
+    sampler = _Sampler(stack, interval_s=0.1)
+    sampler.start()
+    with pytest.raises(FleetError, match=r"sampling the stack failed.*no broker"):
+        sampler.stop()
