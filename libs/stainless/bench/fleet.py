@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from sqlalchemy import text
+from sqlalchemy import bindparam, text
 
 from stainless.core.config import BusSettings, DatabaseSettings
 from stainless.core.db.engine import create_db_engine, session_scope
@@ -281,7 +281,8 @@ def _await_reports(
         raise FleetError(f"{len(late)} slides had no report within {timeout_s:.0f} s: {late}")
 
 
-_CHECKS = {
+_COUNTS = {
+    "cells": "SELECT count(*) FROM cell WHERE slide_id IN :slides",
     "fields_without_registration": """
         SELECT count(*) FROM (SELECT DISTINCT f.slide_id, f.index FROM field f
           LEFT JOIN registration r ON r.slide_id = f.slide_id AND r.field_index = f.index
@@ -299,9 +300,8 @@ _CHECKS = {
 
 
 def _losses(stack: Stack, slides: list[_Slide]) -> dict[str, int]:
-    """What a lost or duplicated record would leave, counted over the fleet's slides."""
-    from sqlalchemy import bindparam
-
+    """The fleet's cells, and what a lost or duplicated record would leave, counted over
+    the fleet's slides."""
     ids = [s.slide_id for s in slides]
     engine = create_db_engine(stack.database)
     try:
@@ -313,16 +313,8 @@ def _losses(stack: Stack, slides: list[_Slide]) -> dict[str, int]:
                         {"slides": ids},
                     ).scalar_one()
                 )
-                for name, query in _CHECKS.items()
+                for name, query in _COUNTS.items()
             }
-            counts["cells"] = int(
-                connection.execute(
-                    text("SELECT count(*) FROM cell WHERE slide_id IN :slides").bindparams(
-                        bindparam("slides", expanding=True)
-                    ),
-                    {"slides": ids},
-                ).scalar_one()
-            )
     finally:
         engine.dispose()
     return counts
