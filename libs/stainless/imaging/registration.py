@@ -246,7 +246,11 @@ class Registrar:
         template = pseudo_dic(work_bf, angle, self.od_sigma_px, self.od_weights)
         if self.mask_stained_cells:
             template *= red_cell_weight(
-                bf, self.stain_mask_threshold, self.red_cell_od, size=template.shape[::-1]
+                work_bf,
+                self.stain_mask_threshold,
+                self.red_cell_od,
+                size=template.shape[::-1],
+                reduction=max(4 >> finest, 1),  # a quarter of the field's resolution
             )
         bf_pyr = _pyramid(template, levels - finest)
         warp = np.eye(2, 3, dtype=np.float32)
@@ -436,22 +440,30 @@ def red_cell_weight(
     red_cell_od: tuple[float, float, float] | None = None,
     *,
     size: tuple[int, int] | None = None,
+    reduction: int = 4,
 ) -> F32:
-    """Weight (0..1; ``size`` (width, height), by default the field's) that is 0 on stained
+    """Weight (0..1; ``size`` (width, height), by default the image's) that is 0 on stained
     white cells and 1 elsewhere.
 
-    Computed at quarter resolution: the OD against the field's own flat field, its
-    residual orthogonal to the red-cell OD direction (estimated from the field unless
-    given), thresholded (relative to the field unless given), grown by ~8 px and softened.
+    Computed at ``1 / reduction`` of the image's resolution (a quarter of the field's;
+    ``Registrar.register`` hands in the field already reduced to its finest level): the OD
+    against the field's own flat field, its residual orthogonal to the red-cell OD
+    direction (estimated from the field unless given), thresholded (relative to the field
+    unless given), grown by ~8 full-resolution px and softened.
     A field with too little stain to estimate the direction is weighted 1 everywhere.
     """
     height, width = bf.shape[:2]
     size = size or (width, height)
-    small = cv2.resize(
-        np.asarray(bf, np.float32),
-        (max(width // 4, 1), max(height // 4, 1)),
-        interpolation=cv2.INTER_AREA,
-    )
+    small = np.asarray(bf, np.float32)
+    if reduction > 1:
+        small = np.asarray(
+            cv2.resize(
+                small,
+                (max(width // reduction, 1), max(height // reduction, 1)),
+                interpolation=cv2.INTER_AREA,
+            ),
+            np.float32,
+        )
     stats = FieldStatistics(small, block_px=32)
     if red_cell_od is None:
         try:

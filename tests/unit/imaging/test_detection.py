@@ -13,6 +13,7 @@ from stainless.imaging.detection import (
     WbcDetector,
     box_iou,
     boxes_to_dic,
+    fill_holes,
     match_boxes,
 )
 from stainless.imaging.phantom import PhantomConfig, PhantomField, SmearObjectKind, generate_field
@@ -201,3 +202,18 @@ def test_brightfield_detector_follows_the_field_not_a_constant() -> None:
     precision, recall, _ = _score(BrightfieldDetector(), fields, "bf")
     assert precision >= 0.9 and recall >= 0.9
     assert fixed_precision < 0.5
+
+
+@pytest.mark.parametrize("density", [0.3, 0.5, 0.7])
+def test_holes_are_filled_as_scipy_fills_them(density: float) -> None:
+    from scipy import ndimage
+
+    rng = np.random.default_rng(int(density * 10))
+    mask = rng.random((61, 83)) < density  # rings, holes touching the edge, nested holes
+    mask[20:40, 30:50] = True
+    mask[25:35, 35:45] = False
+    mask[28:32, 38:42] = True
+    filled = fill_holes(mask.astype(np.uint8))
+    assert filled.dtype == np.bool_
+    assert np.array_equal(filled, ndimage.binary_fill_holes(mask))
+    assert filled[30, 36] and not fill_holes(np.zeros((5, 5), np.uint8)).any()
