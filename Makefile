@@ -13,7 +13,7 @@ TRITON_STAMP := $(TRITON_VENV)/.installed
 
 .PHONY: venv-triton
 .PHONY: images image-envs helm-tools helm-test
-.PHONY: help venv demo browser screenshots up down e2e guides test test-unit test-integration lint format infra-up infra-down infra-status lock clean
+.PHONY: help venv demo browser screenshots up down fleet-scaling e2e guides test test-unit test-integration lint format infra-up infra-down infra-status lock clean
 
 help:  ## List the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -95,13 +95,23 @@ helm-test: $(STAMP) helm-tools  ## helm lint per values file; render, kubernetes
 	for values in $(HELM_VALUES); do $(HELM) lint --strict --quiet helm/stainless -f $$values || exit 1; done
 	$(PYTEST) tests/helm -q
 
-up: venv $(TRITON_STAMP)  ## Every service as its own process against real servers (logs in out/stack)
-	$(PY) infra/stack.py up
+REPLICAS ?= 1
+up: venv $(TRITON_STAMP)  ## Every service as its own process against real servers (logs in out/stack); REPLICAS=N processes per consuming stage
+	$(PY) infra/stack.py up --replicas $(REPLICAS)
 
 down: venv  ## Stop what make up started
 	$(PY) infra/stack.py down
 
 E2E_SCENARIOS := normal inference-outage kill pause-broker pause-store scanners promotion
+
+fleet-scaling: venv $(TRITON_STAMP)  ## bench fleet (4 scanners x 3 slides x 3 field pairs) with 1, 2 and 4 processes per consuming stage: out/bench/fleet-<n>.json
+	@mkdir -p out/bench
+	@for n in 1 2 4; do \
+	  $(PY) infra/stack.py down > /dev/null && $(PY) infra/stack.py up --replicas $$n > /dev/null && \
+	  $(VENV)/bin/stainless bench fleet --json --scanners 4 --slides 3 --fields 3 \
+	    --plot out/bench/fleet-lag-$$n.png > out/bench/fleet-$$n.json || { $(PY) infra/stack.py down; exit 1; }; \
+	  echo "$$n per stage: out/bench/fleet-$$n.json"; \
+	done; $(PY) infra/stack.py down > /dev/null
 
 e2e: up  ## Phantom slides over HTTP to slides.completed: plainly, then through each fault scenario; a small fleet
 	for scenario in $(E2E_SCENARIOS); do $(PY) infra/e2e.py --scenario $$scenario || exit 1; done

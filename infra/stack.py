@@ -7,16 +7,21 @@ runs on it), migrates a new ``stainless`` database (the S3 server and the broker
 nothing between runs, so neither does the stack), registers the demo model as the version
 served, a scanner and an admin key, then starts the ingestion API, the outbox relay, the
 registration consumer, a Celery worker, the inference consumer (Triton adapter, gRPC) and
-the results API, each with its log and PID under ``out/stack``. The S3 server checks IAM:
+the results API, each with its log and PID under ``out/stack``. ``--replicas N`` starts N
+processes of each stage that consumes work (the relay, the registration consumer, the
+worker, the inference consumer), as KEDA would scale them: the second of a stage is named
+``<stage>-2`` and listens on its stage's port plus 100. The S3 server checks IAM:
 each service has its own user holding only its workload's policy (``store_identities.py``).
 The settings and keys of the stack are written to ``out/stack/stack.json`` for ``infra/e2e.py``, for
 people, and for the ``stainless`` commands run here (``cli_env``).
 
-Usage: ``python infra/stack.py up | down | status`` with the project's virtual environment.
+Usage: ``python infra/stack.py up [--replicas N] | down | status`` with the project's
+virtual environment.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import shutil
@@ -60,6 +65,11 @@ SERVICES: dict[str, list[str]] = {
     "results": [str(BIN / "stainless-results")],
 }
 HEALTH = {"ingestion", "registration", "inference", "results", "relay"}
+SCALED = ("relay", "registration", "worker", "inference")  # the stages that consume work
+PORT_SETTINGS = {
+    name: f"STAINLESS_{name.upper()}__HTTP_PORT"
+    for name in ("ingestion", "registration", "inference", "results", "relay")
+} | {"worker": "STAINLESS_WORKER__METRICS_PORT"}
 BUCKET = "stainless"
 
 
@@ -90,21 +100,27 @@ def environment() -> dict[str, str]:
         "STAINLESS_REGISTRATION__DETECTOR__PROTOCOL": "grpc",
         "STAINLESS_REGISTRATION__DETECTOR__MODEL_REPOSITORY": str(REPOSITORY),
         "STAINLESS_RELAY__POLL_INTERVAL_S": "0.2",
-        "STAINLESS_INGESTION__HTTP_PORT": str(PORTS["ingestion"]),
-        "STAINLESS_REGISTRATION__HTTP_PORT": str(PORTS["registration"]),
-        "STAINLESS_INFERENCE__HTTP_PORT": str(PORTS["inference"]),
-        "STAINLESS_RESULTS__HTTP_PORT": str(PORTS["results"]),
-        "STAINLESS_RELAY__HTTP_PORT": str(PORTS["relay"]),
-        "STAINLESS_WORKER__METRICS_PORT": str(PORTS["worker"]),
-    }
+    } | {setting: str(PORTS[name]) for name, setting in PORT_SETTINGS.items()}
 
 
-def service_env(config: dict[str, Any], name: str) -> dict[str, str]:
-    """The settings of one service of the stack: the shared ones and its own S3 identity."""
+def processes(replicas: int) -> dict[str, tuple[str, int]]:
+    """Each process of the stack: its name -> (its service, its port); ``replicas`` of
+    every stage in ``SCALED``, one of every other service."""
+    found = {}
+    for service in SERVICES:
+        for index in range(1, (replicas if service in SCALED else 1) + 1):
+            name = service if index == 1 else f"{service}-{index}"
+            found[name] = (service, PORTS[service] + 100 * (index - 1))
+    return found
+
+
+def service_env(config: dict[str, Any], name: str, port: int | None = None) -> dict[str, str]:
+    """The settings of one service of the stack: the shared ones, its own S3 identity and,
+    for a replica, its own port."""
     key = config["store_identities"].get(name)
-    own = {}
+    own = {PORT_SETTINGS[name]: str(port)} if port is not None else {}
     if key:
-        own = {
+        own |= {
             "STAINLESS_STORE__ACCESS_KEY": key["AccessKeyId"],
             "STAINLESS_STORE__SECRET_KEY": key["SecretAccessKey"],
         }
@@ -178,12 +194,18 @@ def _on_triton(model: str) -> bool:
     return version is not None and (REPOSITORY / model / str(version) / "model.py").is_file()
 
 
-def up() -> dict[str, str]:
+def up(replicas: int = 1) -> dict[str, str]:
     STATE.mkdir(parents=True, exist_ok=True)
     config_path = STATE / "stack.json"
     if config_path.is_file() and all((STATE / f"{name}.pid").is_file() for name in SERVICES):
+        running = json.loads(config_path.read_text())
+        if running.get("replicas", 1) != replicas:
+            raise servers.InfraError(
+                f"the stack is up with {running.get('replicas', 1)} process(es) per stage:"
+                " make down first"
+            )
         print(f"stack: already up ({config_path})")
-        return dict(json.loads(config_path.read_text())["env"])
+        return dict(running["env"])
     base = {k: v for k, v in os.environ.items() if not k.startswith("STAINLESS_")}
     # A stack starts from nothing: the model repository too is exported again.
     shutil.rmtree(REPOSITORY, ignore_errors=True)
@@ -235,12 +257,18 @@ def up() -> dict[str, str]:
         "scanner_key": scanner_key,
         "results_key": results_key,
         "urls": {name: f"http://127.0.0.1:{PORTS[name]}" for name in ("ingestion", "results")},
+        "replicas": replicas,
     }
-    for name, command in SERVICES.items():
-        pid = servers.spawn(name, command, STATE, env={**base, **service_env(config, name)})
-        print(f"{name}: pid {pid}" + (f", port {PORTS[name]}" if name in PORTS else ""))
-    for name in sorted(HEALTH):
-        servers.wait_until(lambda name=name: _live(PORTS[name]), f"the {name} service", 90)
+    for name, (service, port) in processes(replicas).items():
+        command = SERVICES[service]
+        if service == "worker":  # each Celery worker its own node name
+            command = [*command, f"--hostname={name}@%h"]
+        env = {**base, **service_env(config, service, port)}
+        pid = servers.spawn(name, command, STATE, env=env)
+        print(f"{name}: pid {pid}, port {port}")
+    for name, (service, port) in sorted(processes(replicas).items()):
+        if service in HEALTH:
+            servers.wait_until(lambda port=port: _live(port), f"the {name} service", 90)
     config_path.write_text(json.dumps(config, indent=2) + "\n")
     print(f"stack: up; review page {config['urls']['results']}/ (key in {config_path})")
     return env
@@ -249,6 +277,9 @@ def up() -> dict[str, str]:
 def down() -> None:
     for name in reversed(list(SERVICES)):
         print(f"{name}: {'stopped' if servers.stop(name, STATE) else 'not running'}")
+        for replica in sorted(STATE.glob(f"{name}-*.pid")):
+            servers.stop(replica.stem, STATE)
+            print(f"{replica.stem}: stopped")
     (STATE / "stack.json").unlink(missing_ok=True)
     servers.main(["down", "--state", str(INFRA_STATE)])
 
@@ -260,17 +291,21 @@ def status() -> None:
 
 
 def main(argv: list[str]) -> int:
-    command = argv[0] if argv else "status"
+    parser = argparse.ArgumentParser(description="make up / make down: the stack's processes")
+    parser.add_argument("command", nargs="?", default="status", choices=("up", "down", "status"))
+    parser.add_argument(
+        "--replicas", type=int, default=1, help="processes of each stage that consumes work"
+    )
+    args = parser.parse_args(argv)
+    if args.replicas < 1:
+        parser.error("--replicas must be at least 1")
     try:
-        if command == "up":
-            up()
-        elif command == "down":
+        if args.command == "up":
+            up(args.replicas)
+        elif args.command == "down":
             down()
-        elif command == "status":
-            status()
         else:
-            print(__doc__)
-            return 2
+            status()
     except servers.InfraError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -1,4 +1,5 @@
-"""The fleet benchmark's consumer lag, read from a real Kafka broker."""
+"""The fleet benchmark's consumer lag and task queue, read from a real Kafka broker and
+a real Redis."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
 from kafka.structs import OffsetAndMetadata
 
-from stainless.bench.fleet import _lag
+from stainless.bench.fleet import _lag, _TaskQueue
 
 pytestmark = pytest.mark.integration
 
@@ -37,3 +38,20 @@ def test_lag_is_what_a_group_has_not_committed(kafka_bootstrap: str) -> None:
     finally:
         reader.close()
         admin.close()
+
+
+def test_the_task_queue_counts_the_tasks_waiting(redis_url: str) -> None:
+    import redis
+
+    url = f"{redis_url}/15"  # a database of its own
+    queue = _TaskQueue(url)
+    client = redis.Redis.from_url(url)
+    try:
+        client.delete("celery")
+        assert queue.waiting() == 0
+        client.lpush("celery", "a", "b", "c")
+        assert queue.waiting() == 3
+    finally:
+        client.delete("celery")
+        client.close()
+        queue.close()

@@ -6,8 +6,10 @@ slides one after another through the raw route (``PUT …/fields/{index}/{modali
 all scanners at once. A report is due when the results API serves a slide's FHIR
 DiagnosticReport after the slide completed; its latency is counted from the slide's last
 upload (its ``complete`` call). Meanwhile every ``interval_s`` the CPU time and resident
-memory of each service (its process and every child, from ``/proc``) and the lag of each
-consumer group (the topics' end offsets less the group's committed offsets) are sampled.
+memory of each service (its process and every child, from ``/proc``), the lag of each
+consumer group (the topics' end offsets less the group's committed offsets) and the tasks
+waiting in the Celery queue (the registration stage's real queue: its consumer hands each
+field pair on as a task) are sampled.
 The local broker (Tansu) gives a partition's end as the start of its last record batch
 plus one, so where the relay sends several events in one batch the lag read here is a
 lower bound.
@@ -22,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import statistics
 import tempfile
 import threading
@@ -36,10 +39,11 @@ from typing import Any
 import httpx
 from sqlalchemy import bindparam, text
 
-from stainless.core.config import BusSettings, DatabaseSettings
+from stainless.core.config import BusSettings, DatabaseSettings, TaskSettings
 from stainless.core.db.engine import create_db_engine, session_scope
 from stainless.core.events.contracts import ConsumerGroup
 from stainless.core.storage.local import LocalObjectStore
+from stainless.core.tasks import create_celery
 from stainless.datasets.phantom import write_slide
 from stainless.imaging.phantom_set import phantom_config
 from stainless.stages.ingestion.scanners import register_scanner
@@ -48,6 +52,9 @@ Progress = Callable[[], None]
 
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+TASK_QUEUE = "celery tasks"  # the task queue's line beside the consumer groups
 
 
 class FleetError(RuntimeError):
@@ -64,6 +71,8 @@ class Stack:
     database: DatabaseSettings
     bus: BusSettings
     pids: dict[str, int]
+    replicas: int = 1
+    task_broker_url: str | None = None  # the Celery broker (Redis) where tasks queue
 
     @classmethod
     def from_state(
@@ -97,6 +106,8 @@ class Stack:
                 ),
             ),
             pids=pids,
+            replicas=int(config.get("replicas", 1)),
+            task_broker_url=env.get("STAINLESS_TASKS__BROKER_URL"),
         )
 
 
@@ -184,17 +195,20 @@ class _Sampler(threading.Thread):
 
         admin = KafkaAdminClient(bootstrap_servers=self._stack.bus.bootstrap_servers)
         consumer = KafkaConsumer(bootstrap_servers=self._stack.bus.bootstrap_servers)
+        tasks = _TaskQueue(self._stack.task_broker_url) if self._stack.task_broker_url else None
         started = time.monotonic()
         try:
             while not self._done.is_set():
-                self._sample(admin, consumer, time.monotonic() - started)
+                self._sample(admin, consumer, tasks, time.monotonic() - started)
                 self._done.wait(self._interval)
-            self._sample(admin, consumer, time.monotonic() - started)
+            self._sample(admin, consumer, tasks, time.monotonic() - started)
         finally:
             consumer.close()
             admin.close()
+            if tasks is not None:
+                tasks.close()
 
-    def _sample(self, admin: Any, consumer: Any, at: float) -> None:
+    def _sample(self, admin: Any, consumer: Any, tasks: _TaskQueue | None, at: float) -> None:
         samples = self.samples
         samples.times.append(at)
         for name, pid in self._stack.pids.items():
@@ -203,6 +217,8 @@ class _Sampler(threading.Thread):
             samples.rss_mb.setdefault(name, []).append(rss)
         for group in self._groups:
             samples.lag.setdefault(group, []).append(_lag(admin, consumer, group))
+        if tasks is not None:
+            samples.lag.setdefault(TASK_QUEUE, []).append(tasks.waiting())
 
     def stop(self) -> _Samples:
         """The samples; raises FleetError if sampling failed (no figures without them)."""
@@ -211,6 +227,22 @@ class _Sampler(threading.Thread):
         if self.failure is not None:
             raise FleetError(f"sampling the stack failed: {self.failure!r}") from self.failure
         return self.samples
+
+
+class _TaskQueue:
+    """The tasks waiting in the Celery app's default queue on its Redis broker."""
+
+    def __init__(self, broker_url: str) -> None:
+        import redis
+
+        self._queue = create_celery(TaskSettings(broker_url=broker_url)).conf.task_default_queue
+        self._redis = redis.Redis.from_url(broker_url)
+
+    def waiting(self) -> int:
+        return int(self._redis.llen(self._queue))
+
+    def close(self) -> None:
+        self._redis.close()
 
 
 def _lag(admin: Any, consumer: Any, group: str) -> int:
@@ -336,13 +368,32 @@ def _plot_lag(samples: _Samples, path: Path) -> None:
         if any(lags):
             axes.plot(samples.times, lags, label=group)
     axes.set_xlabel("seconds since the first upload")
-    axes.set_ylabel("messages not yet committed")
-    axes.set_title("Consumer lag per group")
+    axes.set_ylabel("messages not yet committed, tasks waiting")
+    axes.set_title("Consumer lag per group, and the Celery queue")
     axes.legend(loc="upper right", fontsize="small")
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=110)
     plt.close(figure)
+
+
+def _by_service(samples: _Samples) -> dict[str, dict[str, float]]:
+    """Each service's CPU seconds, share of one core and peak memory over the run, the
+    replicas of a stage (``registration``, ``registration-2``, …) added together."""
+    services: dict[str, dict[str, float]] = {}
+    for name, cpu in samples.cpu_s.items():
+        service = re.sub(r"-\d+$", "", name)
+        figures = services.setdefault(
+            service, {"processes": 0, "cpu_s": 0.0, "cpu_share": 0.0, "peak_rss_mb": 0.0}
+        )
+        figures["processes"] += 1
+        figures["cpu_s"] += cpu[-1] - cpu[0]
+        figures["peak_rss_mb"] += max(samples.rss_mb[name])
+    for figures in services.values():
+        figures["cpu_share"] = round(figures["cpu_s"] / max(samples.times[-1], 1e-9), 3)
+        figures["cpu_s"] = round(figures["cpu_s"], 2)
+        figures["peak_rss_mb"] = round(figures["peak_rss_mb"], 1)
+    return services
 
 
 def run_fleet_bench(
@@ -400,20 +451,13 @@ def run_fleet_bench(
         "scanners": scanners,
         "slides": len(sent),
         "field_pairs": sum(s.fields for s in sent),
-        "consumers_per_stage": 1,
+        "consumers_per_stage": stack.replicas,
         "uploaded_s": round(uploaded_s, 2),
         "elapsed_s": round(elapsed, 2),
         "slides_per_hour": round(len(sent) / elapsed * 3600, 1),
         "report_latency_p50_s": round(statistics.median(latencies), 2),
         "report_latency_p95_s": round(_percentile(latencies, 0.95), 2),
-        "services": {
-            name: {
-                "cpu_s": round(cpu[-1] - cpu[0], 2),
-                "cpu_share": round((cpu[-1] - cpu[0]) / max(samples.times[-1], 1e-9), 3),
-                "peak_rss_mb": round(max(samples.rss_mb[name]), 1),
-            }
-            for name, cpu in samples.cpu_s.items()
-        },
+        "services": _by_service(samples),
         "peak_lag": {group: max(lags) for group, lags in samples.lag.items()},
         "lost": sum(losses[k] for k in ("fields_without_registration", "cells_without_prediction")),
         "duplicated": losses["duplicated_cells"],

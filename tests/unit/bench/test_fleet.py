@@ -11,7 +11,16 @@ from pathlib import Path
 
 import pytest
 
-from stainless.bench.fleet import FleetError, Stack, _percentile, _Sampler, _tree, _usage
+from stainless.bench.fleet import (
+    FleetError,
+    Stack,
+    _by_service,
+    _percentile,
+    _Sampler,
+    _Samples,
+    _tree,
+    _usage,
+)
 from stainless.core.config import BusSettings, DatabaseSettings
 
 
@@ -30,6 +39,7 @@ def test_a_stack_is_read_from_its_state_with_its_live_services(tmp_path: Path) -
                 },
                 "urls": {"ingestion": "http://127.0.0.1:8080", "results": "http://x:8083"},
                 "results_key": "rk_1",
+                "replicas": 2,
             }
         )
     )
@@ -41,6 +51,24 @@ def test_a_stack_is_read_from_its_state_with_its_live_services(tmp_path: Path) -
     assert stack.pids == {"relay": os.getpid(), "server:kafka": os.getppid()}
     assert stack.bus.bootstrap_servers == "127.0.0.1:9092"
     assert stack.results_key == "rk_1"
+    assert stack.replicas == 2
+
+
+def test_the_replicas_of_a_stage_are_added_together() -> None:
+    samples = _Samples(
+        times=[0.0, 10.0],
+        cpu_s={"registration": [1.0, 4.0], "registration-2": [0.0, 2.0], "server:s3": [0.0, 1.0]},
+        rss_mb={"registration": [100.0, 120.0], "registration-2": [90.0, 80.0], "server:s3": [5.0]},
+    )
+    services = _by_service(samples)
+    assert services["registration"] == {
+        "processes": 2,
+        "cpu_s": 5.0,
+        "cpu_share": 0.5,
+        "peak_rss_mb": 210.0,
+    }
+    assert services["server:s3"]["processes"] == 1
+    assert services["server:s3"]["cpu_share"] == 0.1
 
 
 def test_a_service_counts_its_children() -> None:
