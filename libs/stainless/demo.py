@@ -78,7 +78,7 @@ CLINICAL_SLIDE = "clinical-mix"
 """The slide preset of the demo's clinical slide (thesis Table 8.1's proportions)."""
 DEMO_DETECTORS = {"brightfield": DetectorKind.LEARNED, "dic": DetectorKind.LEARNED}
 """The detector of each modality with more grid cells on target in ``bench robustness``
-(README, "Slides from any lab", ``docs/robustness.json``)."""
+(``docs/reference/performance.md``, "Slides from any lab", ``docs/robustness.json``)."""
 DETECTOR_CHECKPOINTS = Path(__file__).resolve().parents[2] / "training/detector_model"
 """The committed phantom-trained detectors (``bf.pt``, ``dic.pt``), from the source tree."""
 

@@ -660,7 +660,7 @@ def load_settings(cls: type[ProcessSettings] = Settings) -> ProcessSettings:
     )
     if unknown:
         raise SettingsError(
-            "unknown setting(s): " + ", ".join(unknown) + " (see the settings table in README.md)"
+            "unknown setting(s): " + ", ".join(unknown) + " (see docs/reference/settings.md)"
         )
     try:
         return cls()

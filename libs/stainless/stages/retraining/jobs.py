@@ -50,7 +50,7 @@ NEEDS = {
     ModelKind.DISENTANGLED: "DIC crops and brightfield (stained) crops, paired or not",
     ModelKind.PAIRED: "DIC crops with their registered brightfield pairs and class labels",
 }
-"""What each model kind trains on (the README's table says the same)."""
+"""What each model kind trains on (the table in docs/reference/retraining.md says the same)."""
 
 
 def check_trainable(kind: ModelKind, manifest: DatasetManifest) -> None:
