@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -12,7 +13,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine
 from sqlmodel import Session, select
+from typer.testing import CliRunner
 
+from stainless.cli.main import app
 from stainless.core.config import BusBackend, BusSettings, DatabaseSettings
 from stainless.core.db.engine import create_db_engine
 from stainless.core.db.migrate import upgrade
@@ -22,10 +25,12 @@ from stainless.core.events import (
     Envelope,
     EventBus,
     FieldIngested,
+    SlideCompleted,
     create_bus,
     decode_envelope,
 )
 from stainless.core.events.bus import Batching
+from stainless.core.events.dead_letters import read_letters, replay
 from stainless.core.events.idempotency import IdempotentHandler
 
 pytestmark = pytest.mark.integration
@@ -118,11 +123,12 @@ def test_failing_handler_goes_to_the_dlq_and_the_consumer_moves_on(
     bus.ensure_topics(["fields.ingested", "fields.ingested.dlq"])
     attempts: list[int] = []
     handled: list[int] = []
+    mended = False
 
     def handler(envelope: Envelope) -> None:
         index = envelope.parsed(FieldIngested).field_index
         attempts.append(index)
-        if index == 0:
+        if index == 0 and not mended:
             raise RuntimeError("always fails")
         handled.append(index)
 
@@ -140,7 +146,6 @@ def test_failing_handler_goes_to_the_dlq_and_the_consumer_moves_on(
     finally:
         consumer.close()
         dlq_reader.close()
-        bus.close()
     assert attempts == [0, 0, 0, 1]
     # the two letters have different keys, so they may sit on different partitions
     failed, undecodable = sorted(letters, key=lambda e: e.payload["attempts"], reverse=True)
@@ -151,6 +156,60 @@ def test_failing_handler_goes_to_the_dlq_and_the_consumer_moves_on(
     )
     assert undecodable.payload["attempts"] == 0
     assert "not valid JSON" in undecodable.payload["error"]
+
+    # The cause mended, the letter replayed: the group that gave up handles the event.
+    read = read_letters(bus, "fields.ingested")
+    assert sorted(letter.unreplayable is None for letter in read) == [False, True]
+    result = replay(bus, read)
+    assert [letter.event_id for letter in result.replayed] == [_original_id(failed)]
+    assert len(result.skipped) == 1
+    mended = True
+    again = bus.consumer(group="dlq", topics=["fields.ingested"], handler=handler)
+    try:
+        _poll_until(again, lambda: handled == [1, 0])
+    finally:
+        again.close()
+        bus.close()
+
+
+def _original_id(letter: Envelope) -> str:
+    return decode_envelope(letter.payload["original"].encode()).event_id
+
+
+def test_the_dlq_command_lists_and_replays_against_the_broker(
+    kafka_bootstrap: str, prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bus = create_bus(_settings(kafka_bootstrap, prefix, max_attempts=1))
+    bus.ensure_topics(["slides.completed", "slides.completed.dlq"])
+    event = Envelope.wrap(
+        SlideCompleted(slide_id="s9", cell_count=3, differential={"LY": 3}, needs_review=0),
+        key="s9",
+    )
+    bus.publish(event)
+
+    def refuse(envelope: Envelope) -> None:
+        raise RuntimeError("endpoint down")
+
+    consumer = bus.consumer(group="notify", topics=["slides.completed"], handler=refuse)
+    try:
+        _poll_until(consumer, lambda: len(bus.read_all("slides.completed.dlq")) == 1)
+    finally:
+        consumer.close()
+    for name, value in {
+        "STAINLESS_BUS__BACKEND": "kafka",
+        "STAINLESS_BUS__BOOTSTRAP_SERVERS": kafka_bootstrap,
+        "STAINLESS_BUS__TOPIC_PREFIX": prefix,
+    }.items():
+        monkeypatch.setenv(name, value)
+    listed = CliRunner().invoke(app, ["dlq", "list", "--topic", "slides.completed", "--json"])
+    assert listed.exit_code == 0, listed.output
+    (row,) = [json.loads(line) for line in listed.stdout.splitlines()]
+    assert row["event_id"] == event.event_id and row["consumer"] == "notify"
+    assert row["replayable"] and "endpoint down" in row["error"]
+    replayed = CliRunner().invoke(app, ["dlq", "replay", "slides.completed", "--all"])
+    assert replayed.exit_code == 0, replayed.output
+    assert bus.read_all("slides.completed")[-1] == event.encode()
+    bus.close()
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ import typer
 from pydantic import ValidationError
 
 from stainless.cli.datasets import dataset_app
+from stainless.cli.dlq import dlq_app
 from stainless.cli.imaging import bench_app, register_command
 from stainless.cli.keys import keys_app
 from stainless.cli.models import INSTANCE_HELP, models_app, promote, rollback
@@ -45,6 +46,7 @@ app.add_typer(bench_app, name="bench")
 app.add_typer(dataset_app, name="dataset")
 app.add_typer(study_app, name="study")
 app.add_typer(models_app, name="models")
+app.add_typer(dlq_app, name="dlq")
 app.command("promote")(promote)
 app.command("rollback")(rollback)
 app.command("register")(register_command)
@@ -540,6 +542,7 @@ def run() -> None:
 
 def one_line(exc: BaseException) -> str:
     """What went wrong in one line, with a hint where the usual cause is known."""
+    from kafka.errors import KafkaTimeoutError
     from sqlalchemy.exc import OperationalError
     from urllib3.exceptions import MaxRetryError
 
@@ -549,6 +552,12 @@ def one_line(exc: BaseException) -> str:
         return (
             f"the database cannot be reached: {reason} (STAINLESS_DATABASE__URL; the stack "
             "started by make up names its settings in out/stack/stack.json)"
+        )
+    if isinstance(exc, KafkaTimeoutError) and "bootstrap" in first:
+        return (
+            f"no Kafka broker answers: {first.removeprefix('KafkaTimeoutError: ')} "
+            "(STAINLESS_BUS__BOOTSTRAP_SERVERS; the stack started by make up names its settings "
+            "in out/stack/stack.json)"
         )
     if isinstance(exc, MaxRetryError) and exc.pool is not None:
         cause = type(exc.reason).__name__ if exc.reason else "no answer"

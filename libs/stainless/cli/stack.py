@@ -56,7 +56,7 @@ def use_running_stack(
 
 
 PLATFORM_COMMANDS = frozenset(
-    {"db", "scanner", "keys", "store", "dataset", "study", "models", "promote", "rollback"}
+    {"db", "scanner", "keys", "store", "dataset", "study", "models", "promote", "rollback", "dlq"}
     | {"ray", "detector"}  # stainless-train
 )
 """The commands that work on the platform's records; the others (the demo, the phantom,

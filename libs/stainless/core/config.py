@@ -145,7 +145,12 @@ class BusSettings(_Block):
         default=3000, ge=100, description="Consumer heartbeat interval."
     )
     request_timeout_s: float = Field(
-        default=30.0, gt=0, description="Produce acknowledgement wait."
+        default=30.0,
+        gt=0,
+        description=(
+            "Produce acknowledgement wait; also the wait for the broker when a topic is read "
+            "(stainless dlq)."
+        ),
     )
     replication_factor: int = Field(
         default=1, ge=1, description="Replicas of the topics we create (3 in production)."

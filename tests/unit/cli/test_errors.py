@@ -35,6 +35,16 @@ def _run(argv: list[str], monkeypatch: pytest.MonkeyPatch) -> int:
             "the database cannot be reached",
             1,
         ),
+        (
+            ["dlq", "list"],
+            {
+                "STAINLESS_BUS__BACKEND": "kafka",
+                "STAINLESS_BUS__BOOTSTRAP_SERVERS": "127.0.0.1:1",
+                "STAINLESS_BUS__REQUEST_TIMEOUT_S": "1",
+            },
+            "no Kafka broker answers: Unable to bootstrap from ['127.0.0.1:1']",
+            1,
+        ),
         (["export", "--checkpoint", "x.pt", "--repo", "r", "--instance", "tpu"], {}, "tpu", 2),
         (["phantom", "--out", "o", "--fields", "0"], {}, "--fields", 2),
         (["nonsense"], {}, "No such command", 2),

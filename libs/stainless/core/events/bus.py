@@ -80,6 +80,11 @@ class EventBus(Protocol):
         """Publish already-encoded bytes (the outbox relay's path)."""
         ...
 
+    def read_all(self, topic: str) -> list[bytes]:
+        """Every message in ``topic`` now, from its start, without a consumer group (what
+        an operator inspects: the dead letters)."""
+        ...
+
     def consumer(
         self,
         *,
@@ -236,6 +241,9 @@ class InMemoryBus:
         with self._lock:
             self._log[self._prefix + topic].append((key, value))
             self._lock.notify_all()
+
+    def read_all(self, topic: str) -> list[bytes]:
+        return [raw for _, raw in self.messages(topic)]
 
     def messages(self, topic: str) -> list[tuple[str, bytes]]:
         """Everything published to ``topic`` so far (for inspection and tests)."""

@@ -103,6 +103,35 @@ class KafkaBus:
         future = self._get_producer().send(self.prefix + topic, key=key.encode(), value=value)
         future.get(timeout=self._settings.request_timeout_s)
 
+    def read_all(self, topic: str) -> list[bytes]:
+        name = self.prefix + topic
+        client = KafkaConsumer(
+            bootstrap_servers=self._servers,
+            client_id=f"{self._client_id}-reader",
+            **self._connection,
+            group_id=None,
+            enable_auto_commit=False,
+            bootstrap_timeout_ms=int(self._settings.request_timeout_s * 1000),
+        )
+        try:
+            partitions = [
+                TopicPartition(name, p) for p in sorted(client.partitions_for_topic(name))
+            ]
+            if not partitions:
+                return []
+            client.assign(partitions)
+            client.seek_to_beginning(*partitions)
+            ends = client.end_offsets(partitions)
+            deadline = time.monotonic() + self._settings.request_timeout_s
+            values: list[bytes] = []
+            while any(client.position(p) < ends[p] for p in partitions):
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{name}: not read to its end within the request timeout")
+                values += [r.value for rs in client.poll(timeout_ms=500).values() for r in rs]
+            return values
+        finally:
+            client.close()
+
     def consumer(
         self,
         *,
