@@ -102,7 +102,7 @@ up: venv $(TRITON_STAMP)  ## Every service as its own process against real serve
 down: venv  ## Stop what make up started
 	$(PY) infra/stack.py down
 
-E2E_SCENARIOS := normal inference-outage kill pause-broker pause-store scanners promotion
+E2E_SCENARIOS := normal inference-outage kill pause-broker pause-store scanners promotion notify
 
 fleet-scaling: venv $(TRITON_STAMP)  ## bench fleet (4 scanners x 3 slides x 3 field pairs) with 1, 2 and 4 processes per consuming stage: out/bench/fleet-<n>.json
 	@mkdir -p out/bench

@@ -17,6 +17,10 @@ and every cell predicted exactly once:
   a slide is being stained; two slides follow once the inference service has switched.
   The first slide carries the version served before the promotion, the later ones the
   promoted version, and no process of the stack was restarted.
+- ``notify``: the report notifier (``stainless-notifier``) runs against a laboratory
+  endpoint on loopback that refuses every notification: the slide's report is retried,
+  then dead-lettered with the cause; the endpoint is mended, ``stainless dlq replay``
+  puts the event back, and the report arrives exactly once.
 
 Usage: ``python infra/e2e.py [--scenario NAME] [--fields N]``; exit code 0 when every
 check holds.
@@ -31,11 +35,13 @@ import os
 import signal
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -46,8 +52,9 @@ from fhir.resources.R4B.diagnosticreport import DiagnosticReport
 from kafka import KafkaConsumer
 from sqlalchemy import create_engine, text
 
-from stainless.core.config import StoreBackend, StoreSettings
-from stainless.core.events import SlideCompleted, Topic, decode_envelope
+from stainless.core.config import BusBackend, BusSettings, StoreBackend, StoreSettings
+from stainless.core.events import SlideCompleted, Topic, create_bus, decode_envelope
+from stainless.core.events.dead_letters import Letter, read_letters
 from stainless.core.inference.manifest import read_manifest
 from stainless.core.registry import registered
 from stainless.core.storage import create_store
@@ -185,6 +192,7 @@ SCENARIOS: dict[str, Callable[[dict[str, Any]], None] | None] = {
     "pause-store": _pause("s3"),
     "scanners": None,
     "promotion": None,  # its own run: run_promotion
+    "notify": None,  # its own run: run_notify
 }
 
 
@@ -220,6 +228,9 @@ def _listen(env: dict[str, str]) -> KafkaConsumer:
 def run(config: dict[str, Any], *, fields: int, seed: int, scenario: str) -> None:
     if scenario == "promotion":
         run_promotion(config, fields=fields, seed=seed)
+        return
+    if scenario == "notify":
+        run_notify(config, fields=fields, seed=seed)
         return
     consumer = _listen(config["env"])
     keys = _scanner_keys(config, 3 if scenario == "scanners" else 1)
@@ -392,6 +403,107 @@ def run_promotion(config: dict[str, Any], *, fields: int, seed: int) -> None:
         _processes() == processes,
         f"no process was restarted ({len(processes)} processes, the same PIDs)",
     )
+
+
+class _Endpoint:
+    """A laboratory's notification endpoint on loopback: it records every POST and answers
+    503 while ``refusing``, 200 otherwise."""
+
+    def __init__(self) -> None:
+        self.refusing = True
+        self.received: list[tuple[int, dict[str, str], bytes]] = []
+        endpoint = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                status = 503 if endpoint.refusing else 200
+                endpoint.received.append((status, dict(self.headers), body))
+                self.send_response(status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                return None
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self._server.server_port}/fhir-notify"
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def of_event(self, event_id: str) -> list[tuple[int, dict[str, str], bytes]]:
+        return [r for r in list(self.received) if r[1].get("X-Stainless-Event-Id") == event_id]
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+def run_notify(config: dict[str, Any], *, fields: int, seed: int) -> None:
+    """The notifier against an endpoint that refuses, the dead letter, a replay once the
+    endpoint is mended, and the report delivered exactly once (the ``notify`` scenario)."""
+    consumer = _listen(config["env"])
+    client = httpx.Client(
+        base_url=config["urls"]["ingestion"],
+        headers={"X-API-Key": config["scanner_key"]},
+        timeout=120,
+    )
+    slide_id, _ = upload(client, fields, seed)
+    events = completions(consumer, {slide_id}, timeout_s=300)
+    consumer.close()
+    check(len(events) == 1, f"slide {slide_id[:8]}: completed")
+    endpoint = _Endpoint()
+    base = {k: v for k, v in os.environ.items() if not k.startswith("STAINLESS_")}
+    env = {**base, **config["env"]}
+    notifier_env = env | {"STAINLESS_NOTIFY__WEBHOOK_URL": endpoint.url}
+    servers.spawn("notifier", [str(stack.BIN / "stainless-notifier")], stack.STATE, notifier_env)
+    bus = create_bus(
+        BusSettings(
+            backend=BusBackend.KAFKA, bootstrap_servers=env["STAINLESS_BUS__BOOTSTRAP_SERVERS"]
+        )
+    )
+    try:
+        found: list[Letter] = []
+
+        def dead_lettered() -> bool:
+            found[:] = [
+                letter
+                for letter in read_letters(bus, Topic.SLIDES_COMPLETED)
+                if letter.original is not None
+                and json.loads(letter.original)["payload"]["slide_id"] == slide_id
+                and letter.consumer == "stainless-notifier"
+            ]
+            return bool(found)
+
+        _wait(dead_lettered, "the refused report dead-lettered", timeout_s=120)
+        letter = found[0]
+        assert letter.event_id is not None
+        refused = endpoint.of_event(letter.event_id)
+        check(
+            len(refused) >= 2 and {status for status, _, _ in refused} == {503},
+            f"the endpoint refused the report {len(refused)} times; the letter says "
+            f"{letter.error!r} after {letter.attempts} attempts",
+        )
+        endpoint.refusing = False
+        command = [str(stack.BIN / "stainless"), "dlq", "replay", Topic.SLIDES_COMPLETED]
+        stack.run_command([*command, "--event-id", letter.event_id], env)
+        _wait(
+            lambda: any(status == 200 for status, _, _ in endpoint.of_event(letter.event_id)),
+            "the replayed report delivered",
+            timeout_s=60,
+        )
+        time.sleep(2)  # a second delivery would be a bug
+        delivered = [r for r in endpoint.of_event(letter.event_id) if r[0] == 200]
+        check(len(delivered) == 1, "after stainless dlq replay the report arrived exactly once")
+        _, headers, body = delivered[0]
+        report = DiagnosticReport.model_validate(json.loads(body))
+        check(
+            headers.get("X-Stainless-Event") == "report-ready" and report.status == "preliminary",
+            f"it is the slide's preliminary report ({report.status}), as a FHIR DiagnosticReport",
+        )
+    finally:
+        bus.close()
+        servers.stop("notifier", stack.STATE)
+        endpoint.close()
 
 
 def _check_results(config: dict[str, Any], event: SlideCompleted) -> None:
