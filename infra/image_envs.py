@@ -16,6 +16,9 @@ Two layers, like the image's:
   Dockerfile and this Python's version) and the list of distributions installed. A changed
   input, or a package installed by hand, removes the environment and builds it anew, so
   nothing stays behind that the image would not have.
+* Unlike the image, nothing is compiled to bytecode at install (``--no-compile``, about
+  40% of a build's time): the same files are installed, and an import compiles what it
+  uses.
 * The code layer, on every run: the two local packages, built as wheels from a copy of the
   current sources (the build context, less what .dockerignore leaves out), reinstalled
   with ``--no-deps --force-reinstall``: non-editable like the image, never stale.
@@ -54,7 +57,7 @@ REQUIREMENTS = "requirements.txt"
 SERVICES = tuple(sorted(p.parent.name for p in (ROOT / "services").glob("*/Dockerfile")))
 IMAGES = (*SERVICES, "training")
 # Bumped when the way an environment is built changes: every stamp is then stale.
-LAYOUT = "1"
+LAYOUT = "2"
 # What .dockerignore keeps out of the build context (and build/, setuptools' leftovers).
 IGNORED_NAMES = ("__pycache__", "*.egg-info", "*.pyc", "build")
 IGNORED_PATHS = ("training/demo_model", "libs/stainless/*/tests")  # fnmatch: * spans /
@@ -273,7 +276,7 @@ def _locked(name: str) -> Iterator[None]:
 def _build_one(name: str, context: Path, wheels: dict[str, Path]) -> None:
     env, log = env_dir(name), ENVS / f"{name}.log"
     local = [str(wheels["libs"]), str(wheels[folder(name)])]
-    pip = [str(env_python(name)), "-m", "pip", "install", "--quiet"]
+    pip = [str(env_python(name)), "-m", "pip", "install", "--quiet", "--no-compile"]
     began = time.monotonic()
     if is_current(name):
         log.write_text("")
