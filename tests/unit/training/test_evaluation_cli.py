@@ -42,7 +42,8 @@ def test_writes_metrics_and_four_plots(tmp_path: Path) -> None:
     checkpoint = _checkpoint(tmp_path / "model")
     out = tmp_path / "eval"
     args = ["--checkpoint", str(checkpoint), "--out", str(out), "--fields", "2", "--seed", "7"]
-    result = CliRunner().invoke(app, args)
+    # 50 calibration fields of seed 8 hold 110 cells: enough to fit (100), and quicker than 200.
+    result = CliRunner().invoke(app, [*args, "--calibration-fields", "50"])
     assert result.exit_code == 0, result.output
     for name in FILES:
         assert (out / name).stat().st_size > 0, name
@@ -57,6 +58,8 @@ def test_writes_metrics_and_four_plots(tmp_path: Path) -> None:
     assert set(metrics["domain_accuracy"]) == {"DIC", "BF", "BF wright"}
     assert "classified from BF wright" in result.output
     assert metrics["label_transfer"] is None  # every trained domain had its labels
+    calibration = metrics["probability_calibration"]
+    assert calibration["cells"] == 110 and calibration["scaling"] is not None
 
 
 def test_a_label_transfer_model_is_classified_on_its_third_domain_too(tmp_path: Path) -> None:
@@ -64,9 +67,11 @@ def test_a_label_transfer_model_is_classified_on_its_third_domain_too(tmp_path: 
     checkpoint = _checkpoint(tmp_path / "model", cv=cv, labelled=["CV"])
     out = tmp_path / "eval"
     args = ["--checkpoint", str(checkpoint), "--out", str(out), "--fields", "2", "--seed", "7"]
-    result = CliRunner().invoke(app, [*args, "--other-domain", "leishman"])
+    more = ["--other-domain", "leishman", "--calibration-fields", "1"]
+    result = CliRunner().invoke(app, [*args, *more])
     assert result.exit_code == 0, result.output
     metrics = json.loads((out / "metrics.json").read_text())
+    assert "no calibration fitted" in metrics["probability_calibration"]["note"]
     assert set(metrics["domain_accuracy"]) == {"DIC", "BF", "CV", "BF leishman"}
     transfer = metrics["label_transfer"]
     assert transfer["labelled"] == ["CV"] and set(transfer["points_below"]) == {"DIC", "BF"}
