@@ -476,8 +476,9 @@ def run_notify(config: dict[str, Any], *, fields: int, seed: int) -> None:
 
         _wait(dead_lettered, "the refused report dead-lettered", timeout_s=120)
         letter = found[0]
-        assert letter.event_id is not None
-        refused = endpoint.of_event(letter.event_id)
+        event_id = letter.event_id
+        assert event_id is not None
+        refused = endpoint.of_event(event_id)
         check(
             len(refused) >= 2 and {status for status, _, _ in refused} == {503},
             f"the endpoint refused the report {len(refused)} times; the letter says "
@@ -485,14 +486,14 @@ def run_notify(config: dict[str, Any], *, fields: int, seed: int) -> None:
         )
         endpoint.refusing = False
         command = [str(stack.BIN / "stainless"), "dlq", "replay", Topic.SLIDES_COMPLETED]
-        stack.run_command([*command, "--event-id", letter.event_id], env)
+        stack.run_command([*command, "--event-id", event_id], env)
         _wait(
-            lambda: any(status == 200 for status, _, _ in endpoint.of_event(letter.event_id)),
+            lambda: any(status == 200 for status, _, _ in endpoint.of_event(event_id)),
             "the replayed report delivered",
             timeout_s=60,
         )
         time.sleep(2)  # a second delivery would be a bug
-        delivered = [r for r in endpoint.of_event(letter.event_id) if r[0] == 200]
+        delivered = [r for r in endpoint.of_event(event_id) if r[0] == 200]
         check(len(delivered) == 1, "after stainless dlq replay the report arrived exactly once")
         _, headers, body = delivered[0]
         report = DiagnosticReport.model_validate(json.loads(body))

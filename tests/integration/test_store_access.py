@@ -27,7 +27,8 @@ pytestmark = pytest.mark.integration
 
 BUCKET = "stainless"
 PREFIXES = ("raw", "cells", "stained", "datasets", "models", "out/ray")
-# What each workload may do under each prefix (r read, w write, d delete): the table in docs/reference/kubernetes.md.
+# What each workload may do under each prefix (r read, w write, d delete): the table in
+# docs/reference/kubernetes.md.
 EXPECTED = {
     "ingestion": {"raw": "rwd"},
     "registration": {"raw": "rwd", "cells": "w"},
