@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 
 from stainless.domain.vocabulary import Vocabulary
+from stainless.ml.metrics.class_calibration import calibrate_classifier
 from stainless.ml.metrics.classification import classification_report
 from stainless.ml.metrics.image import mse, ssim
 from stainless.ml.models.paired import MultiScaleDiscriminator, PairedGenerator
@@ -64,6 +65,28 @@ def _to_image(batch: Tensor) -> F32:
 def _probabilities(critic: MultiScaleDiscriminator, image: Tensor, dic: Tensor) -> F32:
     logits = MultiScaleDiscriminator.class_logits(critic(image, dic))
     return torch.softmax(logits, dim=1).numpy().astype(np.float32)
+
+
+def _dic(chosen: Sequence[CellSample]) -> Tensor:
+    return torch.from_numpy(np.stack([s.dic[None] for s in chosen]) * 2 - 1)
+
+
+def _stained_logits(
+    generator: PairedGenerator,
+    critic: MultiScaleDiscriminator,
+    samples: Sequence[CellSample],
+    *,
+    batch: int = 32,
+) -> npt.NDArray[np.float32]:
+    """The head's class logits on each cell's (stained, DIC) pair."""
+    generator, critic = generator.eval(), critic.eval()
+    chunks = []
+    with torch.no_grad():
+        for start in range(0, len(samples), batch):
+            dic = _dic(samples[start : start + batch])
+            logits = MultiScaleDiscriminator.class_logits(critic(generator(dic), dic))
+            chunks.append(logits.numpy().astype(np.float32))
+    return np.concatenate(chunks)
 
 
 def confused_pairs(
@@ -118,8 +141,12 @@ def evaluate_paired(
     vocabulary: Vocabulary,
     batch: int = 32,
     per_cell: bool = False,
+    calibration_cells: Sequence[CellSample] = (),
 ) -> dict[str, Any]:
-    """Metrics of model 3 on held-out ``samples`` (a dict ready for metrics.json)."""
+    """Metrics of model 3 on held-out ``samples`` (a dict ready for metrics.json).
+
+    ``calibration_cells``, held out from these, calibrate the head's class probabilities on
+    the stained pairs (``probability_calibration``, as for model 1)."""
     if not samples:
         raise ValueError("nothing to evaluate")
     generator, critic = generator.eval(), critic.eval()
@@ -130,7 +157,7 @@ def evaluate_paired(
     with torch.no_grad():
         for start in range(0, len(samples), batch):
             chosen = samples[start : start + batch]
-            dic = torch.from_numpy(np.stack([s.dic[None] for s in chosen]) * 2 - 1)
+            dic = _dic(chosen)
             bf = torch.from_numpy(
                 np.stack([np.ascontiguousarray(s.bf.transpose(2, 0, 1)) for s in chosen]) * 2 - 1
             )
@@ -187,6 +214,10 @@ def evaluate_paired(
         "thesis_comparison": "Table 8.3's automatic column: a ResNet on real stained cells of "
         "patients; this is the model's own head on phantom cells, not like for like",
     }
+    if calibration_cells:
+        logits = _stained_logits(generator, critic, calibration_cells, batch=batch)
+        labels = [s.label for s in calibration_cells]
+        result["probability_calibration"] = calibrate_classifier(logits, labels).as_dict()
     if per_cell:
         result["per_cell"] = rows
     return result

@@ -93,8 +93,8 @@ def main(
         int,
         typer.Option(
             min=1,
-            help="Model 1: phantom fields (seed: the held-out seed + 1) whose cells calibrate "
-            "the class probabilities; the export serves that calibration.",
+            help="Models 1 and 3: phantom fields (seed: the held-out seed + 1) whose cells "
+            "calibrate the class probabilities; model 1's export serves that calibration.",
         ),
     ] = 200,
     other_domain: Annotated[
@@ -116,8 +116,14 @@ def main(
     if seed == config.data.phantom_seed:
         err.print("[red]error:[/red] the held-out seed must differ from the training seed")
         raise typer.Exit(2)
+    calibrated = config.model in (ModelKind.MTMD, ModelKind.PAIRED)
+    if calibrated and seed + 1 == config.data.phantom_seed:
+        err.print("[red]error:[/red] the calibration seed (held-out + 1) is the training seed")
+        raise typer.Exit(2)
     if config.model is ModelKind.PAIRED:
-        _evaluate_paired(config, checkpoint, out, fields=fields, seed=seed)
+        _evaluate_paired(
+            config, checkpoint, out, fields=fields, seed=seed, calibration_fields=calibration_fields
+        )
         return
     try:
         settings = load_settings(TrainingSettings)
@@ -162,9 +168,6 @@ def main(
             raise typer.Exit(2) from None
         extra["other_domains"] = ({"CV": under(cv.acquisition)} if cv else {}) | others
         extra["labelled"] = config.data.labelled
-        if seed + 1 == config.data.phantom_seed:
-            err.print("[red]error:[/red] the calibration seed (held-out + 1) is the training seed")
-            raise typer.Exit(2)
         extra["calibration_cells"] = phantom_samples(
             fields=calibration_fields, seed=seed + 1, image_size=image_size
         )
@@ -215,15 +218,7 @@ def main(
     )
     sample_grid(evaluation_run.confidence, held_out, out / "samples.png")
     written += ["delta_lpips.png", "reliability.png", "samples.png"]
-    if calibration := metrics.get("probability_calibration"):
-        probability_reliability_plot(calibration, out / "probabilities.png")
-        written.append("probabilities.png")
-        ece = calibration["ece_calibrated"]
-        err.print(
-            f"class probabilities on {calibration['cells']} calibration cells: ECE "
-            f"{_fmt(calibration['ece_raw'])} raw, {_fmt(ece)} calibrated (cross-fitted)"
-            + (f"; {calibration['note']}" if calibration["note"] else "")
-        )
+    written += _probability_calibration(metrics, out)
     summary = {
         k: metrics[k]
         for k in (
@@ -274,27 +269,57 @@ def main(
     err.print(f"wrote {', '.join(written)} to {out} in {time.perf_counter() - started:.0f} s")
 
 
+def _probability_calibration(metrics: dict[str, Any], out: Path) -> list[str]:
+    """Draw and say the class probabilities' calibration, if any: the files written."""
+    calibration = metrics.get("probability_calibration")
+    if not calibration:
+        return []
+    probability_reliability_plot(calibration, out / "probabilities.png")
+    err.print(
+        f"class probabilities on {calibration['cells']} calibration cells: ECE "
+        f"{_fmt(calibration['ece_raw'])} raw, {_fmt(calibration['ece_calibrated'])} calibrated "
+        "(cross-fitted)" + (f"; {calibration['note']}" if calibration["note"] else "")
+    )
+    return ["probabilities.png"]
+
+
 def _evaluate_paired(
-    config: TrainingConfig, checkpoint: Path, out: Path, *, fields: int, seed: int
+    config: TrainingConfig,
+    checkpoint: Path,
+    out: Path,
+    *,
+    fields: int,
+    seed: int,
+    calibration_fields: int,
 ) -> None:
     """Model 3: image quality and the automatic classification per class (thesis Tables
-    8.2–8.4) on held-out cells of the run's slide preset and crop size."""
+    8.2–8.4) on held-out cells of the run's slide preset and crop size, and the head's
+    probabilities calibrated on cells of a further seed."""
     net = paired_config(config)
     state = torch.load(checkpoint, weights_only=False)
     generator, critic = build_paired_generator(net), build_paired_discriminator(net)
     generator.load_state_dict(state["generator"])
     critic.load_state_dict(state["critic"])
     data = config.data
-    held_out = phantom_samples(
-        fields=fields,
-        seed=seed,
-        crop_size=data.crop_size,
-        image_size=net.image_size,
-        config=data.phantom(),
-        vocabulary=data.vocabulary(),
-    )
+
+    def cells(count: int, cells_seed: int) -> list[CellSample]:
+        return phantom_samples(
+            fields=count,
+            seed=cells_seed,
+            crop_size=data.crop_size,
+            image_size=net.image_size,
+            config=data.phantom(),
+            vocabulary=data.vocabulary(),
+        )
+
+    held_out = cells(fields, seed)
     metrics = evaluate_paired(
-        generator, critic, held_out, vocabulary=data.vocabulary(), per_cell=True
+        generator,
+        critic,
+        held_out,
+        vocabulary=data.vocabulary(),
+        per_cell=True,
+        calibration_cells=cells(calibration_fields, seed + 1),
     )
     metrics["held_out"] = {
         "fields": fields,
@@ -313,6 +338,7 @@ def _evaluate_paired(
         f"macro-F1 {metrics['macro_f1']:.2f}",
     )
     paired_sample_grid(generator, held_out, metrics["class_names"], out / "samples.png")
+    _probability_calibration(metrics, out)
     typer.echo(
         json.dumps(
             {

@@ -99,6 +99,8 @@ def test_refuses_the_training_seed_and_missing_weights(tmp_path: Path) -> None:
     base = ["--checkpoint", str(checkpoint), "--out", str(tmp_path / "eval")]
     same = runner.invoke(app, [*base, "--seed", "5"])
     assert same.exit_code == 2 and "must differ" in same.output
+    calibrating_on_it = runner.invoke(app, [*base, "--seed", "4"])
+    assert calibrating_on_it.exit_code == 2 and "calibration seed" in calibrating_on_it.output
     missing = runner.invoke(app, [*base, "--fid-weights", str(tmp_path / "none.pt")])
     assert missing.exit_code == 2 and "not found" in missing.output
     unknown = runner.invoke(app, [*base, "--other-domain", "purple"])
@@ -124,11 +126,20 @@ def test_model_3_is_evaluated_per_clinical_class(tmp_path: Path) -> None:
     out = tmp_path / "eval"
     result = CliRunner().invoke(
         app,
-        ["--checkpoint", str(folder / "checkpoint.pt"), "--out", str(out), "--fields", "4"],
+        [
+            *("--checkpoint", str(folder / "checkpoint.pt"), "--out", str(out)),
+            *("--fields", "4", "--calibration-fields", "4"),
+        ],
     )
     assert result.exit_code == 0, result.output
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["held_out"]["seed"] == 1000  # the default held-out seed
+    # The head's probabilities on cells of the next seed: too few here to fit, as it says.
+    calibration = metrics["probability_calibration"]
+    assert calibration["cells"] > 0
+    assert calibration["scaling"] is None and "no calibration fitted" in calibration["note"]
+    assert calibration["ece_raw"] is not None and (out / "probabilities.png").is_file()
+    assert "class probabilities on" in result.stderr
     assert metrics["vocabulary"] == "clinical" and len(metrics["class_names"]) == 12
     assert metrics["held_out"]["crop_size"] == 360 and metrics["held_out"]["slide"] == (
         "clinical-balanced"

@@ -142,6 +142,7 @@ def _export_model_3(
         version=version,
         instance=instance,
         k=k,
+        calibration=_calibration(checkpoint),
     )
 
 

@@ -50,14 +50,12 @@ class _Decode(nn.Module):
         return self.translator.decode(h, code)
 
 
-class _Probabilities(nn.Module):
-    """``softmax(scale * logits + bias)``: the classifier's probabilities, calibrated on
-    held-out cells when a :class:`Scaling` is given (identity otherwise)."""
+class CalibratedSoftmax(nn.Module):
+    """``softmax(scale * logits + bias)``: class probabilities calibrated on held-out cells
+    when a :class:`Scaling` is given (the plain softmax otherwise)."""
 
-    def __init__(self, translator: MultiTaskTranslator, calibration: Scaling | None) -> None:
+    def __init__(self, classes: int, calibration: Scaling | None) -> None:
         super().__init__()
-        self.translator = translator
-        classes = translator.classifier.n_classes
         scaling = calibration or Scaling(1.0, (0.0,) * classes)
         if len(scaling.bias) != classes:
             raise ValueError(f"the calibration has {len(scaling.bias)} classes, not {classes}")
@@ -66,8 +64,21 @@ class _Probabilities(nn.Module):
         self.register_buffer("scale", torch.tensor(scaling.scale, dtype=torch.float32))
         self.register_buffer("bias", torch.tensor(scaling.bias, dtype=torch.float32))
 
+    def forward(self, logits: Tensor) -> Tensor:
+        return torch.softmax(self.scale * logits + self.bias, dim=1)
+
+
+class _Probabilities(nn.Module):
+    """The classifier's probabilities (:class:`CalibratedSoftmax`)."""
+
+    def __init__(self, translator: MultiTaskTranslator, calibration: Scaling | None) -> None:
+        super().__init__()
+        self.translator = translator
+        self.softmax = CalibratedSoftmax(translator.classifier.n_classes, calibration)
+
     def forward(self, h: Tensor) -> Tensor:
-        return torch.softmax(self.scale * self.translator.classify(h) + self.bias, dim=1)
+        result: Tensor = self.softmax(self.translator.classify(h))
+        return result
 
 
 class _Segment(nn.Module):

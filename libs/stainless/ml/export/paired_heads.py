@@ -21,13 +21,21 @@ from torch import Tensor, nn
 
 from stainless.domain.served import ConfidenceVariant, ServedManifest
 from stainless.ml.confidence.mutual_information import default_bins
-from stainless.ml.export.heads import Chain, check_noise, noised_codes, split_decodes, summarise
+from stainless.ml.export.heads import (
+    CalibratedSoftmax,
+    Chain,
+    check_noise,
+    noised_codes,
+    split_decodes,
+    summarise,
+)
 from stainless.ml.export.triton import (
     InstanceKind,
     served_outputs,
     write_manifest,
     write_served_model,
 )
+from stainless.ml.metrics.class_calibration import Scaling
 from stainless.ml.models.paired import MultiScaleDiscriminator, PairedGenerator
 
 __all__ = ["PairedStainConfidence", "paired_models", "write_paired_repository"]
@@ -52,15 +60,19 @@ class _Decode(nn.Module):
 
 
 class _Judge(nn.Module):
-    """Class probabilities of a stained cell given its DIC crop (the AC-GAN head)."""
+    """Class probabilities of a stained cell given its DIC crop (the AC-GAN head),
+    calibrated when a :class:`Scaling` is given."""
 
-    def __init__(self, critic: MultiScaleDiscriminator) -> None:
+    def __init__(self, critic: MultiScaleDiscriminator, calibration: Scaling | None) -> None:
         super().__init__()
         self.critic = critic
+        self.softmax = CalibratedSoftmax(critic.n_classes, calibration)
 
     def forward(self, stained: Tensor, dic: Tensor) -> Tensor:
-        logits = MultiScaleDiscriminator.class_logits(self.critic(stained, dic))
-        return torch.softmax(logits, dim=1)
+        result: Tensor = self.softmax(
+            MultiScaleDiscriminator.class_logits(self.critic(stained, dic))
+        )
+        return result
 
 
 class _Classify(nn.Module):
@@ -114,13 +126,15 @@ def paired_models(
     k: int = 10,
     alpha: float = 3.0,
     scripted: bool = True,
+    calibration: Scaling | None = None,
 ) -> dict[str, nn.Module]:
     """The three served computations, keyed by Triton model name: eval-mode eager modules,
-    or (``scripted``) their TorchScript forms, networks traced at ``image_size``."""
+    or (``scripted``) their TorchScript forms, networks traced at ``image_size``.
+    ``calibration`` scales the head's class logits before their softmax."""
     generator, critic = generator.eval(), critic.eval()
     encode: nn.Module = _Encode(generator)
     decode: nn.Module = _Decode(generator)
-    judge: nn.Module = _Judge(critic)
+    judge: nn.Module = _Judge(critic, calibration)
     if scripted:
         example = torch.zeros(2, 1, image_size, image_size)
         with torch.no_grad(), warnings.catch_warnings():
@@ -160,14 +174,24 @@ def write_paired_repository(
     max_batch_size: int = 32,
     k: int = 10,
     alpha: float = 3.0,
+    calibration: Scaling | None = None,
 ) -> list[Path]:
     """Export model 3 under ``repo``; return the folders. The manifest says the crop size
-    the model takes (``crop_size`` px crops resized to ``image_size``), its classes and the
-    ``whole-latent-unmasked`` variant of its δ."""
-    eager = paired_models(
-        generator, critic, image_size=image_size, k=k, alpha=alpha, scripted=False
+    the model takes (``crop_size`` px crops resized to ``image_size``), its classes, the
+    ``whole-latent-unmasked`` variant of its δ and whether its probabilities are calibrated
+    (``calibration``, fitted by ``stainless-evaluate``)."""
+    eager, served = (
+        paired_models(
+            generator,
+            critic,
+            image_size=image_size,
+            k=k,
+            alpha=alpha,
+            scripted=scripted,
+            calibration=calibration,
+        )
+        for scripted in (False, True)
     )
-    served = paired_models(generator, critic, image_size=image_size, k=k, alpha=alpha)
     folders = [
         write_served_model(
             repo / model,
@@ -192,6 +216,7 @@ def write_paired_repository(
         alpha=alpha,
         review_threshold=review_threshold,
         confidence_variant=ConfidenceVariant.WHOLE_LATENT_UNMASKED,
+        calibrated_probabilities=calibration is not None,
     )
     write_manifest(repo, manifest)
     return folders

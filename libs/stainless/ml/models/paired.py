@@ -291,6 +291,7 @@ class MultiScaleDiscriminator(nn.Module):
         if condition_channels < 0:
             raise ValueError(f"condition_channels must be >= 0, got {condition_channels}")
         self.condition_channels = condition_channels
+        self.n_classes = n_classes
         self.critics = nn.ModuleList(
             PatchDiscriminator(
                 in_channels=condition_channels + image_channels,

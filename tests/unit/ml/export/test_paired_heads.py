@@ -4,6 +4,7 @@ with the classes and crop size it was trained on."""
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 import numpy as np
@@ -12,11 +13,12 @@ import torch
 import yaml
 
 from stainless.core.inference.local import LocalInference
+from stainless.core.inference.manifest import read_manifest
 from stainless.domain.vocabulary import CLINICAL
 from stainless.ml.confidence.noise import whole_latent_confidence
 from stainless.ml.export.checkpoint import ExportError, export_checkpoint
 from stainless.ml.export.paired_heads import paired_models
-from stainless.ml.export.triton import InstanceKind
+from stainless.ml.export.triton import InstanceKind, load_served
 from stainless.ml.models.configs import PairedConfig
 from stainless.ml.models.paired import (
     MultiScaleDiscriminator,
@@ -98,3 +100,23 @@ def test_an_unknown_class_vocabulary_is_refused(tmp_path: Path, networks) -> Non
     checkpoint = _model_3(tmp_path / "model-3", networks, classes="martian")
     with pytest.raises(ExportError, match="unknown class vocabulary 'martian'"):
         export_checkpoint(checkpoint, tmp_path / "repo", review_threshold=1.0)
+
+
+def test_model_3_serves_the_probabilities_its_evaluation_calibrated(
+    tmp_path: Path, networks
+) -> None:  # type: ignore[no-untyped-def]
+    checkpoint = _model_3(tmp_path / "model-3", networks)
+    export_checkpoint(checkpoint, tmp_path / "raw", review_threshold=1.0)
+    assert not read_manifest(tmp_path / "raw").calibrated_probabilities
+    scale, bias = 2.5, [0.1 * c for c in range(len(CLINICAL.classes))]
+    calibration = {"probability_calibration": {"scaling": {"scale": scale, "bias": bias}}}
+    (checkpoint.parent / "metrics.json").write_text(json.dumps(calibration))
+    export_checkpoint(checkpoint, tmp_path / "repo", review_threshold=1.0)
+    assert read_manifest(tmp_path / "repo").calibrated_probabilities
+    generator, critic = networks
+    dic = torch.rand(3, 1, SIZE, SIZE) * 2 - 1
+    with torch.no_grad():
+        logits = MultiScaleDiscriminator.class_logits(critic(generator(dic), dic))
+        expected = torch.softmax(scale * logits + torch.tensor(bias), dim=1)
+        served = load_served(tmp_path / "repo", "classify", 1)(dic)
+    assert torch.allclose(served, expected, atol=1e-5)
