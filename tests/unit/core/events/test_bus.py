@@ -5,19 +5,7 @@ import pytest
 from stainless.core.events import Envelope, FieldIngested, InMemoryBus, RetryPolicy, decode_envelope
 from stainless.core.events.bus import Batching
 
-
-def _event(slide: str, index: int = 0) -> Envelope:
-    return Envelope.wrap(
-        FieldIngested(
-            slide_id=slide,
-            field_id=f"f{index}",
-            field_index=index,
-            modality="BF",
-            object_key=f"raw/{slide}/{index}.png",
-            sha256="b" * 64,
-        ),
-        key=slide,
-    )
+from ....support.events import field_event
 
 
 @pytest.fixture
@@ -26,7 +14,7 @@ def bus() -> InMemoryBus:
 
 
 def test_events_arrive_in_order_once_per_group(bus: InMemoryBus) -> None:
-    events = [_event("s1", i) for i in range(5)]
+    events = [field_event("s1", i) for i in range(5)]
     for event in events:
         bus.publish(event)
     first: list[Envelope] = []
@@ -47,7 +35,7 @@ def test_a_flaky_handler_is_retried(bus: InMemoryBus) -> None:
         if len(calls) < 3:
             raise RuntimeError("transient")
 
-    bus.publish(_event("s1"))
+    bus.publish(field_event("s1"))
     bus.consumer(group="g", topics=["fields.ingested"], handler=flaky).poll_once()
     assert len(calls) == 3
     assert bus.messages("fields.ingested.dlq") == []
@@ -62,8 +50,8 @@ def test_a_failing_handler_sends_to_the_dlq_after_n_tries_and_moves_on(bus: InMe
         if index == 0:
             raise ValueError("cannot handle field 0")
 
-    bus.publish(_event("s1", 0))
-    bus.publish(_event("s1", 1))
+    bus.publish(field_event("s1", 0))
+    bus.publish(field_event("s1", 1))
     bus.consumer(group="g", topics=["fields.ingested"], handler=handler).poll_once()
     assert seen == [0, 0, 0, 1]
     [(key, raw)] = bus.messages("fields.ingested.dlq")
@@ -79,7 +67,7 @@ def test_a_failing_handler_sends_to_the_dlq_after_n_tries_and_moves_on(bus: InMe
 def test_undecodable_bytes_go_to_the_dlq_without_calling_the_handler(bus: InMemoryBus) -> None:
     handled: list[Envelope] = []
     bus.publish_raw("fields.ingested", "s1", b'{"event_id": "x", "topi')
-    bus.publish(_event("s1"))
+    bus.publish(field_event("s1"))
     bus.consumer(group="g", topics=["fields.ingested"], handler=handled.append).poll_once()
     assert len(handled) == 1
     [(_, raw)] = bus.messages("fields.ingested.dlq")
@@ -87,7 +75,7 @@ def test_undecodable_bytes_go_to_the_dlq_without_calling_the_handler(bus: InMemo
 
 
 def test_a_batching_consumer_gathers_up_to_its_limit(bus: InMemoryBus) -> None:
-    events = [_event("s1", i) for i in range(5)]
+    events = [field_event("s1", i) for i in range(5)]
     for event in events:
         bus.publish(event)
     batches: list[list[Envelope]] = []
@@ -104,7 +92,7 @@ def test_a_batching_consumer_gathers_up_to_its_limit(bus: InMemoryBus) -> None:
 
 
 def test_a_failing_batch_is_handled_event_by_event(bus: InMemoryBus) -> None:
-    good, bad = _event("s1", 0), _event("s1", 1)
+    good, bad = field_event("s1", 0), field_event("s1", 1)
     bus.publish(good)
     bus.publish(bad)
     singles: list[Envelope] = []

@@ -6,21 +6,9 @@ from stainless.core.events import Envelope, FieldIngested, InMemoryBus, RetryPol
 from stainless.core.events.contracts import MAX_DEAD_LETTER_ORIGINAL, dead_letter
 from stainless.core.events.dead_letters import read_letter, read_letters, replay
 
+from ....support.events import field_event
+
 TOPIC = "fields.ingested"
-
-
-def _event(index: int) -> Envelope:
-    return Envelope.wrap(
-        FieldIngested(
-            slide_id="s1",
-            field_id=f"f{index}",
-            field_index=index,
-            modality="BF",
-            object_key=f"raw/s1/{index}.png",
-            sha256="b" * 64,
-        ),
-        key="s1",
-    )
 
 
 @pytest.fixture
@@ -40,7 +28,7 @@ def _fail_all(bus: InMemoryBus, group: str = "g") -> list[int]:
 
 
 def test_a_letter_says_who_gave_up_why_and_on_which_event(bus: InMemoryBus) -> None:
-    event = _event(0)
+    event = field_event()
     bus.publish(event)
     _fail_all(bus)
     (letter,) = read_letters(bus, TOPIC)
@@ -51,7 +39,7 @@ def test_a_letter_says_who_gave_up_why_and_on_which_event(bus: InMemoryBus) -> N
 
 
 def test_a_replayed_event_is_handled_again_by_the_group_that_gave_up(bus: InMemoryBus) -> None:
-    events = [_event(0), _event(1)]
+    events = [field_event(), field_event(index=1)]
     for event in events:
         bus.publish(event)
     handled: list[Envelope] = []
@@ -67,7 +55,7 @@ def test_a_replayed_event_is_handled_again_by_the_group_that_gave_up(bus: InMemo
 
 
 def test_an_event_dead_lettered_twice_is_replayed_once(bus: InMemoryBus) -> None:
-    bus.publish(_event(0))
+    bus.publish(field_event())
     _fail_all(bus, "a")
     _fail_all(bus, "b")
     assert len(read_letters(bus, TOPIC)) == 2

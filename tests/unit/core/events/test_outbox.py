@@ -6,23 +6,11 @@ from sqlmodel import Session, select
 from stainless.core.config import DatabaseSettings
 from stainless.core.db.engine import create_db_engine, session_scope
 from stainless.core.db.models import ProcessedEvent, Scanner
-from stainless.core.events import Envelope, FieldIngested, InMemoryBus, RetryPolicy, decode_envelope
+from stainless.core.events import Envelope, InMemoryBus, RetryPolicy, decode_envelope
 from stainless.core.events.idempotency import IdempotentHandler
 from stainless.core.events.outbox import OutboxRelay, add_event
 
-
-def _event(index: int) -> Envelope:
-    return Envelope.wrap(
-        FieldIngested(
-            slide_id="s1",
-            field_id=f"f{index}",
-            field_index=index,
-            modality="DIC",
-            object_key=f"raw/{index}.tif",
-            sha256="e" * 64,
-        ),
-        key="s1",
-    )
+from ....support.events import field_event
 
 
 @pytest.fixture
@@ -32,7 +20,7 @@ def engine(sqlite_url: str):  # type: ignore[no-untyped-def]
 
 def test_rolled_back_transaction_leaves_no_event(engine) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(RuntimeError), session_scope(engine) as session:
-        add_event(session, _event(0))
+        add_event(session, field_event())
         raise RuntimeError("crash before commit")
     bus = InMemoryBus()
     assert OutboxRelay(engine, bus).drain() == 0
@@ -42,7 +30,7 @@ def test_rolled_back_transaction_leaves_no_event(engine) -> None:  # type: ignor
 def test_relay_publishes_in_order_once(engine) -> None:  # type: ignore[no-untyped-def]
     with session_scope(engine) as session:
         for i in range(5):
-            add_event(session, _event(i))
+            add_event(session, field_event(index=i))
     bus = InMemoryBus()
     relay = OutboxRelay(engine, bus, batch_size=2)
     assert relay.pending() == 5
@@ -61,7 +49,7 @@ class _DownBus(InMemoryBus):
 
 def test_events_stay_pending_while_the_bus_is_down(engine) -> None:  # type: ignore[no-untyped-def]
     with session_scope(engine) as session:
-        add_event(session, _event(0))
+        add_event(session, field_event())
     with pytest.raises(ConnectionError):
         OutboxRelay(engine, _DownBus()).publish_pending()
     bus = InMemoryBus()
@@ -76,7 +64,7 @@ def test_redelivered_event_changes_nothing(engine) -> None:  # type: ignore[no-u
         calls.append(envelope.event_id)
         session.add(Scanner(name=f"scanner-{envelope.event_id}", key_prefix="p", key_hash="h"))
 
-    event = _event(0)
+    event = field_event()
     bus = InMemoryBus(policy=RetryPolicy(max_attempts=1, backoff_s=0))
     bus.publish(event)
     bus.publish(event)
@@ -97,7 +85,7 @@ def test_failed_handler_records_nothing(engine) -> None:  # type: ignore[no-unty
         raise RuntimeError("after a write")
 
     with pytest.raises(RuntimeError):
-        IdempotentHandler(engine, "g", handler)(_event(0))
+        IdempotentHandler(engine, "g", handler)(field_event())
     with Session(engine) as session:
         assert session.exec(select(Scanner)).all() == []
         assert session.exec(select(ProcessedEvent)).all() == []
