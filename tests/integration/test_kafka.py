@@ -33,6 +33,8 @@ from stainless.core.events.bus import Batching
 from stainless.core.events.dead_letters import read_letters, replay
 from stainless.core.events.idempotency import IdempotentHandler
 
+from ..support.events import field_event
+
 pytestmark = pytest.mark.integration
 HERE = Path(__file__).parent
 
@@ -48,20 +50,6 @@ def _settings(bootstrap: str, prefix: str, **extra: object) -> BusSettings:
         partitions=2,
         **extra,
     )  # type: ignore[arg-type]
-
-
-def _event(slide: str, index: int) -> Envelope:
-    return Envelope.wrap(
-        FieldIngested(
-            slide_id=slide,
-            field_id=f"{slide}-{index}",
-            field_index=index,
-            modality="DIC",
-            object_key=f"raw/{slide}/{index}.tif",
-            sha256="0" * 64,
-        ),
-        key=slide,
-    )
 
 
 def _poll_until(consumer: Consumer, done: Callable[[], bool], timeout_s: float = 30.0) -> None:
@@ -85,7 +73,7 @@ def bus(kafka_bootstrap: str, prefix: str) -> EventBus:
 
 
 def test_keyed_events_keep_their_order_per_slide(bus: EventBus) -> None:
-    sent = [_event(slide, i) for i in range(4) for slide in ("s1", "s2", "s3")]
+    sent = [field_event(slide, i) for i in range(4) for slide in ("s1", "s2", "s3")]
     for envelope in sent:
         bus.publish(envelope)
     received: list[Envelope] = []
@@ -100,12 +88,12 @@ def test_keyed_events_keep_their_order_per_slide(bus: EventBus) -> None:
 
 
 def test_committed_events_are_not_redelivered(bus: EventBus) -> None:
-    bus.publish(_event("s1", 0))
+    bus.publish(field_event("s1", 0))
     first: list[Envelope] = []
     consumer = bus.consumer(group="resume", topics=["fields.ingested"], handler=first.append)
     _poll_until(consumer, lambda: len(first) == 1)
     consumer.close()
-    bus.publish(_event("s1", 1))
+    bus.publish(field_event("s1", 1))
     second: list[Envelope] = []
     consumer = bus.consumer(group="resume", topics=["fields.ingested"], handler=second.append)
     try:
@@ -132,8 +120,8 @@ def test_failing_handler_goes_to_the_dlq_and_the_consumer_moves_on(
             raise RuntimeError("always fails")
         handled.append(index)
 
-    bus.publish(_event("s1", 0))
-    bus.publish(_event("s1", 1))
+    bus.publish(field_event("s1", 0))
+    bus.publish(field_event("s1", 1))
     bus.publish_raw("fields.ingested", "s1", b'{"event_id": "cut-sh')
     consumer = bus.consumer(group="dlq", topics=["fields.ingested"], handler=handler)
     letters: list[Envelope] = []
@@ -221,7 +209,7 @@ def engine(postgres_url: str) -> Engine:
 def test_consumer_killed_before_commit_gets_the_event_again_without_duplicates(
     bus: EventBus, kafka_bootstrap: str, prefix: str, postgres_url: str, engine: Engine
 ) -> None:
-    event = _event("crash", 0)
+    event = field_event("crash", 0)
     bus.publish(event)
     crashed = subprocess.run(
         [
@@ -276,7 +264,7 @@ def test_consumer_killed_before_commit_gets_the_event_again_without_duplicates(
 
 
 def test_a_batching_consumer_commits_what_it_gathered(bus: EventBus) -> None:
-    sent = [_event("s1", i) for i in range(5)]
+    sent = [field_event("s1", i) for i in range(5)]
     for envelope in sent:
         bus.publish(envelope)
     batches: list[list[Envelope]] = []
@@ -292,7 +280,7 @@ def test_a_batching_consumer_commits_what_it_gathered(bus: EventBus) -> None:
         consumer.close()
     assert max(len(b) for b in batches) <= 3 and len(batches) >= 2
     assert sorted(e.event_id for b in batches for e in b) == sorted(e.event_id for e in sent)
-    later = _event("s1", 5)
+    later = field_event("s1", 5)
     bus.publish(later)
     again: list[Envelope] = []
     consumer = bus.consumer(group="batches", topics=["fields.ingested"], handler=again.append)

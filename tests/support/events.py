@@ -10,7 +10,7 @@ def field_event(slide: str = "s1", index: int = 0) -> Envelope:
     return Envelope.wrap(
         FieldIngested(
             slide_id=slide,
-            field_id=f"f{index}",
+            field_id=f"{slide}-{index}",
             field_index=index,
             modality="BF",
             object_key=f"raw/{slide}/{index}.png",
