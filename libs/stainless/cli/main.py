@@ -327,14 +327,16 @@ def bench_fleet(
 @app.command("export")
 def export_command(
     checkpoint: Annotated[
-        Path, typer.Option(help="Model-1 or model-2 training checkpoint (checkpoint.pt).")
+        Path, typer.Option(help="Model-1, model-2 or model-3 training checkpoint (checkpoint.pt).")
     ],
     repo: Annotated[Path, typer.Option(help="Triton model repository to write into.")],
     version: Annotated[int, typer.Option(min=1, help="Version folder to write.")] = 1,
     instance: Annotated[InstanceKind, typer.Option(help=INSTANCE_HELP)] = InstanceKind.GPU,
     k: Annotated[
         int | None,
-        typer.Option(min=1, help="Corrupted outputs per cell; default 10 (model 1), 20 (model 2)."),
+        typer.Option(
+            min=1, help="Corrupted outputs per cell; default 10 (models 1 and 3), 20 (model 2)."
+        ),
     ] = None,
     review_threshold: Annotated[
         float | None,
@@ -348,8 +350,11 @@ def export_command(
     ] = None,
 ) -> None:
     """Write a checkpoint's served models as a Triton model repository: model 1's stain,
-    classify, segment and stain_confidence (chapter-7 δ), or model 2's stain_confidence
-    (chapter-6 δ, Algorithm 2) with the classify of the model-1 ``--classifier``."""
+    classify, segment and stain_confidence (chapter-7 δ), model 2's stain_confidence
+    (chapter-6 δ, Algorithm 2) with the classify of the model-1 ``--classifier``, or model
+    3's stain, classify and stain_confidence (the whole latent, no mask). The class
+    probabilities are served calibrated where metrics.json beside the checkpoint holds a
+    calibration (stainless-evaluate)."""
     from stainless.ml.export.checkpoint import ExportError, export_checkpoint
 
     try:
