@@ -94,7 +94,7 @@ def main(
         typer.Option(
             min=1,
             help="Models 1 and 3: phantom fields (seed: the held-out seed + 1) whose cells "
-            "calibrate the class probabilities; model 1's export serves that calibration.",
+            "calibrate the class probabilities; the export serves that calibration.",
         ),
     ] = 200,
     other_domain: Annotated[
