@@ -210,7 +210,7 @@ def bench_ingest(
             "STAINLESS_STORE__BACKEND=s3 (make infra-up starts one on 127.0.0.1:9000)"
         )
         raise typer.Exit(2)
-    with progress("raw uploads, form uploads, then plain puts", 3 * fields) as step:
+    with progress("raw uploads beside plain puts, then form uploads", 3 * fields) as step:
         result = run_ingest_bench(store, fields=fields, on_step=step)
     emit("ingest", result, as_json)
 

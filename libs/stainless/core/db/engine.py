@@ -27,14 +27,16 @@ def ensure_sqlite_folder(database_url: str) -> None:
 
 
 def create_db_engine(settings: DatabaseSettings) -> Engine:
-    """Create an engine; for SQLite the file's folder is made and foreign keys are enforced."""
+    """Create an engine; for SQLite the file's folder is made and foreign keys are enforced.
+    A server's connections are tested as they leave the pool (a restarted server dropped
+    them); a file's need no test."""
     url = make_url(settings.url)
-    kwargs: dict[str, Any] = {"echo": settings.echo, "pool_pre_ping": True}
+    kwargs: dict[str, Any] = {"echo": settings.echo}
     ensure_sqlite_folder(settings.url)
     if url.get_backend_name() == "sqlite":
         kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
     else:
-        kwargs["pool_size"] = settings.pool_size
+        kwargs |= {"pool_size": settings.pool_size, "pool_pre_ping": True}
     engine = create_engine(url, **kwargs)
     if url.get_backend_name() == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)

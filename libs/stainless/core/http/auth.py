@@ -31,6 +31,7 @@ from stainless.core.audit import Actor
 from stainless.core.config import ResultsSettings
 from stainless.core.db.models import ApiKey, utcnow
 from stainless.core.http.errors import Forbidden, Unauthorized
+from stainless.core.http.guard import guarded_caller
 from stainless.core.http.oidc import TokenVerifier
 from stainless.core.keys import digest_matches, issue_key, lookup_of
 
@@ -132,18 +133,14 @@ class Authenticator:
     def anonymous(self) -> Principal | None:
         return self._anonymous
 
-    def refusal(self, key: str | None) -> str | None:
-        """Why ``key`` (None: none presented) identifies nobody, or None when it does;
-        raises :class:`Forbidden` (a token without a role) or ``Unavailable`` (provider)."""
-        try:
-            self.identify(key)
-        except Unauthorized as exc:
-            return exc.message
-        return None
-
     def identify(self, key: str | None) -> Principal:
-        """The principal of ``key`` (an API key or a token); raises :class:`Unauthorized`
-        when missing or not valid, and as :meth:`refusal` says."""
+        """The principal of ``key`` (None: none presented; an API key or a token).
+
+        Raises:
+            Unauthorized: no key, or one that is not valid.
+            Forbidden: a token without a role.
+            Unavailable: the identity provider cannot be reached.
+        """
         if not key:
             if self._anonymous is not None:
                 return self._anonymous
@@ -197,6 +194,10 @@ def current_principal(
     key: Annotated[str | None, Depends(_api_key)],
     bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
+    """Whom the request's guard identified, or (on a path it does not guard) its key does."""
+    who = guarded_caller(request)
+    if isinstance(who, Principal):
+        return who
     authenticator: Authenticator = request.app.state.authenticator
     return authenticator.identify(key or (bearer.credentials if bearer else None))
 

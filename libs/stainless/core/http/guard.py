@@ -10,8 +10,9 @@ answers first:
 - while the body streams (chunked included): past the route's limit, 413; a multipart body
   with more parts than the route takes, 413; JSON nested deeper than the limit, 422.
 
-The key check runs again in the route's dependencies (roles, the scanner); here it only
-keeps strangers from costing memory, disk or a parse.
+Whom the key identifies is handed on in the request's state (:func:`guarded_caller`): the
+route's dependencies (roles, the scanner) take it from there instead of checking the key
+again.
 """
 
 from __future__ import annotations
@@ -23,11 +24,12 @@ from dataclasses import dataclass
 import anyio
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
+from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from stainless.core.http.errors import ServiceError, error_response
 
-__all__ = ["DEFAULT_BODY_LIMIT", "BodyLimit", "RequestGuard", "presented_key"]
+__all__ = ["DEFAULT_BODY_LIMIT", "BodyLimit", "RequestGuard", "guarded_caller", "presented_key"]
 
 DEFAULT_BODY_LIMIT = 64 * 1024
 """Bytes of a body where a route names no limit of its own (every JSON request)."""
@@ -61,6 +63,15 @@ def presented_key(headers: Headers) -> str | None:
         return key
     scheme, _, token = headers.get("authorization", "").partition(" ")
     return token.strip() or None if scheme.lower() == "bearer" else None
+
+
+_CALLER = "stainless.caller"
+
+
+def guarded_caller(connection: HTTPConnection) -> object | None:
+    """Whom the guard identified for this request (None on a path it does not guard)."""
+    caller: object | None = connection.scope.get("state", {}).get(_CALLER)
+    return caller
 
 
 class _BodyWatch:
@@ -123,18 +134,19 @@ class RequestGuard:
         self,
         app: ASGIApp,
         *,
-        authenticate: Callable[[str | None], str | None],
+        identify: Callable[[str | None], object],
         limits: Sequence[BodyLimit] = (),
         default_limit: int = DEFAULT_BODY_LIMIT,
         protected_prefix: str = "/v1/",
         public: Collection[str] = (),
         max_json_depth: int = 16,
     ) -> None:
-        """``authenticate(key)`` answers why a key (None: none presented) may not call
-        protected paths at all, or None when it may, or raises a ``ServiceError``; it may
-        block (it runs in a worker thread). ``public``: paths under the prefix open to all."""
+        """``identify(key)`` answers whom a key (None: none presented) identifies, handed on
+        to the app (:func:`guarded_caller`), or raises the ``ServiceError`` that refuses it
+        (``Unauthorized``: 401); it may block (it runs in a worker thread). ``public``:
+        paths under the prefix open to all."""
         self.app = app
-        self._authenticate = authenticate
+        self._identify = identify
         self._limits = tuple(limits)
         self._default = default_limit
         self._protected = protected_prefix
@@ -156,13 +168,11 @@ class RequestGuard:
         if path.startswith(self._protected) and path not in self._public:
             key = presented_key(headers)
             try:
-                refusal = await anyio.to_thread.run_sync(self._authenticate, key)
+                caller = await anyio.to_thread.run_sync(self._identify, key)
             except ServiceError as exc:
                 await error_response(exc.status, exc.code, exc.message)(scope, receive, send)
                 return
-            if refusal is not None:
-                await error_response(401, "unauthorized", refusal)(scope, receive, send)
-                return
+            scope.setdefault("state", {})[_CALLER] = caller
         limit = self._limit(scope["method"], path)
         declared = headers.get("content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > limit.max_bytes):

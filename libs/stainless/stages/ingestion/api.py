@@ -40,7 +40,7 @@ from stainless.core.http.errors import (
     Unauthorized,
     install_error_handlers,
 )
-from stainless.core.http.guard import BodyLimit, RequestGuard
+from stainless.core.http.guard import BodyLimit, RequestGuard, guarded_caller
 from stainless.core.http.headers import SecurityHeaders
 from stainless.core.http.params import SlideId
 from stainless.core.logs import configure_logging
@@ -89,17 +89,19 @@ IdempotencyKey = Annotated[
 _REFUSED = "missing, unknown or revoked API key"
 
 
-def _scanner_key(engine: Engine) -> Callable[[str | None], str | None]:
-    """Why a key is no scanner's, or None (checked before the request's body is read)."""
+def _scanner_of(engine: Engine) -> Callable[[str | None], Scanner]:
+    """The scanner whose valid, unrevoked key a request presents (checked by the guard,
+    before the request's body is read)."""
 
-    def refusal(key: str | None) -> str | None:
+    def identify(key: str | None) -> Scanner:
         if key:
             with Session(engine) as session:
-                if authenticate(session, key) is not None:
-                    return None
-        return _REFUSED
+                scanner = authenticate(session, key)
+            if scanner is not None:
+                return scanner
+        raise Unauthorized(_REFUSED)
 
-    return refusal
+    return identify
 
 
 StageUm = Annotated[
@@ -126,14 +128,15 @@ FieldIndex = Annotated[int, PathParam(ge=0, le=100_000, description="Field index
 _api_key = APIKeyHeader(name="X-API-Key", auto_error=False, description="The scanner's key.")
 
 
-def current_scanner(request: Request, key: Annotated[str | None, Depends(_api_key)]) -> Scanner:
-    """The scanner whose valid, unrevoked key the request carries."""
-    if key:
-        with Session(request.app.state.engine) as session:
-            found = authenticate(session, key)
-        if found is not None:
-            return found
-    raise Unauthorized(_REFUSED)
+async def current_scanner(
+    request: Request, _key: Annotated[str | None, Depends(_api_key)]
+) -> Scanner:
+    """The scanner the guard identified by the request's key (``_key``: in the OpenAPI
+    document)."""
+    scanner = guarded_caller(request)
+    if not isinstance(scanner, Scanner):  # every route is guarded: never reached
+        raise Unauthorized(_REFUSED)
+    return scanner
 
 
 ScannerDep = Annotated[Scanner, Depends(current_scanner)]
@@ -209,9 +212,8 @@ def create_app(settings: IngestionSettings, *, engine: Engine, ingestor: Ingesto
         max_parts=_FORM_PARTS,
     )
     raw = BodyLimit("PUT", r"/v1/slides/[^/]+/fields/[^/]+/[^/]+", settings.max_upload_bytes)
-    app.add_middleware(RequestGuard, authenticate=_scanner_key(engine), limits=[upload, raw])
+    app.add_middleware(RequestGuard, identify=_scanner_of(engine), limits=[upload, raw])
     app.add_middleware(SecurityHeaders)  # outermost: refusals of the guard carry them too
-    app.state.engine = engine
 
     install_error_handlers(app)
 

@@ -304,17 +304,13 @@ class Ingestor:
             replay = self._replay(scanner, idempotency_key, fingerprint)
             if replay is not None:
                 return replay
-        with Session(self._engine) as session:
+        with Session(self._engine) as session:  # all the slide's checks before the bytes
             slide = self._owned_slide(session, scanner, upload.slide_id)
             self._check_slide(session, slide, upload)
+            size = _field_size(session, slide)
         field_id = new_id()
         key = f"{self._settings.raw_prefix}/{slide.id}/{field_id}{RECEIVED_SUFFIX}"
-
-        def check(info: ImageInfo) -> ImageInfo:
-            with Session(self._engine) as session:
-                return self._check_image(session, slide, upload, info)
-
-        inspected = _Inspected(chunks, check)
+        inspected = _Inspected(chunks, lambda info: self._check_image(upload, info, size))
         try:
             try:
                 self._store.put_stream(key, inspected, length=length, sha256=digest)
@@ -427,13 +423,14 @@ class Ingestor:
         self, session: Session, slide: Slide, upload: FieldUpload, data: bytes
     ) -> ImageInfo:
         self._check_slide(session, slide, upload)
-        return self._check_image(session, slide, upload, _probed(data))
+        return self._check_image(upload, _probed(data), _field_size(session, slide))
 
     def _check_image(
-        self, session: Session, slide: Slide, upload: FieldUpload, info: ImageInfo
+        self, upload: FieldUpload, info: ImageInfo, size: tuple[int, int] | None
     ) -> ImageInfo:
-        """The header's image against the limits, the modality and the slide's fields (what
-        the slide allows is checked apart, :meth:`_check_slide`)."""
+        """The header's image against the limits, the modality and ``size``, that of the
+        slide's fields (None before its first; what the slide allows is checked apart,
+        :meth:`_check_slide`)."""
         if info.pixels > self._settings.max_pixels:
             raise InvalidUpload(
                 f"image of {info.width}x{info.height} pixels exceeds the limit of "
@@ -445,12 +442,7 @@ class Ingestor:
             raise InvalidUpload(f"a BF field must be RGB, got {info.channels} channels")
         if info.bit_depth not in (8, 16):
             raise InvalidUpload(f"only 8- or 16-bit images are accepted, got {info.bit_depth}")
-        size = session.exec(  # every field of a slide has the size of its first
-            select(FieldImage.width, FieldImage.height)
-            .where(FieldImage.slide_id == slide.id)
-            .limit(1)
-        ).first()
-        if size is not None and tuple(size) != (info.width, info.height):
+        if size is not None and size != (info.width, info.height):
             raise InvalidUpload(
                 f"field is {info.width}x{info.height} but this slide's fields are "
                 f"{size[0]}x{size[1]}"
@@ -582,6 +574,14 @@ def _probed(data: bytes) -> ImageInfo:
         return probe(io.BytesIO(data))
     except ImageRejected as exc:
         raise InvalidUpload(str(exc)) from None
+
+
+def _field_size(session: Session, slide: Slide) -> tuple[int, int] | None:
+    """The width and height of the slide's fields (each has the size of its first)."""
+    size = session.exec(
+        select(FieldImage.width, FieldImage.height).where(FieldImage.slide_id == slide.id).limit(1)
+    ).first()
+    return None if size is None else (size[0], size[1])
 
 
 def _taken(slide: Slide, upload: FieldUpload, field_id: str) -> str:

@@ -286,7 +286,7 @@ def create_app(
     app.state.engine = engine
     authenticator = Authenticator(engine, settings)
     app.state.authenticator = authenticator
-    app.add_middleware(RequestGuard, authenticate=authenticator.refusal, public={AUTH_CONFIG})
+    app.add_middleware(RequestGuard, identify=authenticator.identify, public={AUTH_CONFIG})
     # Outermost: refusals of the guard carry them too. The page fetches from the provider.
     provider = (issuer_origin(settings.oidc_issuer),) if settings.oidc_issuer else ()
     app.add_middleware(SecurityHeaders, connect_src=provider)

@@ -9,8 +9,13 @@ import pytest
 from fastapi import FastAPI, File, Form, Request, UploadFile
 from fastapi.testclient import TestClient
 
-from stainless.core.http.errors import Forbidden, Unavailable, install_error_handlers
-from stainless.core.http.guard import BodyLimit, RequestGuard
+from stainless.core.http.errors import (
+    Forbidden,
+    Unauthorized,
+    Unavailable,
+    install_error_handlers,
+)
+from stainless.core.http.guard import BodyLimit, RequestGuard, guarded_caller
 from stainless.core.http.headers import SECURITY_HEADERS, SecurityHeaders, security_headers
 
 KEY = {"X-API-Key": "good"}
@@ -38,10 +43,12 @@ def _app(seen: list[str]) -> FastAPI:
 
     limits = [BodyLimit("POST", r"/v1/upload", 10_000, max_parts=2)]
 
-    def refusal(key: str | None) -> str | None:
-        return None if key == "good" else "unknown API key"
+    def identify(key: str | None) -> str:
+        if key != "good":
+            raise Unauthorized("unknown API key")
+        return "the good caller"
 
-    app.add_middleware(RequestGuard, authenticate=refusal, limits=limits, default_limit=1000)
+    app.add_middleware(RequestGuard, identify=identify, limits=limits, default_limit=1000)
     app.add_middleware(SecurityHeaders)
     install_error_handlers(app)
     return app
@@ -121,39 +128,46 @@ def test_every_answer_carries_the_security_headers(client: TestClient) -> None:
     assert missing.json() == {"error": "not_found", "detail": "Not Found"}
 
 
-def test_public_paths_need_no_key_and_refusals_raised_keep_their_status() -> None:
+def test_public_paths_need_no_key_refusals_keep_their_status_and_the_caller_is_handed_on() -> None:
     seen: list[str] = []
     app = FastAPI()
 
     @app.get("/v1/open")
-    def open_route() -> dict[str, str]:
-        return {"open": "yes"}
+    def open_route(request: Request) -> dict[str, object]:
+        return {"open": "yes", "caller": guarded_caller(request)}
 
     @app.post("/v1/closed")
-    async def closed(request: Request) -> dict[str, int]:
+    async def closed(request: Request) -> dict[str, object]:
         seen.append("closed")
-        return {"n": len(await request.body())}
+        return {"n": len(await request.body()), "caller": guarded_caller(request)}
 
-    def authenticate(key: str | None) -> str | None:
+    def identify(key: str | None) -> str:
+        seen.append(f"identify {key}")
         if key == "roleless":
             raise Forbidden("no role")
         if key == "provider-down":
             raise Unavailable("the identity provider cannot be reached")
-        return None if key == "good" else "unknown API key"
+        if key != "good":
+            raise Unauthorized("unknown API key")
+        return "the good caller"
 
-    app.add_middleware(RequestGuard, authenticate=authenticate, public={"/v1/open"})
+    app.add_middleware(RequestGuard, identify=identify, public={"/v1/open"})
     install_error_handlers(app)
     client = TestClient(app)
-    assert client.get("/v1/open").json() == {"open": "yes"}
+    assert client.get("/v1/open").json() == {"open": "yes", "caller": None}
     assert client.get("/v1/open/more").status_code == 401  # exact paths only
+    seen.clear()
     for key, status, code in (
         ("roleless", 403, "forbidden"),
         ("provider-down", 503, "unavailable"),
     ):
         answer = client.post("/v1/closed", content=_chunks(10**5), headers={"X-API-Key": key})
         assert (answer.status_code, answer.json()["error"]) == (status, code)
-    assert seen == []  # refused before the body was read
-    assert client.post("/v1/closed", content=b"x", headers=KEY).json() == {"n": 1}
+    assert seen == ["identify roleless", "identify provider-down"]  # no body read
+    seen.clear()
+    answer = client.post("/v1/closed", content=b"x", headers=KEY)
+    assert answer.json() == {"n": 1, "caller": "the good caller"}
+    assert seen == ["identify good", "closed"]
 
 
 def test_the_page_may_fetch_from_named_origins_only() -> None:
