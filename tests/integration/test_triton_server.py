@@ -78,6 +78,11 @@ def test_triton_reads_the_configs_the_manifest_describes(
         assert [int(d) for d in served_input["dims"]] == [1, size, size]
         assert "dynamic_batching" in config
         assert config["instance_group"][0]["kind"] == "KIND_CPU"
+        (warmup,) = config["model_warmup"]  # run before the model was called ready
+        assert (int(warmup["batch_size"]), int(warmup["count"])) == (1, 2)
+        assert warmup["inputs"]["INPUT__0"]["zero_data"] is True
+    for detector in DETECTORS:  # fields of any size: nothing to warm up on
+        assert not triton.get_model_config(detector, as_json=True)["config"].get("model_warmup")
     probabilities = triton.get_model_config("classify", as_json=True)["config"]["output"][0]
     assert [int(d) for d in probabilities["dims"]] == [len(manifest.classes)]
 

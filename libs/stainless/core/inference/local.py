@@ -25,11 +25,7 @@ from stainless.core.inference.port import (
     unpack_outputs,
 )
 from stainless.domain.served import ServedManifest
-from stainless.ml.export.triton import ServedModel, load_served
-
-WARMUP_CALLS = 2
-"""Calls on a blank cell as a version loads: TorchScript's profiling executor optimises a
-graph after the calls it profiles."""
+from stainless.ml.export.triton import WARMUP_CALLS, ServedModel, load_served
 
 
 class LocalInference:

@@ -77,6 +77,26 @@ def _tensor_block(tensor: Tensor) -> str:
     )
 
 
+WARMUP_CALLS = 2
+"""Calls on a blank cell as a version loads, before it is ready: TorchScript's profiling
+executor optimises a graph after the calls it profiles (Triton's ``model_warmup``, and the
+in-process adapter's own)."""
+
+
+def _warmup_block(inputs: tuple[Tensor, ...]) -> str:
+    """Triton's ``model_warmup`` on zeros, for inputs of a fixed size (none otherwise)."""
+    if any(d < 1 for t in inputs for d in t.dims):
+        return ""
+    values = " ".join(
+        f'inputs {{ key: "{t.name}" value: {{ data_type: TYPE_FP32 '
+        f"dims: [ {', '.join(str(d) for d in t.dims)} ] zero_data: true }} }}"
+        for t in inputs
+    )
+    return (
+        f'model_warmup [ {{ name: "blank cell" batch_size: 1 count: {WARMUP_CALLS} {values} }} ]\n'
+    )
+
+
 def model_config(
     name: str,
     *,
@@ -90,8 +110,8 @@ def model_config(
 ) -> str:
     """The ``config.pbtxt`` text of one served model; ``note`` ends it as a comment.
 
-    Every instance kind gets the same inputs, outputs, batch size and batching; they differ
-    in the backend (``platform``, or the python backend) and the instance group only."""
+    Every instance kind gets the same inputs, outputs, batch size, batching and warm-up; they
+    differ in the backend (``platform``, or the python backend) and the instance group only."""
     kind = "KIND_GPU" if instance is InstanceKind.GPU else "KIND_CPU"
     backend = (
         'backend: "python"'
@@ -111,6 +131,7 @@ def model_config(
         f"output [\n{output_blocks}\n]\n"
         f"dynamic_batching {{ max_queue_delay_microseconds: {queue_delay_us} }}\n"
         f"instance_group [ {{ kind: {kind} count: 1 }} ]\n"
+        f"{_warmup_block(inputs)}"
         f"{comment}"
     )
 

@@ -13,6 +13,7 @@ request path).
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
 from queue import SimpleQueue
 from typing import Annotated, Any
@@ -79,6 +80,7 @@ class UnsupportedType(ServiceError):
 _MULTIPART_OVERHEAD = 64 * 1024
 STAGE_RANGE_UM = 1e6  # a metre of stage travel either way: far beyond any microscope
 _FORM_PARTS = 8  # file, modality, index, stage_x_um, stage_y_um, sha256, and slack
+BODY_HIGH_WATER = 4 * 1024 * 1024  # bytes of a raw upload waiting for a slow store, at most
 
 IdempotencyKey = Annotated[
     str | None,
@@ -151,13 +153,19 @@ class _BodyPump:
 
     The loop reads the body only once the thread asks for its first chunk (a refusal before
     that reads nothing) and then without waiting for the thread, which takes the chunks from
-    a queue: no round trip to the loop per chunk.
+    a queue: no round trip to the loop per chunk. The queue holds at most about
+    ``high_water`` bytes: past it the loop stops reading (the client's sending slows with
+    it) until the thread has taken the queue down to half.
     """
 
-    def __init__(self, request: Request) -> None:
+    def __init__(self, request: Request, *, high_water: int = BODY_HIGH_WATER) -> None:
         self._request = request
+        self._high_water = high_water
         self._wanted = anyio.Event()
         self._chunks: SimpleQueue[bytes | BaseException | None] = SimpleQueue()
+        self._lock = threading.Lock()
+        self._queued = 0  # bytes in the queue
+        self._room: anyio.Event | None = None  # set by the thread when the queue has drained
 
     async def run(self) -> None:
         """Read the body into the queue once it is wanted (cancelled when it is not); a
@@ -166,11 +174,19 @@ class _BodyPump:
         try:
             async for chunk in self._request.stream():
                 if chunk:
-                    self._chunks.put(chunk)
+                    await self._put(chunk)
         except Exception as exc:  # noqa: BLE001 - handed on to the thread, raised there
             self._chunks.put(exc)
             return
         self._chunks.put(None)
+
+    async def _put(self, chunk: bytes) -> None:
+        with self._lock:
+            self._queued += len(chunk)
+            self._chunks.put(chunk)
+            room = self._room = anyio.Event() if self._queued > self._high_water else None
+        if room is not None:
+            await room.wait()
 
     async def feed(self, consume: Callable[[Iterator[bytes]], Answer]) -> Answer:
         """``consume(chunks)``'s answer, run in a worker thread while the body is read."""
@@ -192,6 +208,13 @@ class _BodyPump:
         while (item := self._chunks.get()) is not None:
             if isinstance(item, BaseException):
                 raise item
+            with self._lock:
+                self._queued -= len(item)
+                room = self._room if self._queued <= self._high_water // 2 else None
+                if room is not None:
+                    self._room = None
+            if room is not None:
+                anyio.from_thread.run_sync(room.set)
             yield item
 
 

@@ -339,6 +339,8 @@ class Ingestor:
             # this field sees it completed (the check above ran before the image was stored).
             locked = self._owned_slide(session, scanner, slide_id, lock=True)
             _require_open(locked)
+            # again under the lock: two first fields of one slide may have passed side by side
+            _require_size(stored.info, _field_size(session, locked))
             field = record_field(
                 session,
                 field_id=stored.field_id,
@@ -442,11 +444,7 @@ class Ingestor:
             raise InvalidUpload(f"a BF field must be RGB, got {info.channels} channels")
         if info.bit_depth not in (8, 16):
             raise InvalidUpload(f"only 8- or 16-bit images are accepted, got {info.bit_depth}")
-        if size is not None and size != (info.width, info.height):
-            raise InvalidUpload(
-                f"field is {info.width}x{info.height} but this slide's fields are "
-                f"{size[0]}x{size[1]}"
-            )
+        _require_size(info, size)
         return info
 
     # -- shared -------------------------------------------------------------------------
@@ -582,6 +580,14 @@ def _field_size(session: Session, slide: Slide) -> tuple[int, int] | None:
         select(FieldImage.width, FieldImage.height).where(FieldImage.slide_id == slide.id).limit(1)
     ).first()
     return None if size is None else (size[0], size[1])
+
+
+def _require_size(info: ImageInfo, size: tuple[int, int] | None) -> None:
+    """Refuse an image whose size is not ``size``, that of the slide's fields (if any yet)."""
+    if size is not None and size != (info.width, info.height):
+        raise InvalidUpload(
+            f"field is {info.width}x{info.height} but this slide's fields are {size[0]}x{size[1]}"
+        )
 
 
 def _taken(slide: Slide, upload: FieldUpload, field_id: str) -> str:

@@ -23,7 +23,11 @@ def test_the_demo_model_exports_with_its_calibrated_threshold(tmp_path: Path) ->
     calibrated = json.loads((DEMO / "metrics.json").read_text())["review_threshold"]
     assert manifest.model_version == "mtmd-tiny/1"
     assert manifest.review_threshold == pytest.approx(calibrated)
-    assert "KIND_CPU" in (tmp_path / "stain_confidence" / "config.pbtxt").read_text()
+    config = (tmp_path / "stain_confidence" / "config.pbtxt").read_text()
+    assert "KIND_CPU" in config
+    size = manifest.image_size  # warmed on a blank cell before Triton calls it ready
+    assert 'batch_size: 1 count: 2 inputs { key: "INPUT__0"' in config
+    assert f"dims: [ 1, {size}, {size} ] zero_data: true" in config
 
 
 def test_the_demo_model_serves_its_calibrated_probabilities(tmp_path: Path) -> None:

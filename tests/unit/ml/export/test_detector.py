@@ -47,6 +47,7 @@ def test_an_exported_detector_serves_fields_of_any_size(tmp_path: Path, modality
     assert served.threshold == 0.4 and served.config.modality is modality
     config = (repo / served.name / "config.pbtxt").read_text()
     assert f"dims: [ {modality.channels}, -1, -1 ]" in config
+    assert "model_warmup" not in config  # no size to warm up on: fields come in any
     model = load_served(repo, served.name, served.version)
     x = torch.randn(2, modality.channels, 96, 128)  # not the export's example size
     got = model(x)

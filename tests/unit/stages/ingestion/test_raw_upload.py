@@ -5,11 +5,14 @@ rule of the form route holds."""
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
 
 import pytest
 from sqlmodel import Session, select
 
-from stainless.core.db.models import FieldImage
+from stainless.core.config import IngestionSettings
+from stainless.core.db.models import FieldImage, Modality, Scanner
+from stainless.stages.ingestion.ingestor import FieldUpload, Ingestor, InvalidUpload
 
 from .test_api import Api, _png, _png_header_only, _tiff, api  # noqa: F401 - api: the fixture
 
@@ -150,3 +153,31 @@ def test_the_slide_rules_hold_before_any_byte_is_stored(api: Api) -> None:  # no
         assert len(session.exec(select(FieldImage)).all()) == 1
     assert len(api.stored()[0]) == 1
     assert put(api, slide, _tiff(), key="stl_nope").status_code == 401
+
+
+def test_two_first_fields_of_other_sizes_side_by_side_are_not_both_taken(
+    api: Api,  # noqa: F811
+) -> None:
+    slide = api.open_slide()
+    settings = IngestionSettings(max_pixels=4_000_000)
+    ingestor = Ingestor(api.engine, api.store, settings)  # type: ignore[arg-type]
+    with Session(api.engine) as session:  # type: ignore[arg-type]
+        scanner = session.exec(select(Scanner).where(Scanner.name == "scanner-a")).one()
+    dic, bf = _tiff((96, 128)), _png((100, 128, 3))
+
+    def dic_arriving() -> Iterator[bytes]:
+        yield dic[:64]  # past the slide's checks, which found no field yet
+        taken = put(api, slide, bf, modality="BF", content_type="image/png")
+        assert taken.status_code == 201, taken.text
+        yield dic[64:]
+
+    upload = FieldUpload(
+        slide_id=slide,
+        index=0,
+        modality=Modality.DIC,
+        sha256=hashlib.sha256(dic).hexdigest(),
+    )
+    with pytest.raises(InvalidUpload, match="128x96 but this slide's fields are 128x100"):
+        ingestor.receive_field(scanner, upload, dic_arriving(), length=len(dic))
+    keys, fields, events = api.stored()
+    assert (len(keys), fields, events) == (1, 1, 1)  # the BF field only; the DIC bytes went
