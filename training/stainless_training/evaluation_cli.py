@@ -30,13 +30,11 @@ from rich.console import Console
 from stainless.core.config import SettingsError, load_settings
 from stainless.core.storage.factory import create_store
 from stainless.imaging.phantom_set import phantom_config
-from stainless.ml.models.paired import build_paired_discriminator, build_paired_generator
 from stainless_training.backbones import STORE_PREFIX, quality_metrics
 from stainless_training.config import ConfigError, ModelKind, TrainingConfig, load_config
 from stainless_training.evaluate import ColourTransfer
 from stainless_training.evaluate_paired import evaluate_paired
-from stainless_training.evaluation_models import model_evaluation
-from stainless_training.paired import model_config as paired_config
+from stainless_training.evaluation_models import model_evaluation, paired_models
 from stainless_training.phantom_data import CellSample, phantom_samples
 from stainless_training.plots import (
     confusion_plot,
@@ -295,11 +293,7 @@ def _evaluate_paired(
     """Model 3: image quality and the automatic classification per class (thesis Tables
     8.2–8.4) on held-out cells of the run's slide preset and crop size, and the head's
     probabilities calibrated on cells of a further seed."""
-    net = paired_config(config)
-    state = torch.load(checkpoint, weights_only=False)
-    generator, critic = build_paired_generator(net), build_paired_discriminator(net)
-    generator.load_state_dict(state["generator"])
-    critic.load_state_dict(state["critic"])
+    net, generator, critic = paired_models(config, checkpoint)
     data = config.data
 
     def cells(count: int, cells_seed: int) -> list[CellSample]:

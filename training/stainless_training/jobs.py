@@ -88,32 +88,40 @@ def evaluate_checkpoint(
     checkpoint: Path,
     served: ModelVersion | None = None,
 ) -> dict[str, Any]:
-    """Metrics of model 1 (chapter-7 δ) or model 2 (chapter-6 δ) on the snapshot's held-out
-    cells (against a colour-transfer baseline), LPIPS and FID on the backbones of
-    ``settings.evaluation`` (random where none is set, which their provenance in the metrics
-    says), and the ``served`` version's figures on the same cells; nothing for model 3,
-    which has no evaluation yet."""
+    """Metrics of model 1 (chapter-7 δ), model 2 (chapter-6 δ) or model 3 (its stain and its
+    AC-GAN head's classes) on the snapshot's held-out cells, and the ``served`` version's
+    figures on the same cells. Models 1 and 2 are set against a colour-transfer baseline,
+    with LPIPS and FID on the backbones of ``settings.evaluation`` (random where none is set,
+    which their provenance in the metrics says)."""
     from stainless_training.backbones import quality_metrics
     from stainless_training.evaluate import ColourTransfer
 
-    if config.model is ModelKind.PAIRED or config.data.manifest is None:
+    if config.data.manifest is None:
         return {}
     key = config.data.manifest
     store = create_store(settings.store)
     perceptual, fid = quality_metrics(settings.evaluation, store)
 
     def evaluated(run_config: TrainingConfig, run_checkpoint: Path) -> dict[str, Any]:
-        from stainless_training.evaluation_models import model_evaluation
+        from stainless_training.evaluate_paired import evaluate_paired
+        from stainless_training.evaluation_models import model_evaluation, paired_models
 
+        def held_out_cells(image_size: int) -> list[CellSample]:
+            return _cell_samples(snapshot_samples(settings.store, key, image_size, held_out=True))
+
+        too_few = "fewer than 3 held-out cells with a pair and a label"
+        if run_config.model is ModelKind.PAIRED:
+            net, generator, critic = paired_models(run_config, run_checkpoint)
+            cells = held_out_cells(net.image_size)
+            if len(cells) < 3:
+                return {"cells": len(cells), "note": too_few}
+            vocabulary = run_config.data.vocabulary()
+            return evaluate_paired(generator, critic, cells, vocabulary=vocabulary)
         run = model_evaluation(run_config, run_checkpoint)
-        samples = snapshot_samples(settings.store, key, run.image_size, held_out=True)
-        held_out = _cell_samples(samples)
+        held_out = held_out_cells(run.image_size)
         training = _cell_samples(snapshot_samples(settings.store, key, run.image_size), limit=200)
         if len(held_out) < 3 or not training:
-            return {
-                "cells": len(held_out),
-                "note": "fewer than 3 held-out cells with a pair and a label",
-            }
+            return {"cells": len(held_out), "note": too_few}
         # Model 1's class probabilities are calibrated on the held-out cells (the figures
         # cross-fitted over two halves; nothing is fitted under 100 cells, as it says).
         classifier = {"calibration_cells": held_out} if run_config.model is ModelKind.MTMD else {}
@@ -147,8 +155,6 @@ def _compare(
 ) -> dict[str, Any]:
     """The served version's figures on the candidate's held-out cells."""
     name = f"{served.name}/{served.version}"
-    if served.kind not in (ModelKind.MTMD, ModelKind.DISENTANGLED):
-        return {**comparison_of(served.id, name, {}, 0), "note": f"{served.kind} has no evaluation"}
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         prefix = served.checkpoint_key.rpartition("/")[0]
