@@ -13,6 +13,7 @@ say so and set no review threshold.
 
 from __future__ import annotations
 
+import functools
 import json
 import tempfile
 from collections.abc import Callable
@@ -100,7 +101,8 @@ def evaluate_checkpoint(
         return {}
     key = config.data.manifest
     store = create_store(settings.store)
-    perceptual, fid = quality_metrics(settings.evaluation, store)
+    # Built once, and only when a model 1 or 2 (the candidate or the served one) needs them.
+    backbones = functools.cache(lambda: quality_metrics(settings.evaluation, store))
 
     def evaluated(run_config: TrainingConfig, run_checkpoint: Path) -> dict[str, Any]:
         from stainless_training.evaluate_paired import evaluate_paired
@@ -125,6 +127,7 @@ def evaluate_checkpoint(
         # Model 1's class probabilities are calibrated on the held-out cells (the figures
         # cross-fitted over two halves; nothing is fitted under 100 cells, as it says).
         classifier = {"calibration_cells": held_out} if run_config.model is ModelKind.MTMD else {}
+        perceptual, fid = backbones()
         return run.evaluate(
             held_out,
             baseline=ColourTransfer.fit(training),

@@ -37,9 +37,14 @@ def snapshot(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
 
 
 def test_model_3_is_evaluated_and_compared_on_the_held_out_cells(
-    snapshot: tuple[Path, str], tmp_path: Path
+    snapshot: tuple[Path, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     root, key = snapshot
+
+    def no_backbones(*_: object) -> None:
+        raise AssertionError("model 3 is judged without LPIPS and FID backbones")
+
+    monkeypatch.setattr("stainless_training.backbones.quality_metrics", no_backbones)
     settings = TrainingSettings(store=StoreSettings(root=root))
     config = job_config({"size": "tiny"}, model="paired", dataset_key=key)
     net = model_config(config)
