@@ -33,6 +33,7 @@ __all__ = [
 
 class ModelSize(StrEnum):
     TINY = "tiny"  # trains on 2 CPU cores in minutes
+    SMALL = "small"  # model 3 only: 128 px at the tiny widths, about four times the tiny's work
     THESIS = "thesis"  # the thesis' resolution and widths
 
 
@@ -238,6 +239,14 @@ class TrainingConfig(BaseModel):
             raise ValueError(
                 "data.slide, classes, crop_size, random_crop and random_resize are model 3's "
                 f"(paired); model {self.model} learns the healthy classes from 256 px crops"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _small_for_model_3(self) -> TrainingConfig:
+        if self.size is ModelSize.SMALL and self.model is not ModelKind.PAIRED:
+            raise ValueError(
+                f"size small is model 3's (paired); model {self.model} is tiny or thesis"
             )
         return self
 

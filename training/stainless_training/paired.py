@@ -52,7 +52,7 @@ from stainless.ml.models.paired import (
     build_paired_generator,
 )
 from stainless_training.augment import paired_jitter
-from stainless_training.config import LossWeights, ModelSize, TrainingConfig
+from stainless_training.config import LossWeights, TrainingConfig
 from stainless_training.phantom_data import CellDataset, phantom_samples
 from stainless_training.plumbing import (
     Samples,
@@ -218,7 +218,7 @@ class PairedTrainer:
 
 def model_config(config: TrainingConfig) -> PairedConfig:
     """The network of the run's size, with a class head for the data's vocabulary."""
-    net = PairedConfig.tiny() if config.size is ModelSize.TINY else PairedConfig.thesis()
+    net = PairedConfig.of_size(config.size)
     return dataclasses.replace(net, n_classes=len(config.data.vocabulary().classes))
 
 

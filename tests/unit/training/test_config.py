@@ -35,6 +35,8 @@ def test_yaml_round_trip(tmp_path: Path) -> None:
         ("model: paired\ndata: {slide: nowhere}\n", "unknown slide preset 'nowhere'"),
         ("model: paired\ndata: {slide: blast-rich}\n", "set classes: clinical"),
         ("model: paired\ndata: {random_crop: 0.5}\n", "random_crop"),
+        ("model: mtmd\nsize: small\n", "size small is model 3's"),
+        ("model: disentangled\nsize: small\n", "size small is model 3's"),
     ],
 )
 def test_bad_configs_name_the_problem(tmp_path: Path, text: str, message: str) -> None:

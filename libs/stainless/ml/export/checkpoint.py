@@ -118,11 +118,11 @@ def _export_model_3(
         vocabulary = vocabulary_of(str(data.get("classes", "healthy")))
     except ValueError as exc:
         raise ExportError(f"{checkpoint.parent / 'config.yaml'}: {exc}") from None
-    size = _size(training)
-    net = dataclasses.replace(
-        PairedConfig.thesis() if size == "thesis" else PairedConfig.tiny(),
-        n_classes=len(vocabulary.classes),
-    )
+    size = str(training.get("size", "tiny"))
+    try:
+        net = dataclasses.replace(PairedConfig.of_size(size), n_classes=len(vocabulary.classes))
+    except ValueError as exc:
+        raise ExportError(f"{checkpoint.parent / 'config.yaml'}: {exc}") from None
     state = torch.load(checkpoint, weights_only=False)
     if "generator" not in state or "critic" not in state:
         raise ExportError(f"{checkpoint} holds no model-3 generator and critic")

@@ -54,6 +54,9 @@ def test_what_cannot_be_exported_says_why(tmp_path: Path) -> None:
     shutil.copy(DEMO / "config.yaml", copy)
     with pytest.raises(ExportError, match="no review_threshold"):
         export_checkpoint(copy / "checkpoint.pt", tmp_path / "repo")
+    (copy / "config.yaml").write_text("model: paired\nsize: huge\n")
+    with pytest.raises(ExportError, match="model 3 has no size 'huge'"):
+        export_checkpoint(copy / "checkpoint.pt", tmp_path / "repo", review_threshold=0.5)
     (copy / "config.yaml").write_text("model: gan9000\n")
     with pytest.raises(ExportError, match=r"2 \(disentangled\) and 3 \(paired\) export"):
         export_checkpoint(copy / "checkpoint.pt", tmp_path / "repo", review_threshold=0.5)

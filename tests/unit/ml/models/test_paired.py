@@ -105,6 +105,24 @@ def test_thesis_config() -> None:
     assert [o.patch.shape[-1] for o in outputs] == [32, 16]
 
 
+def test_small_config_doubles_the_tiny_resolution_at_its_widths() -> None:
+    config = PairedConfig.of_size("small")
+    generator = build_paired_generator(config).eval()
+    critic = build_paired_discriminator(config).eval()
+    assert config.global_channels == PairedConfig.tiny().global_channels
+    with torch.no_grad():
+        dic = torch.randn(2, 1, 128, 128)
+        image = generator(dic)
+        # The global branch (half the side) bottoms out at the tiny's 8 px: one more level.
+        assert generator.global_generator.encode(torch.randn(1, 1, 64, 64)).shape[-1] == 8
+        outputs = critic(image, dic)
+    assert image.shape == (2, 3, 128, 128)
+    assert [o.patch.shape[-1] for o in outputs] == [16, 8]
+    assert PairedConfig.of_size("tiny") == PairedConfig.tiny()
+    with pytest.raises(ValueError, match="no size 'huge'"):
+        PairedConfig.of_size("huge")
+
+
 @pytest.mark.parametrize(
     "kwargs",
     [{"image_size": 100}, {"global_channels": 15}, {"n_scales": 0}, {"local_res": -2}],
