@@ -209,8 +209,9 @@ def calibrate_detector_command(
     seed: Annotated[int, typer.Option(min=0, help="Seed of the fields.")] = 77,
     as_json: Annotated[bool, typer.Option("--json", help="Print the table as JSON.")] = False,
 ) -> None:
-    """Choose a learned detector's score threshold (best F1 on held-out phantom fields under
-    random acquisitions) and store it in the checkpoint, for export and evaluation."""
+    """Choose a learned detector's score threshold (the best balance of precision and recall
+    on held-out phantom fields under random acquisitions) and store it in the checkpoint,
+    for export and evaluation."""
     from stainless_training.detector import calibrate_threshold
 
     try:

@@ -29,6 +29,7 @@ from stainless_training.detector import (
     PreparedField,
     annotated_fields,
     calibrate_threshold,
+    choose_threshold,
     crop_rng,
     detector_from_checkpoint,
     evaluate_detector,
@@ -82,7 +83,27 @@ def test_evaluation_counts_every_cell(tiny_run: Path) -> None:
         evaluate_detector(tiny_run, fields=0, seed=4)
 
 
-def test_calibration_stores_the_best_f1_threshold_in_the_checkpoint(
+def _row(threshold: float, precision: float, recall: float) -> dict[str, float]:
+    return {
+        "threshold": threshold,
+        "precision": precision,
+        "recall": recall,
+        "f1": 2 * precision * recall / (precision + recall),
+    }
+
+
+def test_the_threshold_balances_precision_and_recall_rather_than_f1() -> None:
+    # F1 is highest at 0.5 (0.929), where recall is 0.883; at 0.45 both pass 0.9.
+    table = [_row(0.4, 0.895, 0.929), _row(0.45, 0.938, 0.901), _row(0.5, 0.980, 0.883)]
+    assert max(table, key=lambda row: row["f1"])["threshold"] == 0.5
+    assert choose_threshold(table) == 0.45
+    # Equal balance: the higher F1, then the lower threshold.
+    assert choose_threshold([_row(0.3, 0.8, 0.9), _row(0.6, 0.9, 0.8), _row(0.7, 0.8, 0.8)]) == 0.3
+    with pytest.raises(ValueError, match="empty"):
+        choose_threshold([])
+
+
+def test_calibration_stores_the_chosen_threshold_in_the_checkpoint(
     tiny_run: Path, tmp_path: Path
 ) -> None:
     path = tmp_path / "detector.pt"
@@ -98,8 +119,7 @@ def test_calibration_stores_the_best_f1_threshold_in_the_checkpoint(
     assert [row["tp"] + row["fp"] for row in table] == sorted(
         (row["tp"] + row["fp"] for row in table), reverse=True
     )  # fewer reported as the threshold rises
-    best = max(row["f1"] for row in table)
-    chosen = min(row["threshold"] for row in table if row["f1"] == best)
+    chosen = choose_threshold(table)
     assert calibration["threshold"] == chosen
     assert LearnedDetector.load(path, pixel_um=0.075).threshold == chosen
     assert evaluate_detector(path, fields=1, seed=5, width=256, height=256)["threshold"] == chosen
