@@ -7,10 +7,12 @@ import pytest
 from stainless_training.config import (
     ConfigError,
     ModelKind,
+    ModelSize,
     TrainingConfig,
     dump_config,
     load_config,
 )
+from stainless_training.paired import model_config
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -57,3 +59,10 @@ def test_the_clinical_model_3_config_names_twelve_classes_and_360_px_crops() -> 
     assert config.data.vocabulary().classes[:2] == ("NE", "EO")
     assert len(config.data.vocabulary().classes) == 12 and config.data.crop_size == 360
     assert config.data.phantom().class_frequencies.keys() == set(config.data.vocabulary().classes)
+
+
+def test_the_small_clinical_config_is_the_clinical_run_at_128_px() -> None:
+    tiny = load_config(ROOT / "training/configs/paired-clinical.yaml")
+    small = load_config(ROOT / "training/configs/paired-clinical-small.yaml")
+    assert small == tiny.model_copy(update={"size": ModelSize.SMALL})
+    assert model_config(small).image_size == 128 and model_config(tiny).image_size == 64
