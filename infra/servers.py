@@ -28,6 +28,7 @@ import glob
 import importlib.util
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -73,10 +74,39 @@ def port_open(port: int, host: str = "127.0.0.1", timeout: float = 0.5) -> bool:
         return False
 
 
+EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+_handed_out: set[int] = set()
+
+
+def _ephemeral_low() -> int:
+    """The lowest port the kernel gives outgoing connections (32768 where it cannot be read)."""
+    try:
+        return int(EPHEMERAL_RANGE.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A free loopback port below the kernel's ephemeral range, never the same twice here.
+
+    A server stopped and started again on its port (a test of an outage) must find it free:
+    an outgoing connection, such as a client reconnecting to that very port (which can
+    connect to itself), never takes a port outside the ephemeral range as its own.
+    """
+    low = _ephemeral_low()
+    ports = list(range(max(1024, low - 16384), low))
+    random.SystemRandom().shuffle(ports)
+    for port in ports:
+        if port in _handed_out:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+    raise InfraError(f"no free loopback port below {low}")
 
 
 def wait_until(check: object, what: str, timeout_s: float = 30.0) -> None:
