@@ -322,22 +322,28 @@ def ray_address(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     # A loopback-only test cluster: no token (the driver and the workers share this machine).
     os.environ["RAY_AUTH_MODE"] = "disabled"
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
-    subprocess.run(
+    started = subprocess.run(
         [
             str(ray_bin),
             "start",
             "--head",
             "--node-ip-address=127.0.0.1",
             f"--port={port}",
+            # Workers bind ports the kernel assigns: Ray's default worker range (10002-19999)
+            # overlaps the ports infra.free_port hands out, and Ray refuses a head port in it.
+            "--min-worker-port=0",
+            "--max-worker-port=0",
             "--num-cpus=2",
             "--include-dashboard=false",
             "--disable-usage-stats",
         ],
-        check=True,
         env=env,
         capture_output=True,
+        text=True,
         timeout=180,
     )
+    if started.returncode != 0:
+        raise RuntimeError(f"ray start failed ({started.returncode}): {started.stderr[-2000:]}")
     address = f"127.0.0.1:{port}"
     ray.init(address=address, log_to_driver=False)
     yield address
