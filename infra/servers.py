@@ -394,14 +394,23 @@ def stop(name: str, state: Path = DEFAULT_STATE, timeout_s: float = 10.0) -> boo
     pid = int(pid_file.read_text().split()[0])
     try:
         os.killpg(pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline and _alive(pid):
-            time.sleep(0.1)
-        if _alive(pid):
+        if not _gone(pid, timeout_s):
             os.killpg(pid, signal.SIGKILL)
+            if not _gone(pid, timeout_s):  # its ports would still be held
+                raise InfraError(f"{name} (pid {pid}) outlived SIGKILL for {timeout_s:.0f} s")
     except ProcessLookupError:
         pass
     pid_file.unlink(missing_ok=True)
+    return True
+
+
+def _gone(pid: int, timeout_s: float) -> bool:
+    """Whether ``pid`` has ended within ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while _alive(pid):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.1)
     return True
 
 
@@ -416,7 +425,10 @@ def _alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    return True
+    try:  # a zombie another process has yet to reap holds no ports
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
 
 
 def status(state: Path = DEFAULT_STATE) -> dict[str, str]:

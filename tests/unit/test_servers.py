@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -36,3 +38,26 @@ def test_a_port_in_use_is_not_handed_out(tmp_path: Path, monkeypatch: pytest.Mon
         assert infra.free_port() == 1025
         with pytest.raises(infra.InfraError, match="no free loopback port below 1026"):
             infra.free_port()
+
+
+def test_stop_returns_once_a_server_deaf_to_sigterm_is_gone_and_its_port_free(
+    tmp_path: Path,
+) -> None:
+    port = infra.free_port()
+    deaf = (
+        "import signal, socket, sys, time\n"
+        "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+        "s = socket.socket(); s.bind(('127.0.0.1', int(sys.argv[1]))); s.listen()\n"
+        "print('up', flush=True); time.sleep(60)\n"
+    )
+    server = subprocess.Popen(
+        [sys.executable, "-c", deaf, str(port)], stdout=subprocess.PIPE, start_new_session=True
+    )
+    assert server.stdout is not None and server.stdout.readline() == b"up\n"
+    (tmp_path / "deaf.pid").write_text(f"{server.pid}\n")
+    assert infra.stop("deaf", tmp_path, timeout_s=1.0)
+    assert server.poll() is not None  # reaped: no longer running
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", port))
+    assert not (tmp_path / "deaf.pid").exists()
+    assert not infra.stop("deaf", tmp_path)
