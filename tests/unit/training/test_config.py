@@ -61,8 +61,11 @@ def test_the_clinical_model_3_config_names_twelve_classes_and_360_px_crops() -> 
     assert config.data.phantom().class_frequencies.keys() == set(config.data.vocabulary().classes)
 
 
-def test_the_small_clinical_config_is_the_clinical_run_at_128_px() -> None:
+def test_the_small_clinical_config_is_the_clinical_run_at_128_px_for_twice_the_steps() -> None:
     tiny = load_config(ROOT / "training/configs/paired-clinical.yaml")
     small = load_config(ROOT / "training/configs/paired-clinical-small.yaml")
-    assert small == tiny.model_copy(update={"size": ModelSize.SMALL})
+    assert small.size == ModelSize.SMALL and small.steps == 2 * tiny.steps
+    assert [phase.steps for phase in small.schedule.phases] == [small.steps]
+    same = {"size": tiny.size, "steps": tiny.steps, "schedule": tiny.schedule}
+    assert small.model_copy(update=same) == tiny
     assert model_config(small).image_size == 128 and model_config(tiny).image_size == 64
