@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import httpx
 import jwt
-from playwright.sync_api import Locator, Page, expect
+from playwright.sync_api import Locator, Page, Route, expect
 
 from ..support.oidc_provider import CLIENT_ID, Provider
 from .conftest import Served
@@ -53,6 +53,41 @@ def test_a_reviewer_reclassifies_by_keyboard_and_signs(served: Served, page: Pag
     observation = next(o for o in report["contained"] if o["id"] == f"obs-{target}")
     counts = [c["valueQuantity"]["value"] for c in observation["component"]]
     assert counts[0] >= 1
+
+
+def test_a_key_saved_while_the_page_is_still_starting_is_kept(served: Served, page: Page) -> None:
+    """Saved before the page has its sign-in options, the key must not reload the page (the
+    form's own submit would, losing it); saved before the page's keyless request has been
+    refused, it must not be forgotten by that late refusal."""
+    config: list[Route] = []
+    page.route("**/v1/auth/config", lambda route: config.append(route))
+    page.goto(f"{served.url}/slides/{served.slide_id}")
+    page.get_by_test_id("api-key").fill(served.key)
+    page.get_by_test_id("api-key-save").click()
+    config.pop().continue_()
+    page.wait_for_selector("[data-testid='queue-cell']")
+    page.unroute("**/v1/auth/config")
+
+    page.get_by_test_id("api-key-clear").click()
+    keyless: list[Route] = []
+    page.route(
+        "**/v1/me",
+        lambda route: (
+            route.continue_() if "x-api-key" in route.request.headers else keyless.append(route)
+        ),
+    )
+    page.reload()
+    while not keyless:
+        page.wait_for_timeout(50)
+    page.get_by_test_id("api-key").fill(served.key)
+    page.get_by_test_id("api-key-save").click()
+    page.wait_for_selector("[data-testid='queue-cell']")
+    keyless.pop().continue_()  # refused now, after the key was saved
+    page.wait_for_timeout(500)
+    expect(page.get_by_test_id("whoami")).to_have_text("rita (reviewer)")
+    assert page.evaluate_handle("() => sessionStorage.length").json_value() == 1
+    page.reload()  # the key is still there for the next load
+    page.wait_for_selector("[data-testid='queue-cell']")
 
 
 def test_a_gallery_cell_is_reclassified_undone_and_the_slide_signed_after_confirming(

@@ -69,14 +69,19 @@ function say(text, isError = false) {
   message.classList.toggle("error", Boolean(isError));
 }
 
+/* A request answered after the credential changed (a key saved while the page was still
+   loading without one) is stale: error.stale is set, and the answer forgets nothing. */
 async function api(path, options = {}) {
+  const sent = credential();
   const response = await fetch(path, { ...options, headers: headers(options.headers || {}) });
   const body = response.headers.get("content-type")?.includes("json") ? await response.json() : null;
   if (!response.ok) {
-    if (response.status === 401 && credential()) forgetCredential();
+    const stale = sent !== credential();
+    if (response.status === 401 && sent && !stale) forgetCredential();
     const detail = body && body.detail ? body.detail : response.statusText;
     const error = new Error(`${response.status}: ${detail}`);
     error.status = response.status;
+    error.stale = stale;
     throw error;
   }
   return body;
@@ -134,6 +139,7 @@ async function whoami() {
     showSignIn(true);
     return me;
   } catch (error) {
+    if (error.stale) return null; // the load that follows the new credential says who
     target.textContent = error.status === 401 ? (auth.oidc ? "not signed in" : "no valid key") : "";
     showSignIn(false);
     say(error.message, true);
@@ -229,8 +235,10 @@ async function finishSignIn() {
   return true;
 }
 
-/* Loads the sign-in options, finishes a sign-in under way, then runs the page. */
+/* Loads the sign-in options, finishes a sign-in under way, then runs the page. The key
+   form works from the first moment: a key saved before the page has loaded is kept. */
 async function start(load) {
+  setupKeyForm(load);
   try {
     const answer = await fetch("/v1/auth/config");
     auth.oidc = answer.ok ? (await answer.json()).oidc : null;
@@ -244,7 +252,6 @@ async function start(load) {
   } catch (error) {
     failure = `Sign-in failed: ${error.message}`;
   }
-  setupKeyForm(load);
   await load();
   if (failure) say(failure, true);
 }
