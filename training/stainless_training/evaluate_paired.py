@@ -6,8 +6,11 @@ The automatic classifier is the model's own AC-GAN head on the critic: it classi
 the artificially stained cells (Table 8.3, column "Automatic"; there a ResNet trained on
 real stained cells). The same head on the (real brightfield, DIC) pair is reported beside
 it: a pair of classes confused on the stained cells but told apart on the brightfield ones
-is lost on the way from DIC to stain, which is what "DIC cannot separate" means here;
-one confused on both is beyond this classifier.
+is lost on the way from DIC to stain; one confused on both is beyond this classifier.
+Given the logits of a classifier of the DIC alone (:mod:`stainless_training.dic_probe`),
+each confused pair also says where it is lost: "not in the DIC" when that classifier
+confuses the pair too (what "DIC cannot separate" means here, as the thesis found for
+blasts and monocytes), "lost by the translator" when it tells them apart.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ __all__ = [
     "THESIS_AUTOMATIC_RECALL",
     "confused_pairs",
     "evaluate_paired",
+    "located_confusions",
     "per_class_table",
 ]
 
@@ -106,31 +110,69 @@ def confused_pairs(
     return found
 
 
+def _recall(confusion: npt.NDArray[np.int64], index: int) -> float | None:
+    of = int(confusion[index].sum())
+    return int(confusion[index, index]) / of if of else None
+
+
 def per_class_table(
-    confusion: npt.NDArray[np.int64], names: Sequence[str], reference: npt.NDArray[np.int64]
+    confusion: npt.NDArray[np.int64],
+    names: Sequence[str],
+    reference: npt.NDArray[np.int64],
+    dic_only: npt.NDArray[np.int64] | None = None,
 ) -> list[dict[str, Any]]:
     """Per class: cells, right, recall, precision (Table 8.4's right/of), the recall on the
-    real brightfield (``reference`` is that confusion matrix) and the thesis' automatic
-    recall where Table 8.3 has the class."""
+    real brightfield (``reference`` is that confusion matrix), the recall of the classifier
+    of the DIC alone (``dic_only``, where given) and the thesis' automatic recall where
+    Table 8.3 has the class."""
     table = []
     for index, code in enumerate(names):
         of, right = int(confusion[index].sum()), int(confusion[index, index])
         called = int(confusion[:, index].sum())
-        brightfield_of = int(reference[index].sum())
-        table.append(
-            {
-                "class": code,
-                "cells": of,
-                "right": right,
-                "recall": right / of if of else None,
-                "precision": right / called if called else None,
-                "recall_brightfield": (
-                    int(reference[index, index]) / brightfield_of if brightfield_of else None
-                ),
-                "thesis_automatic_recall": THESIS_AUTOMATIC_RECALL.get(code),
-            }
-        )
+        row = {
+            "class": code,
+            "cells": of,
+            "right": right,
+            "recall": right / of if of else None,
+            "precision": right / called if called else None,
+            "recall_brightfield": _recall(reference, index),
+            "thesis_automatic_recall": THESIS_AUTOMATIC_RECALL.get(code),
+        }
+        if dic_only is not None:
+            row["recall_dic_only"] = _recall(dic_only, index)
+        table.append(row)
     return table
+
+
+def located_confusions(
+    stained: npt.NDArray[np.int64],
+    brightfield: npt.NDArray[np.int64],
+    names: Sequence[str],
+    dic_only: npt.NDArray[np.int64] | None = None,
+) -> list[dict[str, Any]]:
+    """The pairs the stained cells confuse (:func:`confused_pairs`), each with where it is
+    lost: ``also_on_brightfield`` (the head confuses the brightfield cells too),
+    ``on_dic_only`` (so does the DIC-only classifier; only with ``dic_only``) and ``where``:
+    "also on brightfield", "not in the DIC", "lost by the translator", or "lost from DIC"
+    when no DIC-only classifier says which of the last two."""
+    on_brightfield = {tuple(p["classes"]) for p in confused_pairs(brightfield, names)}
+    on_dic = (
+        None if dic_only is None else {tuple(p["classes"]) for p in confused_pairs(dic_only, names)}
+    )
+    located = []
+    for pair in confused_pairs(stained, names):
+        key = tuple(pair["classes"])
+        pair["also_on_brightfield"] = key in on_brightfield
+        if pair["also_on_brightfield"]:
+            pair["where"] = "also on brightfield"
+        elif on_dic is None:
+            pair["where"] = "lost from DIC"
+        else:
+            pair["where"] = "not in the DIC" if key in on_dic else "lost by the translator"
+        if on_dic is not None:
+            pair["on_dic_only"] = key in on_dic
+        located.append(pair)
+    return located
 
 
 def evaluate_paired(
@@ -142,11 +184,16 @@ def evaluate_paired(
     batch: int = 32,
     per_cell: bool = False,
     calibration_cells: Sequence[CellSample] = (),
+    dic_only_logits: npt.NDArray[np.float32] | None = None,
 ) -> dict[str, Any]:
     """Metrics of model 3 on held-out ``samples`` (a dict ready for metrics.json).
 
     ``calibration_cells``, held out from these, calibrate the head's class probabilities on
-    the stained pairs (``probability_calibration``, as for model 1)."""
+    the stained pairs (``probability_calibration``, as for model 1). ``dic_only_logits``,
+    one row per sample, are a DIC-only classifier's: its accuracy, confusion and recall per
+    class go beside the head's, and each confused pair says where it is lost."""
+    if dic_only_logits is not None and len(dic_only_logits) != len(samples):
+        raise ValueError(f"{len(dic_only_logits)} DIC-only logits for {len(samples)} cells")
     if not samples:
         raise ValueError("nothing to evaluate")
     generator, critic = generator.eval(), critic.eval()
@@ -180,8 +227,13 @@ def evaluate_paired(
     reference = classification_report(labels, reference_p, class_names=names)
     confusion = np.asarray(report.confusion, dtype=np.int64)
     reference_confusion = np.asarray(reference.confusion, dtype=np.int64)
-    on_stained = confused_pairs(confusion, names)
-    on_brightfield = {tuple(p["classes"]) for p in confused_pairs(reference_confusion, names)}
+    dic_only = dic_only_confusion = None
+    if dic_only_logits is not None:
+        dic_only = classification_report(
+            labels, torch.softmax(torch.from_numpy(dic_only_logits), 1).numpy(), class_names=names
+        )
+        dic_only_confusion = np.asarray(dic_only.confusion, dtype=np.int64)
+    on_stained = located_confusions(confusion, reference_confusion, names, dic_only_confusion)
     quality = {
         code: {
             measure: float(np.mean([r[measure] for r in rows if r["class"] == code]))
@@ -198,15 +250,11 @@ def evaluate_paired(
         "accuracy": report.accuracy,
         "macro_f1": report.macro_f1,
         "confusion": report.confusion,
-        "per_class": per_class_table(confusion, names, reference_confusion),
+        "per_class": per_class_table(confusion, names, reference_confusion, dic_only_confusion),
         "brightfield_accuracy": reference.accuracy,
         "brightfield_confusion": reference.confusion,
-        "confused_on_stained": [
-            p | {"also_on_brightfield": tuple(p["classes"]) in on_brightfield} for p in on_stained
-        ],
-        "lost_from_dic": [
-            p["classes"] for p in on_stained if tuple(p["classes"]) not in on_brightfield
-        ],
+        "confused_on_stained": on_stained,
+        "lost_from_dic": [p["classes"] for p in on_stained if not p["also_on_brightfield"]],
         "mse": float(np.mean([r["mse"] for r in rows])),
         "ssim": float(np.mean([r["ssim"] for r in rows])),
         "quality_per_class": quality,
@@ -214,6 +262,11 @@ def evaluate_paired(
         "thesis_comparison": "Table 8.3's automatic column: a ResNet on real stained cells of "
         "patients; this is the model's own head on phantom cells, not like for like",
     }
+    if dic_only is not None:
+        result["dic_only_accuracy"] = dic_only.accuracy
+        result["dic_only_macro_f1"] = dic_only.macro_f1
+        result["dic_only_confusion"] = dic_only.confusion
+        result["not_in_dic"] = [p["classes"] for p in on_stained if p["where"] == "not in the DIC"]
     if calibration_cells:
         logits = _stained_logits(generator, critic, calibration_cells, batch=batch)
         labels = [s.label for s in calibration_cells]

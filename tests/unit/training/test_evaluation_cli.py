@@ -128,12 +128,17 @@ def test_model_3_is_evaluated_per_clinical_class(tmp_path: Path) -> None:
         app,
         [
             *("--checkpoint", str(folder / "checkpoint.pt"), "--out", str(out)),
-            *("--fields", "4", "--calibration-fields", "4"),
+            *("--fields", "4", "--calibration-fields", "4", "--dic-probe-steps", "3"),
         ],
     )
     assert result.exit_code == 0, result.output
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["held_out"]["seed"] == 1000  # the default held-out seed
+    assert "never served" in metrics["dic_only_classifier"]
+    assert len(metrics["dic_only_confusion"]) == 12 and "not_in_dic" in metrics
+    rows = metrics["per_class"]
+    assert all(row["recall_dic_only"] is not None or not row["cells"] for row in rows)
+    assert "DIC-only classifier: accuracy" in result.stderr
     # The head's probabilities on cells of the next seed: too few here to fit, as it says.
     calibration = metrics["probability_calibration"]
     assert calibration["cells"] > 0
