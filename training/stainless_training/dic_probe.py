@@ -26,7 +26,7 @@ from torch import Tensor, nn
 
 from stainless.ml.models.blocks import ConvNormAct, Downsample
 from stainless_training.augment import paired_jitter
-from stainless_training.phantom_data import CellSample
+from stainless_training.phantom_data import CellSample, dic_batch
 from stainless_training.sampling import class_balanced_batches
 
 __all__ = ["DicProbe", "ProbeSettings", "probe_logits", "train_dic_probe"]
@@ -68,10 +68,6 @@ class ProbeSettings:
     seed: int = 0
 
 
-def _dic(samples: Sequence[CellSample]) -> Tensor:
-    return torch.from_numpy(np.stack([s.dic[None] for s in samples]) * 2 - 1)
-
-
 def train_dic_probe(
     samples: Sequence[CellSample],
     *,
@@ -95,7 +91,7 @@ def train_dic_probe(
         for indices in class_balanced_batches(
             labels, batch_size=batch_size, seed=settings.seed + epoch
         ):
-            dic = _dic([samples[i] for i in indices])
+            dic = dic_batch([samples[i] for i in indices])
             dic, _ = paired_jitter(
                 dic, dic, shift=settings.shift, scale=settings.scale, generator=generator
             )
@@ -120,7 +116,7 @@ def probe_logits(
     probe.eval()
     with torch.no_grad():
         chunks = [
-            probe(_dic(samples[start : start + batch])).numpy()
+            probe(dic_batch(samples[start : start + batch])).numpy()
             for start in range(0, len(samples), batch)
         ]
     return np.concatenate(chunks).astype(np.float32)

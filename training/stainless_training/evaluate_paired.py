@@ -28,7 +28,7 @@ from stainless.ml.metrics.class_calibration import calibrate_classifier
 from stainless.ml.metrics.classification import classification_report
 from stainless.ml.metrics.image import mse, ssim
 from stainless.ml.models.paired import MultiScaleDiscriminator, PairedGenerator
-from stainless_training.phantom_data import CellSample
+from stainless_training.phantom_data import CellSample, dic_batch
 
 __all__ = [
     "CONFUSED_SHARE",
@@ -71,10 +71,6 @@ def _probabilities(critic: MultiScaleDiscriminator, image: Tensor, dic: Tensor) 
     return torch.softmax(logits, dim=1).numpy().astype(np.float32)
 
 
-def _dic(chosen: Sequence[CellSample]) -> Tensor:
-    return torch.from_numpy(np.stack([s.dic[None] for s in chosen]) * 2 - 1)
-
-
 def _stained_logits(
     generator: PairedGenerator,
     critic: MultiScaleDiscriminator,
@@ -87,7 +83,7 @@ def _stained_logits(
     chunks = []
     with torch.no_grad():
         for start in range(0, len(samples), batch):
-            dic = _dic(samples[start : start + batch])
+            dic = dic_batch(samples[start : start + batch])
             logits = MultiScaleDiscriminator.class_logits(critic(generator(dic), dic))
             chunks.append(logits.numpy().astype(np.float32))
     return np.concatenate(chunks)
@@ -204,7 +200,7 @@ def evaluate_paired(
     with torch.no_grad():
         for start in range(0, len(samples), batch):
             chosen = samples[start : start + batch]
-            dic = _dic(chosen)
+            dic = dic_batch(chosen)
             bf = torch.from_numpy(
                 np.stack([np.ascontiguousarray(s.bf.transpose(2, 0, 1)) for s in chosen]) * 2 - 1
             )

@@ -8,7 +8,7 @@ or rotations: they would reverse the DIC shear relief (thesis ch. 8.2).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import cv2
@@ -108,6 +108,11 @@ def phantom_samples(
         if on_field is not None:
             on_field()
     return samples
+
+
+def dic_batch(samples: Sequence[CellSample]) -> torch.Tensor:
+    """The DIC crops of ``samples`` as one ``(B, 1, H, W)`` tensor in [-1, 1]."""
+    return torch.from_numpy(np.stack([s.dic[None] for s in samples]) * 2 - 1)
 
 
 class CellDataset(Dataset[dict[str, torch.Tensor]]):
