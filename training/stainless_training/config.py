@@ -199,6 +199,11 @@ class TrainingConfig(BaseModel):
 
     model: ModelKind
     size: ModelSize = ModelSize.TINY
+    class_head: Literal["pair", "stained"] = Field(
+        default="pair",
+        description="Model 3: what the critic's AC-GAN head reads, the (stained, DIC) pair "
+        "or the stained image alone.",
+    )
     seed: int = Field(default=0, ge=0)
     batch_size: int = Field(default=7, ge=1)
     steps: int = Field(default=600, ge=1, description="Total optimisation steps.")
@@ -248,6 +253,8 @@ class TrainingConfig(BaseModel):
             raise ValueError(
                 f"size small is model 3's (paired); model {self.model} is tiny or thesis"
             )
+        if self.class_head != "pair" and self.model is not ModelKind.PAIRED:
+            raise ValueError(f"class_head is model 3's (paired); model {self.model} has none")
         return self
 
     def phased_schedule(self) -> PhasedSchedule:

@@ -12,7 +12,9 @@ generator every ``critic_steps``-th step — and the phases set the learning rat
   so the served head classifies stained cells it has learned to read, not only brightfield);
 * generator: adversarial + pair-wise L1 reconstruction + feature matching on the critics'
   intermediate features + the class CE of the critics' heads on the generated pair (the
-  generator is pushed to keep the class-specific features, ch. 8.2).
+  generator is pushed to keep the class-specific features, ch. 8.2). A head on the pair
+  can read the class from the DIC instead; ``class_head: stained`` puts it on the stained
+  image alone, so the class CE rewards only what the generator paints.
 
 Batches hold one cell of each of ``batch_size`` different classes; in the last
 ``balanced_fraction`` of the epochs the class CE is weighted by inverse class frequency
@@ -219,7 +221,9 @@ class PairedTrainer:
 def model_config(config: TrainingConfig) -> PairedConfig:
     """The network of the run's size, with a class head for the data's vocabulary."""
     net = PairedConfig.of_size(config.size)
-    return dataclasses.replace(net, n_classes=len(config.data.vocabulary().classes))
+    return dataclasses.replace(
+        net, n_classes=len(config.data.vocabulary().classes), class_head=config.class_head
+    )
 
 
 class PairedWorkload(TrainerWorkload):

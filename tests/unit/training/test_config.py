@@ -61,6 +61,17 @@ def test_the_clinical_model_3_config_names_twelve_classes_and_360_px_crops() -> 
     assert config.data.phantom().class_frequencies.keys() == set(config.data.vocabulary().classes)
 
 
+def test_the_stained_head_config_is_the_small_clinical_run_with_its_head_on_the_stain() -> None:
+    small = load_config(ROOT / "training/configs/paired-clinical-small.yaml")
+    stained = load_config(ROOT / "training/configs/paired-clinical-stained-head.yaml")
+    assert small.class_head == "pair" and stained.class_head == "stained"
+    same = {"class_head": "pair", "steps": small.steps, "schedule": small.schedule}
+    assert stained.model_copy(update=same) == small and stained.steps == small.steps // 2
+    assert model_config(stained).class_head == "stained"
+    with pytest.raises(ValueError, match="class_head is model 3's"):
+        TrainingConfig(model=ModelKind.MTMD, class_head="stained")
+
+
 def test_the_small_clinical_config_is_the_clinical_run_at_128_px_for_twice_the_steps() -> None:
     tiny = load_config(ROOT / "training/configs/paired-clinical.yaml")
     small = load_config(ROOT / "training/configs/paired-clinical-small.yaml")

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
-from stainless_training.dic_probe import DicProbe, ProbeSettings, probe_logits, train_dic_probe
+from stainless.ml.models.classifier import CropClassifier
+from stainless_training.dic_probe import ProbeSettings, probe_logits, train_dic_probe
 from stainless_training.phantom_data import CellSample
 
 SIZE = 16
@@ -35,7 +35,7 @@ def _cells(n: int, seed: int, *, told_apart: bool) -> list[CellSample]:
     return cells
 
 
-def _accuracy(probe: DicProbe, cells: list[CellSample]) -> float:
+def _accuracy(probe: CropClassifier, cells: list[CellSample]) -> float:
     predicted = probe_logits(probe, cells).argmax(axis=1)
     return float(np.mean(predicted == np.array([c.label for c in cells])))
 
@@ -60,6 +60,3 @@ def test_training_is_seeded() -> None:
 def test_it_refuses_what_it_cannot_learn_from() -> None:
     with pytest.raises(ValueError, match="no cells"):
         train_dic_probe([], n_classes=2)
-    with pytest.raises(ValueError, match="power of two"):
-        DicProbe(n_classes=2, image_size=24)
-    assert DicProbe(n_classes=3, image_size=SIZE)(torch.zeros(2, 1, SIZE, SIZE)).shape == (2, 3)

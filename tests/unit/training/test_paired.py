@@ -107,6 +107,14 @@ def test_the_batch_plan_repeats_class_balanced_epochs() -> None:
     assert [next(again) for _ in range(len(steps))] == steps
 
 
+def test_a_run_with_the_class_head_on_the_stained_image_checkpoints_it(tmp_path: Path) -> None:
+    config = CONFIG.model_copy(update={"class_head": "stained"})
+    train(config, tmp_path)
+    critic = torch.load(tmp_path / CHECKPOINT, weights_only=False)["critic"]
+    assert any(key.startswith("image_classifier.") for key in critic)
+    assert not any(".classifier." in key for key in critic)
+
+
 def test_balancing_without_class_weights_is_refused() -> None:
     from stainless.ml.models.configs import PairedConfig
     from stainless.ml.models.paired import build_paired_discriminator, build_paired_generator

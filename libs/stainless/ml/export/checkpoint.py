@@ -120,7 +120,11 @@ def _export_model_3(
         raise ExportError(f"{checkpoint.parent / 'config.yaml'}: {exc}") from None
     size = str(training.get("size", "tiny"))
     try:
-        net = dataclasses.replace(PairedConfig.of_size(size), n_classes=len(vocabulary.classes))
+        net = dataclasses.replace(
+            PairedConfig.of_size(size),
+            n_classes=len(vocabulary.classes),
+            class_head=str(training.get("class_head", "pair")),
+        )
     except ValueError as exc:
         raise ExportError(f"{checkpoint.parent / 'config.yaml'}: {exc}") from None
     state = torch.load(checkpoint, weights_only=False)

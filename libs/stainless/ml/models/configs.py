@@ -74,6 +74,9 @@ class MultiTaskConfig:
         return cls()
 
 
+PAIRED_CLASS_HEADS = ("pair", "stained")
+
+
 @dataclass(frozen=True)
 class PairedConfig:
     """Model 3, the paired Pix2PixHD-style translator with an AC-GAN critic (thesis ch. 8)."""
@@ -89,9 +92,15 @@ class PairedConfig:
     disc_channels: int = 64
     disc_layers: int = 3
     n_scales: int = 2
+    # what the critic's AC-GAN head reads: the (stained, DIC) pair as the thesis describes,
+    # or the stained image alone ("stained"), which the DIC cannot stand in for
+    class_head: str = "pair"
 
     def __post_init__(self) -> None:
-        _check_positive_ints(vars(self))
+        _check_positive_ints({k: v for k, v in vars(self).items() if k != "class_head"})
+        if self.class_head not in PAIRED_CLASS_HEADS:
+            heads = ", ".join(PAIRED_CLASS_HEADS)
+            raise ValueError(f"class_head must be one of {heads}, got {self.class_head!r}")
         if self.global_channels % 2:
             raise ValueError(f"global_channels must be even, got {self.global_channels}")
         _check_divisible(self.image_size, self.global_down + 1, "(global_down + 1)")

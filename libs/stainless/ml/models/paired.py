@@ -18,6 +18,9 @@ corrupt ``h`` and decode the corrupted copies as one batch.
 The critic is a set of PatchGAN discriminators on the (condition, image) pair at
 ``n_scales`` resolutions; each returns its intermediate features (feature-matching loss)
 and, through an AC-GAN head on its last features, cell-class logits (thesis ch. 8.2).
+With ``PairedConfig.class_head = "stained"`` one :class:`CropClassifier` of the judged
+image alone replaces those heads: a head on the pair can read the class from the DIC, so
+its loss does not make the generator show the class in the stained image.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from stainless.ml.models.blocks import (
     parameter_count,
     require_positive,
 )
+from stainless.ml.models.classifier import CropClassifier
 from stainless.ml.models.configs import PairedConfig
 
 
@@ -210,19 +214,17 @@ class PatchDiscriminator(nn.Module):
         in_channels: channels of the judged input (condition and image concatenated).
         base_channels: width of the first layer; doubled per stride-2 layer up to 8x.
         n_layers: stride-2 4x4 convolutions; the patch map is ``S / 2**n_layers``.
-        n_classes: cell classes of the AC-GAN head.
+        n_classes: cell classes of the AC-GAN head; 0 for none (its ``class_logits`` are
+            then ``(B, 0)``).
     """
 
     def __init__(
         self, *, in_channels: int, base_channels: int, n_layers: int, n_classes: int
     ) -> None:
         super().__init__()
-        require_positive(
-            in_channels=in_channels,
-            base_channels=base_channels,
-            n_layers=n_layers,
-            n_classes=n_classes,
-        )
+        require_positive(in_channels=in_channels, base_channels=base_channels, n_layers=n_layers)
+        if n_classes < 0:
+            raise ValueError(f"n_classes must be >= 0, got {n_classes}")
         layers: list[nn.Module] = []
         previous, width = in_channels, base_channels
         for index in range(n_layers):
@@ -248,12 +250,16 @@ class PatchDiscriminator(nn.Module):
         # their spatial mean is all but constant and a head on it alone cannot tell the
         # classes apart (on 12 phantom classes: 0.18 accuracy against 0.68 with it, 600
         # steps on real pairs).
-        self.classifier = nn.Sequential(
-            nn.Conv2d(width, width, 3, padding=1),
-            nn.LeakyReLU(0.2),
-            nn.AdaptiveAvgPool2d(1),
-            nn.Flatten(),
-            nn.Linear(width, n_classes),
+        self.classifier = (
+            nn.Sequential(
+                nn.Conv2d(width, width, 3, padding=1),
+                nn.LeakyReLU(0.2),
+                nn.AdaptiveAvgPool2d(1),
+                nn.Flatten(),
+                nn.Linear(width, n_classes),
+            )
+            if n_classes
+            else None
         )
 
     def forward(self, x: Tensor) -> DiscriminatorOutput:
@@ -261,7 +267,8 @@ class PatchDiscriminator(nn.Module):
         for layer in self.layers:
             x = layer(x)
             features.append(x)
-        return DiscriminatorOutput(features, self.patch(x), self.classifier(x))
+        logits = self.classifier(x) if self.classifier is not None else x.new_zeros(len(x), 0)
+        return DiscriminatorOutput(features, self.patch(x), logits)
 
 
 class MultiScaleDiscriminator(nn.Module):
@@ -274,6 +281,8 @@ class MultiScaleDiscriminator(nn.Module):
         n_layers: stride-2 layers per critic.
         n_scales: critics (2-3 in Pix2PixHD).
         n_classes: cell classes of the AC-GAN heads.
+        image_classifier: the AC-GAN head of every scale, reading the judged image alone;
+            none: a head on each scale's last features of the pair.
     """
 
     def __init__(
@@ -285,6 +294,7 @@ class MultiScaleDiscriminator(nn.Module):
         n_layers: int,
         n_scales: int,
         n_classes: int,
+        image_classifier: CropClassifier | None = None,
     ) -> None:
         super().__init__()
         require_positive(image_channels=image_channels, n_scales=n_scales)
@@ -297,10 +307,11 @@ class MultiScaleDiscriminator(nn.Module):
                 in_channels=condition_channels + image_channels,
                 base_channels=base_channels,
                 n_layers=n_layers,
-                n_classes=n_classes,
+                n_classes=0 if image_classifier is not None else n_classes,
             )
             for _ in range(n_scales)
         )
+        self.image_classifier = image_classifier
 
     def forward(self, image: Tensor, condition: Tensor | None = None) -> list[DiscriminatorOutput]:
         """Judge ``image`` (given ``condition``); one output per scale, finest first."""
@@ -312,6 +323,9 @@ class MultiScaleDiscriminator(nn.Module):
             if index:
                 x = _halve(x)
             outputs.append(critic(x))
+        if self.image_classifier is not None:
+            logits = self.image_classifier(image)
+            outputs = [output._replace(class_logits=logits) for output in outputs]
         return outputs
 
     @staticmethod
@@ -333,7 +347,8 @@ def build_paired_generator(config: PairedConfig) -> PairedGenerator:
 
 
 def build_paired_discriminator(config: PairedConfig) -> MultiScaleDiscriminator:
-    """The conditional multi-scale critic of ``config``."""
+    """The conditional multi-scale critic of ``config``, its AC-GAN head on the pair or on
+    the stained image alone (``config.class_head``)."""
     return MultiScaleDiscriminator(
         condition_channels=config.in_channels,
         image_channels=config.out_channels,
@@ -341,4 +356,14 @@ def build_paired_discriminator(config: PairedConfig) -> MultiScaleDiscriminator:
         n_layers=config.disc_layers,
         n_scales=config.n_scales,
         n_classes=config.n_classes,
+        image_classifier=(
+            CropClassifier(
+                in_channels=config.out_channels,
+                n_classes=config.n_classes,
+                image_size=config.image_size,
+                width=config.disc_channels,
+            )
+            if config.class_head == "stained"
+            else None
+        ),
     )

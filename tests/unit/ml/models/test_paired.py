@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -49,6 +51,28 @@ def test_tiny_shapes_of_every_component(tiny: PairedConfig) -> None:
         assert len(output.features) == tiny.disc_layers + 1
         assert output.features[0].shape == (2, 16, 32 // 2**scale, 32 // 2**scale)
     assert MultiScaleDiscriminator.class_logits(outputs).shape == (2, 7)
+
+
+def test_a_stained_class_head_reads_the_image_alone(tiny: PairedConfig) -> None:
+    critic = build_paired_discriminator(dataclasses.replace(tiny, class_head="stained"))
+    image, dic, other_dic = (
+        torch.randn(2, 3, 64, 64),
+        torch.randn(2, 1, 64, 64),
+        torch.randn(2, 1, 64, 64),
+    )
+    outputs = critic(image, dic)
+    assert all(o.class_logits.shape == (2, 7) for o in outputs)
+    assert all(critic_.classifier is None for critic_ in critic.critics)
+    logits = MultiScaleDiscriminator.class_logits(outputs)
+    assert torch.equal(logits, MultiScaleDiscriminator.class_logits(critic(image, other_dic)))
+    assert not torch.equal(logits, MultiScaleDiscriminator.class_logits(critic(-image, dic)))
+    # the patch scores still judge the pair
+    assert not torch.equal(outputs[0].patch, critic(image, other_dic)[0].patch)
+    pair = build_paired_discriminator(tiny)
+    pair_logits = MultiScaleDiscriminator.class_logits(pair(image, dic))
+    assert not torch.equal(
+        pair_logits, MultiScaleDiscriminator.class_logits(pair(image, other_dic))
+    )
 
 
 def test_latent_noise_changes_the_image_in_one_batch(tiny: PairedConfig) -> None:
@@ -125,7 +149,13 @@ def test_small_config_doubles_the_tiny_resolution_at_its_widths() -> None:
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"image_size": 100}, {"global_channels": 15}, {"n_scales": 0}, {"local_res": -2}],
+    [
+        {"image_size": 100},
+        {"global_channels": 15},
+        {"n_scales": 0},
+        {"local_res": -2},
+        {"class_head": "dic"},
+    ],
 )
 def test_invalid_config_raises(kwargs: dict[str, object]) -> None:
     with pytest.raises(ValueError):  # noqa: PT011
@@ -145,7 +175,7 @@ def test_invalid_arguments_raise(tiny: PairedConfig) -> None:
     with pytest.raises(ValueError, match="n_down"):
         GlobalGenerator(in_channels=1, out_channels=3, base_channels=8, n_down=0, n_res=1)
     with pytest.raises(ValueError, match="n_classes"):
-        PatchDiscriminator(in_channels=4, base_channels=8, n_layers=2, n_classes=0)
+        PatchDiscriminator(in_channels=4, base_channels=8, n_layers=2, n_classes=-1)
     with pytest.raises(ValueError, match="condition"):
         build_paired_discriminator(tiny)(torch.randn(1, 3, 64, 64))
     with pytest.raises(ValueError, match="divisible"):
