@@ -2,10 +2,11 @@
 classification of artificially stained cells, per class.
 
 The automatic classifier is the model's own AC-GAN head on the critic: it classifies the
-(stained, DIC) pair of each held-out cell, as the thesis' automatic classifier classified
-the artificially stained cells (Table 8.3, column "Automatic"; there a ResNet trained on
-real stained cells). The same head on the (real brightfield, DIC) pair is reported beside
-it: a pair of classes confused on the stained cells but told apart on the brightfield ones
+(stained, DIC) pair of each held-out cell, or the stained image alone when the model's
+head reads only that (``class_head: stained``), as the thesis' automatic classifier
+classified the artificially stained cells (Table 8.3, column "Automatic"; there a ResNet
+trained on real stained cells). The same head on the real brightfield cells is reported
+beside it: a pair of classes confused on the stained cells but told apart on the brightfield ones
 is lost on the way from DIC to stain; one confused on both is beyond this classifier.
 Given the logits of a classifier of the DIC alone (:mod:`stainless_training.dic_probe`),
 each confused pair also says where it is lost: "not in the DIC" when that classifier
@@ -254,7 +255,11 @@ def evaluate_paired(
         "mse": float(np.mean([r["mse"] for r in rows])),
         "ssim": float(np.mean([r["ssim"] for r in rows])),
         "quality_per_class": quality,
-        "classifier": "the model's AC-GAN head on the (stained, DIC) pair",
+        "classifier": (
+            "the model's AC-GAN head on the stained image alone"
+            if critic.image_classifier is not None
+            else "the model's AC-GAN head on the (stained, DIC) pair"
+        ),
         "thesis_comparison": "Table 8.3's automatic column: a ResNet on real stained cells of "
         "patients; this is the model's own head on phantom cells, not like for like",
     }

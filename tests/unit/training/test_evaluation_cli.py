@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import torch
 import yaml
 from typer.testing import CliRunner
@@ -108,9 +109,11 @@ def test_refuses_the_training_seed_and_missing_weights(tmp_path: Path) -> None:
     assert not (tmp_path / "eval").exists()
 
 
-def test_model_3_is_evaluated_per_clinical_class(tmp_path: Path) -> None:
+@pytest.mark.parametrize("class_head", ["pair", "stained"])
+def test_model_3_is_evaluated_per_clinical_class(tmp_path: Path, class_head: str) -> None:
     config = yaml.safe_load((ROOT / "training/configs/paired-clinical.yaml").read_text())
     config["data"] |= {"phantom_seed": 5, "phantom_fields": 1}
+    config["class_head"] = class_head
     folder = tmp_path / "model"
     folder.mkdir()
     (folder / "config.yaml").write_text(yaml.safe_dump(config))
@@ -134,6 +137,7 @@ def test_model_3_is_evaluated_per_clinical_class(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["held_out"]["seed"] == 1000  # the default held-out seed
+    assert ("on the stained image alone" in metrics["classifier"]) == (class_head == "stained")
     assert "never served" in metrics["dic_only_classifier"]
     assert len(metrics["dic_only_confusion"]) == 12 and "not_in_dic" in metrics
     rows = metrics["per_class"]
