@@ -204,6 +204,11 @@ class TrainingConfig(BaseModel):
         description="Model 3: what the critic's AC-GAN head reads, the (stained, DIC) pair "
         "or the stained image alone.",
     )
+    class_condition: bool = Field(
+        default=False,
+        description="Model 3: the generator classifies the DIC crop and conditions its "
+        "latent on the class probabilities.",
+    )
     seed: int = Field(default=0, ge=0)
     batch_size: int = Field(default=7, ge=1)
     steps: int = Field(default=600, ge=1, description="Total optimisation steps.")
@@ -255,6 +260,8 @@ class TrainingConfig(BaseModel):
             )
         if self.class_head != "pair" and self.model is not ModelKind.PAIRED:
             raise ValueError(f"class_head is model 3's (paired); model {self.model} has none")
+        if self.class_condition and self.model is not ModelKind.PAIRED:
+            raise ValueError(f"class_condition is model 3's (paired); model {self.model} has none")
         return self
 
     def phased_schedule(self) -> PhasedSchedule:

@@ -14,7 +14,9 @@ generator every ``critic_steps``-th step — and the phases set the learning rat
   intermediate features + the class CE of the critics' heads on the generated pair (the
   generator is pushed to keep the class-specific features, ch. 8.2). A head on the pair
   can read the class from the DIC instead; ``class_head: stained`` puts it on the stained
-  image alone, so the class CE rewards only what the generator paints.
+  image alone, so the class CE rewards only what the generator paints. With
+  ``class_condition`` the generator's own classifier of the DIC (whose probabilities
+  condition its latent) learns the cell's class with the same CE (``generator_dic_*``).
 
 Batches hold one cell of each of ``batch_size`` different classes; in the last
 ``balanced_fraction`` of the epochs the class CE is weighted by inverse class frequency
@@ -174,7 +176,7 @@ class PairedTrainer:
 
     def _generator(self, batch: PairedBatch, class_weights: Tensor | None) -> Logs:
         w = self.weights
-        fake = self.generator(batch.dic)
+        fake, own_logits = self.generator.stain(batch.dic)
         fake_outputs = self.critic(fake, batch.dic)
         with torch.no_grad():
             real_outputs = self.critic(batch.bf, batch.dic)
@@ -196,6 +198,12 @@ class PairedTrainer:
             + w.reconstruction * reconstruction
             + w.classification * classification
         )
+        if own_logits.shape[1]:  # the generator's class pathway learns the DIC's class
+            own, own_logs = classification_loss(
+                own_logits, batch.labels, class_weights=class_weights
+            )
+            loss = loss + w.classification * own
+            logs |= {f"dic_{k}": v for k, v in own_logs.items()}
         self.generator_optimiser.zero_grad(set_to_none=True)
         loss.backward()  # type: ignore[no-untyped-call]
         self.generator_optimiser.step()
@@ -222,7 +230,10 @@ def model_config(config: TrainingConfig) -> PairedConfig:
     """The network of the run's size, with a class head for the data's vocabulary."""
     net = PairedConfig.of_size(config.size)
     return dataclasses.replace(
-        net, n_classes=len(config.data.vocabulary().classes), class_head=config.class_head
+        net,
+        n_classes=len(config.data.vocabulary().classes),
+        class_head=config.class_head,
+        class_condition=config.class_condition,
     )
 
 

@@ -61,15 +61,34 @@ def test_the_clinical_model_3_config_names_twelve_classes_and_360_px_crops() -> 
     assert config.data.phantom().class_frequencies.keys() == set(config.data.vocabulary().classes)
 
 
-def test_the_stained_head_config_is_the_small_clinical_run_with_its_head_on_the_stain() -> None:
+@pytest.mark.parametrize(
+    ("name", "change"),
+    [
+        ("paired-clinical-stained-head.yaml", {"class_head": "stained"}),
+        ("paired-clinical-class-conditioned.yaml", {"class_condition": True}),
+    ],
+)
+def test_the_variant_configs_are_the_small_clinical_run_at_half_the_steps(
+    name: str, change: dict[str, object]
+) -> None:
     small = load_config(ROOT / "training/configs/paired-clinical-small.yaml")
-    stained = load_config(ROOT / "training/configs/paired-clinical-stained-head.yaml")
-    assert small.class_head == "pair" and stained.class_head == "stained"
-    same = {"class_head": "pair", "steps": small.steps, "schedule": small.schedule}
-    assert stained.model_copy(update=same) == small and stained.steps == small.steps // 2
-    assert model_config(stained).class_head == "stained"
+    variant = load_config(ROOT / f"training/configs/{name}")
+    for key, value in change.items():
+        assert getattr(variant, key) == value != getattr(small, key)
+    same = {key: getattr(small, key) for key in change} | {
+        "steps": small.steps,
+        "schedule": small.schedule,
+    }
+    assert variant.model_copy(update=same) == small and variant.steps == small.steps // 2
+    net = model_config(variant)
+    assert all(getattr(net, key) == value for key, value in change.items())
+
+
+def test_the_model_3_options_are_refused_for_other_models() -> None:
     with pytest.raises(ValueError, match="class_head is model 3's"):
         TrainingConfig(model=ModelKind.MTMD, class_head="stained")
+    with pytest.raises(ValueError, match="class_condition is model 3's"):
+        TrainingConfig(model=ModelKind.MTMD, class_condition=True)
 
 
 def test_the_small_clinical_config_is_the_clinical_run_at_128_px_for_twice_the_steps() -> None:

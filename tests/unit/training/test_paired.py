@@ -115,6 +115,17 @@ def test_a_run_with_the_class_head_on_the_stained_image_checkpoints_it(tmp_path:
     assert not any(".classifier." in key for key in critic)
 
 
+def test_a_class_conditioned_run_trains_the_generators_classifier(tmp_path: Path) -> None:
+    config = CONFIG.model_copy(update={"class_condition": True})
+    logs: list[dict[str, float]] = []
+    train(config, tmp_path, on_step=lambda _, step_logs: logs.append(step_logs))
+    generator = torch.load(tmp_path / CHECKPOINT, weights_only=False)["generator"]
+    assert any(key.startswith("class_encoder.") for key in generator)
+    assert any(key.startswith("class_modulation.") for key in generator)
+    losses = [entry["generator_dic_classification"] for entry in logs if "generator" in entry]
+    assert losses and all(math.isfinite(loss) and loss > 0 for loss in losses)
+
+
 def test_balancing_without_class_weights_is_refused() -> None:
     from stainless.ml.models.configs import PairedConfig
     from stainless.ml.models.paired import build_paired_discriminator, build_paired_generator

@@ -124,6 +124,7 @@ def _export_model_3(
             PairedConfig.of_size(size),
             n_classes=len(vocabulary.classes),
             class_head=str(training.get("class_head", "pair")),
+            class_condition=bool(training.get("class_condition", False)),
         )
     except ValueError as exc:
         raise ExportError(f"{checkpoint.parent / 'config.yaml'}: {exc}") from None

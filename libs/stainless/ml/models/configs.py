@@ -95,9 +95,14 @@ class PairedConfig:
     # what the critic's AC-GAN head reads: the (stained, DIC) pair as the thesis describes,
     # or the stained image alone ("stained"), which the DIC cannot stand in for
     class_head: str = "pair"
+    # the generator classifies the DIC crop itself and conditions its latent on the class
+    # probabilities: a cytoplasm's colour is a property of the class, not of local texture
+    class_condition: bool = False
 
     def __post_init__(self) -> None:
-        _check_positive_ints({k: v for k, v in vars(self).items() if k != "class_head"})
+        _check_positive_ints(
+            {k: v for k, v in vars(self).items() if k not in {"class_head", "class_condition"}}
+        )
         if self.class_head not in PAIRED_CLASS_HEADS:
             heads = ", ".join(PAIRED_CLASS_HEADS)
             raise ValueError(f"class_head must be one of {heads}, got {self.class_head!r}")

@@ -15,6 +15,12 @@ S / 2)`` carries everything the image is made from. ``decode(h)`` runs the rest 
 residual blocks, upsampling, output), so the whole-latent confidence of thesis ch. 7.1 can
 corrupt ``h`` and decode the corrupted copies as one batch.
 
+With ``PairedConfig.class_condition`` the generator also classifies the DIC crop (a
+:class:`CropClassifier`, trained on the cells' labels) and ``h`` is instance-normalised and
+re-scaled by the class probabilities (AdaIN): a cytoplasm's colour belongs to the cell's
+class, which a fully convolutional translator has to infer from the whole cell and which
+its L1 loss pulls towards the commonest colour.
+
 The critic is a set of PatchGAN discriminators on the (condition, image) pair at
 ``n_scales`` resolutions; each returns its intermediate features (feature-matching loss)
 and, through an AC-GAN head on its last features, cell-class logits (thesis ch. 8.2).
@@ -32,6 +38,7 @@ from torch import Tensor, nn
 
 from stainless.ml.models.blocks import (
     Activation,
+    AdaIN,
     ConvNormAct,
     Downsample,
     Norm,
@@ -129,6 +136,8 @@ class PairedGenerator(nn.Module):
         global_down: downsamplings of the global generator.
         global_res: residual blocks of the global bottleneck.
         local_res: residual blocks of the local enhancer.
+        class_encoder: classifies the input crop; its class probabilities condition the
+            latent (AdaIN). None: an unconditioned latent.
     """
 
     def __init__(
@@ -140,6 +149,7 @@ class PairedGenerator(nn.Module):
         global_down: int,
         global_res: int,
         local_res: int,
+        class_encoder: CropClassifier | None = None,
     ) -> None:
         super().__init__()
         require_positive(global_channels=global_channels, local_res=local_res)
@@ -163,9 +173,16 @@ class PairedGenerator(nn.Module):
             _to_image(local, out_channels),
         )
         self.scale = 2 ** (global_down + 1)
+        self.class_encoder = class_encoder
+        self.class_modulation = (
+            AdaIN(channels=global_channels, style_dim=class_encoder.classify.out_features)
+            if class_encoder is not None
+            else None
+        )
 
-    def encode(self, x: Tensor) -> Tensor:
-        """Latent ``h`` ``(B, global_channels, S / 2, S / 2)`` of ``x`` ``(B, C, S, S)``.
+    def encode_classified(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Latent ``h`` ``(B, global_channels, S / 2, S / 2)`` of ``x`` ``(B, C, S, S)`` and
+        the generator's own class logits of ``x`` (``(B, 0)`` without a class encoder).
 
         ``S`` must be divisible by ``2**(global_down + 1)``.
         """
@@ -173,7 +190,14 @@ class PairedGenerator(nn.Module):
             raise ValueError(f"image sides must be divisible by {self.scale}, got {x.shape}")
         coarse = self.global_generator.features(self.global_generator.encode(_halve(x)))
         h: Tensor = self.local_front(x) + coarse
-        return h
+        if self.class_encoder is None or self.class_modulation is None:
+            return h, x.new_zeros(len(x), 0)
+        logits: Tensor = self.class_encoder(x)
+        return self.class_modulation(h, logits.softmax(dim=1)), logits
+
+    def encode(self, x: Tensor) -> Tensor:
+        """The latent of :meth:`encode_classified`."""
+        return self.encode_classified(x)[0]
 
     def decode(self, h: Tensor) -> Tensor:
         """The full-resolution image from a (possibly corrupted) latent."""
@@ -184,6 +208,11 @@ class PairedGenerator(nn.Module):
         """The global generator's own half-resolution image (for its warm-up training)."""
         image: Tensor = self.global_generator(_halve(x))
         return image
+
+    def stain(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """The stained image and the generator's class logits of ``x`` (training)."""
+        h, logits = self.encode_classified(x)
+        return self.decode(h), logits
 
     def forward(self, x: Tensor) -> Tensor:
         return self.decode(self.encode(x))
@@ -343,6 +372,16 @@ def build_paired_generator(config: PairedConfig) -> PairedGenerator:
         global_down=config.global_down,
         global_res=config.global_res,
         local_res=config.local_res,
+        class_encoder=(
+            CropClassifier(
+                in_channels=config.in_channels,
+                n_classes=config.n_classes,
+                image_size=config.image_size,
+                width=config.global_channels,
+            )
+            if config.class_condition
+            else None
+        ),
     )
 
 

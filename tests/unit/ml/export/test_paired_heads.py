@@ -58,11 +58,14 @@ def test_the_served_confidence_is_the_eager_unmasked_whole_latent_delta(networks
     assert probabilities.shape == (1, 12)
 
 
-def _model_3(folder: Path, networks, class_head: str = "pair", **data: object) -> Path:  # type: ignore[no-untyped-def]
+def _model_3(  # type: ignore[no-untyped-def]
+    folder: Path, networks, class_head: str = "pair", class_condition: bool = False, **data: object
+) -> Path:
     folder.mkdir()
     config = yaml.safe_load((ROOT / "training/configs/paired-clinical.yaml").read_text())
     config["data"] |= data
     config["class_head"] = class_head
+    config["class_condition"] = class_condition
     (folder / "config.yaml").write_text(yaml.safe_dump(config))
     generator, critic = networks
     state = {"generator": generator.state_dict(), "critic": critic.state_dict()}
@@ -110,6 +113,21 @@ def test_a_head_on_the_stained_image_alone_is_exported_and_served(tmp_path: Path
     with torch.no_grad():
         expected = torch.softmax(critic.image_classifier(stained), dim=1)  # type: ignore[misc]
     assert (probabilities - expected).abs().max().item() < 1e-5
+
+
+def test_a_class_conditioned_generator_is_exported_and_served(tmp_path: Path) -> None:
+    torch.manual_seed(2)
+    config = dataclasses.replace(CONFIG, class_condition=True)
+    generator, critic = build_paired_generator(config).eval(), build_paired_discriminator(config)
+    checkpoint = _model_3(tmp_path / "model-3", (generator, critic.eval()), class_condition=True)
+    export_checkpoint(
+        checkpoint, tmp_path / "repo", review_threshold=1.0, instance=InstanceKind.CPU
+    )
+    dic = torch.rand(2, 1, SIZE, SIZE) * 2 - 1
+    stained = load_served(tmp_path / "repo", "stain", 1)(dic)
+    with torch.no_grad():
+        expected = generator(dic)
+    assert (stained - expected).abs().max().item() < 1e-4
 
 
 def test_an_unknown_class_vocabulary_is_refused(tmp_path: Path, networks) -> None:  # type: ignore[no-untyped-def]

@@ -75,6 +75,24 @@ def test_a_stained_class_head_reads_the_image_alone(tiny: PairedConfig) -> None:
     )
 
 
+def test_a_class_conditioned_generator_paints_from_its_own_class_of_the_dic(
+    tiny: PairedConfig,
+) -> None:
+    generator = build_paired_generator(dataclasses.replace(tiny, class_condition=True)).eval()
+    dic = torch.randn(2, 1, 64, 64)
+    with torch.no_grad():
+        image, logits = generator.stain(dic)
+        assert logits.shape == (2, 7)
+        assert torch.equal(logits, generator.class_encoder(dic))  # type: ignore[misc]
+        assert torch.allclose(generator(dic), image)
+        # the latent follows the class probabilities: another class, another image
+        classify = generator.class_encoder.classify  # type: ignore[union-attr]
+        classify.bias += torch.arange(7.0) * 20
+        assert not torch.allclose(generator(dic), image, atol=1e-3)
+    plain = build_paired_generator(tiny)
+    assert plain.class_encoder is None and plain.stain(dic)[1].shape == (2, 0)
+
+
 def test_latent_noise_changes_the_image_in_one_batch(tiny: PairedConfig) -> None:
     generator = build_paired_generator(tiny).eval()
     with torch.no_grad():
