@@ -11,7 +11,9 @@ is lost on the way from DIC to stain; one confused on both is beyond this classi
 Given the logits of a classifier of the DIC alone (:mod:`stainless_training.dic_probe`),
 each confused pair also says where it is lost: "not in the DIC" when that classifier
 confuses the pair too (what "DIC cannot separate" means here, as the thesis found for
-blasts and monocytes), "lost by the translator" when it tells them apart.
+blasts and monocytes), "lost by the translator" when it tells them apart. A generator with
+a class pathway (``class_condition``) has its own class of each DIC crop, which sets the
+colours it paints: ``generator_class_accuracy`` and its confusion.
 """
 
 from __future__ import annotations
@@ -197,6 +199,7 @@ def evaluate_paired(
     names = list(vocabulary.classes)
     stained_p: list[F32] = []
     brightfield_p: list[F32] = []
+    own_logits: list[Tensor] = []
     rows: list[dict[str, Any]] = []
     with torch.no_grad():
         for start in range(0, len(samples), batch):
@@ -205,7 +208,8 @@ def evaluate_paired(
             bf = torch.from_numpy(
                 np.stack([np.ascontiguousarray(s.bf.transpose(2, 0, 1)) for s in chosen]) * 2 - 1
             )
-            stained = generator(dic)
+            stained, own = generator.stain(dic)
+            own_logits.append(own)
             stained_p.append(_probabilities(critic, stained, dic))
             brightfield_p.append(_probabilities(critic, bf, dic))
             for sample, image in zip(chosen, _to_image(stained), strict=True):
@@ -263,6 +267,12 @@ def evaluate_paired(
         "thesis_comparison": "Table 8.3's automatic column: a ResNet on real stained cells of "
         "patients; this is the model's own head on phantom cells, not like for like",
     }
+    if generator.class_encoder is not None:
+        own_report = classification_report(
+            labels, torch.softmax(torch.cat(own_logits), 1).numpy(), class_names=names
+        )
+        result["generator_class_accuracy"] = own_report.accuracy
+        result["generator_class_confusion"] = own_report.confusion
     if dic_only is not None:
         result["dic_only_accuracy"] = dic_only.accuracy
         result["dic_only_macro_f1"] = dic_only.macro_f1

@@ -398,6 +398,11 @@ def _evaluate_paired(
             f"DIC-only classifier: accuracy {_fmt(metrics['dic_only_accuracy'])}, "
             f"macro-F1 {_fmt(metrics['dic_only_macro_f1'])}"
         )
+    if "generator_class_accuracy" in metrics:
+        err.print(
+            "the generator's own class of the DIC (sets its colours): accuracy "
+            f"{_fmt(metrics['generator_class_accuracy'])}"
+        )
     for pair in metrics["confused_on_stained"]:
         a, b = pair["classes"]
         shares = f"{pair['shares'][0]:.0%} / {pair['shares'][1]:.0%}"

@@ -109,11 +109,16 @@ def test_refuses_the_training_seed_and_missing_weights(tmp_path: Path) -> None:
     assert not (tmp_path / "eval").exists()
 
 
-@pytest.mark.parametrize("class_head", ["pair", "stained"])
-def test_model_3_is_evaluated_per_clinical_class(tmp_path: Path, class_head: str) -> None:
+@pytest.mark.parametrize(
+    ("class_head", "class_condition"), [("pair", False), ("stained", False), ("pair", True)]
+)
+def test_model_3_is_evaluated_per_clinical_class(
+    tmp_path: Path, class_head: str, class_condition: bool
+) -> None:
     config = yaml.safe_load((ROOT / "training/configs/paired-clinical.yaml").read_text())
     config["data"] |= {"phantom_seed": 5, "phantom_fields": 1}
     config["class_head"] = class_head
+    config["class_condition"] = class_condition
     folder = tmp_path / "model"
     folder.mkdir()
     (folder / "config.yaml").write_text(yaml.safe_dump(config))
@@ -138,6 +143,11 @@ def test_model_3_is_evaluated_per_clinical_class(tmp_path: Path, class_head: str
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["held_out"]["seed"] == 1000  # the default held-out seed
     assert ("on the stained image alone" in metrics["classifier"]) == (class_head == "stained")
+    assert ("generator_class_accuracy" in metrics) == class_condition
+    if class_condition:
+        assert len(metrics["generator_class_confusion"]) == 12
+        assert 0 <= metrics["generator_class_accuracy"] <= 1
+        assert "the generator's own class of the DIC" in result.stderr
     assert "never served" in metrics["dic_only_classifier"]
     assert len(metrics["dic_only_confusion"]) == 12 and "not_in_dic" in metrics
     rows = metrics["per_class"]
