@@ -373,15 +373,20 @@ def build_paired_generator(config: PairedConfig) -> PairedGenerator:
         global_res=config.global_res,
         local_res=config.local_res,
         class_encoder=(
-            CropClassifier(
-                in_channels=config.in_channels,
-                n_classes=config.n_classes,
-                image_size=config.image_size,
-                width=config.global_channels,
-            )
+            _classifier(config, in_channels=config.in_channels, width=config.global_channels)
             if config.class_condition
             else None
         ),
+    )
+
+
+def _classifier(config: PairedConfig, *, in_channels: int, width: int) -> CropClassifier:
+    """A classifier of ``in_channels`` crops into ``config``'s classes."""
+    return CropClassifier(
+        in_channels=in_channels,
+        n_classes=config.n_classes,
+        image_size=config.image_size,
+        width=width,
     )
 
 
@@ -396,12 +401,7 @@ def build_paired_discriminator(config: PairedConfig) -> MultiScaleDiscriminator:
         n_scales=config.n_scales,
         n_classes=config.n_classes,
         image_classifier=(
-            CropClassifier(
-                in_channels=config.out_channels,
-                n_classes=config.n_classes,
-                image_size=config.image_size,
-                width=config.disc_channels,
-            )
+            _classifier(config, in_channels=config.out_channels, width=config.disc_channels)
             if config.class_head == "stained"
             else None
         ),
