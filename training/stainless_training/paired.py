@@ -151,7 +151,7 @@ class PairedTrainer:
         fake_outputs = self.critic(fake, batch.dic)
         adversarial, logs = wgan_critic_loss(patch_scores(real_outputs), patch_scores(fake_outputs))
         penalty, penalty_logs = gradient_penalty(
-            lambda mixed: patch_scores(self.critic(mixed, batch.dic)),
+            lambda mixed: patch_scores(self.critic(mixed, batch.dic, classify=False)),
             batch.bf,
             fake,
             weight=self.weights.gradient_penalty,

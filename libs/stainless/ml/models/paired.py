@@ -291,12 +291,15 @@ class PatchDiscriminator(nn.Module):
             else None
         )
 
-    def forward(self, x: Tensor) -> DiscriminatorOutput:
+    def forward(self, x: Tensor, *, classify: bool = True) -> DiscriminatorOutput:
+        """Features, patch scores and, unless ``classify`` is off (or the critic has no
+        head), AC-GAN logits (else ``[B, 0]``)."""
         features: list[Tensor] = []
         for layer in self.layers:
             x = layer(x)
             features.append(x)
-        logits = self.classifier(x) if self.classifier is not None else x.new_zeros(len(x), 0)
+        head = self.classifier if classify else None
+        logits = head(x) if head is not None else x.new_zeros(len(x), 0)
         return DiscriminatorOutput(features, self.patch(x), logits)
 
 
@@ -342,8 +345,13 @@ class MultiScaleDiscriminator(nn.Module):
         )
         self.image_classifier = image_classifier
 
-    def forward(self, image: Tensor, condition: Tensor | None = None) -> list[DiscriminatorOutput]:
-        """Judge ``image`` (given ``condition``); one output per scale, finest first."""
+    def forward(
+        self, image: Tensor, condition: Tensor | None = None, *, classify: bool = True
+    ) -> list[DiscriminatorOutput]:
+        """Judge ``image`` (given ``condition``); one output per scale, finest first.
+
+        ``classify=False`` leaves the AC-GAN heads out (logits ``[B, 0]``): a pass that
+        needs only the patch scores (the gradient penalty) does not run them."""
         if (condition is None) != (self.condition_channels == 0):
             raise ValueError("pass a condition exactly when condition_channels > 0")
         x = image if condition is None else torch.cat([condition, image], dim=1)
@@ -351,8 +359,8 @@ class MultiScaleDiscriminator(nn.Module):
         for index, critic in enumerate(self.critics):
             if index:
                 x = _halve(x)
-            outputs.append(critic(x))
-        if self.image_classifier is not None:
+            outputs.append(critic(x, classify=classify))
+        if classify and self.image_classifier is not None:
             logits = self.image_classifier(image)
             outputs = [output._replace(class_logits=logits) for output in outputs]
         return outputs

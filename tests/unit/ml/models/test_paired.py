@@ -6,6 +6,7 @@ import dataclasses
 
 import pytest
 import torch
+from torch import nn
 
 from stainless.ml.models import blocks
 from stainless.ml.models.configs import PairedConfig
@@ -73,6 +74,22 @@ def test_a_stained_class_head_reads_the_image_alone(tiny: PairedConfig) -> None:
     assert not torch.equal(
         pair_logits, MultiScaleDiscriminator.class_logits(pair(image, other_dic))
     )
+
+
+@pytest.mark.parametrize("class_head", ["pair", "stained"])
+def test_a_critic_asked_not_to_classify_runs_no_head(tiny: PairedConfig, class_head: str) -> None:
+    critic = build_paired_discriminator(dataclasses.replace(tiny, class_head=class_head))
+    image, dic = torch.randn(2, 3, 64, 64), torch.randn(2, 1, 64, 64)
+    heads = [c.classifier for c in critic.critics if c.classifier is not None]
+    heads += [critic.image_classifier] if critic.image_classifier is not None else []
+    calls: list[nn.Module] = []
+    for head in heads:
+        head.register_forward_hook(lambda module, args, out: calls.append(module))
+    full, bare = critic(image, dic), critic(image, dic, classify=False)
+    assert len(calls) == len(heads) > 0  # the heads ran once, for the full pass
+    for with_heads, without in zip(full, bare, strict=True):
+        assert torch.equal(with_heads.patch, without.patch)
+        assert without.class_logits.shape == (2, 0)
 
 
 def test_a_class_conditioned_generator_paints_from_its_own_class_of_the_dic(
