@@ -60,6 +60,13 @@ class LossWeights(BaseModel):
         "DIC/brightfield pair, so labels carry across domains through the shared latent (not "
         "in the thesis; 0 = off).",
     )
+    paired_label_transfer: float = Field(
+        default=0.0,
+        ge=0,
+        description="Model 1, supervised phase: class CE of each unlabelled DIC cell against "
+        "the label of its registered brightfield, or the class probabilities the classifier "
+        "gives that brightfield (label transfer through the pairing; 0 = off).",
+    )
     style: float = Field(default=1.0, ge=0, description="Style reconstruction (model 2).")
     structure: float = Field(default=1.0, ge=0, description="Structure CE (model 2).")
     diversity: float = Field(default=3.0, ge=0, description="Diversity, λ = 3 (ch. 6).")

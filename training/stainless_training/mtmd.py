@@ -30,7 +30,9 @@ from stainless.ml.losses.adversarial import gradient_penalty, wgan_critic_loss, 
 from stainless.ml.losses.classification import (
     classification_loss,
     domain_classification_loss,
+    paired_targets,
     segmentation_loss,
+    soft_classification_loss,
 )
 from stainless.ml.losses.reconstruction import (
     cycle_loss,
@@ -159,14 +161,7 @@ class MultiTaskTrainer:
             if kind is Pass.CRITIC:
                 logs |= self._critic(batch)
             elif kind is Pass.CLASSIFIER:
-                logs |= self._update(
-                    classification_loss(
-                        self.translator.classify(self.translator.encode(batch.images)),
-                        batch.labels,
-                        ignore_index=IGNORE,
-                    ),
-                    self.weights.classification,
-                )
+                logs |= self._update(self._classification(batch), self.weights.classification)
             elif kind is Pass.SEGMENTOR:
                 logs |= self._update(
                     segmentation_loss(
@@ -177,6 +172,27 @@ class MultiTaskTrainer:
             else:
                 logs |= self._generator(batch, supervised=supervised)
         return logs
+
+    def _classification(self, batch: Batch) -> tuple[Tensor, Logs]:
+        """The classifier's CE on the labelled rows and, with ``paired_label_transfer``, on
+        the unlabelled DIC cells against their registered brightfield's label or class
+        probabilities (:func:`paired_targets`)."""
+        logits = self.translator.classify(self.translator.encode(batch.images))
+        loss, logs = classification_loss(logits, batch.labels, ignore_index=IGNORE)
+        n = batch.cells
+        unlabelled = batch.labels[:n] == IGNORE
+        if self.weights.paired_label_transfer > 0 and bool(unlabelled.any()):
+            targets = paired_targets(
+                batch.labels[n : 2 * n][unlabelled],
+                logits[n : 2 * n][unlabelled],
+                ignore_index=IGNORE,
+            )
+            transferred, transferred_logs = soft_classification_loss(
+                logits[:n][unlabelled], targets
+            )
+            loss = loss + self.weights.paired_label_transfer * transferred
+            logs |= {f"paired_{k}": v for k, v in transferred_logs.items()}
+        return loss, logs
 
     def _update(self, loss_and_logs: tuple[Tensor, Logs], weight: float) -> Logs:
         loss, logs = loss_and_logs

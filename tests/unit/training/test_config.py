@@ -99,3 +99,10 @@ def test_the_small_clinical_config_is_the_clinical_run_at_128_px_for_twice_the_s
     same = {"size": tiny.size, "steps": tiny.steps, "schedule": tiny.schedule}
     assert small.model_copy(update=same) == tiny
     assert model_config(small).image_size == 128 and model_config(tiny).image_size == 64
+
+
+def test_the_paired_label_transfer_config_is_the_label_transfer_run_with_that_loss() -> None:
+    plain = load_config(ROOT / "training/configs/mtmd-transfer.yaml")
+    paired = load_config(ROOT / "training/configs/mtmd-transfer-paired.yaml")
+    assert paired.losses.paired_label_transfer > 0 == plain.losses.paired_label_transfer
+    assert paired.model_copy(update={"losses": plain.losses}) == plain

@@ -105,6 +105,36 @@ def test_a_run_with_labels_from_cv_alone_trains(tmp_path: Path) -> None:
             assert lines[4]["generator_latent_alignment"] > 0
 
 
+def test_unlabelled_dic_cells_learn_from_their_registered_brightfield(tmp_path: Path) -> None:
+    weights = LossWeights(paired_label_transfer=1.0)
+    config = _transfer_config(labelled=("CV",)).model_copy(update={"losses": weights})
+    lines: list[dict[str, float]] = []
+    train(config, tmp_path, on_step=lambda _, logs: lines.append(logs))
+    assert lines[4]["paired_classification"] > 0 and "paired_agreement" in lines[4]
+    work = workload(config)
+    seen: list[Batch] = []
+    work.trainer.step = lambda batch, step: seen.append(batch) or {}  # type: ignore[method-assign,func-returns-value]
+    work.step([0, 1, 2], 4)
+    torch.manual_seed(0)
+    with_pairs, logs = work.trainer._classification(seen[0])
+    work.trainer.weights = LossWeights()
+    torch.manual_seed(0)
+    without, plain_logs = work.trainer._classification(seen[0])
+    assert "paired_classification" not in plain_logs
+    # the same networks: the difference is the DIC cells' CE
+    assert with_pairs.item() == pytest.approx(
+        without.item() + logs["paired_classification"], rel=1e-5
+    )
+    # with DIC labelled, no DIC cell is unlabelled: nothing is carried
+    labelled = workload(
+        _transfer_config(labelled=("DIC", "CV")).model_copy(update={"losses": weights})
+    )
+    labelled.trainer.step = lambda batch, step: seen.append(batch) or {}  # type: ignore[method-assign,func-returns-value]
+    labelled.step([0, 1, 2], 4)
+    _, logs = labelled.trainer._classification(seen[-1])
+    assert "paired_classification" not in logs
+
+
 def test_the_third_domain_is_model_1s_and_needs_fields_of_its_own() -> None:
     with pytest.raises(ValidationError, match=r"cv\.seed must differ"):
         DataConfig(phantom_seed=1, cv=ThirdDomain(seed=1))

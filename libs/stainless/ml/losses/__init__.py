@@ -14,7 +14,9 @@ from stainless.ml.losses.adversarial import (
 from stainless.ml.losses.classification import (
     classification_loss,
     domain_classification_loss,
+    paired_targets,
     segmentation_loss,
+    soft_classification_loss,
     structure_loss,
 )
 from stainless.ml.losses.reconstruction import (
@@ -33,8 +35,10 @@ __all__ = [
     "feature_matching_loss",
     "gradient_penalty",
     "latent_alignment_loss",
+    "paired_targets",
     "pairwise_reconstruction_loss",
     "segmentation_loss",
+    "soft_classification_loss",
     "structure_loss",
     "style_reconstruction_loss",
     "wgan_critic_loss",

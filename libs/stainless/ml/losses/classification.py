@@ -79,6 +79,56 @@ def domain_classification_loss(logits: Tensor, domain_index: Tensor | int) -> tu
     }
 
 
+def paired_targets(partner_labels: Tensor, partner_logits: Tensor, *, ignore_index: int) -> Tensor:
+    """Class targets of unlabelled cells from their registered partners (label transfer
+    through the pairing).
+
+    A cell takes its partner's label or, where the partner has none (``ignore_index``), the
+    class probabilities the classifier gives the partner: a soft target, near-uniform while
+    the classifier knows little, sharp once it is sure.
+
+    Args:
+        partner_labels: the labels of the cells' registered partners ``[P]``.
+        partner_logits: the classifier's logits of the partners ``[P, classes]`` (not
+            differentiated through).
+        ignore_index: the label of an unlabelled partner.
+
+    Returns:
+        ``[P, classes]`` target probabilities.
+    """
+    _check_logits_2d(partner_logits, partner_labels, "partner_labels", ignore_index)
+    with torch.no_grad():
+        targets = torch.softmax(partner_logits.detach().float(), dim=1)
+        known = partner_labels != ignore_index
+        classes = partner_logits.shape[1]
+        targets[known] = F.one_hot(partner_labels[known].long(), classes).to(targets.dtype)
+        return targets
+
+
+def soft_classification_loss(logits: Tensor, targets: Tensor) -> tuple[Tensor, Logs]:
+    """Cell classification CE against target probabilities (``paired_targets``).
+
+    Args:
+        logits: class logits ``[B, classes]``.
+        targets: class probabilities ``[B, classes]`` (rows sum to 1).
+
+    Returns:
+        The mean CE and logs ``classification`` and ``agreement`` (the share of rows whose
+        most probable class is the target's).
+    """
+    check_tensor("logits", logits)
+    check_tensor("targets", targets)
+    if logits.dim() != 2 or targets.shape != logits.shape:
+        raise ValueError(
+            f"logits and targets must be the same [B, classes], got {shape(logits)} and "
+            f"{shape(targets)}"
+        )
+    loss = F.cross_entropy(logits, targets.to(logits.dtype))
+    with torch.no_grad():
+        agreement = int((logits.argmax(dim=1) == targets.argmax(dim=1)).sum()) / len(logits)
+    return loss, {"classification": float(loss.detach()), "agreement": agreement}
+
+
 def classification_loss(
     logits: Tensor,
     labels: Tensor,

@@ -10,7 +10,9 @@ import torch
 from stainless.ml.losses import (
     classification_loss,
     domain_classification_loss,
+    paired_targets,
     segmentation_loss,
+    soft_classification_loss,
     structure_loss,
 )
 
@@ -141,3 +143,25 @@ def test_structure_loss_known_value_and_class_subset() -> None:
         structure_loss(logits, target, classes=(0, 4))
     with pytest.raises(ValueError, match="structure_target_mask must be"):
         structure_loss(logits, torch.zeros(1, 3, dtype=torch.long))
+
+
+def test_paired_targets_take_the_partners_label_else_its_probabilities() -> None:
+    targets = paired_targets(torch.tensor([-1, 0, 1]), LOGITS, ignore_index=-1)
+    expected = torch.tensor([[0.25, 0.75], [1.0, 0.0], [0.0, 1.0]])
+    assert torch.allclose(targets, expected)
+    assert not targets.requires_grad
+    with pytest.raises(ValueError, match="partner_labels must lie"):
+        paired_targets(torch.tensor([5, -1, -1]), LOGITS, ignore_index=-1)
+    with pytest.raises(ValueError, match="partner_labels must be"):
+        paired_targets(torch.full((2,), -1), LOGITS, ignore_index=-1)
+
+
+def test_soft_classification_loss_known_value() -> None:
+    targets = torch.tensor([[0.5, 0.5], [0.0, 1.0], [1.0, 0.0]])
+    loss, logs = soft_classification_loss(LOGITS, targets)
+    expected = (-0.5 * math.log(0.25) - 0.5 * math.log(0.75) - math.log(0.5) - math.log(0.9)) / 3
+    assert loss.item() == pytest.approx(expected, rel=1e-6)
+    # argmax of logits 1, 0, 0 against targets 0 (tie: first), 1, 0: one of three
+    assert logs == {"classification": pytest.approx(expected, rel=1e-6), "agreement": 1 / 3}
+    with pytest.raises(ValueError, match="same"):
+        soft_classification_loss(LOGITS, targets[:2])
