@@ -10,8 +10,11 @@ other cells, translated to DIC without a pair.
 
 Labels come only from the domains ``data.labelled`` names (label transfer, thesis
 ch. 5.2): the rows of the other domains carry :data:`IGNORE` and train the
-adversarial, cycle and reconstruction terms alone. The class-balanced batches are
-drawn over the labelled cells; the cells of the other domains are drawn at random.
+adversarial, cycle and reconstruction terms alone, except that with
+``losses.paired_label_transfer`` an unlabelled DIC cell also trains the classifier
+against its registered brightfield's label or class probabilities. The class-balanced
+batches are drawn over the labelled cells; the cells of the other domains are drawn at
+random.
 """
 
 from __future__ import annotations
